@@ -1,0 +1,59 @@
+# modeleval — build, test bed and test entry points. `make test` is the one command CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        ?= .venv
+UV_VERSION  := 0.13.8
+TOOLS_DIR   ?= $(or $(MODELEVAL_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/modeleval/tools)
+BED_DIR     ?= $(or $(MODELEVAL_BED_DIR),/tmp/modeleval-bed)
+export MODELEVAL_TOOLS_DIR := $(TOOLS_DIR)
+
+.PHONY: help venv tools cluster-up cluster-down test test-unit test-integration test-e2e \
+        lock crds bench bench-control-plane kind-up kind-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@echo "[venv] creating $(VENV) with uv $(UV_VERSION) (pip 23.2 cannot resolve these pins)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -r requirements.lock
+	@$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv from the lock
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra dev --python-version 3.11 -o requirements.lock
+
+tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
+	@hack/build-tools.sh
+
+cluster-up: venv tools ## start the local test bed (writes $(BED_DIR)/kubeconfig and env)
+	@PYTHONPATH=tests $(VENV)/bin/python -m testbed up --dir $(BED_DIR)
+
+cluster-down: ## stop the local test bed and every process it started
+	@PYTHONPATH=tests $(VENV)/bin/python -m testbed down --dir $(BED_DIR)
+
+test: venv tools ## everything: unit, integration and e2e tests on the local test bed
+	@$(VENV)/bin/python -m pytest tests
+
+test-unit: venv ## unit tests only (no services)
+	@$(VENV)/bin/python -m pytest tests/unit
+
+test-integration: venv tools ## MinIO, FerretDB and local Ray tests
+	@$(VENV)/bin/python -m pytest tests/integration
+
+test-e2e: venv tools ## the Kubernetes test bed tests
+	@$(VENV)/bin/python -m pytest tests/e2e
+
+kind-up: ## the same stack on kind for users with Docker (cannot run without a Docker engine)
+	@hack/kind-up.sh
+
+kind-down: ## delete the kind cluster made by kind-up
+	@kind delete cluster --name $${KIND_CLUSTER:-modeleval}
+
+clean: ## remove the venv (the tool cache outside the checkout is kept)
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Builds the local test bed's tools from the Go module proxy into a cache directory outside the
+# checkout, one directory per tool and version, so a fresh clone reuses what is already built.
+#
+#   hack/build-tools.sh [TOOL ...]     TOOL: kubernetes etcd kwok helm kuberay minio ferretdb
+#
+# Nothing prebuilt is downloaded and no third-party source is kept in the repository: modules
+# whose go.mod uses local replace directives (Kubernetes, etcd) are built through a wrapper
+# module generated here that names the published versions of those sibling modules.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${MODELEVAL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modeleval/tools}
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "make tools: 'go' is not on PATH. Install Go 1.25 or newer (https://go.dev/doc/install) and retry." >&2
+  exit 1
+fi
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# out_dir TOOL VERSION: where a tool is built; is_built: whether that build completed.
+out_dir() { printf '%s/%s-%s' "$cache" "$1" "$2"; }
+is_built() { [ -f "$(out_dir "$1" "$2")/.complete" ]; }
+mark_built() { date -u +%FT%TZ > "$(out_dir "$1" "$2")/.complete"; }
+
+# wrapper_module DIR MODULE VERSION SIBLING_VERSION: a module of our own requiring MODULE@VERSION,
+# with every local `=> ./staging/...` or `=> ../x` replace of MODULE's go.mod turned into the
+# published sibling module at SIBLING_VERSION (replace directives of a dependency are ignored).
+wrapper_module() {
+  local dir=$1 module=$2 version=$3 sibling=$4 gomod
+  mkdir -p "$dir"
+  gomod=$(go mod download -json "$module@$version" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
+  {
+    echo "module modeleval.local/tools/$(basename "$dir")"
+    echo
+    echo "go 1.25"
+    echo
+    echo "require $module $version"
+    echo
+    echo "replace ("
+    awk -v v="$sibling" '
+      /=>/ && $3 ~ /^\.\.?\// && $3 !~ /FORBIDDEN/ { print "\t" $1 " => " $1 " " v }
+      /^replace .*=>/ && $4 ~ /^\.\.?\// && $4 !~ /FORBIDDEN/ { print "\t" $2 " => " $2 " " v }
+    ' "$gomod"
+    echo ")"
+  } > "$dir/go.mod"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION out; out=$(out_dir kubernetes "$v")
+  is_built kubernetes "$v" && { log "kubernetes $v: cached in $out"; return; }
+  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (tens of minutes cold)"
+  local w="$cache/src/kubernetes-$v"
+  wrapper_module "$w" k8s.io/kubernetes "$v" "v0.${v#v1.}"
+  local major minor; major=${v#v}; major=${major%%.*}; minor=${v#v*.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$out"
+  (cd "$w" && go mod download k8s.io/kubernetes && go build -trimpath -ldflags "$ld" -o "$out/" \
+     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  mark_built kubernetes "$v"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION out; out=$(out_dir etcd "$v")
+  is_built etcd "$v" && { log "etcd $v: cached in $out"; return; }
+  log "etcd $v: building"
+  local w="$cache/src/etcd-$v"
+  wrapper_module "$w" go.etcd.io/etcd/server/v3 "$v" "$v"
+  mkdir -p "$out"
+  (cd "$w" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+  mark_built etcd "$v"
+}
+
+# go_install TOOL VERSION MODULE PACKAGE...: builds packages of MODULE@VERSION from a module of
+# our own that requires it (plain `go install pkg@version` also asks the proxy for the module's
+# version list, which it refuses for some modules).
+go_install() {
+  local tool=$1 v=$2 module=$3 out w; shift 3; out=$(out_dir "$tool" "$v")
+  is_built "$tool" "$v" && { log "$tool $v: cached in $out"; return; }
+  log "$tool $v: building $*"
+  w="$cache/src/$tool-$v"
+  mkdir -p "$out" "$w"
+  printf 'module modeleval.local/tools/%s\n\ngo 1.25\n\nrequire %s %s\n' "$tool" "$module" "$v" > "$w/go.mod"
+  (cd "$w" && go mod download "$module" && go build -trimpath -ldflags "-s -w" -o "$out/" "$@")
+}
+
+build_kwok() {
+  go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+  mark_built kwok "$KWOK_VERSION"
+}
+
+build_helm() {
+  go_install helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm
+  mark_built helm "$HELM_VERSION"
+}
+
+build_kuberay() {
+  local v=$KUBERAY_VERSION out; out=$(out_dir kuberay "$v")
+  is_built kuberay "$v" && { log "kuberay $v: cached in $out"; return; }
+  go_install kuberay "$v" github.com/ray-project/kuberay/ray-operator github.com/ray-project/kuberay/ray-operator
+  mv "$out/ray-operator" "$out/kuberay-operator"
+  # The CRDs ship inside the module: copy them beside the binary.
+  local src; src=$(go mod download -json "github.com/ray-project/kuberay/ray-operator@$v" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$out/crds"
+  cp "$src"/config/crd/bases/ray.io_*.yaml "$out/crds/"
+  chmod u+w "$out"/crds/*.yaml
+  mark_built kuberay "$v"
+}
+
+build_minio() {
+  go_install minio "$MINIO_VERSION" github.com/minio/minio github.com/minio/minio
+  mark_built minio "$MINIO_VERSION"
+}
+
+build_ferretdb() {
+  # Built as a dependency of a module of our own: built as the main module it panics at start
+  # because it expects a generated version file.
+  go_install ferretdb "$FERRETDB_VERSION" github.com/FerretDB/FerretDB github.com/FerretDB/FerretDB/cmd/ferretdb
+  mark_built ferretdb "$FERRETDB_VERSION"
+}
+
+all=(kubernetes etcd kwok helm kuberay minio ferretdb)
+[ $# -gt 0 ] || set -- "${all[@]}"
+mkdir -p "$cache"
+for t in "$@"; do
+  case $t in
+    kubernetes|etcd|kwok|helm|kuberay|minio|ferretdb) "build_$t" ;;
+    *) echo "make tools: unknown tool '$t' (known: ${all[*]})" >&2; exit 2 ;;
+  esac
+done
+log "all tools ready in $cache"

@@ -1,0 +1,212 @@
+"""`modeleval`: evaluate models on a laptop with the same manifests the operator runs.
+
+  modeleval demo                 generate MSLR-shaped data, train an XGBRanker, evaluate it
+  modeleval run MANIFEST         evaluate a ModelEvaluation manifest on local Ray
+  modeleval results list|show    past results (MongoDB if configured, else the local dir)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .api.spec import MongoTarget
+from .engine.errors import EvaluationError, Reason, ResultsStoreError
+from .engine.evaluate import EvaluationResult, Identity
+from .runner import ManifestError, parse_manifest, result_store, run_manifest
+from .settings import EngineSettings
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def _metrics_table(result: EvaluationResult) -> Table:
+    table = Table(title=f"{result.identity.name}: {result.rows:,} rows"
+                  + (f", {result.queries:,} queries" if result.queries else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if result.baseline:
+        table.add_column("baseline", justify="right")
+        table.add_column("delta", justify="right")
+    for name, value in result.metrics.items():
+        row = [name, f"{value:.6f}"]
+        if result.baseline:
+            row += [f"{result.baseline['metrics'][name]:.6f}", f"{result.baseline['deltas'][name]:+.6f}"]
+        table.add_row(*row)
+    return table
+
+
+def _evaluate(manifest, settings: EngineSettings, uid: str | None) -> EvaluationResult:
+    identity = Identity(uid=uid or manifest.metadata.uid or uuid.uuid4().hex[:12],
+                        name=manifest.metadata.name, namespace=manifest.metadata.namespace)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"), TimeElapsedColumn(),
+                  console=errors, transient=True) as bar:
+        task = bar.add_task(f"evaluating {identity.name}", total=0)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            return run_manifest(manifest, identity, settings, progress)
+        except EvaluationError as error:
+            _fail(f"{Reason(error.reason).value}: {error.message}")
+    raise AssertionError("unreachable")
+
+
+def _show(result: EvaluationResult) -> None:
+    console.print(_metrics_table(result))
+    for name, groups in result.slices.items():
+        table = Table(title=f"slice {name}")
+        table.add_column("group")
+        table.add_column("rows", justify="right")
+        for metric in result.metrics:
+            table.add_column(metric, justify="right")
+        for group, values in groups.items():
+            table.add_row(group, str(values["rows"]),
+                          *[f"{values[m]:.6f}" if m in values else values.get("error", "")
+                            for m in result.metrics])
+        console.print(table)
+    if result.gate:
+        verdict = "[green]passed[/]" if result.gate["passed"] else "[red]failed[/]"
+        console.print(f"gate: {verdict}")
+        for rule in result.gate["rules"]:
+            console.print(f"  {rule['metric']}: {rule['message']}")
+    cache = "cache hit" if result.cache_hit else "parsed"
+    console.print(f"dataset {cache}; total {result.timings.get('total', 0):.2f}s "
+                  f"(inference {result.timings.get('inference', 0):.2f}s)")
+    if result.predictions_uri:
+        console.print(f"predictions: {result.predictions_uri}")
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--uid", help="Result key (default: a new id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
+def run(manifest: Path, uid: str | None, as_json: bool) -> None:
+    """Evaluate MANIFEST (the same YAML as `kubectl apply`) on local Ray."""
+    if not manifest.exists():
+        _fail(f"{manifest}: no such file")
+    try:
+        evaluation = parse_manifest(manifest.read_text(), str(manifest))
+    except ManifestError as error:
+        _fail(str(error))
+    result = _evaluate(evaluation, EngineSettings(), uid)
+    if as_json:
+        click.echo(json.dumps(result.document(), indent=2, default=str))
+    else:
+        _show(result)
+
+
+@main.command()
+@click.option("--rows", default=20_000, show_default=True, help="Rows to generate.")
+@click.option("--features", default=136, show_default=True, help="Features per row (MSLR: 136).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where data, model and manifest go (default: a temp dir).")
+def demo(rows: int, features: int, workdir: Path | None) -> None:
+    """Generate MSLR-shaped data, train an XGBRanker and evaluate it, all locally."""
+    from .demo import make_letor, train_ranker, write_letor
+
+    if rows < 100 or features < 1:
+        _fail("--rows must be at least 100 and --features at least 1")
+    workdir = (workdir or Path(tempfile.mkdtemp(prefix="modeleval-demo-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    errors.print(f"generating {rows:,} MSLR-shaped rows x {features} features in {workdir}")
+    train = make_letor(rows, features, seed=1)
+    test = make_letor(max(rows // 4, 100), features, seed=2)
+    data_path = write_letor(test, workdir / "test.txt")
+    errors.print("training an XGBRanker (rank:ndcg)")
+    model_path = workdir / "ranker.json"
+    train_ranker(train).save_model(model_path)
+    manifest = workdir / "evaluation.yaml"
+    manifest.write_text(DEMO_MANIFEST.format(model=model_path.as_uri(), data=data_path.as_uri(),
+                                             features=features))
+    evaluation = parse_manifest(manifest.read_text(), str(manifest))
+    _show(_evaluate(evaluation, EngineSettings(), None))
+    console.print(f"\nmanifest: {manifest}\nrun it again: modeleval run {manifest}")
+
+
+DEMO_MANIFEST = """\
+apiVersion: modeleval.dev/v1alpha1
+kind: ModelEvaluation
+metadata:
+  name: demo-ranker
+spec:
+  task: ranking
+  model:
+    uri: {model}
+    format: xgboost
+  dataset:
+    uri: {data}
+    format: letor
+    numFeatures: {features}
+  metrics: [ndcg@10, map@10, mrr, ndcg@5, precision@10]
+  slices:
+    - name: feature-1
+      feature: 0
+      buckets: [1.0, 2.0, 4.0]
+"""
+
+
+@main.group()
+def results() -> None:
+    """Past results (MongoDB if MODELEVAL_MONGODB_URI is set, else the local results dir)."""
+
+
+def _store():
+    return result_store(EngineSettings(), MongoTarget())
+
+
+@results.command("list")
+@click.option("--limit", default=20, show_default=True)
+def results_list(limit: int) -> None:
+    try:
+        docs = _store().list(limit)
+    except ResultsStoreError as error:
+        _fail(error.message)
+    table = Table()
+    for column in ("uid", "attempt", "name", "status", "primary metric", "finished"):
+        table.add_column(column)
+    for doc in docs:
+        primary = doc.get("primaryMetric") or ""
+        value = doc.get("metrics", {}).get(primary)
+        table.add_row(str(doc.get("uid")), str(doc.get("attempt")), str(doc.get("name")),
+                      str(doc.get("status")),
+                      f"{primary}={value:.4f}" if value is not None else doc.get("reason", ""),
+                      str(doc.get("finishedAt", ""))[:19])
+    console.print(table)
+
+
+@results.command("show")
+@click.argument("uid")
+@click.option("--attempt", type=int, help="Default: the latest attempt.")
+def results_show(uid: str, attempt: int | None) -> None:
+    try:
+        doc = _store().get(uid, attempt)
+    except ResultsStoreError as error:
+        _fail(error.message)
+    if doc is None:
+        _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else ""))
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""One evaluation, end to end: object store -> parsed (cached) shards -> Ray inference -> metrics.
+
+The same function runs inside a cluster (the Ray job the operator submits) and on a laptop
+(`modeleval run`); it needs an initialised Ray and knows nothing about Kubernetes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from ..api.spec import MetricName, ModelEvaluationSpec, ModelSource, parse_quantity
+from ..settings import EngineSettings
+from . import metrics as metric_fns
+from .datasets import (CacheManifest, DatasetCache, feature_name, group_aligned_splits,
+                       letor_ranges, read_table, table_to_shard)
+from .errors import EvaluationError, Reason
+from .inference import (ModelHandle, ShardPrediction, TaskResources, parse_letor_range,
+                        predict_shard, put_model, run_bounded, write_table_part)
+from .models import load_model
+from .storage import ObjectInfo, Storage, join_uri
+
+Progress = Any  # Callable[[int, int], None]
+
+
+@dataclass
+class Identity:
+    """Who the result belongs to: the evaluation's uid and attempt (the result's key)."""
+
+    uid: str
+    attempt: int = 1
+    name: str = "local"
+    namespace: str | None = None
+
+
+@dataclass
+class EvaluationResult:
+    identity: Identity
+    metrics: dict[str, float]
+    rows: int
+    queries: int | None
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    timings: dict[str, float]
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    predictions_uri: str | None = None
+    cache_hit: bool = False
+    primary_metric: str = ""
+
+    def document(self) -> dict[str, Any]:
+        """The MongoDB result document (keyed by uid + attempt)."""
+        return {
+            "_id": f"{self.identity.uid}:{self.identity.attempt}",
+            "uid": self.identity.uid,
+            "attempt": self.identity.attempt,
+            "name": self.identity.name,
+            "namespace": self.identity.namespace,
+            "status": "Succeeded",
+            "primaryMetric": self.primary_metric,
+            "metrics": self.metrics,
+            "slices": self.slices,
+            "baseline": self.baseline,
+            "gate": self.gate,
+            "rows": self.rows,
+            "queries": self.queries,
+            "model": self.model,
+            "dataset": self.dataset,
+            "timings": self.timings,
+            "cacheHit": self.cache_hit,
+            "predictionsUri": self.predictions_uri,
+            "finishedAt": datetime.now(timezone.utc).isoformat(),
+        }
+
+
+class Evaluator:
+    """Runs one spec. Construct, then call :meth:`run`."""
+
+    def __init__(self, spec: ModelEvaluationSpec, identity: Identity,
+                 settings: EngineSettings | None = None, progress: Progress | None = None):
+        self.spec = spec
+        self.identity = identity
+        self.settings = settings or EngineSettings()
+        self.storage = Storage.from_settings(self.settings)
+        self.progress = progress or (lambda done, total: None)
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ steps
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.perf_counter() - started, 4)
+
+    def _load_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes, Any]:
+        info = self.storage.stat(source.uri, not_found=Reason.ModelNotFound)
+        data = self.storage.read(source.uri, not_found=Reason.ModelNotFound)
+        adapter = load_model(data, source.format, self.spec.task, source.allow_pickle,
+                             use_gpu=self.spec.resources.gpu > 0)
+        return info, data, adapter
+
+    def _resources(self) -> TaskResources:
+        r = self.spec.resources
+        return TaskResources(num_cpus=max(parse_quantity(r.cpu), 0.01), num_gpus=float(r.gpu),
+                             max_retries=self.settings.task_retries)
+
+    def _max_inflight(self) -> int:
+        if self.settings.max_inflight_tasks:
+            return self.settings.max_inflight_tasks
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return max(2, 2 * cpus)
+
+    def _slice_inputs(self) -> tuple[list[str], list[int]]:
+        columns = [s.column for s in self.spec.slices if s.column]
+        features = [s.feature for s in self.spec.slices if s.feature is not None]
+        return columns, features
+
+    def _prepare_dataset(self, expected_features: int | None) -> tuple[ObjectInfo, CacheManifest, bool]:
+        ds = self.spec.dataset
+        info = self.storage.stat(ds.uri, not_found=Reason.DatasetNotFound)
+        if info.size == 0:
+            raise EvaluationError(f"{ds.uri}: the dataset is empty", Reason.EmptyDataset)
+        num_features = ds.num_features or expected_features
+        keep_columns, _ = self._slice_inputs()
+        options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
+                   "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
+        cache = DatasetCache(self.storage, self.settings.resolved_cache_uri())
+        key = cache.key(info, options)
+        manifest = cache.load_manifest(key)
+        if manifest is not None:
+            return info, manifest, True
+        if ds.format == "letor":
+            manifest = self._parse_letor(info, cache, key, num_features)
+        else:
+            manifest = self._parse_table(info, cache, key, keep_columns)
+        cache.save_manifest(key, manifest)
+        return info, manifest, False
+
+    def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str,
+                     num_features: int | None) -> CacheManifest:
+        ranges = letor_ranges(self.storage, info)
+        results: dict[int, tuple[int, int]] = {}
+        calls = [(i, self.storage, info.uri, start, end, num_features, cache.part_uri(key, i))
+                 for i, (start, end) in enumerate(ranges)]
+        run_bounded(_indexed_parse, calls, self._resources(), self._max_inflight(),
+                    lambda out: results.__setitem__(out[0], out[1]))
+        rows = [results[i][0] for i in range(len(calls))]
+        width = max((results[i][1] for i in range(len(calls))), default=0)
+        if num_features is not None:
+            width = num_features
+        return CacheManifest(info.uri, info.fingerprint,
+                             [cache.part_uri(key, i) for i in range(len(calls))], rows, width, True)
+
+    def _parse_table(self, info: ObjectInfo, cache: DatasetCache, key: str,
+                     keep_columns: list[str]) -> CacheManifest:
+        ds = self.spec.dataset
+        table = read_table(self.storage, info.uri, ds.format)
+        shard = table_to_shard(table, ds.label_column, ds.group_column, ds.feature_columns,
+                               keep_columns, where=info.uri)
+        if shard.rows == 0:
+            raise EvaluationError(f"{info.uri}: the dataset has no rows", Reason.EmptyDataset)
+        expected = self._expected_features
+        if expected is not None and shard.features.shape[1] != expected:
+            raise EvaluationError(f"{info.uri}: {shard.features.shape[1]} feature columns, but the "
+                                  f"model expects {expected}", Reason.SchemaMismatch)
+        parts = max(1, int(ray.cluster_resources().get("CPU", 1)) * 2)
+        splits = group_aligned_splits(shard.qids, shard.rows, parts)
+        uris, rows = [], []
+        for i, (a, b) in enumerate(splits):
+            piece = type(shard)(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
+                                shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()})
+            uri = cache.part_uri(key, i)
+            write_table_part(self.storage, piece, uri)
+            uris.append(uri)
+            rows.append(b - a)
+        return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
+                             shard.qids is not None)
+
+    def _predict(self, manifest: CacheManifest, handles: list[ModelHandle]) -> list[ShardPrediction]:
+        keep_columns, keep_features = self._slice_inputs()
+        for j in keep_features:
+            if j >= manifest.num_features:
+                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
+                                      f"{manifest.num_features} features)", Reason.SchemaMismatch)
+        total = manifest.total_rows
+        done = 0
+        shards: dict[int, ShardPrediction] = {}
+
+        def collect(result: ShardPrediction) -> None:
+            nonlocal done
+            shards[result.index] = result
+            done += result.rows
+            self.progress(done, total)
+
+        calls = [(i, self.storage, uri, manifest.num_features, handles, self.spec.batch_size,
+                  keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
+        self.progress(0, total)
+        run_bounded(predict_shard, calls, self._resources(), self._max_inflight(), collect)
+        return [shards[i] for i in range(len(manifest.parts))]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> EvaluationResult:
+        spec = self.spec
+        started = time.perf_counter()
+        t = time.perf_counter()
+        model_info, model_bytes, candidate = self._load_model(spec.model)
+        baseline_info = baseline_bytes = None
+        if spec.baseline is not None:
+            baseline_info, baseline_bytes, _ = self._load_model(spec.baseline.model)
+        self._expected_features = candidate.expected_features
+        self._timed("loadModel", t)
+
+        t = time.perf_counter()
+        data_info, manifest, cache_hit = self._prepare_dataset(candidate.expected_features)
+        self._timed("prepareDataset", t)
+        if manifest.total_rows == 0:
+            raise EvaluationError(f"{spec.dataset.uri}: the dataset has no rows", Reason.EmptyDataset)
+        expected = candidate.expected_features
+        if expected is not None and manifest.num_features != expected:
+            raise EvaluationError(f"{spec.dataset.uri}: the data has {manifest.num_features} "
+                                  f"features, the model expects {expected}", Reason.SchemaMismatch)
+        if spec.task == "ranking" and not manifest.has_qid:
+            raise EvaluationError(f"{spec.dataset.uri}: ranking needs query ids (qid:)",
+                                  Reason.SchemaMismatch)
+
+        t = time.perf_counter()
+        use_gpu = spec.resources.gpu > 0
+        handles = [put_model(model_bytes, model_info.fingerprint, spec.model.format, spec.task,
+                             spec.model.allow_pickle, use_gpu)]
+        if spec.baseline is not None:
+            handles.append(put_model(baseline_bytes, baseline_info.fingerprint,
+                                     spec.baseline.model.format, spec.task,
+                                     spec.baseline.model.allow_pickle, use_gpu))
+        shards = self._predict(manifest, handles)
+        self._timed("inference", t)
+
+        t = time.perf_counter()
+        labels = np.concatenate([s.labels for s in shards])
+        qids = np.concatenate([s.qids for s in shards]) if manifest.has_qid else None
+        predictions = [np.concatenate([s.predictions[m] for s in shards]) for m in range(len(handles))]
+        columns = {name: np.concatenate([s.columns[name] for s in shards])
+                   for name in (shards[0].columns if shards else {})}
+        names = [str(m) for m in spec.metric_names]
+        result_metrics = metric_fns.compute(spec.task, names, labels, predictions[0], qids)
+        slices = self._slices(names, labels, predictions[0], qids, columns)
+        baseline_doc = gate_doc = None
+        if spec.baseline is not None:
+            base_metrics = metric_fns.compute(spec.task, names, labels, predictions[1], qids)
+            baseline_doc = {
+                "model": {"uri": spec.baseline.model.uri, "fingerprint": baseline_info.fingerprint},
+                "metrics": base_metrics,
+                "deltas": {n: result_metrics[n] - base_metrics[n] for n in names},
+            }
+        if spec.gate:
+            gate_doc = evaluate_gate(spec, result_metrics, baseline_doc)
+        self._timed("metrics", t)
+
+        predictions_uri = None
+        if spec.output.predictions_uri:
+            t = time.perf_counter()
+            predictions_uri = self._write_predictions(labels, qids, predictions)
+            self._timed("writePredictions", t)
+        self._timed("total", started)
+        return EvaluationResult(
+            identity=self.identity, metrics=result_metrics, rows=int(len(labels)),
+            queries=int(len(np.unique(qids))) if qids is not None else None,
+            model={"uri": spec.model.uri, "format": spec.model.format,
+                   "fingerprint": model_info.fingerprint, "features": expected},
+            dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
+                     "fingerprint": data_info.fingerprint, "bytes": data_info.size,
+                     "shards": len(manifest.parts)},
+            timings=self.timings, slices=slices, baseline=baseline_doc, gate=gate_doc,
+            predictions_uri=predictions_uri, cache_hit=cache_hit,
+            primary_metric=spec.primary_metric,
+        )
+
+    def _slices(self, names: list[str], labels: np.ndarray, predictions: np.ndarray,
+                qids: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for s in self.spec.slices:
+            values = columns[s.column] if s.column else columns[f"feature:{s.feature}"]
+            groups: dict[str, np.ndarray] = {}
+            if s.buckets:
+                numeric = np.asarray(values, dtype=np.float64)
+                edges = np.asarray(s.buckets)
+                bucket = np.digitize(numeric, edges)
+                labels_text = ([f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:])]
+                               + [f">= {edges[-1]:g}"])
+                for b in np.unique(bucket[~np.isnan(numeric)]):
+                    groups[labels_text[b]] = (bucket == b) & ~np.isnan(numeric)
+                if np.isnan(numeric).any():
+                    groups["missing"] = np.isnan(numeric)
+            else:
+                for value in np.unique(values.astype(str))[:1000]:
+                    groups[str(value)] = values.astype(str) == value
+            out[s.name] = {}
+            for group, mask in groups.items():
+                try:
+                    entry = metric_fns.compute(self.spec.task, names, labels[mask], predictions[mask],
+                                               None if qids is None else qids[mask])
+                except EvaluationError as error:  # e.g. AUC on a one-class slice
+                    entry = {"error": error.message}
+                out[s.name][group] = {"rows": int(mask.sum()), **entry}
+        return out
+
+    def _write_predictions(self, labels: np.ndarray, qids: np.ndarray | None,
+                           predictions: list[np.ndarray]) -> str:
+        columns: dict[str, Any] = {"label": labels}
+        if qids is not None:
+            columns["qid"] = qids
+        for name, values in zip(("prediction", "baseline_prediction"), predictions):
+            columns[name] = list(values) if values.ndim == 2 else values
+        sink = io.BytesIO()
+        pq.write_table(pa.table(columns), sink, compression="zstd")
+        uri = join_uri(self.spec.output.predictions_uri or "",
+                       f"{self.identity.name}-{self.identity.uid}-{self.identity.attempt}.parquet")
+        self.storage.write(uri, sink.getvalue())
+        return uri
+
+
+def _indexed_parse(index: int, *args) -> tuple[int, tuple[int, int]]:
+    return index, parse_letor_range(*args)
+
+
+def evaluate_gate(spec: ModelEvaluationSpec, result_metrics: dict[str, float],
+                  baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """Each gate rule checked against the candidate (and baseline); passes when all hold."""
+    rules = []
+    for rule in spec.gate:
+        name = str(MetricName.parse(rule.metric))
+        value = result_metrics[name]
+        failures = []
+        if rule.min is not None and not value >= rule.min:
+            failures.append(f"{name} {value:.6g} < min {rule.min:g}")
+        if rule.max is not None and not value <= rule.max:
+            failures.append(f"{name} {value:.6g} > max {rule.max:g}")
+        if rule.max_regression is not None and baseline is not None:
+            gained = metric_fns.improvement(name, value, baseline["metrics"][name])
+            if gained < -rule.max_regression:
+                failures.append(f"{name} regressed by {-gained:.6g} (> {rule.max_regression:g})")
+        rules.append({"metric": name, "value": value, "passed": not failures,
+                      "message": "; ".join(failures) or "ok"})
+    return {"passed": all(r["passed"] for r in rules), "rules": rules}
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connects to Ray: RAY_ADDRESS or ``address`` if set, else starts a local one."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False,
+                              "configure_logging": False}
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)

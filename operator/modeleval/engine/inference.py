@@ -1,0 +1,178 @@
+"""Parallel parsing and batch inference on Ray Core.
+
+* Models travel once through the object store; each worker process loads a model once and keeps
+  it (keyed by the model's fingerprint) for every later task.
+* Tasks request the spec's CPUs/GPUs, are retried when their worker dies (``max_retries``), and
+  at most ``max_inflight`` run or wait at once, so a large dataset never floods the object store.
+* Progress (rows done / total) is reported through a callback as shards finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from .datasets import ParsedShard, parse_letor, read_part, write_part
+from .errors import EvaluationError, Reason
+from .models import ModelAdapter, load_model
+from .storage import Storage
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A model as tasks receive it: its bytes in the object store plus how to load them. The ref
+    sits inside this object so Ray does not fetch it for tasks whose worker already loaded it."""
+
+    ref: Any
+    fingerprint: str
+    format: str
+    task: str
+    allow_pickle: bool
+    use_gpu: bool
+
+
+@dataclass
+class TaskResources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: int | None = None
+    max_retries: int = 3
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_retries": self.max_retries,
+                                "retry_exceptions": False}
+        if self.num_gpus:
+            opts["num_gpus"] = self.num_gpus
+        if self.memory:
+            opts["memory"] = self.memory
+        return opts
+
+
+_LOADED: dict[str, ModelAdapter] = {}
+
+
+def _model(handle: ModelHandle) -> ModelAdapter:
+    adapter = _LOADED.get(handle.fingerprint)
+    if adapter is None:
+        data = ray.get(handle.ref)
+        adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu)
+        _LOADED[handle.fingerprint] = adapter
+    return adapter
+
+
+@dataclass
+class ShardPrediction:
+    index: int
+    labels: np.ndarray
+    qids: np.ndarray | None
+    predictions: list[np.ndarray]  # one per model: candidate first, then the baseline
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+
+def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: int) -> np.ndarray:
+    outputs = [adapter.predict(features[i:i + batch_size])
+               for i in range(0, max(len(features), 1), batch_size)] if len(features) else []
+    if not outputs:
+        return np.empty(0)
+    return np.concatenate(outputs)
+
+
+def predict_shard(index: int, storage: Storage, part_uri: str, num_features: int,
+                  handles: Sequence[ModelHandle], batch_size: int, keep_columns: Sequence[str],
+                  keep_features: Sequence[int]) -> ShardPrediction:
+    """Reads one cached part, predicts it with every model, returns what metrics need."""
+    shard = read_part(storage, part_uri, num_features, keep=list(keep_columns))
+    predictions = []
+    for handle in handles:
+        adapter = _model(handle)
+        try:
+            predictions.append(_predict_batches(adapter, shard.features, batch_size))
+        except EvaluationError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a model runtime's own failure
+            raise EvaluationError(f"inference failed on {part_uri}: {str(error).splitlines()[0][:300]}",
+                                  Reason.InferenceError) from None
+    columns = dict(shard.extra)
+    for j in keep_features:
+        columns[f"feature:{j}"] = shard.features[:, j].copy()
+    return ShardPrediction(index, shard.labels, shard.qids, predictions, columns)
+
+
+def parse_letor_range(storage: Storage, uri: str, start: int, end: int, num_features: int | None,
+                      part_uri: str) -> tuple[int, int]:
+    """Parses bytes [start, end) of a LETOR file into one cached part; returns (rows, width)."""
+    shard = parse_letor(storage.read(uri, start, end), num_features,
+                        where=f"{uri} (bytes {start}-{end})")
+    write_part(storage, part_uri, shard)
+    return shard.rows, shard.features.shape[1]
+
+
+def write_table_part(storage: Storage, shard: ParsedShard, part_uri: str) -> tuple[int, int]:
+    write_part(storage, part_uri, shard)
+    return shard.rows, shard.features.shape[1]
+
+
+_remote_cache: dict[Callable, Any] = {}
+
+
+def _remote(fn: Callable) -> Any:
+    remote = _remote_cache.get(fn)
+    if remote is None:
+        remote = _remote_cache[fn] = ray.remote(fn)
+    return remote
+
+
+def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, max_inflight: int,
+                on_result: Callable[[Any], None]) -> None:
+    """Runs ``fn(*args)`` for each args tuple as Ray tasks, at most ``max_inflight`` at a time,
+    handing each result to ``on_result`` as it arrives (in completion order)."""
+    remote = _remote(fn).options(**resources.options())
+    pending: list = []
+    iterator = iter(calls)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < max_inflight:
+                try:
+                    args = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(remote.remote(*args))
+            if not pending:
+                return
+            done, pending = ray.wait(pending, num_returns=1)
+            on_result(_unwrap(done[0]))
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=False)
+
+
+def _unwrap(ref: Any) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, EvaluationError):
+            raise EvaluationError(cause.message, cause.reason, cause.retryable) from None
+        raise EvaluationError(f"a task failed: {str(error).splitlines()[0][:400]}",
+                              Reason.InferenceError, retryable=True) from None
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+            ray.exceptions.ObjectLostError) as error:
+        raise EvaluationError(f"a task was lost after its retries: {error}", Reason.InferenceError,
+                              retryable=True) from None
+
+
+def put_model(data: bytes, fingerprint: str, fmt: str, task: str, allow_pickle: bool,
+              use_gpu: bool) -> ModelHandle:
+    return ModelHandle(ray.put(data), fingerprint, fmt, task, allow_pickle, use_gpu)

@@ -1,0 +1,301 @@
+"""Exact evaluation metrics, vectorised with numpy over whole datasets.
+
+Ranking (documents grouped by query id; a query is every row sharing a ``qid`` value):
+
+* ``ndcg@k`` — XGBoost's definition: gain ``2^label - 1``, discount ``1/log2(rank + 1)``,
+  normalised by the ideal ordering's DCG at the same cut-off; documents with equal scores keep
+  their input order (a stable sort, as XGBoost's). A query without any relevant document (ideal
+  DCG 0) scores **1**, as XGBoost's default ``ndcg@k`` does (its ``ndcg@k-`` would give 0).
+* ``map@k`` — XGBoost's: relevance is ``label > 0``; AP@k is the sum of precision at each
+  relevant rank within the top k, divided by ``min(relevant documents, k)``; queries without a
+  relevant document score **1**. (XGBoost refuses ``map`` on graded labels; here they are
+  binarised at ``label > 0``, so for 0/1 labels the two agree exactly.)
+* ``mrr`` — reciprocal rank of the first relevant document; **0** for queries without one.
+* ``precision@k`` — relevant documents in the top k divided by ``min(k, documents in the
+  query)``, as XGBoost's ``pre@k``.
+* ``recall@k`` — relevant documents in the top k divided by all relevant documents of the
+  query; queries without a relevant document are left out of the mean (recall is undefined).
+* Without ``@k`` the cut-off is the whole list. (XGBoost's plain ``ndcg`` and ``map`` cut at
+  32 documents; name the cut-off, e.g. ``ndcg@32``, to compare with them.) Every ranking metric
+  is the unweighted mean over queries.
+
+Classification: ``auc`` (ties get average ranks; multiclass: one-vs-rest macro average),
+``logloss`` (probabilities clipped to [eps, 1-eps], eps of float64; multiclass rows
+renormalised), and ``accuracy``, ``precision``, ``recall``, ``f1`` of the predicted class
+(binary: probability > 0.5, as XGBoost's ``error``; multiclass: argmax, macro averages; an
+undefined precision/recall/F1 counts 0, as scikit-learn's default zero_division does).
+Regression: ``rmse``, ``mae``, ``r2`` (coefficient of determination; 1.0 for a perfect fit of a
+constant target and 0.0 otherwise, as scikit-learn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EvaluationError, Reason
+
+LOWER_IS_BETTER = {"logloss", "rmse", "mae"}
+
+
+class LabelError(EvaluationError):
+    reason = Reason.LabelError
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """Rows re-ordered so each query's documents are contiguous and sorted by score."""
+
+    labels: np.ndarray      # labels in ranked order
+    ideal: np.ndarray       # labels sorted descending within each query (the ideal ranking)
+    position: np.ndarray    # 0-based rank of each row within its query
+    group: np.ndarray       # query index of each row (0..queries-1)
+    queries: int
+
+    @classmethod
+    def build(cls, labels: np.ndarray, scores: np.ndarray, qids: np.ndarray) -> "RankedLists":
+        # lexsort is stable: equal scores keep their input order, as XGBoost's stable sort does.
+        order = np.lexsort((-scores.astype(np.float64), qids))
+        sorted_qids = qids[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_qids[1:] != sorted_qids[:-1])))
+        flags = np.zeros(len(order), dtype=bool)
+        flags[starts] = True
+        group = np.cumsum(flags) - 1
+        position = np.arange(len(order)) - starts[group]
+        ranked = labels[order].astype(np.float64)
+        ideal_order = np.lexsort((-labels.astype(np.float64), qids))
+        return cls(ranked, labels[ideal_order].astype(np.float64), position, group, len(starts))
+
+    def per_query(self, values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        weights = values if mask is None else np.where(mask, values, 0.0)
+        return np.bincount(self.group, weights=weights, minlength=self.queries)
+
+    def top(self, k: int | None) -> np.ndarray:
+        return np.ones_like(self.position, dtype=bool) if k is None else self.position < k
+
+
+def ndcg(lists: RankedLists, k: int | None) -> float:
+    if np.any(lists.labels > 31):
+        raise LabelError("NDCG's exponential gain needs relevance labels of at most 31")
+    discount = 1.0 / np.log2(lists.position + 2.0)
+    top = lists.top(k)
+    dcg = lists.per_query((np.exp2(lists.labels) - 1.0) * discount, top)
+    idcg = lists.per_query((np.exp2(lists.ideal) - 1.0) * discount, top)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
+    return float(scores.mean())
+
+
+def _relevant(lists: RankedLists) -> np.ndarray:
+    return lists.labels > 0
+
+
+def _hits_so_far(lists: RankedLists, relevant: np.ndarray) -> np.ndarray:
+    """Relevant documents at or above each rank, within the row's query."""
+    running = np.cumsum(relevant)
+    before_query = running - relevant  # count before this row
+    first_rows = lists.position == 0
+    base = np.zeros(lists.queries)
+    base[lists.group[first_rows]] = before_query[first_rows]
+    return running - base[lists.group]
+
+
+def mean_average_precision(lists: RankedLists, k: int | None) -> float:
+    relevant = _relevant(lists)
+    hits = _hits_so_far(lists, relevant)
+    precision = hits / (lists.position + 1.0)
+    top = lists.top(k)
+    accumulated = lists.per_query(precision, top & relevant)
+    total = lists.per_query(relevant.astype(np.float64))
+    denominator = total if k is None else np.minimum(total, k)
+    scores = np.where(denominator > 0, accumulated / np.where(denominator > 0, denominator, 1), 1.0)
+    return float(scores.mean())
+
+
+def mean_reciprocal_rank(lists: RankedLists) -> float:
+    relevant = _relevant(lists)
+    hits = _hits_so_far(lists, relevant)
+    first = relevant & (hits == 1)
+    return float(lists.per_query(1.0 / (lists.position + 1.0), first).mean())
+
+
+def precision_at(lists: RankedLists, k: int) -> float:
+    found = lists.per_query(_relevant(lists).astype(np.float64), lists.top(k))
+    sizes = np.bincount(lists.group, minlength=lists.queries)
+    return float((found / np.minimum(k, sizes)).mean())
+
+
+def recall_at(lists: RankedLists, k: int) -> float:
+    relevant = _relevant(lists).astype(np.float64)
+    found = lists.per_query(relevant, lists.top(k))
+    total = lists.per_query(relevant)
+    has = total > 0
+    return float((found[has] / total[has]).mean()) if has.any() else float("nan")
+
+
+# ------------------------------------------------------------------ classification
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    distinct = np.concatenate(([True], sorted_values[1:] != sorted_values[:-1]))
+    run = np.cumsum(distinct) - 1
+    starts = np.flatnonzero(distinct)
+    ends = np.concatenate((starts[1:], [len(values)]))
+    average = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1..end
+    ranks = np.empty(len(values))
+    ranks[order] = average[run]
+    return ranks
+
+
+def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    positive = truth.astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise LabelError("AUC needs both classes in the labels; only one is present")
+    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _binary_labels(labels: np.ndarray) -> np.ndarray:
+    values = np.unique(labels)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise LabelError(f"binary classification needs labels 0 and 1; found {values[:10].tolist()}")
+    return labels.astype(np.int64)
+
+
+def _class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
+    as_int = labels.astype(np.int64)
+    if (as_int != labels).any() or as_int.min() < 0 or as_int.max() >= classes:
+        raise LabelError(f"multiclass labels must be integers 0..{classes - 1}; found "
+                         f"{np.unique(labels)[:10].tolist()}")
+    return as_int
+
+
+def _prf(truth: np.ndarray, predicted: np.ndarray, classes: list[int]) -> tuple[float, float, float]:
+    precision, recall, f1 = [], [], []
+    for c in classes:
+        tp = float(np.sum((predicted == c) & (truth == c)))
+        fp = float(np.sum((predicted == c) & (truth != c)))
+        fn = float(np.sum((predicted != c) & (truth == c)))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        precision.append(p)
+        recall.append(r)
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f1))
+
+
+def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    truth = _binary_labels(labels)
+    p = np.asarray(probabilities, dtype=np.float64)
+    predicted = (p > 0.5).astype(np.int64)
+    out: dict[str, float] = {}
+    precision, recall, f1 = _prf(truth, predicted, [1])
+    for name in names:
+        if name == "auc":
+            out[name] = roc_auc(truth, p)
+        elif name == "logloss":
+            eps = np.finfo(np.float64).eps
+            q = np.clip(p, eps, 1 - eps)
+            out[name] = float(-np.mean(truth * np.log(q) + (1 - truth) * np.log(1 - q)))
+        elif name == "accuracy":
+            out[name] = float(np.mean(predicted == truth))
+        elif name == "precision":
+            out[name] = precision
+        elif name == "recall":
+            out[name] = recall
+        elif name == "f1":
+            out[name] = f1
+    return out
+
+
+def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2:
+        raise EvaluationError("a multiclass model must output one probability per class",
+                              Reason.SchemaMismatch)
+    truth = _class_labels(labels, p.shape[1])
+    predicted = p.argmax(axis=1)
+    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()))
+    precision, recall, f1 = _prf(truth, predicted, present)
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "auc":
+            out[name] = float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
+                                       if 0 < np.sum(truth == c) < len(truth)]))
+        elif name == "logloss":
+            eps = np.finfo(np.float64).eps
+            q = np.clip(p, eps, 1 - eps)
+            q = q / q.sum(axis=1, keepdims=True)
+            out[name] = float(-np.mean(np.log(q[np.arange(len(truth)), truth])))
+        elif name == "accuracy":
+            out[name] = float(np.mean(predicted == truth))
+        elif name == "precision":
+            out[name] = precision
+        elif name == "recall":
+            out[name] = recall
+        elif name == "f1":
+            out[name] = f1
+    return out
+
+
+def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    y = labels.astype(np.float64)
+    residual = y - np.asarray(predictions, dtype=np.float64).reshape(-1)
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "rmse":
+            out[name] = float(np.sqrt(np.mean(residual**2)))
+        elif name == "mae":
+            out[name] = float(np.mean(np.abs(residual)))
+        elif name == "r2":
+            total = float(np.sum((y - y.mean()) ** 2))
+            residual_sum = float(np.sum(residual**2))
+            out[name] = (1.0 - residual_sum / total) if total > 0 else (1.0 if residual_sum == 0 else 0.0)
+    return out
+
+
+def ranking_metrics(names: list[str], labels: np.ndarray, scores: np.ndarray,
+                    qids: np.ndarray) -> dict[str, float]:
+    if qids is None:
+        raise EvaluationError("ranking metrics need query ids (qid: in LETOR, or groupColumn)",
+                              Reason.SchemaMismatch)
+    if np.any(labels < 0):
+        raise LabelError("ranking labels (relevance grades) must not be negative")
+    lists = RankedLists.build(labels, np.asarray(scores, dtype=np.float64).reshape(-1), qids)
+    out: dict[str, float] = {}
+    for text in names:
+        base, _, k_text = text.partition("@")
+        k = int(k_text) if k_text else None
+        if base == "ndcg":
+            out[text] = ndcg(lists, k)
+        elif base == "map":
+            out[text] = mean_average_precision(lists, k)
+        elif base == "mrr":
+            out[text] = mean_reciprocal_rank(lists)
+        elif base == "precision":
+            out[text] = precision_at(lists, k)  # type: ignore[arg-type]
+        elif base == "recall":
+            out[text] = recall_at(lists, k)  # type: ignore[arg-type]
+    return out
+
+
+def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
+            qids: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric in ``names`` (canonical text, e.g. ``ndcg@10``) for one task."""
+    if len(labels) == 0:
+        raise EvaluationError("no rows to evaluate", Reason.EmptyDataset)
+    if task == "ranking":
+        return ranking_metrics(names, labels, predictions, qids)
+    if task == "binary":
+        return binary_metrics(names, labels, predictions)
+    if task == "multiclass":
+        return multiclass_metrics(names, labels, predictions)
+    return regression_metrics(names, labels, predictions)
+
+
+def improvement(name: str, candidate: float, baseline: float) -> float:
+    """How much better the candidate is (positive = better), whatever the metric's direction."""
+    base = name.partition("@")[0]
+    return baseline - candidate if base in LOWER_IS_BETTER else candidate - baseline

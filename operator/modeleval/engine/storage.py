@@ -1,0 +1,183 @@
+"""Object storage behind one small interface: ``s3://`` (boto3; MinIO works) and ``file://``.
+
+Errors become typed :class:`StorageError`s whose reason tells a missing object from a denied
+one from an unreachable endpoint; the caller says what was missing (model or dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .errors import Reason, StorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+    fingerprint: str  # changes whenever the content does (ETag + size, or mtime + size)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+
+def parse_s3(uri: str) -> S3Location:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise StorageError(f"'{uri}' is not an s3://bucket/key URI", Reason.InvalidSpec)
+    return S3Location(parsed.netloc, parsed.path.lstrip("/"))
+
+
+def file_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise StorageError(f"'{uri}' is not a file:// URI", Reason.InvalidSpec)
+    return Path(unquote(parsed.netloc + parsed.path))
+
+
+class Storage:
+    """Reads and writes objects by URI. ``not_found`` names the reason used for a missing object."""
+
+    def __init__(self, endpoint_url: str | None = None, region: str | None = None,
+                 allow_file: bool = True):
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") \
+            or os.environ.get("AWS_ENDPOINT_URL")
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.allow_file = allow_file
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings) -> "Storage":
+        return cls(settings.s3_endpoint, settings.s3_region, settings.allow_file_uris)
+
+    def __getstate__(self):  # boto3 clients do not pickle; workers build their own
+        return {"endpoint_url": self.endpoint_url, "region": self.region,
+                "allow_file": self.allow_file}
+
+    def __setstate__(self, state):
+        self.__init__(state["endpoint_url"], state["region"], state["allow_file"])
+
+    # ---------------------------------------------------------------- s3 plumbing
+    @property
+    def s3(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"max_attempts": 5, "mode": "standard"},
+                            connect_timeout=5, read_timeout=60, max_pool_connections=32)
+            client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                                  config=config)
+            self._local.client = client
+        return client
+
+    def _translate(self, error: Exception, uri: str, not_found: Reason) -> StorageError:
+        from botocore.exceptions import (ClientError, EndpointConnectionError,
+                                         NoCredentialsError, ConnectTimeoutError, ReadTimeoutError)
+
+        if isinstance(error, ClientError):
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in {"NoSuchKey", "NoSuchBucket", "404", "NotFound"} or status == 404:
+                what = "bucket" if code == "NoSuchBucket" else "object"
+                return StorageError(f"{uri}: no such {what}", not_found)
+            if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                        "Forbidden"} or status == 403:
+                return StorageError(f"{uri}: access denied ({code}); check the S3 credentials",
+                                    Reason.AccessDenied)
+            if status is not None and status >= 500:
+                return StorageError(f"{uri}: storage error {code} (HTTP {status})",
+                                    Reason.StorageUnavailable, retryable=True)
+            return StorageError(f"{uri}: {code or error}", Reason.StorageUnavailable)
+        if isinstance(error, NoCredentialsError):
+            return StorageError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID/"
+                                "AWS_SECRET_ACCESS_KEY)", Reason.AccessDenied)
+        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
+            return StorageError(f"{uri}: cannot reach the S3 endpoint {self.endpoint_url or 'AWS'}"
+                                f" ({error})", Reason.StorageUnavailable, retryable=True)
+        return StorageError(f"{uri}: {error}", Reason.StorageUnavailable, retryable=True)
+
+    def _local_path(self, uri: str, not_found: Reason) -> Path:
+        if not self.allow_file:
+            raise StorageError(f"{uri}: file:// URIs are refused here (cluster mode reads only "
+                               "object storage)", Reason.InvalidSpec)
+        path = file_path(uri)
+        if not path.exists():
+            raise StorageError(f"{uri}: no such file", not_found)
+        if not os.access(path, os.R_OK):
+            raise StorageError(f"{uri}: permission denied", Reason.AccessDenied)
+        return path
+
+    # ---------------------------------------------------------------- API
+    def stat(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> ObjectInfo:
+        if uri.startswith("file://"):
+            path = self._local_path(uri, not_found)
+            st = path.stat()
+            return ObjectInfo(uri, st.st_size, f"file-{st.st_size}-{st.st_mtime_ns}")
+        loc = parse_s3(uri)
+        try:
+            head = self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception as error:  # noqa: BLE001 - translated into a typed error
+            raise self._translate(error, uri, not_found) from error
+        etag = str(head.get("ETag", "")).strip('"')
+        return ObjectInfo(uri, int(head["ContentLength"]), f"s3-{head['ContentLength']}-{etag}")
+
+    def read(self, uri: str, start: int | None = None, end: int | None = None,
+             not_found: Reason = Reason.DatasetNotFound) -> bytes:
+        """The object's bytes, or the range [start, end) of them."""
+        if uri.startswith("file://"):
+            path = self._local_path(uri, not_found)
+            with open(path, "rb") as f:
+                if start:
+                    f.seek(start)
+                return f.read(None if end is None else end - (start or 0))
+        loc = parse_s3(uri)
+        kwargs = {}
+        if start is not None or end is not None:
+            kwargs["Range"] = f"bytes={start or 0}-{'' if end is None else end - 1}"
+        try:
+            return self.s3.get_object(Bucket=loc.bucket, Key=loc.key, **kwargs)["Body"].read()
+        except Exception as error:  # noqa: BLE001
+            raise self._translate(error, uri, not_found) from error
+
+    def write(self, uri: str, data: bytes) -> None:
+        if uri.startswith("file://"):
+            if not self.allow_file:
+                raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
+            path = file_path(uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)  # readers never see a half-written file
+            return
+        loc = parse_s3(uri)
+        try:
+            self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
+        except Exception as error:  # noqa: BLE001
+            raise self._translate(error, uri, Reason.StorageUnavailable) from error
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.stat(uri)
+            return True
+        except StorageError as error:
+            if error.reason in (Reason.DatasetNotFound,):
+                return False
+            raise
+
+
+def join_uri(prefix: str, *parts: str) -> str:
+    return "/".join([prefix.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -1,0 +1,145 @@
+"""The evaluation runner: loads a manifest, evaluates it on Ray, records the result.
+
+Cluster mode runs it as the Ray job's entry point (``python -m modeleval.runner``); the CLI's
+``run`` and ``demo`` call :func:`run_manifest` in-process. Either way every attempt ends with a
+document in the results store: the metrics on success, the reason and message on failure.
+
+Exit codes: 0 succeeded, 1 the evaluation failed (the last stdout line is a JSON object with
+``reason`` and ``message``), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .api.spec import ModelEvaluation, MongoTarget
+from .engine.errors import EvaluationError, Reason, ResultsStoreError
+from .engine.evaluate import EvaluationResult, Evaluator, Identity, ensure_ray
+from .engine.results import (LocalResultStore, MongoResultStore, ResultStore, replay_spool,
+                             write_with_retry)
+from .settings import EngineSettings
+
+RESULT_MARKER = "MODELEVAL_RESULT "
+log = logging.getLogger("modeleval.runner")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or does not validate; the message names the field."""
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where or 'manifest'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_manifest(text: str, source: str = "manifest") -> ModelEvaluation:
+    """The one ModelEvaluation in a YAML text (other kinds, e.g. Secrets, are skipped)."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as error:
+        raise ManifestError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
+    evaluations = [d for d in documents if isinstance(d, dict) and d.get("kind") == "ModelEvaluation"]
+    if not evaluations:
+        raise ManifestError(f"{source}: no document with kind: ModelEvaluation")
+    if len(evaluations) > 1:
+        raise ManifestError(f"{source}: {len(evaluations)} ModelEvaluations; run one at a time")
+    try:
+        return ModelEvaluation.model_validate(evaluations[0])
+    except ValidationError as error:
+        raise ManifestError(f"{source}: {format_validation_error(error)}") from None
+
+
+def result_store(settings: EngineSettings, target: MongoTarget) -> ResultStore:
+    if settings.mongodb_uri is not None:
+        return MongoResultStore(settings.mongodb_uri.get_secret_value(), target.database,
+                                target.collection, settings.mongodb_timeout_ms)
+    return LocalResultStore(settings.results_dir)
+
+
+def failure_document(identity: Identity, manifest: ModelEvaluation, error: EvaluationError) -> dict[str, Any]:
+    return {
+        "_id": f"{identity.uid}:{identity.attempt}",
+        "uid": identity.uid, "attempt": identity.attempt, "name": identity.name,
+        "namespace": identity.namespace, "status": "Failed",
+        "reason": Reason(error.reason).value, "message": error.message,
+        "retryable": error.retryable,
+        "model": {"uri": manifest.spec.model.uri}, "dataset": {"uri": manifest.spec.dataset.uri},
+        "finishedAt": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: EngineSettings | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 store: ResultStore | None = None) -> EvaluationResult:
+    """Evaluates and records one attempt; raises EvaluationError after recording a failure."""
+    settings = settings or EngineSettings()
+    store = store or result_store(settings, manifest.spec.output.mongodb)
+    spool = settings.results_dir / "spool"
+    try:
+        replay_spool(store, spool)  # results kept while the store was down go first
+    except ResultsStoreError as error:
+        log.warning("spooled results not replayed yet: %s", error.message)
+    try:
+        ensure_ray()
+        result = Evaluator(manifest.spec, identity, settings, progress).run()
+    except EvaluationError as error:
+        write_with_retry(store, failure_document(identity, manifest, error), spool)
+        raise
+    write_with_retry(store, result.document(), spool)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modeleval.runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, help="a ModelEvaluation YAML file")
+    source.add_argument("--manifest-b64", help="the manifest as base64 (what the operator passes)")
+    parser.add_argument("--uid", default=None)
+    parser.add_argument("--attempt", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    try:
+        text = (args.manifest.read_text() if args.manifest
+                else base64.b64decode(args.manifest_b64).decode())
+        manifest = parse_manifest(text)
+    except (OSError, ValueError) as error:
+        print(RESULT_MARKER + json.dumps({"status": "Failed", "reason": "InvalidSpec",
+                                          "message": str(error)}), flush=True)
+        return 2
+    identity = Identity(uid=args.uid or manifest.metadata.uid or str(uuid.uuid4()),
+                        attempt=args.attempt, name=manifest.metadata.name,
+                        namespace=manifest.metadata.namespace)
+
+    def report(done: int, total: int) -> None:
+        print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total}), flush=True)
+
+    try:
+        result = run_manifest(manifest, identity, progress=report)
+    except EvaluationError as error:
+        print(RESULT_MARKER + json.dumps({"status": "Failed", **error.to_dict()}), flush=True)
+        return 1
+    print(RESULT_MARKER + json.dumps({"status": "Succeeded", "metrics": result.metrics,
+                                      "rows": result.rows}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Settings of the engine and the CLI, read from the environment (prefix MODELEVAL_).
+
+Credentials are never part of a spec: S3 keys come from the standard AWS variables (or an
+instance profile), MongoDB's URI from MODELEVAL_MONGODB_URI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modeleval"
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELEVAL_", extra="ignore")
+
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (MinIO etc.); default: "
+                                    "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or AWS itself.")
+    s3_region: str | None = Field(None, description="Default: AWS_DEFAULT_REGION or us-east-1.")
+    mongodb_uri: SecretStr | None = Field(None, description="Results store; unset: local files.")
+    mongodb_timeout_ms: int = 10_000
+    cache_uri: str | None = Field(None, description="Where parsed datasets are cached as Parquet "
+                                  "(s3://bucket/prefix or file:///dir). Default: a local dir.")
+    results_dir: Path = Field(default_factory=lambda: _default_home() / "results")
+    allow_file_uris: bool = Field(True, description="file:// URIs (refused in cluster mode).")
+    max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
+    task_retries: int = Field(3, ge=0)
+
+    def resolved_cache_uri(self) -> str:
+        return self.cache_uri or (_default_home() / "datasets").as_uri()

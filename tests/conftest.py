@@ -1,0 +1,62 @@
+"""Shared fixtures. The `bed` fixture starts the local test bed once per session (or reuses the
+one named by MODELEVAL_BED_DIR, e.g. from `make cluster-up`) and stops it at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from testbed import Endpoints, TestBed
+
+
+def _running_bed(directory: Path) -> Endpoints | None:
+    state = directory / "state.json"
+    if not state.exists():
+        return None
+    data = json.loads(state.read_text())
+    return Endpoints(**data) if "kubeconfig" in data else None
+
+
+@pytest.fixture(scope="session")
+def bed() -> Endpoints:
+    """A running test bed; its endpoints are also exported to os.environ for client libraries."""
+    reuse = os.environ.get("MODELEVAL_BED_DIR")
+    owned: TestBed | None = None
+    endpoints = _running_bed(Path(reuse)) if reuse else None
+    if endpoints is None:
+        # A short path: Ray's unix sockets live under it and must stay below 108 characters.
+        directory = Path(tempfile.mkdtemp(prefix="mebed-", dir="/tmp"))
+        owned = TestBed(directory)
+        endpoints = owned.up()
+    saved = dict(os.environ)
+    os.environ.update(endpoints.env())
+    _BED_LOGS.append(endpoints.logs)
+    try:
+        yield endpoints
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if owned is not None:
+            owned.down()
+            # Keep the logs a failing test pointed at; drop the data (etcd, MinIO, Ray sessions).
+            for entry in owned.dir.iterdir():
+                if entry.name != "logs" and entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+_BED_LOGS: list[dict[str, str]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used the bed says where every component's log is."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _BED_LOGS and "bed" in getattr(item, "fixturenames", ()):
+        lines = "\n".join(f"{name}: {path}" for name, path in _BED_LOGS[-1].items())
+        report.sections.append(("test bed logs", lines))

@@ -1,0 +1,47 @@
+"""`python -m testbed up|down|status --dir DIR` (what `make cluster-up` / `cluster-down` run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import BedError, TestBed, ToolMissing, stop_recorded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/modeleval-bed"))
+    parser.add_argument("--ray-cpus", type=int, default=2)
+    args = parser.parse_args(argv)
+    directory = args.dir.resolve()
+
+    if args.command == "down":
+        stopped = stop_recorded(directory)
+        print(f"stopped: {', '.join(stopped)}" if stopped else f"no test bed recorded in {directory}")
+        return 0
+    if args.command == "status":
+        state = directory / "state.json"
+        if not state.exists():
+            print(f"no test bed recorded in {directory}")
+            return 1
+        print(state.read_text())
+        return 0
+
+    try:
+        endpoints = TestBed(directory, ray_cpus=args.ray_cpus).up()
+    except (BedError, ToolMissing) as error:
+        print(f"cluster-up failed: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in endpoints.env().items() if "SECRET" not in k and "TOKEN" not in k},
+                     indent=2))
+    print(f"\ntest bed is up. Logs: {directory / 'logs'}\n"
+          f"Use it:   source {directory / 'bed.env'} && kubectl get nodes\n"
+          f"Stop it:  make cluster-down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

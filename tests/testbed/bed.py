@@ -1,0 +1,488 @@
+"""The local test bed: a real Kubernetes control plane, KubeRay, MinIO, FerretDB and Ray on loopback.
+
+Every component is a local process started from the binaries `make tools` built (or, for Ray,
+from the project venv). Each runs in its own process group, logs to ``<dir>/logs/<name>.log``
+and is recorded in ``<dir>/state.json`` so that ``down`` (or a later run) can stop exactly what
+was started, even after the starting process has gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .certs import Pki, make_pki
+from .tools import REPO_ROOT, Tools
+
+LOOPBACK = "127.0.0.1"
+MINIO_USER = "modeleval"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPUS_PER_GPU_NODE = 2
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+class BedError(RuntimeError):
+    """A component failed to start; the message names it and points at its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Endpoints:
+    """Everything a client needs to reach the test bed; written to state.json and bed.env."""
+
+    dir: str
+    kubeconfig: str
+    apiserver: str
+    etcd: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    mongodb_uri: str
+    ray_address: str
+    ray_dashboard: str
+    ray_auth_token: str
+    kuberay_metrics: str
+    kuberay_health: str
+    kubernetes_version: str
+    logs: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """Environment a client (kubectl, boto3, pymongo, ray, modeleval) uses to reach the bed."""
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "MODELEVAL_BED_DIR": self.dir,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MODELEVAL_MONGODB_URI": self.mongodb_uri,
+            "RAY_ADDRESS": self.ray_address,
+            "MODELEVAL_RAY_DASHBOARD": self.ray_dashboard,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.ray_auth_token,
+        }
+
+
+class TestBed:
+    """Starts and stops the components. Use ``up()`` / ``down()`` or as a context manager."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, directory: Path, tools: Tools | None = None, ray_cpus: int = 2):
+        self.dir = directory.resolve()
+        self.tools = tools or Tools.locate()
+        self.ray_cpus = ray_cpus
+        self.logs = self.dir / "logs"
+        self.state_file = self.dir / "state.json"
+        self._pids: dict[str, int] = {}
+        self._log_paths: dict[str, str] = {}
+        self.endpoints: Endpoints | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Endpoints:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self) -> Endpoints:
+        stop_recorded(self.dir)  # a previous bed left in this directory is stopped first
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.logs.mkdir(parents=True)
+        try:
+            self._start_all()
+        except BaseException:
+            self.down()
+            raise
+        return self.endpoints  # type: ignore[return-value]
+
+    def down(self) -> None:
+        stop_recorded(self.dir)
+
+    # ---------------------------------------------------------------- components
+    def _start_all(self) -> None:
+        pki = make_pki(self.dir / "pki")
+        ports = {name: free_port() for name in (
+            "etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok", "kuberay-metrics",
+            "kuberay-health", "minio", "minio-console", "ferretdb", "ray-gcs", "ray-dashboard",
+            "ray-client", "ray-dashboard-agent", "ray-metrics-export",
+        )}
+        apiserver = f"https://{LOOPBACK}:{ports['apiserver']}"
+        kubeconfigs = {name: self._write_kubeconfig(name, apiserver, pki) for name in pki.clients}
+        token = secrets.token_hex(32)
+        self.endpoints = Endpoints(
+            dir=str(self.dir),
+            kubeconfig=str(kubeconfigs["admin"]),
+            apiserver=apiserver,
+            etcd=f"http://{LOOPBACK}:{ports['etcd']}",
+            s3_endpoint=f"http://{LOOPBACK}:{ports['minio']}",
+            s3_access_key=MINIO_USER,
+            s3_secret_key=secrets.token_hex(16),
+            mongodb_uri=f"mongodb://{LOOPBACK}:{ports['ferretdb']}/",
+            ray_address=f"{LOOPBACK}:{ports['ray-gcs']}",
+            ray_dashboard=f"http://{LOOPBACK}:{ports['ray-dashboard']}",
+            ray_auth_token=token,
+            kuberay_metrics=f"http://{LOOPBACK}:{ports['kuberay-metrics']}/metrics",
+            kuberay_health=f"http://{LOOPBACK}:{ports['kuberay-health']}",
+            kubernetes_version=self.tools.kubernetes_version,
+        )
+        # Independent of Kubernetes: start them first so they come up while the control plane does.
+        self._start_minio(ports)
+        self._start_ferretdb(ports)
+        self._start_ray(ports)
+        self._start_etcd(ports)
+        self._start_apiserver(ports, pki)
+        self._wait_apiserver(pki)
+        self._start_controller_manager(ports, pki, kubeconfigs["controller-manager"])
+        self._start_scheduler(ports, kubeconfigs["scheduler"])
+        self._start_kwok(ports, kubeconfigs["kwok"])
+        self._create_nodes()
+        self._install_kuberay_crds()
+        self._start_kuberay(ports)
+        self._wait_ready()
+        self._write_state()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> None:
+        log_path = self.logs / f"{name}.log"
+        log = open(log_path, "ab")
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(cwd or self.dir), env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        log.close()
+        self._pids[name] = process.pid
+        self._log_paths[name] = str(log_path)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        if self.endpoints is None:
+            state = {"pids": self._pids, "logs": self._log_paths}
+        else:
+            self.endpoints.pids = dict(self._pids)
+            self.endpoints.logs = dict(self._log_paths)
+            state = asdict(self.endpoints)
+        self.state_file.write_text(json.dumps(state, indent=2))
+        if self.endpoints is not None:
+            lines = [f"export {k}={v}" for k, v in self.endpoints.env().items()]
+            (self.dir / "bed.env").write_text("\n".join(lines) + "\n")
+
+    def _write_kubeconfig(self, user: str, server: str, pki: Pki) -> Path:
+        client = pki.clients[user]
+        path = self.dir / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "modeleval-bed", "cluster": {
+                "server": server, "certificate-authority": str(pki.ca_cert)}}],
+            "users": [{"name": user, "user": {
+                "client-certificate": str(client.cert), "client-key": str(client.key)}}],
+            "contexts": [{"name": "modeleval-bed", "context": {
+                "cluster": "modeleval-bed", "user": user, "namespace": "default"}}],
+            "current-context": "modeleval-bed",
+        }
+        path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+        return path
+
+    def _start_etcd(self, ports: dict[str, int]) -> None:
+        client, peer = f"http://{LOOPBACK}:{ports['etcd']}", f"http://{LOOPBACK}:{ports['etcd-peer']}"
+        self._spawn("etcd", [
+            str(self.tools.etcd), "--name=bed", f"--data-dir={self.dir / 'etcd'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=bed={peer}", "--unsafe-no-fsync", "--quota-backend-bytes=4294967296",
+        ])
+        self._wait_http("etcd", f"{client}/health", timeout=60)
+
+    def _start_apiserver(self, ports: dict[str, int], pki: Pki) -> None:
+        kubelet_client = pki.clients["apiserver-kubelet-client"]
+        self._spawn("kube-apiserver", [
+            str(self.tools.kube("kube-apiserver")),
+            f"--etcd-servers=http://{LOOPBACK}:{ports['etcd']}",
+            f"--bind-address={LOOPBACK}", f"--advertise-address={LOOPBACK}",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            "--authorization-mode=Node,RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--enable-admission-plugins=ExtendedResourceToleration",
+            "--endpoint-reconciler-type=none",  # loopback cannot be a Service endpoint
+            "--allow-privileged=true", "--profiling=false",
+        ])
+
+    def _wait_apiserver(self, pki: Pki) -> None:
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        admin = pki.clients["admin"]
+        context.load_cert_chain(str(admin.cert), str(admin.key))
+        assert self.endpoints is not None
+        self._wait_http("kube-apiserver", f"{self.endpoints.apiserver}/readyz", timeout=120,
+                        context=context)
+
+    def _start_controller_manager(self, ports: dict[str, int], pki: Pki, kubeconfig: Path) -> None:
+        self._spawn("kube-controller-manager", [
+            str(self.tools.kube("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}", f"--secure-port={ports['kcm']}",
+            "--leader-elect=false", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
+            "--controllers=*", "--concurrent-gc-syncs=5",
+        ])
+        self._wait_http("kube-controller-manager", f"https://{LOOPBACK}:{ports['kcm']}/healthz",
+                        timeout=60, context=_insecure())
+
+    def _start_scheduler(self, ports: dict[str, int], kubeconfig: Path) -> None:
+        self._spawn("kube-scheduler", [
+            str(self.tools.kube("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}", f"--secure-port={ports['scheduler']}", "--leader-elect=false",
+        ])
+        self._wait_http("kube-scheduler", f"https://{LOOPBACK}:{ports['scheduler']}/healthz",
+                        timeout=60, context=_insecure())
+
+    def _start_kwok(self, ports: dict[str, int], kubeconfig: Path) -> None:
+        self._spawn("kwok", [
+            str(self.tools.kwok), f"--kubeconfig={kubeconfig}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            f"--server-address={LOOPBACK}:{ports['kwok']}",
+            "--node-ip=10.244.0.1", "--cidr=10.244.0.0/16",
+        ])
+        self._wait_http("kwok", f"http://{LOOPBACK}:{ports['kwok']}/healthz", timeout=60)
+
+    def _create_nodes(self) -> None:
+        nodes = [_node_manifest(f"cpu-node-{i}", cpu="8", memory="32Gi") for i in (1, 2)]
+        nodes.append(_node_manifest("gpu-node-1", cpu="8", memory="64Gi", gpus=GPUS_PER_GPU_NODE))
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                           "items": nodes}))
+        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=90s")
+
+    def _install_kuberay_crds(self) -> None:
+        # The RayCluster CRD is too large for client-side apply's last-applied annotation.
+        for crd in sorted(self.tools.kuberay_crds.glob("ray.io_*.yaml")):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+    def _start_kuberay(self, ports: dict[str, int]) -> None:
+        assert self.endpoints is not None
+        self._spawn("kuberay-operator", [
+            str(self.tools.kuberay),
+            f"--metrics-addr={LOOPBACK}:{ports['kuberay-metrics']}",
+            f"--health-probe-bind-address={LOOPBACK}:{ports['kuberay-health']}",
+            "--enable-leader-election=false",
+        ], env={"KUBECONFIG": self.endpoints.kubeconfig})
+
+    def _start_minio(self, ports: dict[str, int]) -> None:
+        assert self.endpoints is not None
+        self._spawn("minio", [
+            str(self.tools.minio), "server", str(self.dir / "minio"),
+            "--address", f"{LOOPBACK}:{ports['minio']}",
+            "--console-address", f"{LOOPBACK}:{ports['minio-console']}", "--quiet",
+        ], env={"MINIO_ROOT_USER": self.endpoints.s3_access_key,
+                "MINIO_ROOT_PASSWORD": self.endpoints.s3_secret_key,
+                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"})
+
+    def _start_ferretdb(self, ports: dict[str, int]) -> None:
+        data = self.dir / "ferretdb"
+        data.mkdir()
+        self._spawn("ferretdb", [
+            str(self.tools.ferretdb), "--handler=sqlite", f"--sqlite-url=file:{data}/",
+            f"--listen-addr={LOOPBACK}:{ports['ferretdb']}", "--telemetry=disable",
+            "--debug-addr=-", "--log-level=info",
+        ])
+
+    def _start_ray(self, ports: dict[str, int]) -> None:
+        assert self.endpoints is not None
+        ray = Path(sys.executable).with_name("ray")
+        # Started from the project directory: a head started in a temp folder makes `import ray`
+        # inside jobs resolve to Ray's own session folder there.
+        self._spawn("ray-head", [
+            str(ray), "start", "--head", "--block", f"--node-ip-address={LOOPBACK}",
+            f"--port={ports['ray-gcs']}", f"--num-cpus={self.ray_cpus}", "--num-gpus=0",
+            "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
+            f"--dashboard-port={ports['ray-dashboard']}",
+            f"--ray-client-server-port={ports['ray-client']}",
+            f"--dashboard-agent-listen-port={ports['ray-dashboard-agent']}",
+            f"--metrics-export-port={ports['ray-metrics-export']}",
+            f"--temp-dir={self.dir / 'ray'}", "--disable-usage-stats",
+        ], env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.endpoints.ray_auth_token},
+           cwd=REPO_ROOT)
+
+    def _wait_ready(self) -> None:
+        assert self.endpoints is not None
+        ep = self.endpoints
+        self._wait_http("minio", f"{ep.s3_endpoint}/minio/health/ready", timeout=60)
+        self._wait_tcp("ferretdb", ep.mongodb_uri.split("//")[1].rstrip("/"), timeout=60)
+        self._wait_http("kuberay-operator", f"{ep.kuberay_health}/readyz", timeout=90)
+        self._wait_http("ray-head", f"{ep.ray_dashboard}/api/version", timeout=120,
+                        headers={"Authorization": f"Bearer {ep.ray_auth_token}"})
+
+    # ---------------------------------------------------------------- helpers
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        assert self.endpoints is not None
+        result = subprocess.run(
+            [str(self.tools.kubectl), f"--kubeconfig={self.endpoints.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, timeout=180,
+        )
+        if check and result.returncode != 0:
+            raise BedError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _alive(self, name: str) -> bool:
+        pid = self._pids.get(name)
+        if pid is None:
+            return False
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return _pid_alive(pid)
+        return finished == 0
+
+    def _fail(self, name: str, why: str) -> BedError:
+        log = Path(self._log_paths.get(name, self.logs / f"{name}.log"))
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        return BedError(f"{name} {why}; log: {log}\n--- last lines ---\n{tail}")
+
+    def _wait(self, name: str, probe: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._alive(name):
+                raise self._fail(name, "exited during start-up")
+            if probe():
+                return
+            time.sleep(0.25)
+        raise self._fail(name, f"was not ready after {timeout:.0f}s")
+
+    def _wait_http(self, name: str, url: str, timeout: float, context: ssl.SSLContext | None = None,
+                   headers: dict[str, str] | None = None) -> None:
+        def probe() -> bool:
+            try:
+                request = urllib.request.Request(url, headers=headers or {})
+                with urllib.request.urlopen(request, timeout=2, context=context) as response:
+                    return response.status == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        self._wait(name, probe, timeout)
+
+    def _wait_tcp(self, name: str, hostport: str, timeout: float) -> None:
+        host, port = hostport.rsplit(":", 1)
+
+        def probe() -> bool:
+            try:
+                with socket.create_connection((host, int(port)), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        self._wait(name, probe, timeout)
+
+
+def _insecure() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _node_manifest(name: str, cpu: str, memory: str, gpus: int = 0) -> dict:
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "100Gi"}
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+              "kubernetes.io/arch": "amd64", "type": "kwok", "modeleval.dev/pool": "cpu"}
+    taints = []
+    if gpus:
+        capacity[GPU_RESOURCE] = str(gpus)
+        labels.update({"modeleval.dev/pool": "gpu", "nvidia.com/gpu.present": "true"})
+        # As on real GPU nodes; ExtendedResourceToleration lets GPU-requesting pods tolerate it.
+        taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {
+            FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {"taints": taints},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_recorded(directory: Path, grace: float = 10.0) -> list[str]:
+    """Stops every process group recorded in ``directory/state.json``; returns the names stopped."""
+    state_file = directory / "state.json"
+    if not state_file.exists():
+        return []
+    pids: dict[str, int] = json.loads(state_file.read_text()).get("pids", {})
+    # Reverse start order: clients of the API server go before it, etcd last.
+    order = list(reversed(list(pids.items())))
+    for _, pid in order:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(pid) for _, pid in order):
+        time.sleep(0.2)
+    for _, pid in order:
+        _signal_group(pid, signal.SIGKILL)
+    for _, pid in order:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    state_file.unlink()
+    return [name for name, _ in order]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
