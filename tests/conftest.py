@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from testbed import Endpoints, TestBed
+from testbed import RAY_LOOPBACK_ENV, Endpoints, TestBed
 
 
 def _running_bed(directory: Path) -> Endpoints | None:
@@ -22,16 +23,24 @@ def _running_bed(directory: Path) -> Endpoints | None:
     return Endpoints(**data) if "kubeconfig" in data else None
 
 
+_REUSE = os.environ.get("MODELEVAL_BED_DIR")
+_REUSED = _running_bed(Path(_REUSE)) if _REUSE else None
+# Ray reads its auth token once per process, so the token must be in the environment before
+# anything imports ray: take the reused bed's, or choose the one the bed will be started with.
+os.environ.update(RAY_LOOPBACK_ENV)  # any Ray a test starts stays on 127.0.0.1 too
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = _REUSED.ray_auth_token if _REUSED else secrets.token_hex(32)
+
+
 @pytest.fixture(scope="session")
 def bed() -> Endpoints:
     """A running test bed; its endpoints are also exported to os.environ for client libraries."""
-    reuse = os.environ.get("MODELEVAL_BED_DIR")
     owned: TestBed | None = None
-    endpoints = _running_bed(Path(reuse)) if reuse else None
+    endpoints = _REUSED
     if endpoints is None:
         # A short path: Ray's unix sockets live under it and must stay below 108 characters.
         directory = Path(tempfile.mkdtemp(prefix="mebed-", dir="/tmp"))
-        owned = TestBed(directory)
+        owned = TestBed(directory, ray_auth_token=os.environ["RAY_AUTH_TOKEN"])
         endpoints = owned.up()
     saved = dict(os.environ)
     os.environ.update(endpoints.env())

@@ -30,6 +30,9 @@ from .tools import REPO_ROOT, Tools
 LOOPBACK = "127.0.0.1"
 MINIO_USER = "modeleval"
 GPU_RESOURCE = "nvidia.com/gpu"
+# Ray resolves 127.0.0.1 to the machine's routable address unless told it is a one-machine
+# cluster; with this every Ray process (and every client of it) stays on loopback.
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 GPUS_PER_GPU_NODE = 2
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -79,6 +82,7 @@ class Endpoints:
             "MODELEVAL_RAY_DASHBOARD": self.ray_dashboard,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.ray_auth_token,
+            **RAY_LOOPBACK_ENV,
         }
 
 
@@ -87,8 +91,12 @@ class TestBed:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, directory: Path, tools: Tools | None = None, ray_cpus: int = 2):
+    def __init__(self, directory: Path, tools: Tools | None = None, ray_cpus: int = 2,
+                 ray_auth_token: str | None = None):
         self.dir = directory.resolve()
+        # Ray reads its token once per process: a caller that imports ray before the bed starts
+        # passes the token it already exported.
+        self.ray_auth_token = ray_auth_token or secrets.token_hex(32)
         self.tools = tools or Tools.locate()
         self.ray_cpus = ray_cpus
         self.logs = self.dir / "logs"
@@ -129,7 +137,7 @@ class TestBed:
         )}
         apiserver = f"https://{LOOPBACK}:{ports['apiserver']}"
         kubeconfigs = {name: self._write_kubeconfig(name, apiserver, pki) for name in pki.clients}
-        token = secrets.token_hex(32)
+        token = self.ray_auth_token
         self.endpoints = Endpoints(
             dir=str(self.dir),
             kubeconfig=str(kubeconfigs["admin"]),
@@ -268,12 +276,14 @@ class TestBed:
                         timeout=60, context=_insecure())
 
     def _start_kwok(self, ports: dict[str, int], kubeconfig: Path) -> None:
+        (self.dir / "kwok.yaml").write_text("")
         self._spawn("kwok", [
             str(self.tools.kwok), f"--kubeconfig={kubeconfig}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
             f"--server-address={LOOPBACK}:{ports['kwok']}",
-            "--node-ip=10.244.0.1", "--cidr=10.244.0.0/16",
+            "--node-ip=10.244.0.1", "--cidr=10.244.0.0/16", "--node-lease-duration-seconds=40",
+            f"--config={self.dir / 'kwok.yaml'}",  # never a user's ~/.kwok/kwok.yaml
         ])
         self._wait_http("kwok", f"http://{LOOPBACK}:{ports['kwok']}/healthz", timeout=60)
 
@@ -314,8 +324,7 @@ class TestBed:
         data.mkdir()
         self._spawn("ferretdb", [
             str(self.tools.ferretdb), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-            f"--listen-addr={LOOPBACK}:{ports['ferretdb']}", "--telemetry=disable",
-            "--debug-addr=-", "--log-level=info",
+            f"--listen-addr={LOOPBACK}:{ports['ferretdb']}",
         ])
 
     def _start_ray(self, ports: dict[str, int]) -> None:
@@ -332,8 +341,8 @@ class TestBed:
             f"--dashboard-agent-listen-port={ports['ray-dashboard-agent']}",
             f"--metrics-export-port={ports['ray-metrics-export']}",
             f"--temp-dir={self.dir / 'ray'}", "--disable-usage-stats",
-        ], env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.endpoints.ray_auth_token},
-           cwd=REPO_ROOT)
+        ], env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.endpoints.ray_auth_token,
+                **RAY_LOOPBACK_ENV}, cwd=REPO_ROOT)
 
     def _wait_ready(self) -> None:
         assert self.endpoints is not None

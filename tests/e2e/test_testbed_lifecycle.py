@@ -1,0 +1,66 @@
+"""`make cluster-up` / `make cluster-down` (python -m testbed) start a bed in a directory of
+their own and stop every process they started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _processes_mentioning(text: str, pgids: set[int]) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] == "Z":
+            continue
+        if text in cmdline or int(stat[2]) in pgids:
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+def test_cluster_up_then_down_leaves_no_process(tmp_path):
+    directory = Path(tempfile.mkdtemp(prefix="mebed-life-", dir="/tmp"))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    up = subprocess.run([sys.executable, "-m", "testbed", "up", "--dir", str(directory), "--ray-cpus", "1"],
+                        env=env, capture_output=True, text=True, timeout=400)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        state = json.loads((directory / "state.json").read_text())
+        assert (directory / "kubeconfig").exists() and (directory / "bed.env").exists()
+        assert set(state["logs"]) >= {"etcd", "kube-apiserver", "kube-controller-manager",
+                                      "kube-scheduler", "kwok", "kuberay-operator", "minio",
+                                      "ferretdb", "ray-head"}
+        for path in state["logs"].values():
+            assert Path(path).exists()
+        pgids = set(state["pids"].values())
+        running = _processes_mentioning(str(directory), pgids)
+        assert running, "the bed's processes are running"
+        # Everything the bed started (Ray's many processes too) listens on loopback only.
+        pids = {int(p.split(":")[0]) for p in running}
+        listening = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+        for line in listening.splitlines():
+            if any(f"pid={pid}," in line for pid in pids):
+                assert line.split()[3].startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")), line
+    finally:
+        down = subprocess.run([sys.executable, "-m", "testbed", "down", "--dir", str(directory)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "stopped:" in down.stdout
+    assert _processes_mentioning(str(directory), pgids) == []

@@ -1,0 +1,129 @@
+"""Metrics agree with XGBoost's own evaluation and with scikit-learn to 1e-6."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from sklearn import metrics as skm
+
+from modeleval.engine import metrics as M
+
+TOL = 1e-6
+
+
+def _ranking_case(seed: int, binary: bool):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 60, 150)  # uneven groups, including single-document queries
+    qids = np.repeat(np.arange(len(sizes)) * 3 + 5, sizes)
+    n = len(qids)
+    x = rng.random((n, 6))
+    labels = (rng.random(n) < 0.2).astype(int) if binary else rng.integers(0, 5, n)
+    labels[qids == qids[0]] = 0  # one query without any relevant document
+    dtrain = xgb.DMatrix(x, label=labels, qid=qids)
+    booster = xgb.train({"objective": "rank:ndcg", "max_depth": 3}, dtrain, 5)
+    return booster, dtrain, labels, qids, booster.predict(dtrain)
+
+
+def _xgb_eval(booster, dmatrix, names):
+    booster.set_param([("eval_metric", n) for n in names])
+    fields = booster.eval(dmatrix, "d").split("\t")[1:]
+    return {k.removeprefix("d-"): float(v) for k, v in (f.split(":") for f in fields)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ndcg_matches_xgboost_graded(seed):
+    booster, d, labels, qids, scores = _ranking_case(seed, binary=False)
+    names = ["ndcg@1", "ndcg@5", "ndcg@10", "ndcg@100"]
+    expected = _xgb_eval(booster, d, names)
+    got = M.ranking_metrics(names, labels.astype(float), scores, qids)
+    for name in names:
+        assert got[name] == pytest.approx(expected[name], abs=TOL), name
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_map_and_precision_match_xgboost_binary(seed):
+    booster, d, labels, qids, scores = _ranking_case(seed, binary=True)
+    ours = ["map@5", "map@10", "map@1000", "precision@5", "precision@10", "ndcg@10"]
+    theirs = [n.replace("precision@", "pre@") for n in ours]
+    expected = _xgb_eval(booster, d, theirs)
+    got = M.ranking_metrics(ours, labels.astype(float), scores, qids)
+    for a, b in zip(ours, theirs):
+        assert got[a] == pytest.approx(expected[b], abs=TOL), a
+
+
+def test_full_list_ndcg_is_ndcg_at_longest_query():
+    booster, d, labels, qids, scores = _ranking_case(5, binary=False)
+    longest = int(np.bincount(np.unique(qids, return_inverse=True)[1]).max())
+    got = M.ranking_metrics(["ndcg", f"ndcg@{longest}"], labels.astype(float), scores, qids)
+    assert got["ndcg"] == pytest.approx(got[f"ndcg@{longest}"], abs=1e-12)
+
+
+def test_ranking_by_hand():
+    # query 1: ranked labels [0, 2, 1]; query 2: no relevant docs.
+    labels = np.array([0, 2, 1, 0, 0], dtype=float)
+    scores = np.array([0.9, 0.5, 0.1, 0.3, 0.2])
+    qids = np.array([1, 1, 1, 2, 2])
+    got = M.ranking_metrics(["ndcg@3", "mrr", "recall@2", "precision@2", "map@3"], labels, scores, qids)
+    dcg = 3 / np.log2(3) + 1 / np.log2(4)
+    idcg = 3 + 1 / np.log2(3)
+    assert got["ndcg@3"] == pytest.approx((dcg / idcg + 1.0) / 2)  # no-relevant query scores 1
+    assert got["mrr"] == pytest.approx((1 / 2 + 0) / 2)            # and 0 for MRR
+    assert got["recall@2"] == pytest.approx(1 / 2)                 # excluded from recall
+    assert got["precision@2"] == pytest.approx((1 / 2 + 0) / 2)
+    assert got["map@3"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1.0) / 2)
+
+
+def test_ties_keep_input_order():
+    labels = np.array([0, 1], dtype=float)
+    got = M.ranking_metrics(["mrr"], labels, np.array([0.5, 0.5]), np.array([1, 1]))
+    assert got["mrr"] == pytest.approx(0.5)
+
+
+def test_binary_classification_matches_sklearn():
+    rng = np.random.default_rng(0)
+    y = (rng.random(5000) < 0.3).astype(float)
+    p = np.clip(0.3 * y + rng.random(5000) * 0.7, 0, 1)
+    p[:50] = 0.5  # ties and the threshold itself
+    got = M.binary_metrics(["auc", "logloss", "accuracy", "f1", "precision", "recall"], y, p)
+    predicted = (p > 0.5).astype(int)
+    assert got["auc"] == pytest.approx(skm.roc_auc_score(y, p), abs=TOL)
+    assert got["logloss"] == pytest.approx(skm.log_loss(y, p), abs=TOL)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted), abs=TOL)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, predicted), abs=TOL)
+    assert got["precision"] == pytest.approx(skm.precision_score(y, predicted), abs=TOL)
+    assert got["recall"] == pytest.approx(skm.recall_score(y, predicted), abs=TOL)
+
+
+def test_multiclass_matches_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 3000).astype(float)
+    raw = rng.random((3000, 4)) + np.eye(4)[y.astype(int)] * 0.6
+    p = raw / raw.sum(axis=1, keepdims=True)
+    got = M.multiclass_metrics(["auc", "logloss", "accuracy", "f1", "precision", "recall"], y, p)
+    predicted = p.argmax(axis=1)
+    assert got["auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr"), abs=TOL)
+    assert got["logloss"] == pytest.approx(skm.log_loss(y, p), abs=TOL)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted), abs=TOL)
+    for name in ("f1", "precision", "recall"):
+        fn = getattr(skm, f"{name}_score")
+        assert got[name] == pytest.approx(fn(y, predicted, average="macro"), abs=TOL), name
+
+
+def test_regression_matches_sklearn():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=4000)
+    p = y + rng.normal(scale=0.3, size=4000)
+    got = M.regression_metrics(["rmse", "mae", "r2"], y, p)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)), abs=TOL)
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p), abs=TOL)
+    assert got["r2"] == pytest.approx(skm.r2_score(y, p), abs=TOL)
+
+
+def test_label_errors_are_typed():
+    with pytest.raises(M.LabelError, match="binary classification needs labels 0 and 1"):
+        M.binary_metrics(["auc"], np.array([0.0, 2.0]), np.array([0.1, 0.9]))
+    with pytest.raises(M.LabelError, match="both classes"):
+        M.binary_metrics(["auc"], np.array([1.0, 1.0]), np.array([0.1, 0.9]))
+    with pytest.raises(M.LabelError, match="must not be negative"):
+        M.ranking_metrics(["ndcg@5"], np.array([-1.0, 1.0]), np.array([0.1, 0.2]), np.array([1, 1]))
