@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,3 +65,4 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
     assert down.returncode == 0, down.stderr
     assert "stopped:" in down.stdout
     assert _processes_mentioning(str(directory), pgids) == []
+    shutil.rmtree(directory)

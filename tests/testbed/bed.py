@@ -170,13 +170,16 @@ class TestBed:
         self._wait_ready()
         self._write_state()
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str | None] | None = None,
                cwd: Path | None = None) -> None:
+        """Starts a component in its own process group; ``env`` values of None are unset."""
         log_path = self.logs / f"{name}.log"
         log = open(log_path, "ab")
+        merged = {**os.environ, **(env or {})}
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=str(cwd or self.dir), env={**os.environ, **(env or {})}, start_new_session=True,
+            cwd=str(cwd or self.dir), env={k: v for k, v in merged.items() if v is not None},
+            start_new_session=True,
         )
         log.close()
         self._pids[name] = process.pid
@@ -341,8 +344,9 @@ class TestBed:
             f"--dashboard-agent-listen-port={ports['ray-dashboard-agent']}",
             f"--metrics-export-port={ports['ray-metrics-export']}",
             f"--temp-dir={self.dir / 'ray'}", "--disable-usage-stats",
-        ], env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.endpoints.ray_auth_token,
-                **RAY_LOOPBACK_ENV}, cwd=REPO_ROOT)
+        # Like a RayCluster's pods, the head gets the object store and results store settings
+        # through its environment, so its workers read S3 the way the driver does.
+        ], env={**self.endpoints.env(), "RAY_ADDRESS": None}, cwd=REPO_ROOT)
 
     def _wait_ready(self) -> None:
         assert self.endpoints is not None

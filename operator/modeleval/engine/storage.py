@@ -75,8 +75,10 @@ class Storage:
 
             config = Config(retries={"max_attempts": 5, "mode": "standard"},
                             connect_timeout=5, read_timeout=60, max_pool_connections=32)
-            client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                                  config=config)
+            # A session of its own: the default session caches credentials process-wide and is
+            # not thread-safe.
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
             self._local.client = client
         return client
 

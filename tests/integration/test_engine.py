@@ -1,0 +1,194 @@
+"""The evaluation engine against the test bed's real MinIO, FerretDB and Ray head."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import uuid
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from pymongo import MongoClient
+
+from modeleval.demo import letor_bytes, make_letor, train_ranker
+from modeleval.engine.errors import EvaluationError, Reason
+from modeleval.engine.evaluate import Identity
+from modeleval.engine.storage import Storage
+from modeleval.runner import parse_manifest, run_manifest
+from modeleval.settings import EngineSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s3(bed):
+    client = boto3.client("s3", endpoint_url=bed.s3_endpoint, aws_access_key_id=bed.s3_access_key,
+                          aws_secret_access_key=bed.s3_secret_key, region_name="us-east-1")
+    return client
+
+
+@pytest.fixture(scope="module")
+def bucket(s3):
+    name = f"engine-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def ranking_assets(s3, bucket):
+    """MSLR-shaped test data (uneven groups, some sparse lines) and a trained ranker in MinIO."""
+    train = make_letor(6000, 136, mean_group=40, seed=11)
+    test = make_letor(5000, 136, mean_group=35, seed=12, sparse=0.05)
+    ranker = train_ranker(train, rounds=15)
+    s3.put_object(Bucket=bucket, Key="models/ranker.json",
+                  Body=bytes(ranker.get_booster().save_raw("json")))
+    s3.put_object(Bucket=bucket, Key="models/ranker.ubj",
+                  Body=bytes(ranker.get_booster().save_raw("ubj")))
+    s3.put_object(Bucket=bucket, Key="data/test.txt", Body=letor_bytes(test))
+    return ranker, test
+
+
+@pytest.fixture()
+def settings(bed, tmp_path):
+    return EngineSettings(mongodb_uri=bed.mongodb_uri, cache_uri=f"file://{tmp_path}/cache",
+                          results_dir=tmp_path / "results")
+
+
+def manifest(bucket: str, **spec: str) -> str:
+    body = {
+        "task": "ranking",
+        "model": f"{{uri: s3://{bucket}/models/ranker.json}}",
+        "dataset": f"{{uri: s3://{bucket}/data/test.txt, numFeatures: 136}}",
+        "metrics": "[ndcg@10, map@10, mrr, ndcg@5]",
+        **spec,
+    }
+    lines = "".join(f"  {k}: {v}\n" for k, v in body.items())
+    return (f"apiVersion: modeleval.dev/v1alpha1\nkind: ModelEvaluation\n"
+            f"metadata: {{name: it-{uuid.uuid4().hex[:6]}}}\nspec:\n{lines}")
+
+
+def xgboost_reference(ranker, data, metric: str) -> float:
+    booster = ranker.get_booster().copy()
+    d = xgb.DMatrix(data.features, label=data.labels, qid=data.qids, missing=np.nan)
+    booster.set_param({"eval_metric": metric})
+    fields = dict(f.split(":") for f in booster.eval(d, "d").split("\t")[1:])
+    return float(fields[f"d-{metric}"])
+
+
+def test_ranking_from_s3_to_mongodb(bed, bucket, ranking_assets, settings):
+    ranker, test = ranking_assets
+    spec = parse_manifest(manifest(bucket, output=f"{{predictionsUri: s3://{bucket}/predictions}}"))
+    seen: list[tuple[int, int]] = []
+    identity = Identity(uid=uuid.uuid4().hex, attempt=1, name=spec.metadata.name)
+    result = run_manifest(spec, identity, settings, progress=lambda d, t: seen.append((d, t)))
+
+    assert result.rows == 5000 and not result.cache_hit
+    assert result.metrics["ndcg@10"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@10"), abs=1e-6)
+    assert result.metrics["ndcg@5"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@5"), abs=1e-6)
+    assert seen[-1] == (5000, 5000) and all(d <= t for d, t in seen)
+
+    with MongoClient(bed.mongodb_uri) as mongo:
+        doc = mongo["modeleval"]["results"].find_one({"_id": f"{identity.uid}:1"})
+    assert doc["status"] == "Succeeded" and doc["metrics"] == result.metrics
+    assert doc["dataset"]["fingerprint"].startswith("s3-") and doc["model"]["features"] == 136
+    assert doc["rows"] == 5000 and doc["queries"] == len(np.unique(test.qids))
+
+    table = pq.read_table(io.BytesIO(Storage().read(result.predictions_uri)))
+    expected = ranker.get_booster().inplace_predict(test.features)
+    np.testing.assert_allclose(table.column("prediction").to_numpy(), expected, rtol=1e-6)
+
+
+def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, settings):
+    first = run_manifest(parse_manifest(manifest(bucket)), Identity(uuid.uuid4().hex), settings)
+    again = parse_manifest(manifest(bucket, model=f"{{uri: s3://{bucket}/models/ranker.ubj}}"))
+    second = run_manifest(again, Identity(uuid.uuid4().hex), settings)
+    assert second.cache_hit and not first.cache_hit
+    assert second.metrics == pytest.approx(first.metrics, abs=1e-12)  # UBJSON = JSON model
+
+
+def test_baseline_deltas_and_gate(bed, s3, bucket, ranking_assets, settings):
+    ranker, test = ranking_assets
+    noise = make_letor(2000, 136, seed=99)
+    noise.labels = np.random.default_rng(0).permutation(noise.labels)  # nothing to learn
+    weak = train_ranker(noise, rounds=3)
+    s3.put_object(Bucket=bucket, Key="models/weak.json", Body=bytes(weak.get_booster().save_raw("json")))
+    text = manifest(bucket, model=f"{{uri: s3://{bucket}/models/weak.json}}",
+                    baseline=f"{{model: {{uri: s3://{bucket}/models/ranker.json}}}}",
+                    gate="[{metric: ndcg@10, maxRegression: 0.0}, {metric: mrr, min: 0.0}]")
+    result = run_manifest(parse_manifest(text), Identity(uuid.uuid4().hex), settings)
+    delta = result.baseline["deltas"]["ndcg@10"]
+    assert delta == pytest.approx(result.metrics["ndcg@10"] - result.baseline["metrics"]["ndcg@10"])
+    assert delta < 0 and result.gate["passed"] is False
+    assert [r["passed"] for r in result.gate["rules"]] == [False, True]
+
+
+def test_failures_are_typed_and_recorded(bed, s3, bucket, ranking_assets, settings):
+    s3.put_object(Bucket=bucket, Key="models/garbage.json", Body=b"{not a model")
+    s3.put_object(Bucket=bucket, Key="models/pickled.json", Body=pickle.dumps({"a": 1}))
+    narrow = xgb.XGBRanker(n_estimators=2).fit(np.random.rand(40, 5), np.random.randint(0, 3, 40),
+                                               qid=np.repeat([1, 2], 20))
+    s3.put_object(Bucket=bucket, Key="models/five.json", Body=bytes(narrow.get_booster().save_raw("json")))
+    s3.put_object(Bucket=bucket, Key="data/empty.txt", Body=b"")
+    s3.put_object(Bucket=bucket, Key="data/garbled.txt", Body=b"2 qid:1 1:0.5 2:zz\n")
+    cases = {
+        Reason.ModelNotFound: {"model": f"{{uri: s3://{bucket}/models/missing.json}}"},
+        Reason.DatasetNotFound: {"dataset": f"{{uri: s3://{bucket}/data/missing.txt}}"},
+        Reason.ModelLoadError: {"model": f"{{uri: s3://{bucket}/models/garbage.json}}"},
+        Reason.PickleRefused: {"model": f"{{uri: s3://{bucket}/models/pickled.json}}"},
+        Reason.SchemaMismatch: {"model": f"{{uri: s3://{bucket}/models/five.json}}"},
+        Reason.EmptyDataset: {"dataset": f"{{uri: s3://{bucket}/data/empty.txt}}"},
+        Reason.DatasetParseError: {"dataset": f"{{uri: s3://{bucket}/data/garbled.txt}}"},
+    }
+    with MongoClient(bed.mongodb_uri) as mongo:
+        for reason, spec in cases.items():
+            identity = Identity(uuid.uuid4().hex, attempt=2)
+            with pytest.raises(EvaluationError) as error:
+                run_manifest(parse_manifest(manifest(bucket, **spec)), identity, settings)
+            assert error.value.reason == reason, error.value.message
+            doc = mongo["modeleval"]["results"].find_one({"_id": f"{identity.uid}:2"})
+            assert doc["status"] == "Failed" and doc["reason"] == reason.value
+            assert doc["message"] == error.value.message
+
+
+def test_storage_errors_tell_denied_from_unreachable(bed, bucket, ranking_assets, monkeypatch):
+    uri = f"s3://{bucket}/data/test.txt"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(EvaluationError) as denied:
+        Storage().stat(uri)
+    assert denied.value.reason == Reason.AccessDenied
+    monkeypatch.undo()
+    with pytest.raises(EvaluationError) as unreachable:
+        Storage(endpoint_url="http://127.0.0.1:9").stat(uri)
+    assert unreachable.value.reason == Reason.StorageUnavailable and unreachable.value.retryable
+
+
+def test_onnx_binary_classifier_on_parquet(bed, s3, bucket, settings):
+    from onnxmltools.convert import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 12)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 3] + rng.normal(scale=0.8, size=3000) > 0).astype(int)
+    clf = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(x[:2000], y[:2000])
+    onnx_model = convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, 12]))])
+    s3.put_object(Bucket=bucket, Key="models/clf.onnx", Body=onnx_model.SerializeToString())
+    table = pa.table({**{f"x{j}": x[2000:, j] for j in range(12)}, "y": y[2000:],
+                      "region": np.where(x[2000:, 1] > 0, "north", "south")})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    s3.put_object(Bucket=bucket, Key="data/clf.parquet", Body=sink.getvalue())
+
+    text = manifest(bucket, task="binary", model=f"{{uri: s3://{bucket}/models/clf.onnx, format: onnx}}",
+                    dataset=f"{{uri: s3://{bucket}/data/clf.parquet, format: parquet, labelColumn: y}}",
+                    metrics="[auc, logloss, accuracy, f1]", slices="[{name: region, column: region}]")
+    result = run_manifest(parse_manifest(text), Identity(uuid.uuid4().hex), settings)
+    expected = clf.predict_proba(x[2000:])[:, 1]
+    assert result.metrics["auc"] == pytest.approx(roc_auc_score(y[2000:], expected), abs=1e-5)
+    assert result.metrics["logloss"] == pytest.approx(log_loss(y[2000:], expected), abs=1e-5)
+    assert set(result.slices["region"]) == {"north", "south"}
+    assert sum(g["rows"] for g in result.slices["region"].values()) == 1000
