@@ -8,12 +8,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-import click
+if not os.environ.get("RAY_ADDRESS"):
+    # A Ray started here serves this machine only: keep it on loopback (read when ray is imported).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import click  # noqa: E402
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table

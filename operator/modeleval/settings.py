@@ -31,7 +31,9 @@ class EngineSettings(BaseSettings):
     results_dir: Path = Field(default_factory=lambda: _default_home() / "results")
     allow_file_uris: bool = Field(True, description="file:// URIs (refused in cluster mode).")
     max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
-    task_retries: int = Field(3, ge=0)
+    task_retries: int = Field(3, ge=0, description="Retries of a task whose worker died.")
+    shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
+                             "(one parse task and one cached Parquet part).")
 
     def resolved_cache_uri(self) -> str:
         return self.cache_uri or (_default_home() / "datasets").as_uri()

@@ -192,3 +192,59 @@ def test_onnx_binary_classifier_on_parquet(bed, s3, bucket, settings):
     assert result.metrics["logloss"] == pytest.approx(log_loss(y[2000:], expected), abs=1e-5)
     assert set(result.slices["region"]) == {"north", "south"}
     assert sum(g["rows"] for g in result.slices["region"].values()) == 1000
+
+
+def test_killed_worker_is_retried_and_metrics_stay_exact(bed, s3, bucket, ranking_assets, tmp_path):
+    """A Ray worker process killed mid-task (SIGKILL from outside) costs a retry, not a result."""
+    import threading
+
+    import psutil
+
+    ranker, _ = ranking_assets
+    data = make_letor(20_000, 136, mean_group=40, seed=21)
+    s3.put_object(Bucket=bucket, Key="data/kill.txt", Body=letor_bytes(data))
+    settings = EngineSettings(mongodb_uri=bed.mongodb_uri, cache_uri=f"file://{tmp_path}/cache",
+                              results_dir=tmp_path / "results", shard_bytes=256 * 1024,
+                              max_inflight_tasks=2)
+    killed: list[str] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set() and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if cmdline.startswith(("ray::_indexed_parse", "ray::predict_shard")):
+                    proc.kill()
+                    killed.append(cmdline.split()[0])
+                    return
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    text = manifest(bucket, dataset=f"{{uri: s3://{bucket}/data/kill.txt, numFeatures: 136}}")
+    try:
+        result = run_manifest(parse_manifest(text), Identity(uuid.uuid4().hex), settings)
+    finally:
+        stop.set()
+        thread.join()
+    assert killed, "no worker was caught running a task"
+    assert result.rows == 20_000
+    assert result.metrics["ndcg@10"] == pytest.approx(xgboost_reference(ranker, data, "ndcg@10"), abs=1e-6)
+
+
+def test_result_kept_while_store_is_down_then_written_once(bed, tmp_path):
+    from modeleval.engine.results import MongoResultStore, replay_spool, write_with_retry
+
+    document = {"uid": uuid.uuid4().hex, "attempt": 1, "status": "Succeeded", "metrics": {"mrr": 0.5}}
+    down = MongoResultStore("mongodb://127.0.0.1:9/", timeout_ms=300)
+    delays: list[float] = []
+    spool = tmp_path / "spool"
+    assert write_with_retry(down, document, spool, attempts=4, sleep=delays.append) is False
+    assert delays == [1.0, 2.0, 4.0]  # exponential backoff between the attempts
+    assert len(list(spool.glob("*.json"))) == 1
+
+    up = MongoResultStore(bed.mongodb_uri)
+    assert replay_spool(up, spool) == 1 and replay_spool(up, spool) == 0
+    with MongoClient(bed.mongodb_uri) as mongo:
+        docs = list(mongo["modeleval"]["results"].find({"uid": document["uid"]}))
+    assert len(docs) == 1 and docs[0]["metrics"] == {"mrr": 0.5}

@@ -145,7 +145,7 @@ class Evaluator:
 
     def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str,
                      num_features: int | None) -> CacheManifest:
-        ranges = letor_ranges(self.storage, info)
+        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes)
         results: dict[int, tuple[int, int]] = {}
         calls = [(i, self.storage, info.uri, start, end, num_features, cache.part_uri(key, i))
                  for i, (start, end) in enumerate(ranges)]
