@@ -248,3 +248,21 @@ def test_result_kept_while_store_is_down_then_written_once(bed, tmp_path):
     with MongoClient(bed.mongodb_uri) as mongo:
         docs = list(mongo["modeleval"]["results"].find({"uid": document["uid"]}))
     assert len(docs) == 1 and docs[0]["metrics"] == {"mrr": 0.5}
+
+
+def test_csv_ranking_with_string_query_ids(bed, s3, bucket, ranking_assets, settings):
+    """CSV input, query ids that are strings, uneven groups: the same metrics as LETOR input."""
+    import pyarrow.csv as pacsv
+
+    ranker, test = ranking_assets
+    columns = {"query": np.char.add("q-", test.qids.astype(str)), "relevance": test.labels}
+    columns.update({f"feat_{j}": test.features[:, j] for j in range(136)})
+    sink = io.BytesIO()
+    pacsv.write_csv(pa.table(columns), sink)
+    s3.put_object(Bucket=bucket, Key="data/test.csv", Body=sink.getvalue())
+    text = manifest(bucket, dataset=f"{{uri: s3://{bucket}/data/test.csv, format: csv, "
+                                    "labelColumn: relevance, groupColumn: query}")
+    result = run_manifest(parse_manifest(text), Identity(uuid.uuid4().hex), settings)
+    letor = run_manifest(parse_manifest(manifest(bucket)), Identity(uuid.uuid4().hex), settings)
+    assert result.rows == letor.rows and result.queries == letor.queries
+    assert result.metrics == pytest.approx(letor.metrics, abs=1e-9)

@@ -109,3 +109,21 @@ def test_cache_part_round_trip(tmp_path):
     back = read_part(storage, uri, 9)
     np.testing.assert_array_equal(back.features, shard.features)
     np.testing.assert_array_equal(back.qids, shard.qids)
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b" \n", b"\r\n"])
+def test_dense_fast_path_handles_line_endings(line_end):
+    data = make_letor(300, 8, mean_group=10, seed=8)
+    text = letor_bytes(data).replace(b"\n", line_end)
+    shard = parse_letor(text, 8)
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_fast_and_general_paths_agree_on_mixed_input():
+    dense = letor_bytes(make_letor(200, 6, seed=9))
+    lines = dense.splitlines(keepends=True)
+    lines[50] = b"4 qid:9999 2:1.5 6:2\n"  # one sparse line forces the general path
+    mixed = parse_letor(b"".join(lines), 6)
+    assert mixed.rows == 200 and np.isnan(mixed.features[50, 0]) and mixed.features[50, 5] == 2
+    np.testing.assert_array_equal(parse_letor(dense, 6).features[:50], mixed.features[:50])
