@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -128,11 +129,19 @@ def main(argv: list[str] | None = None) -> int:
                         attempt=args.attempt, name=manifest.metadata.name,
                         namespace=manifest.metadata.namespace)
 
+    settings = EngineSettings()
+    store = result_store(settings, manifest.spec.output.mongodb)
+    last_report = [0.0]
+
     def report(done: int, total: int) -> None:
         print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total}), flush=True)
+        now = time.monotonic()
+        if isinstance(store, MongoResultStore) and (done >= total or now - last_report[0] >= 1.0):
+            last_report[0] = now
+            store.report_progress(identity.uid, identity.attempt, done, total)
 
     try:
-        result = run_manifest(manifest, identity, progress=report)
+        result = run_manifest(manifest, identity, settings, progress=report, store=store)
     except EvaluationError as error:
         print(RESULT_MARKER + json.dumps({"status": "Failed", **error.to_dict()}), flush=True)
         return 1

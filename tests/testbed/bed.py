@@ -346,7 +346,9 @@ class TestBed:
             f"--temp-dir={self.dir / 'ray'}", "--disable-usage-stats",
         # Like a RayCluster's pods, the head gets the object store and results store settings
         # through its environment, so its workers read S3 the way the driver does.
-        ], env={**self.endpoints.env(), "RAY_ADDRESS": None}, cwd=REPO_ROOT)
+        # Job entry points run `python`: the project venv's, as a Ray image's own python would be.
+        ], env={**self.endpoints.env(), "RAY_ADDRESS": None,
+                "PATH": f"{ray.parent}{os.pathsep}{os.environ.get('PATH', '')}"}, cwd=REPO_ROOT)
 
     def _wait_ready(self) -> None:
         assert self.endpoints is not None

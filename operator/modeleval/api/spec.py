@@ -136,7 +136,8 @@ class SliceSpec(SpecModel):
 
 
 class GateRule(SpecModel):
-    metric: str = Field(description="Metric the rule checks, e.g. ndcg@10.", pattern=METRIC_PATTERN)
+    metric: str = Field(description="Metric the rule checks, e.g. ndcg@10.", pattern=METRIC_PATTERN,
+                        max_length=32)
     min: float | None = Field(None, description="The candidate's value must be at least this.")
     max: float | None = Field(None, description="The candidate's value must be at most this.")
     max_regression: float | None = Field(None, ge=0, description="Largest allowed worsening versus "
@@ -208,12 +209,13 @@ class ModelEvaluationSpec(SpecModel):
     model: ModelSource
     dataset: DatasetSource
     task: TaskType = Field(description="ranking, binary, multiclass or regression.")
-    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN)]] = Field(
-        min_length=1, max_length=64, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "
-        "The first is the primary metric shown by kubectl.")
+    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]] = Field(
+        min_length=1, max_length=32, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "
+        "The first is the primary metric shown by kubectl.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
     slices: list[SliceSpec] = Field(default_factory=list, max_length=32)
     baseline: Baseline | None = None
-    gate: list[GateRule] = Field(default_factory=list, max_length=64, description="Thresholds; "
+    gate: list[GateRule] = Field(default_factory=list, max_length=16, description="Thresholds; "
                                  "the evaluation's gate passes when every rule holds.")
     resources: Resources = Field(default_factory=Resources)
     batch_size: int = Field(65536, ge=1, le=10_000_000, description="Rows per inference batch.")

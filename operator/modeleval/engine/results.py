@@ -62,6 +62,28 @@ class MongoResultStore:
         except PyMongoError as error:
             raise ResultsStoreError(f"MongoDB read failed: {str(error).splitlines()[0][:300]}") from None
 
+    def report_progress(self, uid: str, attempt: int, done: int, total: int) -> None:
+        """Progress of a running attempt, read by the operator (best effort)."""
+        from datetime import datetime, timezone
+
+        from pymongo.errors import PyMongoError
+
+        try:
+            self._collection.database["progress"].replace_one(
+                {"_id": f"{uid}:{attempt}"},
+                {"_id": f"{uid}:{attempt}", "done": done, "total": total,
+                 "updatedAt": datetime.now(timezone.utc).isoformat()}, upsert=True)
+        except PyMongoError as error:
+            log.warning("progress not recorded: %s", str(error).splitlines()[0][:200])
+
+    def get_progress(self, uid: str, attempt: int) -> dict[str, Any] | None:
+        from pymongo.errors import PyMongoError
+
+        try:
+            return self._collection.database["progress"].find_one({"_id": f"{uid}:{attempt}"})
+        except PyMongoError as error:
+            raise ResultsStoreError(f"MongoDB read failed: {str(error).splitlines()[0][:300]}") from None
+
     def close(self) -> None:
         self._client.close()
 

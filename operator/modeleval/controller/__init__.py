@@ -1,0 +1,1 @@
+"""The kopf operator: ModelEvaluation -> KubeRay RayCluster -> Ray job -> status and results."""

@@ -1,0 +1,427 @@
+"""kopf handlers for ModelEvaluation. Each reads like a short story: validate, decide, act, record.
+
+One reconcile function drives an evaluation through its phases; it runs on create/resume (so a
+cluster is requested at once) and on a timer while the evaluation is live. Status is written
+only here, through kopf's ``patch``; kopf's own bookkeeping lives in annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from ..api.crd import PLURAL
+from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec
+from ..api.status import ConditionType, ModelEvaluationStatus, Phase, ResultsRef
+from . import metrics, status as st
+from .builders import (RAY_AUTH_KEY, auth_secret_name, build_auth_secret, build_job_submission,
+                       build_raycluster, cluster_name, head_url, submission_id)
+from .kube import Kube
+from .rayjobs import JobInfo, JobsApiError, RayJobsClient
+from .settings import OperatorSettings
+
+log = logging.getLogger("modeleval.operator")
+
+SETTINGS = OperatorSettings()
+_kube: Kube | None = None
+_store_cache: dict[tuple[str, str], Any] = {}
+
+
+def kube() -> Kube:
+    global _kube
+    if _kube is None:
+        _kube = Kube.connect()
+    return _kube
+
+
+def results_store(database: str, collection: str):
+    from ..engine.results import MongoResultStore
+
+    if SETTINGS.mongodb_uri is None:
+        return None
+    key = (database, collection)
+    if key not in _store_cache:
+        _store_cache[key] = MongoResultStore(SETTINGS.mongodb_uri.get_secret_value(), database,
+                                             collection, timeout_ms=3000)
+    return _store_cache[key]
+
+
+# ------------------------------------------------------------------------- kopf wiring
+@kopf.on.startup(id="operator_startup")
+def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    metrics.start(SETTINGS)
+
+
+def _live(status: dict | None, **_: Any) -> bool:
+    return (status or {}).get("phase") not in (Phase.Succeeded.value, Phase.Failed.value)
+
+
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_create")
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_resume")
+def modelevaluation_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
+            interval=SETTINGS.poll_interval, initial_delay=SETTINGS.poll_interval, when=_live)
+def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_ttl", interval=5.0,
+            when=lambda spec, status, **_: not _live(status)
+            and (spec or {}).get("ttlSecondsAfterFinished") is not None)
+def modelevaluation_ttl(body: kopf.Body, **_: Any) -> None:
+    status = ModelEvaluationStatus.model_validate(body.get("status") or {})
+    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    if st.ttl_expired(status, ttl, datetime.now(timezone.utc)):
+        kopf.info(body, reason="TTLExpired", message=f"deleted {ttl}s after it finished")
+        kube().delete_evaluation(body.metadata.namespace, body.metadata.name)
+
+
+@kopf.on.field(API_GROUP, API_VERSION, PLURAL, field="spec.suspend", id="modelevaluation_suspend")
+def modelevaluation_suspend(body: kopf.Body, patch: kopf.Patch, new: Any, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_delete")
+def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
+    """Stops the running Ray job; the RayCluster and its Secret go with the evaluation (owner
+    references), and the garbage collector removes their pods."""
+    status = ModelEvaluationStatus.model_validate(body.get("status") or {})
+    metrics.forget(body.metadata.uid)
+    if status.job_id and not status.phase.terminal:
+        _stop_job(body, status, "the evaluation was deleted")
+
+
+# ------------------------------------------------------------------------- reconcile
+class _Done(Exception):
+    """Ends a reconcile early once the status for this round is decided."""
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    started = time.perf_counter()
+    before = ModelEvaluationStatus.model_validate(body.get("status") or {})
+    status = before.model_copy(deep=True)
+    try:
+        _reconcile(body, status)
+    except _Done:
+        pass
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    _record(body, patch, before, status)
+
+
+def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
+            after: ModelEvaluationStatus) -> None:
+    old = before.model_dump(by_alias=True, mode="json", exclude_none=True)
+    new = after.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if old != new:
+        for key in set(old) | set(new):
+            if old.get(key) != new.get(key):
+                patch.status[key] = new.get(key)
+    if before.phase != after.phase:
+        message = after.message or ""
+        if after.phase == Phase.Failed:
+            kopf.warn(body, reason=after.reason or "Failed", message=message)
+        else:
+            kopf.info(body, reason=after.phase.value, message=message or f"phase {after.phase.value}")
+        if after.phase.terminal and after.start_time:
+            start = st.parse_time(after.start_time)
+            metrics.JOB_SECONDS.labels(after.phase.value).observe(
+                (datetime.now(timezone.utc) - start).total_seconds())
+    metrics.observe_phase(body.metadata.uid, after.phase.value)
+
+
+def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
+    now = datetime.now(timezone.utc)
+    meta = body.metadata
+    generation = meta.get("generation")
+    if status.phase.terminal:
+        raise _Done
+
+    spec = _validated_spec(body, status, now, generation)
+
+    if status.attempt == 0:
+        status.attempt = 1
+        status.start_time = st.now_iso(now)
+        status.phase = Phase.Pending
+        status.message = "accepted"
+
+    if spec.suspend:
+        _suspend(body, spec, status, now, generation)
+        raise _Done
+    if any(c.type == ConditionType.Suspended.value and c.status == "True" for c in status.conditions):
+        st.set_condition(status, ConditionType.Suspended, False, "Resumed", "resumed", generation, now)
+        status.attempt += 1  # a resumed evaluation runs a fresh attempt
+        status.job_id = None
+
+    if st.deadline_passed(status, spec.active_deadline_seconds, now):
+        if status.job_id:
+            _stop_job(body, status, "activeDeadlineSeconds exceeded")
+        _release_cluster(body, spec, status)
+        st.fail(status, "DeadlineExceeded",
+                f"the evaluation ran longer than activeDeadlineSeconds={spec.active_deadline_seconds}",
+                generation, now)
+        raise _Done
+
+    retry_at = st.parse_time(status.next_retry_time)
+    if retry_at and now < retry_at:
+        raise _Done
+    status.next_retry_time = None
+
+    cluster = _ensure_cluster(body, spec, status, now, generation)
+    _run_job(body, spec, status, cluster, now, generation)
+
+
+def _validated_spec(body: kopf.Body, status: ModelEvaluationStatus, now: datetime,
+                    generation: int | None) -> ModelEvaluationSpec:
+    from ..runner import format_validation_error
+
+    try:
+        spec = ModelEvaluationSpec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as error:
+        st.fail(status, "InvalidSpec", format_validation_error(error, "spec"), generation, now)
+        raise _Done from None
+    if SETTINGS.refuse_file_uris:
+        uris = [("spec.model.uri", spec.model.uri), ("spec.dataset.uri", spec.dataset.uri)]
+        if spec.baseline:
+            uris.append(("spec.baseline.model.uri", spec.baseline.model.uri))
+        if spec.output.predictions_uri:
+            uris.append(("spec.output.predictionsUri", spec.output.predictions_uri))
+        for field, uri in uris:
+            if uri.startswith("file://"):
+                st.fail(status, "InvalidSpec", f"{field}: file:// URIs are refused in a cluster "
+                        "(pods cannot read the submitter's files); use s3://", generation, now)
+                raise _Done
+    return spec
+
+
+def _suspend(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
+             now: datetime, generation: int | None) -> None:
+    if status.job_id:
+        _stop_job(body, status, "the evaluation was suspended")
+        status.job_id = None
+    _release_cluster(body, spec, status)
+    status.phase = Phase.Pending
+    status.progress = None
+    status.message = "suspended"
+    st.set_condition(status, ConditionType.Suspended, True, "Suspended",
+                     "spec.suspend is true: the Ray job is stopped and the cluster released",
+                     generation, now)
+
+
+def _release_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus) -> None:
+    """Deletes the RayCluster this evaluation created (never a reused one, never a kept one)."""
+    if spec.ray_cluster_name or spec.keep_cluster or not status.ray_cluster:
+        return
+    kube().delete_raycluster(body.metadata.namespace, status.ray_cluster)
+    kube().delete_secret(body.metadata.namespace, auth_secret_name(status.ray_cluster))
+
+
+def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
+                    now: datetime, generation: int | None) -> dict:
+    meta = body.metadata
+    namespace = meta.namespace
+    name = spec.ray_cluster_name or cluster_name(meta.name)
+    cluster = kube().get_raycluster(namespace, name)
+    if cluster is None:
+        if spec.ray_cluster_name:
+            st.set_condition(status, ConditionType.Provisioned, False, "RayClusterNotFound",
+                             f"spec.rayClusterName: RayCluster {name} does not exist", generation, now)
+            if _waited_too_long(status, now):
+                st.fail(status, "RayClusterNotFound",
+                        f"spec.rayClusterName: RayCluster {name} does not exist", generation, now)
+            raise _Done
+        manifest = build_raycluster(meta.name, namespace, meta.uid, spec, SETTINGS)
+        kube().ensure_secret(build_auth_secret(name, namespace, meta.name, meta.uid))
+        if kube().create_raycluster(manifest):
+            kopf.info(body, reason="RayClusterCreated", message=f"RayCluster {name} created with "
+                      f"{spec.resources.workers} worker(s) of cpu={spec.resources.cpu} "
+                      f"memory={spec.resources.memory} gpu={spec.resources.gpu}")
+        status.ray_cluster = name
+        status.phase = Phase.Provisioning
+        status.message = f"created RayCluster {name}"
+        st.set_condition(status, ConditionType.Provisioned, False, "Creating",
+                         f"RayCluster {name} created", generation, now)
+        raise _Done
+    status.ray_cluster = name
+    ready = (cluster.get("status") or {}).get("state") == "ready"
+    if not ready:
+        if status.phase == Phase.Pending:
+            status.phase = Phase.Provisioning
+        unschedulable = kube().unschedulable_pods(namespace, name)
+        if unschedulable:
+            pod, message = unschedulable[0]
+            text = f"pod {pod} cannot be scheduled: {message}"
+            st.set_condition(status, ConditionType.Provisioned, False, "Unschedulable", text,
+                             generation, now)
+            if _waited_too_long(status, now):
+                _release_cluster(body, spec, status)
+                st.fail(status, "Unschedulable", text, generation, now)
+        else:
+            st.set_condition(status, ConditionType.Provisioned, False, "Provisioning",
+                             f"waiting for RayCluster {name} to be ready", generation, now)
+        raise _Done
+    st.set_condition(status, ConditionType.Provisioned, True, "RayClusterReady",
+                     f"RayCluster {name} is ready", generation, now)
+    return cluster
+
+
+def _waited_too_long(status: ModelEvaluationStatus, now: datetime) -> bool:
+    start = st.parse_time(status.start_time)
+    return bool(start and now - start > timedelta(seconds=SETTINGS.pending_timeout))
+
+
+def _jobs_client(body: kopf.Body, cluster_name_: str) -> RayJobsClient:
+    namespace = body.metadata.namespace
+    if SETTINGS.ray_head_override_token is not None:
+        token = SETTINGS.ray_head_override_token.get_secret_value()
+    else:
+        token = kube().read_secret_key(namespace, auth_secret_name(cluster_name_), RAY_AUTH_KEY)
+    return RayJobsClient(head_url(cluster_name_, namespace, SETTINGS), token,
+                         timeout=SETTINGS.job_submit_timeout)
+
+
+def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
+             cluster: dict, now: datetime, generation: int | None) -> None:
+    meta = body.metadata
+    name = cluster["metadata"]["name"]
+    sid = submission_id(meta.uid, status.attempt)
+    try:
+        with _jobs_client(body, name) as jobs:
+            job = jobs.get(sid)
+            if job is None:
+                job = jobs.submit(build_job_submission(meta.name, meta.namespace, meta.uid,
+                                                       status.attempt, spec))
+                kopf.info(body, reason="JobSubmitted", message=f"Ray job {sid} (attempt {status.attempt})")
+    except JobsApiError as error:
+        st.set_condition(status, ConditionType.JobSubmitted, False, "RayUnavailable", str(error),
+                         generation, now)
+        raise _Done from None
+    status.job_id = sid
+    status.dashboard_url = head_url(name, meta.namespace, SETTINGS)
+    status.phase = Phase.Running
+    status.message = f"Ray job {sid}: {job.status}"
+    st.set_condition(status, ConditionType.JobSubmitted, True, job.status.title(),
+                     f"Ray job {sid} is {job.status}", generation, now)
+    target = spec.output.mongodb
+    store = results_store(target.database, target.collection)
+    if not job.finished:
+        _mirror_progress(store, meta.uid, status)
+        raise _Done
+    _finish(body, spec, status, job, store, now, generation)
+
+
+def _mirror_progress(store: Any, uid: str, status: ModelEvaluationStatus) -> None:
+    if store is None:
+        return
+    try:
+        found = store.get_progress(uid, status.attempt)
+    except Exception:  # noqa: BLE001 - progress is best effort; the next round tries again
+        return
+    if found:
+        status.progress = st.progress(int(found.get("done", 0)), int(found.get("total", 0)))
+
+
+def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
+            job: JobInfo, store: Any, now: datetime, generation: int | None) -> None:
+    from ..engine.errors import ResultsStoreError
+
+    meta = body.metadata
+    document = None
+    if store is not None:
+        try:
+            document = store.get(meta.uid, status.attempt)
+        except ResultsStoreError as error:
+            st.set_condition(status, ConditionType.Complete, False, "ResultsStoreUnavailable",
+                             error.message, generation, now)
+            raise _Done from None
+
+    if job.status == "SUCCEEDED" and document and document.get("status") == "Succeeded":
+        target = spec.output.mongodb
+        status.metrics = {k: float(v) for k, v in document.get("metrics", {}).items()}
+        primary = spec.primary_metric
+        if primary in status.metrics:
+            status.primary_metric = f"{primary}={status.metrics[primary]:.4f}"
+        status.progress = st.progress(int(document.get("rows", 0)), int(document.get("rows", 0)))
+        status.results_ref = ResultsRef(database=target.database, collection=target.collection,
+                                        id=str(document["_id"]))
+        status.predictions_uri = document.get("predictionsUri")
+        if document.get("baseline"):
+            from ..api.status import BaselineStatus
+
+            gate = document.get("gate") or {}
+            status.baseline = BaselineStatus(deltas=document["baseline"].get("deltas", {}),
+                                             gate_passed=gate.get("passed"))
+        metrics.ROWS_SCORED.inc(int(document.get("rows", 0)))
+        _release_cluster(body, spec, status)
+        st.succeed(status, f"{status.primary_metric or 'done'} on {document.get('rows', 0)} rows",
+                   generation, now)
+        return
+    if job.status == "SUCCEEDED" and document is None:
+        # The runner keeps a result it could not store and writes it once the store is back.
+        st.set_condition(status, ConditionType.Complete, False, "ResultsStoreUnavailable",
+                         "the Ray job finished; its result document is not in MongoDB yet",
+                         generation, now)
+        if _waited_too_long_since(job, now):
+            st.fail(status, "ResultsStoreUnavailable", "the Ray job succeeded but its result never "
+                    "reached MongoDB", generation, now)
+        raise _Done
+    if job.status == "STOPPED":
+        _release_cluster(body, spec, status)
+        st.fail(status, "Cancelled", f"Ray job {job.submission_id} was stopped", generation, now)
+        return
+
+    reason = (document or {}).get("reason") or "JobFailed"
+    message = (document or {}).get("message") or f"Ray job {job.submission_id} failed: {job.message}"
+    retryable = bool((document or {}).get("retryable", document is None))
+    if retryable and status.attempt <= spec.backoff_limit:
+        delay = st.backoff_delay(status.attempt, SETTINGS.backoff_base, SETTINGS.backoff_max)
+        status.next_retry_time = st.now_iso(now + timedelta(seconds=delay))
+        kopf.warn(body, reason="Retrying", message=f"attempt {status.attempt} failed ({reason}: "
+                  f"{message}); attempt {status.attempt + 1} in {delay:.0f}s")
+        status.attempt += 1
+        status.job_id = None
+        status.progress = None
+        status.phase = Phase.Pending
+        status.reason, status.message = reason, f"retrying: {message}"
+        return
+    _release_cluster(body, spec, status)
+    if not retryable:
+        message = f"{message} (not retried: {reason} does not change on a retry)"
+    st.fail(status, reason, message, generation, now)
+
+
+def _waited_too_long_since(job: JobInfo, now: datetime) -> bool:
+    if not job.end_time:
+        return False
+    ended = datetime.fromtimestamp(job.end_time / 1000, tz=timezone.utc)
+    return now - ended > timedelta(seconds=SETTINGS.pending_timeout)
+
+
+def _stop_job(body: kopf.Body, status: ModelEvaluationStatus, why: str) -> None:
+    if not status.ray_cluster or not status.job_id:
+        return
+    try:
+        with _jobs_client(body, status.ray_cluster) as jobs:
+            if jobs.stop(status.job_id):
+                kopf.info(body, reason="JobStopped", message=f"Ray job {status.job_id} stopped: {why}")
+    except (JobsApiError, ApiException) as error:
+        log.warning("could not stop Ray job %s: %s", status.job_id, error)
+

@@ -1,0 +1,108 @@
+"""The operator's thin boundary to the Kubernetes API (RayClusters, Secrets, pods, events)."""
+
+from __future__ import annotations
+
+import base64
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from ..api.crd import PLURAL
+from ..api.spec import API_GROUP, API_VERSION
+
+RAY = ("ray.io", "v1", "rayclusters")
+
+
+def _temporary(error: ApiException, what: str) -> kopf.TemporaryError:
+    return kopf.TemporaryError(f"{what}: HTTP {error.status} {error.reason}", delay=5)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient):
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    def connect(cls) -> "Kube":
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(client.ApiClient())
+
+    def get_raycluster(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(*RAY[:2], namespace, RAY[2], name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _temporary(error, f"get RayCluster {namespace}/{name}") from None
+
+    def create_raycluster(self, manifest: dict) -> bool:
+        """Creates it; False when it exists already (a concurrent round created it)."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.custom.create_namespaced_custom_object(*RAY[:2], namespace, RAY[2], manifest)
+            return True
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise _temporary(error, "create RayCluster") from None
+
+    def delete_raycluster(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(*RAY[:2], namespace, RAY[2], name,
+                                                        propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise _temporary(error, f"delete RayCluster {namespace}/{name}") from None
+
+    def ensure_secret(self, manifest: dict) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.core.create_namespaced_secret(namespace, manifest)
+        except ApiException as error:
+            if error.status != 409:
+                raise _temporary(error, "create Secret") from None
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise _temporary(error, f"delete Secret {namespace}/{name}") from None
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            raise _temporary(error, f"read Secret {namespace}/{name}") from None
+        value = (secret.data or {}).get(key)
+        if value is None:
+            raise kopf.TemporaryError(f"Secret {namespace}/{name} has no key {key}", delay=5)
+        return base64.b64decode(value).decode()
+
+    def unschedulable_pods(self, namespace: str, cluster: str) -> list[tuple[str, str]]:
+        """(pod, scheduler message) for the cluster's pods the scheduler could not place."""
+        try:
+            pods = self.core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={cluster}").items
+        except ApiException as error:
+            raise _temporary(error, "list pods") from None
+        found = []
+        for pod in pods:
+            for condition in (pod.status.conditions or []) if pod.status else []:
+                if condition.type == "PodScheduled" and condition.status == "False" \
+                        and condition.reason == "Unschedulable":
+                    found.append((pod.metadata.name, condition.message or "unschedulable"))
+        return found
+
+    def delete_evaluation(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise _temporary(error, "delete ModelEvaluation") from None
+
+
+__all__ = ["Kube"]

@@ -1,0 +1,39 @@
+"""The operator's settings: one typed object, read from the environment (prefix MODELEVAL_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELEVAL_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: "
+                                  "the whole cluster.")
+    ray_image: str = Field("modeleval/ray:0.1.0", description="Default image of the Ray pods.")
+    ray_version: str = Field("2.60.0", description="Ray version in the image (KubeRay's rayVersion).")
+    mongodb_uri: SecretStr | None = Field(None, description="Results store the operator reads.")
+    mongodb_secret: str = Field("modeleval-mongodb", description="Secret (key MONGODB_URI) the Ray "
+                                "pods get the results store URI from, in each namespace.")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint the Ray pods use (MinIO etc.).")
+    s3_secret: str = Field("modeleval-s3", description="Secret (keys AWS_ACCESS_KEY_ID, "
+                           "AWS_SECRET_ACCESS_KEY) the Ray pods read S3 credentials from.")
+    cache_uri: str | None = Field(None, description="Shared parsed-dataset cache (s3://bucket/prefix).")
+    poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
+    pending_timeout: float = Field(300.0, gt=0, description="Seconds pods may stay unschedulable "
+                                   "before the attempt fails with Unschedulable.")
+    backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
+    backoff_max: float = Field(300.0, ge=0)
+    job_submit_timeout: float = Field(10.0, gt=0)
+    # The test bed's seam: kwok pods run no Ray, so every RayCluster head is served by one local
+    # Ray head. Unset in a real cluster, where the head service's dashboard port is used.
+    ray_head_override_url: str | None = Field(None, description="Jobs API URL to use instead of "
+                                              "the head service (the local test bed only).")
+    ray_head_override_token: SecretStr | None = Field(None, description="That head's auth token.")
+    cluster_domain: str = "cluster.local"
+    health_port: int = Field(8080, description="Liveness endpoint (/healthz).")
+    metrics_port: int = Field(9090, description="Prometheus metrics (/metrics).")
+    metrics_host: str = "0.0.0.0"
+    refuse_file_uris: bool = Field(True, description="Refuse file:// URIs: a cluster reads object "
+                                   "storage only.")
