@@ -171,6 +171,20 @@ spec:
 """
 
 
+@main.command("publish-examples")
+@click.option("--bucket", default="modeleval-examples", show_default=True)
+def publish_examples(bucket: str) -> None:
+    """Upload the data and models that the manifests in examples/ read to s3://BUCKET."""
+    from .demo import publish_example_assets
+    from .engine.storage import Storage
+
+    try:
+        for uri in publish_example_assets(Storage.from_settings(EngineSettings()), bucket):
+            console.print(uri)
+    except EvaluationError as error:
+        _fail(f"{Reason(error.reason).value}: {error.message}")
+
+
 @main.group()
 def results() -> None:
     """Past results (MongoDB if MODELEVAL_MONGODB_URI is set, else the local results dir)."""

@@ -71,3 +71,60 @@ def train_ranker(data: LetorData, rounds: int = 40, seed: int = 7):
                            eval_metric="ndcg@10")
     ranker.fit(data.features, data.labels, qid=data.qids)
     return ranker
+
+
+EXAMPLES_BUCKET = "modeleval-examples"
+
+
+def example_assets(seed: int = 7) -> dict[str, bytes]:
+    """Every object the manifests in examples/ read, keyed by their path in the bucket."""
+    import io
+
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    assets: dict[str, bytes] = {}
+    train, test = make_letor(8000, 136, seed=seed), make_letor(6000, 136, mean_group=60, seed=seed + 1)
+    champion = train_ranker(train, rounds=30, seed=seed)
+    challenger = train_ranker(make_letor(3000, 136, seed=seed + 2), rounds=8, seed=seed)
+    assets["mslr/test.txt"] = letor_bytes(test)
+    assets["models/ranker.json"] = bytes(champion.get_booster().save_raw("json"))
+    assets["models/ranker-challenger.ubj"] = bytes(challenger.get_booster().save_raw("ubj"))
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8000, 20)).astype(np.float32)
+    y = (x[:, 0] - 0.7 * x[:, 4] + rng.normal(scale=0.9, size=8000) > 0).astype(np.int64)
+    classifier = xgb.XGBClassifier(n_estimators=40, max_depth=4, random_state=seed).fit(x[:5000], y[:5000])
+    columns = {f"f{j}": x[5000:, j] for j in range(20)}
+    columns.update({"clicked": y[5000:], "country": np.where(x[5000:, 2] > 0, "de", "fr")})
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    assets["clicks/test.parquet"] = sink.getvalue()
+    assets["models/clicks.json"] = bytes(classifier.get_booster().save_raw("json"))
+    try:
+        from onnxmltools.convert import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        onnx_model = convert_xgboost(classifier, initial_types=[("input", FloatTensorType([None, 20]))])
+        assets["models/clicks.onnx"] = onnx_model.SerializeToString()
+    except ImportError:  # onnxmltools is a development dependency
+        pass
+    return assets
+
+
+def publish_example_assets(storage, bucket: str = EXAMPLES_BUCKET) -> list[str]:
+    """Uploads :func:`example_assets` to ``s3://bucket/`` (creating the bucket if needed)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        storage.s3.create_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",
+                                                                 "BucketAlreadyExists"):
+            raise
+    uris = []
+    for key, data in example_assets().items():
+        uri = f"s3://{bucket}/{key}"
+        storage.write(uri, data)
+        uris.append(uri)
+    return uris

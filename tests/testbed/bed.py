@@ -337,7 +337,9 @@ class TestBed:
         # inside jobs resolve to Ray's own session folder there.
         self._spawn("ray-head", [
             str(ray), "start", "--head", "--block", f"--node-ip-address={LOOPBACK}",
-            f"--port={ports['ray-gcs']}", f"--num-cpus={self.ray_cpus}", "--num-gpus=0",
+            f"--port={ports['ray-gcs']}", f"--num-cpus={self.ray_cpus}",
+            # One simulated GPU, like kwok's GPU node: GPU evaluations schedule; kernels use CPU.
+            "--num-gpus=1",
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={ports['ray-dashboard']}",
             f"--ray-client-server-port={ports['ray-client']}",

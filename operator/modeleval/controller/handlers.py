@@ -129,7 +129,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
 
 def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
             after: ModelEvaluationStatus) -> None:
-    old = before.model_dump(by_alias=True, mode="json", exclude_none=True)
+    # Compared with what is stored, not with the parsed model: defaults (phase Pending) must be
+    # written the first time too. Keys kopf keeps elsewhere never appear in status.
+    old = dict(body.get("status") or {})
     new = after.model_dump(by_alias=True, mode="json", exclude_none=True)
     if old != new:
         for key in set(old) | set(new):
@@ -289,11 +291,18 @@ def _waited_too_long(status: ModelEvaluationStatus, now: datetime) -> bool:
 
 
 def _jobs_client(body: kopf.Body, cluster_name_: str) -> RayJobsClient:
+    """A Jobs API client for the cluster, with the token KubeRay gave its pods: from the Secret
+    named in ``authOptions.secretName``, else KubeRay's default (the cluster's name)."""
     namespace = body.metadata.namespace
     if SETTINGS.ray_head_override_token is not None:
         token = SETTINGS.ray_head_override_token.get_secret_value()
     else:
-        token = kube().read_secret_key(namespace, auth_secret_name(cluster_name_), RAY_AUTH_KEY)
+        cluster = kube().get_raycluster(namespace, cluster_name_) or {}
+        auth = (cluster.get("spec") or {}).get("authOptions") or {}
+        token = None
+        if auth.get("mode") == "token":
+            token = kube().read_secret_key(namespace, auth.get("secretName") or cluster_name_,
+                                           RAY_AUTH_KEY)
     return RayJobsClient(head_url(cluster_name_, namespace, SETTINGS), token,
                          timeout=SETTINGS.job_submit_timeout)
 

@@ -18,6 +18,7 @@ class Reason(str, Enum):
     SchemaMismatch = "SchemaMismatch"
     LabelError = "LabelError"
     InferenceError = "InferenceError"
+    Unschedulable = "Unschedulable"
     ResultsStoreUnavailable = "ResultsStoreUnavailable"
 
 

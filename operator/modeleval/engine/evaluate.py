@@ -107,9 +107,20 @@ class Evaluator:
         return info, data, adapter
 
     def _resources(self) -> TaskResources:
+        """Per-task requests: one worker's CPUs and GPUs. A request no node of the Ray cluster
+        can ever meet would wait forever, so it is an error instead."""
         r = self.spec.resources
-        return TaskResources(num_cpus=max(parse_quantity(r.cpu), 0.01), num_gpus=float(r.gpu),
-                             max_retries=self.settings.task_retries)
+        wanted = TaskResources(num_cpus=max(parse_quantity(r.cpu), 0.01), num_gpus=float(r.gpu),
+                               max_retries=self.settings.task_retries)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(n.get("CPU", 0) >= wanted.num_cpus and n.get("GPU", 0) >= wanted.num_gpus
+                   for n in nodes):
+            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            raise EvaluationError(
+                f"spec.resources asks {wanted.num_cpus:g} CPU and {wanted.num_gpus:g} GPU per worker; "
+                f"the largest Ray node has {largest.get('CPU', 0):g} CPU and "
+                f"{largest.get('GPU', 0):g} GPU", Reason.Unschedulable)
+        return wanted
 
     def _max_inflight(self) -> int:
         if self.settings.max_inflight_tasks:

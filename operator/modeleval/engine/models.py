@@ -16,6 +16,14 @@ import numpy as np
 from .errors import ModelError, Reason
 
 
+def cuda_visible() -> bool:
+    """Whether this process can see an NVIDIA GPU (Ray sets CUDA_VISIBLE_DEVICES per task)."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return os.path.exists("/dev/nvidiactl") and visible not in ("", "-1", "NoDevFiles")
+
+
 class ModelAdapter(ABC):
     """A loaded model. Subclasses set ``format`` and implement the three methods."""
 
@@ -58,7 +66,7 @@ class XGBoostAdapter(ModelAdapter):
             raise ModelError(f"not a readable XGBoost model (JSON or UBJSON): "
                              f"{str(error).splitlines()[0][:300]}") from None
         booster.set_param({"nthread": 0})
-        if use_gpu:
+        if use_gpu and cuda_visible():
             booster.set_param({"device": "cuda"})
         adapter = cls(booster, task)
         adapter._check_objective()

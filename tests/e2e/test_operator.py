@@ -1,0 +1,275 @@
+"""The operator end to end on the test bed: real API server, KubeRay, kwok nodes, MinIO,
+FerretDB and the local Ray head."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, watch
+from pymongo import MongoClient
+
+from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
+from modeleval.engine.evaluate import Identity
+from modeleval.engine.storage import Storage
+from modeleval.runner import parse_manifest, run_manifest
+from modeleval.settings import EngineSettings
+
+from .kube import api_client, eventually
+from .operator_fixture import CRD, ROOT, OperatorProcess, kubectl
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = ROOT / "examples"
+EVALUATIONS = ("modeleval.dev", "v1alpha1", "modelevaluations")
+
+
+@pytest.fixture(scope="module")
+def api(bed):
+    return api_client(bed.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def operator(bed, tmp_path_factory):
+    kubectl(bed, "apply", "--server-side", "-f", str(CRD))
+    kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
+    publish_example_assets(Storage(), EXAMPLES_BUCKET)
+    process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def namespace(bed, api, operator):
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    secrets = (EXAMPLES / "secrets.yaml").read_text()
+    kubectl(bed, "apply", "-n", name, "-f", "-", input=secrets)
+    yield name
+    client.CoreV1Api(api).delete_namespace(name)
+
+
+class Recorder:
+    """Watches RayClusters and pods in a namespace, keeping every version it saw."""
+
+    def __init__(self, api, namespace: str):
+        self.clusters: dict[str, dict] = {}
+        self.pod_nodes: dict[str, str] = {}
+        self._stop = threading.Event()
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        self._threads = [
+            threading.Thread(target=self._watch, daemon=True, args=(
+                custom.list_namespaced_custom_object, ("ray.io", "v1", namespace, "rayclusters"),
+                self._cluster)),
+            threading.Thread(target=self._watch, daemon=True, args=(
+                core.list_namespaced_pod, (namespace,), self._pod)),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _watch(self, fn, args, sink) -> None:
+        while not self._stop.is_set():
+            try:
+                for event in watch.Watch().stream(fn, *args, timeout_seconds=2):
+                    sink(event["object"])
+            except Exception:  # noqa: BLE001 - the namespace may be going away
+                time.sleep(0.2)
+
+    def _cluster(self, obj) -> None:
+        self.clusters.setdefault(obj["metadata"]["name"], obj)
+
+    def _pod(self, pod) -> None:
+        if pod.spec.node_name:
+            self.pod_nodes[pod.metadata.name] = pod.spec.node_name
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def get_evaluation(api, namespace: str, name: str) -> dict:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(*EVALUATIONS[:2], namespace,
+                                                                       EVALUATIONS[2], name)
+
+
+def wait_phase(api, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 240) -> dict:
+    def probe():
+        obj = get_evaluation(api, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    return eventually(probe, timeout, f"{namespace}/{name} to reach {phases}", interval=1)
+
+
+def apply_manifest(bed, namespace: str, text: str) -> None:
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=text)
+
+
+def evaluation_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "ModelEvaluation"]
+
+
+def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path):
+    recorder = Recorder(api, namespace)
+    kubectl(bed, "apply", "-n", namespace, "-f", str(EXAMPLES / "shared-raycluster.yaml"))
+    manifests = sorted(p for p in EXAMPLES.glob("*.yaml") if evaluation_docs(p))
+    assert len(manifests) >= 6
+    for path in manifests:
+        kubectl(bed, "apply", "-n", namespace, "-f", str(path))
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results")
+    try:
+        for path in manifests:
+            doc = evaluation_docs(path)[0]
+            name = doc["metadata"]["name"]
+            obj = wait_phase(api, namespace, name, ("Succeeded", "Failed"))
+            status = obj["status"]
+            assert status["phase"] == "Succeeded", f"{name}: {status.get('reason')}: {status.get('message')}"
+            local = run_manifest(parse_manifest(path.read_text()), Identity(uuid.uuid4().hex), settings)
+            assert status["metrics"] == pytest.approx(local.metrics, abs=1e-9), name
+            primary = parse_manifest(path.read_text()).spec.primary_metric
+            assert status["primaryMetric"].startswith(f"{primary}=")
+            assert status["progress"]["percent"] == "100%"
+            ref = status["resultsRef"]
+            with MongoClient(bed.mongodb_uri) as mongo:
+                stored = mongo[ref["database"]][ref["collection"]].find_one({"_id": ref["id"]})
+            assert stored["status"] == "Succeeded" and stored["metrics"] == status["metrics"]
+            assert stored["attempt"] == status["attempt"] == 1
+            reasons = [c["reason"] for c in status["conditions"] if c["status"] == "True"]
+            assert "Succeeded" in reasons and "RayClusterReady" in reasons
+            if doc["spec"].get("baseline"):
+                assert set(status["baseline"]["deltas"]) == set(status["metrics"])
+                assert status["baseline"]["gatePassed"] in (True, False)
+    finally:
+        recorder.stop()
+
+    table = kubectl(bed, "get", "evaluations", "-n", namespace)
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "MODEL", "METRIC", "PROGRESS", "AGE"]
+    assert kubectl(bed, "get", "modelevaluations", "-n", namespace) == table.replace(
+        table.splitlines()[0], kubectl(bed, "get", "modelevaluations", "-n", namespace).splitlines()[0])
+    assert "Succeeded" in kubectl(bed, "get", "meval", "-n", namespace)
+
+    # Each created RayCluster asked for exactly its spec's resources, and is gone afterwards.
+    ranker = recorder.clusters["mslr-ranker-ray"]
+    worker = ranker["spec"]["workerGroupSpecs"][0]
+    assert worker["replicas"] == 2
+    assert worker["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    gpu = recorder.clusters["mslr-ranker-gpu-ray"]["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    gpu_workers = [p for p in recorder.pod_nodes if p.startswith("mslr-ranker-gpu-ray") and "worker" in p]
+    assert gpu_workers and all(recorder.pod_nodes[p] == "gpu-node-1" for p in gpu_workers)
+    remaining = {c["metadata"]["name"] for c in client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"]}
+    assert remaining == {"shared-ray"}, "created clusters are deleted; the reused one is left alone"
+    eventually(lambda: not [p for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items
+                            if not p.metadata.name.startswith("shared-ray")], 60,
+               "the deleted clusters' pods to be garbage-collected")
+
+
+def spec_text(name: str, **spec) -> str:
+    body = {"task": "ranking", "model": {"uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json"},
+            "dataset": {"uri": f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", "numFeatures": 136},
+            "metrics": ["ndcg@10"], **spec}
+    return yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+                           "metadata": {"name": name}, "spec": body})
+
+
+def events_of(api, namespace: str, name: str) -> list[str]:
+    items = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}").items
+    return [e.reason for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
+
+
+def test_missing_model_fails_with_its_reason_without_retrying(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text(
+        "missing-model", model={"uri": f"s3://{EXAMPLES_BUCKET}/models/nope.json"}, backoffLimit=3))
+    status = wait_phase(api, namespace, "missing-model", ("Failed",))["status"]
+    assert status["reason"] == "ModelNotFound" and status["attempt"] == 1
+    assert "nope.json" in status["message"] and "not retried" in status["message"]
+    assert "Retrying" not in events_of(api, namespace, "missing-model")
+    eventually(lambda: not client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"], 60, "the cluster to be deleted")
+
+
+def test_unschedulable_gpu_request_fails_with_scheduler_message(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text("too-many-gpus", resources={"gpu": 3}))
+    status = wait_phase(api, namespace, "too-many-gpus", ("Failed",), timeout=120)["status"]
+    assert status["reason"] == "Unschedulable"
+    assert "nvidia.com/gpu" in status["message"]
+
+
+def test_file_uris_refused_in_cluster_mode(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text("local-file", model={"uri": "file:///etc/passwd"}))
+    status = wait_phase(api, namespace, "local-file", ("Failed",))["status"]
+    assert status["reason"] == "InvalidSpec" and "spec.model.uri" in status["message"]
+
+
+def test_deadline_exceeded(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text("short-deadline", activeDeadlineSeconds=1))
+    status = wait_phase(api, namespace, "short-deadline", ("Failed", "Succeeded"))["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "DeadlineExceeded"
+
+
+def test_ttl_deletes_a_finished_evaluation(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text("short-lived", ttlSecondsAfterFinished=0))
+
+    def gone():
+        try:
+            get_evaluation(api, namespace, "short-lived")
+            return False
+        except client.exceptions.ApiException as error:
+            return error.status == 404
+
+    eventually(gone, 240, "the evaluation to be deleted after it finished")
+    assert "Succeeded" in events_of(api, namespace, "short-lived")
+
+
+def test_suspend_releases_the_cluster_and_resume_runs_a_new_attempt(bed, api, namespace):
+    apply_manifest(bed, namespace, spec_text("pausable", suspend=True))
+    obj = eventually(lambda: (lambda o: o if any(c["type"] == "Suspended" and c["status"] == "True"
+                                                 for c in (o.get("status") or {}).get("conditions", []))
+                              else None)(get_evaluation(api, namespace, "pausable")), 60, "Suspended")
+    assert obj["status"]["phase"] == "Pending"
+    assert not client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"]
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        *EVALUATIONS[:2], namespace, EVALUATIONS[2], "pausable", {"spec": {"suspend": False}})
+    status = wait_phase(api, namespace, "pausable", ("Succeeded", "Failed"))["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 2
+
+
+def test_metrics_and_liveness_endpoints(operator):
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5) as r:
+        assert r.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for name in ("modeleval_evaluations", "modeleval_reconcile_duration_seconds",
+                 "modeleval_evaluation_duration_seconds", "modeleval_rows_scored_total"):
+        assert name in text
+    log = operator.log_path.read_text().splitlines()
+    assert log and all(json.loads(line) for line in log if line.startswith("{"))
+
+
+def test_restarted_operator_reattaches_without_a_second_submission(bed, api, namespace, operator):
+    """Killed while the Ray job runs, a new operator process finds the job by its deterministic
+    submission id: one job, one result document."""
+    import httpx
+
+    apply_manifest(bed, namespace, spec_text("survivor", metrics=["ndcg@10", "map@10"]))
+    eventually(lambda: (get_evaluation(api, namespace, "survivor").get("status") or {}).get("jobId"),
+               120, "the Ray job to be submitted")
+    operator.kill()
+    time.sleep(2)
+    operator.start()
+    status = wait_phase(api, namespace, "survivor", ("Succeeded", "Failed"))["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 1
+    uid = get_evaluation(api, namespace, "survivor")["metadata"]["uid"]
+    jobs = httpx.get(f"{bed.ray_dashboard}/api/jobs/",
+                     headers={"Authorization": f"Bearer {bed.ray_auth_token}"}, timeout=10).json()
+    mine = [j for j in jobs if (j.get("submission_id") or "").startswith(f"modeleval-{uid}-")]
+    assert [j["submission_id"] for j in mine] == [f"modeleval-{uid}-1"]
+    with MongoClient(bed.mongodb_uri) as mongo:
+        assert mongo["modeleval"]["results"].count_documents({"uid": uid}) == 1
