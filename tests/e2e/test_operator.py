@@ -273,3 +273,44 @@ def test_restarted_operator_reattaches_without_a_second_submission(bed, api, nam
     assert [j["submission_id"] for j in mine] == [f"modeleval-{uid}-1"]
     with MongoClient(bed.mongodb_uri) as mongo:
         assert mongo["modeleval"]["results"].count_documents({"uid": uid}) == 1
+
+
+def _kill_runner_of(uid: str, timeout: float = 120) -> None:
+    import psutil
+
+    def find():
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "modeleval.runner" in cmdline and f"--uid {uid}" in cmdline:
+                return proc
+        return None
+
+    eventually(find, timeout, f"the runner of {uid} to start", interval=0.1).kill()
+
+
+def test_crashed_attempt_is_retried_with_backoff(bed, api, namespace):
+    """The runner is killed (as by an OOM kill): no result document, so the failure is not the
+    data's fault; the operator waits its backoff and succeeds on attempt 2."""
+    apply_manifest(bed, namespace, spec_text("crashy", backoffLimit=2))
+    uid = eventually(lambda: get_evaluation(api, namespace, "crashy")["metadata"].get("uid"), 30, "uid")
+    _kill_runner_of(uid)
+    status = wait_phase(api, namespace, "crashy", ("Succeeded", "Failed"))["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 2
+    assert "Retrying" in events_of(api, namespace, "crashy")
+
+
+def test_deleting_a_running_evaluation_stops_its_job(bed, api, namespace):
+    import httpx
+
+    apply_manifest(bed, namespace, spec_text("doomed"))
+    job = eventually(lambda: (get_evaluation(api, namespace, "doomed").get("status") or {}).get("jobId"),
+                     120, "the Ray job to be submitted")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(*EVALUATIONS[:2], namespace,
+                                                                 EVALUATIONS[2], "doomed")
+    headers = {"Authorization": f"Bearer {bed.ray_auth_token}"}
+    final = eventually(lambda: (lambda s: s if s in ("STOPPED", "SUCCEEDED", "FAILED") else None)(
+        httpx.get(f"{bed.ray_dashboard}/api/jobs/{job}", headers=headers, timeout=10).json()["status"]),
+        60, "the job to end")
+    assert final in ("STOPPED", "SUCCEEDED")  # it may have finished before the delete landed
+    eventually(lambda: not client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"], 60, "the RayCluster to be collected")
