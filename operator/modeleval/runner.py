@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .api.spec import ModelEvaluation, MongoTarget
+from .api.spec import ModelEvaluation, MongoTarget, format_validation_error
 from .engine.errors import EvaluationError, Reason, ResultsStoreError
 from .engine.evaluate import EvaluationResult, Evaluator, Identity, ensure_ray
 from .engine.results import (LocalResultStore, MongoResultStore, ResultStore, replay_spool,
@@ -38,15 +38,6 @@ log = logging.getLogger("modeleval.runner")
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or does not validate; the message names the field."""
-
-
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where or 'manifest'}: {message}")
-    return "; ".join(lines)
 
 
 def parse_manifest(text: str, source: str = "manifest") -> ModelEvaluation:

@@ -11,7 +11,8 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "modeleval.dev"
@@ -300,3 +301,12 @@ def parse_quantity(text: str) -> float:
     if not match:
         raise ValueError(f"'{text}' is not a Kubernetes quantity")
     return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where or 'manifest'}: {message}")
+    return "; ".join(lines)

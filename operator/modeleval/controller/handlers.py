@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from ..api.crd import PLURAL
-from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec
+from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec, format_validation_error
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase, ResultsRef
 from . import metrics, status as st
 from .builders import (RAY_AUTH_KEY, auth_secret_name, build_auth_secret, build_job_submission,
@@ -193,8 +193,6 @@ def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
 
 def _validated_spec(body: kopf.Body, status: ModelEvaluationStatus, now: datetime,
                     generation: int | None) -> ModelEvaluationSpec:
-    from ..runner import format_validation_error
-
     try:
         spec = ModelEvaluationSpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as error:

@@ -1,0 +1,69 @@
+"""The Dockerfiles install complete, pinned dependency sets, run as non-root, and the chart's
+default images are the ones they build."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import requires
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCK = {line.split("==")[0].lower() for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")}
+
+
+def closure(roots: list[str]) -> set[str]:
+    seen: set[str] = set()
+    stack = [r.lower() for r in roots]
+    while stack:
+        name = stack.pop().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                stack.append(req.name.lower())
+    return seen
+
+
+def installed_by(dockerfile: Path) -> set[str]:
+    pattern = re.search(r"grep -E '\^\(([^)]*)\)=='", dockerfile.read_text()).group(1)
+    return {name.lower() for name in pattern.split("|")}
+
+
+def test_operator_image_has_the_operator_closure_only():
+    wanted = closure(["kopf", "kubernetes", "httpx", "prometheus-client", "pydantic",
+                      "pydantic-settings", "pyyaml", "pymongo"])
+    listed = installed_by(ROOT / "images/operator/Dockerfile")
+    assert wanted <= listed, f"missing from the operator image: {sorted(wanted - listed)}"
+    assert listed <= LOCK, f"not pinned in requirements.lock: {sorted(listed - LOCK)}"
+    assert not listed & {"ray", "numpy", "xgboost", "pyarrow", "onnxruntime"}
+
+
+def test_ray_image_has_the_engine_closure():
+    wanted = closure(["xgboost", "onnxruntime", "pyarrow", "numpy", "boto3", "pymongo", "pydantic",
+                      "pydantic-settings", "pyyaml", "rich", "click"])
+    listed = installed_by(ROOT / "images/ray/Dockerfile")
+    assert wanted <= listed, f"missing from the Ray image: {sorted(wanted - listed)}"
+    assert listed <= LOCK
+
+
+def test_images_run_as_non_root_and_match_chart_defaults():
+    operator = (ROOT / "images/operator/Dockerfile").read_text()
+    ray = (ROOT / "images/ray/Dockerfile").read_text()
+    assert "USER 10001" in operator and re.search(r"^USER 1000$", ray, re.M)
+    assert "FROM rayproject/ray:2.60.0-" in ray
+    values = yaml.safe_load((ROOT / "charts/modeleval/values.yaml").read_text())
+    chart = yaml.safe_load((ROOT / "charts/modeleval/Chart.yaml").read_text())
+    assert f"-t {values['image']['repository']}:{chart['appVersion']}" in operator
+    assert f"-t {values['ray']['image']}" in ray
+    assert values["ray"]["version"] == "2.60.0"
+
+
+def test_chart_crd_is_the_generated_one():
+    assert (ROOT / "charts/modeleval/crds/modelevaluations.modeleval.dev.yaml").read_text() == \
+        (ROOT / "crds/modelevaluations.modeleval.dev.yaml").read_text()
