@@ -37,6 +37,8 @@ def test_ferretdb_insert_find_update(bed):
 
 
 def test_ray_task_runs_on_local_head(bed):
+    if ray.is_initialized():  # an earlier test in this process connected already
+        ray.shutdown()
     ray.init(address=bed.ray_address, namespace="testbed", log_to_driver=False)
     try:
         @ray.remote(num_cpus=1)
