@@ -1,7 +1,7 @@
 """kopf handlers for ModelEvaluation. Each reads like a short story: validate, decide, act, record.
 
-One reconcile function drives an evaluation through its phases; it runs on create/resume (so a
-cluster is requested at once) and on a timer while the evaluation is live. Status is written
+One reconcile function drives an evaluation through its phases, run by a timer while the
+evaluation is live. Status is written
 only here, through kopf's ``patch``; kopf's own bookkeeping lives in annotations.
 """
 
@@ -71,14 +71,11 @@ def _live(status: dict | None, **_: Any) -> bool:
     return (status or {}).get("phase") not in (Phase.Succeeded.value, Phase.Failed.value)
 
 
-@kopf.on.create(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_create")
-@kopf.on.resume(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_resume")
-def modelevaluation_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile(body, patch)
-
-
+# The one writer of status: a timer per live evaluation, first run as soon as the object is
+# seen (so its RayCluster is requested at once), then every poll interval. Create, resume and
+# spec changes (suspend) all land here; no second handler can race it.
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
-            interval=SETTINGS.poll_interval, initial_delay=SETTINGS.poll_interval, when=_live)
+            interval=SETTINGS.poll_interval, initial_delay=0, when=_live)
 def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
@@ -92,11 +89,6 @@ def modelevaluation_ttl(body: kopf.Body, **_: Any) -> None:
     if st.ttl_expired(status, ttl, datetime.now(timezone.utc)):
         kopf.info(body, reason="TTLExpired", message=f"deleted {ttl}s after it finished")
         kube().delete_evaluation(body.metadata.namespace, body.metadata.name)
-
-
-@kopf.on.field(API_GROUP, API_VERSION, PLURAL, field="spec.suspend", id="modelevaluation_suspend")
-def modelevaluation_suspend(body: kopf.Body, patch: kopf.Patch, new: Any, **_: Any) -> None:
-    reconcile(body, patch)
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_delete")
