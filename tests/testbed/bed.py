@@ -196,6 +196,9 @@ class TestBed:
         self.state_file.write_text(json.dumps(state, indent=2))
         if self.endpoints is not None:
             lines = [f"export {k}={v}" for k, v in self.endpoints.env().items()]
+            # kubectl and helm of the pinned versions come first on PATH for a shell using the bed.
+            tool_dirs = [str(self.tools.kubectl.parent), str(self.tools.helm.parent)]
+            lines.append(f"export PATH={':'.join(tool_dirs)}:$PATH")
             (self.dir / "bed.env").write_text("\n".join(lines) + "\n")
 
     def _write_kubeconfig(self, user: str, server: str, pki: Pki) -> Path:

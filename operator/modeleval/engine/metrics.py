@@ -30,6 +30,7 @@ constant target and 0.0 otherwise, as scikit-learn).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ import numpy as np
 from .errors import EvaluationError, Reason
 
 LOWER_IS_BETTER = {"logloss", "rmse", "mae"}
+_EPS = np.finfo(np.float64).eps
 
 
 class LabelError(EvaluationError):
@@ -186,28 +188,29 @@ def _prf(truth: np.ndarray, predicted: np.ndarray, classes: list[int]) -> tuple[
     return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f1))
 
 
+def _classification(names: list[str], truth: np.ndarray, predicted: np.ndarray, classes: list[int],
+                    auc: Callable[[], float], logloss: Callable[[], float]) -> dict[str, float]:
+    """The metrics both classification tasks share; AUC and log loss are computed on demand
+    (AUC is undefined for a one-class slice, and only asked-for metrics may fail)."""
+    precision, recall, f1 = _prf(truth, predicted, classes)
+    available: dict[str, Callable[[], float]] = {
+        "auc": auc, "logloss": logloss,
+        "accuracy": lambda: float(np.mean(predicted == truth)),
+        "precision": lambda: precision, "recall": lambda: recall, "f1": lambda: f1,
+    }
+    return {name: available[name]() for name in names if name in available}
+
+
 def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     truth = _binary_labels(labels)
     p = np.asarray(probabilities, dtype=np.float64)
-    predicted = (p > 0.5).astype(np.int64)
-    out: dict[str, float] = {}
-    precision, recall, f1 = _prf(truth, predicted, [1])
-    for name in names:
-        if name == "auc":
-            out[name] = roc_auc(truth, p)
-        elif name == "logloss":
-            eps = np.finfo(np.float64).eps
-            q = np.clip(p, eps, 1 - eps)
-            out[name] = float(-np.mean(truth * np.log(q) + (1 - truth) * np.log(1 - q)))
-        elif name == "accuracy":
-            out[name] = float(np.mean(predicted == truth))
-        elif name == "precision":
-            out[name] = precision
-        elif name == "recall":
-            out[name] = recall
-        elif name == "f1":
-            out[name] = f1
-    return out
+
+    def logloss() -> float:
+        q = np.clip(p, _EPS, 1 - _EPS)
+        return float(-np.mean(truth * np.log(q) + (1 - truth) * np.log(1 - q)))
+
+    return _classification(names, truth, (p > 0.5).astype(np.int64), [1],
+                           lambda: roc_auc(truth, p), logloss)
 
 
 def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -218,26 +221,17 @@ def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.n
     truth = _class_labels(labels, p.shape[1])
     predicted = p.argmax(axis=1)
     present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()))
-    precision, recall, f1 = _prf(truth, predicted, present)
-    out: dict[str, float] = {}
-    for name in names:
-        if name == "auc":
-            out[name] = float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
-                                       if 0 < np.sum(truth == c) < len(truth)]))
-        elif name == "logloss":
-            eps = np.finfo(np.float64).eps
-            q = np.clip(p, eps, 1 - eps)
-            q = q / q.sum(axis=1, keepdims=True)
-            out[name] = float(-np.mean(np.log(q[np.arange(len(truth)), truth])))
-        elif name == "accuracy":
-            out[name] = float(np.mean(predicted == truth))
-        elif name == "precision":
-            out[name] = precision
-        elif name == "recall":
-            out[name] = recall
-        elif name == "f1":
-            out[name] = f1
-    return out
+
+    def auc() -> float:  # one-vs-rest, macro average over classes present with both outcomes
+        return float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
+                              if 0 < np.sum(truth == c) < len(truth)]))
+
+    def logloss() -> float:
+        q = np.clip(p, _EPS, 1 - _EPS)
+        q = q / q.sum(axis=1, keepdims=True)
+        return float(-np.mean(np.log(q[np.arange(len(truth)), truth])))
+
+    return _classification(names, truth, predicted, present, auc, logloss)
 
 
 def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
