@@ -49,6 +49,15 @@ test-integration: venv tools ## MinIO, FerretDB and local Ray tests
 test-e2e: venv tools ## the Kubernetes test bed tests
 	@$(VENV)/bin/python -m pytest tests/e2e
 
+ROWS ?= 240000
+RUNS ?= 3
+bench: venv tools ## side-by-side engine benchmark (ROWS=240000 RUNS=3); prints one table
+	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
+
+COUNT ?= 100
+bench-control-plane: venv tools ## 100 evaluations at once on the test bed (COUNT=100)
+	@$(VENV)/bin/python bench/control_plane.py --count $(COUNT)
+
 kind-up: ## the same stack on kind for users with Docker (cannot run without a Docker engine)
 	@hack/kind-up.sh
 

@@ -1,0 +1,253 @@
+"""Side by side, in one run: object store to NDCG@10 on the same MSLR-shaped LETOR file in MinIO
+and the same XGBRanker.
+
+  (a) naive      boto3 download, scikit-learn load_svmlight_file, XGBoost predict, per-query NDCG
+  (b) ray-data   Ray Data read_text + map_batches (parse and predict), then NDCG
+  (c) cold       modeleval, empty parsed-dataset cache
+  (d) warm       modeleval, cache filled by (c)
+  (e) limit      XGBoost inplace_predict on arrays already in memory, plus NDCG
+
+Prints one table: median seconds of --runs rounds (paths interleaved in each round), ratios to
+(a) and to (e), rows/s, and peak memory above the idle baseline (the driver plus every Ray
+worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
+
+  python bench/engine.py [--rows 240000] [--runs 3]        (make bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from testbed import RAY_LOOPBACK_ENV, TestBed  # noqa: E402
+
+K = 10
+
+
+class PeakMemory:
+    """Peak of (driver RSS + Ray worker RSS) above the value when it started."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._base = self._sample()
+
+    @staticmethod
+    def _sample() -> int:
+        total = psutil.Process().memory_info().rss
+        for proc in psutil.process_iter(["cmdline", "memory_info"]):
+            cmdline = proc.info["cmdline"] or []
+            if cmdline and cmdline[0].startswith("ray::") and proc.info["memory_info"]:
+                total += proc.info["memory_info"].rss
+        return total
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample() - self._base)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample() - self._base)
+
+
+def naive_ndcg(labels: np.ndarray, scores: np.ndarray, qids: np.ndarray, k: int = K) -> float:
+    """What a data scientist writes: a Python loop over queries."""
+    values = []
+    for q in np.unique(qids):
+        mask = qids == q
+        rel, s = labels[mask], scores[mask]
+        order = np.argsort(-s, kind="stable")[:k]
+        dcg = sum((2 ** rel[i] - 1) / math.log2(r + 2) for r, i in enumerate(order))
+        ideal = np.sort(rel)[::-1][:k]
+        idcg = sum((2 ** g - 1) / math.log2(r + 2) for r, g in enumerate(ideal))
+        values.append(dcg / idcg if idcg > 0 else 1.0)
+    return float(np.mean(values))
+
+
+def path_naive(ctx) -> float:
+    import boto3
+    import xgboost as xgb
+    from sklearn.datasets import load_svmlight_file
+
+    buffer = io.BytesIO()
+    boto3.client("s3").download_fileobj(ctx.bucket, "mslr/test.txt", buffer)
+    buffer.seek(0)
+    x, y, q = load_svmlight_file(buffer, query_id=True, n_features=ctx.features)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(boto3.client("s3").get_object(
+        Bucket=ctx.bucket, Key="models/ranker.json")["Body"].read()))
+    scores = booster.predict(xgb.DMatrix(x))
+    return naive_ndcg(y, scores, q)
+
+
+def path_ray_data(ctx) -> float:
+    import boto3
+    import pyarrow.fs as pafs
+    import ray
+    import xgboost as xgb
+
+    from modeleval.engine.datasets import parse_letor
+    from modeleval.engine.metrics import ranking_metrics
+
+    model = bytes(boto3.client("s3").get_object(Bucket=ctx.bucket, Key="models/ranker.json")["Body"].read())
+    features = ctx.features
+
+    class Predict:
+        def __init__(self) -> None:
+            self.booster = xgb.Booster()
+            self.booster.load_model(bytearray(model))
+
+        def __call__(self, batch):
+            shard = parse_letor("\n".join(batch["text"]).encode(), features)
+            return {"score": self.booster.inplace_predict(shard.features),
+                    "label": shard.labels, "qid": shard.qids}
+
+    fs = pafs.S3FileSystem(endpoint_override=ctx.endpoint, access_key=ctx.access_key,
+                           secret_key=ctx.secret_key, region="us-east-1", scheme="http")
+    ds = ray.data.read_text(f"{ctx.bucket}/mslr/test.txt", filesystem=fs)
+    out = ds.map_batches(Predict, batch_size=8192, batch_format="numpy", concurrency=2).to_pandas()
+    return ranking_metrics([f"ndcg@{K}"], out["label"].to_numpy(), out["score"].to_numpy(),
+                           out["qid"].to_numpy())[f"ndcg@{K}"]
+
+
+def _modeleval(ctx, cache: str) -> float:
+    from modeleval.engine.evaluate import Evaluator, Identity
+    from modeleval.runner import parse_manifest
+    from modeleval.settings import EngineSettings
+
+    manifest = parse_manifest(f"""
+apiVersion: modeleval.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {{name: bench}}
+spec:
+  task: ranking
+  model: {{uri: s3://{ctx.bucket}/models/ranker.json}}
+  dataset: {{uri: s3://{ctx.bucket}/mslr/test.txt, numFeatures: {ctx.features}}}
+  metrics: [ndcg@{K}]
+""")
+    settings = EngineSettings(cache_uri=cache)
+    return Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings).run().metrics[f"ndcg@{K}"]
+
+
+def path_cold(ctx) -> float:
+    return _modeleval(ctx, f"s3://{ctx.bucket}/cache-{uuid.uuid4().hex}")  # a new, empty cache
+
+
+def path_warm(ctx) -> float:
+    return _modeleval(ctx, f"s3://{ctx.bucket}/cache-warm")
+
+
+def path_limit(ctx) -> float:
+    from modeleval.engine.metrics import ranking_metrics
+
+    scores = ctx.booster.inplace_predict(ctx.data.features)
+    return ranking_metrics([f"ndcg@{K}"], ctx.data.labels.astype(np.float64), scores,
+                           ctx.data.qids)[f"ndcg@{K}"]
+
+
+PATHS = [("a naive", path_naive), ("b ray-data", path_ray_data), ("c modeleval cold", path_cold),
+         ("d modeleval warm", path_warm), ("e limit", path_limit)]
+
+
+class Context:
+    pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=240_000)
+    parser.add_argument("--features", type=int, default=136)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    # Ray reads these once, when first imported: set them before anything imports it.
+    os.environ.update({**RAY_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
+                       "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+
+    import boto3
+    import ray
+
+    from modeleval.demo import letor_bytes, make_letor, train_ranker
+
+    directory = Path(tempfile.mkdtemp(prefix="mebench-", dir="/tmp"))
+    bed = TestBed(directory, ray_cpus=os.cpu_count() or 2, ray_auth_token=os.environ["RAY_AUTH_TOKEN"])
+    endpoints = bed.up()
+    try:
+        os.environ.update(endpoints.env())
+        ctx = Context()
+        ctx.bucket, ctx.features = f"bench-{uuid.uuid4().hex[:6]}", args.features
+        ctx.endpoint, ctx.access_key, ctx.secret_key = (endpoints.s3_endpoint, endpoints.s3_access_key,
+                                                        endpoints.s3_secret_key)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=ctx.bucket)
+        ctx.data = make_letor(args.rows, args.features, seed=args.seed)
+        text = letor_bytes(ctx.data)
+        ranker = train_ranker(make_letor(20_000, args.features, seed=args.seed + 1), rounds=100)
+        ctx.booster = ranker.get_booster()
+        s3.put_object(Bucket=ctx.bucket, Key="mslr/test.txt", Body=text)
+        s3.put_object(Bucket=ctx.bucket, Key="models/ranker.json", Body=bytes(ctx.booster.save_raw("json")))
+        in_memory = ctx.data.features.nbytes + ctx.data.labels.nbytes + ctx.data.qids.nbytes
+        print(f"dataset: {args.rows:,} rows x {args.features} features, {len(text) / 1e6:.0f} MB of "
+              f"LETOR text, {in_memory / 1e6:.0f} MB in memory; model: 100 trees; "
+              f"{os.cpu_count()} cores", flush=True)
+
+        ray.init(address=endpoints.ray_address, log_to_driver=False)
+        _modeleval(ctx, f"s3://{ctx.bucket}/cache-warm")  # fills the warm cache; not timed
+        times: dict[str, list[float]] = {name: [] for name, _ in PATHS}
+        peaks: dict[str, int] = {name: 0 for name, _ in PATHS}
+        ndcg: dict[str, float] = {}
+        for run in range(args.runs):
+            for name, fn in PATHS:
+                with PeakMemory() as memory:
+                    started = time.perf_counter()
+                    ndcg[name] = fn(ctx)
+                    times[name].append(time.perf_counter() - started)
+                peaks[name] = max(peaks[name], memory.peak)
+                print(f"  run {run + 1} {name}: {times[name][-1]:.2f}s", flush=True)
+
+        median = {name: statistics.median(values) for name, values in times.items()}
+        naive, limit = median["a naive"], median["e limit"]
+        print(f"\n| path | median s | vs (a) | vs (e) | rows/s | peak MB | NDCG@{K} |")
+        print("|---|---|---|---|---|---|---|")
+        for name, _ in PATHS:
+            print(f"| {name} | {median[name]:.2f} | {naive / median[name]:.1f}x faster | "
+                  f"{median[name] / limit:.1f}x slower | {args.rows / median[name]:,.0f} | "
+                  f"{peaks[name] / 1e6:.0f} | {ndcg[name]:.6f} |")
+        reference = ndcg["e limit"]
+        disagree = {n: v for n, v in ndcg.items() if abs(v - reference) > 1e-6}
+        print(f"\npeak memory of (c) / in-memory dataset: {peaks['c modeleval cold'] / in_memory:.2f}")
+        if disagree:
+            print(f"NDCG@{K} differs between paths: {disagree}", file=sys.stderr)
+            return 1
+        print(f"every path computed NDCG@{K} = {reference:.6f}")
+        return 0
+    finally:
+        ray.shutdown()
+        bed.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
