@@ -115,20 +115,22 @@ def path_ray_data(ctx) -> float:
     model = bytes(boto3.client("s3").get_object(Bucket=ctx.bucket, Key="models/ranker.json")["Body"].read())
     features = ctx.features
 
-    class Predict:
-        def __init__(self) -> None:
-            self.booster = xgb.Booster()
-            self.booster.load_model(bytearray(model))
+    boosters: dict[int, xgb.Booster] = {}
 
-        def __call__(self, batch):
-            shard = parse_letor("\n".join(batch["text"]).encode(), features)
-            return {"score": self.booster.inplace_predict(shard.features),
-                    "label": shard.labels, "qid": shard.qids}
+    def predict(batch):
+        # Ray Data tasks (not actors): the read stage and this stage share the CPUs instead of
+        # actors holding them all. The model is loaded once per worker process.
+        booster = boosters.get(os.getpid())
+        if booster is None:
+            booster = boosters[os.getpid()] = xgb.Booster()
+            booster.load_model(bytearray(model))
+        shard = parse_letor("\n".join(batch["text"]).encode(), features)
+        return {"score": booster.inplace_predict(shard.features), "label": shard.labels, "qid": shard.qids}
 
     fs = pafs.S3FileSystem(endpoint_override=ctx.endpoint, access_key=ctx.access_key,
                            secret_key=ctx.secret_key, region="us-east-1", scheme="http")
     ds = ray.data.read_text(f"{ctx.bucket}/mslr/test.txt", filesystem=fs)
-    out = ds.map_batches(Predict, batch_size=8192, batch_format="numpy", concurrency=2).to_pandas()
+    out = ds.map_batches(predict, batch_size=8192, batch_format="numpy").to_pandas()
     return ranking_metrics([f"ndcg@{K}"], out["label"].to_numpy(), out["score"].to_numpy(),
                            out["qid"].to_numpy())[f"ndcg@{K}"]
 
