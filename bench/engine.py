@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -174,10 +175,6 @@ PATHS = [("a naive", path_naive), ("b ray-data", path_ray_data), ("c modeleval c
          ("d modeleval warm", path_warm), ("e limit", path_limit)]
 
 
-class Context:
-    pass
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240_000)
@@ -199,7 +196,7 @@ def main() -> int:
     endpoints = bed.up()
     try:
         os.environ.update(endpoints.env())
-        ctx = Context()
+        ctx = SimpleNamespace()
         ctx.bucket, ctx.features = f"bench-{uuid.uuid4().hex[:6]}", args.features
         ctx.endpoint, ctx.access_key, ctx.secret_key = (endpoints.s3_endpoint, endpoints.s3_access_key,
                                                         endpoints.s3_secret_key)

@@ -99,7 +99,7 @@ def _show(result: EvaluationResult) -> None:
 
 @click.group(help=__doc__)
 def main() -> None:
-    pass
+    """The command group; each subcommand does the work."""
 
 
 @main.command()
