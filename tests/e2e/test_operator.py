@@ -314,3 +314,31 @@ def test_deleting_a_running_evaluation_stops_its_job(bed, api, namespace):
     assert final in ("STOPPED", "SUCCEEDED")  # it may have finished before the delete landed
     eventually(lambda: not client.CustomObjectsApi(api).list_namespaced_custom_object(
         "ray.io", "v1", namespace, "rayclusters")["items"], 60, "the RayCluster to be collected")
+
+
+def test_secrets_appear_nowhere(bed, api, namespace, operator):
+    """The S3 secret key and the Ray token are in use during a run, and in none of: the status,
+    the Events, the operator's log, the Ray job's arguments, the RayCluster, the result."""
+    import httpx
+
+    apply_manifest(bed, namespace, spec_text("canary"))
+    obj = wait_phase(api, namespace, "canary", ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Succeeded"
+    canaries = {"s3 secret key": bed.s3_secret_key, "ray token": bed.ray_auth_token}
+    headers = {"Authorization": f"Bearer {bed.ray_auth_token}"}
+    jobs = httpx.get(f"{bed.ray_dashboard}/api/jobs/", headers=headers, timeout=10).json()
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    with MongoClient(bed.mongodb_uri) as mongo:
+        results = list(mongo["modeleval"]["results"].find({"uid": obj["metadata"]["uid"]}))
+    places = {
+        "status": json.dumps(obj["status"]),
+        "events": " ".join(f"{e.reason} {e.message}" for e in events),
+        "operator log": operator.log_path.read_text(),
+        "ray job arguments": json.dumps([{k: j.get(k) for k in ("entrypoint", "metadata", "runtime_env")}
+                                          for j in jobs]),
+        "result documents": json.dumps(results, default=str),
+        "evaluation object": json.dumps(obj),
+    }
+    for what, text in places.items():
+        for name, value in canaries.items():
+            assert value not in text, f"the {name} leaked into the {what}"
