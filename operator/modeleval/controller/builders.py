@@ -173,7 +173,3 @@ def head_url(cluster: str, namespace: str, settings: OperatorSettings) -> str:
     if settings.ray_head_override_url:
         return settings.ray_head_override_url.rstrip("/")
     return f"http://{cluster}-head-svc.{namespace}.svc.{settings.cluster_domain}:8265"
-
-
-def event_safe(text: str, limit: int = 1000) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -24,12 +24,10 @@ from . import metrics as metric_fns
 from .datasets import (CacheManifest, DatasetCache, feature_name, group_aligned_splits,
                        letor_ranges, read_table, table_to_shard)
 from .errors import EvaluationError, Reason
-from .inference import (ModelHandle, ShardPrediction, TaskResources, parse_letor_range,
+from .inference import (ModelHandle, Progress, ShardPrediction, TaskResources, parse_letor_range,
                         predict_shard, put_model, run_bounded, write_table_part)
 from .models import load_model
 from .storage import ObjectInfo, Storage, join_uri
-
-Progress = Any  # Callable[[int, int], None]
 
 
 @dataclass
