@@ -8,6 +8,7 @@ was started, even after the starting process has gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -481,19 +482,15 @@ def stop_recorded(directory: Path, grace: float = 10.0) -> list[str]:
     for _, pid in order:
         _signal_group(pid, signal.SIGKILL)
     for _, pid in order:
-        try:
+        with contextlib.suppress(ChildProcessError):  # reap our own children; others are not ours
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
     state_file.unlink()
     return [name for name, _ in order]
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

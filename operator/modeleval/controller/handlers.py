@@ -7,6 +7,7 @@ only here, through kopf's ``patch``; kopf's own bookkeeping lives in annotations
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -111,9 +112,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     before = ModelEvaluationStatus.model_validate(body.get("status") or {})
     status = before.model_copy(deep=True)
     try:
-        _reconcile(body, status)
-    except _Done:
-        pass
+        with contextlib.suppress(_Done):  # _Done: this round's status is decided
+            _reconcile(body, status)
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _record(body, patch, before, status)

@@ -340,10 +340,8 @@ def group_aligned_splits(qids: np.ndarray | None, rows: int, parts: int) -> list
         edges = targets
     else:
         starts = np.flatnonzero(np.concatenate(([True], qids[1:] != qids[:-1])))
-        edges = [int(starts[min(np.searchsorted(starts, t), len(starts) - 1)]) if t > 0 else 0
-                 for t in targets]
-        edges = [e if np.searchsorted(starts, t) < len(starts) else rows
-                 for e, t in zip(edges, targets)]
+        # The first group start at or after each target; past the last group, the end.
+        edges = np.append(starts, rows)[np.searchsorted(starts, targets)].tolist()
     bounds = sorted({0, *edges, rows})
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 

@@ -10,6 +10,7 @@ import io
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -104,6 +105,7 @@ class Evaluator:
                              use_gpu=self.spec.resources.gpu > 0)
         return info, data, adapter
 
+    @cached_property
     def _resources(self) -> TaskResources:
         """Per-task requests: one worker's CPUs and GPUs. A request no node of the Ray cluster
         can ever meet would wait forever, so it is an error instead."""
@@ -120,6 +122,7 @@ class Evaluator:
                 f"{largest.get('GPU', 0):g} GPU", Reason.Unschedulable)
         return wanted
 
+    @cached_property
     def _max_inflight(self) -> int:
         if self.settings.max_inflight_tasks:
             return self.settings.max_inflight_tasks
@@ -158,7 +161,7 @@ class Evaluator:
         results: dict[int, tuple[int, int]] = {}
         calls = [(i, self.storage, info.uri, start, end, num_features, cache.part_uri(key, i))
                  for i, (start, end) in enumerate(ranges)]
-        run_bounded(_indexed_parse, calls, self._resources(), self._max_inflight(),
+        run_bounded(_indexed_parse, calls, self._resources, self._max_inflight,
                     lambda out: results.__setitem__(out[0], out[1]))
         rows = [results[i][0] for i in range(len(calls))]
         width = max((results[i][1] for i in range(len(calls))), default=0)
@@ -211,7 +214,7 @@ class Evaluator:
         calls = [(i, self.storage, uri, manifest.num_features, handles, self.spec.batch_size,
                   keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
         self.progress(0, total)
-        run_bounded(predict_shard, calls, self._resources(), self._max_inflight(), collect)
+        run_bounded(predict_shard, calls, self._resources, self._max_inflight, collect)
         return [shards[i] for i in range(len(manifest.parts))]
 
     # ------------------------------------------------------------------ run

@@ -80,11 +80,8 @@ class ShardPrediction:
 
 
 def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: int) -> np.ndarray:
-    outputs = [adapter.predict(features[i:i + batch_size])
-               for i in range(0, max(len(features), 1), batch_size)] if len(features) else []
-    if not outputs:
-        return np.empty(0)
-    return np.concatenate(outputs)
+    outputs = [adapter.predict(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]
+    return np.concatenate(outputs) if outputs else np.empty(0)
 
 
 def predict_shard(index: int, storage: Storage, part_uri: str, num_features: int,
