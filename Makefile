@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "[venv] creating $(VENV) with uv $(UV_VERSION) (pip 23.2 cannot resolve these pins)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	@$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -r requirements.lock
+	@$(VENV)/bin/uv pip install -q --compile-bytecode --python $(VENV)/bin/python -r requirements.lock
 	@$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -e .
 	@touch $@
 
@@ -27,6 +27,10 @@ venv: $(VENV)/.installed ## create the virtualenv from the lock
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra dev --python-version 3.11 -o requirements.lock
+
+crds: venv ## regenerate the CRD (crds/ and the chart's copy) from the spec models
+	$(VENV)/bin/python -m modeleval.api.crd > crds/modelevaluations.modeleval.dev.yaml
+	cp crds/modelevaluations.modeleval.dev.yaml charts/modeleval/crds/
 
 tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
 	@hack/build-tools.sh

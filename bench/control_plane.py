@@ -136,8 +136,8 @@ def main() -> int:
         phases = [finished[n][1] for n in names if n in finished]
         items = custom.list_namespaced_custom_object("modeleval.dev", "v1alpha1", namespace,
                                                      "modelevaluations")["items"]
-        print(f"\n| count | p50 apply->RayCluster | p99 apply->RayCluster | p50 apply->terminal | "
-              f"p99 apply->terminal | Succeeded | Failed | not finished | operator peak RSS |")
+        print("\n| count | p50 apply->RayCluster | p99 apply->RayCluster | p50 apply->terminal | "
+              "p99 apply->terminal | Succeeded | Failed | not finished | operator peak RSS |")
         print("|---|---|---|---|---|---|---|---|---|")
         print(f"| {args.count} | {percentile(to_cluster, 50):.2f}s | {percentile(to_cluster, 99):.2f}s | "
               f"{percentile(to_done, 50):.1f}s | {percentile(to_done, 99):.1f}s | {phases.count('Succeeded')} | "

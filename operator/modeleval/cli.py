@@ -58,12 +58,13 @@ def _evaluate(manifest, settings: EngineSettings, uid: str | None) -> Evaluation
     identity = Identity(uid=uid or manifest.metadata.uid or uuid.uuid4().hex[:12],
                         name=manifest.metadata.name, namespace=manifest.metadata.namespace)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"), TimeElapsedColumn(),
+                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[unit]}"),
+                  TimeElapsedColumn(),
                   console=errors, transient=True) as bar:
-        task = bar.add_task(f"evaluating {identity.name}", total=0)
+        task = bar.add_task(f"evaluating {identity.name}", total=0, unit="rows")
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def progress(done: int, total: int, unit: str) -> None:
+            bar.update(task, completed=done, total=total, unit=unit)
 
         try:
             return run_manifest(manifest, identity, settings, progress)

@@ -77,7 +77,7 @@ def failure_document(identity: Identity, manifest: ModelEvaluation, error: Evalu
 
 
 def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: EngineSettings | None = None,
-                 progress: Callable[[int, int], None] | None = None,
+                 progress: Callable[[int, int, str], None] | None = None,
                  store: ResultStore | None = None) -> EvaluationResult:
     """Evaluates and records one attempt; raises EvaluationError after recording a failure."""
     settings = settings or EngineSettings()
@@ -124,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     store = result_store(settings, manifest.spec.output.mongodb)
     last_report = [0.0]
 
-    def report(done: int, total: int) -> None:
-        print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total}), flush=True)
+    def report(done: int, total: int, unit: str) -> None:
+        print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total, "unit": unit}),
+              flush=True)
         now = time.monotonic()
         if isinstance(store, MongoResultStore) and (done >= total or now - last_report[0] >= 1.0):
             last_report[0] = now
-            store.report_progress(identity.uid, identity.attempt, done, total)
+            store.report_progress(identity.uid, identity.attempt, done, total, unit)
 
     try:
         result = run_manifest(manifest, identity, settings, progress=report, store=store)

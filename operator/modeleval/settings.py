@@ -7,6 +7,7 @@ instance profile), MongoDB's URI from MODELEVAL_MONGODB_URI.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -26,14 +27,19 @@ class EngineSettings(BaseSettings):
     s3_region: str | None = Field(None, description="Default: AWS_DEFAULT_REGION or us-east-1.")
     mongodb_uri: SecretStr | None = Field(None, description="Results store; unset: local files.")
     mongodb_timeout_ms: int = 10_000
-    cache_uri: str | None = Field(None, description="Where parsed datasets are cached as Parquet "
-                                  "(s3://bucket/prefix or file:///dir). Default: a local dir.")
+    cache_uri: str | None = Field(None, description="Where parsed datasets are cached, shared by "
+                                  "every node (s3://bucket/prefix or file:///dir). Default: a local dir.")
+    node_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "modeleval-parts",
+                                 description="Each Ray node's local copies of cached parts "
+                                 "(memory-mapped on read).")
+    node_cache_bytes: int = Field(4 * 2**30, ge=0, description="Bound of node_cache_dir (least "
+                                  "recently used parts go first); 0 turns the local tier off.")
     results_dir: Path = Field(default_factory=lambda: _default_home() / "results")
     allow_file_uris: bool = Field(True, description="file:// URIs (refused in cluster mode).")
     max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
     task_retries: int = Field(3, ge=0, description="Retries of a task whose worker died.")
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
-                             "(one parse task and one cached Parquet part).")
+                             "(one parse task and one cached part).")
 
     def resolved_cache_uri(self) -> str:
         return self.cache_uri or (_default_home() / "datasets").as_uri()

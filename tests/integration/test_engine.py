@@ -55,7 +55,7 @@ def ranking_assets(s3, bucket):
 @pytest.fixture()
 def settings(bed, tmp_path):
     return EngineSettings(mongodb_uri=bed.mongodb_uri, cache_uri=f"file://{tmp_path}/cache",
-                          results_dir=tmp_path / "results")
+                          results_dir=tmp_path / "results", node_cache_dir=tmp_path / "node")
 
 
 def manifest(bucket: str, **spec: str) -> str:
@@ -82,14 +82,14 @@ def xgboost_reference(ranker, data, metric: str) -> float:
 def test_ranking_from_s3_to_mongodb(bed, bucket, ranking_assets, settings):
     ranker, test = ranking_assets
     spec = parse_manifest(manifest(bucket, output=f"{{predictionsUri: s3://{bucket}/predictions}}"))
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, str]] = []
     identity = Identity(uid=uuid.uuid4().hex, attempt=1, name=spec.metadata.name)
-    result = run_manifest(spec, identity, settings, progress=lambda d, t: seen.append((d, t)))
+    result = run_manifest(spec, identity, settings, progress=lambda *p: seen.append(p))
 
     assert result.rows == 5000 and not result.cache_hit
     assert result.metrics["ndcg@10"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@10"), abs=1e-6)
     assert result.metrics["ndcg@5"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@5"), abs=1e-6)
-    assert seen[-1] == (5000, 5000) and all(d <= t for d, t in seen)
+    assert seen[-1][0] == seen[-1][1] > 0 and all(d <= t for d, t, _ in seen)
 
     with MongoClient(bed.mongodb_uri) as mongo:
         doc = mongo["modeleval"]["results"].find_one({"_id": f"{identity.uid}:1"})
@@ -108,6 +108,47 @@ def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, se
     second = run_manifest(again, Identity(uuid.uuid4().hex), settings)
     assert second.cache_hit and not first.cache_hit
     assert second.metrics == pytest.approx(first.metrics, abs=1e-12)  # UBJSON = JSON model
+
+
+def test_shared_cache_in_s3_with_node_local_copies(bed, s3, bucket, ranking_assets, tmp_path):
+    """Parts go to the shared S3 cache and to a bounded node-local copy; a warm run reads the
+    copies, and a missing or damaged copy falls back to S3 with the same metrics."""
+    prefix = f"cache-{uuid.uuid4().hex[:6]}"
+    node = tmp_path / "node"
+    settings = EngineSettings(cache_uri=f"s3://{bucket}/{prefix}", results_dir=tmp_path / "r",
+                              node_cache_dir=node, shard_bytes=256 * 1024)
+    text = parse_manifest(manifest(bucket))
+    size = s3.head_object(Bucket=bucket, Key="data/test.txt")["ContentLength"]
+
+    def evaluate(settings):
+        seen: list[tuple[int, int, str]] = []
+        result = run_manifest(text, Identity(uuid.uuid4().hex), settings, progress=lambda *p: seen.append(p))
+        return result, seen[-1]
+
+    cold, last = evaluate(settings)
+    assert not cold.cache_hit and last == (size, size, "bytes")  # parse and predict in one pass
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    parts = sorted(k for k in stored if k.endswith(".arrow"))
+    assert len(parts) == cold.dataset["shards"] > 1 and any(k.endswith("manifest.json") for k in stored)
+    copies = sorted(node.glob("*.arrow"))
+    assert len(copies) == len(parts)
+
+    warm, last = evaluate(settings)
+    assert warm.cache_hit and last == (5000, 5000, "rows")
+    assert warm.metrics == cold.metrics
+
+    copies[0].unlink()
+    copies[1].write_bytes(b"not an arrow file")
+    again, _ = evaluate(settings)
+    assert again.metrics == cold.metrics and len(list(node.glob("*.arrow"))) == len(parts)
+
+    one_part = max(c.stat().st_size for c in node.glob("*.arrow"))
+    bounded = settings.model_copy(update={"node_cache_bytes": 2 * one_part})
+    for c in node.glob("*.arrow"):
+        c.unlink()
+    small, _ = evaluate(bounded)
+    assert small.metrics == cold.metrics
+    assert sum(c.stat().st_size for c in node.glob("*.arrow")) <= 2 * one_part
 
 
 def test_baseline_deltas_and_gate(bed, s3, bucket, ranking_assets, settings):
@@ -213,7 +254,7 @@ def test_killed_worker_is_retried_and_metrics_stay_exact(bed, s3, bucket, rankin
         while not stop.is_set() and not killed:
             for proc in psutil.process_iter(["pid", "cmdline"]):
                 cmdline = " ".join(proc.info["cmdline"] or [])
-                if cmdline.startswith(("ray::_indexed_parse", "ray::predict_shard")):
+                if cmdline.startswith(("ray::parse_and_predict", "ray::predict_part")):
                     proc.kill()
                     killed.append(cmdline.split()[0])
                     return

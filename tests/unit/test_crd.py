@@ -11,7 +11,7 @@ CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modelevaluations.mode
 
 def test_crd_is_current():
     assert CRD_FILE.read_text() == crd.render(), (
-        "crds/ is stale: run `python -m modeleval.api.crd > crds/modelevaluations.modeleval.dev.yaml`")
+        "crds/ is stale: run `make crds`")
 
 
 def test_crd_is_structural():

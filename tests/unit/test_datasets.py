@@ -10,9 +10,9 @@ import pytest
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
 from modeleval.demo import letor_bytes, make_letor
-from modeleval.engine.datasets import (group_aligned_splits, letor_ranges, parse_letor,
-                                       read_part, write_part)
-from modeleval.engine.errors import DatasetError, Reason
+from modeleval.engine.datasets import (ParsedShard, PartStore, group_aligned_splits, letor_ranges,
+                                       parse_letor)
+from modeleval.engine.errors import DatasetError, Reason, StorageError
 from modeleval.engine.storage import Storage
 
 
@@ -101,14 +101,35 @@ def test_row_splits_sit_on_group_starts():
     assert splits[-1][1] == len(qids)
 
 
-def test_cache_part_round_trip(tmp_path):
+@pytest.mark.parametrize("with_qid", [True, False])
+def test_cache_part_round_trip(tmp_path, with_qid):
     shard = parse_letor(letor_bytes(make_letor(500, 9, seed=6, sparse=0.1)), 9)
-    uri = (tmp_path / "p.parquet").as_uri()
-    storage = Storage()
-    write_part(storage, uri, shard)
-    back = read_part(storage, uri, 9)
-    np.testing.assert_array_equal(back.features, shard.features)
-    np.testing.assert_array_equal(back.qids, shard.qids)
+    shard = ParsedShard(shard.labels, shard.qids if with_qid else None, shard.features,
+                        {"region": np.array(["eu", "us"] * 250)})
+    uri = (tmp_path / "p.arrow").as_uri()
+    parts = PartStore(Storage(), str(tmp_path / "node"), 2**20)
+    parts.write(uri, shard)
+    back = parts.read(uri, 9, keep=["region"])
+    np.testing.assert_array_equal(back.features, shard.features)  # NaN where a line was sparse
+    assert np.isnan(back.features).any()
+    np.testing.assert_array_equal(back.labels, shard.labels)
+    assert (back.qids is None) == (not with_qid)
+    if with_qid:
+        np.testing.assert_array_equal(back.qids, shard.qids)
+    assert list(back.extra["region"][:2]) == ["eu", "us"]
+    assert not (tmp_path / "node").exists()  # a file:// cache is local already: no second copy
+
+
+def test_a_cached_part_of_another_width_or_damaged_is_an_error(tmp_path):
+    shard = parse_letor(letor_bytes(make_letor(50, 4, seed=7)), 4)
+    uri = (tmp_path / "p.arrow").as_uri()
+    parts = PartStore(Storage())
+    parts.write(uri, shard)
+    with pytest.raises(StorageError, match="4 features, its manifest 5"):
+        parts.read(uri, 5)
+    (tmp_path / "p.arrow").write_bytes(b"garbage")
+    with pytest.raises(StorageError, match="unreadable"):
+        parts.read(uri, 4)
 
 
 @pytest.mark.parametrize("line_end", [b"\n", b" \n", b"\r\n"])

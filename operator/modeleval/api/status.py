@@ -48,6 +48,8 @@ class Condition(StatusModel):
 class Progress(StatusModel):
     done: int = 0
     total: int = 0
+    unit: str = Field("rows", description="What done and total count: rows, or bytes of the "
+                      "source while a dataset is parsed and predicted in one pass.")
     percent: str = Field("0%", description="done / total, for kubectl's PROGRESS column.")
 
 

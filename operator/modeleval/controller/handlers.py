@@ -26,10 +26,13 @@ from .builders import (RAY_AUTH_KEY, auth_secret_name, build_auth_secret, build_
 from .kube import Kube
 from .rayjobs import JobInfo, JobsApiError, RayJobsClient
 from .settings import OperatorSettings
+from .slots import JobSlots
 
 log = logging.getLogger("modeleval.operator")
 
 SETTINGS = OperatorSettings()
+SLOTS = JobSlots(SETTINGS.max_jobs_per_head, refresh=SETTINGS.poll_interval,
+                 forget_after=max(10.0, 5 * SETTINGS.poll_interval))
 _kube: Kube | None = None
 _store_cache: dict[tuple[str, str], Any] = {}
 
@@ -98,6 +101,7 @@ def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
     references), and the garbage collector removes their pods."""
     status = ModelEvaluationStatus.model_validate(body.get("status") or {})
     metrics.forget(body.metadata.uid)
+    _leave_line(body, status)
     if status.job_id and not status.phase.terminal:
         _stop_job(body, status, "the evaluation was deleted")
 
@@ -166,6 +170,7 @@ def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
         status.job_id = None
 
     if st.deadline_passed(status, spec.active_deadline_seconds, now):
+        _leave_line(body, status)
         if status.job_id:
             _stop_job(body, status, "activeDeadlineSeconds exceeded")
         _release_cluster(body, spec, status)
@@ -209,6 +214,7 @@ def _suspend(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
     if status.job_id:
         _stop_job(body, status, "the evaluation was suspended")
         status.job_id = None
+    _leave_line(body, status)
     _release_cluster(body, spec, status)
     status.phase = Phase.Pending
     status.progress = None
@@ -302,10 +308,24 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
     meta = body.metadata
     name = cluster["metadata"]["name"]
     sid = submission_id(meta.uid, status.attempt)
+    url = head_url(name, meta.namespace, SETTINGS)
     try:
         with _jobs_client(body, name) as jobs:
             job = jobs.get(sid)
             if job is None:
+                created = st.parse_time(meta.get("creationTimestamp"))
+                slot = SLOTS.acquire(url, sid, meta.uid, created.timestamp() if created else 0.0,
+                                     jobs.list)
+                if not slot.granted:
+                    text = (f"waiting for a job slot on RayCluster {name}: {slot.in_use} of "
+                            f"{SLOTS.limit} in use; {slot.position} in line before this one"
+                            if slot.position > 1 else
+                            f"waiting for a job slot on RayCluster {name}: {slot.in_use} of "
+                            f"{SLOTS.limit} in use; next in line")
+                    status.message = text
+                    st.set_condition(status, ConditionType.JobSubmitted, False, "Queued", text,
+                                     generation, now)
+                    raise _Done
                 job = jobs.submit(build_job_submission(meta.name, meta.namespace, meta.uid,
                                                        status.attempt, spec))
                 kopf.info(body, reason="JobSubmitted", message=f"Ray job {sid} (attempt {status.attempt})")
@@ -314,7 +334,7 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
                          generation, now)
         raise _Done from None
     status.job_id = sid
-    status.dashboard_url = head_url(name, meta.namespace, SETTINGS)
+    status.dashboard_url = url
     status.phase = Phase.Running
     status.message = f"Ray job {sid}: {job.status}"
     st.set_condition(status, ConditionType.JobSubmitted, True, job.status.title(),
@@ -324,6 +344,7 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
     if not job.finished:
         _mirror_progress(store, meta.uid, status)
         raise _Done
+    SLOTS.release(url, sid)
     _finish(body, spec, status, job, store, now, generation)
 
 
@@ -335,7 +356,8 @@ def _mirror_progress(store: Any, uid: str, status: ModelEvaluationStatus) -> Non
     except Exception:  # noqa: BLE001 - progress is best effort; the next round tries again
         return
     if found:
-        status.progress = st.progress(int(found.get("done", 0)), int(found.get("total", 0)))
+        status.progress = st.progress(int(found.get("done", 0)), int(found.get("total", 0)),
+                                      str(found.get("unit", "rows")))
 
 
 def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
@@ -414,9 +436,15 @@ def _waited_too_long_since(job: JobInfo, now: datetime) -> bool:
     return now - ended > timedelta(seconds=SETTINGS.pending_timeout)
 
 
+def _leave_line(body: kopf.Body, status: ModelEvaluationStatus) -> None:
+    if status.ray_cluster:
+        SLOTS.leave(head_url(status.ray_cluster, body.metadata.namespace, SETTINGS), body.metadata.uid)
+
+
 def _stop_job(body: kopf.Body, status: ModelEvaluationStatus, why: str) -> None:
     if not status.ray_cluster or not status.job_id:
         return
+    SLOTS.release(head_url(status.ray_cluster, body.metadata.namespace, SETTINGS), status.job_id)
     try:
         with _jobs_client(body, status.ray_cluster) as jobs:
             if jobs.stop(status.job_id):

@@ -63,6 +63,15 @@ class RayJobsClient:
         return JobInfo(body.get("submission_id") or submission_id, body.get("status", "PENDING"),
                        body.get("message") or "", body.get("start_time"), body.get("end_time"))
 
+    def list(self) -> list[JobInfo]:
+        response = self._request("GET", "/api/jobs/")
+        if response.status_code != 200:
+            raise JobsApiError(f"list jobs: HTTP {response.status_code} {response.text[:300]}",
+                               response.status_code)
+        return [JobInfo(body.get("submission_id") or "", body.get("status", "PENDING"),
+                        body.get("message") or "", body.get("start_time"), body.get("end_time"))
+                for body in response.json()]
+
     def submit(self, request: dict[str, Any]) -> JobInfo:
         """Submits; a job that already exists under the same id is returned instead (reattach)."""
         existing = self.get(request["submission_id"])

@@ -26,6 +26,9 @@ class OperatorSettings(BaseSettings):
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)
+    max_jobs_per_head: int = Field(8, ge=0, description="At most this many evaluations' Ray jobs "
+                                   "run at once on one Ray head (a RayCluster shared through "
+                                   "spec.rayClusterName); the rest queue, oldest first. 0: no limit.")
     # The test bed's seam: kwok pods run no Ray, so every RayCluster head is served by one local
     # Ray head. Unset in a real cluster, where the head service's dashboard port is used.
     ray_head_override_url: str | None = Field(None, description="Jobs API URL to use instead of "

@@ -37,9 +37,9 @@ def set_condition(status: ModelEvaluationStatus, type_: ConditionType, value: bo
     return True
 
 
-def progress(done: int, total: int) -> Progress:
+def progress(done: int, total: int, unit: str = "rows") -> Progress:
     percent = f"{(100.0 * done / total):.0f}%" if total else "0%"
-    return Progress(done=done, total=total, percent=percent)
+    return Progress(done=done, total=total, unit=unit, percent=percent)
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:

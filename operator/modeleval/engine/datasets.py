@@ -3,16 +3,22 @@ Parquet and CSV, turned into one columnar shape: ``label``, ``qid`` and ``f1..fN
 
 Parsing is vectorised with pyarrow (no Python loop per line). A LETOR file is cut into byte
 ranges whose edges are moved to query-group boundaries, so a shard never splits a group and each
-range can be parsed by a different Ray task. Parsed shards are cached as Parquet parts under a
+range can be parsed by a different Ray task. Parsed shards are cached as Arrow parts under a
 key derived from the source's fingerprint, so a second evaluation of the same data skips parsing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import os
 import re
+import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,11 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import DatasetError, Reason, StorageError
-from .storage import ObjectInfo, Storage, content_digest, join_uri
+from .storage import ObjectInfo, Storage, content_digest, file_path, join_uri
 
 LABEL = "label"
 QID = "qid"
-CACHE_LAYOUT_VERSION = 2
+CACHE_LAYOUT_VERSION = 3
 DEFAULT_SHARD_BYTES = 32 * 2**20
 _WINDOW = 1 * 2**20
 
@@ -48,16 +54,6 @@ class ParsedShard:
     @property
     def rows(self) -> int:
         return len(self.labels)
-
-    def to_table(self) -> pa.Table:
-        columns = {LABEL: pa.array(self.labels)}
-        if self.qids is not None:
-            columns[QID] = pa.array(self.qids)
-        for name, values in self.extra.items():
-            columns[name] = pa.array(values)
-        for j in range(self.features.shape[1]):
-            columns[feature_name(j)] = pa.array(self.features[:, j])
-        return pa.table(columns)
 
 
 # ------------------------------------------------------------------------------------- LETOR
@@ -365,7 +361,7 @@ class CacheManifest:
 
 
 class DatasetCache:
-    """Parsed datasets as Parquet parts under ``<root>/<key>/``, keyed by source fingerprint and
+    """Parsed datasets as Arrow IPC parts under ``<root>/<key>/``, keyed by source fingerprint and
     parse options; a ``manifest.json`` written after every part marks the entry complete."""
 
     def __init__(self, storage: Storage, root: str):
@@ -382,7 +378,7 @@ class DatasetCache:
         return join_uri(self.root, key)
 
     def part_uri(self, key: str, index: int) -> str:
-        return join_uri(self.entry(key), f"part-{index:05d}.parquet")
+        return join_uri(self.entry(key), f"part-{index:05d}.arrow")
 
     def load_manifest(self, key: str) -> CacheManifest | None:
         try:
@@ -402,19 +398,119 @@ class DatasetCache:
                            json.dumps(asdict(manifest)).encode())
 
 
-def write_part(storage: Storage, uri: str, shard: ParsedShard) -> None:
-    sink = io.BytesIO()
-    pq.write_table(shard.to_table(), sink, compression="lz4", use_dictionary=False,
-                   write_statistics=False)
-    storage.write(uri, sink.getvalue())
+class PartStore:
+    """Cached parts, as Arrow IPC files whose features are one row-major float32 block, so a read
+    is a zero-copy view rather than a decode.
+
+    Two tiers: the shared cache (``s3://`` or a directory, durable, seen by every node) and an
+    optional node-local directory of copies, bounded in bytes (least recently used go first) and
+    memory-mapped on read. A part's URI names immutable content (its cache key covers the source's
+    fingerprint and the parse options), so a local copy never goes stale.
+    """
+
+    def __init__(self, storage: Storage, node_dir: str | None = None, node_bytes: int = 0):
+        self.storage = storage
+        self.node_dir = node_dir if node_bytes > 0 else None
+        self.node_bytes = node_bytes
+
+    def write(self, uri: str, shard: ParsedShard) -> None:
+        data = encode_part(shard)
+        self.storage.write(uri, data)
+        self._keep_local(uri, data)
+
+    def read(self, uri: str, num_features: int, keep: Sequence[str] = ()) -> ParsedShard:
+        if uri.startswith("file://"):
+            self.storage.stat(uri)  # the same checks and errors as any read
+            return decode_part(pa.memory_map(str(file_path(uri))), num_features, keep, uri)
+        local = self._local_path(uri)
+        if local is not None and local.exists():
+            try:
+                os.utime(local)  # most recently used
+                return decode_part(pa.memory_map(str(local)), num_features, keep, uri)
+            except (OSError, StorageError):
+                with contextlib.suppress(OSError):
+                    local.unlink()  # a damaged copy is dropped; the shared tier has the part
+        data = self.storage.read(uri)
+        self._keep_local(uri, data)
+        return decode_part(pa.py_buffer(data), num_features, keep, uri)
+
+    # ------------------------------------------------------------------ node-local tier
+    def _local_path(self, uri: str) -> Path | None:
+        if self.node_dir is None or uri.startswith("file://"):
+            return None
+        return Path(self.node_dir) / f"{hashlib.sha256(uri.encode()).hexdigest()[:40]}.arrow"
+
+    def _keep_local(self, uri: str, data: bytes) -> None:
+        path = self._local_path(uri)
+        if path is None or len(data) > self.node_bytes:
+            return
+        try:  # a full or read-only disk only costs speed: the shared tier has the part
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            self._evict()
+        except OSError:
+            return
+
+    def _evict(self) -> None:
+        entries = []
+        for entry in os.scandir(self.node_dir):
+            if entry.name.endswith(".arrow"):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat()
+                    entries.append((st.st_mtime, st.st_size, entry.path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.node_bytes:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a reader that mapped it keeps its view
+            total -= size
 
 
-def read_part(storage: Storage, uri: str, num_features: int, keep: list[str] = ()) -> ParsedShard:
-    table = pq.read_table(io.BytesIO(storage.read(uri)))
-    labels = table.column(LABEL).to_numpy()
-    qids = table.column(QID).to_numpy() if QID in table.column_names else None
-    features = np.empty((table.num_rows, num_features), dtype=np.float32)
-    for j in range(num_features):
-        features[:, j] = table.column(feature_name(j)).to_numpy()
-    extra = {c: table.column(c).to_numpy(zero_copy_only=False) for c in keep}
+_FEATURES = "features"
+
+
+def encode_part(shard: ParsedShard) -> bytes:
+    """A shard as an Arrow IPC file: label, qid, kept columns, and ``features`` as one
+    FixedSizeList<float32> column (the dense matrix, row-major)."""
+    rows, width = shard.features.shape
+    columns = {LABEL: pa.array(shard.labels)}
+    if shard.qids is not None:
+        columns[QID] = pa.array(shard.qids)
+    for name, values in shard.extra.items():
+        columns[name] = pa.array(values)
+    if width:
+        flat = pa.array(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
+        columns[_FEATURES] = pa.FixedSizeListArray.from_arrays(flat, width)
+    table = pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_part(source, num_features: int, keep: Sequence[str], where: str) -> ParsedShard:
+    try:
+        table = pa.ipc.open_file(source).read_all()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise StorageError(f"{where}: a cached part is unreadable ({_first_line(error)})",
+                           Reason.StorageUnavailable, retryable=True) from None
+    rows = table.num_rows
+    labels = _column_numpy(table, LABEL)
+    qids = _column_numpy(table, QID) if QID in table.column_names else None
+    if _FEATURES in table.column_names and rows:
+        values = table.column(_FEATURES).combine_chunks().flatten()
+        features = values.to_numpy(zero_copy_only=False).reshape(rows, -1)
+    else:
+        features = np.empty((rows, 0), dtype=np.float32)
+    if features.shape[1] != num_features:
+        raise StorageError(f"{where}: a cached part has {features.shape[1]} features, its manifest "
+                           f"{num_features}", Reason.StorageUnavailable, retryable=True)
+    extra = {c: _column_numpy(table, c) for c in keep}
     return ParsedShard(labels, qids, features, extra)
+
+
+def _column_numpy(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,11 +24,11 @@ import ray
 from ..api.spec import MetricName, ModelEvaluationSpec, ModelSource, parse_quantity
 from ..settings import EngineSettings
 from . import metrics as metric_fns
-from .datasets import (CacheManifest, DatasetCache, feature_name, group_aligned_splits,
-                       letor_ranges, read_table, table_to_shard)
+from .datasets import (CacheManifest, DatasetCache, PartStore, group_aligned_splits, letor_ranges,
+                       read_table, table_to_shard)
 from .errors import EvaluationError, Reason
-from .inference import (ModelHandle, Progress, ShardPrediction, TaskResources, parse_letor_range,
-                        predict_shard, put_model, run_bounded, write_table_part)
+from .inference import (ModelHandle, Progress, ShardPrediction, TaskResources, parse_and_predict,
+                        parse_letor_range, predict_part, put_model, run_bounded)
 from .models import load_model
 from .storage import ObjectInfo, Storage, join_uri
 
@@ -91,19 +93,22 @@ class Evaluator:
         self.identity = identity
         self.settings = settings or EngineSettings()
         self.storage = Storage.from_settings(self.settings)
-        self.progress = progress or (lambda done, total: None)
+        self.parts = PartStore(self.storage, str(self.settings.node_cache_dir),
+                               self.settings.node_cache_bytes)
+        self.progress = progress or (lambda done, total, unit: None)
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ steps
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.perf_counter() - started, 4)
 
-    def _load_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes, Any]:
+    def _fetch_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes]:
         info = self.storage.stat(source.uri, not_found=Reason.ModelNotFound)
-        data = self.storage.read(source.uri, not_found=Reason.ModelNotFound)
-        adapter = load_model(data, source.format, self.spec.task, source.allow_pickle,
-                             use_gpu=self.spec.resources.gpu > 0)
-        return info, data, adapter
+        return info, self.storage.read(source.uri, not_found=Reason.ModelNotFound)
+
+    def _load_model(self, source: ModelSource, data: bytes) -> Any:
+        return load_model(data, source.format, self.spec.task, source.allow_pickle,
+                          use_gpu=self.spec.resources.gpu > 0)
 
     @cached_property
     def _resources(self) -> TaskResources:
@@ -134,41 +139,65 @@ class Evaluator:
         features = [s.feature for s in self.spec.slices if s.feature is not None]
         return columns, features
 
-    def _prepare_dataset(self, expected_features: int | None) -> tuple[ObjectInfo, CacheManifest, bool]:
+    def _open_cache(self, expected_features: Callable[[], int | None]
+                    ) -> tuple[ObjectInfo, DatasetCache, str, int | None, CacheManifest | None]:
+        """The dataset's object, its cache entry's key, the feature count to parse with, and the
+        entry's manifest when the entry is complete (a cache hit)."""
         ds = self.spec.dataset
         info = self.storage.stat(ds.uri, not_found=Reason.DatasetNotFound)
         if info.size == 0:
             raise EvaluationError(f"{ds.uri}: the dataset is empty", Reason.EmptyDataset)
-        num_features = ds.num_features or expected_features
+        num_features = ds.num_features
+        if num_features is None and ds.format == "letor":
+            num_features = expected_features()
         keep_columns, _ = self._slice_inputs()
         options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
                    "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
         cache = DatasetCache(self.storage, self.settings.resolved_cache_uri())
         key = cache.key(info, options)
-        manifest = cache.load_manifest(key)
-        if manifest is not None:
-            return info, manifest, True
-        if ds.format == "letor":
-            manifest = self._parse_letor(info, cache, key, num_features)
-        else:
-            manifest = self._parse_table(info, cache, key, keep_columns)
-        cache.save_manifest(key, manifest)
-        return info, manifest, False
+        return info, cache, key, num_features, cache.load_manifest(key)
 
-    def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str,
-                     num_features: int | None) -> CacheManifest:
+    def _parse_and_predict(self, info: ObjectInfo, cache: DatasetCache, key: str, num_features: int,
+                           handles: list[ModelHandle]) -> tuple[CacheManifest, list[ShardPrediction]]:
+        """The cold LETOR path when the feature count is known: each task parses a byte range,
+        writes its part to the cache and predicts it, so parsed data is never read back."""
+        _, keep_features = self._slice_inputs()
+        for j in keep_features:
+            if j >= num_features:
+                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
+                                      f"{num_features} features)", Reason.SchemaMismatch)
         ranges = letor_ranges(self.storage, info, self.settings.shard_bytes)
-        results: dict[int, tuple[int, int]] = {}
-        calls = [(i, self.storage, info.uri, start, end, num_features, cache.part_uri(key, i))
+        uris = [cache.part_uri(key, i) for i in range(len(ranges))]
+        calls = [(i, self.parts, info.uri, start, end, num_features, uris[i], handles,
+                  self.spec.batch_size, keep_features) for i, (start, end) in enumerate(ranges)]
+        sizes = [end - start for start, end in ranges]
+        shards = self._run_shards(parse_and_predict, calls, sizes, "bytes")
+        has_qid = _all_or_none(info.uri, [s.qids is not None for s in shards if s.rows])
+        manifest = CacheManifest(info.uri, info.fingerprint, uris, [s.rows for s in shards],
+                                 num_features, has_qid)
+        return manifest, shards
+
+    def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str) -> CacheManifest:
+        """Parses without a known feature count: the width is the widest part's."""
+        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes)
+        results: dict[int, tuple[int, int, bool]] = {}
+        calls = [(i, self.parts, info.uri, start, end, None, cache.part_uri(key, i))
                  for i, (start, end) in enumerate(ranges)]
         run_bounded(_indexed_parse, calls, self._resources, self._max_inflight,
                     lambda out: results.__setitem__(out[0], out[1]))
-        rows = [results[i][0] for i in range(len(calls))]
-        width = max((results[i][1] for i in range(len(calls))), default=0)
-        if num_features is not None:
-            width = num_features
+        widths = {results[i][1] for i in range(len(calls)) if results[i][0]}
+        if len(widths) > 1:
+            # Parts narrower than the widest are re-parsed at the common width.
+            width = max(widths)
+            calls = [(i, self.parts, info.uri, start, end, width, cache.part_uri(key, i))
+                     for i, (start, end) in enumerate(ranges) if results[i][1] != width]
+            run_bounded(_indexed_parse, calls, self._resources, self._max_inflight,
+                        lambda out: results.__setitem__(out[0], out[1]))
+        rows = [results[i][0] for i in range(len(ranges))]
+        has_qid = _all_or_none(info.uri, [results[i][2] for i in range(len(ranges)) if rows[i]])
         return CacheManifest(info.uri, info.fingerprint,
-                             [cache.part_uri(key, i) for i in range(len(calls))], rows, width, True)
+                             [cache.part_uri(key, i) for i in range(len(ranges))], rows,
+                             max(widths, default=0), has_qid)
 
     def _parse_table(self, info: ObjectInfo, cache: DatasetCache, key: str,
                      keep_columns: list[str]) -> CacheManifest:
@@ -178,10 +207,6 @@ class Evaluator:
                                keep_columns, where=info.uri)
         if shard.rows == 0:
             raise EvaluationError(f"{info.uri}: the dataset has no rows", Reason.EmptyDataset)
-        expected = self._expected_features
-        if expected is not None and shard.features.shape[1] != expected:
-            raise EvaluationError(f"{info.uri}: {shard.features.shape[1]} feature columns, but the "
-                                  f"model expects {expected}", Reason.SchemaMismatch)
         parts = max(1, int(ray.cluster_resources().get("CPU", 1)) * 2)
         splits = group_aligned_splits(shard.qids, shard.rows, parts)
         uris, rows = [], []
@@ -189,7 +214,7 @@ class Evaluator:
             piece = type(shard)(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
                                 shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()})
             uri = cache.part_uri(key, i)
-            write_table_part(self.storage, piece, uri)
+            self.parts.write(uri, piece)
             uris.append(uri)
             rows.append(b - a)
         return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
@@ -201,56 +226,92 @@ class Evaluator:
             if j >= manifest.num_features:
                 raise EvaluationError(f"slices: feature {j} does not exist (the data has "
                                       f"{manifest.num_features} features)", Reason.SchemaMismatch)
-        total = manifest.total_rows
-        done = 0
+        calls = [(i, self.parts, uri, manifest.num_features, handles, self.spec.batch_size,
+                  keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
+        return self._run_shards(predict_part, calls, manifest.rows, "rows")
+
+    def _check_width(self, width: int, expected: int | None) -> None:
+        if expected is not None and width != expected:
+            raise EvaluationError(f"{self.spec.dataset.uri}: the data has {width} features, the "
+                                  f"model expects {expected}", Reason.SchemaMismatch)
+
+    def _check_rows(self, manifest: CacheManifest) -> None:
+        if manifest.total_rows == 0:
+            raise EvaluationError(f"{self.spec.dataset.uri}: the dataset has no rows",
+                                  Reason.EmptyDataset)
+        if self.spec.task == "ranking" and not manifest.has_qid:
+            raise EvaluationError(f"{self.spec.dataset.uri}: ranking needs query ids (qid:)",
+                                  Reason.SchemaMismatch)
+
+    def _run_shards(self, fn: Callable, calls: list[tuple], sizes: list[int],
+                    unit: str) -> list[ShardPrediction]:
+        """Runs one task per shard, reporting progress as the sum of finished shards' sizes."""
+        done, total = 0, sum(sizes)
         shards: dict[int, ShardPrediction] = {}
 
         def collect(result: ShardPrediction) -> None:
             nonlocal done
             shards[result.index] = result
-            done += result.rows
-            self.progress(done, total)
+            done += sizes[result.index]
+            self.progress(done, total, unit)
 
-        calls = [(i, self.storage, uri, manifest.num_features, handles, self.spec.batch_size,
-                  keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
-        self.progress(0, total)
-        run_bounded(predict_shard, calls, self._resources, self._max_inflight, collect)
-        return [shards[i] for i in range(len(manifest.parts))]
+        self.progress(0, total, unit)
+        run_bounded(fn, calls, self._resources, self._max_inflight, collect)
+        return [shards[i] for i in range(len(calls))]
 
     # ------------------------------------------------------------------ run
     def run(self) -> EvaluationResult:
+        with ThreadPoolExecutor(1, thread_name_prefix="model-load") as pool:
+            return self._run(pool)
+
+    def _run(self, pool: ThreadPoolExecutor) -> EvaluationResult:
         spec = self.spec
-        started = time.perf_counter()
-        t = time.perf_counter()
-        model_info, model_bytes, candidate = self._load_model(spec.model)
-        baseline_info = baseline_bytes = None
-        if spec.baseline is not None:
-            baseline_info, baseline_bytes, _ = self._load_model(spec.baseline.model)
-        self._expected_features = candidate.expected_features
-        self._timed("loadModel", t)
-
-        t = time.perf_counter()
-        data_info, manifest, cache_hit = self._prepare_dataset(candidate.expected_features)
-        self._timed("prepareDataset", t)
-        if manifest.total_rows == 0:
-            raise EvaluationError(f"{spec.dataset.uri}: the dataset has no rows", Reason.EmptyDataset)
-        expected = candidate.expected_features
-        if expected is not None and manifest.num_features != expected:
-            raise EvaluationError(f"{spec.dataset.uri}: the data has {manifest.num_features} "
-                                  f"features, the model expects {expected}", Reason.SchemaMismatch)
-        if spec.task == "ranking" and not manifest.has_qid:
-            raise EvaluationError(f"{spec.dataset.uri}: ranking needs query ids (qid:)",
-                                  Reason.SchemaMismatch)
-
-        t = time.perf_counter()
+        started = t = time.perf_counter()
         use_gpu = spec.resources.gpu > 0
-        handles = [put_model(model_bytes, model_info.fingerprint, spec.model.format, spec.task,
-                             spec.model.allow_pickle, use_gpu)]
-        if spec.baseline is not None:
-            handles.append(put_model(baseline_bytes, baseline_info.fingerprint,
-                                     spec.baseline.model.format, spec.task,
-                                     spec.baseline.model.allow_pickle, use_gpu))
-        shards = self._predict(manifest, handles)
+        # The driver loads each model once, to check it and learn its feature count, in a thread
+        # while the data is located (and, on a cache hit, while the tasks already predict).
+        sources = [spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
+        fetched = [self._fetch_model(source) for source in sources]
+        loading = pool.submit(lambda: [self._load_model(source, data)
+                                       for source, (_, data) in zip(sources, fetched)])
+        handles = [put_model(data, info.fingerprint, source.format, spec.task, source.allow_pickle,
+                             use_gpu) for source, (info, data) in zip(sources, fetched)]
+        model_info = fetched[0][0]
+        baseline_info = fetched[1][0] if spec.baseline is not None else None
+
+        def expected_features() -> int | None:
+            return loading.result()[0].expected_features
+
+        data_info, cache, key, num_features, manifest = self._open_cache(expected_features)
+        cache_hit = manifest is not None
+        self._timed("prepareDataset", t)
+
+        t = time.perf_counter()
+        # Tasks start without waiting for the driver's own load of the model: the workers load
+        # it too. When a task fails, the driver's verdict on the model (unreadable, or made for
+        # another feature count) is the likelier cause and is the error reported.
+        fused = manifest is None and spec.dataset.format == "letor" and num_features is not None
+        try:
+            if fused:
+                manifest, shards = self._parse_and_predict(data_info, cache, key, num_features,
+                                                           handles)
+                self._check_rows(manifest)
+                cache.save_manifest(key, manifest)
+            else:
+                if manifest is None:
+                    expected_features()  # a broken model fails here, before any data is parsed
+                    manifest = (self._parse_letor(data_info, cache, key)
+                                if spec.dataset.format == "letor"
+                                else self._parse_table(data_info, cache, key, self._slice_inputs()[0]))
+                    cache.save_manifest(key, manifest)
+                self._check_rows(manifest)
+                shards = self._predict(manifest, handles)
+        except EvaluationError:
+            self._check_width(num_features if manifest is None else manifest.num_features,
+                              expected_features())
+            raise
+        expected = expected_features()
+        self._check_width(manifest.num_features, expected)
         self._timed("inference", t)
 
         t = time.perf_counter()
@@ -337,8 +398,15 @@ class Evaluator:
         return uri
 
 
-def _indexed_parse(index: int, *args) -> tuple[int, tuple[int, int]]:
+def _indexed_parse(index: int, *args) -> tuple[int, tuple[int, int, bool]]:
     return index, parse_letor_range(*args)
+
+
+def _all_or_none(uri: str, has_qid: list[bool]) -> bool:
+    """Whether the shards carry query ids; a file where only some lines do is refused."""
+    if any(has_qid) and not all(has_qid):
+        raise EvaluationError(f"{uri}: some lines have qid: and others do not", Reason.SchemaMismatch)
+    return bool(has_qid) and all(has_qid)
 
 
 def evaluate_gate(spec: ModelEvaluationSpec, result_metrics: dict[str, float],

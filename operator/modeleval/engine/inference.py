@@ -10,18 +10,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import ray
 
-from .datasets import ParsedShard, parse_letor, read_part, write_part
+from .datasets import ParsedShard, PartStore, parse_letor
 from .errors import EvaluationError, Reason
 from .models import ModelAdapter, load_model
-from .storage import Storage
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, str], None]  # done, total, unit
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,8 @@ def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: in
     return np.concatenate(outputs) if outputs else np.empty(0)
 
 
-def predict_shard(index: int, storage: Storage, part_uri: str, num_features: int,
-                  handles: Sequence[ModelHandle], batch_size: int, keep_columns: Sequence[str],
-                  keep_features: Sequence[int]) -> ShardPrediction:
-    """Reads one cached part, predicts it with every model, returns what metrics need."""
-    shard = read_part(storage, part_uri, num_features, keep=list(keep_columns))
+def _predict(index: int, shard: ParsedShard, where: str, handles: Sequence[ModelHandle],
+             batch_size: int, keep_features: Sequence[int]) -> ShardPrediction:
     predictions = []
     for handle in handles:
         adapter = _model(handle)
@@ -97,7 +94,7 @@ def predict_shard(index: int, storage: Storage, part_uri: str, num_features: int
         except EvaluationError:
             raise
         except Exception as error:  # noqa: BLE001 - a model runtime's own failure
-            raise EvaluationError(f"inference failed on {part_uri}: {str(error).splitlines()[0][:300]}",
+            raise EvaluationError(f"inference failed on {where}: {str(error).splitlines()[0][:300]}",
                                   Reason.InferenceError) from None
     columns = dict(shard.extra)
     for j in keep_features:
@@ -105,18 +102,36 @@ def predict_shard(index: int, storage: Storage, part_uri: str, num_features: int
     return ShardPrediction(index, shard.labels, shard.qids, predictions, columns)
 
 
-def parse_letor_range(storage: Storage, uri: str, start: int, end: int, num_features: int | None,
-                      part_uri: str) -> tuple[int, int]:
-    """Parses bytes [start, end) of a LETOR file into one cached part; returns (rows, width)."""
-    shard = parse_letor(storage.read(uri, start, end), num_features,
+def predict_part(index: int, parts: PartStore, part_uri: str, num_features: int,
+                 handles: Sequence[ModelHandle], batch_size: int, keep_columns: Sequence[str],
+                 keep_features: Sequence[int]) -> ShardPrediction:
+    """Reads one cached part, predicts it with every model, returns what metrics need."""
+    shard = parts.read(part_uri, num_features, keep=list(keep_columns))
+    return _predict(index, shard, part_uri, handles, batch_size, keep_features)
+
+
+def parse_and_predict(index: int, parts: PartStore, uri: str, start: int, end: int,
+                      num_features: int, part_uri: str, handles: Sequence[ModelHandle],
+                      batch_size: int, keep_features: Sequence[int]) -> ShardPrediction:
+    """The cold path in one task: parses bytes [start, end) of a LETOR file, writes the parsed
+    part to the cache while the models predict it, returns the predictions."""
+    where = f"{uri} (bytes {start}-{end})"
+    shard = parse_letor(parts.storage.read(uri, start, end), num_features, where=where)
+    with ThreadPoolExecutor(1) as pool:  # the upload overlaps prediction (which drops the GIL)
+        written = pool.submit(parts.write, part_uri, shard)
+        result = _predict(index, shard, where, handles, batch_size, keep_features)
+        written.result()
+    return result
+
+
+def parse_letor_range(parts: PartStore, uri: str, start: int, end: int, num_features: int | None,
+                      part_uri: str) -> tuple[int, int, bool]:
+    """Parses bytes [start, end) of a LETOR file into one cached part; returns its rows, width
+    and whether it has query ids."""
+    shard = parse_letor(parts.storage.read(uri, start, end), num_features,
                         where=f"{uri} (bytes {start}-{end})")
-    write_part(storage, part_uri, shard)
-    return shard.rows, shard.features.shape[1]
-
-
-def write_table_part(storage: Storage, shard: ParsedShard, part_uri: str) -> tuple[int, int]:
-    write_part(storage, part_uri, shard)
-    return shard.rows, shard.features.shape[1]
+    parts.write(part_uri, shard)
+    return shard.rows, shard.features.shape[1], shard.qids is not None
 
 
 _remote_cache: dict[Callable, Any] = {}

@@ -62,7 +62,7 @@ class MongoResultStore:
         except PyMongoError as error:
             raise ResultsStoreError(f"MongoDB read failed: {str(error).splitlines()[0][:300]}") from None
 
-    def report_progress(self, uid: str, attempt: int, done: int, total: int) -> None:
+    def report_progress(self, uid: str, attempt: int, done: int, total: int, unit: str) -> None:
         """Progress of a running attempt, read by the operator (best effort)."""
         from datetime import datetime, timezone
 
@@ -71,7 +71,7 @@ class MongoResultStore:
         try:
             self._collection.database["progress"].replace_one(
                 {"_id": f"{uid}:{attempt}"},
-                {"_id": f"{uid}:{attempt}", "done": done, "total": total,
+                {"_id": f"{uid}:{attempt}", "done": done, "total": total, "unit": unit,
                  "updatedAt": datetime.now(timezone.utc).isoformat()}, upsert=True)
         except PyMongoError as error:
             log.warning("progress not recorded: %s", str(error).splitlines()[0][:200])

@@ -43,6 +43,30 @@ def file_path(uri: str) -> Path:
     return Path(unquote(parsed.netloc + parsed.path))
 
 
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _s3_client(endpoint_url: str | None, region: str):
+    """One S3 client per endpoint and process: clients are thread-safe, and building one costs
+    more than most reads (every Ray task would otherwise build its own). Keyed by the credentials
+    in the environment too, so changing them takes effect."""
+    key = (endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"),
+           hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest())
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"max_attempts": 5, "mode": "standard"},
+                            connect_timeout=5, read_timeout=60, max_pool_connections=32)
+            # A session of its own: boto3's default session is not thread-safe.
+            client = _CLIENTS[key] = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        return client
+
+
 class Storage:
     """Reads and writes objects by URI. ``not_found`` names the reason used for a missing object."""
 
@@ -52,7 +76,6 @@ class Storage:
             or os.environ.get("AWS_ENDPOINT_URL")
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.allow_file = allow_file
-        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
@@ -68,19 +91,7 @@ class Storage:
     # ---------------------------------------------------------------- s3 plumbing
     @property
     def s3(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(retries={"max_attempts": 5, "mode": "standard"},
-                            connect_timeout=5, read_timeout=60, max_pool_connections=32)
-            # A session of its own: the default session caches credentials process-wide and is
-            # not thread-safe.
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
-            self._local.client = client
-        return client
+        return _s3_client(self.endpoint_url, self.region)
 
     def _translate(self, error: Exception, uri: str, not_found: Reason) -> StorageError:
         from botocore.exceptions import (ClientError, EndpointConnectionError,

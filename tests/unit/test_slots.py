@@ -1,0 +1,72 @@
+"""Job slots per Ray head: a limit, oldest first, counted from the head's own job list."""
+
+from __future__ import annotations
+
+from modeleval.controller.rayjobs import JobInfo
+from modeleval.controller.slots import JobSlots
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def jobs(*running: str, finished: tuple[str, ...] = ()) -> list[JobInfo]:
+    return ([JobInfo(s, "RUNNING", "") for s in running]
+            + [JobInfo(s, "SUCCEEDED", "") for s in finished]
+            + [JobInfo("", "RUNNING", "a driver started by hand")])
+
+
+def test_grants_up_to_the_limit_then_queues_oldest_first():
+    clock = Clock()
+    slots = JobSlots(2, refresh=60, clock=clock)
+
+    def ask(uid: str, created: float):
+        return slots.acquire("h", f"modeleval-{uid}-1", uid, created, jobs)
+
+    assert ask("a", 1).granted and ask("b", 2).granted
+    late, early = ask("d", 4), ask("c", 3)
+    assert not late.granted and not early.granted
+    assert (early.in_use, early.position) == (2, 1) and ask("d", 4).position == 2
+    slots.release("h", "modeleval-a-1")
+    assert not ask("d", 4).granted  # c is older: the free slot is c's
+    assert ask("c", 3).granted and not ask("d", 4).granted
+
+
+def test_the_heads_job_list_is_the_truth_after_a_restart():
+    clock = Clock()
+    slots = JobSlots(2, refresh=2, clock=clock)
+    listed = jobs("modeleval-x-1", "modeleval-y-1", finished=("modeleval-z-1",))
+    decision = slots.acquire("h", "modeleval-n-1", "n", 5, lambda: listed)
+    assert not decision.granted and decision.in_use == 2  # the finished one and the hand-started one do not count
+    # A job already running under this id (submitted before a restart) keeps its slot.
+    assert slots.acquire("h", "modeleval-x-1", "x", 1, lambda: listed).granted
+    listed = jobs("modeleval-y-1", finished=("modeleval-x-1",))
+    assert not slots.acquire("h", "modeleval-n-1", "n", 5, lambda: listed).granted  # not re-read yet
+    clock.now = 2.5
+    assert slots.acquire("h", "modeleval-n-1", "n", 5, lambda: listed).granted
+
+
+def test_heads_are_counted_apart_and_zero_means_no_limit():
+    slots = JobSlots(1, refresh=60, clock=Clock())
+    assert slots.acquire("h1", "modeleval-a-1", "a", 1, jobs).granted
+    assert slots.acquire("h2", "modeleval-b-1", "b", 2, jobs).granted
+    assert not slots.acquire("h1", "modeleval-c-1", "c", 3, jobs).granted
+    unlimited = JobSlots(0)
+    assert all(unlimited.acquire("h", f"modeleval-{i}-1", str(i), i, jobs).granted for i in range(50))
+
+
+def test_a_waiter_that_left_or_stopped_asking_does_not_hold_the_line():
+    clock = Clock()
+    slots = JobSlots(1, refresh=60, forget_after=10, clock=clock)
+    assert slots.acquire("h", "modeleval-a-1", "a", 1, jobs).granted
+    assert not slots.acquire("h", "modeleval-old-1", "old", 2, jobs).granted
+    assert not slots.acquire("h", "modeleval-gone-1", "gone", 3, jobs).granted
+    assert slots.acquire("h", "modeleval-new-1", "new", 4, jobs).position == 3
+    slots.leave("h", "old")  # deleted while it waited
+    slots.release("h", "modeleval-a-1")
+    clock.now = 11  # "gone" never asked again
+    assert slots.acquire("h", "modeleval-new-1", "new", 4, jobs).granted
