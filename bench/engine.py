@@ -214,9 +214,18 @@ def main() -> int:
               f"{os.cpu_count()} cores", flush=True)
 
         ray.init(address=endpoints.ray_address, log_to_driver=False)
-        # Fills the warm cache. It is the first run on Ray workers that have not run anything
-        # yet, so its peak memory is the cold path's own (later rounds start from workers that
-        # keep the memory pools of earlier paths). Not timed.
+        # Starts the Ray workers (with what a task imports) and lets them idle: the baseline of
+        # the next measurement.
+        @ray.remote(num_cpus=1)
+        def start_worker() -> int:
+            import boto3, modeleval.engine.inference, pandas, xgboost  # noqa: E401, F401
+            time.sleep(1)
+            return os.getpid()
+
+        ray.get([start_worker.remote() for _ in range(os.cpu_count() or 2)])
+        # Fills the warm cache. It is the first run on workers that have processed no data, so
+        # its peak memory is the cold path's own (later rounds start from workers that keep the
+        # memory pools of earlier paths). Not timed.
         with PeakMemory() as first_cold:
             _modeleval(ctx, f"s3://{ctx.bucket}/cache-warm")
         times: dict[str, list[float]] = {name: [] for name, _ in PATHS}

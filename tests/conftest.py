@@ -20,6 +20,7 @@ def _running_bed(directory: Path) -> Endpoints | None:
     if not state.exists():
         return None
     data = json.loads(state.read_text())
+    data.pop("specs", None)  # how each component was started: for restarts, not an endpoint
     return Endpoints(**data) if "kubeconfig" in data else None
 
 

@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,8 +27,9 @@ import yaml
 from pydantic import ValidationError
 
 from .api.spec import ModelEvaluation, MongoTarget, format_validation_error
+from .api.status import DOCUMENT_MARKER
 from .engine.errors import EvaluationError, Reason, ResultsStoreError
-from .engine.evaluate import EvaluationResult, Evaluator, Identity, ensure_ray
+from .engine.evaluate import EvaluationResult, Evaluator, Identity
 from .engine.results import (LocalResultStore, MongoResultStore, ResultStore, replay_spool,
                              write_with_retry)
 from .settings import EngineSettings
@@ -88,13 +90,43 @@ def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: Engine
     except ResultsStoreError as error:
         log.warning("spooled results not replayed yet: %s", error.message)
     try:
-        ensure_ray()
         result = Evaluator(manifest.spec, identity, settings, progress).run()
     except EvaluationError as error:
-        write_with_retry(store, failure_document(identity, manifest, error), spool)
+        _record(store, failure_document(identity, manifest, error), spool)
         raise
-    write_with_retry(store, result.document(), spool)
+    _record(store, result.document(), spool)
     return result
+
+
+def _record(store: ResultStore, document: dict[str, Any], spool: Path) -> None:
+    """Writes the attempt's document, retrying with backoff. If the store stays down it is kept
+    twice: in the spool (the next job on this node replays it) and in the job's log, from which
+    the operator stores it when the store is back."""
+    if not write_with_retry(store, document, spool):
+        print(DOCUMENT_MARKER + json.dumps(document, default=str), flush=True)
+
+
+class ProgressReporter:
+    """Sends the latest progress to the store from a thread of its own, at most once a second,
+    so a slow or absent store never slows the evaluation (progress is best effort)."""
+
+    def __init__(self, store: MongoResultStore, identity: Identity, interval: float = 1.0):
+        self.store, self.identity, self.interval = store, identity, interval
+        self._latest: tuple[int, int, str] | None = None
+        self._changed = threading.Event()
+        threading.Thread(target=self._run, name="progress", daemon=True).start()
+
+    def update(self, done: int, total: int, unit: str) -> None:
+        self._latest = (done, total, unit)
+        self._changed.set()
+
+    def _run(self) -> None:
+        while True:
+            self._changed.wait()
+            self._changed.clear()
+            if self._latest is not None:
+                self.store.report_progress(self.identity.uid, self.identity.attempt, *self._latest)
+            time.sleep(self.interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +154,13 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = EngineSettings()
     store = result_store(settings, manifest.spec.output.mongodb)
-    last_report = [0.0]
+    reporter = ProgressReporter(store, identity) if isinstance(store, MongoResultStore) else None
 
     def report(done: int, total: int, unit: str) -> None:
         print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total, "unit": unit}),
               flush=True)
-        now = time.monotonic()
-        if isinstance(store, MongoResultStore) and (done >= total or now - last_report[0] >= 1.0):
-            last_report[0] = now
-            store.report_progress(identity.uid, identity.attempt, done, total, unit)
+        if reporter is not None:
+            reporter.update(done, total, unit)
 
     try:
         result = run_manifest(manifest, identity, settings, progress=report, store=store)

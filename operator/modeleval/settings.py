@@ -38,6 +38,9 @@ class EngineSettings(BaseSettings):
     allow_file_uris: bool = Field(True, description="file:// URIs (refused in cluster mode).")
     max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
     task_retries: int = Field(3, ge=0, description="Retries of a task whose worker died.")
+    inline_bytes: int = Field(2 * 2**20, ge=0, description="Datasets up to this size (CPU-only "
+                              "evaluations) run in the job's own process, without Ray tasks; "
+                              "0: always Ray tasks.")
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
 

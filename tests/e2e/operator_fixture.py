@@ -9,11 +9,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+from kubernetes import client
+
+from modeleval.demo import EXAMPLES_BUCKET
 from testbed import Tools
 from testbed.bed import free_port
 
+from .kube import eventually
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "modelevaluations.modeleval.dev.yaml"
+EXAMPLES = ROOT / "examples"
+EVALUATIONS = ("modeleval.dev", "v1alpha1", "modelevaluations")
 
 
 def kubectl(bed, *args: str, input: str | None = None, check: bool = True) -> str:
@@ -77,3 +85,34 @@ class OperatorProcess:
         if self.process:
             self.process.kill()
             self.process.wait()
+
+
+def get_evaluation(api, namespace: str, name: str) -> dict:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(*EVALUATIONS[:2], namespace,
+                                                                       EVALUATIONS[2], name)
+
+
+def wait_phase(api, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 240) -> dict:
+    def probe():
+        obj = get_evaluation(api, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    return eventually(probe, timeout, f"{namespace}/{name} to reach {phases}", interval=1)
+
+
+def apply_manifest(bed, namespace: str, text: str) -> None:
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=text)
+
+
+def spec_text(name: str, **spec) -> str:
+    body = {"task": "ranking", "model": {"uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json"},
+            "dataset": {"uri": f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", "numFeatures": 136},
+            "metrics": ["ndcg@10"], **spec}
+    return yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+                           "metadata": {"name": name}, "spec": body})
+
+
+def events_of(api, namespace: str, name: str) -> list[str]:
+    items = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}").items
+    return [e.reason for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]

@@ -15,43 +15,16 @@ import yaml
 from kubernetes import client, watch
 from pymongo import MongoClient
 
-from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
+from modeleval.demo import EXAMPLES_BUCKET
 from modeleval.engine.evaluate import Identity
-from modeleval.engine.storage import Storage
 from modeleval.runner import parse_manifest, run_manifest
 from modeleval.settings import EngineSettings
 
-from .kube import api_client, eventually
-from .operator_fixture import CRD, ROOT, OperatorProcess, kubectl
+from .kube import eventually
+from .operator_fixture import (EVALUATIONS, EXAMPLES, apply_manifest, events_of, get_evaluation,
+                               kubectl, spec_text, wait_phase)
 
 pytestmark = pytest.mark.e2e
-EXAMPLES = ROOT / "examples"
-EVALUATIONS = ("modeleval.dev", "v1alpha1", "modelevaluations")
-
-
-@pytest.fixture(scope="module")
-def api(bed):
-    return api_client(bed.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def operator(bed, tmp_path_factory):
-    kubectl(bed, "apply", "--server-side", "-f", str(CRD))
-    kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
-    publish_example_assets(Storage(), EXAMPLES_BUCKET)
-    process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture()
-def namespace(bed, api, operator):
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    secrets = (EXAMPLES / "secrets.yaml").read_text()
-    kubectl(bed, "apply", "-n", name, "-f", "-", input=secrets)
-    yield name
-    client.CoreV1Api(api).delete_namespace(name)
 
 
 class Recorder:
@@ -89,23 +62,6 @@ class Recorder:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def get_evaluation(api, namespace: str, name: str) -> dict:
-    return client.CustomObjectsApi(api).get_namespaced_custom_object(*EVALUATIONS[:2], namespace,
-                                                                       EVALUATIONS[2], name)
-
-
-def wait_phase(api, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 240) -> dict:
-    def probe():
-        obj = get_evaluation(api, namespace, name)
-        return obj if (obj.get("status") or {}).get("phase") in phases else None
-
-    return eventually(probe, timeout, f"{namespace}/{name} to reach {phases}", interval=1)
-
-
-def apply_manifest(bed, namespace: str, text: str) -> None:
-    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=text)
 
 
 def evaluation_docs(path: Path) -> list[dict]:
@@ -167,20 +123,6 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
     eventually(lambda: not [p for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items
                             if not p.metadata.name.startswith("shared-ray")], 60,
                "the deleted clusters' pods to be garbage-collected")
-
-
-def spec_text(name: str, **spec) -> str:
-    body = {"task": "ranking", "model": {"uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json"},
-            "dataset": {"uri": f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", "numFeatures": 136},
-            "metrics": ["ndcg@10"], **spec}
-    return yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
-                           "metadata": {"name": name}, "spec": body})
-
-
-def events_of(api, namespace: str, name: str) -> list[str]:
-    items = client.CoreV1Api(api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}").items
-    return [e.reason for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
 
 
 def test_missing_model_fails_with_its_reason_without_retrying(bed, api, namespace):

@@ -54,8 +54,10 @@ def ranking_assets(s3, bucket):
 
 @pytest.fixture()
 def settings(bed, tmp_path):
+    # inline_bytes=0: these tests are about the Ray path, whatever the size of their data.
     return EngineSettings(mongodb_uri=bed.mongodb_uri, cache_uri=f"file://{tmp_path}/cache",
-                          results_dir=tmp_path / "results", node_cache_dir=tmp_path / "node")
+                          results_dir=tmp_path / "results", node_cache_dir=tmp_path / "node",
+                          inline_bytes=0)
 
 
 def manifest(bucket: str, **spec: str) -> str:
@@ -110,13 +112,31 @@ def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, se
     assert second.metrics == pytest.approx(first.metrics, abs=1e-12)  # UBJSON = JSON model
 
 
+def test_small_data_runs_inline_with_the_same_metrics(bed, bucket, ranking_assets, settings):
+    """Below inline_bytes the job evaluates in its own process (no task workers to start); the
+    metrics are those of the Ray path, cold and warm."""
+    from ray.util.state import list_tasks
+
+    text = parse_manifest(manifest(bucket))
+    on_ray = run_manifest(text, Identity(uuid.uuid4().hex), settings)
+    inline = settings.model_copy(update={"inline_bytes": 64 * 2**20,
+                                         "cache_uri": settings.cache_uri + "-inline"})
+    tasks_before = len(list_tasks(limit=10_000))
+    cold = run_manifest(text, Identity(uuid.uuid4().hex), inline)
+    warm = run_manifest(text, Identity(uuid.uuid4().hex), inline)
+    assert len(list_tasks(limit=10_000)) == tasks_before  # no task was started
+    assert not cold.cache_hit and warm.cache_hit
+    assert cold.metrics == pytest.approx(on_ray.metrics, abs=1e-12)
+    assert warm.metrics == pytest.approx(on_ray.metrics, abs=1e-12)
+
+
 def test_shared_cache_in_s3_with_node_local_copies(bed, s3, bucket, ranking_assets, tmp_path):
     """Parts go to the shared S3 cache and to a bounded node-local copy; a warm run reads the
     copies, and a missing or damaged copy falls back to S3 with the same metrics."""
     prefix = f"cache-{uuid.uuid4().hex[:6]}"
     node = tmp_path / "node"
     settings = EngineSettings(cache_uri=f"s3://{bucket}/{prefix}", results_dir=tmp_path / "r",
-                              node_cache_dir=node, shard_bytes=256 * 1024)
+                              node_cache_dir=node, shard_bytes=256 * 1024, inline_bytes=0)
     text = parse_manifest(manifest(bucket))
     size = s3.head_object(Bucket=bucket, Key="data/test.txt")["ContentLength"]
 
@@ -246,7 +266,7 @@ def test_killed_worker_is_retried_and_metrics_stay_exact(bed, s3, bucket, rankin
     s3.put_object(Bucket=bucket, Key="data/kill.txt", Body=letor_bytes(data))
     settings = EngineSettings(mongodb_uri=bed.mongodb_uri, cache_uri=f"file://{tmp_path}/cache",
                               results_dir=tmp_path / "results", shard_bytes=256 * 1024,
-                              max_inflight_tasks=2)
+                              max_inflight_tasks=2, inline_bytes=0)
     killed: list[str] = []
     stop = threading.Event()
 

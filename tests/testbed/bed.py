@@ -104,6 +104,7 @@ class TestBed:
         self.state_file = self.dir / "state.json"
         self._pids: dict[str, int] = {}
         self._log_paths: dict[str, str] = {}
+        self._specs: dict[str, dict] = {}  # how each was started, so a fault test can restart it
         self.endpoints: Endpoints | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -175,15 +176,8 @@ class TestBed:
                cwd: Path | None = None) -> None:
         """Starts a component in its own process group; ``env`` values of None are unset."""
         log_path = self.logs / f"{name}.log"
-        log = open(log_path, "ab")
-        merged = {**os.environ, **(env or {})}
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=str(cwd or self.dir), env={k: v for k, v in merged.items() if v is not None},
-            start_new_session=True,
-        )
-        log.close()
-        self._pids[name] = process.pid
+        self._specs[name] = {"argv": argv, "env": env or {}, "cwd": str(cwd or self.dir)}
+        self._pids[name] = _launch(log_path, argv, env or {}, cwd or self.dir)
         self._log_paths[name] = str(log_path)
         self._write_state()
 
@@ -194,6 +188,7 @@ class TestBed:
             self.endpoints.pids = dict(self._pids)
             self.endpoints.logs = dict(self._log_paths)
             state = asdict(self.endpoints)
+        state["specs"] = self._specs
         self.state_file.write_text(json.dumps(state, indent=2))
         if self.endpoints is not None:
             lines = [f"export {k}={v}" for k, v in self.endpoints.env().items()]
@@ -424,6 +419,45 @@ class TestBed:
                 return False
 
         self._wait(name, probe, timeout)
+
+
+def _launch(log_path: Path, argv: list[str], env: dict[str, str | None], cwd: Path | str) -> int:
+    merged = {**os.environ, **env}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(cwd),
+            env={k: v for k, v in merged.items() if v is not None}, start_new_session=True,
+        )
+    return process.pid
+
+
+# ------------------------------------------------------------------------- fault injection
+def kill_component(directory: Path | str, name: str, timeout: float = 30.0) -> None:
+    """Crashes one component (SIGKILL to its process group) and waits until it is gone. Its data
+    directory stays, as a crashed server's disk would."""
+    state = json.loads((Path(directory) / "state.json").read_text())
+    pid = state["pids"][name]
+    _signal_group(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    deadline = time.monotonic() + timeout
+    while _group_alive(pid):
+        if time.monotonic() > deadline:
+            raise BedError(f"{name} (pid {pid}) still running {timeout:.0f}s after SIGKILL")
+        time.sleep(0.1)
+
+
+def start_component(directory: Path | str, name: str) -> int:
+    """Starts a component again with the command line, ports and data it first had; records the
+    new pid so that ``down`` stops it. Returns the pid (the caller waits for readiness)."""
+    directory = Path(directory)
+    state_file = directory / "state.json"
+    state = json.loads(state_file.read_text())
+    spec = state["specs"][name]
+    pid = _launch(directory / "logs" / f"{name}.log", spec["argv"], spec["env"], spec["cwd"])
+    state["pids"][name] = pid
+    state_file.write_text(json.dumps(state, indent=2))
+    return pid
 
 
 def _insecure() -> ssl.SSLContext:

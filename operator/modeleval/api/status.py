@@ -45,6 +45,11 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
+# A result document the runner could not store is printed to the job's log after this marker;
+# the operator stores it once MongoDB answers, so a store outage loses no result.
+DOCUMENT_MARKER = "MODELEVAL_DOCUMENT "
+
+
 class Progress(StatusModel):
     done: int = 0
     total: int = 0

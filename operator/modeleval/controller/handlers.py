@@ -8,6 +8,7 @@ only here, through kopf's ``patch``; kopf's own bookkeeping lives in annotations
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from ..api.crd import PLURAL
 from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec, format_validation_error
-from ..api.status import ConditionType, ModelEvaluationStatus, Phase, ResultsRef
+from ..api.status import DOCUMENT_MARKER, ConditionType, ModelEvaluationStatus, Phase, ResultsRef
 from . import metrics, status as st
 from .builders import (RAY_AUTH_KEY, auth_secret_name, build_auth_secret, build_job_submission,
                        build_raycluster, cluster_name, head_url, submission_id)
@@ -366,13 +367,37 @@ def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationS
 
     meta = body.metadata
     document = None
+    store_error = None
     if store is not None:
         try:
             document = store.get(meta.uid, status.attempt)
         except ResultsStoreError as error:
-            st.set_condition(status, ConditionType.Complete, False, "ResultsStoreUnavailable",
-                             error.message, generation, now)
-            raise _Done from None
+            store_error = error.message
+    logged = None
+    if document is None and store is not None:
+        # The runner prints a document it could not store to the job's log: store it now.
+        logged = _logged_document(body, status, job)
+        if logged is not None and store_error is None:
+            try:
+                store.upsert(logged)
+                document = logged
+                kopf.info(body, reason="ResultStored", message=f"result of attempt {status.attempt} "
+                          "written to MongoDB from the job's log (the store was down when it ended)")
+            except ResultsStoreError as error:
+                store_error = error.message
+    if document is None and store_error is not None:
+        kept = " Its result is kept in the job's log and is written when MongoDB answers." if logged else ""
+        text = f"Ray job {job.submission_id} {job.status.lower()}; MongoDB: {store_error}.{kept}"
+        st.set_condition(status, ConditionType.Complete, False, "ResultsStoreUnavailable", text,
+                         generation, now)
+        if _waited_too_long_since(job, now, SETTINGS.results_store_timeout):
+            if logged and logged.get("metrics"):
+                status.metrics = {k: float(v) for k, v in logged["metrics"].items()}
+            st.fail(status, "ResultsStoreUnavailable", f"MongoDB did not answer for "
+                    f"{SETTINGS.results_store_timeout:.0f}s after the job ended: {store_error}"
+                    + ("; the metrics are in status" if logged else ""), generation, now)
+            return
+        raise _Done
 
     if job.status == "SUCCEEDED" and document and document.get("status") == "Succeeded":
         target = spec.output.mongodb
@@ -400,7 +425,7 @@ def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationS
         st.set_condition(status, ConditionType.Complete, False, "ResultsStoreUnavailable",
                          "the Ray job finished; its result document is not in MongoDB yet",
                          generation, now)
-        if _waited_too_long_since(job, now):
+        if _waited_too_long_since(job, now, SETTINGS.pending_timeout):
             st.fail(status, "ResultsStoreUnavailable", "the Ray job succeeded but its result never "
                     "reached MongoDB", generation, now)
         raise _Done
@@ -429,11 +454,30 @@ def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationS
     st.fail(status, reason, message, generation, now)
 
 
-def _waited_too_long_since(job: JobInfo, now: datetime) -> bool:
+def _waited_too_long_since(job: JobInfo, now: datetime, seconds: float) -> bool:
     if not job.end_time:
         return False
     ended = datetime.fromtimestamp(job.end_time / 1000, tz=timezone.utc)
-    return now - ended > timedelta(seconds=SETTINGS.pending_timeout)
+    return now - ended > timedelta(seconds=seconds)
+
+
+def _logged_document(body: kopf.Body, status: ModelEvaluationStatus, job: JobInfo) -> dict | None:
+    """The attempt's result document from the job's log, if the runner had to print it there."""
+    if not job.finished or not status.ray_cluster:
+        return None
+    try:
+        with _jobs_client(body, status.ray_cluster) as jobs:
+            text = jobs.logs(job.submission_id)
+    except (JobsApiError, kopf.TemporaryError):
+        return None
+    wanted = f"{body.metadata.uid}:{status.attempt}"
+    for line in reversed(text.splitlines()):
+        if line.startswith(DOCUMENT_MARKER):
+            with contextlib.suppress(ValueError):
+                document = json.loads(line[len(DOCUMENT_MARKER):])
+                if isinstance(document, dict) and document.get("_id") == wanted:
+                    return document
+    return None
 
 
 def _leave_line(body: kopf.Body, status: ModelEvaluationStatus) -> None:

@@ -95,8 +95,8 @@ class RayJobsClient:
             raise JobsApiError(f"stop {submission_id}: HTTP {response.status_code}", response.status_code)
         return bool(response.json().get("stopped", False))
 
-    def logs_tail(self, submission_id: str, chars: int = 2000) -> str:
+    def logs(self, submission_id: str) -> str:
         response = self._request("GET", f"/api/jobs/{submission_id}/logs")
         if response.status_code != 200:
             return ""
-        return str(response.json().get("logs", ""))[-chars:]
+        return str(response.json().get("logs", ""))

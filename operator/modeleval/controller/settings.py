@@ -23,6 +23,9 @@ class OperatorSettings(BaseSettings):
     poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
     pending_timeout: float = Field(300.0, gt=0, description="Seconds pods may stay unschedulable "
                                    "before the attempt fails with Unschedulable.")
+    results_store_timeout: float = Field(3600.0, gt=0, description="Seconds after a job ended "
+                                         "that its result may wait for MongoDB before the "
+                                         "evaluation fails (metrics then go to status only).")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)

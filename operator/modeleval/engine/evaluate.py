@@ -183,16 +183,14 @@ class Evaluator:
         results: dict[int, tuple[int, int, bool]] = {}
         calls = [(i, self.parts, info.uri, start, end, None, cache.part_uri(key, i))
                  for i, (start, end) in enumerate(ranges)]
-        run_bounded(_indexed_parse, calls, self._resources, self._max_inflight,
-                    lambda out: results.__setitem__(out[0], out[1]))
+        self._execute(_indexed_parse, calls, lambda out: results.__setitem__(out[0], out[1]))
         widths = {results[i][1] for i in range(len(calls)) if results[i][0]}
         if len(widths) > 1:
             # Parts narrower than the widest are re-parsed at the common width.
             width = max(widths)
             calls = [(i, self.parts, info.uri, start, end, width, cache.part_uri(key, i))
                      for i, (start, end) in enumerate(ranges) if results[i][1] != width]
-            run_bounded(_indexed_parse, calls, self._resources, self._max_inflight,
-                        lambda out: results.__setitem__(out[0], out[1]))
+            self._execute(_indexed_parse, calls, lambda out: results.__setitem__(out[0], out[1]))
         rows = [results[i][0] for i in range(len(ranges))]
         has_qid = _all_or_none(info.uri, [results[i][2] for i in range(len(ranges)) if rows[i]])
         return CacheManifest(info.uri, info.fingerprint,
@@ -207,7 +205,7 @@ class Evaluator:
                                keep_columns, where=info.uri)
         if shard.rows == 0:
             raise EvaluationError(f"{info.uri}: the dataset has no rows", Reason.EmptyDataset)
-        parts = max(1, int(ray.cluster_resources().get("CPU", 1)) * 2)
+        parts = 1 if self._inline else max(1, int(ray.cluster_resources().get("CPU", 1)) * 2)
         splits = group_aligned_splits(shard.qids, shard.rows, parts)
         uris, rows = [], []
         for i, (a, b) in enumerate(splits):
@@ -229,6 +227,14 @@ class Evaluator:
         calls = [(i, self.parts, uri, manifest.num_features, handles, self.spec.batch_size,
                   keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
         return self._run_shards(predict_part, calls, manifest.rows, "rows")
+
+    def _execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
+        """Each call as a Ray task, or in this process when the evaluation runs inline."""
+        if self._inline:
+            for args in calls:
+                on_result(fn(*args))
+        else:
+            run_bounded(fn, calls, self._resources, self._max_inflight, on_result)
 
     def _check_width(self, width: int, expected: int | None) -> None:
         if expected is not None and width != expected:
@@ -256,7 +262,7 @@ class Evaluator:
             self.progress(done, total, unit)
 
         self.progress(0, total, unit)
-        run_bounded(fn, calls, self._resources, self._max_inflight, collect)
+        self._execute(fn, calls, collect)
         return [shards[i] for i in range(len(calls))]
 
     # ------------------------------------------------------------------ run
@@ -274,8 +280,6 @@ class Evaluator:
         fetched = [self._fetch_model(source) for source in sources]
         loading = pool.submit(lambda: [self._load_model(source, data)
                                        for source, (_, data) in zip(sources, fetched)])
-        handles = [put_model(data, info.fingerprint, source.format, spec.task, source.allow_pickle,
-                             use_gpu) for source, (info, data) in zip(sources, fetched)]
         model_info = fetched[0][0]
         baseline_info = fetched[1][0] if spec.baseline is not None else None
 
@@ -284,6 +288,14 @@ class Evaluator:
 
         data_info, cache, key, num_features, manifest = self._open_cache(expected_features)
         cache_hit = manifest is not None
+        # Small CPU-only data is evaluated here, in this process: starting Ray task workers
+        # would cost more than the work.
+        self._inline = use_gpu is False and data_info.size <= self.settings.inline_bytes
+        if not self._inline:
+            ensure_ray()
+        handles = [put_model(data, info.fingerprint, source.format, spec.task, source.allow_pickle,
+                             use_gpu, local=self._inline)
+                   for source, (info, data) in zip(sources, fetched)]
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()

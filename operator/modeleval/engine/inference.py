@@ -29,7 +29,7 @@ class ModelHandle:
     """A model as tasks receive it: its bytes in the object store plus how to load them. The ref
     sits inside this object so Ray does not fetch it for tasks whose worker already loaded it."""
 
-    ref: Any
+    ref: Any  # an object ref, or the bytes themselves for an evaluation that runs inline
     fingerprint: str
     format: str
     task: str
@@ -60,7 +60,7 @@ _LOADED: dict[str, ModelAdapter] = {}
 def _model(handle: ModelHandle) -> ModelAdapter:
     adapter = _LOADED.get(handle.fingerprint)
     if adapter is None:
-        data = ray.get(handle.ref)
+        data = handle.ref if isinstance(handle.ref, bytes) else ray.get(handle.ref)
         adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu)
         _LOADED[handle.fingerprint] = adapter
     return adapter
@@ -186,5 +186,6 @@ def _unwrap(ref: Any) -> Any:
 
 
 def put_model(data: bytes, fingerprint: str, fmt: str, task: str, allow_pickle: bool,
-              use_gpu: bool) -> ModelHandle:
-    return ModelHandle(ray.put(data), fingerprint, fmt, task, allow_pickle, use_gpu)
+              use_gpu: bool, local: bool = False) -> ModelHandle:
+    return ModelHandle(data if local else ray.put(data), fingerprint, fmt, task, allow_pickle,
+                       use_gpu)

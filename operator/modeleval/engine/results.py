@@ -120,7 +120,7 @@ class LocalResultStore:
 
 
 def write_with_retry(store: ResultStore, document: dict[str, Any], spool: Path | None,
-                     attempts: int = 6, first_delay: float = 1.0, max_delay: float = 30.0,
+                     attempts: int = 5, first_delay: float = 1.0, max_delay: float = 30.0,
                      sleep=time.sleep) -> bool:
     """Upserts with exponential backoff. Returns True when written; when every attempt failed
     and a spool directory is given, the document is kept there (returns False) for a replay."""

@@ -1,0 +1,40 @@
+"""Fixtures the operator e2e modules share: an API client, the operator as a local process (one
+per module), and a fresh namespace with the example Secrets per test."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kubernetes import client
+
+from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
+from modeleval.engine.storage import Storage
+
+from .kube import api_client
+from .operator_fixture import CRD, EXAMPLES, OperatorProcess, kubectl
+
+
+@pytest.fixture(scope="module")
+def api(bed):
+    return api_client(bed.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def operator(bed, tmp_path_factory):
+    kubectl(bed, "apply", "--server-side", "-f", str(CRD))
+    kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
+    publish_example_assets(Storage(), EXAMPLES_BUCKET)
+    process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def namespace(bed, api, operator):
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    secrets = (EXAMPLES / "secrets.yaml").read_text()
+    kubectl(bed, "apply", "-n", name, "-f", "-", input=secrets)
+    yield name
+    client.CoreV1Api(api).delete_namespace(name)
