@@ -32,7 +32,7 @@ from .slots import JobSlots
 log = logging.getLogger("modeleval.operator")
 
 SETTINGS = OperatorSettings()
-SLOTS = JobSlots(SETTINGS.max_jobs_per_head, refresh=SETTINGS.poll_interval,
+SLOTS = JobSlots(SETTINGS.max_jobs_per_head, refresh=max(5.0, SETTINGS.poll_interval),
                  forget_after=max(10.0, 5 * SETTINGS.poll_interval))
 _kube: Kube | None = None
 _store_cache: dict[tuple[str, str], Any] = {}
@@ -185,8 +185,41 @@ def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
         raise _Done
     status.next_retry_time = None
 
+    if status.job_id is None and status.ray_cluster and _provisioned(status):
+        # Waiting for a job slot costs no API call: only the slot (in memory) is asked.
+        _take_slot(body, status, status.ray_cluster, now, generation,
+                   lambda: _list_jobs(body, status.ray_cluster))
     cluster = _ensure_cluster(body, spec, status, now, generation)
     _run_job(body, spec, status, cluster, now, generation)
+
+
+def _provisioned(status: ModelEvaluationStatus) -> bool:
+    return any(c.type == ConditionType.Provisioned.value and c.status == "True"
+               for c in status.conditions)
+
+
+def _list_jobs(body: kopf.Body, cluster: str) -> list[JobInfo]:
+    with _jobs_client(body, cluster) as jobs:
+        return jobs.list()
+
+
+def _take_slot(body: kopf.Body, status: ModelEvaluationStatus, cluster: str, now: datetime,
+               generation: int | None, list_jobs) -> None:
+    """Returns once this attempt holds a job slot on the cluster's head; else records that it is
+    queued and ends the round."""
+    meta = body.metadata
+    created = st.parse_time(meta.get("creationTimestamp"))
+    slot = SLOTS.acquire(head_url(cluster, meta.namespace, SETTINGS),
+                         submission_id(meta.uid, status.attempt), meta.uid,
+                         created.timestamp() if created else 0.0, list_jobs)
+    if slot.granted:
+        return
+    # Position and counts are left out on purpose: they change for every waiter whenever a job
+    # ends, and would rewrite every queued evaluation's status each time.
+    text = f"waiting for one of the {SLOTS.limit} job slots on RayCluster {cluster} (oldest first)"
+    status.message = text
+    st.set_condition(status, ConditionType.JobSubmitted, False, "Queued", text, generation, now)
+    raise _Done
 
 
 def _validated_spec(body: kopf.Body, status: ModelEvaluationStatus, now: datetime,
@@ -312,21 +345,10 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
     url = head_url(name, meta.namespace, SETTINGS)
     try:
         with _jobs_client(body, name) as jobs:
+            # A job submitted just before a restart (its id not yet in status) is found here too.
             job = jobs.get(sid)
             if job is None:
-                created = st.parse_time(meta.get("creationTimestamp"))
-                slot = SLOTS.acquire(url, sid, meta.uid, created.timestamp() if created else 0.0,
-                                     jobs.list)
-                if not slot.granted:
-                    text = (f"waiting for a job slot on RayCluster {name}: {slot.in_use} of "
-                            f"{SLOTS.limit} in use; {slot.position} in line before this one"
-                            if slot.position > 1 else
-                            f"waiting for a job slot on RayCluster {name}: {slot.in_use} of "
-                            f"{SLOTS.limit} in use; next in line")
-                    status.message = text
-                    st.set_condition(status, ConditionType.JobSubmitted, False, "Queued", text,
-                                     generation, now)
-                    raise _Done
+                _take_slot(body, status, name, now, generation, jobs.list)
                 job = jobs.submit(build_job_submission(meta.name, meta.namespace, meta.uid,
                                                        status.attempt, spec))
                 kopf.info(body, reason="JobSubmitted", message=f"Ray job {sid} (attempt {status.attempt})")

@@ -106,7 +106,7 @@ def _parse_uniform(data: bytes, num_features: int | None, where: str) -> ParsedS
         return None
     if any(table.column(n).null_count for n in types):
         return None
-    pairs = [(table.column(names[i]).to_numpy(), table.column(names[i + 1]).to_numpy())
+    pairs = [(as_numpy(table.column(names[i])), as_numpy(table.column(names[i + 1])))
              for i in range(first_pair, len(tokens), 2)]
     low = min((int(ix.min()) for ix, _ in pairs), default=1)
     if low < 1:
@@ -123,8 +123,8 @@ def _parse_uniform(data: bytes, num_features: int | None, where: str) -> ParsedS
             features[:, index[0] - 1] = values  # the common case: one feature per column
         else:
             features[rows, index - 1] = values
-    qids = table.column("c2").to_numpy() if has_qid else None
-    return ParsedShard(table.column("c0").to_numpy(), qids, features)
+    qids = as_numpy(table.column("c2")) if has_qid else None
+    return ParsedShard(as_numpy(table.column("c0")), qids, features)
 
 
 def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
@@ -196,6 +196,31 @@ def _floats(array: pa.Array, where: str, what: str) -> np.ndarray:
         return pc.cast(array, pa.float32()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as error:
         raise DatasetError(f"{where}: a {what} is not a number ({_first_line(error)})") from None
+
+
+_NUMPY_TYPES = {pa.float32(): np.float32, pa.float64(): np.float64, pa.int64(): np.int64,
+                pa.int32(): np.int32}
+
+
+def as_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Arrow to numpy. A fixed-width column without nulls becomes a view of Arrow's buffer;
+    that path, unlike pyarrow's own ``to_numpy``, does not import pandas (about half a second
+    in every new worker and job process)."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    dtype = _NUMPY_TYPES.get(array.type)
+    if dtype is None or array.null_count:
+        return array.to_numpy(zero_copy_only=False)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
+                         offset=array.offset * np.dtype(dtype).itemsize)
+
+
+def from_numpy(values: np.ndarray) -> pa.Array:
+    """numpy to Arrow without pyarrow's pandas check, for the fixed-width types of a part."""
+    values = np.ascontiguousarray(values)
+    for arrow_type, dtype in _NUMPY_TYPES.items():
+        if values.dtype == dtype:
+            return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+    return pa.array(values)
 
 
 def _first_line(error: Exception) -> str:
@@ -476,13 +501,13 @@ def encode_part(shard: ParsedShard) -> bytes:
     """A shard as an Arrow IPC file: label, qid, kept columns, and ``features`` as one
     FixedSizeList<float32> column (the dense matrix, row-major)."""
     rows, width = shard.features.shape
-    columns = {LABEL: pa.array(shard.labels)}
+    columns = {LABEL: from_numpy(shard.labels)}
     if shard.qids is not None:
-        columns[QID] = pa.array(shard.qids)
+        columns[QID] = from_numpy(shard.qids)
     for name, values in shard.extra.items():
         columns[name] = pa.array(values)
     if width:
-        flat = pa.array(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
+        flat = from_numpy(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
         columns[_FEATURES] = pa.FixedSizeListArray.from_arrays(flat, width)
     table = pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows)})
     sink = pa.BufferOutputStream()
@@ -502,7 +527,7 @@ def decode_part(source, num_features: int, keep: Sequence[str], where: str) -> P
     qids = _column_numpy(table, QID) if QID in table.column_names else None
     if _FEATURES in table.column_names and rows:
         values = table.column(_FEATURES).combine_chunks().flatten()
-        features = values.to_numpy(zero_copy_only=False).reshape(rows, -1)
+        features = as_numpy(values).reshape(rows, -1)
     else:
         features = np.empty((rows, 0), dtype=np.float32)
     if features.shape[1] != num_features:
@@ -513,4 +538,4 @@ def decode_part(source, num_features: int, keep: Sequence[str], where: str) -> P
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:
-    return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)
+    return as_numpy(table.column(name))

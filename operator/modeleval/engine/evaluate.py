@@ -28,7 +28,8 @@ from .datasets import (CacheManifest, DatasetCache, PartStore, group_aligned_spl
                        read_table, table_to_shard)
 from .errors import EvaluationError, Reason
 from .inference import (ModelHandle, Progress, ShardPrediction, TaskResources, parse_and_predict,
-                        parse_letor_range, predict_part, put_model, run_bounded)
+                        parse_letor_range, predict_part, put_model, remember_model,
+                        run_bounded)
 from .models import load_model
 from .storage import ObjectInfo, Storage, join_uri
 
@@ -291,7 +292,10 @@ class Evaluator:
         # Small CPU-only data is evaluated here, in this process: starting Ray task workers
         # would cost more than the work.
         self._inline = use_gpu is False and data_info.size <= self.settings.inline_bytes
-        if not self._inline:
+        if self._inline:
+            for (info, _), adapter in zip(fetched, loading.result()):
+                remember_model(info.fingerprint, adapter)  # loaded once, here
+        else:
             ensure_ray()
         handles = [put_model(data, info.fingerprint, source.format, spec.task, source.allow_pickle,
                              use_gpu, local=self._inline)

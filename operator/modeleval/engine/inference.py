@@ -66,6 +66,11 @@ def _model(handle: ModelHandle) -> ModelAdapter:
     return adapter
 
 
+def remember_model(fingerprint: str, adapter: ModelAdapter) -> None:
+    """A model this process has loaded already (an inline evaluation's driver)."""
+    _LOADED[fingerprint] = adapter
+
+
 @dataclass
 class ShardPrediction:
     index: int

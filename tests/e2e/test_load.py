@@ -1,0 +1,98 @@
+"""Load: 200 ModelEvaluations applied at once on the test bed all reach a terminal phase; none is
+lost or duplicated (one object each, one Ray job per attempt, one result document per attempt);
+the operator's memory stays bounded. MODELEVAL_LOAD_COUNT changes the count."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import httpx
+import psutil
+import pytest
+import yaml
+from kubernetes import client
+from pymongo import MongoClient
+
+from modeleval.demo import letor_bytes, make_letor, train_ranker
+from modeleval.engine.storage import Storage
+
+from .kube import eventually
+from .operator_fixture import EVALUATIONS, kubectl
+
+pytestmark = pytest.mark.e2e
+COUNT = int(os.environ.get("MODELEVAL_LOAD_COUNT", "200"))
+RSS_BOUND = 300 * 2**20
+
+
+def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator):
+    bucket = f"load-{uuid.uuid4().hex[:6]}"
+    storage = Storage()
+    storage.s3.create_bucket(Bucket=bucket)
+    storage.write(f"s3://{bucket}/tiny.txt", letor_bytes(make_letor(300, 12, mean_group=15, seed=5)))
+    storage.write(f"s3://{bucket}/model.json", bytes(
+        train_ranker(make_letor(600, 12, seed=6), rounds=5).get_booster().save_raw("json")))
+    small = {"workers": 1, "cpu": "50m", "memory": "256Mi", "headCpu": "50m", "headMemory": "256Mi"}
+    names = [f"load-{i:03d}" for i in range(COUNT)]
+    manifests = [{"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+                  "metadata": {"name": name},
+                  "spec": {"task": "ranking", "model": {"uri": f"s3://{bucket}/model.json"},
+                           "dataset": {"uri": f"s3://{bucket}/tiny.txt", "numFeatures": 12},
+                           "metrics": ["ndcg@10", "mrr"], "resources": small}} for name in names]
+
+    peak = [0]
+    stop = threading.Event()
+    operator_process = psutil.Process(operator.process.pid)
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], operator_process.memory_info().rss)
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(manifests))
+    custom = client.CustomObjectsApi(api)
+
+    def all_terminal():
+        items = custom.list_namespaced_custom_object(*EVALUATIONS[:2], namespace, EVALUATIONS[2])["items"]
+        done = [i for i in items if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+        return items if len(done) == len(items) == COUNT else None
+
+    try:
+        items = eventually(all_terminal, 60 + 6 * COUNT, f"{COUNT} evaluations to finish", interval=5)
+    finally:
+        stop.set()
+        sampler.join()
+    elapsed = time.monotonic() - started
+
+    assert sorted(i["metadata"]["name"] for i in items) == names  # none lost, none extra
+    statuses = {i["metadata"]["uid"]: i["status"] for i in items}
+    failed = {uid: (s.get("reason"), s.get("message")) for uid, s in statuses.items()
+              if s["phase"] != "Succeeded"}
+    assert not failed, f"{len(failed)} failed: {list(failed.values())[:3]}"
+    assert len({s["metrics"]["ndcg@10"] for s in statuses.values()}) == 1  # the same data, one answer
+
+    jobs = httpx.get(f"{bed.ray_dashboard}/api/jobs/", timeout=30,
+                     headers={"Authorization": f"Bearer {bed.ray_auth_token}"}).json()
+    submitted: dict[str, list[str]] = {}
+    for job in jobs:
+        sid = job.get("submission_id") or ""
+        for uid in statuses:
+            if sid.startswith(f"modeleval-{uid}-"):
+                submitted.setdefault(uid, []).append(sid)
+    with MongoClient(bed.mongodb_uri) as mongo:
+        documents = list(mongo["modeleval"]["results"].find({"uid": {"$in": list(statuses)}},
+                                                            {"uid": 1, "attempt": 1}))
+    for uid, status in statuses.items():
+        attempts = list(range(1, status["attempt"] + 1))
+        assert sorted(submitted.get(uid, [])) == sorted(f"modeleval-{uid}-{a}" for a in attempts)
+        assert sorted(d["attempt"] for d in documents if d["uid"] == uid) == attempts
+
+    cpu = operator_process.cpu_times()
+    print(f"\n{COUNT} evaluations: all Succeeded in {elapsed:.0f}s; operator peak RSS "
+          f"{peak[0] / 2**20:.0f} MB, operator CPU {cpu.user + cpu.system:.0f}s")
+    assert peak[0] < RSS_BOUND, f"operator RSS peaked at {peak[0] / 2**20:.0f} MB"
