@@ -148,3 +148,10 @@ def test_fast_and_general_paths_agree_on_mixed_input():
     mixed = parse_letor(b"".join(lines), 6)
     assert mixed.rows == 200 and np.isnan(mixed.features[50, 0]) and mixed.features[50, 5] == 2
     np.testing.assert_array_equal(parse_letor(dense, 6).features[:50], mixed.features[:50])
+
+
+def test_binary_garbage_is_a_parse_error_not_a_crash():
+    garbage = np.random.default_rng(0).bytes(20_000)
+    with pytest.raises(DatasetError, match="not text") as error:
+        parse_letor(garbage, 136, where="s3://b/garbled.txt")
+    assert error.value.reason == Reason.DatasetParseError and "garbled.txt" in error.value.message

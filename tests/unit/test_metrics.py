@@ -127,3 +127,5 @@ def test_label_errors_are_typed():
         M.binary_metrics(["auc"], np.array([1.0, 1.0]), np.array([0.1, 0.9]))
     with pytest.raises(M.LabelError, match="must not be negative"):
         M.ranking_metrics(["ndcg@5"], np.array([-1.0, 1.0]), np.array([0.1, 0.2]), np.array([1, 1]))
+    with pytest.raises(M.LabelError, match="row 2 has inf"):
+        M.compute("regression", ["rmse"], np.array([1.0, np.inf]), np.array([0.1, 0.2]))

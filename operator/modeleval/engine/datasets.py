@@ -129,7 +129,11 @@ def _parse_uniform(data: bytes, num_features: int | None, where: str) -> ParsedS
 
 def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
     """The general path: any mix of sparse lines, comments and feature orders."""
-    text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
+    try:
+        text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise DatasetError(f"{where}: not text (invalid UTF-8); a LETOR file is text lines "
+                           "'label qid:Q index:value ...'") from None
     lines = pc.list_flatten(pc.split_pattern(text, "\n"))
     if b"#" in data:
         lines = pc.replace_substring_regex(lines, r"#.*$", "")

@@ -108,8 +108,12 @@ class Evaluator:
         return info, self.storage.read(source.uri, not_found=Reason.ModelNotFound)
 
     def _load_model(self, source: ModelSource, data: bytes) -> Any:
-        return load_model(data, source.format, self.spec.task, source.allow_pickle,
-                          use_gpu=self.spec.resources.gpu > 0)
+        try:
+            return load_model(data, source.format, self.spec.task, source.allow_pickle,
+                              use_gpu=self.spec.resources.gpu > 0)
+        except EvaluationError as error:  # the message names the object
+            raise EvaluationError(f"{source.uri}: {error.message}", error.reason,
+                                  error.retryable) from None
 
     @cached_property
     def _resources(self) -> TaskResources:
@@ -237,8 +241,8 @@ class Evaluator:
         else:
             run_bounded(fn, calls, self._resources, self._max_inflight, on_result)
 
-    def _check_width(self, width: int, expected: int | None) -> None:
-        if expected is not None and width != expected:
+    def _check_width(self, width: int | None, expected: int | None) -> None:
+        if expected is not None and width is not None and width != expected:
             raise EvaluationError(f"{self.spec.dataset.uri}: the data has {width} features, the "
                                   f"model expects {expected}", Reason.SchemaMismatch)
 

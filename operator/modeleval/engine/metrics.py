@@ -280,6 +280,10 @@ def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.nda
     """Every metric in ``names`` (canonical text, e.g. ``ndcg@10``) for one task."""
     if len(labels) == 0:
         raise EvaluationError("no rows to evaluate", Reason.EmptyDataset)
+    bad = ~np.isfinite(labels)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise LabelError(f"labels must be finite numbers; row {row + 1} has {labels[row]}")
     if task == "ranking":
         return ranking_metrics(names, labels, predictions, qids)
     if task == "binary":

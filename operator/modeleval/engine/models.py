@@ -8,6 +8,7 @@ per row for ranking, binary (probability of class 1) and regression; a probabili
 from __future__ import annotations
 
 import pickle
+import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -63,8 +64,9 @@ class XGBoostAdapter(ModelAdapter):
         try:
             booster.load_model(bytearray(data))
         except xgb.core.XGBoostError as error:
-            raise ModelError(f"not a readable XGBoost model (JSON or UBJSON): "
-                             f"{str(error).splitlines()[0][:300]}") from None
+            # XGBoost prefixes its messages with "[time] source-file:line: ".
+            detail = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", str(error).splitlines()[0])
+            raise ModelError(f"not a readable XGBoost model (JSON or UBJSON): {detail[:300]}") from None
         booster.set_param({"nthread": 0})
         if use_gpu and cuda_visible():
             booster.set_param({"device": "cuda"})
