@@ -2,9 +2,10 @@
 lost or duplicated (one object each, one Ray job per attempt, one result document per attempt);
 the operator's memory stays bounded. MODELEVAL_LOAD_COUNT changes the count.
 
-The bed's two CPU nodes hold 220 pods, so only about 110 of the 200 RayClusters fit at once: the
-rest wait for capacity (the chart's default pending timeout, not the short one of the other
-e2e modules) and are scheduled as finished evaluations release theirs."""
+The bed's two CPU nodes hold 220 pods, so 200 RayClusters at once cannot fit; as a cluster
+administrator would, the test runs the operator with operator.maxActiveEvaluations: 16
+evaluations hold a cluster at a time and the others wait in Pending (reason Queued), oldest
+first. That the queue holds is part of what is checked."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .operator_fixture import CRD, EVALUATIONS, OperatorProcess, kubectl
 pytestmark = pytest.mark.e2e
 COUNT = int(os.environ.get("MODELEVAL_LOAD_COUNT", "200"))
 RSS_BOUND = 300 * 2**20
+ACTIVE = 16  # evaluations holding a RayCluster at once (operator.maxActiveEvaluations)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,8 @@ def operator(bed, tmp_path_factory):
     kubectl(bed, "apply", "--server-side", "-f", str(CRD))
     kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
     process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log",
-                              MODELEVAL_PENDING_TIMEOUT="600", MODELEVAL_POLL_INTERVAL="2").start()
+                              MODELEVAL_MAX_ACTIVE_EVALUATIONS=str(ACTIVE),
+                              MODELEVAL_POLL_INTERVAL="2").start()
     yield process
     process.stop()
 
@@ -48,7 +51,7 @@ def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator)
     storage.write(f"s3://{bucket}/tiny.txt", letor_bytes(make_letor(300, 12, mean_group=15, seed=5)))
     storage.write(f"s3://{bucket}/model.json", bytes(
         train_ranker(make_letor(600, 12, seed=6), rounds=5).get_booster().save_raw("json")))
-    small = {"workers": 1, "cpu": "20m", "memory": "128Mi", "headCpu": "20m", "headMemory": "128Mi"}
+    small = {"workers": 1, "cpu": "20m", "memory": "256Mi", "headCpu": "20m", "headMemory": "256Mi"}
     names = [f"load-{i:03d}" for i in range(COUNT)]
     manifests = [{"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
                   "metadata": {"name": name},
@@ -60,16 +63,20 @@ def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator)
     stop = threading.Event()
     operator_process = psutil.Process(operator.process.pid)
 
+    held: list[int] = [0]
+    custom = client.CustomObjectsApi(api)
+
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], operator_process.memory_info().rss)
-            stop.wait(0.25)
+            clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")
+            held.append(sum(1 for c in clusters["items"] if not c["metadata"].get("deletionTimestamp")))
+            stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
     kubectl(bed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(manifests))
-    custom = client.CustomObjectsApi(api)
 
     def all_terminal():
         items = custom.list_namespaced_custom_object(*EVALUATIONS[:2], namespace, EVALUATIONS[2])["items"]
@@ -89,6 +96,8 @@ def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator)
               if s["phase"] != "Succeeded"}
     assert not failed, f"{len(failed)} failed: {list(failed.values())[:3]}"
     assert len({s["metrics"]["ndcg@10"] for s in statuses.values()}) == 1  # the same data, one answer
+    assert max(held) <= ACTIVE, f"{max(held)} RayClusters at once"
+    assert max(held) >= ACTIVE // 2  # and the slots were used
 
     jobs = httpx.get(f"{bed.ray_dashboard}/api/jobs/", timeout=30,
                      headers={"Authorization": f"Bearer {bed.ray_auth_token}"}).json()

@@ -1,9 +1,10 @@
-"""Job slots per Ray head: a limit, oldest first, counted from the head's own job list."""
+"""Slots: a limit per key, oldest first, counted from a source of truth (a head's job list)."""
 
 from __future__ import annotations
 
+from modeleval.controller.handlers import running_jobs
 from modeleval.controller.rayjobs import JobInfo
-from modeleval.controller.slots import JobSlots
+from modeleval.controller.slots import Slots
 
 
 class Clock:
@@ -14,15 +15,16 @@ class Clock:
         return self.now
 
 
-def jobs(*running: str, finished: tuple[str, ...] = ()) -> list[JobInfo]:
-    return ([JobInfo(s, "RUNNING", "") for s in running]
-            + [JobInfo(s, "SUCCEEDED", "") for s in finished]
-            + [JobInfo("", "RUNNING", "a driver started by hand")])
+def jobs(*running: str, finished: tuple[str, ...] = ()) -> set[str]:
+    listed = ([JobInfo(s, "RUNNING", "") for s in running]
+              + [JobInfo(s, "SUCCEEDED", "") for s in finished]
+              + [JobInfo("", "RUNNING", "a driver started by hand")])
+    return running_jobs(listed)
 
 
 def test_grants_up_to_the_limit_then_queues_oldest_first():
     clock = Clock()
-    slots = JobSlots(2, refresh=60, clock=clock)
+    slots = Slots(2, refresh=60, clock=clock)
 
     def ask(uid: str, created: float):
         return slots.acquire("h", f"modeleval-{uid}-1", uid, created, jobs)
@@ -38,7 +40,7 @@ def test_grants_up_to_the_limit_then_queues_oldest_first():
 
 def test_the_heads_job_list_is_the_truth_after_a_restart():
     clock = Clock()
-    slots = JobSlots(2, refresh=2, clock=clock)
+    slots = Slots(2, refresh=2, clock=clock)
     listed = jobs("modeleval-x-1", "modeleval-y-1", finished=("modeleval-z-1",))
     decision = slots.acquire("h", "modeleval-n-1", "n", 5, lambda: listed)
     assert not decision.granted and decision.in_use == 2  # the finished one and the hand-started one do not count
@@ -51,17 +53,17 @@ def test_the_heads_job_list_is_the_truth_after_a_restart():
 
 
 def test_heads_are_counted_apart_and_zero_means_no_limit():
-    slots = JobSlots(1, refresh=60, clock=Clock())
+    slots = Slots(1, refresh=60, clock=Clock())
     assert slots.acquire("h1", "modeleval-a-1", "a", 1, jobs).granted
     assert slots.acquire("h2", "modeleval-b-1", "b", 2, jobs).granted
     assert not slots.acquire("h1", "modeleval-c-1", "c", 3, jobs).granted
-    unlimited = JobSlots(0)
+    unlimited = Slots(0)
     assert all(unlimited.acquire("h", f"modeleval-{i}-1", str(i), i, jobs).granted for i in range(50))
 
 
 def test_a_waiter_that_left_or_stopped_asking_does_not_hold_the_line():
     clock = Clock()
-    slots = JobSlots(1, refresh=60, forget_after=10, clock=clock)
+    slots = Slots(1, refresh=60, forget_after=10, clock=clock)
     assert slots.acquire("h", "modeleval-a-1", "a", 1, jobs).granted
     assert not slots.acquire("h", "modeleval-old-1", "old", 2, jobs).granted
     assert not slots.acquire("h", "modeleval-gone-1", "gone", 3, jobs).granted

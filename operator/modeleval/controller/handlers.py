@@ -27,13 +27,16 @@ from .builders import (RAY_AUTH_KEY, auth_secret_name, build_auth_secret, build_
 from .kube import Kube
 from .rayjobs import JobInfo, JobsApiError, RayJobsClient
 from .settings import OperatorSettings
-from .slots import JobSlots
+from .slots import Slots
 
 log = logging.getLogger("modeleval.operator")
 
 SETTINGS = OperatorSettings()
-SLOTS = JobSlots(SETTINGS.max_jobs_per_head, refresh=max(5.0, SETTINGS.poll_interval),
-                 forget_after=max(10.0, 5 * SETTINGS.poll_interval))
+_FORGET = max(10.0, 5 * SETTINGS.poll_interval)
+SLOTS = Slots(SETTINGS.max_jobs_per_head, refresh=max(5.0, SETTINGS.poll_interval), forget_after=_FORGET)
+# Cluster slots: the operator's own index is the truth, read on every ask (no API call).
+ADMISSION = Slots(SETTINGS.max_active_evaluations, refresh=0.0, forget_after=_FORGET)
+ADMISSION_KEY = "clusters"
 _kube: Kube | None = None
 _store_cache: dict[tuple[str, str], Any] = {}
 
@@ -65,11 +68,23 @@ def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=API_GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.posting.level = logging.INFO
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 32
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     metrics.start(SETTINGS)
+
+
+@kopf.index(API_GROUP, API_VERSION, PLURAL, id="holding_clusters")
+def holding_clusters(uid: str, status: dict | None, **_: Any) -> dict:
+    """Evaluations that hold a RayCluster of their own: live, not suspended, cluster named. (An
+    empty result, not None, removes an evaluation: kopf keeps the old value on None.)"""
+    s = status or {}
+    suspended = any(c.get("type") == ConditionType.Suspended.value and c.get("status") == "True"
+                    for c in s.get("conditions") or [])
+    if s.get("rayCluster") and _live(s) and not suspended:
+        return {ADMISSION_KEY: uid}
+    return {}
 
 
 def _live(status: dict | None, **_: Any) -> bool:
@@ -81,8 +96,9 @@ def _live(status: dict | None, **_: Any) -> bool:
 # spec changes (suspend) all land here; no second handler can race it.
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
             interval=SETTINGS.poll_interval, initial_delay=0, when=_live)
-def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile(body, patch)
+def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, holding_clusters: kopf.Index,
+                              **_: Any) -> None:
+    reconcile(body, patch, lambda: list(holding_clusters.get(ADMISSION_KEY, [])))
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_ttl", interval=5.0,
@@ -103,6 +119,7 @@ def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
     status = ModelEvaluationStatus.model_validate(body.get("status") or {})
     metrics.forget(body.metadata.uid)
     _leave_line(body, status)
+    ADMISSION.release(ADMISSION_KEY, body.metadata.uid)
     if status.job_id and not status.phase.terminal:
         _stop_job(body, status, "the evaluation was deleted")
 
@@ -112,13 +129,13 @@ class _Done(Exception):
     """Ends a reconcile early once the status for this round is decided."""
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, holders=lambda: []) -> None:
     started = time.perf_counter()
     before = ModelEvaluationStatus.model_validate(body.get("status") or {})
     status = before.model_copy(deep=True)
     try:
         with contextlib.suppress(_Done):  # _Done: this round's status is decided
-            _reconcile(body, status)
+            _reconcile(body, status, holders)
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _record(body, patch, before, status)
@@ -134,6 +151,8 @@ def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
         for key in set(old) | set(new):
             if old.get(key) != new.get(key):
                 patch.status[key] = new.get(key)
+    if after.phase.terminal:
+        ADMISSION.release(ADMISSION_KEY, body.metadata.uid)
     if before.phase != after.phase:
         message = after.message or ""
         if after.phase == Phase.Failed:
@@ -147,7 +166,7 @@ def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
     metrics.observe_phase(body.metadata.uid, after.phase.value)
 
 
-def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
+def _reconcile(body: kopf.Body, status: ModelEvaluationStatus, holders) -> None:
     now = datetime.now(timezone.utc)
     meta = body.metadata
     generation = meta.get("generation")
@@ -189,6 +208,8 @@ def _reconcile(body: kopf.Body, status: ModelEvaluationStatus) -> None:
         # Waiting for a job slot costs no API call: only the slot (in memory) is asked.
         _take_slot(body, status, status.ray_cluster, now, generation,
                    lambda: _list_jobs(body, status.ray_cluster))
+    if not spec.ray_cluster_name and not status.ray_cluster:
+        _admit(body, status, now, generation, holders)
     cluster = _ensure_cluster(body, spec, status, now, generation)
     _run_job(body, spec, status, cluster, now, generation)
 
@@ -198,9 +219,30 @@ def _provisioned(status: ModelEvaluationStatus) -> bool:
                for c in status.conditions)
 
 
-def _list_jobs(body: kopf.Body, cluster: str) -> list[JobInfo]:
+def running_jobs(listed: list[JobInfo]) -> set[str]:
+    return {j.submission_id for j in listed if j.submission_id.startswith("modeleval-") and not j.finished}
+
+
+def _list_jobs(body: kopf.Body, cluster: str) -> set[str]:
     with _jobs_client(body, cluster) as jobs:
-        return jobs.list()
+        return running_jobs(jobs.list())
+
+
+def _admit(body: kopf.Body, status: ModelEvaluationStatus, now: datetime, generation: int | None,
+           holders) -> None:
+    """Returns once the evaluation may have a RayCluster (operator.maxActiveEvaluations); else
+    records that it is queued and ends the round."""
+    meta = body.metadata
+    created = st.parse_time(meta.get("creationTimestamp"))
+    slot = ADMISSION.acquire(ADMISSION_KEY, meta.uid, meta.uid, created.timestamp() if created else 0.0,
+                             holders)
+    if slot.granted:
+        return
+    text = (f"waiting for one of the operator's {ADMISSION.limit} cluster slots "
+            "(operator.maxActiveEvaluations; oldest first)")
+    status.message = text
+    st.set_condition(status, ConditionType.Provisioned, False, "Queued", text, generation, now)
+    raise _Done
 
 
 def _take_slot(body: kopf.Body, status: ModelEvaluationStatus, cluster: str, now: datetime,
@@ -260,6 +302,7 @@ def _suspend(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
 
 def _release_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus) -> None:
     """Deletes the RayCluster this evaluation created (never a reused one, never a kept one)."""
+    ADMISSION.release(ADMISSION_KEY, body.metadata.uid)
     if spec.ray_cluster_name or spec.keep_cluster or not status.ray_cluster:
         return
     kube().delete_raycluster(body.metadata.namespace, status.ray_cluster)
@@ -271,7 +314,10 @@ def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEva
     meta = body.metadata
     namespace = meta.namespace
     name = spec.ray_cluster_name or cluster_name(meta.name)
-    cluster = kube().get_raycluster(namespace, name)
+    # An evaluation that never created its cluster skips the read: the create answers 409 if a
+    # round before a restart created it already.
+    first = not spec.ray_cluster_name and status.ray_cluster is None
+    cluster = None if first else kube().get_raycluster(namespace, name)
     if cluster is None:
         if spec.ray_cluster_name:
             st.set_condition(status, ConditionType.Provisioned, False, "RayClusterNotFound",
@@ -348,7 +394,7 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
             # A job submitted just before a restart (its id not yet in status) is found here too.
             job = jobs.get(sid)
             if job is None:
-                _take_slot(body, status, name, now, generation, jobs.list)
+                _take_slot(body, status, name, now, generation, lambda: running_jobs(jobs.list()))
                 job = jobs.submit(build_job_submission(meta.name, meta.namespace, meta.uid,
                                                        status.attempt, spec))
                 kopf.info(body, reason="JobSubmitted", message=f"Ray job {sid} (attempt {status.attempt})")
@@ -503,6 +549,7 @@ def _logged_document(body: kopf.Body, status: ModelEvaluationStatus, job: JobInf
 
 
 def _leave_line(body: kopf.Body, status: ModelEvaluationStatus) -> None:
+    ADMISSION.leave(ADMISSION_KEY, body.metadata.uid)
     if status.ray_cluster:
         SLOTS.leave(head_url(status.ray_cluster, body.metadata.namespace, SETTINGS), body.metadata.uid)
 

@@ -43,7 +43,8 @@ class Kube:
         """Creates it; False when it exists already (a concurrent round created it)."""
         namespace = manifest["metadata"]["namespace"]
         try:
-            self.custom.create_namespaced_custom_object(*RAY[:2], namespace, RAY[2], manifest)
+            self.custom.create_namespaced_custom_object(*RAY[:2], namespace, RAY[2], manifest,
+                                                        _preload_content=False)
             return True
         except ApiException as error:
             if error.status == 409:
@@ -61,7 +62,8 @@ class Kube:
     def ensure_secret(self, manifest: dict) -> None:
         namespace = manifest["metadata"]["namespace"]
         try:
-            self.core.create_namespaced_secret(namespace, manifest)
+            # The answer is not parsed into a model: nothing reads it.
+            self.core.create_namespaced_secret(namespace, manifest, _preload_content=False)
         except ApiException as error:
             if error.status != 409:
                 raise _temporary(error, "create Secret") from None

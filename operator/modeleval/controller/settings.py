@@ -29,6 +29,10 @@ class OperatorSettings(BaseSettings):
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)
+    max_active_evaluations: int = Field(0, ge=0, description="At most this many evaluations "
+                                        "hold a RayCluster of their own at once; the rest wait in "
+                                        "Pending (Provisioned=False, Queued), oldest first. 0: no "
+                                        "limit.")
     max_jobs_per_head: int = Field(8, ge=0, description="At most this many evaluations' Ray jobs "
                                    "run at once on one Ray head (a RayCluster shared through "
                                    "spec.rayClusterName); the rest queue, oldest first. 0: no limit.")

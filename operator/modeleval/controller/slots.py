@@ -1,34 +1,33 @@
-"""Job slots: at most N modeleval Ray jobs run at once on one Ray head; the rest queue, oldest
-first.
+"""Slots: at most N holders at once per key; the rest wait in line, oldest first.
 
-An evaluation normally has a RayCluster of its own and so one job per head. Evaluations that
-share a RayCluster (``spec.rayClusterName``) would otherwise all start their drivers on one head
-at once; the slots keep that head from being overloaded and give the waiting ones an honest
-status (queued, with their place in line).
+The operator uses two kinds:
 
-The head's Jobs API is the truth: the set of running jobs is re-read from it at most every
-``refresh`` seconds (so an operator that restarts counts the jobs it had started), and this
-operator's own submissions count at once in between.
+* job slots, keyed by Ray head: evaluations that share a RayCluster (``spec.rayClusterName``)
+  would otherwise all start their drivers on one head at once;
+* cluster slots (one key): at most ``maxActiveEvaluations`` evaluations hold a RayCluster at
+  once, so 200 evaluations applied together do not ask the cluster for 200 Ray clusters.
+
+A source of truth gives the current holders (the head's Jobs API, or the operator's index of
+evaluations), so an operator that restarts keeps the limit. It is re-read at most every
+``refresh`` seconds; grants made since count at once, and grants younger than ``grace`` are kept
+until the source shows them (a watch or a job list can lag behind the grant).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-from .rayjobs import JobInfo
-
-JOB_PREFIX = "modeleval-"
 
 
 @dataclass
-class _Head:
+class _Line:
     lock: threading.Lock = field(default_factory=threading.Lock)
     active: set[str] = field(default_factory=set)
+    granted_at: dict[str, float] = field(default_factory=dict)
     read_at: float = float("-inf")
-    # uid -> (queued since: creation time of the evaluation, last asked)
+    # waiter -> (its place: the evaluation's creation time, when it last asked)
     waiting: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -39,55 +38,58 @@ class Decision:
     position: int = 0  # 1-based place in line when not granted
 
 
-class JobSlots:
+class Slots:
     def __init__(self, limit: int, refresh: float = 2.0, forget_after: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 grace: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.limit = limit
         self.refresh = refresh
         self.forget_after = forget_after  # a waiter that stopped asking (deleted) leaves the line
+        self.grace = grace
         self.clock = clock
-        self._heads: dict[str, _Head] = {}
+        self._lines: dict[str, _Line] = {}
         self._guard = threading.Lock()
 
-    def _head(self, url: str) -> _Head:
+    def _line(self, key: str) -> _Line:
         with self._guard:
-            return self._heads.setdefault(url, _Head())
+            return self._lines.setdefault(key, _Line())
 
-    def acquire(self, url: str, submission: str, uid: str, created: float,
-                list_jobs: Callable[[], list[JobInfo]]) -> Decision:
-        """Whether ``submission`` may be submitted to the head at ``url`` now. ``created`` orders
-        the line (the evaluation's creation time); ``list_jobs`` reads the head's jobs."""
+    def acquire(self, key: str, holder: str, waiter: str, created: float,
+                read_active: Callable[[], Iterable[str]]) -> Decision:
+        """Whether ``holder`` (a job's submission id, an evaluation's uid) may go ahead now.
+        ``waiter`` names the evaluation in line and ``created`` orders the line."""
         if self.limit <= 0:
             return Decision(True, 0)
-        head = self._head(url)
-        with head.lock:
+        line = self._line(key)
+        with line.lock:
             now = self.clock()
-            if now - head.read_at >= self.refresh:
-                head.active = {j.submission_id for j in list_jobs()
-                               if j.submission_id.startswith(JOB_PREFIX) and not j.finished}
-                head.read_at = now
-            if submission in head.active:
-                head.waiting.pop(uid, None)
-                return Decision(True, len(head.active))
-            head.waiting[uid] = (created, now)
-            head.waiting = {u: w for u, w in head.waiting.items() if now - w[1] <= self.forget_after}
-            line = sorted(head.waiting, key=lambda u: (head.waiting[u][0], u))
-            position = line.index(uid) + 1
-            free = self.limit - len(head.active)
+            if now - line.read_at >= self.refresh:
+                line.granted_at = {h: t for h, t in line.granted_at.items() if now - t < self.grace}
+                line.active = set(read_active()) | set(line.granted_at)
+                line.read_at = now
+            if holder in line.active:
+                line.waiting.pop(waiter, None)
+                return Decision(True, len(line.active))
+            line.waiting[waiter] = (created, now)
+            line.waiting = {w: v for w, v in line.waiting.items() if now - v[1] <= self.forget_after}
+            order = sorted(line.waiting, key=lambda w: (line.waiting[w][0], w))
+            position = order.index(waiter) + 1
+            free = self.limit - len(line.active)
             if position <= free:
-                head.active.add(submission)
-                del head.waiting[uid]
-                return Decision(True, len(head.active))
-            return Decision(False, len(head.active), position - max(free, 0))
+                line.active.add(holder)
+                line.granted_at[holder] = now
+                del line.waiting[waiter]
+                return Decision(True, len(line.active))
+            return Decision(False, len(line.active), position - max(free, 0))
 
-    def release(self, url: str, submission: str) -> None:
-        """The job finished (or was stopped): its slot is free before the next re-read."""
-        head = self._head(url)
-        with head.lock:
-            head.active.discard(submission)
+    def release(self, key: str, holder: str) -> None:
+        """The holder is done: its slot is free before the next re-read."""
+        line = self._line(key)
+        with line.lock:
+            line.active.discard(holder)
+            line.granted_at.pop(holder, None)
 
-    def leave(self, url: str, uid: str) -> None:
+    def leave(self, key: str, waiter: str) -> None:
         """The evaluation stopped waiting (deleted, suspended, failed)."""
-        head = self._head(url)
-        with head.lock:
-            head.waiting.pop(uid, None)
+        line = self._line(key)
+        with line.lock:
+            line.waiting.pop(waiter, None)
