@@ -17,11 +17,14 @@ import uuid
 import httpx
 import psutil
 import pytest
+import xgboost as xgb
 import yaml
 from kubernetes import client
+from onnxmltools.convert import convert_xgboost
+from onnxmltools.convert.common.data_types import FloatTensorType
 from pymongo import MongoClient
 
-from modeleval.demo import letor_bytes, make_letor, train_ranker
+from modeleval.demo import letor_bytes, make_letor
 from modeleval.engine.storage import Storage
 
 from .kube import eventually
@@ -44,18 +47,24 @@ def operator(bed, tmp_path_factory):
     process.stop()
 
 
+@pytest.mark.timeout(2700)
 def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator):
     bucket = f"load-{uuid.uuid4().hex[:6]}"
     storage = Storage()
     storage.s3.create_bucket(Bucket=bucket)
     storage.write(f"s3://{bucket}/tiny.txt", letor_bytes(make_letor(300, 12, mean_group=15, seed=5)))
-    storage.write(f"s3://{bucket}/model.json", bytes(
-        train_ranker(make_letor(600, 12, seed=6), rounds=5).get_booster().save_raw("json")))
+    # An ONNX model: its runtime starts in a fifth of XGBoost's import time, and 200 job drivers
+    # start here. Every format's exactness is tested elsewhere; this test is about the operator.
+    train = make_letor(600, 12, seed=6)
+    regressor = xgb.XGBRegressor(n_estimators=5, max_depth=3).fit(train.features, train.labels)
+    onnx_model = convert_xgboost(regressor, initial_types=[("input", FloatTensorType([None, 12]))])
+    storage.write(f"s3://{bucket}/model.onnx", onnx_model.SerializeToString())
     small = {"workers": 1, "cpu": "20m", "memory": "256Mi", "headCpu": "20m", "headMemory": "256Mi"}
     names = [f"load-{i:03d}" for i in range(COUNT)]
     manifests = [{"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
                   "metadata": {"name": name},
-                  "spec": {"task": "ranking", "model": {"uri": f"s3://{bucket}/model.json"},
+                  "spec": {"task": "ranking", "model": {"uri": f"s3://{bucket}/model.onnx",
+                                                        "format": "onnx"},
                            "dataset": {"uri": f"s3://{bucket}/tiny.txt", "numFeatures": 12},
                            "metrics": ["ndcg@10", "mrr"], "resources": small}} for name in names]
 
@@ -97,7 +106,7 @@ def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator)
     assert not failed, f"{len(failed)} failed: {list(failed.values())[:3]}"
     assert len({s["metrics"]["ndcg@10"] for s in statuses.values()}) == 1  # the same data, one answer
     assert max(held) <= ACTIVE, f"{max(held)} RayClusters at once"
-    assert max(held) >= ACTIVE // 2  # and the slots were used
+    assert max(held) >= min(ACTIVE, COUNT) // 2  # and the slots were used
 
     jobs = httpx.get(f"{bed.ray_dashboard}/api/jobs/", timeout=30,
                      headers={"Authorization": f"Bearer {bed.ray_auth_token}"}).json()
