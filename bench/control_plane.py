@@ -12,6 +12,7 @@ operator.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import os
 import secrets
 import sys
@@ -64,8 +65,9 @@ def main() -> int:
         storage.write("s3://cp-bench/tiny.txt", letor_bytes(make_letor(200, 10, mean_group=20, seed=1)))
         storage.write("s3://cp-bench/model.json", bytes(
             train_ranker(make_letor(500, 10, seed=2), rounds=5).get_booster().save_raw("json")))
-        operator = OperatorProcess(endpoints, directory / "operator.log",
-                                   MODELEVAL_POLL_INTERVAL="2").start()
+        # The chart's default timeouts, not the short ones of the e2e tests.
+        operator = OperatorProcess(endpoints, directory / "operator.log", MODELEVAL_POLL_INTERVAL="2",
+                                   MODELEVAL_PENDING_TIMEOUT="300", MODELEVAL_BACKOFF_BASE="10").start()
         api = api_client(endpoints.kubeconfig)
         custom = client.CustomObjectsApi(api)
         namespace = "cp-bench"
@@ -143,6 +145,12 @@ def main() -> int:
               f"{percentile(to_done, 50):.1f}s | {percentile(to_done, 99):.1f}s | {phases.count('Succeeded')} | "
               f"{phases.count('Failed')} | {len(names) - len(finished)} | {rss_peak / 2**20:.0f} MB |")
         print(f"evaluation objects: {len(items)} (none lost or duplicated: {len(items) == args.count})")
+        reasons = Counter((i.get("status") or {}).get("reason") for i in items
+                          if (i.get("status") or {}).get("phase") == "Failed")
+        for reason, count in reasons.most_common():
+            example = next(i["status"]["message"] for i in items
+                           if (i.get("status") or {}).get("reason") == reason)
+            print(f"  Failed {count}x {reason}: {example[:200]}")
         return 0 if len(finished) == len(names) and len(items) == args.count else 1
     finally:
         if operator:

@@ -73,6 +73,7 @@ def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     metrics.start(SETTINGS)
+    kube()  # connects (and imports the client's modules) before the first evaluation arrives
 
 
 @kopf.index(API_GROUP, API_VERSION, PLURAL, id="holding_clusters")
