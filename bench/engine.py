@@ -17,6 +17,7 @@ worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import math
 import os
@@ -223,6 +224,8 @@ def main() -> int:
             return os.getpid()
 
         ray.get([start_worker.remote() for _ in range(os.cpu_count() or 2)])
+        for module in ("modeleval.engine.evaluate", "pandas", "xgboost"):  # the driver's too
+            importlib.import_module(module)
         # Fills the warm cache. It is the first run on workers that have processed no data, so
         # its peak memory is the cold path's own (later rounds start from workers that keep the
         # memory pools of earlier paths). Not timed.

@@ -97,7 +97,7 @@ def _parse_uniform(data: bytes, num_features: int | None, where: str) -> ParsedS
         types[names[i]], types[names[i + 1]] = pa.int32(), pa.float32()
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text[start:]),
+            pa.BufferReader(pa.py_buffer(text).slice(start)),  # no copy of the shard's text
             read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
             parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
