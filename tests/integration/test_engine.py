@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 import uuid
 
 import boto3
@@ -121,10 +122,19 @@ def test_small_data_runs_inline_with_the_same_metrics(bed, bucket, ranking_asset
     on_ray = run_manifest(text, Identity(uuid.uuid4().hex), settings)
     inline = settings.model_copy(update={"inline_bytes": 64 * 2**20,
                                          "cache_uri": settings.cache_uri + "-inline"})
-    tasks_before = len(list_tasks(limit=10_000))
+    def settled_task_count() -> int:  # task events reach the state API a little late
+        count = len(list_tasks(limit=10_000))
+        while True:
+            time.sleep(1.5)
+            again = len(list_tasks(limit=10_000))
+            if again == count:
+                return count
+            count = again
+
+    tasks_before = settled_task_count()
     cold = run_manifest(text, Identity(uuid.uuid4().hex), inline)
     warm = run_manifest(text, Identity(uuid.uuid4().hex), inline)
-    assert len(list_tasks(limit=10_000)) == tasks_before  # no task was started
+    assert settled_task_count() == tasks_before  # no task was started
     assert not cold.cache_hit and warm.cache_hit
     assert cold.metrics == pytest.approx(on_ray.metrics, abs=1e-12)
     assert warm.metrics == pytest.approx(on_ray.metrics, abs=1e-12)
