@@ -303,11 +303,12 @@ def _suspend(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
 
 def _release_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus) -> None:
     """Deletes the RayCluster this evaluation created (never a reused one, never a kept one)."""
-    ADMISSION.release(ADMISSION_KEY, body.metadata.uid)
     if spec.ray_cluster_name or spec.keep_cluster or not status.ray_cluster:
+        ADMISSION.release(ADMISSION_KEY, body.metadata.uid)
         return
     kube().delete_raycluster(body.metadata.namespace, status.ray_cluster)
     kube().delete_secret(body.metadata.namespace, auth_secret_name(status.ray_cluster))
+    ADMISSION.release(ADMISSION_KEY, body.metadata.uid)  # only once its cluster is going
 
 
 def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
