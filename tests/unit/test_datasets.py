@@ -155,3 +155,99 @@ def test_binary_garbage_is_a_parse_error_not_a_crash():
     with pytest.raises(DatasetError, match="not text") as error:
         parse_letor(garbage, 136, where="s3://b/garbled.txt")
     assert error.value.reason == Reason.DatasetParseError and "garbled.txt" in error.value.message
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of about 1 KB, so a small shard is parsed in many blocks."""
+    from modeleval.engine import datasets
+
+    monkeypatch.setattr(datasets, "_BLOCK_BYTES", 1024)
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b" \n", b"\r\n"])
+def test_block_wise_parse_is_exact_across_block_edges(small_blocks, line_end):
+    data = make_letor(700, 12, mean_group=9, seed=10)
+    text = b"\n\n" + letor_bytes(data).replace(b"\n", line_end)
+    text = text.replace(line_end, line_end + b"\n", 5)  # blank lines inside early blocks
+    shard = parse_letor(text, 12)
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.labels, data.labels)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_a_sparse_line_in_a_late_block_falls_back_to_the_general_path(small_blocks):
+    lines = letor_bytes(make_letor(400, 6, seed=11)).splitlines(keepends=True)
+    lines[-3] = b"2 qid:77 5:0.25\n"
+    shard = parse_letor(b"".join(lines), 6)
+    assert shard.rows == 400 and shard.features[-3, 4] == np.float32(0.25)
+    assert np.isnan(shard.features[-3, :4]).all()
+
+
+def test_uniform_lines_with_shifting_indices_and_no_width_given(small_blocks):
+    head = b"".join(b"1 qid:1 1:0.5 2:1.5\n" for _ in range(200))
+    tail = b"".join(b"0 qid:2 3:2.5 7:3.5\n" for _ in range(200))  # a wider block, later
+    shard = parse_letor(head + tail)
+    assert shard.features.shape == (400, 7)
+    assert shard.features[0, 1] == 1.5 and np.isnan(shard.features[0, 6])
+    assert shard.features[399, 6] == 3.5 and np.isnan(shard.features[399, 0])
+    np.testing.assert_array_equal(parse_letor(head + tail, 9).features[:, :7], shard.features)
+
+
+def test_a_range_is_streamed_in_pieces_and_parsed_exactly(tmp_path, small_blocks):
+    from modeleval.engine.datasets import parse_letor_stream
+
+    data = make_letor(900, 10, mean_group=12, seed=12)
+    text = letor_bytes(data)
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"xxxx" + text + b"yyyy")
+    storage = Storage(allow_file=True)
+    pieces = []
+    with storage.open_range(path.as_uri(), 4, 4 + len(text)) as read:
+        def counting(n: int) -> bytes:
+            pieces.append(read(n))
+            return pieces[-1]
+
+        shard = parse_letor_stream(counting, len(text), 10, "d.txt", lambda: pytest.fail("re-read"))
+    assert len(pieces) > 10 and max(map(len, pieces)) <= 1024 and b"".join(pieces) == text
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_a_stream_that_turns_irregular_is_parsed_again_whole(small_blocks):
+    from modeleval.engine.datasets import parse_letor_stream
+
+    lines = letor_bytes(make_letor(300, 5, seed=13)).splitlines(keepends=True)
+    lines[250] = b"3 qid:5 2:0.5 # a comment\n"
+    text = b"".join(lines)
+    reads = []
+    shard = parse_letor_stream(io.BytesIO(text).read, len(text), 5, "d.txt",
+                               lambda: reads.append(1) or text)
+    assert reads == [1] and shard.rows == 300 and shard.features[250, 1] == np.float32(0.5)
+
+
+def test_parts_are_written_through_a_file_and_leave_no_spool(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    shard = parse_letor(letor_bytes(make_letor(300, 6, seed=14)), 6)
+    storage = Storage(allow_file=True)
+    node = tmp_path / "node"
+    PartStore(storage, str(node), 2**20).write((tmp_path / "shared" / "a.arrow").as_uri(), shard)
+    PartStore(storage).write((tmp_path / "shared" / "b.arrow").as_uri(), shard)
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["a.arrow", "b.arrow"]
+    assert not node.exists()  # a file:// cache is local already
+    assert not list((tmp_path / "tmp").iterdir())  # no spool left
+    back = PartStore(storage).read((tmp_path / "shared" / "b.arrow").as_uri(), 6)
+    np.testing.assert_array_equal(back.features, shard.features)
+
+
+def test_a_part_is_still_written_when_the_node_disk_refuses(tmp_path):
+    shard = parse_letor(letor_bytes(make_letor(100, 4, seed=15)), 4)
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    parts = PartStore(Storage(allow_file=True), str(blocked / "node"), 2**20)
+    uri = (tmp_path / "shared" / "p.arrow").as_uri()
+    parts.write(uri, shard)
+    np.testing.assert_array_equal(parts.read(uri, 4).labels, shard.labels)

@@ -15,8 +15,9 @@ import io
 import json
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,71 +61,152 @@ class ParsedShard:
 def parse_letor(data: bytes, num_features: int | None = None, where: str = "dataset") -> ParsedShard:
     """Parses whole LETOR/SVMlight lines. Feature indices are 1-based, as in MSLR and LETOR 4.0;
     lines may be sparse (any subset of features, in any order); ``# comments`` are ignored."""
+    return parse_letor_stream(io.BytesIO(data).read, len(data), num_features, where, lambda: data)
+
+
+def parse_letor_stream(read: Callable[[int], bytes], size: int, num_features: int | None,
+                       where: str, read_all: Callable[[], bytes]) -> ParsedShard:
+    """Parses about ``size`` bytes of whole LETOR lines from ``read(n)`` (a stream: a range of
+    an object in S3), holding one block of lines at a time. Input that is not uniform goes to
+    the general parser, which gets the whole text from ``read_all()``."""
+    shard = _parse_uniform(_line_blocks(read), size, num_features)
+    if shard is not None:
+        return shard
+    data = read_all()
     if not data.strip():
         return ParsedShard(np.empty(0, np.float32), np.empty(0, np.int64),
                            np.empty((0, num_features or 0), np.float32))
-    if b"#" not in data:
-        shard = _parse_uniform(data, num_features, where)
-        if shard is not None:
-            return shard
     return _parse_tokens(data, num_features, where)
 
 
 _COLON_TO_SPACE = bytes.maketrans(b":", b" ")
+_BLOCK_BYTES = 2 * 2**20
 
 
-def _parse_uniform(data: bytes, num_features: int | None, where: str) -> ParsedShard | None:
-    """The fast path for files whose lines all have the same layout (MSLR's are dense: every
-    line lists features 1..136): with ``:`` read as a separator, the shard is a space-delimited
-    table that Arrow's multi-threaded CSV reader parses. Returns None for anything irregular
-    (sparse lines, stray spaces, bad tokens); the general path then parses it or names the error."""
-    text = data.translate(_COLON_TO_SPACE)
-    start = len(text) - len(text.lstrip())
-    end = text.find(b"\n", start)
-    first = text[start:end if end >= 0 else len(text)].rstrip(b"\r")
-    columns = first.split(b" ")
-    # MSLR's lines end with a space: an empty last column, read and then left out.
-    tokens = columns[:-1] if len(columns) > 1 and not columns[-1] else columns
-    has_qid = len(tokens) > 2 and tokens[1] == b"qid"
-    first_pair = 3 if has_qid else 1
-    if not all(tokens) or len(tokens) < first_pair or (len(tokens) - first_pair) % 2:
-        return None
-    names = [f"c{i}" for i in range(len(columns))]
-    types = {"c0": pa.float32()}
-    if has_qid:
-        types["c2"] = pa.int64()
-    for i in range(first_pair, len(tokens), 2):
-        types[names[i]], types[names[i + 1]] = pa.int32(), pa.float32()
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(text).slice(start)),  # no copy of the shard's text
-            read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if any(table.column(n).null_count for n in types):
-        return None
-    pairs = [(as_numpy(table.column(names[i])), as_numpy(table.column(names[i + 1])))
-             for i in range(first_pair, len(tokens), 2)]
-    low = min((int(ix.min()) for ix, _ in pairs), default=1)
-    if low < 1:
-        return None  # the general path names the bad index
-    width = max((int(ix.max()) for ix, _ in pairs), default=0)
-    if num_features is not None:
-        if width > num_features:
+@dataclass(frozen=True)
+class _Layout:
+    """The column layout of a uniform LETOR file, read from its first line."""
+
+    names: list[str]
+    types: dict[str, pa.DataType]
+    has_qid: bool
+    pairs: list[tuple[str, str]]  # (index column, value column) per feature token
+
+    @classmethod
+    def of(cls, first: bytes) -> "_Layout | None":
+        columns = first.translate(_COLON_TO_SPACE).rstrip(b"\r").split(b" ")
+        # MSLR's lines end with a space: an empty last column, read and then left out.
+        tokens = columns[:-1] if len(columns) > 1 and not columns[-1] else columns
+        has_qid = len(tokens) > 2 and tokens[1] == b"qid"
+        first_pair = 3 if has_qid else 1
+        if not all(tokens) or len(tokens) < first_pair or (len(tokens) - first_pair) % 2:
             return None
-        width = num_features
-    features = np.full((table.num_rows, width), np.nan, dtype=np.float32)
-    rows = np.arange(table.num_rows)
-    for index, values in pairs:
-        if index[0] == index[-1] and int(index.min()) == int(index.max()):
-            features[:, index[0] - 1] = values  # the common case: one feature per column
-        else:
-            features[rows, index - 1] = values
-    qids = as_numpy(table.column("c2")) if has_qid else None
-    return ParsedShard(as_numpy(table.column("c0")), qids, features)
+        names = [f"c{i}" for i in range(len(columns))]
+        types = {"c0": pa.float32()}
+        if has_qid:
+            types["c2"] = pa.int64()
+        pairs = [(names[i], names[i + 1]) for i in range(first_pair, len(tokens), 2)]
+        for index, value in pairs:
+            types[index], types[value] = pa.int32(), pa.float32()
+        return cls(names, types, has_qid, pairs)
+
+    def read(self, text: bytes) -> pa.Table | None:
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(pa.py_buffer(text)),
+                # One thread: a task holds one CPU, and tasks run side by side.
+                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * _BLOCK_BYTES,
+                                               use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
+                convert_options=pacsv.ConvertOptions(column_types=self.types,
+                                                     include_columns=list(self.types)),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return None if any(table.column(n).null_count for n in self.types) else table
+
+
+def _line_blocks(read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """Blocks of whole lines, about _BLOCK_BYTES each, read from a stream."""
+    carry = b""
+    while True:
+        piece = read(_BLOCK_BYTES)
+        if not piece:
+            if carry:
+                yield carry
+            return
+        text = carry + piece if carry else piece
+        cut = text.rfind(b"\n") + 1
+        if cut:
+            yield text[:cut] if cut < len(text) else text
+        carry = text[cut:]
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.empty((rows, *array.shape[1:]), array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None) -> ParsedShard | None:
+    """The fast path for files whose lines all have the same layout (MSLR's are dense: every
+    line lists features 1..136): with ``:`` read as a separator, a block of lines is a
+    space-delimited table that Arrow's CSV reader parses. Blocks are parsed one at a time
+    straight into the shard's arrays, so only one block's text and table are held at once.
+    Returns None for anything irregular (sparse lines, stray spaces, bad tokens, comments); the
+    general path then parses it or names the error."""
+    layout = None
+    labels = np.empty(0, np.float32)
+    qids = np.empty(0, np.int64)
+    features = np.empty((0, num_features or 0), np.float32)
+    rows = done = 0
+    for text in blocks:
+        done += len(text)
+        if b"#" in text:
+            return None
+        if layout is None:
+            body = text.lstrip()
+            if not body:
+                continue
+            end = body.find(b"\n")
+            layout = _Layout.of(body[:end if end >= 0 else len(body)])
+            if layout is None:
+                return None
+        table = layout.read(text.translate(_COLON_TO_SPACE))
+        if table is None:
+            return None
+        n = table.num_rows
+        if n == 0:
+            continue
+        pairs = [(as_numpy(table.column(i)), as_numpy(table.column(v))) for i, v in layout.pairs]
+        if min((int(ix.min()) for ix, _ in pairs), default=1) < 1:
+            return None  # the general path names the bad index
+        width = max((int(ix.max()) for ix, _ in pairs), default=0)
+        if num_features is not None and width > num_features:
+            return None
+        if rows + n > len(labels):  # room for the rest, estimated from the bytes per line so far
+            estimate = rows + n + int((size - done) * (rows + n) / done * 1.05) + 1
+            labels, qids = _grown(labels, estimate), _grown(qids, estimate)
+            features = _grown(features, estimate)
+            features[rows:] = np.nan
+        if width > features.shape[1]:  # only when the width is not given and a block widens it
+            wider = np.full((len(features), width), np.nan, dtype=np.float32)
+            wider[:, :features.shape[1]] = features
+            features = wider
+        block = features[rows:rows + n]
+        for index, values in pairs:
+            if int(index.min()) == int(index.max()):
+                block[:, index[0] - 1] = values  # the common case: one feature per column
+            else:
+                block[np.arange(n), index - 1] = values
+        labels[rows:rows + n] = as_numpy(table.column("c0"))
+        if layout.has_qid:
+            qids[rows:rows + n] = as_numpy(table.column("c2"))
+        rows += n
+    if layout is None:
+        return ParsedShard(np.empty(0, np.float32), np.empty(0, np.int64),
+                           np.empty((0, num_features or 0), np.float32))
+    return ParsedShard(labels[:rows], qids[:rows] if layout.has_qid else None, features[:rows])
 
 
 def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
@@ -443,9 +525,35 @@ class PartStore:
         self.node_bytes = node_bytes
 
     def write(self, uri: str, shard: ParsedShard) -> None:
-        data = encode_part(shard)
-        self.storage.write(uri, data)
-        self._keep_local(uri, data)
+        """Encodes the part into a file (the node-local copy when there is one), then uploads
+        that file: the encoded part is never held in memory besides the shard itself."""
+        local = self._local_path(uri)
+        spool = None
+        try:
+            try:
+                spool = self._spool(local)
+                write_part(shard, spool)
+            except OSError:  # a full or read-only disk only costs memory: encode in memory
+                self.storage.write(uri, encode_part(shard))
+                return
+            self.storage.write_file(uri, spool)
+            if local is not None and spool.stat().st_size <= self.node_bytes:
+                spool.replace(local)
+                self._evict()
+        finally:
+            if spool is not None:
+                with contextlib.suppress(OSError):
+                    spool.unlink()
+
+    @staticmethod
+    def _spool(local: Path | None) -> Path:
+        """Where a part is encoded: next to its node-local copy, else a temporary file."""
+        if local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            return local.with_name(f".{local.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        handle, name = tempfile.mkstemp(prefix="modeleval-part-", suffix=".arrow")
+        os.close(handle)
+        return Path(name)
 
     def read(self, uri: str, num_features: int, keep: Sequence[str] = ()) -> ParsedShard:
         if uri.startswith("file://"):
@@ -501,9 +609,9 @@ class PartStore:
 _FEATURES = "features"
 
 
-def encode_part(shard: ParsedShard) -> bytes:
-    """A shard as an Arrow IPC file: label, qid, kept columns, and ``features`` as one
-    FixedSizeList<float32> column (the dense matrix, row-major)."""
+def _part_table(shard: ParsedShard) -> pa.Table:
+    """A shard as a table: label, qid, kept columns, and ``features`` as one
+    FixedSizeList<float32> column (the dense matrix, row-major, not copied)."""
     rows, width = shard.features.shape
     columns = {LABEL: from_numpy(shard.labels)}
     if shard.qids is not None:
@@ -513,7 +621,19 @@ def encode_part(shard: ParsedShard) -> bytes:
     if width:
         flat = from_numpy(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
         columns[_FEATURES] = pa.FixedSizeListArray.from_arrays(flat, width)
-    table = pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows)})
+    return pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows)})
+
+
+def write_part(shard: ParsedShard, path: Path) -> None:
+    """A shard as an Arrow IPC file at ``path``."""
+    table = _part_table(shard)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def encode_part(shard: ParsedShard) -> bytes:
+    """A shard as the bytes of an Arrow IPC file."""
+    table = _part_table(shard)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)

@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 
-from .datasets import ParsedShard, PartStore, parse_letor
+from .datasets import ParsedShard, PartStore, parse_letor_stream
 from .errors import EvaluationError, Reason
 from .models import ModelAdapter, load_model
 
@@ -84,6 +87,22 @@ class ShardPrediction:
         return len(self.labels)
 
 
+@cache
+def _return_freed_memory() -> None:
+    """Makes a task process give large blocks back as soon as a task frees them. glibc raises its
+    mmap threshold after a large block is freed, so the next shard's buffers would come from the
+    heap and stay resident (a worker grew by a shard's size with every task); Arrow's default
+    pool keeps freed pages as well. With the threshold pinned at 1 MiB and Arrow allocating
+    through malloc, a worker's footprint stays at what its current task holds."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: int) -> np.ndarray:
     outputs = [adapter.predict(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]
     return np.concatenate(outputs) if outputs else np.empty(0)
@@ -111,6 +130,7 @@ def predict_part(index: int, parts: PartStore, part_uri: str, num_features: int,
                  handles: Sequence[ModelHandle], batch_size: int, keep_columns: Sequence[str],
                  keep_features: Sequence[int]) -> ShardPrediction:
     """Reads one cached part, predicts it with every model, returns what metrics need."""
+    _return_freed_memory()
     shard = parts.read(part_uri, num_features, keep=list(keep_columns))
     return _predict(index, shard, part_uri, handles, batch_size, keep_features)
 
@@ -120,8 +140,9 @@ def parse_and_predict(index: int, parts: PartStore, uri: str, start: int, end: i
                       batch_size: int, keep_features: Sequence[int]) -> ShardPrediction:
     """The cold path in one task: parses bytes [start, end) of a LETOR file, writes the parsed
     part to the cache while the models predict it, returns the predictions."""
+    _return_freed_memory()
     where = f"{uri} (bytes {start}-{end})"
-    shard = parse_letor(parts.storage.read(uri, start, end), num_features, where=where)
+    shard = _parse_range(parts, uri, start, end, num_features, where)
     with ThreadPoolExecutor(1) as pool:  # the upload overlaps prediction (which drops the GIL)
         written = pool.submit(parts.write, part_uri, shard)
         result = _predict(index, shard, where, handles, batch_size, keep_features)
@@ -133,10 +154,18 @@ def parse_letor_range(parts: PartStore, uri: str, start: int, end: int, num_feat
                       part_uri: str) -> tuple[int, int, bool]:
     """Parses bytes [start, end) of a LETOR file into one cached part; returns its rows, width
     and whether it has query ids."""
-    shard = parse_letor(parts.storage.read(uri, start, end), num_features,
-                        where=f"{uri} (bytes {start}-{end})")
+    _return_freed_memory()
+    shard = _parse_range(parts, uri, start, end, num_features, f"{uri} (bytes {start}-{end})")
     parts.write(part_uri, shard)
     return shard.rows, shard.features.shape[1], shard.qids is not None
+
+
+def _parse_range(parts: PartStore, uri: str, start: int, end: int, num_features: int | None,
+                 where: str) -> ParsedShard:
+    """Streams the range from storage into the parser: the range's text is never held whole."""
+    with parts.storage.open_range(uri, start, end) as read:
+        return parse_letor_stream(read, end - start, num_features, where,
+                                  lambda: parts.storage.read(uri, start, end))
 
 
 _remote_cache: dict[Callable, Any] = {}

@@ -6,9 +6,12 @@ one from an unreachable endpoint; the caller says what was missing (model or dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -162,6 +165,42 @@ class Storage:
         except Exception as error:  # noqa: BLE001
             raise self._translate(error, uri, not_found) from error
 
+    @contextlib.contextmanager
+    def open_range(self, uri: str, start: int, end: int,
+                   not_found: Reason = Reason.DatasetNotFound) -> Iterator[Callable[[int], bytes]]:
+        """Bytes [start, end) as a stream: yields ``read(n)``, which returns up to n bytes and
+        b"" at the end, so a reader holds one piece at a time instead of the whole range."""
+        if uri.startswith("file://"):
+            with open(self._local_path(uri, not_found), "rb") as f:
+                f.seek(start)
+                left = end - start
+
+                def read_file(n: int) -> bytes:
+                    nonlocal left
+                    piece = f.read(min(n, left))
+                    left -= len(piece)
+                    return piece
+
+                yield read_file
+            return
+        loc = parse_s3(uri)
+        try:
+            body = self.s3.get_object(Bucket=loc.bucket, Key=loc.key,
+                                      Range=f"bytes={start}-{end - 1}")["Body"]
+        except Exception as error:  # noqa: BLE001
+            raise self._translate(error, uri, not_found) from error
+
+        def read_s3(n: int) -> bytes:
+            try:
+                return body.read(n)
+            except Exception as error:  # noqa: BLE001 - a dropped connection mid-stream
+                raise self._translate(error, uri, not_found) from error
+
+        try:
+            yield read_s3
+        finally:
+            body.close()
+
     def write(self, uri: str, data: bytes) -> None:
         if uri.startswith("file://"):
             if not self.allow_file:
@@ -177,6 +216,24 @@ class Storage:
             self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
         except Exception as error:  # noqa: BLE001
             raise self._translate(error, uri, Reason.StorageUnavailable) from error
+
+    def write_file(self, uri: str, path: Path) -> None:
+        """Uploads a local file, streamed from disk."""
+        if uri.startswith("file://"):
+            if not self.allow_file:
+                raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
+            target = file_path(uri)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(target)  # readers never see a half-written file
+            return
+        loc = parse_s3(uri)
+        with open(path, "rb") as body:
+            try:
+                self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
+            except Exception as error:  # noqa: BLE001
+                raise self._translate(error, uri, Reason.StorageUnavailable) from error
 
     def exists(self, uri: str) -> bool:
         try:
