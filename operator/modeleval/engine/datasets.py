@@ -114,9 +114,7 @@ class _Layout:
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(pa.py_buffer(text)),
-                # One thread: a task holds one CPU, and tasks run side by side.
-                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * _BLOCK_BYTES,
-                                               use_threads=False),
+                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * _BLOCK_BYTES),
                 parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
                 convert_options=pacsv.ConvertOptions(column_types=self.types,
                                                      include_columns=list(self.types)),
