@@ -251,3 +251,10 @@ def test_a_part_is_still_written_when_the_node_disk_refuses(tmp_path):
     uri = (tmp_path / "shared" / "p.arrow").as_uri()
     parts.write(uri, shard)
     np.testing.assert_array_equal(parts.read(uri, 4).labels, shard.labels)
+
+
+def test_dense_lines_narrower_than_num_features_leave_the_rest_missing(small_blocks):
+    data = make_letor(300, 5, seed=16)
+    shard = parse_letor(letor_bytes(data), 8)
+    assert shard.features.shape == (300, 8) and np.isnan(shard.features[:, 5:]).all()
+    np.testing.assert_array_equal(shard.features[:, :5], data.features)

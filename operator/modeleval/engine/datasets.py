@@ -114,7 +114,9 @@ class _Layout:
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(pa.py_buffer(text)),
-                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * _BLOCK_BYTES),
+                # One thread: a task holds one CPU, and tasks run side by side.
+                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * _BLOCK_BYTES,
+                                               use_threads=False),
                 parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
                 convert_options=pacsv.ConvertOptions(column_types=self.types,
                                                      include_columns=list(self.types)),
@@ -176,10 +178,13 @@ def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None)
         n = table.num_rows
         if n == 0:
             continue
-        pairs = [(as_numpy(table.column(i)), as_numpy(table.column(v))) for i, v in layout.pairs]
-        if min((int(ix.min()) for ix, _ in pairs), default=1) < 1:
+        index = np.empty((n, len(layout.pairs)), np.int32)
+        for j, (column, _) in enumerate(layout.pairs):
+            index[:, j] = as_numpy(table.column(column))
+        low, high = index.min(axis=0, initial=1), index.max(axis=0, initial=0)
+        if (low < 1).any():
             return None  # the general path names the bad index
-        width = max((int(ix.max()) for ix, _ in pairs), default=0)
+        width = int(high.max(initial=0))
         if num_features is not None and width > num_features:
             return None
         if rows + n > len(labels):  # room for the rest, estimated from the bytes per line so far
@@ -192,11 +197,13 @@ def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None)
             wider[:, :features.shape[1]] = features
             features = wider
         block = features[rows:rows + n]
-        for index, values in pairs:
-            if int(index.min()) == int(index.max()):
-                block[:, index[0] - 1] = values  # the common case: one feature per column
-            else:
-                block[np.arange(n), index - 1] = values
+        values = [as_numpy(table.column(column)) for _, column in layout.pairs]
+        if len(values) == width and (low == high).all() and (low == np.arange(1, width + 1)).all():
+            np.stack(values, axis=1, out=block[:, :width])  # MSLR: features 1..N, in order
+        elif values and (low == high).all():
+            block[:, low - 1] = np.stack(values, axis=1)  # the same features on every line
+        elif values:
+            block[np.arange(n)[:, None], index - 1] = np.stack(values, axis=1)
         labels[rows:rows + n] = as_numpy(table.column("c0"))
         if layout.has_qid:
             qids[rows:rows + n] = as_numpy(table.column("c2"))
@@ -290,7 +297,10 @@ def as_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Arrow to numpy. A fixed-width column without nulls becomes a view of Arrow's buffer;
     that path, unlike pyarrow's own ``to_numpy``, does not import pandas (about half a second
     in every new worker and job process)."""
-    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if isinstance(values, pa.ChunkedArray):
+        array = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    else:
+        array = values
     dtype = _NUMPY_TYPES.get(array.type)
     if dtype is None or array.null_count:
         return array.to_numpy(zero_copy_only=False)
