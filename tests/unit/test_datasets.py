@@ -258,3 +258,22 @@ def test_dense_lines_narrower_than_num_features_leave_the_rest_missing(small_blo
     shard = parse_letor(letor_bytes(data), 8)
     assert shard.features.shape == (300, 8) and np.isnan(shard.features[:, 5:]).all()
     np.testing.assert_array_equal(shard.features[:, :5], data.features)
+
+
+def test_range_count_fills_the_last_round_of_task_slots(tmp_path, monkeypatch):
+    from modeleval.engine import datasets
+
+    text = letor_bytes(make_letor(3000, 8, mean_group=10, seed=17))
+    path = tmp_path / "d.txt"
+    path.write_bytes(text)
+    storage = Storage()
+    info = storage.stat(path.as_uri())
+    monkeypatch.setattr(datasets, "_MIN_RANGE_BYTES", 1024)
+    shard = len(text) // 11 + 1  # 11 ranges of this size
+    assert len(letor_ranges(storage, info, shard)) == 11
+    assert len(letor_ranges(storage, info, shard, slots=2)) == 12
+    assert len(letor_ranges(storage, info, shard, slots=4)) == 12
+    assert len(letor_ranges(storage, info, shard, slots=8)) == 16
+    # Never below the minimum range size: a small file stays whole.
+    monkeypatch.setattr(datasets, "_MIN_RANGE_BYTES", len(text))
+    assert len(letor_ranges(storage, info, len(text), slots=8)) == 1

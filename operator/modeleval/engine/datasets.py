@@ -34,6 +34,7 @@ LABEL = "label"
 QID = "qid"
 CACHE_LAYOUT_VERSION = 3
 DEFAULT_SHARD_BYTES = 32 * 2**20
+_MIN_RANGE_BYTES = 4 * 2**20
 _WINDOW = 1 * 2**20
 
 
@@ -378,12 +379,16 @@ def _lines_from(storage: Storage, uri: str, offset: int, size: int):
         buffer = buffer[newline + 1:]
 
 
-def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int = DEFAULT_SHARD_BYTES
-                 ) -> list[tuple[int, int]]:
-    """Byte ranges of roughly ``shard_bytes`` whose edges sit on query-group boundaries."""
+def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int = DEFAULT_SHARD_BYTES,
+                 slots: int = 1) -> list[tuple[int, int]]:
+    """Byte ranges of at most about ``shard_bytes`` whose edges sit on query-group boundaries.
+    Their count is a multiple of ``slots`` (the tasks that can run at once), so the last round
+    of tasks keeps every slot busy, unless that would make ranges smaller than _MIN_RANGE_BYTES."""
     if info.size == 0:
         return []
     count = max(1, -(-info.size // shard_bytes))
+    if slots > 1:
+        count = max(count, min(-(-count // slots) * slots, info.size // _MIN_RANGE_BYTES))
     edges = [0] + [group_boundary(storage, info.uri, i * info.size // count, info.size)
                    for i in range(1, count)] + [info.size]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]

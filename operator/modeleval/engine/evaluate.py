@@ -133,6 +133,17 @@ class Evaluator:
         return wanted
 
     @cached_property
+    def _task_slots(self) -> int:
+        """How many tasks of this evaluation the Ray cluster runs at once."""
+        if self._inline:
+            return 1
+        total = ray.cluster_resources()
+        slots = total.get("CPU", 1) / self._resources.num_cpus
+        if self._resources.num_gpus:
+            slots = min(slots, total.get("GPU", 0) / self._resources.num_gpus)
+        return max(1, int(slots))
+
+    @cached_property
     def _max_inflight(self) -> int:
         if self.settings.max_inflight_tasks:
             return self.settings.max_inflight_tasks
@@ -171,7 +182,7 @@ class Evaluator:
             if j >= num_features:
                 raise EvaluationError(f"slices: feature {j} does not exist (the data has "
                                       f"{num_features} features)", Reason.SchemaMismatch)
-        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes)
+        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes, self._task_slots)
         uris = [cache.part_uri(key, i) for i in range(len(ranges))]
         calls = [(i, self.parts, info.uri, start, end, num_features, uris[i], handles,
                   self.spec.batch_size, keep_features) for i, (start, end) in enumerate(ranges)]
@@ -184,7 +195,7 @@ class Evaluator:
 
     def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str) -> CacheManifest:
         """Parses without a known feature count: the width is the widest part's."""
-        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes)
+        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes, self._task_slots)
         results: dict[int, tuple[int, int, bool]] = {}
         calls = [(i, self.parts, info.uri, start, end, None, cache.part_uri(key, i))
                  for i, (start, end) in enumerate(ranges)]
