@@ -277,3 +277,20 @@ def test_range_count_fills_the_last_round_of_task_slots(tmp_path, monkeypatch):
     # Never below the minimum range size: a small file stays whole.
     monkeypatch.setattr(datasets, "_MIN_RANGE_BYTES", len(text))
     assert len(letor_ranges(storage, info, len(text), slots=8)) == 1
+
+
+def test_local_writes_replace_whole_files_and_refuse_when_file_uris_are_off(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"part")
+    target = tmp_path / "out" / "p.arrow"
+    storage = Storage(allow_file=True)
+    storage.write_file(target.as_uri(), source)
+    storage.write(target.as_uri(), b"newer")
+    assert target.read_bytes() == b"newer" and [p.name for p in target.parent.iterdir()] == ["p.arrow"]
+    refused = tmp_path / "refused" / "p.arrow"
+    for write in (lambda: Storage(allow_file=False).write(refused.as_uri(), b"x"),
+                  lambda: Storage(allow_file=False).write_file(refused.as_uri(), source)):
+        with pytest.raises(StorageError, match="file:// URIs are refused") as error:
+            write()
+        assert error.value.reason == Reason.InvalidSpec
+    assert not refused.parent.exists()

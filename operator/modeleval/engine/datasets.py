@@ -123,7 +123,7 @@ class _Layout:
                                                      include_columns=list(self.types)),
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
+            return None  # not this layout: the general parser reads it or names what is wrong
         return None if any(table.column(n).null_count for n in self.types) else table
 
 

@@ -203,13 +203,8 @@ class Storage:
 
     def write(self, uri: str, data: bytes) -> None:
         if uri.startswith("file://"):
-            if not self.allow_file:
-                raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
-            path = file_path(uri)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # readers never see a half-written file
+            with self._replacing(uri) as tmp:
+                tmp.write_bytes(data)
             return
         loc = parse_s3(uri)
         try:
@@ -220,13 +215,8 @@ class Storage:
     def write_file(self, uri: str, path: Path) -> None:
         """Uploads a local file, streamed from disk."""
         if uri.startswith("file://"):
-            if not self.allow_file:
-                raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
-            target = file_path(uri)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)  # readers never see a half-written file
+            with self._replacing(uri) as tmp:
+                shutil.copyfile(path, tmp)
             return
         loc = parse_s3(uri)
         with open(path, "rb") as body:
@@ -234,6 +224,22 @@ class Storage:
                 self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
             except Exception as error:  # noqa: BLE001
                 raise self._translate(error, uri, Reason.StorageUnavailable) from error
+
+    @contextlib.contextmanager
+    def _replacing(self, uri: str) -> Iterator[Path]:
+        """A temporary path to fill; it then replaces the file at ``uri`` in one step, so
+        readers never see a half-written file."""
+        if not self.allow_file:
+            raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
+        target = file_path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            yield tmp
+            tmp.replace(target)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def exists(self, uri: str) -> bool:
         try:
