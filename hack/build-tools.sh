@@ -2,11 +2,15 @@
 # Builds the local test bed's tools from the Go module proxy into a cache directory outside the
 # checkout, one directory per tool and version, so a fresh clone reuses what is already built.
 #
-#   hack/build-tools.sh [TOOL ...]     TOOL: kubernetes etcd kwok helm kuberay minio ferretdb
+#   hack/build-tools.sh [TOOL ...]     TOOL: packages kubernetes kubernetes-node etcd kwok helm
+#                                            kuberay minio ferretdb coredns runc-wrapper
 #
 # Nothing prebuilt is downloaded and no third-party source is kept in the repository: modules
 # whose go.mod uses local replace directives (Kubernetes, etcd) are built through a wrapper
 # module generated here that names the published versions of those sibling modules.
+#
+# The real node of the test bed also needs Debian packages (containerd, runc, the CNI plugins,
+# iptables, conntrack, iproute2): `packages` installs those that are missing with apt-get.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +71,25 @@ build_kubernetes() {
      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
   mark_built kubernetes "$v"
+}
+
+build_kubernetes_node() {
+  # kubelet and kube-proxy of the same version, through the same wrapper module (and Go caches).
+  local v=$KUBERNETES_VERSION out; out=$(out_dir kubernetes-node "$v")
+  is_built kubernetes-node "$v" && { log "kubelet, kube-proxy $v: cached in $out"; return; }
+  log "kubelet, kube-proxy $v: building"
+  local w="$cache/src/kubernetes-$v"
+  [ -f "$w/go.mod" ] || wrapper_module "$w" k8s.io/kubernetes "$v" "v0.${v#v1.}"
+  local major minor; major=${v#v}; major=${major%%.*}; minor=${v#v*.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$out"
+  (cd "$w" && go mod download k8s.io/kubernetes && go build -trimpath -ldflags "$ld" -o "$out/" \
+     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+  mark_built kubernetes-node "$v"
 }
 
 build_etcd() {
@@ -135,12 +158,36 @@ build_ferretdb() {
   mark_built ferretdb "$v"
 }
 
-all=(kubernetes etcd kwok helm kuberay minio ferretdb)
+build_coredns() {
+  go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/coredns/coredns
+  mark_built coredns "$COREDNS_VERSION"
+}
+
+build_runc_wrapper() {
+  # Our own program (hack/runc-wrapper): rebuilt when its source changes.
+  local out="$cache/runc-wrapper" sum
+  sum=$(cat "$here"/runc-wrapper/go.mod "$here"/runc-wrapper/*.go | sha256sum | cut -c1-16)
+  if [ -x "$out/runc-wrapper" ] && [ "$(cat "$out/.source" 2>/dev/null)" = "$sum" ]; then
+    log "runc-wrapper: cached in $out"; return
+  fi
+  log "runc-wrapper: building (hack/runc-wrapper)"
+  mkdir -p "$out"
+  (cd "$here/runc-wrapper" && go build -trimpath -ldflags "-s -w" -o "$out/runc-wrapper" .)
+  echo "$sum" > "$out/.source"
+}
+
+build_packages() {
+  # Debian packages of the real node; installed only when missing.
+  "$here/apt-install.sh" containerd runc containernetworking-plugins iptables conntrack iproute2
+}
+
+all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns runc-wrapper)
 [ $# -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$cache"
 for t in "$@"; do
   case $t in
-    kubernetes|etcd|kwok|helm|kuberay|minio|ferretdb) "build_$t" ;;
+    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|runc-wrapper)
+      "build_${t//-/_}" ;;
     *) echo "make tools: unknown tool '$t' (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done

@@ -61,6 +61,14 @@ def bed() -> Endpoints:
 
 _BED_LOGS: list[dict[str, str]] = []
 
+# Runs before anything starts the session's bed: a machine holds one real node at a time, and
+# this module starts (and stops) a bed of its own.
+_FIRST = "test_testbed_lifecycle.py"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: 0 if item.path.name == _FIRST else 1)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -19,6 +19,9 @@ def _default_home() -> Path:
     return Path(base) / "modeleval"
 
 
+CLUSTER_CACHE_PREFIX = "modeleval-cache"
+
+
 class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELEVAL_", extra="ignore")
 
@@ -28,7 +31,8 @@ class EngineSettings(BaseSettings):
     mongodb_uri: SecretStr | None = Field(None, description="Results store; unset: local files.")
     mongodb_timeout_ms: int = 10_000
     cache_uri: str | None = Field(None, description="Where parsed datasets are cached, shared by "
-                                  "every node (s3://bucket/prefix or file:///dir). Default: a local dir.")
+                                  "every node (s3://bucket/prefix or file:///dir). Default: a local dir; in a "
+                                  "cluster, s3://<the dataset's bucket>/modeleval-cache.")
     node_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "modeleval-parts",
                                  description="Each Ray node's local copies of cached parts "
                                  "(memory-mapped on read).")
@@ -44,5 +48,13 @@ class EngineSettings(BaseSettings):
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
 
-    def resolved_cache_uri(self) -> str:
-        return self.cache_uri or (_default_home() / "datasets").as_uri()
+    def resolved_cache_uri(self, dataset_uri: str | None = None) -> str:
+        """Where parsed parts go. In a cluster (file:// refused) the pods share no disk, so with
+        no cache configured the parts go next to the data, under ``modeleval-cache/`` in the
+        dataset's own bucket, which every pod reads; on one machine, a local directory."""
+        if self.cache_uri:
+            return self.cache_uri
+        if not self.allow_file_uris and dataset_uri and dataset_uri.startswith("s3://"):
+            bucket = dataset_uri[len("s3://"):].split("/", 1)[0]
+            return f"s3://{bucket}/{CLUSTER_CACHE_PREFIX}"
+        return (_default_home() / "datasets").as_uri()

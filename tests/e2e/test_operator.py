@@ -114,7 +114,7 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
     ranker = recorder.clusters["mslr-ranker-ray"]
     worker = ranker["spec"]["workerGroupSpecs"][0]
     assert worker["replicas"] == 2
-    assert worker["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert worker["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "2Gi"}
     gpu = recorder.clusters["mslr-ranker-gpu-ray"]["spec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     gpu_workers = [p for p in recorder.pod_nodes if p.startswith("mslr-ranker-gpu-ray") and "worker" in p]

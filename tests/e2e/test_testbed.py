@@ -73,14 +73,21 @@ def test_versions_are_real(bed):
     assert version["clientVersion"]["gitVersion"] == bed.kubernetes_version
 
 
-def test_nodes_cpu_and_gpu(api):
+def test_nodes_cpu_gpu_and_real(bed, api):
     nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
-    assert set(nodes) == {"cpu-node-1", "cpu-node-2", "gpu-node-1"}
+    assert set(nodes) == {"cpu-node-1", "cpu-node-2", "gpu-node-1", "real-node-1"}
     for node in nodes.values():
         ready = [c for c in node.status.conditions if c.type == "Ready"]
         assert ready and ready[0].status == "True"
     assert nodes["gpu-node-1"].status.allocatable["nvidia.com/gpu"] == "2"
     assert "nvidia.com/gpu" not in nodes["cpu-node-1"].status.allocatable
+    # The real node: a kubelet of the bed's version on containerd, no GPU, tainted so that only
+    # namespaces marked for it place pods there.
+    real = nodes["real-node-1"]
+    assert real.status.node_info.kubelet_version == bed.kubernetes_version
+    assert real.status.node_info.container_runtime_version.startswith("containerd://")
+    assert "nvidia.com/gpu" not in real.status.allocatable
+    assert [t.key for t in real.spec.taints or []] == ["modeleval.dev/real-node"]
 
 
 def test_rbac_is_enforced(api, namespace):

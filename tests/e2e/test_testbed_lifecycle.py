@@ -1,5 +1,7 @@
 """`make cluster-up` / `make cluster-down` (python -m testbed) start a bed in a directory of
-their own and stop every process they started."""
+their own and stop every process they started: the kubelet, containerd, every pod's containers
+and the real node's network too. (conftest.py runs this module before the session's bed starts:
+a machine has one real node at a time.)"""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from testbed.node import BRIDGE, HOST_IP
 
 pytestmark = pytest.mark.e2e
 
@@ -41,25 +45,42 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     env.pop("RAY_AUTH_TOKEN", None)
     up = subprocess.run([sys.executable, "-m", "testbed", "up", "--dir", str(directory), "--ray-cpus", "1"],
-                        env=env, capture_output=True, text=True, timeout=400)
+                        env=env, capture_output=True, text=True, timeout=900)
     try:
         assert up.returncode == 0, up.stderr[-3000:]
         state = json.loads((directory / "state.json").read_text())
         assert (directory / "kubeconfig").exists() and (directory / "bed.env").exists()
         assert set(state["logs"]) >= {"etcd", "kube-apiserver", "kube-controller-manager",
                                       "kube-scheduler", "kwok", "kuberay-operator", "minio",
-                                      "ferretdb", "ray-head"}
+                                      "ferretdb", "ray-head", "containerd", "kubelet",
+                                      "kube-proxy", "coredns"}
         for path in state["logs"].values():
             assert Path(path).exists()
         pgids = set(state["pids"].values())
         running = _processes_mentioning(str(directory), pgids)
         assert running, "the bed's processes are running"
-        # Everything the bed started (Ray's many processes too) listens on loopback only.
+        # Everything the bed started (Ray's many processes too) listens on loopback or on the
+        # real node's host-only bridge, never on the machine's own network.
         pids = {int(p.split(":")[0]) for p in running}
-        listening = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+        listening = subprocess.run(["ss", "-Htulnp"], capture_output=True, text=True).stdout
         for line in listening.splitlines():
             if any(f"pid={pid}," in line for pid in pids):
-                assert line.split()[3].startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")), line
+                assert line.split()[4].startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:",
+                                                   f"{HOST_IP}:")), line
+        # A pod runs real containers on the real node.
+        kubeconfig = str(directory / "kubeconfig")
+        kubectl = state["specs"]["kube-apiserver"]["argv"][0].replace("kube-apiserver", "kubectl")
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"}, "spec": {
+            "nodeSelector": {"modeleval.dev/node": "real"},
+            "tolerations": [{"key": "modeleval.dev/real-node", "operator": "Exists"}],
+            "containers": [{"name": "c", "image": "modeleval/operator:0.1.0",
+                            "command": ["python", "-c", "import time; time.sleep(3600)"]}]}}
+        subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-"], input=json.dumps(pod),
+                       text=True, check=True, capture_output=True)
+        waited = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Ready",
+                                 "pod/sleeper", "--timeout=180s"], capture_output=True, text=True)
+        assert waited.returncode == 0, waited.stderr
+        assert _processes_mentioning("time.sleep(3600)", set()), "the container's process runs"
     finally:
         down = subprocess.run([sys.executable, "-m", "testbed", "down", "--dir", str(directory)],
                               env=env, capture_output=True, text=True, timeout=120)
@@ -71,4 +92,7 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
     while _processes_mentioning(str(directory), pgids) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _processes_mentioning(str(directory), pgids) == []
+    assert _processes_mentioning("time.sleep(3600)", set()) == [], "down stops every pod"
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert str(directory) not in Path("/proc/self/mountinfo").read_text(), "no mount is left"
     shutil.rmtree(directory)

@@ -1,4 +1,5 @@
-"""`python -m testbed up|down|status --dir DIR` (what `make cluster-up` / `cluster-down` run)."""
+"""`python -m testbed up|down|status|images --dir DIR` (what `make cluster-up` / `cluster-down`
+run; `images` loads what `make images` built last into a running bed's real node)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import sys
 from pathlib import Path
 
 from . import BedError, TestBed, ToolMissing, stop_recorded
+from .node import NodeError, import_images
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "images"])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/modeleval-bed"))
     parser.add_argument("--ray-cpus", type=int, default=2)
     args = parser.parse_args(argv)
@@ -21,6 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         stopped = stop_recorded(directory)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"no test bed recorded in {directory}")
+        return 0
+    if args.command == "images":
+        if not (directory / "state.json").exists():
+            print(f"no test bed recorded in {directory}", file=sys.stderr)
+            return 1
+        try:
+            import_images(TestBed(directory))
+        except NodeError as error:
+            print(f"images: {error}", file=sys.stderr)
+            return 1
+        print(f"images loaded into the real node of {directory}")
         return 0
     if args.command == "status":
         state = directory / "state.json"
@@ -32,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         endpoints = TestBed(directory, ray_cpus=args.ray_cpus).up()
-    except (BedError, ToolMissing) as error:
+    except (BedError, NodeError, ToolMissing) as error:
         print(f"cluster-up failed: {error}", file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in endpoints.env().items() if "SECRET" not in k and "TOKEN" not in k},

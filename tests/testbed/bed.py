@@ -1,7 +1,9 @@
-"""The local test bed: a real Kubernetes control plane, KubeRay, MinIO, FerretDB and Ray on loopback.
+"""The local test bed: a real Kubernetes control plane, KubeRay, MinIO, FerretDB, a Ray head, kwok
+nodes and one real node (containerd, kubelet, kube-proxy, CoreDNS; see node.py).
 
 Every component is a local process started from the binaries `make tools` built (or, for Ray,
-from the project venv). Each runs in its own process group, logs to ``<dir>/logs/<name>.log``
+from the project venv). Components listen on 127.0.0.1, except those pods must reach (the API
+server, MinIO, FerretDB, CoreDNS, the kubelet), which listen on the real node's host-only bridge. Each runs in its own process group, logs to ``<dir>/logs/<name>.log``
 and is recorded in ``<dir>/state.json`` so that ``down`` (or a later run) can stop exactly what
 was started, even after the starting process has gone.
 """
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import node
 from .certs import Pki, make_pki
 from .tools import REPO_ROOT, Tools
 
@@ -66,6 +69,9 @@ class Endpoints:
     kuberay_metrics: str
     kuberay_health: str
     kubernetes_version: str
+    # The address pods reach the host's services at, and the real node's name.
+    host_ip: str = node.HOST_IP
+    real_node: str = node.NODE_NAME
     logs: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -106,6 +112,7 @@ class TestBed:
         self._log_paths: dict[str, str] = {}
         self._specs: dict[str, dict] = {}  # how each was started, so a fault test can restart it
         self.endpoints: Endpoints | None = None
+        self.pki_ca: Path = self.dir / "pki" / "ca.crt"
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> Endpoints:
@@ -117,6 +124,7 @@ class TestBed:
     def up(self) -> Endpoints:
         stop_recorded(self.dir)  # a previous bed left in this directory is stopped first
         if self.dir.exists():
+            node.cleanup(self.dir)  # never remove a directory through a leftover mount
             shutil.rmtree(self.dir)
         self.logs.mkdir(parents=True)
         try:
@@ -131,13 +139,17 @@ class TestBed:
 
     # ---------------------------------------------------------------- components
     def _start_all(self) -> None:
-        pki = make_pki(self.dir / "pki")
+        node.claim_machine(self.dir)
+        node.setup_network()  # first: the API server, MinIO and FerretDB listen on its address
+        pki = make_pki(self.dir / "pki", extra_ips=(node.HOST_IP,))
         ports = {name: free_port() for name in (
             "etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok", "kuberay-metrics",
             "kuberay-health", "minio", "minio-console", "ferretdb", "ray-gcs", "ray-dashboard",
-            "ray-client", "ray-dashboard-agent", "ray-metrics-export",
+            "ray-client", "ray-dashboard-agent", "ray-metrics-export", "kubelet", "kubelet-healthz",
+            "kube-proxy-healthz", "kube-proxy-metrics", "coredns-ready",
         )}
-        apiserver = f"https://{LOOPBACK}:{ports['apiserver']}"
+        host = node.HOST_IP
+        apiserver = f"https://{host}:{ports['apiserver']}"
         kubeconfigs = {name: self._write_kubeconfig(name, apiserver, pki) for name in pki.clients}
         token = self.ray_auth_token
         self.endpoints = Endpoints(
@@ -145,10 +157,10 @@ class TestBed:
             kubeconfig=str(kubeconfigs["admin"]),
             apiserver=apiserver,
             etcd=f"http://{LOOPBACK}:{ports['etcd']}",
-            s3_endpoint=f"http://{LOOPBACK}:{ports['minio']}",
+            s3_endpoint=f"http://{host}:{ports['minio']}",
             s3_access_key=MINIO_USER,
             s3_secret_key=secrets.token_hex(16),
-            mongodb_uri=f"mongodb://{LOOPBACK}:{ports['ferretdb']}/",
+            mongodb_uri=f"mongodb://{host}:{ports['ferretdb']}/",
             ray_address=f"{LOOPBACK}:{ports['ray-gcs']}",
             ray_dashboard=f"http://{LOOPBACK}:{ports['ray-dashboard']}",
             ray_auth_token=token,
@@ -170,6 +182,7 @@ class TestBed:
         self._install_kuberay_crds()
         self._start_kuberay(ports)
         self._wait_ready()
+        node.start(self, ports, kubeconfigs)
         self._write_state()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str | None] | None = None,
@@ -229,7 +242,9 @@ class TestBed:
         self._spawn("kube-apiserver", [
             str(self.tools.kube("kube-apiserver")),
             f"--etcd-servers=http://{LOOPBACK}:{ports['etcd']}",
-            f"--bind-address={LOOPBACK}", f"--advertise-address={LOOPBACK}",
+            # On the bridge: pods reach it through the `kubernetes` Service, whose endpoint the
+            # API server keeps at its advertised address.
+            f"--bind-address={node.HOST_IP}", f"--advertise-address={node.HOST_IP}",
             f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
@@ -240,8 +255,11 @@ class TestBed:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            "--enable-admission-plugins=ExtendedResourceToleration",
-            "--endpoint-reconciler-type=none",  # loopback cannot be a Service endpoint
+            # PodNodeSelector and PodTolerationRestriction: namespaces marked for the real node
+            # send their pods there (node.NAMESPACE_ANNOTATIONS).
+            "--enable-admission-plugins=ExtendedResourceToleration,PodNodeSelector,"
+            "PodTolerationRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true", "--profiling=false",
         ])
 
@@ -294,7 +312,7 @@ class TestBed:
         nodes.append(_node_manifest("gpu-node-1", cpu="8", memory="64Gi", gpus=GPUS_PER_GPU_NODE))
         self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                            "items": nodes}))
-        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=90s")
+        self.kubectl("wait", "--for=condition=Ready", "node", "-l", "type=kwok", "--timeout=90s")
 
     def _install_kuberay_crds(self) -> None:
         # The RayCluster CRD is too large for client-side apply's last-applied annotation.
@@ -315,7 +333,7 @@ class TestBed:
         assert self.endpoints is not None
         self._spawn("minio", [
             str(self.tools.minio), "server", str(self.dir / "minio"),
-            "--address", f"{LOOPBACK}:{ports['minio']}",
+            "--address", f"{node.HOST_IP}:{ports['minio']}",
             "--console-address", f"{LOOPBACK}:{ports['minio-console']}", "--quiet",
         ], env={"MINIO_ROOT_USER": self.endpoints.s3_access_key,
                 "MINIO_ROOT_PASSWORD": self.endpoints.s3_secret_key,
@@ -326,7 +344,7 @@ class TestBed:
         data.mkdir()
         self._spawn("ferretdb", [
             str(self.tools.ferretdb), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-            f"--listen-addr={LOOPBACK}:{ports['ferretdb']}",
+            f"--listen-addr={node.HOST_IP}:{ports['ferretdb']}",
         ])
 
     def _start_ray(self, ports: dict[str, int]) -> None:
@@ -518,6 +536,7 @@ def stop_recorded(directory: Path, grace: float = 10.0) -> list[str]:
     for _, pid in order:
         with contextlib.suppress(ChildProcessError):  # reap our own children; others are not ours
             os.waitpid(pid, os.WNOHANG)
+    node.cleanup(directory)  # container processes, shims, mounts, iptables rules, the bridge
     state_file.unlink()
     return [name for name, _ in order]
 

@@ -49,10 +49,13 @@ CLIENTS = {
     "scheduler": "/CN=system:kube-scheduler",
     "kwok": "/O=system:masters/CN=kwok-controller",
     "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
+    # The real node: the Node authorizer knows system:node:<name>, RBAC knows system:kube-proxy.
+    "real-node": "/O=system:nodes/CN=system:node:real-node-1",
+    "kube-proxy": "/CN=system:kube-proxy",
 }
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-days", "30",
@@ -61,7 +64,8 @@ def make_pki(directory: Path) -> Pki:
     serving_cert, serving_key = _signed(
         directory, "apiserver", "/CN=kube-apiserver", ca,
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
+        + "".join(f",IP:{ip}" for ip in extra_ips) + "\n"
         "extendedKeyUsage=serverAuth\n",
     )
     clients = {

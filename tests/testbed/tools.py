@@ -1,8 +1,11 @@
-"""Where the test bed's Go-built tools live: the cache that `make tools` fills, keyed by version."""
+"""Where the test bed's tools live: the cache that `make tools` fills (keyed by version), the
+images `make images` builds, and the Debian packages the real node runs (containerd, runc, CNI)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +27,23 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
     return versions
 
 
-def tools_dir() -> Path:
-    if env := os.environ.get("MODELEVAL_TOOLS_DIR"):
+def _cache_dir(variable: str, name: str) -> Path:
+    if env := os.environ.get(variable):
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "modeleval" / "tools"
+    return Path(base) / "modeleval" / name
+
+
+def tools_dir() -> Path:
+    return _cache_dir("MODELEVAL_TOOLS_DIR", "tools")
+
+
+def images_dir() -> Path:
+    return _cache_dir("MODELEVAL_IMAGES_DIR", "images")
+
+
+# Debian packages the real node runs (`make tools` installs them with apt-get when missing).
+SYSTEM_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "ip")
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class Tools:
     def locate(cls) -> "Tools":
         tools = cls(tools_dir(), read_versions())
         missing = [str(p) for p in tools.all_paths() if not p.exists()]
+        missing += [f"{c} (Debian package)" for c in SYSTEM_COMMANDS if shutil.which(c) is None]
         if missing:
             raise ToolMissing(
                 "test bed tools are not built; run `make tools` (missing: " + ", ".join(missing) + ")"
@@ -57,6 +73,33 @@ class Tools:
 
     def kube(self, name: str) -> Path:
         return self._dir("kubernetes", "KUBERNETES_VERSION") / name
+
+    def kube_node(self, name: str) -> Path:
+        """kubelet and kube-proxy, built from the same Kubernetes version."""
+        return self._dir("kubernetes-node", "KUBERNETES_VERSION") / name
+
+    @property
+    def coredns(self) -> Path:
+        return self._dir("coredns", "COREDNS_VERSION") / "coredns"
+
+    @property
+    def runc_wrapper(self) -> Path:
+        return self.root / "runc-wrapper" / "runc-wrapper"
+
+    @property
+    def containerd_root(self) -> Path:
+        """containerd's content and snapshots, kept between beds so images are imported once."""
+        return self.root.parent / "containerd"
+
+    @property
+    def images_index(self) -> Path:
+        return images_dir() / "index.json"
+
+    def images(self) -> list[dict]:
+        """The images `make images` built: name, ref, archive, key."""
+        if not self.images_index.exists():
+            return []
+        return json.loads(self.images_index.read_text())
 
     @property
     def etcd(self) -> Path:
@@ -96,6 +139,10 @@ class Tools:
             self.kube("kube-controller-manager"),
             self.kube("kube-scheduler"),
             self.kubectl,
+            self.kube_node("kubelet"),
+            self.kube_node("kube-proxy"),
+            self.coredns,
+            self.runc_wrapper,
             self.etcd,
             self.kwok,
             self.helm,

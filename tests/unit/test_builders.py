@@ -34,11 +34,23 @@ def test_pods_request_exactly_the_spec_resources():
     rc = build_raycluster("ev", "ns", "uid-1", s, SETTINGS)
     worker = containers(rc, "worker")["resources"]
     assert worker["requests"] == {"cpu": "2500m", "memory": "6Gi", "nvidia.com/gpu": "2"}
-    assert worker["limits"] == {"memory": "6Gi", "nvidia.com/gpu": "2"}
+    assert worker["limits"] == {"cpu": "2500m", "memory": "6Gi", "nvidia.com/gpu": "2"}
     head = containers(rc, "head")["resources"]
     assert head["requests"] == {"cpu": "1", "memory": "3Gi"} and "nvidia.com/gpu" not in head["limits"]
     group = rc["spec"]["workerGroupSpecs"][0]
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 3
+
+
+def test_ray_pods_get_shared_memory_and_no_api_token():
+    rc = build_raycluster("ev", "ns", "u", spec(resources={"memory": "3Gi"}), SETTINGS)
+    for template in (rc["spec"]["headGroupSpec"]["template"], rc["spec"]["workerGroupSpecs"][0]["template"]):
+        pod = template["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert {"name": "shared-memory", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+        volume = {v["name"]: v for v in pod["volumes"]}["shared-memory"]
+        assert volume["emptyDir"]["medium"] == "Memory"
+    worker = rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert {v["name"]: v for v in worker["volumes"]}["shared-memory"]["emptyDir"]["sizeLimit"] == "3Gi"
 
 
 def test_owned_by_the_evaluation_and_labelled():

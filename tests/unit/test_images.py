@@ -56,12 +56,34 @@ def test_images_run_as_non_root_and_match_chart_defaults():
     operator = (ROOT / "images/operator/Dockerfile").read_text()
     ray = (ROOT / "images/ray/Dockerfile").read_text()
     assert "USER 10001" in operator and re.search(r"^USER 1000$", ray, re.M)
-    assert "FROM rayproject/ray:2.60.0-" in ray
     values = yaml.safe_load((ROOT / "charts/modeleval/values.yaml").read_text())
     chart = yaml.safe_load((ROOT / "charts/modeleval/Chart.yaml").read_text())
+    assert f"ARG BASE_IMAGE=rayproject/ray:{values['ray']['version']}-" in ray
     assert f"-t {values['image']['repository']}:{chart['appVersion']}" in operator
     assert f"-t {values['ray']['image']}" in ray
     assert values["ray"]["version"] == "2.60.0"
+
+
+def test_dockerfiles_take_base_image_with_the_public_default():
+    """hack/build-images.sh passes its own base; without --build-arg, Docker users get these."""
+    for name, default in [("operator", "python:3.11.11-slim-bookworm"),
+                          ("ray", "rayproject/ray:2.60.0-py311-cpu")]:
+        lines = [line for line in (ROOT / f"images/{name}/Dockerfile").read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        assert lines[0] == f"ARG BASE_IMAGE={default}", name
+        froms = [line.split() for line in lines if line.startswith("FROM ")]
+        assert froms and all(words[1] == "${BASE_IMAGE}" for words in froms), name
+    assert len([line for line in (ROOT / "images/operator/Dockerfile").read_text().splitlines()
+                if line.startswith("FROM ${BASE_IMAGE}")]) == 2
+
+
+def test_ray_image_installs_ray_from_the_lock_on_a_plain_python_base():
+    ray = (ROOT / "images/ray/Dockerfile").read_text()
+    assert 'if ! python -c "import ray"' in ray
+    assert re.search(r"pip install [^\n]*-c requirements\.lock [^\n]*\"ray\[default\]==2\.60\.0\"", ray)
+    assert any(line.startswith("ray==2.60.0") for line in
+               (ROOT / "requirements.lock").read_text().splitlines())
+    assert "useradd --uid 1000 --gid 100" in ray and "--home-dir /home/ray" in ray
 
 
 def test_chart_crd_is_the_generated_one():

@@ -46,8 +46,10 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 
 def _resources(cpu: str, memory: str, gpu: int) -> dict[str, Any]:
+    """Limits equal requests: the container's cgroup enforces exactly what the spec asked (CPU
+    quota and memory limit), the pod is Guaranteed, and Ray sizes itself from the same figures."""
     requests: dict[str, str] = {"cpu": cpu, "memory": memory}
-    limits: dict[str, str] = {"memory": memory}
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpu:
         requests[GPU] = str(gpu)
         limits[GPU] = str(gpu)  # extended resources must be set in limits, equal to requests
@@ -80,11 +82,18 @@ def _pod_template(container: str, image: str, resources: dict[str, Any], env: li
             "image": image,
             "resources": resources,
             "env": env,
+            # Ray's object store lives in /dev/shm, which a container runtime makes 64 MiB;
+            # a memory-backed volume (counted in the pod's memory limit) gives it room.
+            "volumeMounts": [{"name": "shared-memory", "mountPath": "/dev/shm"}],
             "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
                                 "allowPrivilegeEscalation": False,
                                 "capabilities": {"drop": ["ALL"]}},
             **({"ports": ports} if ports else {}),
         }],
+        "volumes": [{"name": "shared-memory",
+                     "emptyDir": {"medium": "Memory", "sizeLimit": resources["limits"]["memory"]}}],
+        # Ray pods never call the Kubernetes API: no service-account token in them.
+        "automountServiceAccountToken": False,
     }
     if spec.node_selector:
         body["nodeSelector"] = dict(spec.node_selector)

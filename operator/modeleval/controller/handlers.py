@@ -320,6 +320,11 @@ def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEva
     # round before a restart created it already.
     first = not spec.ray_cluster_name and status.ray_cluster is None
     cluster = None if first else kube().get_raycluster(namespace, name)
+    if cluster is not None and (cluster.get("metadata") or {}).get("deletionTimestamp"):
+        # The previous attempt's cluster (same name) is still going: create the fresh one after.
+        st.set_condition(status, ConditionType.Provisioned, False, "Replacing",
+                         f"waiting for the previous RayCluster {name} to be deleted", generation, now)
+        raise _Done
     if cluster is None:
         if spec.ray_cluster_name:
             st.set_condition(status, ConditionType.Provisioned, False, "RayClusterNotFound",
@@ -343,6 +348,10 @@ def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEva
     status.ray_cluster = name
     ready = (cluster.get("status") or {}).get("state") == "ready"
     if not ready:
+        if status.job_id and _down_too_long(status, ConditionType.Provisioned, now):
+            _lost_attempt(body, spec, status, f"RayCluster {name} stopped being ready while Ray job "
+                          f"{status.job_id} ran", now, generation)
+            raise _Done
         if status.phase == Phase.Pending:
             status.phase = Phase.Provisioning
         unschedulable = kube().unschedulable_pods(namespace, name)
@@ -395,6 +404,15 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
         with _jobs_client(body, name) as jobs:
             # A job submitted just before a restart (its id not yet in status) is found here too.
             job = jobs.get(sid)
+            if job is None and status.job_id == sid:
+                # The head accepted this job and no longer knows it: the head pod was replaced
+                # (Ray keeps its job table in the head's memory). Never resubmit onto it; the
+                # result document says whether the job ended before its head went.
+                job = _ended_before_head_lost(spec, status, meta.uid, sid)
+                if job is None:
+                    _lost_attempt(body, spec, status, f"the Ray head of RayCluster {name} lost "
+                                  f"job {sid} (its pod was replaced)", now, generation)
+                    raise _Done
             if job is None:
                 _take_slot(body, status, name, now, generation, lambda: running_jobs(jobs.list()))
                 job = jobs.submit(build_job_submission(meta.name, meta.namespace, meta.uid,
@@ -403,6 +421,10 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
     except JobsApiError as error:
         st.set_condition(status, ConditionType.JobSubmitted, False, "RayUnavailable", str(error),
                          generation, now)
+        if status.job_id == sid and _down_too_long(status, ConditionType.JobSubmitted, now):
+            _lost_attempt(body, spec, status, f"the Ray head of RayCluster {name} did not answer "
+                          f"for {SETTINGS.pending_timeout:.0f}s while job {sid} ran: {error}",
+                          now, generation)
         raise _Done from None
     status.job_id = sid
     status.dashboard_url = url
@@ -522,6 +544,74 @@ def _finish(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationS
     if not retryable:
         message = f"{message} (not retried: {reason} does not change on a retry)"
     st.fail(status, reason, message, generation, now)
+
+
+def _ended_before_head_lost(spec: ModelEvaluationSpec, status: ModelEvaluationStatus, uid: str,
+                            sid: str) -> JobInfo | None:
+    """The job as its result document records it, when the runner wrote one before the head
+    went away; None when the attempt left no document (it was cut off)."""
+    target = spec.output.mongodb
+    store = results_store(target.database, target.collection)
+    try:
+        document = store.get(uid, status.attempt) if store is not None else None
+    except Exception:  # noqa: BLE001 - unknown: treated as cut off, and the attempt is retried
+        return None
+    if not document:
+        return None
+    ended = "SUCCEEDED" if document.get("status") == "Succeeded" else "FAILED"
+    return JobInfo(sid, ended, "the job ended before its Ray head was replaced")
+
+
+def _down_too_long(status: ModelEvaluationStatus, condition: ConditionType, now: datetime) -> bool:
+    """Whether ``condition`` has been False for longer than the pending timeout."""
+    for c in status.conditions:
+        if c.type == condition.value and c.status == "False":
+            since = st.parse_time(c.last_transition_time)
+            return bool(since and now - since > timedelta(seconds=SETTINGS.pending_timeout))
+    return False
+
+
+def _lost_attempt(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluationStatus,
+                  message: str, now: datetime, generation: int | None) -> None:
+    """The attempt's Ray head went away with its job. The attempt is recorded as failed (a
+    failure document, so no attempt is missing from the results) and, within backoffLimit,
+    retried on a fresh RayCluster: the old one is deleted, never reused."""
+    meta = body.metadata
+    reason = "RayHeadLost"
+    if status.ray_cluster and status.job_id:
+        SLOTS.release(head_url(status.ray_cluster, meta.namespace, SETTINGS), status.job_id)
+    target = spec.output.mongodb
+    store = results_store(target.database, target.collection)
+    if store is not None:
+        document = {"_id": f"{meta.uid}:{status.attempt}", "uid": meta.uid, "attempt": status.attempt,
+                    "name": meta.name, "namespace": meta.namespace, "status": "Failed",
+                    "reason": reason, "message": message, "retryable": True,
+                    "model": {"uri": spec.model.uri}, "dataset": {"uri": spec.dataset.uri},
+                    "finishedAt": st.now_iso(now)}
+        try:
+            if store.get(meta.uid, status.attempt) is None:  # never over what the runner wrote
+                store.upsert(document)
+        except Exception as error:  # noqa: BLE001 - the Event and status still record the attempt
+            log.warning("could not record lost attempt %s of %s: %s", status.attempt, meta.uid, error)
+    _leave_line(body, status)
+    _release_cluster(body, spec, status)
+    if status.attempt > spec.backoff_limit:
+        st.fail(status, reason, f"{message}; no retries left (backoffLimit={spec.backoff_limit})",
+                generation, now)
+        return
+    delay = st.backoff_delay(status.attempt, SETTINGS.backoff_base, SETTINGS.backoff_max)
+    kopf.warn(body, reason="Retrying", message=f"attempt {status.attempt} lost ({reason}: {message});"
+              f" attempt {status.attempt + 1} on a fresh RayCluster in {delay:.0f}s")
+    if not spec.ray_cluster_name and not spec.keep_cluster:
+        status.ray_cluster = None  # the next attempt creates its own cluster again
+        st.set_condition(status, ConditionType.Provisioned, False, reason, message, generation, now)
+    st.set_condition(status, ConditionType.JobSubmitted, False, reason, message, generation, now)
+    status.next_retry_time = st.now_iso(now + timedelta(seconds=delay))
+    status.attempt += 1
+    status.job_id = None
+    status.progress = None
+    status.phase = Phase.Pending
+    status.reason, status.message = reason, f"retrying: {message}"
 
 
 def _waited_too_long_since(job: JobInfo, now: datetime, seconds: float) -> bool:

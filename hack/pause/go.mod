@@ -1,0 +1,3 @@
+module modeleval.local/pause
+
+go 1.19

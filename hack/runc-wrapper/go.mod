@@ -1,0 +1,3 @@
+module modeleval.local/hack/runc-wrapper
+
+go 1.25
