@@ -54,30 +54,13 @@ wrapper_module() {
   } > "$dir/go.mod"
 }
 
-build_kubernetes() {
-  local v=$KUBERNETES_VERSION out; out=$(out_dir kubernetes "$v")
-  is_built kubernetes "$v" && { log "kubernetes $v: cached in $out"; return; }
-  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (tens of minutes cold)"
-  local w="$cache/src/kubernetes-$v"
-  wrapper_module "$w" k8s.io/kubernetes "$v" "v0.${v#v1.}"
-  local major minor; major=${v#v}; major=${major%%.*}; minor=${v#v*.}; minor=${minor%%.*}
-  local ld="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  mkdir -p "$out"
-  (cd "$w" && go mod download k8s.io/kubernetes && go build -trimpath -ldflags "$ld" -o "$out/" \
-     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-  mark_built kubernetes "$v"
-}
-
-build_kubernetes_node() {
-  # kubelet and kube-proxy of the same version, through the same wrapper module (and Go caches).
-  local v=$KUBERNETES_VERSION out; out=$(out_dir kubernetes-node "$v")
-  is_built kubernetes-node "$v" && { log "kubelet, kube-proxy $v: cached in $out"; return; }
-  log "kubelet, kube-proxy $v: building"
+# kubernetes_binaries TOOL PACKAGE...: commands of k8s.io/kubernetes, built through the wrapper
+# module with real version strings, into TOOL's directory (the control plane and the node share
+# the wrapper module and the Go caches).
+kubernetes_binaries() {
+  local tool=$1 v=$KUBERNETES_VERSION out; shift; out=$(out_dir "$tool" "$v")
+  is_built "$tool" "$v" && { log "$tool $v: cached in $out"; return; }
+  log "$tool $v: building ${*##*/} (tens of minutes cold)"
   local w="$cache/src/kubernetes-$v"
   [ -f "$w/go.mod" ] || wrapper_module "$w" k8s.io/kubernetes "$v" "v0.${v#v1.}"
   local major minor; major=${v#v}; major=${major%%.*}; minor=${v#v*.}; minor=${minor%%.*}
@@ -87,9 +70,18 @@ build_kubernetes_node() {
     ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
   done
   mkdir -p "$out"
-  (cd "$w" && go mod download k8s.io/kubernetes && go build -trimpath -ldflags "$ld" -o "$out/" \
-     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
-  mark_built kubernetes-node "$v"
+  (cd "$w" && go mod download k8s.io/kubernetes && go build -trimpath -ldflags "$ld" -o "$out/" "$@")
+  mark_built "$tool" "$v"
+}
+
+build_kubernetes() {
+  kubernetes_binaries kubernetes k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl
+}
+
+build_kubernetes_node() {
+  kubernetes_binaries kubernetes-node k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {

@@ -242,11 +242,17 @@ def evaluation_text(name: str, dataset: str, workers: int = 2) -> str:
                            "metadata": {"name": name}, "spec": spec})
 
 
+def apply_big(bed, installed: Installed, name: str) -> tuple[str, str]:
+    """Applies an evaluation of the larger dataset (long enough to be hit mid-job); returns its
+    manifest and its RayCluster's name."""
+    text = evaluation_text(name, BIG_DATASET)
+    kubectl(bed, "apply", "-n", installed.namespace, "-f", "-", input=text)
+    return text, f"{name}-ray"
+
+
 def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp_path):
     ns, name = installed.namespace, "head-lost"
-    text = evaluation_text(name, BIG_DATASET)
-    kubectl(bed, "apply", "-n", ns, "-f", "-", input=text)
-    cluster = "head-lost-ray"
+    text, cluster = apply_big(bed, installed, name)
 
     def job_running():
         s = installed.evaluation(name).get("status") or {}
@@ -288,9 +294,7 @@ def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp
 
 def test_worker_container_killed_mid_job_tasks_are_retried(bed, installed, tmp_path):
     ns, name = installed.namespace, "worker-killed"
-    text = evaluation_text(name, BIG_DATASET)
-    kubectl(bed, "apply", "-n", ns, "-f", "-", input=text)
-    cluster = "worker-killed-ray"
+    text, cluster = apply_big(bed, installed, name)
 
     def busy_worker():
         """A worker container whose Ray worker process is executing one of the job's tasks."""

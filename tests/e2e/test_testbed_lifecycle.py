@@ -94,5 +94,7 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
     assert _processes_mentioning(str(directory), pgids) == []
     assert _processes_mentioning("time.sleep(3600)", set()) == [], "down stops every pod"
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert "KUBE-" not in rules, "kube-proxy's and the kubelet's iptables chains are removed"
     assert str(directory) not in Path("/proc/self/mountinfo").read_text(), "no mount is left"
     shutil.rmtree(directory)
