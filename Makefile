@@ -10,7 +10,7 @@ BED_DIR     ?= $(or $(MODELEVAL_BED_DIR),/tmp/modeleval-bed)
 export MODELEVAL_TOOLS_DIR := $(TOOLS_DIR)
 
 .PHONY: help venv tools cluster-up cluster-down test test-unit test-integration test-e2e \
-        lock crds images smoke bench bench-control-plane kind-up kind-down clean
+        lock crds images prepare smoke bench bench-control-plane kind-up kind-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -38,34 +38,37 @@ tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
 images: ## build the operator, Ray and pause images without Docker (buildah; cached by input hash)
 	@hack/build-images.sh
 
-cluster-up: venv tools images ## start the local test bed with its real node (writes $(BED_DIR)/bed.env)
+prepare: ## tools and images side by side (what every bed target needs; seconds when cached)
+	@hack/prepare.sh
+
+cluster-up: venv prepare ## start the local test bed with its real node (writes $(BED_DIR)/bed.env)
 	@PYTHONPATH=tests $(VENV)/bin/python -m testbed up --dir $(BED_DIR)
 
 cluster-down: ## stop the local test bed and every process it started
 	@PYTHONPATH=tests $(VENV)/bin/python -m testbed down --dir $(BED_DIR)
 
-test: venv tools images ## everything: unit, integration and e2e tests on the local test bed
+test: venv prepare ## everything: unit, integration and e2e tests on the local test bed
 	@$(VENV)/bin/python -m pytest tests
 
 test-unit: venv ## unit tests only (no services)
 	@$(VENV)/bin/python -m pytest tests/unit
 
-test-integration: venv tools images ## MinIO, FerretDB and local Ray tests
+test-integration: venv prepare ## MinIO, FerretDB and local Ray tests
 	@$(VENV)/bin/python -m pytest tests/integration
 
-test-e2e: venv tools images ## the Kubernetes test bed tests
+test-e2e: venv prepare ## the Kubernetes test bed tests
 	@$(VENV)/bin/python -m pytest tests/e2e
 
-smoke: venv tools images ## the newcomer's path: bed, chart, examples, one evaluation on the real node
+smoke: venv prepare ## the newcomer's path: bed, chart, examples, one evaluation on the real node
 	@BED_DIR=$(BED_DIR) VENV=$(VENV) hack/smoke.sh
 
 ROWS ?= 240000
 RUNS ?= 3
-bench: venv tools images ## side-by-side engine benchmark (ROWS=240000 RUNS=3); prints one table
+bench: venv prepare ## side-by-side engine benchmark (ROWS=240000 RUNS=3); prints one table
 	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
 
 COUNT ?= 100
-bench-control-plane: venv tools images ## 100 evaluations at once on the test bed (COUNT=100)
+bench-control-plane: venv prepare ## 100 evaluations at once on the test bed (COUNT=100)
 	@$(VENV)/bin/python bench/control_plane.py --count $(COUNT)
 
 kind-up: ## the same stack on kind for users with Docker (cannot run without a Docker engine)

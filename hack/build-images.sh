@@ -311,7 +311,7 @@ main() {
       exit 1
     fi
     trap cleanup EXIT
-    local pkgs=(buildah debootstrap uidmap debian-archive-keyring)
+    local pkgs; read -ra pkgs <<<"$(. "$here/versions.env"; echo "$IMAGE_PACKAGES")"
     [ -x /usr/local/go/bin/go ] && PATH=$PATH:/usr/local/go/bin
     if [[ " ${todo[*]} " == *" pause "* ]] && ! command -v go >/dev/null 2>&1; then pkgs+=(golang-go); fi
     run_step apt env APT_INSTALL_LOG="$logs/apt-get.log" "$here/apt-install.sh" "${pkgs[@]}"

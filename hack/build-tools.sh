@@ -170,7 +170,8 @@ build_runc_wrapper() {
 
 build_packages() {
   # Debian packages of the real node; installed only when missing.
-  "$here/apt-install.sh" containerd runc containernetworking-plugins iptables conntrack iproute2
+  # shellcheck disable=SC2086  # a list of package names
+  "$here/apt-install.sh" $NODE_PACKAGES
 }
 
 all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns runc-wrapper)
