@@ -101,13 +101,13 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
 
 
 def test_cluster_up_without_images_names_the_step_and_leaves_nothing(tmp_path):
-    """A bed that cannot finish (here: no images built) ends with one message naming the step
-    and what to do, and stops what it had started, the real node's network included."""
+    """A bed that cannot start (here: no images built) says so at once, in one message naming the
+    step and what to do, and leaves nothing behind, the real node's network included."""
     directory = Path(tempfile.mkdtemp(prefix="mebed-fail-", dir="/tmp"))
     env = {**os.environ, "PYTHONPATH": str(TESTS), "MODELEVAL_IMAGES_DIR": str(tmp_path / "none")}
     env.pop("RAY_AUTH_TOKEN", None)
     up = subprocess.run([sys.executable, "-m", "testbed", "up", "--dir", str(directory), "--ray-cpus", "1"],
-                        env=env, capture_output=True, text=True, timeout=600)
+                        env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 1
     assert "cluster-up failed: real node: no images in" in up.stderr and "make images" in up.stderr
     assert "Traceback" not in up.stderr

@@ -139,6 +139,7 @@ class TestBed:
 
     # ---------------------------------------------------------------- components
     def _start_all(self) -> None:
+        node.check_images(self.tools.images_index, self.tools.images())  # fail before starting
         node.claim_machine(self.dir)
         node.setup_network()  # first: the API server, MinIO and FerretDB listen on its address
         pki = make_pki(self.dir / "pki", extra_ips=(node.HOST_IP,))

@@ -61,6 +61,15 @@ def run(step: str, argv: list[str], check: bool = True, timeout: float = 300) ->
 
 
 # ----------------------------------------------------------------------------- network
+def check_images(images_index: Path, images: list[dict]) -> None:
+    """Before anything starts: the images the real node runs must have been built."""
+    missing = [i["archive"] for i in images if not Path(i["archive"]).exists()]
+    if not images or missing:
+        raise NodeError(f"real node: no images in {images_index}"
+                        + (f" (missing: {', '.join(missing)})" if missing else "")
+                        + "; run `make images`")
+
+
 def claim_machine(bed_dir: Path) -> None:
     """Records this bed as the machine's real node; refuses when another live bed holds it and
     cleans up after one that died without `down`."""
@@ -202,7 +211,9 @@ def kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) ->
         # 0: leave the machine's conntrack sysctls as they are (the VM may refuse to change them).
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                       "tcpCloseWaitTimeout": "0s"},
-        "iptables": {"localhostNodePorts": False, "minSyncPeriod": "1s", "syncPeriod": "30s"},
+        # The kwok nodes' tests create and delete hundreds of head Services; a real node's pods
+        # wait a few seconds for a new Service rather than the machine rewriting rules each second.
+        "iptables": {"localhostNodePorts": False, "minSyncPeriod": "5s", "syncPeriod": "60s"},
     }
 
 
@@ -285,8 +296,7 @@ def forget_containers(directory: Path) -> None:
 def import_images(bed: "TestBed") -> None:
     """Loads each image `make images` built into containerd, unless the same build is there."""
     images = bed.tools.images()
-    if not images:
-        raise NodeError(f"real node: no images in {bed.tools.images_index}; run `make images`")
+    check_images(bed.tools.images_index, images)
     marker = bed.tools.containerd_root / "modeleval-imported.json"
     imported: dict[str, str] = json.loads(marker.read_text()) if marker.exists() else {}
     present = run("images", ctr(bed.dir, "images", "ls", "-q")).stdout.split()

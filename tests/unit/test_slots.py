@@ -72,3 +72,21 @@ def test_a_waiter_that_left_or_stopped_asking_does_not_hold_the_line():
     slots.release("h", "modeleval-a-1")
     clock.now = 11  # "gone" never asked again
     assert slots.acquire("h", "modeleval-new-1", "new", 4, jobs).granted
+
+
+def test_a_grant_counts_until_the_lagging_source_shows_it_or_it_is_released():
+    """A watch-fed index may lag far behind under load; a grant it does not show yet still holds
+    its slot, however long that takes (up to the grace), and the limit is never passed."""
+    clock = Clock()
+    slots = Slots(2, refresh=0.0, grace=900.0, clock=clock)
+    index: set[str] = set()
+    assert slots.acquire("clusters", "a", "a", 1.0, lambda: index).granted
+    assert slots.acquire("clusters", "b", "b", 2.0, lambda: index).granted
+    clock.now = 120.0  # far past any fixed watch delay; the index still shows neither
+    assert not slots.acquire("clusters", "c", "c", 3.0, lambda: index).granted
+    index.add("a")  # the index catches up with one, then it finishes and is released
+    assert not slots.acquire("clusters", "c", "c", 3.0, lambda: index).granted
+    index.discard("a")
+    slots.release("clusters", "a")
+    assert slots.acquire("clusters", "c", "c", 3.0, lambda: index).granted
+    assert not slots.acquire("clusters", "d", "d", 4.0, lambda: index).granted

@@ -35,7 +35,9 @@ SETTINGS = OperatorSettings()
 _FORGET = max(10.0, 5 * SETTINGS.poll_interval)
 SLOTS = Slots(SETTINGS.max_jobs_per_head, refresh=max(5.0, SETTINGS.poll_interval), forget_after=_FORGET)
 # Cluster slots: the operator's own index is the truth, read on every ask (no API call).
-ADMISSION = Slots(SETTINGS.max_active_evaluations, refresh=0.0, forget_after=_FORGET)
+# Every holder is released when its cluster goes (finished, suspended, deleted), so a grant may
+# wait long for the index to show it: 200 evaluations at once delay kopf's watch by tens of seconds.
+ADMISSION = Slots(SETTINGS.max_active_evaluations, refresh=0.0, forget_after=_FORGET, grace=900.0)
 ADMISSION_KEY = "clusters"
 _kube: Kube | None = None
 _store_cache: dict[tuple[str, str], Any] = {}
@@ -423,7 +425,7 @@ def _run_job(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEvaluation
                          generation, now)
         if status.job_id == sid and _down_too_long(status, ConditionType.JobSubmitted, now):
             _lost_attempt(body, spec, status, f"the Ray head of RayCluster {name} did not answer "
-                          f"for {SETTINGS.pending_timeout:.0f}s while job {sid} ran: {error}",
+                          f"for {SETTINGS.head_lost_timeout:.0f}s while job {sid} ran: {error}",
                           now, generation)
         raise _Done from None
     status.job_id = sid
@@ -563,11 +565,12 @@ def _ended_before_head_lost(spec: ModelEvaluationSpec, status: ModelEvaluationSt
 
 
 def _down_too_long(status: ModelEvaluationStatus, condition: ConditionType, now: datetime) -> bool:
-    """Whether ``condition`` has been False for longer than the pending timeout."""
+    """Whether ``condition`` has been False for longer than the head-lost timeout (a busy head
+    may not answer for a while; that alone is no loss)."""
     for c in status.conditions:
         if c.type == condition.value and c.status == "False":
             since = st.parse_time(c.last_transition_time)
-            return bool(since and now - since > timedelta(seconds=SETTINGS.pending_timeout))
+            return bool(since and now - since > timedelta(seconds=SETTINGS.head_lost_timeout))
     return False
 
 

@@ -26,6 +26,11 @@ class OperatorSettings(BaseSettings):
     results_store_timeout: float = Field(3600.0, gt=0, description="Seconds after a job ended "
                                          "that its result may wait for MongoDB before the "
                                          "evaluation fails (metrics then go to status only).")
+    head_lost_timeout: float = Field(600.0, gt=0, description="Seconds the Ray head of a running "
+                                     "job may stay unreachable (or its RayCluster not ready) "
+                                     "before the attempt counts as lost (RayHeadLost) and is "
+                                     "retried on a fresh cluster. A replaced head is detected "
+                                     "at once when it answers without the job.")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)

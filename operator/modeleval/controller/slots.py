@@ -9,8 +9,8 @@ The operator uses two kinds:
 
 A source of truth gives the current holders (the head's Jobs API, or the operator's index of
 evaluations), so an operator that restarts keeps the limit. It is re-read at most every
-``refresh`` seconds; grants made since count at once, and grants younger than ``grace`` are kept
-until the source shows them (a watch or a job list can lag behind the grant).
+``refresh`` seconds; grants made since count at once, and a grant counts until the source shows
+it or it is released (a watch or a job list can lag behind the grant), for ``grace`` at most.
 """
 
 from __future__ import annotations
@@ -63,8 +63,13 @@ class Slots:
         with line.lock:
             now = self.clock()
             if now - line.read_at >= self.refresh:
-                line.granted_at = {h: t for h, t in line.granted_at.items() if now - t < self.grace}
-                line.active = set(read_active()) | set(line.granted_at)
+                source = set(read_active())
+                # A grant counts until the source shows it or it is released: under load the
+                # source (a watch-fed index) can lag by more than any fixed delay. One the source
+                # never shows (its holder went before it did) is forgotten after ``grace``.
+                line.granted_at = {h: t for h, t in line.granted_at.items()
+                                   if h not in source and now - t < self.grace}
+                line.active = source | set(line.granted_at)
                 line.read_at = now
             if holder in line.active:
                 line.waiting.pop(waiter, None)
