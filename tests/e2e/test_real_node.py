@@ -5,6 +5,7 @@ resources; faults on real pods (head deleted, worker killed) end with exact metr
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -211,6 +213,20 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
         memory = int((container_cgroup(worker, "memory") / "memory.limit_in_bytes").read_text())
         assert memory == quantity_bytes(spec["resources"]["memory"])
     head = running_cluster_pods(installed, cluster, "head")[0]
+    # The head Service's Jobs API (through kube-proxy) refuses a caller without the cluster's token.
+    core = client.CoreV1Api(installed.api)
+    service = core.read_namespaced_service(f"{cluster}-head-svc", ns)
+    jobs_api = f"http://{service.spec.cluster_ip}:8265/api/jobs/"
+    token = base64.b64decode(core.read_namespaced_secret(f"{cluster}-auth", ns).data["auth_token"]).decode()
+    def answers(headers: dict[str, str]) -> int | None:
+        try:
+            return httpx.get(jobs_api, timeout=10, headers=headers).status_code
+        except httpx.HTTPError:
+            return None
+
+    eventually(lambda: answers({"Authorization": f"Bearer {token}"}) == 200, 60,
+               "the head's Jobs API to answer through its Service with the token")
+    assert answers({}) in (401, 403)
     head_cpu = container_cgroup(head, "cpu")
     assert int((head_cpu / "cpu.cfs_quota_us").read_text()) == quantity_cpu_quota(
         spec["resources"]["headCpu"], int((head_cpu / "cpu.cfs_period_us").read_text()))

@@ -16,7 +16,7 @@ def test_missing_go_is_a_clear_error(tmp_path):
 
 
 def test_unknown_tool_is_refused(tmp_path):
-    result = subprocess.run(["/bin/bash", str(SCRIPT), "kubelet"], capture_output=True, text=True,
+    result = subprocess.run(["/bin/bash", str(SCRIPT), "docker"], capture_output=True, text=True,
                             env={"PATH": "/usr/local/go/bin:/usr/bin:/bin", "HOME": str(tmp_path),
                                  "MODELEVAL_TOOLS_DIR": str(tmp_path / "tools")})
-    assert result.returncode == 2 and "unknown tool 'kubelet'" in result.stderr
+    assert result.returncode == 2 and "unknown tool 'docker'" in result.stderr
