@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.resolver
 import httpx
 import pytest
 import yaml
@@ -213,10 +214,14 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
         memory = int((container_cgroup(worker, "memory") / "memory.limit_in_bytes").read_text())
         assert memory == quantity_bytes(spec["resources"]["memory"])
     head = running_cluster_pods(installed, cluster, "head")[0]
-    # The head Service's Jobs API (through kube-proxy) refuses a caller without the cluster's token.
+    # The head Service's name resolves in cluster DNS (KubeRay makes it headless: to the head
+    # pod), and its Jobs API refuses a caller without the cluster's token.
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [bed.host_ip]
+    address = resolver.resolve(f"{cluster}-head-svc.{ns}.svc.cluster.local", "A")[0].to_text()
+    assert address == head.status.pod_ip
+    jobs_api = f"http://{address}:8265/api/jobs/"
     core = client.CoreV1Api(installed.api)
-    service = core.read_namespaced_service(f"{cluster}-head-svc", ns)
-    jobs_api = f"http://{service.spec.cluster_ip}:8265/api/jobs/"
     token = base64.b64decode(core.read_namespaced_secret(f"{cluster}-auth", ns).data["auth_token"]).decode()
     def answers(headers: dict[str, str]) -> int | None:
         try:

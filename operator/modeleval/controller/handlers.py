@@ -362,7 +362,9 @@ def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEva
             text = f"pod {pod} cannot be scheduled: {message}"
             st.set_condition(status, ConditionType.Provisioned, False, "Unschedulable", text,
                              generation, now)
-            if _waited_too_long(status, now):
+            # Counted from this cluster's creation: a retry's fresh cluster gets the full wait.
+            created = st.parse_time((cluster.get("metadata") or {}).get("creationTimestamp"))
+            if _waited_too_long(status, now, since=created):
                 _release_cluster(body, spec, status)
                 st.fail(status, "Unschedulable", text, generation, now)
         else:
@@ -374,8 +376,9 @@ def _ensure_cluster(body: kopf.Body, spec: ModelEvaluationSpec, status: ModelEva
     return cluster
 
 
-def _waited_too_long(status: ModelEvaluationStatus, now: datetime) -> bool:
-    start = st.parse_time(status.start_time)
+def _waited_too_long(status: ModelEvaluationStatus, now: datetime,
+                     since: datetime | None = None) -> bool:
+    start = since or st.parse_time(status.start_time)
     return bool(start and now - start > timedelta(seconds=SETTINGS.pending_timeout))
 
 
