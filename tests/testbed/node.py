@@ -70,17 +70,27 @@ def check_images(images_index: Path, images: list[dict]) -> None:
                         + "; run `make images`")
 
 
+def _machine_owner() -> Path | None:
+    """The directory of the live bed that holds the machine's real node, if any."""
+    with contextlib.suppress(ValueError, OSError, KeyError):
+        owner = Path(json.loads(LOCK_FILE.read_text())["dir"])
+        if (owner / "state.json").exists() and _bed_alive(owner):
+            return owner
+    return None
+
+
 def claim_machine(bed_dir: Path) -> None:
     """Records this bed as the machine's real node; refuses when another live bed holds it and
     cleans up after one that died without `down`."""
     if LOCK_FILE.exists():
-        with contextlib.suppress(ValueError, OSError):
-            owner = Path(json.loads(LOCK_FILE.read_text())["dir"])
-            if owner != bed_dir and (owner / "state.json").exists() and _bed_alive(owner):
-                raise NodeError(f"real node: the test bed in {owner} runs the machine's real node; "
-                                f"stop it first (make cluster-down BED_DIR={owner})")
-            if owner != bed_dir:
-                cleanup(owner)
+        owner = _machine_owner()
+        if owner is not None and owner != bed_dir:
+            raise NodeError(f"real node: the test bed in {owner} runs the machine's real node; "
+                            f"stop it first (make cluster-down BED_DIR={owner})")
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            stale = Path(json.loads(LOCK_FILE.read_text())["dir"])
+            if stale != bed_dir:
+                cleanup(stale)
     if os.geteuid() != 0:
         raise NodeError("real node: needs root (containerd, the kubelet, a bridge and iptables)")
     LOCK_FILE.write_text(json.dumps({"dir": str(bed_dir)}))
@@ -329,8 +339,12 @@ def cleanup(directory: Path) -> None:
     the mounts under the bed directory, kube-proxy's iptables rules and the bridge. Safe to call
     twice and for a bed that never had a real node."""
     directory = directory.resolve()
-    _kill_pod_processes()
     _kill_shims(directory)
+    owner = _machine_owner()
+    if owner is not None and owner != directory:
+        _unmount_under(directory)  # another live bed holds the machine-wide parts: leave them
+        return
+    _kill_pod_processes()
     _unmount_under(directory)
     proxy = _kube_proxy_binary(directory)
     if proxy:
@@ -390,9 +404,11 @@ KUBELET_CHAINS = {"filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"),
 
 def _remove_kubelet_chains() -> None:
     for hook in ("INPUT", "OUTPUT"):
-        while subprocess.run(["iptables", "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL"],
-                             capture_output=True).returncode == 0:
-            pass
+        for _ in range(10):  # a jump added more than once (a kubelet restarted) is removed each time
+            deleted = subprocess.run(["iptables", "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL"],
+                                     capture_output=True)
+            if deleted.returncode != 0:
+                break
     for table, chains in KUBELET_CHAINS.items():
         for chain in chains:
             subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
