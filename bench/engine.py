@@ -111,7 +111,7 @@ def path_ray_data(ctx) -> float:
     import ray
     import xgboost as xgb
 
-    from modeleval.engine.datasets import parse_letor
+    from modeleval.engine.letor import parse_letor
     from modeleval.engine.metrics import ranking_metrics
 
     model = bytes(boto3.client("s3").get_object(Bucket=ctx.bucket, Key="models/ranker.json")["Body"].read())

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -24,7 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .api.spec import MongoTarget
-from .engine.errors import EvaluationError, Reason, ResultsStoreError
+from .engine.errors import EvaluationError, Reason
+from .store import ResultsStoreError
 from .engine.evaluate import EvaluationResult, Identity
 from .runner import ManifestError, parse_manifest, result_store, run_manifest
 from .settings import EngineSettings
@@ -117,7 +117,7 @@ def run(manifest: Path, uid: str | None, as_json: bool) -> None:
         _fail(str(error))
     result = _evaluate(evaluation, EngineSettings(), uid)
     if as_json:
-        click.echo(json.dumps(result.document(), indent=2, default=str))
+        click.echo(result.document().to_json())
     else:
         _show(result)
 
@@ -206,12 +206,11 @@ def results_list(limit: int) -> None:
     for column in ("uid", "attempt", "name", "status", "primary metric", "finished"):
         table.add_column(column)
     for doc in docs:
-        primary = doc.get("primaryMetric") or ""
-        value = doc.get("metrics", {}).get(primary)
-        table.add_row(str(doc.get("uid")), str(doc.get("attempt")), str(doc.get("name")),
-                      str(doc.get("status")),
-                      f"{primary}={value:.4f}" if value is not None else doc.get("reason", ""),
-                      str(doc.get("finishedAt", ""))[:19])
+        primary = doc.primary_metric or ""
+        value = doc.metrics.get(primary)
+        table.add_row(doc.uid, str(doc.attempt), doc.name, doc.status,
+                      f"{primary}={value:.4f}" if value is not None else (doc.reason or ""),
+                      doc.finished_at[:19])
     console.print(table)
 
 
@@ -225,7 +224,7 @@ def results_show(uid: str, attempt: int | None) -> None:
         _fail(error.message)
     if doc is None:
         _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else ""))
-    click.echo(json.dumps(doc, indent=2, default=str))
+    click.echo(doc.to_json())
 
 
 if __name__ == "__main__":

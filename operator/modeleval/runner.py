@@ -19,22 +19,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from .api.reasons import Reason
+from .api.results import PROGRESS_MARKER, RESULT_MARKER, ProgressDocument, ResultDocument, document_id
 from .api.spec import ModelEvaluation, MongoTarget, format_validation_error
-from .api.status import DOCUMENT_MARKER
-from .engine.errors import EvaluationError, Reason, ResultsStoreError
+from .engine.errors import EvaluationError
 from .engine.evaluate import EvaluationResult, Evaluator, Identity
-from .engine.results import (LocalResultStore, MongoResultStore, ResultStore, replay_spool,
-                             write_with_retry)
 from .settings import EngineSettings
+from .store import (LocalResultStore, MongoResultStore, ResultStore, ResultsStoreError, replay_spool,
+                    write_with_retry)
 
-RESULT_MARKER = "MODELEVAL_RESULT "
 log = logging.getLogger("modeleval.runner")
 
 
@@ -66,16 +64,10 @@ def result_store(settings: EngineSettings, target: MongoTarget) -> ResultStore:
     return LocalResultStore(settings.results_dir)
 
 
-def failure_document(identity: Identity, manifest: ModelEvaluation, error: EvaluationError) -> dict[str, Any]:
-    return {
-        "_id": f"{identity.uid}:{identity.attempt}",
-        "uid": identity.uid, "attempt": identity.attempt, "name": identity.name,
-        "namespace": identity.namespace, "status": "Failed",
-        "reason": Reason(error.reason).value, "message": error.message,
-        "retryable": error.retryable,
-        "model": {"uri": manifest.spec.model.uri}, "dataset": {"uri": manifest.spec.dataset.uri},
-        "finishedAt": datetime.now(timezone.utc).isoformat(),
-    }
+def failure_document(identity: Identity, manifest: ModelEvaluation, error: EvaluationError) -> ResultDocument:
+    return ResultDocument.failure(identity.uid, identity.attempt, identity.name, identity.namespace,
+                                  Reason(error.reason), error.message, error.retryable,
+                                  manifest.spec.model.uri, manifest.spec.dataset.uri)
 
 
 def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: EngineSettings | None = None,
@@ -98,12 +90,12 @@ def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: Engine
     return result
 
 
-def _record(store: ResultStore, document: dict[str, Any], spool: Path) -> None:
+def _record(store: ResultStore, document: ResultDocument, spool: Path) -> None:
     """Writes the attempt's document, retrying with backoff. If the store stays down it is kept
     twice: in the spool (the next job on this node replays it) and in the job's log, from which
     the operator stores it when the store is back."""
     if not write_with_retry(store, document, spool):
-        print(DOCUMENT_MARKER + json.dumps(document, default=str), flush=True)
+        print(document.log_line(), flush=True)
 
 
 class ProgressReporter:
@@ -125,7 +117,10 @@ class ProgressReporter:
             self._changed.wait()
             self._changed.clear()
             if self._latest is not None:
-                self.store.report_progress(self.identity.uid, self.identity.attempt, *self._latest)
+                done, total, unit = self._latest
+                self.store.report_progress(ProgressDocument(
+                    _id=document_id(self.identity.uid, self.identity.attempt), done=done,
+                    total=total, unit=unit))
             time.sleep(self.interval)
 
 
@@ -145,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 else base64.b64decode(args.manifest_b64).decode())
         manifest = parse_manifest(text)
     except (OSError, ValueError) as error:
-        print(RESULT_MARKER + json.dumps({"status": "Failed", "reason": "InvalidSpec",
+        print(RESULT_MARKER + json.dumps({"status": "Failed", "reason": Reason.InvalidSpec,
                                           "message": str(error)}), flush=True)
         return 2
     identity = Identity(uid=args.uid or manifest.metadata.uid or str(uuid.uuid4()),
@@ -157,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = ProgressReporter(store, identity) if isinstance(store, MongoResultStore) else None
 
     def report(done: int, total: int, unit: str) -> None:
-        print("MODELEVAL_PROGRESS " + json.dumps({"done": done, "total": total, "unit": unit}),
+        print(PROGRESS_MARKER + json.dumps({"done": done, "total": total, "unit": unit}),
               flush=True)
         if reporter is not None:
             reporter.update(done, total, unit)

@@ -277,7 +277,7 @@ def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp
 
     def job_running():
         s = installed.evaluation(name).get("status") or {}
-        running = any(c["type"] == "JobSubmitted" and c["reason"] == "Running"
+        running = any(c["type"] == "JobSubmitted" and c["reason"] == "JobRunning"
                       for c in s.get("conditions") or [])
         return s if running and s.get("attempt") == 1 else None
 

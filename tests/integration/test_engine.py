@@ -304,9 +304,12 @@ def test_killed_worker_is_retried_and_metrics_stay_exact(bed, s3, bucket, rankin
 
 
 def test_result_kept_while_store_is_down_then_written_once(bed, tmp_path):
-    from modeleval.engine.results import MongoResultStore, replay_spool, write_with_retry
+    from modeleval.api.results import ResultDocument, document_id
+    from modeleval.store import MongoResultStore, replay_spool, write_with_retry
 
-    document = {"uid": uuid.uuid4().hex, "attempt": 1, "status": "Succeeded", "metrics": {"mrr": 0.5}}
+    uid = uuid.uuid4().hex
+    document = ResultDocument(_id=document_id(uid, 1), uid=uid, attempt=1, name="spooled",
+                              status="Succeeded", metrics={"mrr": 0.5})
     down = MongoResultStore("mongodb://127.0.0.1:9/", timeout_ms=300)
     delays: list[float] = []
     spool = tmp_path / "spool"
@@ -317,8 +320,10 @@ def test_result_kept_while_store_is_down_then_written_once(bed, tmp_path):
     up = MongoResultStore(bed.mongodb_uri)
     assert replay_spool(up, spool) == 1 and replay_spool(up, spool) == 0
     with MongoClient(bed.mongodb_uri) as mongo:
-        docs = list(mongo["modeleval"]["results"].find({"uid": document["uid"]}))
+        docs = list(mongo["modeleval"]["results"].find({"uid": uid}))
     assert len(docs) == 1 and docs[0]["metrics"] == {"mrr": 0.5}
+    assert up.get(uid, 1) == document and up.get(uid) == document
+    assert up.insert_if_absent(document) is False  # an attempt's document is never overwritten
 
 
 def test_csv_ranking_with_string_query_ids(bed, s3, bucket, ranking_assets, settings):

@@ -9,7 +9,8 @@ import yaml
 
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.controller.builders import (build_auth_secret, build_job_submission,
-                                           build_raycluster, cluster_name, head_url, submission_id)
+                                           build_raycluster, cluster_name, head_url)
+from modeleval.api.results import submission_id
 from modeleval.controller.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(ray_image="modeleval/ray:test", s3_endpoint="http://minio:9000",

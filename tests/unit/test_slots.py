@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modeleval.controller.handlers import running_jobs
+from modeleval.controller.rayjobs import running_jobs
 from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.slots import Slots
 

@@ -46,10 +46,10 @@ def test_secrets_in_the_same_file_are_skipped():
     (with_spec("resources: {gpu: 1000}"), "spec.resources.gpu"),
     (with_spec("batchSize: 0"), "spec.batchSize"),
     (with_spec("bogusField: 1"), "spec.bogusField"),
-    (with_spec("gate: [{metric: auc, min: 0.5}]"), "spec"),
+    (with_spec("gate: [{metric: auc, min: 0.5}]"), "spec: gate"),
     (GOOD.replace("name: ranker", "name: Ranker_1"), "metadata.name"),
-    (GOOD.replace("metrics: [ndcg@10, map@10, mrr]", "metrics: [precision]"), "spec"),
-    (GOOD.replace("metrics: [ndcg@10, map@10, mrr]", "metrics: [auc]"), "spec"),
+    (GOOD.replace("metrics: [ndcg@10, map@10, mrr]", "metrics: [precision]"), "spec: metrics"),
+    (GOOD.replace("metrics: [ndcg@10, map@10, mrr]", "metrics: [auc]"), "spec: metrics"),
 ])
 def test_bad_manifests_name_the_field(text, field):
     with pytest.raises(ManifestError) as error:

@@ -1,18 +1,31 @@
 """The ModelEvaluation status: what the operator writes, and only the operator.
 
-Vocabulary follows the Kubernetes API conventions and KubeRay's RayJob where it fits: a
-``phase`` summary, ``conditions`` with reasons, times, and the job's identity.
+Spelled as the Kubernetes API conventions and KubeRay's RayJob spell theirs: a ``phase``
+summary, ``conditions`` as a list-map keyed by ``type`` (each with a reason from
+:class:`~modeleval.api.reasons.Reason`, a transition time and the generation it was decided for),
+``observedGeneration``, RFC 3339 times, and the job's identity.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 
-class Phase(str, Enum):
+def rfc3339(moment: datetime) -> str:
+    """Seconds precision, UTC, ``Z``: how Kubernetes writes times."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json"),
+                 WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Phase(StrEnum):
     Pending = "Pending"
     Provisioning = "Provisioning"
     Running = "Running"
@@ -24,7 +37,7 @@ class Phase(str, Enum):
         return self in (Phase.Succeeded, Phase.Failed)
 
 
-class ConditionType(str, Enum):
+class ConditionType(StrEnum):
     Provisioned = "Provisioned"   # the RayCluster is ready
     JobSubmitted = "JobSubmitted"  # the Ray job of the current attempt exists
     Complete = "Complete"
@@ -37,17 +50,16 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: str
+    type: str = Field(description="Provisioned, JobSubmitted, Complete, Failed or Suspended.")
     status: str = Field(description="True, False or Unknown.")
-    reason: str
+    reason: str = Field(description="A Reason (see the README's troubleshooting table).")
     message: str = ""
-    last_transition_time: str
+    last_transition_time: Time
     observed_generation: int | None = None
 
-
-# A result document the runner could not store is printed to the job's log after this marker;
-# the operator stores it once MongoDB answers, so a store outage loses no result.
-DOCUMENT_MARKER = "MODELEVAL_DOCUMENT "
+    @property
+    def true(self) -> bool:
+        return self.status == "True"
 
 
 class Progress(StatusModel):
@@ -69,12 +81,15 @@ class ResultsRef(StatusModel):
     id: str
 
 
+_CONDITIONS_LIST_MAP = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
 class ModelEvaluationStatus(StatusModel):
     phase: Phase = Phase.Pending
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP)
     attempt: int = 0
-    start_time: str | None = None
-    completion_time: str | None = None
+    start_time: Time | None = None
+    completion_time: Time | None = None
     ray_cluster: str | None = None
     job_id: str | None = None
     dashboard_url: str | None = Field(None, alias="dashboardURL")
@@ -86,5 +101,13 @@ class ModelEvaluationStatus(StatusModel):
     predictions_uri: str | None = Field(None, alias="predictionsURI")
     reason: str | None = Field(None, description="Reason of the last failure, if any.")
     message: str | None = None
-    observed_generation: int | None = None
-    next_retry_time: str | None = Field(None, description="When a failed attempt is retried.")
+    observed_generation: int | None = Field(None, description="The metadata.generation this "
+                                            "status was last decided for.")
+    next_retry_time: Time | None = Field(None, description="When a failed attempt is retried.")
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: ConditionType) -> bool:
+        found = self.condition(type_)
+        return found is not None and found.true

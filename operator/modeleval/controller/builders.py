@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..api.results import submission_id
 from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
 from .settings import OperatorSettings
 
@@ -33,11 +34,6 @@ def cluster_name(evaluation: str) -> str:
 
 def auth_secret_name(cluster: str) -> str:
     return f"{cluster}-auth"
-
-
-def submission_id(uid: str, attempt: int) -> str:
-    """Deterministic per attempt: a restarted operator finds its job instead of submitting twice."""
-    return f"modeleval-{uid}-{attempt}"
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -172,7 +168,7 @@ def build_job_submission(name: str, namespace: str, uid: str, attempt: int,
     return {
         "entrypoint": entrypoint,
         "submission_id": submission_id(uid, attempt),
-        "metadata": {"modeleval.dev/evaluation": name, "modeleval.dev/namespace": namespace,
+        "metadata": {LABEL_EVALUATION: name, "modeleval.dev/namespace": namespace,
                      "modeleval.dev/attempt": str(attempt)},
         "entrypoint_num_cpus": 0,
     }

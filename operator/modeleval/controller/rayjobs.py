@@ -6,9 +6,12 @@ The operator talks to Ray only through this: it never imports Ray's data path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+
+from ..api.results import JOB_PREFIX
 
 
 class JobsApiError(Exception):
@@ -30,6 +33,16 @@ class JobInfo:
     @property
     def finished(self) -> bool:
         return self.status in ("SUCCEEDED", "FAILED", "STOPPED")
+
+    @property
+    def ended(self) -> datetime | None:
+        """When the job ended (the Jobs API gives milliseconds since the epoch)."""
+        return datetime.fromtimestamp(self.end_time / 1000, tz=timezone.utc) if self.end_time else None
+
+
+def running_jobs(listed: list[JobInfo]) -> set[str]:
+    """Submission ids of the operator's jobs that have not ended (what holds a job slot)."""
+    return {j.submission_id for j in listed if j.submission_id.startswith(JOB_PREFIX) and not j.finished}
 
 
 class RayJobsClient:

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from ..api.reasons import Reason
 from ..api.status import Condition, ConditionType, ModelEvaluationStatus, Phase, Progress
 
 
-def now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def set_condition(status: ModelEvaluationStatus, type_: ConditionType, value: bool, reason: str,
-                  message: str, generation: int | None, now: datetime) -> bool:
-    """Sets a condition; the transition time moves only when the status value changes.
-    Returns whether anything changed."""
+def set_condition(status: ModelEvaluationStatus, type_: ConditionType, value: bool, reason: Reason,
+                  message: str, generation: int | None, now: datetime) -> None:
+    """Sets a condition; the transition time moves only when the status value changes."""
     text = "True" if value else "False"
-    for i, c in enumerate(status.conditions):
-        if c.type == type_.value:
-            if c.status == text and c.reason == reason and c.message == message:
-                return False
-            stamp = c.last_transition_time if c.status == text else now_iso(now)
-            status.conditions[i] = Condition(type=type_.value, status=text, reason=reason,
-                                             message=message, last_transition_time=stamp,
-                                             observed_generation=generation)
-            return True
-    status.conditions.append(Condition(type=type_.value, status=text, reason=reason, message=message,
-                                       last_transition_time=now_iso(now),
-                                       observed_generation=generation))
-    return True
+    old = status.condition(type_)
+    if old is not None and (old.status, old.reason, old.message) == (text, reason, message):
+        return
+    stamp = old.last_transition_time if old is not None and old.status == text else now
+    new = Condition(type=type_, status=text, reason=reason, message=message,
+                    last_transition_time=stamp, observed_generation=generation)
+    if old is None:
+        status.conditions.append(new)
+    else:
+        status.conditions = [new if c.type == type_ else c for c in status.conditions]
+
+
+def false_for(status: ModelEvaluationStatus, type_: ConditionType, now: datetime) -> timedelta | None:
+    """How long ``type_`` has been False (None when it is not False)."""
+    found = status.condition(type_)
+    if found is None or found.status != "False":
+        return None
+    return now - found.last_transition_time
 
 
 def progress(done: int, total: int, unit: str = "rows") -> Progress:
@@ -47,11 +42,11 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * (2 ** max(0, attempt - 1)))
 
 
-def fail(status: ModelEvaluationStatus, reason: str, message: str, generation: int | None,
+def fail(status: ModelEvaluationStatus, reason: Reason, message: str, generation: int | None,
          now: datetime) -> None:
     status.phase = Phase.Failed
     status.reason, status.message = reason, message
-    status.completion_time = status.completion_time or now_iso(now)
+    status.completion_time = status.completion_time or now
     status.next_retry_time = None
     set_condition(status, ConditionType.Failed, True, reason, message, generation, now)
     set_condition(status, ConditionType.Complete, False, reason, message, generation, now)
@@ -59,17 +54,16 @@ def fail(status: ModelEvaluationStatus, reason: str, message: str, generation: i
 
 def succeed(status: ModelEvaluationStatus, message: str, generation: int | None, now: datetime) -> None:
     status.phase = Phase.Succeeded
-    status.reason, status.message = "Succeeded", message
-    status.completion_time = now_iso(now)
-    set_condition(status, ConditionType.Complete, True, "Succeeded", message, generation, now)
-    set_condition(status, ConditionType.Failed, False, "Succeeded", message, generation, now)
+    status.reason, status.message = Reason.Succeeded, message
+    status.completion_time = now
+    set_condition(status, ConditionType.Complete, True, Reason.Succeeded, message, generation, now)
+    set_condition(status, ConditionType.Failed, False, Reason.Succeeded, message, generation, now)
 
 
 def deadline_passed(status: ModelEvaluationStatus, seconds: int | None, now: datetime) -> bool:
-    start = parse_time(status.start_time)
-    return bool(seconds and start and now - start > timedelta(seconds=seconds))
+    return bool(seconds and status.start_time and now - status.start_time > timedelta(seconds=seconds))
 
 
 def ttl_expired(status: ModelEvaluationStatus, seconds: int | None, now: datetime) -> bool:
-    done = parse_time(status.completion_time)
+    done = status.completion_time
     return seconds is not None and done is not None and now - done >= timedelta(seconds=seconds)

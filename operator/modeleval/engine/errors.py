@@ -1,25 +1,9 @@
-"""Typed evaluation errors. Each carries the reason code that status conditions and results use."""
+"""Typed evaluation errors. Each carries its :class:`~modeleval.api.reasons.Reason`, the one
+vocabulary that status conditions, result documents and Events share."""
 
 from __future__ import annotations
 
-from enum import Enum
-
-
-class Reason(str, Enum):
-    InvalidSpec = "InvalidSpec"
-    ModelNotFound = "ModelNotFound"
-    DatasetNotFound = "DatasetNotFound"
-    AccessDenied = "AccessDenied"
-    StorageUnavailable = "StorageUnavailable"
-    ModelLoadError = "ModelLoadError"
-    PickleRefused = "PickleRefused"
-    DatasetParseError = "DatasetParseError"
-    EmptyDataset = "EmptyDataset"
-    SchemaMismatch = "SchemaMismatch"
-    LabelError = "LabelError"
-    InferenceError = "InferenceError"
-    Unschedulable = "Unschedulable"
-    ResultsStoreUnavailable = "ResultsStoreUnavailable"
+from ..api.reasons import Reason
 
 
 class EvaluationError(Exception):
@@ -56,6 +40,4 @@ class DatasetError(EvaluationError):
     reason = Reason.DatasetParseError
 
 
-class ResultsStoreError(EvaluationError):
-    reason = Reason.ResultsStoreUnavailable
-    retryable = True
+__all__ = ["DatasetError", "EvaluationError", "ModelError", "Reason", "StorageError"]

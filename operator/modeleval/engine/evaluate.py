@@ -6,13 +6,13 @@ The same function runs inside a cluster (the Ray job the operator submits) and o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -21,17 +21,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from ..api.results import ResultDocument, document_id
 from ..api.spec import MetricName, ModelEvaluationSpec, ModelSource, parse_quantity
 from ..settings import EngineSettings
 from . import metrics as metric_fns
-from .datasets import (CacheManifest, DatasetCache, PartStore, group_aligned_splits, letor_ranges,
-                       read_table, table_to_shard)
+from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
-from .inference import (ModelHandle, Progress, ShardPrediction, TaskResources, parse_and_predict,
-                        parse_letor_range, predict_part, put_model, remember_model,
-                        run_bounded)
+from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
+                        TaskResources, parse_and_predict, parse_letor_range, predict_part,
+                        put_model, remember_model, run_bounded)
 from .models import load_model
+from .shard import ParsedShard
+from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri
+from .tables import read_table, table_to_shard
 
 
 @dataclass
@@ -60,29 +63,28 @@ class EvaluationResult:
     cache_hit: bool = False
     primary_metric: str = ""
 
-    def document(self) -> dict[str, Any]:
-        """The MongoDB result document (keyed by uid + attempt)."""
-        return {
-            "_id": f"{self.identity.uid}:{self.identity.attempt}",
-            "uid": self.identity.uid,
-            "attempt": self.identity.attempt,
-            "name": self.identity.name,
-            "namespace": self.identity.namespace,
-            "status": "Succeeded",
-            "primaryMetric": self.primary_metric,
-            "metrics": self.metrics,
-            "slices": self.slices,
-            "baseline": self.baseline,
-            "gate": self.gate,
-            "rows": self.rows,
-            "queries": self.queries,
-            "model": self.model,
-            "dataset": self.dataset,
-            "timings": self.timings,
-            "cacheHit": self.cache_hit,
-            "predictionsUri": self.predictions_uri,
-            "finishedAt": datetime.now(timezone.utc).isoformat(),
-        }
+    def document(self) -> ResultDocument:
+        """The attempt's result document (keyed by uid + attempt)."""
+        return ResultDocument(
+            _id=document_id(self.identity.uid, self.identity.attempt), uid=self.identity.uid,
+            attempt=self.identity.attempt, name=self.identity.name,
+            namespace=self.identity.namespace, status="Succeeded",
+            primary_metric=self.primary_metric, metrics=self.metrics, slices=self.slices,
+            baseline=self.baseline, gate=self.gate, rows=self.rows, queries=self.queries,
+            model=self.model, dataset=self.dataset, timings=self.timings,
+            cache_hit=self.cache_hit, predictions_uri=self.predictions_uri)
+
+
+@dataclass(frozen=True)
+class _DatasetEntry:
+    """The dataset's object and its cache entry: the key, the feature count to parse with (None:
+    as many as the lines have), and the entry's manifest when it is complete (a cache hit)."""
+
+    info: ObjectInfo
+    cache: DatasetCache
+    key: str
+    num_features: int | None
+    manifest: CacheManifest | None
 
 
 class Evaluator:
@@ -114,6 +116,11 @@ class Evaluator:
         except EvaluationError as error:  # the message names the object
             raise EvaluationError(f"{source.uri}: {error.message}", error.reason,
                                   error.retryable) from None
+
+    def _expected_features(self) -> int | None:
+        """The candidate model's feature count, once the driver has loaded it (its load error,
+        if it could not)."""
+        return self._loading.result()[0].expected_features
 
     @cached_property
     def _resources(self) -> TaskResources:
@@ -155,67 +162,104 @@ class Evaluator:
         features = [s.feature for s in self.spec.slices if s.feature is not None]
         return columns, features
 
-    def _open_cache(self, expected_features: Callable[[], int | None]
-                    ) -> tuple[ObjectInfo, DatasetCache, str, int | None, CacheManifest | None]:
-        """The dataset's object, its cache entry's key, the feature count to parse with, and the
-        entry's manifest when the entry is complete (a cache hit)."""
+    def _open_cache(self) -> _DatasetEntry:
         ds = self.spec.dataset
         info = self.storage.stat(ds.uri, not_found=Reason.DatasetNotFound)
         if info.size == 0:
             raise EvaluationError(f"{ds.uri}: the dataset is empty", Reason.EmptyDataset)
         num_features = ds.num_features
         if num_features is None and ds.format == "letor":
-            num_features = expected_features()
+            num_features = self._expected_features()
         keep_columns, _ = self._slice_inputs()
         options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
                    "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
         cache = DatasetCache(self.storage, self.settings.resolved_cache_uri(ds.uri))
         key = cache.key(info, options)
-        return info, cache, key, num_features, cache.load_manifest(key)
+        return _DatasetEntry(info, cache, key, num_features, cache.load_manifest(key))
 
-    def _parse_and_predict(self, info: ObjectInfo, cache: DatasetCache, key: str, num_features: int,
-                           handles: list[ModelHandle]) -> tuple[CacheManifest, list[ShardPrediction]]:
+    # ------------------------------------------------------------------ data paths
+    def _infer(self, dataset: _DatasetEntry,
+               predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
+        """Every shard's predictions, by one of three paths: from the cache (a hit); parsing and
+        predicting in the same tasks (a miss on a LETOR file whose feature count is known); or
+        parsing into the cache, then predicting from it (any other miss)."""
+        if dataset.manifest is not None:
+            return dataset.manifest, self._predict_cached(dataset.manifest, predictor)
+        if self.spec.dataset.format == "letor" and dataset.num_features is not None:
+            return self._parse_and_predict(dataset, predictor)
+        return self._parse_then_predict(dataset, predictor)
+
+    def _predict_cached(self, manifest: CacheManifest, predictor: Predictor) -> list[ShardPrediction]:
+        """A task per cached part: reads it and predicts it."""
+        with self._model_errors_first(manifest.num_features):
+            self._check_rows(manifest)
+            self._check_slice_features(manifest.num_features)
+            keep_columns, _ = self._slice_inputs()
+            calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns)),
+                      predictor) for i, uri in enumerate(manifest.parts)]
+            return self._run_shards(predict_part, calls, manifest.rows, "rows")
+
+    def _parse_and_predict(self, dataset: _DatasetEntry,
+                           predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
         """The cold LETOR path when the feature count is known: each task parses a byte range,
         writes its part to the cache and predicts it, so parsed data is never read back."""
-        _, keep_features = self._slice_inputs()
-        for j in keep_features:
-            if j >= num_features:
-                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
-                                      f"{num_features} features)", Reason.SchemaMismatch)
-        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes, self._task_slots)
-        uris = [cache.part_uri(key, i) for i in range(len(ranges))]
-        calls = [(i, self.parts, info.uri, start, end, num_features, uris[i], handles,
-                  self.spec.batch_size, keep_features) for i, (start, end) in enumerate(ranges)]
-        sizes = [end - start for start, end in ranges]
-        shards = self._run_shards(parse_and_predict, calls, sizes, "bytes")
-        has_qid = _all_or_none(info.uri, [s.qids is not None for s in shards if s.rows])
-        manifest = CacheManifest(info.uri, info.fingerprint, uris, [s.rows for s in shards],
-                                 num_features, has_qid)
+        info, width = dataset.info, dataset.num_features
+        with self._model_errors_first(width):
+            self._check_slice_features(width)
+            ranges = self._letor_ranges(dataset, width)
+            shards = self._run_shards(parse_and_predict, [(self.parts, r, predictor) for r in ranges],
+                                      [r.end - r.start for r in ranges], "bytes")
+            has_qid = _all_or_none(info.uri, [s.qids is not None for s in shards if s.rows])
+            manifest = CacheManifest(info.uri, info.fingerprint, [r.part_uri for r in ranges],
+                                     [s.rows for s in shards], width, has_qid)
+            self._check_rows(manifest)
+            dataset.cache.save_manifest(dataset.key, manifest)
         return manifest, shards
 
-    def _parse_letor(self, info: ObjectInfo, cache: DatasetCache, key: str) -> CacheManifest:
+    def _parse_then_predict(self, dataset: _DatasetEntry,
+                            predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
+        """The other cold paths: the dataset is parsed into the cache first (a table, or a LETOR
+        file of unknown width), then predicted from it."""
+        with self._model_errors_first(dataset.num_features):
+            self._expected_features()  # a broken model fails here, before any data is parsed
+            manifest = (self._parse_letor(dataset) if self.spec.dataset.format == "letor"
+                        else self._parse_table(dataset))
+            dataset.cache.save_manifest(dataset.key, manifest)
+        return manifest, self._predict_cached(manifest, predictor)
+
+    def _parse_letor(self, dataset: _DatasetEntry) -> CacheManifest:
         """Parses without a known feature count: the width is the widest part's."""
-        ranges = letor_ranges(self.storage, info, self.settings.shard_bytes, self._task_slots)
-        results: dict[int, tuple[int, int, bool]] = {}
-        calls = [(i, self.parts, info.uri, start, end, None, cache.part_uri(key, i))
-                 for i, (start, end) in enumerate(ranges)]
-        self._execute(_indexed_parse, calls, lambda out: results.__setitem__(out[0], out[1]))
-        widths = {results[i][1] for i in range(len(calls)) if results[i][0]}
+        info = dataset.info
+        ranges = self._letor_ranges(dataset, None)
+        parsed: dict[int, ParsedRange] = {}
+
+        def collect(part: ParsedRange) -> None:
+            parsed[part.index] = part
+
+        self._execute(parse_letor_range, [(self.parts, r) for r in ranges], collect)
+        widths = {p.width for p in parsed.values() if p.rows}
         if len(widths) > 1:
             # Parts narrower than the widest are re-parsed at the common width.
             width = max(widths)
-            calls = [(i, self.parts, info.uri, start, end, width, cache.part_uri(key, i))
-                     for i, (start, end) in enumerate(ranges) if results[i][1] != width]
-            self._execute(_indexed_parse, calls, lambda out: results.__setitem__(out[0], out[1]))
-        rows = [results[i][0] for i in range(len(ranges))]
-        has_qid = _all_or_none(info.uri, [results[i][2] for i in range(len(ranges)) if rows[i]])
-        return CacheManifest(info.uri, info.fingerprint,
-                             [cache.part_uri(key, i) for i in range(len(ranges))], rows,
-                             max(widths, default=0), has_qid)
+            self._execute(parse_letor_range, [(self.parts, replace(r, num_features=width))
+                                              for r in ranges if parsed[r.index].width != width],
+                          collect)
+        parts = [parsed[r.index] for r in ranges]
+        has_qid = _all_or_none(info.uri, [p.has_qid for p in parts if p.rows])
+        return CacheManifest(info.uri, info.fingerprint, [r.part_uri for r in ranges],
+                             [p.rows for p in parts], max(widths, default=0), has_qid)
 
-    def _parse_table(self, info: ObjectInfo, cache: DatasetCache, key: str,
-                     keep_columns: list[str]) -> CacheManifest:
+    def _letor_ranges(self, dataset: _DatasetEntry, num_features: int | None) -> list[LetorRange]:
+        """The LETOR file's byte ranges, a task's each, and the cached parts they become."""
+        ranges = letor_ranges(self.storage, dataset.info, self.settings.shard_bytes, self._task_slots)
+        return [LetorRange(i, dataset.info.uri, start, end, num_features,
+                           dataset.cache.part_uri(dataset.key, i))
+                for i, (start, end) in enumerate(ranges)]
+
+    def _parse_table(self, dataset: _DatasetEntry) -> CacheManifest:
         ds = self.spec.dataset
+        info, cache, key = dataset.info, dataset.cache, dataset.key
+        keep_columns, _ = self._slice_inputs()
         table = read_table(self.storage, info.uri, ds.format)
         shard = table_to_shard(table, ds.label_column, ds.group_column, ds.feature_columns,
                                keep_columns, where=info.uri)
@@ -225,7 +269,7 @@ class Evaluator:
         splits = group_aligned_splits(shard.qids, shard.rows, parts)
         uris, rows = [], []
         for i, (a, b) in enumerate(splits):
-            piece = type(shard)(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
+            piece = ParsedShard(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
                                 shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()})
             uri = cache.part_uri(key, i)
             self.parts.write(uri, piece)
@@ -234,16 +278,6 @@ class Evaluator:
         return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
                              shard.qids is not None)
 
-    def _predict(self, manifest: CacheManifest, handles: list[ModelHandle]) -> list[ShardPrediction]:
-        keep_columns, keep_features = self._slice_inputs()
-        for j in keep_features:
-            if j >= manifest.num_features:
-                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
-                                      f"{manifest.num_features} features)", Reason.SchemaMismatch)
-        calls = [(i, self.parts, uri, manifest.num_features, handles, self.spec.batch_size,
-                  keep_columns, keep_features) for i, uri in enumerate(manifest.parts)]
-        return self._run_shards(predict_part, calls, manifest.rows, "rows")
-
     def _execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
         """Each call as a Ray task, or in this process when the evaluation runs inline."""
         if self._inline:
@@ -251,19 +285,6 @@ class Evaluator:
                 on_result(fn(*args))
         else:
             run_bounded(fn, calls, self._resources, self._max_inflight, on_result)
-
-    def _check_width(self, width: int | None, expected: int | None) -> None:
-        if expected is not None and width is not None and width != expected:
-            raise EvaluationError(f"{self.spec.dataset.uri}: the data has {width} features, the "
-                                  f"model expects {expected}", Reason.SchemaMismatch)
-
-    def _check_rows(self, manifest: CacheManifest) -> None:
-        if manifest.total_rows == 0:
-            raise EvaluationError(f"{self.spec.dataset.uri}: the dataset has no rows",
-                                  Reason.EmptyDataset)
-        if self.spec.task == "ranking" and not manifest.has_qid:
-            raise EvaluationError(f"{self.spec.dataset.uri}: ranking needs query ids (qid:)",
-                                  Reason.SchemaMismatch)
 
     def _run_shards(self, fn: Callable, calls: list[tuple], sizes: list[int],
                     unit: str) -> list[ShardPrediction]:
@@ -281,6 +302,38 @@ class Evaluator:
         self._execute(fn, calls, collect)
         return [shards[i] for i in range(len(calls))]
 
+    # ------------------------------------------------------------------ checks
+    @contextlib.contextmanager
+    def _model_errors_first(self, width: int | None) -> Iterator[None]:
+        """Tasks start without waiting for the driver's own load of the model: the workers load
+        it too. When a step fails, the driver's verdict on the model (unreadable, or made for
+        another feature count than the data's ``width``) is the likelier cause and is the error
+        reported."""
+        try:
+            yield
+        except EvaluationError:
+            self._check_width(width, self._expected_features())
+            raise
+
+    def _check_width(self, width: int | None, expected: int | None) -> None:
+        if expected is not None and width is not None and width != expected:
+            raise EvaluationError(f"{self.spec.dataset.uri}: the data has {width} features, the "
+                                  f"model expects {expected}", Reason.SchemaMismatch)
+
+    def _check_rows(self, manifest: CacheManifest) -> None:
+        if manifest.total_rows == 0:
+            raise EvaluationError(f"{self.spec.dataset.uri}: the dataset has no rows",
+                                  Reason.EmptyDataset)
+        if self.spec.task == "ranking" and not manifest.has_qid:
+            raise EvaluationError(f"{self.spec.dataset.uri}: ranking needs query ids (qid:)",
+                                  Reason.SchemaMismatch)
+
+    def _check_slice_features(self, width: int) -> None:
+        for j in self._slice_inputs()[1]:
+            if j >= width:
+                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
+                                      f"{width} features)", Reason.SchemaMismatch)
+
     # ------------------------------------------------------------------ run
     def run(self) -> EvaluationResult:
         with ThreadPoolExecutor(1, thread_name_prefix="model-load") as pool:
@@ -294,54 +347,29 @@ class Evaluator:
         # while the data is located (and, on a cache hit, while the tasks already predict).
         sources = [spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
         fetched = [self._fetch_model(source) for source in sources]
-        loading = pool.submit(lambda: [self._load_model(source, data)
-                                       for source, (_, data) in zip(sources, fetched)])
+        self._loading = pool.submit(lambda: [self._load_model(source, data)
+                                             for source, (_, data) in zip(sources, fetched)])
         model_info = fetched[0][0]
         baseline_info = fetched[1][0] if spec.baseline is not None else None
 
-        def expected_features() -> int | None:
-            return loading.result()[0].expected_features
-
-        data_info, cache, key, num_features, manifest = self._open_cache(expected_features)
-        cache_hit = manifest is not None
+        dataset = self._open_cache()
         # Small CPU-only data is evaluated here, in this process: starting Ray task workers
         # would cost more than the work.
-        self._inline = use_gpu is False and data_info.size <= self.settings.inline_bytes
+        self._inline = use_gpu is False and dataset.info.size <= self.settings.inline_bytes
         if self._inline:
-            for (info, _), adapter in zip(fetched, loading.result()):
+            for (info, _), adapter in zip(fetched, self._loading.result()):
                 remember_model(info.fingerprint, adapter)  # loaded once, here
         else:
             ensure_ray()
-        handles = [put_model(data, info.fingerprint, source.format, spec.task, source.allow_pickle,
-                             use_gpu, local=self._inline)
-                   for source, (info, data) in zip(sources, fetched)]
+        handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
+                                  source.allow_pickle, use_gpu, local=self._inline)
+                        for source, (info, data) in zip(sources, fetched))
+        predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]))
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()
-        # Tasks start without waiting for the driver's own load of the model: the workers load
-        # it too. When a task fails, the driver's verdict on the model (unreadable, or made for
-        # another feature count) is the likelier cause and is the error reported.
-        fused = manifest is None and spec.dataset.format == "letor" and num_features is not None
-        try:
-            if fused:
-                manifest, shards = self._parse_and_predict(data_info, cache, key, num_features,
-                                                           handles)
-                self._check_rows(manifest)
-                cache.save_manifest(key, manifest)
-            else:
-                if manifest is None:
-                    expected_features()  # a broken model fails here, before any data is parsed
-                    manifest = (self._parse_letor(data_info, cache, key)
-                                if spec.dataset.format == "letor"
-                                else self._parse_table(data_info, cache, key, self._slice_inputs()[0]))
-                    cache.save_manifest(key, manifest)
-                self._check_rows(manifest)
-                shards = self._predict(manifest, handles)
-        except EvaluationError:
-            self._check_width(num_features if manifest is None else manifest.num_features,
-                              expected_features())
-            raise
-        expected = expected_features()
+        manifest, shards = self._infer(dataset, predictor)
+        expected = self._expected_features()
         self._check_width(manifest.num_features, expected)
         self._timed("inference", t)
 
@@ -378,10 +406,10 @@ class Evaluator:
             model={"uri": spec.model.uri, "format": spec.model.format,
                    "fingerprint": model_info.fingerprint, "features": expected},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
-                     "fingerprint": data_info.fingerprint, "bytes": data_info.size,
+                     "fingerprint": dataset.info.fingerprint, "bytes": dataset.info.size,
                      "shards": len(manifest.parts)},
             timings=self.timings, slices=slices, baseline=baseline_doc, gate=gate_doc,
-            predictions_uri=predictions_uri, cache_hit=cache_hit,
+            predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
             primary_metric=spec.primary_metric,
         )
 
@@ -427,10 +455,6 @@ class Evaluator:
                        f"{self.identity.name}-{self.identity.uid}-{self.identity.attempt}.parquet")
         self.storage.write(uri, sink.getvalue())
         return uri
-
-
-def _indexed_parse(index: int, *args) -> tuple[int, tuple[int, int, bool]]:
-    return index, parse_letor_range(*args)
 
 
 def _all_or_none(uri: str, has_qid: list[bool]) -> bool:

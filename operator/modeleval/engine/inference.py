@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,9 +20,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from .datasets import ParsedShard, PartStore, parse_letor_stream
+from .cache import PartStore
 from .errors import EvaluationError, Reason
+from .letor import parse_letor_stream
 from .models import ModelAdapter, load_model
+from .shard import ParsedShard
 
 Progress = Callable[[int, int, str], None]  # done, total, unit
 
@@ -44,7 +46,6 @@ class ModelHandle:
 class TaskResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    memory: int | None = None
     max_retries: int = 3
 
     def options(self) -> dict[str, Any]:
@@ -52,8 +53,6 @@ class TaskResources:
                                 "retry_exceptions": False}
         if self.num_gpus:
             opts["num_gpus"] = self.num_gpus
-        if self.memory:
-            opts["memory"] = self.memory
         return opts
 
 
@@ -108,63 +107,105 @@ def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: in
     return np.concatenate(outputs) if outputs else np.empty(0)
 
 
-def _predict(index: int, shard: ParsedShard, where: str, handles: Sequence[ModelHandle],
-             batch_size: int, keep_features: Sequence[int]) -> ShardPrediction:
-    predictions = []
-    for handle in handles:
-        adapter = _model(handle)
-        try:
-            predictions.append(_predict_batches(adapter, shard.features, batch_size))
-        except EvaluationError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a model runtime's own failure
-            raise EvaluationError(f"inference failed on {where}: {str(error).splitlines()[0][:300]}",
-                                  Reason.InferenceError) from None
-    columns = dict(shard.extra)
-    for j in keep_features:
-        columns[f"feature:{j}"] = shard.features[:, j].copy()
-    return ShardPrediction(index, shard.labels, shard.qids, predictions, columns)
+# Task arguments. Each is small and pickled into its task; model bytes travel by reference.
+@dataclass(frozen=True)
+class LetorRange:
+    """Shard ``index`` of a LETOR file: bytes [start, end) of ``uri``, parsed into the cached part
+    ``part_uri`` with ``num_features`` columns (None: as many as the lines have)."""
+
+    index: int
+    uri: str
+    start: int
+    end: int
+    num_features: int | None
+    part_uri: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.uri} (bytes {self.start}-{self.end})"
 
 
-def predict_part(index: int, parts: PartStore, part_uri: str, num_features: int,
-                 handles: Sequence[ModelHandle], batch_size: int, keep_columns: Sequence[str],
-                 keep_features: Sequence[int]) -> ShardPrediction:
+@dataclass(frozen=True)
+class CachedPart:
+    """Shard ``index`` of a dataset: a cached part, and the columns slices need from it."""
+
+    index: int
+    uri: str
+    num_features: int
+    keep_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """What every task of an evaluation predicts with: its models (candidate first, then the
+    baseline), the batch size, and the features slices need from each shard."""
+
+    handles: tuple[ModelHandle, ...]
+    batch_size: int
+    keep_features: tuple[int, ...] = ()
+
+    def predict(self, index: int, shard: ParsedShard, where: str) -> ShardPrediction:
+        predictions = []
+        for handle in self.handles:
+            adapter = _model(handle)
+            try:
+                predictions.append(_predict_batches(adapter, shard.features, self.batch_size))
+            except EvaluationError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a model runtime's own failure
+                raise EvaluationError(f"inference failed on {where}: "
+                                      f"{str(error).splitlines()[0][:300]}",
+                                      Reason.InferenceError) from None
+        columns = dict(shard.extra)
+        for j in self.keep_features:
+            columns[f"feature:{j}"] = shard.features[:, j].copy()
+        return ShardPrediction(index, shard.labels, shard.qids, predictions, columns)
+
+
+@dataclass(frozen=True)
+class ParsedRange:
+    """What parsing a :class:`LetorRange` into its part found."""
+
+    index: int
+    rows: int
+    width: int
+    has_qid: bool
+
+
+# Task functions: what each Ray task runs (the inline path calls them directly). Their names
+# are the task workers' process titles (``ray::predict_part``).
+def predict_part(parts: PartStore, part: CachedPart, predictor: Predictor) -> ShardPrediction:
     """Reads one cached part, predicts it with every model, returns what metrics need."""
     _return_freed_memory()
-    shard = parts.read(part_uri, num_features, keep=list(keep_columns))
-    return _predict(index, shard, part_uri, handles, batch_size, keep_features)
+    shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
+    return predictor.predict(part.index, shard, part.uri)
 
 
-def parse_and_predict(index: int, parts: PartStore, uri: str, start: int, end: int,
-                      num_features: int, part_uri: str, handles: Sequence[ModelHandle],
-                      batch_size: int, keep_features: Sequence[int]) -> ShardPrediction:
-    """The cold path in one task: parses bytes [start, end) of a LETOR file, writes the parsed
-    part to the cache while the models predict it, returns the predictions."""
+def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor) -> ShardPrediction:
+    """The cold path in one task: parses a range of a LETOR file, writes the parsed part to the
+    cache while the models predict it, returns the predictions."""
     _return_freed_memory()
-    where = f"{uri} (bytes {start}-{end})"
-    shard = _parse_range(parts, uri, start, end, num_features, where)
+    shard = _parse_range(parts, letor)
     with ThreadPoolExecutor(1) as pool:  # the upload overlaps prediction (which drops the GIL)
-        written = pool.submit(parts.write, part_uri, shard)
-        result = _predict(index, shard, where, handles, batch_size, keep_features)
+        written = pool.submit(parts.write, letor.part_uri, shard)
+        result = predictor.predict(letor.index, shard, letor.where)
         written.result()
     return result
 
 
-def parse_letor_range(parts: PartStore, uri: str, start: int, end: int, num_features: int | None,
-                      part_uri: str) -> tuple[int, int, bool]:
-    """Parses bytes [start, end) of a LETOR file into one cached part; returns its rows, width
-    and whether it has query ids."""
+def parse_letor_range(parts: PartStore, letor: LetorRange) -> ParsedRange:
+    """Parses a range of a LETOR file into one cached part."""
     _return_freed_memory()
-    shard = _parse_range(parts, uri, start, end, num_features, f"{uri} (bytes {start}-{end})")
-    parts.write(part_uri, shard)
-    return shard.rows, shard.features.shape[1], shard.qids is not None
+    shard = _parse_range(parts, letor)
+    parts.write(letor.part_uri, shard)
+    return ParsedRange(letor.index, shard.rows, shard.features.shape[1], shard.qids is not None)
 
 
-def _parse_range(parts: PartStore, uri: str, start: int, end: int, num_features: int | None,
-                 where: str) -> ParsedShard:
+def _parse_range(parts: PartStore, letor: LetorRange) -> ParsedShard:
     """Streams the range from storage into the parser: the range's text is never held whole."""
+    uri, start, end = letor.uri, letor.start, letor.end
     with parts.storage.open_range(uri, start, end) as read:
-        return parse_letor_stream(read, end - start, num_features, where,
+        return parse_letor_stream(read, end - start, letor.num_features, letor.where,
                                   lambda: parts.storage.read(uri, start, end))
 
 

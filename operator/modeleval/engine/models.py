@@ -109,8 +109,6 @@ class OnnxAdapter(ModelAdapter):
         self.session = session
         self.task = task
         self.input = session.get_inputs()[0]
-        outputs = session.get_outputs()
-        self.output_names = [o.name for o in outputs]
 
     @classmethod
     def load(cls, data: bytes, task: str, use_gpu: bool = False) -> "OnnxAdapter":

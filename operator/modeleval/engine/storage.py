@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .errors import Reason, StorageError
+from ..files import StagedFile, atomic_write
 
 
 @dataclass(frozen=True)
@@ -203,8 +204,7 @@ class Storage:
 
     def write(self, uri: str, data: bytes) -> None:
         if uri.startswith("file://"):
-            with self._replacing(uri) as tmp:
-                tmp.write_bytes(data)
+            atomic_write(self._writable_path(uri), data)
             return
         loc = parse_s3(uri)
         try:
@@ -215,8 +215,9 @@ class Storage:
     def write_file(self, uri: str, path: Path) -> None:
         """Uploads a local file, streamed from disk."""
         if uri.startswith("file://"):
-            with self._replacing(uri) as tmp:
-                shutil.copyfile(path, tmp)
+            with StagedFile(self._writable_path(uri)) as staged:
+                shutil.copyfile(path, staged.temp)
+                staged.commit()
             return
         loc = parse_s3(uri)
         with open(path, "rb") as body:
@@ -225,30 +226,11 @@ class Storage:
             except Exception as error:  # noqa: BLE001
                 raise self._translate(error, uri, Reason.StorageUnavailable) from error
 
-    @contextlib.contextmanager
-    def _replacing(self, uri: str) -> Iterator[Path]:
-        """A temporary path to fill; it then replaces the file at ``uri`` in one step, so
-        readers never see a half-written file."""
+    def _writable_path(self, uri: str) -> Path:
+        """The file a ``file://`` URI names, where this storage may write files."""
         if not self.allow_file:
             raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
-        target = file_path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            yield tmp
-            tmp.replace(target)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def exists(self, uri: str) -> bool:
-        try:
-            self.stat(uri)
-            return True
-        except StorageError as error:
-            if error.reason in (Reason.DatasetNotFound,):
-                return False
-            raise
+        return file_path(uri)
 
 
 def join_uri(prefix: str, *parts: str) -> str:

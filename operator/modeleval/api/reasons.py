@@ -1,0 +1,141 @@
+"""The one reason vocabulary: every ``status.reason``, condition reason, result document reason
+and Event reason is a member of :class:`Reason`, used alike by the engine, the runner and the
+controller.
+
+Each member carries where it shows, what it means and what to do; the README's troubleshooting
+table is generated from that (``python -m modeleval.api.reasons``) and a test fails when the
+two differ.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class _Doc:
+    where: str
+    meaning: str
+    action: str
+
+
+# Where a reason shows, in the table's words.
+FAILURE = "reason (Failed)"
+RETRY = "reason (retried)"
+PROVISIONED = "Provisioned=False"
+JOB = "JobSubmitted"
+COMPLETE = "Complete"
+EVENT = "Event"
+
+
+class Reason(StrEnum):
+    """Why an evaluation is where it is. Values are CamelCase, as Kubernetes spells reasons."""
+
+    def __new__(cls, value: str, where: str, meaning: str, action: str) -> "Reason":
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.doc = _Doc(where, meaning, action)
+        return member
+
+    doc: _Doc
+
+    # ----------------------------------------------------------------- the evaluation failed
+    InvalidSpec = ("InvalidSpec", FAILURE, "the spec failed validation (or names a `file://` URI "
+                   "in a cluster); the message names the field", "fix the field the message names")
+    ModelNotFound = ("ModelNotFound", FAILURE, "no object at the model's S3 URI (or no bucket)",
+                     "check the URI and the bucket")
+    DatasetNotFound = ("DatasetNotFound", FAILURE, "no object at the dataset's S3 URI (or no "
+                       "bucket)", "check the URI and the bucket")
+    AccessDenied = ("AccessDenied", FAILURE, "S3 refused the credentials",
+                    "check the `modeleval-s3` Secret in the namespace")
+    StorageUnavailable = ("StorageUnavailable", RETRY, "the S3 endpoint did not answer",
+                          "check `s3.endpoint` and the network")
+    ModelLoadError = ("ModelLoadError", FAILURE, "the file is not a readable model of that format",
+                      "check `model.format`; re-export the model")
+    PickleRefused = ("PickleRefused", FAILURE, "a pickle without `allowPickle: true` (or a "
+                     "pickle renamed)", "export to JSON/UBJSON/ONNX, or allow it for trusted files")
+    DatasetParseError = ("DatasetParseError", FAILURE, "a line or column could not be parsed; "
+                         "the message names it", "fix the data")
+    EmptyDataset = ("EmptyDataset", FAILURE, "the dataset has no rows", "check the URI")
+    SchemaMismatch = ("SchemaMismatch", FAILURE, "feature count or columns differ from what the "
+                      "model expects, or the objective does not fit the task",
+                      "set `dataset.numFeatures`/`featureColumns`, or the right task")
+    LabelError = ("LabelError", FAILURE, "labels out of range for the task (e.g. not 0/1 for "
+                  "binary)", "check `task` and the label column")
+    InferenceError = ("InferenceError", FAILURE, "the model raised while predicting",
+                      "check that the model and the dataset belong together")
+    Unschedulable = ("Unschedulable", f"{PROVISIONED}, then {FAILURE}", "the Ray pods cannot be "
+                     "placed (the scheduler's message follows) for longer than "
+                     "`operator.pendingTimeoutSeconds`, or no Ray node has the requested CPU/GPU",
+                     "lower `resources` or add capacity")
+    ResultsStoreUnavailable = ("ResultsStoreUnavailable", f"{COMPLETE}=False, then {FAILURE}",
+                               "MongoDB did not take the result; the runner keeps it (spool and "
+                               "job log) and it is written when the store is back",
+                               "check MongoDB and the `modeleval-mongodb` Secret")
+    DeadlineExceeded = ("DeadlineExceeded", FAILURE, "ran longer than `activeDeadlineSeconds`",
+                        "raise it")
+    Cancelled = ("Cancelled", FAILURE, "the Ray job was stopped from outside",
+                 "re-create the evaluation")
+    JobFailed = ("JobFailed", RETRY, "the Ray job died without recording a reason (e.g. out of "
+                 "memory)", "`kubectl describe` the evaluation; raise `resources.memory`")
+    RayHeadLost = ("RayHeadLost", RETRY, "the Ray head pod was replaced (deleted, evicted, "
+                   "crashed) or stopped answering while the job ran: Ray keeps its jobs in the "
+                   "head, so the job is gone. The attempt is recorded as failed and retried on a "
+                   "fresh RayCluster", "nothing, if retries remain; otherwise check why the head "
+                   "pod restarted (`kubectl describe pod`)")
+    RayClusterNotFound = ("RayClusterNotFound", f"{PROVISIONED}, then {FAILURE}",
+                          "`spec.rayClusterName` names no RayCluster in the namespace",
+                          "create that RayCluster or fix the name")
+    # ----------------------------------------------------------------- on the way
+    Queued = ("Queued", f"{PROVISIONED} or {JOB}=False", "waiting for one of "
+              "`operator.maxActiveEvaluations` cluster slots, or for one of "
+              "`operator.maxJobsPerHead` job slots on a shared RayCluster (oldest first)",
+              "wait, or raise the limit / give it its own cluster")
+    Creating = ("Creating", PROVISIONED, "the RayCluster was just created", "wait")
+    Provisioning = ("Provisioning", PROVISIONED, "KubeRay reports the RayCluster not ready yet "
+                    "(its `HeadPodReady` / `RayClusterProvisioned` conditions)", "wait; "
+                    "`kubectl get pods -l ray.io/cluster=NAME` shows the pods")
+    Replacing = ("Replacing", PROVISIONED, "the previous attempt's RayCluster is still being "
+                 "deleted; the fresh one is created after it", "wait")
+    RayClusterReady = ("RayClusterReady", "Provisioned=True", "the RayCluster is ready", "-")
+    RayUnavailable = ("RayUnavailable", f"{JOB}=False", "the Ray head's Jobs API did not answer; "
+                      "after `operator.headLostTimeoutSeconds` a running job counts as lost",
+                      "check the head pod")
+    Submitting = ("Submitting", f"{JOB}=False", "the attempt's Ray job is being submitted", "wait")
+    JobPending = ("JobPending", f"{JOB}=True", "Ray accepted the job; its driver is starting",
+                  "wait")
+    JobRunning = ("JobRunning", f"{JOB}=True", "the Ray job runs", "wait")
+    JobSucceeded = ("JobSucceeded", f"{JOB}=True", "the Ray job ended successfully", "-")
+    JobStopped = ("JobStopped", f"{JOB}=True, {EVENT}", "the Ray job was stopped (deletion, "
+                  "suspend, deadline)", "-")
+    Suspended = ("Suspended", "Suspended=True", "`spec.suspend` is true: the job is stopped and "
+                 "the cluster released", "set `spec.suspend: false` to run a fresh attempt")
+    Resumed = ("Resumed", "Suspended=False", "the evaluation was resumed", "-")
+    Succeeded = ("Succeeded", f"{COMPLETE}=True", "the metrics are in status and MongoDB", "-")
+    # ----------------------------------------------------------------- Events only
+    RayClusterCreated = ("RayClusterCreated", EVENT, "the operator created the RayCluster", "-")
+    JobSubmitted = ("JobSubmitted", EVENT, "the operator submitted the attempt's Ray job", "-")
+    Retrying = ("Retrying", EVENT, "an attempt failed for a reason a retry can change; the next "
+                "one starts after the backoff", "-")
+    ResultStored = ("ResultStored", EVENT, "a result kept in the job's log while MongoDB was "
+                    "down was written by the operator", "-")
+    TTLExpired = ("TTLExpired", EVENT, "`ttlSecondsAfterFinished` passed; the evaluation is "
+                  "deleted", "-")
+
+
+BEGIN = "<!-- reasons:begin (generated by python -m modeleval.api.reasons) -->"
+END = "<!-- reasons:end -->"
+
+
+def render() -> str:
+    lines = [BEGIN, "", "| reason | shown as | meaning | what to do |", "|---|---|---|---|"]
+    for reason in Reason:
+        d = reason.doc
+        lines.append(f"| {reason.value} | {d.where} | {d.meaning} | {d.action} |")
+    return "\n".join([*lines, "", END])
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render() + "\n")

@@ -1,0 +1,141 @@
+"""What the runner and the operator exchange besides the Ray job itself: the result document
+and the progress document (both in MongoDB, keyed by :func:`document_id`), and the markers of the
+lines the runner prints to the job's log.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .reasons import Reason
+
+# A result document the runner could not store is printed to the job's log after this marker;
+# the operator stores it once MongoDB answers, so a store outage loses no result.
+DOCUMENT_MARKER = "MODELEVAL_DOCUMENT "
+# The runner's last line: the outcome in brief, for a person reading the job's log.
+RESULT_MARKER = "MODELEVAL_RESULT "
+PROGRESS_MARKER = "MODELEVAL_PROGRESS "
+# The MongoDB collection (in the results database) that progress documents go to.
+PROGRESS_COLLECTION = "progress"
+
+
+def document_id(uid: str, attempt: int) -> str:
+    """The key of an attempt's result and progress documents: one per (evaluation, attempt), so
+    a replayed write is an idempotent upsert."""
+    return f"{uid}:{attempt}"
+
+
+# Every Ray job the operator submits has an id with this prefix (how it tells its jobs apart on a
+# shared head).
+JOB_PREFIX = "modeleval-"
+
+
+def submission_id(uid: str, attempt: int) -> str:
+    """The Ray job's submission id: deterministic per attempt, so a restarted operator finds its
+    job instead of submitting twice."""
+    return f"{JOB_PREFIX}{uid}-{attempt}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_mongo(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_mongo(), indent=2)
+
+
+class GateRule(_Document):
+    metric: str
+    value: float
+    passed: bool
+    message: str
+
+
+class GateResult(_Document):
+    passed: bool
+    rules: list[GateRule] = Field(default_factory=list)
+
+
+class BaselineResult(_Document):
+    model: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    deltas: dict[str, float] = Field(default_factory=dict, description="candidate - baseline")
+
+
+class ResultDocument(_Document):
+    """One attempt's outcome: the metrics on success, the reason and message on failure."""
+
+    id: str = Field(alias="_id")
+    uid: str
+    attempt: int
+    name: str
+    namespace: str | None = None
+    status: Literal["Succeeded", "Failed"]
+    reason: Reason | None = None
+    message: str | None = None
+    retryable: bool | None = None
+    primary_metric: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    slices: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    baseline: BaselineResult | None = None
+    gate: GateResult | None = None
+    rows: int = 0
+    queries: int | None = None
+    model: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    cache_hit: bool = False
+    predictions_uri: str | None = None
+    finished_at: str = Field(default_factory=utc_now)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Succeeded"
+
+    @classmethod
+    def failure(cls, uid: str, attempt: int, name: str, namespace: str | None, reason: Reason,
+                message: str, retryable: bool, model_uri: str, dataset_uri: str,
+                finished_at: str | None = None) -> "ResultDocument":
+        return cls(_id=document_id(uid, attempt), uid=uid, attempt=attempt, name=name,
+                   namespace=namespace, status="Failed", reason=reason, message=message,
+                   retryable=retryable, model={"uri": model_uri}, dataset={"uri": dataset_uri},
+                   finished_at=finished_at or utc_now())
+
+    def log_line(self) -> str:
+        """The line the runner prints when the store is down (read back by the operator)."""
+        return DOCUMENT_MARKER + json.dumps(self.to_mongo())
+
+    @classmethod
+    def from_log(cls, text: str, wanted_id: str) -> "ResultDocument | None":
+        """The last document with id ``wanted_id`` printed in a job's log, if any."""
+        for line in reversed(text.splitlines()):
+            if not line.startswith(DOCUMENT_MARKER):
+                continue
+            try:
+                document = cls.model_validate_json(line[len(DOCUMENT_MARKER):])
+            except ValueError:
+                continue
+            if document.id == wanted_id:
+                return document
+        return None
+
+
+class ProgressDocument(_Document):
+    """Progress of a running attempt (best effort; the operator mirrors it into status)."""
+
+    id: str = Field(alias="_id")
+    done: int = 0
+    total: int = 0
+    unit: str = "rows"
+    updated_at: str = Field(default_factory=utc_now)

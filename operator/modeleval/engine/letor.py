@@ -1,0 +1,260 @@
+"""LETOR/SVMlight text (``label qid:Q i:v ...``, the MSLR-WEB10K/30K format, read as is) parsed
+into a :class:`ParsedShard`.
+
+Parsing is vectorised with pyarrow (no Python loop per line): uniform files (MSLR's) go through
+Arrow's CSV reader a block of lines at a time; anything else (sparse lines, comments) through a
+general token parser that also names what is wrong with a bad file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .errors import DatasetError, Reason
+from .shard import ParsedShard, arrow_message, as_numpy
+
+DEFAULT_BLOCK_BYTES = 2 * 2**20  # the text a stream is read and parsed in
+
+
+def parse_letor(data: bytes, num_features: int | None = None, where: str = "dataset", *,
+                block_bytes: int = DEFAULT_BLOCK_BYTES) -> ParsedShard:
+    """Parses whole LETOR/SVMlight lines. Feature indices are 1-based, as in MSLR and LETOR 4.0;
+    lines may be sparse (any subset of features, in any order); ``# comments`` are ignored."""
+    return parse_letor_stream(io.BytesIO(data).read, len(data), num_features, where, lambda: data,
+                              block_bytes=block_bytes)
+
+
+def parse_letor_stream(read: Callable[[int], bytes], size: int, num_features: int | None,
+                       where: str, read_all: Callable[[], bytes], *,
+                       block_bytes: int = DEFAULT_BLOCK_BYTES) -> ParsedShard:
+    """Parses about ``size`` bytes of whole LETOR lines from ``read(n)`` (a stream: a range of
+    an object in S3), holding one block of about ``block_bytes`` of lines at a time. Input that
+    is not uniform goes to the general parser, which gets the whole text from ``read_all()``."""
+    shard = _parse_uniform(_line_blocks(read, block_bytes), size, num_features, block_bytes)
+    if shard is not None:
+        return shard
+    data = read_all()
+    if not data.strip():
+        return _empty(num_features)
+    return _parse_tokens(data, num_features, where)
+
+
+def _empty(num_features: int | None) -> ParsedShard:
+    return ParsedShard(np.empty(0, np.float32), np.empty(0, np.int64),
+                       np.empty((0, num_features or 0), np.float32))
+
+
+_COLON_TO_SPACE = bytes.maketrans(b":", b" ")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The column layout of a uniform LETOR file, read from its first line."""
+
+    names: list[str]
+    types: dict[str, pa.DataType]
+    has_qid: bool
+    pairs: list[tuple[str, str]]  # (index column, value column) per feature token
+
+    @classmethod
+    def of(cls, first: bytes) -> "_Layout | None":
+        columns = first.translate(_COLON_TO_SPACE).rstrip(b"\r").split(b" ")
+        # MSLR's lines end with a space: an empty last column, read and then left out.
+        tokens = columns[:-1] if len(columns) > 1 and not columns[-1] else columns
+        has_qid = len(tokens) > 2 and tokens[1] == b"qid"
+        first_pair = 3 if has_qid else 1
+        if not all(tokens) or len(tokens) < first_pair or (len(tokens) - first_pair) % 2:
+            return None
+        names = [f"c{i}" for i in range(len(columns))]
+        types = {"c0": pa.float32()}
+        if has_qid:
+            types["c2"] = pa.int64()
+        pairs = [(names[i], names[i + 1]) for i in range(first_pair, len(tokens), 2)]
+        for index, value in pairs:
+            types[index], types[value] = pa.int32(), pa.float32()
+        return cls(names, types, has_qid, pairs)
+
+    def read(self, text: bytes, block_bytes: int) -> pa.Table | None:
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(pa.py_buffer(text)),
+                # One thread: a task holds one CPU, and tasks run side by side.
+                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * block_bytes,
+                                               use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
+                convert_options=pacsv.ConvertOptions(column_types=self.types,
+                                                     include_columns=list(self.types)),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None  # not this layout: the general parser reads it or names what is wrong
+        return None if any(table.column(n).null_count for n in self.types) else table
+
+
+def _line_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[bytes]:
+    """Blocks of whole lines, about ``block_bytes`` each, read from a stream."""
+    carry = b""
+    while True:
+        piece = read(block_bytes)
+        if not piece:
+            if carry:
+                yield carry
+            return
+        text = carry + piece if carry else piece
+        cut = text.rfind(b"\n") + 1
+        if cut:
+            yield text[:cut] if cut < len(text) else text
+        carry = text[cut:]
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.empty((rows, *array.shape[1:]), array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None,
+                   block_bytes: int) -> ParsedShard | None:
+    """The fast path for files whose lines all have the same layout (MSLR's are dense: every
+    line lists features 1..136): with ``:`` read as a separator, a block of lines is a
+    space-delimited table that Arrow's CSV reader parses. Blocks are parsed one at a time
+    straight into the shard's arrays, so only one block's text and table are held at once.
+    Returns None for anything irregular (sparse lines, stray spaces, bad tokens, comments); the
+    general path then parses it or names the error."""
+    layout = None
+    labels = np.empty(0, np.float32)
+    qids = np.empty(0, np.int64)
+    features = np.empty((0, num_features or 0), np.float32)
+    rows = done = 0
+    for text in blocks:
+        done += len(text)
+        if b"#" in text:
+            return None
+        if layout is None:
+            body = text.lstrip()
+            if not body:
+                continue
+            end = body.find(b"\n")
+            layout = _Layout.of(body[:end if end >= 0 else len(body)])
+            if layout is None:
+                return None
+        table = layout.read(text.translate(_COLON_TO_SPACE), block_bytes)
+        if table is None:
+            return None
+        n = table.num_rows
+        if n == 0:
+            continue
+        index = np.empty((n, len(layout.pairs)), np.int32)
+        for j, (column, _) in enumerate(layout.pairs):
+            index[:, j] = as_numpy(table.column(column))
+        low, high = index.min(axis=0, initial=1), index.max(axis=0, initial=0)
+        if (low < 1).any():
+            return None  # the general path names the bad index
+        width = int(high.max(initial=0))
+        if num_features is not None and width > num_features:
+            return None
+        if rows + n > len(labels):  # room for the rest, estimated from the bytes per line so far
+            estimate = rows + n + int((size - done) * (rows + n) / done * 1.05) + 1
+            labels, qids = _grown(labels, estimate), _grown(qids, estimate)
+            features = _grown(features, estimate)
+            features[rows:] = np.nan
+        if width > features.shape[1]:  # only when the width is not given and a block widens it
+            wider = np.full((len(features), width), np.nan, dtype=np.float32)
+            wider[:, :features.shape[1]] = features
+            features = wider
+        block = features[rows:rows + n]
+        values = [as_numpy(table.column(column)) for _, column in layout.pairs]
+        if len(values) == width and (low == high).all() and (low == np.arange(1, width + 1)).all():
+            np.stack(values, axis=1, out=block[:, :width])  # MSLR: features 1..N, in order
+        elif values and (low == high).all():
+            block[:, low - 1] = np.stack(values, axis=1)  # the same features on every line
+        elif values:
+            block[np.arange(n)[:, None], index - 1] = np.stack(values, axis=1)
+        labels[rows:rows + n] = as_numpy(table.column("c0"))
+        if layout.has_qid:
+            qids[rows:rows + n] = as_numpy(table.column("c2"))
+        rows += n
+    if layout is None:
+        return _empty(num_features)
+    return ParsedShard(labels[:rows], qids[:rows] if layout.has_qid else None, features[:rows])
+
+
+def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
+    """The general path: any mix of sparse lines, comments and feature orders."""
+    try:
+        text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise DatasetError(f"{where}: not text (invalid UTF-8); a LETOR file is text lines "
+                           "'label qid:Q index:value ...'") from None
+    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+    if b"#" in data:
+        lines = pc.replace_substring_regex(lines, r"#.*$", "")
+    lines = pc.utf8_trim_whitespace(lines)
+    lines = pc.filter(lines, pc.not_equal(pc.utf8_length(lines), 0))
+    n = len(lines)
+    tokens = pc.ascii_split_whitespace(lines)
+    counts = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(tokens)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+
+    labels = _floats(pc.take(flat, pa.array(starts)), where, "label")
+    has_qid = counts >= 2
+    second = pc.take(flat, pa.array(np.minimum(starts + 1, len(flat) - 1)))
+    is_qid = pc.and_(pa.array(has_qid), pc.starts_with(second, "qid:")).to_numpy(zero_copy_only=False)
+    if is_qid.any() and not is_qid.all():
+        row = int(np.flatnonzero(~is_qid)[0])
+        raise DatasetError(f"{where}: line {row + 1} of a shard has no qid: while others do")
+    qids = None
+    first_feature = starts + 1
+    if is_qid.all():
+        qid_text = pc.utf8_slice_codeunits(second, 4)
+        try:
+            qids = pc.cast(qid_text, pa.int64()).to_numpy()
+        except pa.ArrowInvalid as error:
+            raise DatasetError(f"{where}: a qid is not an integer ({arrow_message(error)})") from None
+        first_feature = starts + 2
+
+    # Every token after the label (and qid) is "index:value".
+    per_line = counts - (first_feature - starts)
+    if (per_line < 0).any():
+        raise DatasetError(f"{where}: a line has no label")
+    out_offsets = np.cumsum(per_line) - per_line
+    token_index = np.arange(per_line.sum()) + np.repeat(first_feature - out_offsets, per_line)
+    pairs = pc.take(flat, pa.array(token_index))
+    parts = pc.split_pattern(pairs, ":", max_splits=1)
+    if len(pairs) and (pc.min(pc.list_value_length(parts)).as_py() != 2):
+        raise DatasetError(f"{where}: a feature token is not index:value")
+    split = pc.list_flatten(parts)
+    even = pa.array(np.arange(0, len(split), 2))
+    try:
+        indices = pc.cast(pc.take(split, even), pa.int64()).to_numpy()
+    except pa.ArrowInvalid as error:
+        raise DatasetError(f"{where}: a feature index is not an integer ({arrow_message(error)})") from None
+    values = _floats(pc.take(split, pa.array(np.arange(1, len(split), 2))), where, "feature value")
+    if len(indices) and indices.min() < 1:
+        raise DatasetError(f"{where}: feature index {int(indices.min())} found; LETOR feature "
+                           "indices start at 1")
+    width = int(indices.max()) if len(indices) else 0
+    if num_features is not None:
+        if width > num_features:
+            raise DatasetError(f"{where}: feature index {width} exceeds the expected "
+                               f"{num_features} features", Reason.SchemaMismatch)
+        width = num_features
+    features = np.full((n, width), np.nan, dtype=np.float32)
+    rows = np.repeat(np.arange(n), per_line)
+    features[rows, indices - 1] = values
+    return ParsedShard(labels.astype(np.float32), qids, features)
+
+
+def _floats(array: pa.Array, where: str, what: str) -> np.ndarray:
+    try:
+        return pc.cast(array, pa.float32()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid as error:
+        raise DatasetError(f"{where}: a {what} is not a number ({arrow_message(error)})") from None

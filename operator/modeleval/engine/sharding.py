@@ -1,0 +1,101 @@
+"""Shards of a dataset that never split a query group: byte ranges of a LETOR file, each parsed
+by its own task, and row ranges of a table read whole."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .storage import ObjectInfo, Storage
+
+MIN_RANGE_BYTES = 4 * 2**20  # ranges are not cut smaller than this to fill task slots
+_WINDOW = 1 * 2**20  # read at a time while looking for a group boundary
+
+
+def _line_qid(line: bytes) -> bytes | None:
+    match = re.match(rb"\s*\S+\s+qid:(\S+)", line)
+    return match.group(1) if match else None
+
+
+def group_boundary(storage: Storage, uri: str, position: int, size: int) -> int:
+    """The first byte offset >= ``position`` that starts a line beginning a new query group.
+
+    Every caller asking about the same position gets the same answer, so adjacent shards agree
+    on where one ends and the next begins, and no query group is split between them.
+    """
+    if position <= 0:
+        return 0
+    if position >= size:
+        return size
+    previous_qid: bytes | None = None
+    seen = False
+    for offset, line in _lines_from(storage, uri, _line_start(storage, uri, position - 1), size):
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        qid = _line_qid(line)
+        if offset >= position and (qid is None or (seen and qid != previous_qid)):
+            return offset
+        previous_qid, seen = qid, True
+    return size
+
+
+def _line_start(storage: Storage, uri: str, position: int) -> int:
+    """Offset of the first byte of the line that contains byte ``position``."""
+    end = position
+    while end > 0:
+        begin = max(0, end - _WINDOW)
+        newline = storage.read(uri, begin, end).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0
+
+
+def _lines_from(storage: Storage, uri: str, offset: int, size: int):
+    """(offset, line) pairs from ``offset`` on, read in windows."""
+    buffer, cursor = b"", offset
+    while True:
+        newline = buffer.find(b"\n")
+        if newline < 0 and cursor < size:
+            chunk = storage.read(uri, cursor, min(size, cursor + _WINDOW))
+            buffer, cursor = buffer + chunk, cursor + len(chunk)
+            continue
+        if newline < 0:
+            if buffer:
+                yield offset, buffer
+            return
+        yield offset, buffer[:newline]
+        offset += newline + 1
+        buffer = buffer[newline + 1:]
+
+
+def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int, slots: int = 1, *,
+                 min_range_bytes: int = MIN_RANGE_BYTES) -> list[tuple[int, int]]:
+    """Byte ranges of at most about ``shard_bytes`` whose edges sit on query-group boundaries.
+    Their count is a multiple of ``slots`` (the tasks that can run at once), so the last round
+    of tasks keeps every slot busy, unless that would make ranges smaller than ``min_range_bytes``."""
+    if info.size == 0:
+        return []
+    count = max(1, -(-info.size // shard_bytes))
+    if slots > 1:
+        count = max(count, min(-(-count // slots) * slots, info.size // min_range_bytes))
+    edges = [0] + [group_boundary(storage, info.uri, i * info.size // count, info.size)
+                   for i in range(1, count)] + [info.size]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def group_aligned_splits(qids: np.ndarray | None, rows: int, parts: int) -> list[tuple[int, int]]:
+    """Row ranges for ``parts`` shards, each edge moved to the start of a query group."""
+    if rows == 0:
+        return []
+    parts = max(1, min(parts, rows))
+    targets = [i * rows // parts for i in range(1, parts)]
+    if qids is None:
+        edges = targets
+    else:
+        starts = np.flatnonzero(np.concatenate(([True], qids[1:] != qids[:-1])))
+        # The first group start at or after each target; past the last group, the end.
+        edges = np.append(starts, rows)[np.searchsorted(starts, targets)].tolist()
+    bounds = sorted({0, *edges, rows})
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]

@@ -1,0 +1,198 @@
+"""Where result documents go: MongoDB (upsert keyed by uid + attempt) or a local directory.
+
+The runner writes here and the operator reads here; neither side builds or parses a document by
+hand (:class:`~modeleval.api.results.ResultDocument` is the contract). A write that fails
+because the store is down is retried with backoff; if the store stays down, the document is kept
+in a local spool and written once the store returns, so a result is never lost and never written
+twice (the key makes a replay an idempotent upsert).
+
+Every :class:`MongoResultStore` on one URI shares one client (its pool and monitor threads), so
+an operator reading many databases holds one client, not one per database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from .api.reasons import Reason
+from .api.results import PROGRESS_COLLECTION, ProgressDocument, ResultDocument, document_id
+from .files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class ResultsStoreError(Exception):
+    """The results store did not answer or refused a request (retryable)."""
+
+    reason = Reason.ResultsStoreUnavailable
+    retryable = True
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ResultStore(Protocol):
+    def upsert(self, document: ResultDocument) -> None: ...
+    def get(self, uid: str, attempt: int | None = None) -> ResultDocument | None: ...
+    def list(self, limit: int = 50) -> list[ResultDocument]: ...
+
+
+_clients: dict[tuple[str, int], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(uri: str, timeout_ms: int):
+    from pymongo import MongoClient
+
+    with _clients_lock:
+        key = (uri, timeout_ms)
+        if key not in _clients:
+            _clients[key] = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
+                                        connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 3)
+        return _clients[key]
+
+
+def _error(what: str, error: Exception) -> ResultsStoreError:
+    return ResultsStoreError(f"MongoDB {what} failed: {str(error).splitlines()[0][:300]}")
+
+
+class MongoResultStore:
+    def __init__(self, uri: str, database: str = "modeleval", collection: str = "results",
+                 timeout_ms: int = 10_000):
+        client = _client(uri, timeout_ms)
+        self._collection = client[database][collection]
+        self._progress = client[database][PROGRESS_COLLECTION]
+
+    def upsert(self, document: ResultDocument) -> None:
+        from pymongo.errors import PyMongoError
+
+        body = document.to_mongo()
+        try:
+            self._collection.replace_one({"_id": document.id}, body, upsert=True)
+        except PyMongoError as error:
+            raise _error("write", error) from None
+
+    def insert_if_absent(self, document: ResultDocument) -> bool:
+        """Writes ``document`` unless its attempt has one already; whether it was written."""
+        from pymongo.errors import DuplicateKeyError, PyMongoError
+
+        try:
+            self._collection.insert_one(document.to_mongo())
+            return True
+        except DuplicateKeyError:
+            return False
+        except PyMongoError as error:
+            raise _error("write", error) from None
+
+    def get(self, uid: str, attempt: int | None = None) -> ResultDocument | None:
+        from pymongo.errors import PyMongoError
+
+        try:
+            if attempt is not None:
+                found = self._collection.find_one({"_id": document_id(uid, attempt)})
+            else:
+                found = next(iter(self._collection.find({"uid": uid}).sort("attempt", -1).limit(1)), None)
+        except PyMongoError as error:
+            raise _error("read", error) from None
+        return ResultDocument.model_validate(found) if found else None
+
+    def list(self, limit: int = 50) -> list[ResultDocument]:
+        from pymongo.errors import PyMongoError
+
+        try:
+            found = list(self._collection.find({}).sort("finishedAt", -1).limit(limit))
+        except PyMongoError as error:
+            raise _error("read", error) from None
+        return [ResultDocument.model_validate(d) for d in found]
+
+    def report_progress(self, progress: ProgressDocument) -> None:
+        """Progress of a running attempt, read by the operator (best effort: never raises)."""
+        from pymongo.errors import PyMongoError
+
+        try:
+            self._progress.replace_one({"_id": progress.id}, progress.to_mongo(), upsert=True)
+        except PyMongoError as error:
+            log.warning("progress not recorded: %s", str(error).splitlines()[0][:200])
+
+    def get_progress(self, uid: str, attempt: int) -> ProgressDocument | None:
+        from pymongo.errors import PyMongoError
+
+        try:
+            found = self._progress.find_one({"_id": document_id(uid, attempt)})
+        except PyMongoError as error:
+            raise _error("read", error) from None
+        return ProgressDocument.model_validate(found) if found else None
+
+
+class LocalResultStore:
+    """One JSON file per (uid, attempt) in a directory; used when no MongoDB is configured."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, uid: str, attempt: int) -> Path:
+        return self.directory / f"{uid}-{attempt}.json"
+
+    def upsert(self, document: ResultDocument) -> None:
+        atomic_write(self._path(document.uid, document.attempt), document.to_json())
+
+    def _read(self, path: Path) -> ResultDocument:
+        return ResultDocument.model_validate_json(path.read_text())
+
+    def get(self, uid: str, attempt: int | None = None) -> ResultDocument | None:
+        if attempt is not None:
+            path = self._path(uid, attempt)
+            return self._read(path) if path.exists() else None
+        matches = sorted(self.directory.glob(f"{uid}-*.json"),
+                         key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        return self._read(matches[-1]) if matches else None
+
+    def list(self, limit: int = 50) -> list[ResultDocument]:
+        if not self.directory.exists():
+            return []
+        docs = [self._read(p) for p in self.directory.glob("*.json")]
+        return sorted(docs, key=lambda d: d.finished_at, reverse=True)[:limit]
+
+
+def write_with_retry(store: ResultStore, document: ResultDocument, spool: Path | None,
+                     attempts: int = 5, first_delay: float = 1.0, max_delay: float = 30.0,
+                     sleep=time.sleep) -> bool:
+    """Upserts with exponential backoff. Returns True when written; when every attempt failed
+    and a spool directory is given, the document is kept there (returns False) for a replay."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            store.upsert(document)
+            return True
+        except ResultsStoreError as error:
+            log.warning("results store unavailable (attempt %d/%d): %s", attempt, attempts,
+                        error.message)
+            if attempt == attempts:
+                if spool is None:
+                    raise
+                LocalResultStore(spool).upsert(document)
+                return False
+            sleep(delay)
+            delay = min(delay * 2, max_delay)
+    return False
+
+
+def replay_spool(store: ResultStore, spool: Path) -> int:
+    """Writes every spooled document to ``store``; each is removed once written. Returns count."""
+    if not spool.exists():
+        return 0
+    written = 0
+    for path in sorted(spool.glob("*.json")):
+        store.upsert(ResultDocument.model_validate_json(path.read_text()))
+        path.unlink()
+        written += 1
+    return written
+
+
+__all__ = ["LocalResultStore", "MongoResultStore", "ResultStore", "ResultsStoreError",
+           "replay_spool", "write_with_retry"]

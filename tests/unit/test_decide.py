@@ -1,0 +1,378 @@
+"""Every transition of the controller, as a table: (status before, what a round observed) ->
+(status after, actions). ``decide`` is pure, so each row is a plain function call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from modeleval.api.reasons import Reason
+from modeleval.api.results import ProgressDocument, ResultDocument, document_id, submission_id
+from modeleval.api.spec import ModelEvaluationSpec
+from modeleval.api.status import ConditionType as C, ModelEvaluationStatus, Phase
+from modeleval.controller import status as st
+from modeleval.controller.decide import (ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation,
+                                         InvalidSpec, LeaveLines, Observed, RecordFailure,
+                                         ReleaseAdmission, ReleaseJobSlot, Slot, StopJob,
+                                         StoreLogged, SubmitJob, Wants, decide, kuberay_ready,
+                                         parse_spec, plan)
+from modeleval.controller.rayjobs import JobInfo
+from modeleval.controller.settings import OperatorSettings
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+SETTINGS = OperatorSettings(mongodb_uri="mongodb://store", backoff_base=10, backoff_max=300,
+                            pending_timeout=300, results_store_timeout=3600,
+                            head_lost_timeout=600, _env_file=None)
+EV = Evaluation(name="ev", namespace="ns", uid="u1", generation=3, created=NOW - timedelta(minutes=5))
+CLUSTER = "ev-ray"
+SID1, SID2 = submission_id("u1", 1), submission_id("u1", 2)
+HEAD = "http://ev-ray-head-svc.ns.svc.cluster.local:8265"
+
+
+def spec(**extra: Any) -> ModelEvaluationSpec:
+    return ModelEvaluationSpec.model_validate({
+        "task": "ranking", "model": {"uri": "s3://models/r.json"},
+        "dataset": {"uri": "s3://data/t.txt"}, "metrics": ["ndcg@10", "map"], **extra})
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def status(phase: Phase = Phase.Pending, attempt: int = 1, cluster: str | None = None,
+           job: str | None = None, conditions: dict[C, tuple[bool, Reason, float]] | None = None,
+           **extra: Any) -> ModelEvaluationStatus:
+    """A status as an earlier round left it; conditions: type -> (value, reason, seconds ago)."""
+    s = ModelEvaluationStatus(phase=phase, attempt=attempt, ray_cluster=cluster, job_id=job,
+                              **{"start_time": ago(60), **extra})
+    for type_, (value, reason, since) in (conditions or {}).items():
+        st.set_condition(s, type_, value, reason, "earlier", 3, ago(since))
+    return s
+
+
+def ready(**extra: Any) -> ClusterView:
+    return ClusterView(name=CLUSTER, uid="c1", ready=True, created=ago(120), token_secret="t", **extra)
+
+
+def seen(cluster: ClusterView | None = None, **extra: Any) -> Observed:
+    return Observed(store=True, cluster_read=True, cluster=cluster, **extra)
+
+
+def job(state: str, ended: float | None = None, sid: str = SID1) -> JobInfo:
+    end = int((NOW - timedelta(seconds=ended)).timestamp() * 1000) if ended is not None else None
+    return JobInfo(sid, state, f"job is {state}", end_time=end)
+
+
+def doc(ok: bool = True, attempt: int = 1, **extra: Any) -> ResultDocument:
+    if ok:
+        return ResultDocument(_id=document_id("u1", attempt), uid="u1", attempt=attempt, name="ev",
+                              status="Succeeded", metrics={"ndcg@10": 0.81234, "map": 0.7},
+                              rows=1000, **extra)
+    return ResultDocument.failure("u1", attempt, "ev", "ns", extra.pop("reason", Reason.SchemaMismatch),
+                                  "136 features, model wants 46", extra.pop("retryable", False),
+                                  "s3://models/r.json", "s3://data/t.txt")
+
+
+RUNNING = status(Phase.Running, cluster=CLUSTER, job=SID1,
+                 conditions={C.Provisioned: (True, Reason.RayClusterReady, 100),
+                             C.JobSubmitted: (True, Reason.JobRunning, 50)})
+
+
+@dataclass
+class Row:
+    """One transition: what was, what was seen, what must follow."""
+
+    before: ModelEvaluationStatus
+    observed: Observed
+    phase: Phase
+    spec: ModelEvaluationSpec | InvalidSpec = field(default_factory=spec)
+    conditions: dict[C, tuple[bool, Reason]] = field(default_factory=dict)
+    actions: tuple[type, ...] = ()
+    check: Any = None  # further assertions on (after, actions)
+
+
+def condition_of(s: ModelEvaluationStatus, type_: C) -> tuple[bool, Reason] | None:
+    c = s.condition(type_)
+    return (c.true, Reason(c.reason)) if c else None
+
+
+def retried(attempt: int, delay: float):
+    def check(after: ModelEvaluationStatus, actions: list) -> None:
+        assert after.attempt == attempt and after.job_id is None and after.progress is None
+        assert after.next_retry_time == NOW + timedelta(seconds=delay)
+        assert any(isinstance(a, Emit) and a.reason == Reason.Retrying and a.warning for a in actions)
+    return check
+
+
+ROWS: dict[str, Row] = {
+    # -------------------------------------------------------------- admission and provisioning
+    "new evaluation gets a cluster": Row(
+        ModelEvaluationStatus(), Observed(store=True, admission=Slot(True, 4)), Phase.Provisioning,
+        conditions={C.Provisioned: (False, Reason.Creating)}, actions=(CreateCluster,),
+        check=lambda a, acts: (a.attempt == 1 and a.start_time == NOW and a.ray_cluster == CLUSTER
+                               and acts[0].manifest["metadata"]["name"] == CLUSTER)),
+    "new evaluation queues for a cluster slot": Row(
+        ModelEvaluationStatus(), Observed(store=True, admission=Slot(False, 4)), Phase.Pending,
+        conditions={C.Provisioned: (False, Reason.Queued)},
+        check=lambda a, _: "4 cluster slots" in a.message and a.ray_cluster is None),
+    "invalid spec fails at once": Row(
+        ModelEvaluationStatus(), Observed(), Phase.Failed, spec=InvalidSpec("spec.metrics: bad"),
+        conditions={C.Failed: (True, Reason.InvalidSpec), C.Complete: (False, Reason.InvalidSpec)},
+        actions=(LeaveLines, ReleaseAdmission), check=lambda a, _: a.message == "spec.metrics: bad"),
+    "cluster not ready yet": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(ClusterView(CLUSTER, "c1", created=ago(5))),
+        Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Provisioning)}),
+    "pods unschedulable, still within pendingTimeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER),
+        seen(ClusterView(CLUSTER, "c1", created=ago(100), unschedulable=("w-1", "0/3 nodes: gpu"))),
+        Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Unschedulable)}),
+    "pods unschedulable past pendingTimeout (from this cluster's creation)": Row(
+        status(Phase.Provisioning, cluster=CLUSTER),
+        seen(ClusterView(CLUSTER, "c1", created=ago(301), unschedulable=("w-1", "0/3 nodes: gpu"))),
+        Phase.Failed, conditions={C.Failed: (True, Reason.Unschedulable)},
+        actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: a.message == "pod w-1 cannot be scheduled: 0/3 nodes: gpu"),
+    "previous attempt's cluster still being deleted": Row(
+        status(cluster=CLUSTER), seen(ClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
+        conditions={C.Provisioned: (False, Reason.Replacing)}),
+    "own cluster gone: created again": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(None), Phase.Provisioning,
+        actions=(CreateCluster,)),
+    "shared cluster missing": Row(
+        status(), seen(None), Phase.Pending, spec=spec(rayClusterName="shared"),
+        conditions={C.Provisioned: (False, Reason.RayClusterNotFound)}),
+    "shared cluster missing past pendingTimeout": Row(
+        status(start_time=ago(301)), seen(None), Phase.Failed, spec=spec(rayClusterName="shared"),
+        conditions={C.Failed: (True, Reason.RayClusterNotFound)}, actions=(LeaveLines, ReleaseAdmission)),
+    # -------------------------------------------------------------- submission
+    "ready cluster, slot free: submit": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job_slot=Slot(True, 8)),
+        Phase.Provisioning, actions=(SubmitJob,),
+        conditions={C.Provisioned: (True, Reason.RayClusterReady), C.JobSubmitted: (False, Reason.Submitting)},
+        check=lambda a, acts: acts[0].request["submission_id"] == SID1 and a.job_id is None),
+    "ready cluster, job slots full: queued": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job_slot=Slot(False, 8)),
+        Phase.Provisioning, conditions={C.JobSubmitted: (False, Reason.Queued)},
+        check=lambda a, _: "8 job slots" in a.message),
+    "queued for a job slot before any read": Row(
+        status(cluster=CLUSTER, conditions={C.Provisioned: (True, Reason.RayClusterReady, 9)}),
+        Observed(store=True, job_slot=Slot(False, 8)), Phase.Pending,
+        conditions={C.JobSubmitted: (False, Reason.Queued)}),
+    "job found that status does not name (submitted before a restart): reattach": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job=job("RUNNING")), Phase.Running,
+        conditions={C.JobSubmitted: (True, Reason.JobRunning)},
+        check=lambda a, acts: a.job_id == SID1 and a.dashboard_url == HEAD and not acts),
+    "running job mirrors progress": Row(
+        RUNNING, seen(ready(), job=job("RUNNING"),
+                      progress=ProgressDocument(_id="u1:1", done=250, total=1000)), Phase.Running,
+        check=lambda a, _: (a.progress.done, a.progress.percent) == (250, "25%")),
+    # -------------------------------------------------------------- endings
+    "succeeded with its document": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc()), Phase.Succeeded,
+        conditions={C.Complete: (True, Reason.Succeeded), C.Failed: (False, Reason.Succeeded)},
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: (a.metrics == {"ndcg@10": 0.81234, "map": 0.7}
+                            and a.primary_metric == "ndcg@10=0.8123" and a.results_ref.id == "u1:1"
+                            and a.progress.percent == "100%" and a.completion_time == NOW)),
+    "succeeded, cluster kept": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc()), Phase.Succeeded,
+        spec=spec(keepCluster=True), actions=(ReleaseJobSlot, LeaveLines, ReleaseAdmission)),
+    "succeeded with a baseline and gate": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc(
+            baseline={"metrics": {"ndcg@10": 0.8}, "deltas": {"ndcg@10": 0.01234}},
+            gate={"passed": False, "rules": []})), Phase.Succeeded,
+        check=lambda a, _: a.baseline.deltas == {"ndcg@10": 0.01234} and a.baseline.gate_passed is False),
+    "failed for good (not retryable)": Row(
+        RUNNING, seen(ready(), job=job("FAILED", 1), document=doc(ok=False)), Phase.Failed,
+        conditions={C.Failed: (True, Reason.SchemaMismatch)},
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: "not retried: SchemaMismatch" in a.message),
+    "retryable failure retried with backoff": Row(
+        RUNNING, seen(ready(), job=job("FAILED", 1),
+                      document=doc(ok=False, reason=Reason.StorageUnavailable, retryable=True)),
+        Phase.Pending, check=retried(2, 10)),
+    "crash without a document retried, backoff doubles": Row(
+        status(Phase.Running, attempt=2, cluster=CLUSTER, job=SID2),
+        seen(ready(), job=job("FAILED", 1, sid=SID2)), Phase.Pending,
+        check=lambda a, acts: retried(3, 20)(a, acts) is None and a.reason == Reason.JobFailed),
+    "crash with no retries left": Row(
+        status(Phase.Running, attempt=3, cluster=CLUSTER, job=submission_id("u1", 3)),
+        seen(ready(), job=job("FAILED", 1, sid=submission_id("u1", 3))), Phase.Failed,
+        conditions={C.Failed: (True, Reason.JobFailed)},
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "stopped from outside": Row(
+        RUNNING, seen(ready(), job=job("STOPPED", 1)), Phase.Failed,
+        conditions={C.Failed: (True, Reason.Cancelled)},
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    # -------------------------------------------------------------- results store outages
+    "store down when the job ended": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 60), store_error="timed out"), Phase.Running,
+        conditions={C.Complete: (False, Reason.ResultsStoreUnavailable)}, actions=(ReleaseJobSlot,)),
+    "store down past resultsStoreTimeout: metrics from the job's log kept in status": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 3601), store_error="timed out", logged=doc()),
+        Phase.Failed, conditions={C.Failed: (True, Reason.ResultsStoreUnavailable)},
+        check=lambda a, _: a.metrics["map"] == 0.7 and "metrics are in status" in a.message),
+    "store back, result only in the job's log: stored from it": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 60), logged=doc()), Phase.Running,
+        actions=(ReleaseJobSlot, StoreLogged),
+        conditions={C.Complete: (False, Reason.ResultsStoreUnavailable)}),
+    "job succeeded, its document never written": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 301)), Phase.Failed,
+        conditions={C.Failed: (True, Reason.ResultsStoreUnavailable)},
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    # -------------------------------------------------------------- deadline, suspend, resume
+    "deadline passed while running": Row(
+        status(Phase.Running, cluster=CLUSTER, job=SID1, start_time=ago(601)),
+        seen(ready(), job=job("RUNNING")), Phase.Failed, spec=spec(activeDeadlineSeconds=600),
+        conditions={C.Failed: (True, Reason.DeadlineExceeded)},
+        actions=(ReleaseJobSlot, StopJob, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "suspended while running": Row(
+        RUNNING, seen(ready()), Phase.Pending, spec=spec(suspend=True),
+        conditions={C.Suspended: (True, Reason.Suspended)},
+        actions=(ReleaseJobSlot, StopJob, LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: a.job_id is None and a.ray_cluster is None and a.message == "suspended"),
+    "still suspended: nothing more to stop or delete": Row(
+        status(conditions={C.Suspended: (True, Reason.Suspended, 30)}), Observed(store=True),
+        Phase.Pending, spec=spec(suspend=True), actions=(LeaveLines, ReleaseAdmission)),
+    "resumed: a fresh attempt asks for a cluster again": Row(
+        status(conditions={C.Suspended: (True, Reason.Suspended, 30)}),
+        Observed(store=True, admission=Slot(True)), Phase.Provisioning,
+        conditions={C.Suspended: (False, Reason.Resumed)}, actions=(CreateCluster,),
+        check=lambda a, _: a.attempt == 2),
+    "waiting out a retry's backoff": Row(
+        status(attempt=2, next_retry_time=NOW + timedelta(seconds=5)), Observed(store=True),
+        Phase.Pending, check=lambda a, acts: a.next_retry_time is not None and not acts),
+    "backoff over: the retry gets a cluster": Row(
+        status(attempt=2, next_retry_time=ago(1)), Observed(store=True, admission=Slot(True)),
+        Phase.Provisioning, actions=(CreateCluster,), check=lambda a, _: a.next_retry_time is None),
+    # -------------------------------------------------------------- a lost Ray head
+    "head replaced, job gone, no document: recorded and retried on a fresh cluster": Row(
+        RUNNING, seen(ready()), Phase.Pending,
+        conditions={C.JobSubmitted: (False, Reason.RayHeadLost), C.Provisioned: (False, Reason.RayHeadLost)},
+        actions=(ReleaseJobSlot, RecordFailure, LeaveLines, DeleteCluster, ReleaseAdmission, Emit),
+        check=lambda a, acts: (retried(2, 10)(a, acts) is None and a.ray_cluster is None
+                               and acts[1].document.reason == Reason.RayHeadLost
+                               and acts[1].document.retryable)),
+    "head replaced after the job wrote its result: succeeds": Row(
+        RUNNING, seen(ready(), document=doc()), Phase.Succeeded,
+        actions=(ReleaseJobSlot, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "head replaced, no retries left": Row(
+        status(Phase.Running, attempt=3, cluster=CLUSTER, job=submission_id("u1", 3)), seen(ready()),
+        Phase.Failed, conditions={C.Failed: (True, Reason.RayHeadLost)},
+        actions=(ReleaseJobSlot, RecordFailure, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "Jobs API silent for a while": Row(
+        RUNNING, seen(ready(), jobs_error="connection refused"), Phase.Running,
+        conditions={C.JobSubmitted: (False, Reason.RayUnavailable)}),
+    "Jobs API silent past headLostTimeout": Row(
+        status(Phase.Running, cluster=CLUSTER, job=SID1,
+               conditions={C.Provisioned: (True, Reason.RayClusterReady, 900),
+                           C.JobSubmitted: (False, Reason.RayUnavailable, 601)}),
+        seen(ready(), jobs_error="connection refused"), Phase.Pending, check=retried(2, 10)),
+    "cluster not ready past headLostTimeout while its job ran": Row(
+        status(Phase.Running, cluster=CLUSTER, job=SID1,
+               conditions={C.Provisioned: (False, Reason.Provisioning, 601)}),
+        seen(ClusterView(CLUSTER, "c1", created=ago(900))), Phase.Pending,
+        conditions={C.Provisioned: (False, Reason.RayHeadLost)}, check=retried(2, 10)),
+    "cluster briefly not ready while its job ran": Row(
+        status(Phase.Running, cluster=CLUSTER, job=SID1,
+               conditions={C.Provisioned: (False, Reason.Provisioning, 30)}),
+        seen(ClusterView(CLUSTER, "c1", created=ago(900))), Phase.Running),
+    "finished evaluations are left alone": Row(
+        status(Phase.Succeeded), seen(ready(), job=job("FAILED", 1)), Phase.Succeeded),
+}
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_transition(name: str) -> None:
+    row = ROWS[name]
+    before = row.before.model_copy(deep=True)
+    after, actions = decide(EV, row.spec, row.before, row.observed, NOW, SETTINGS)
+    assert row.before == before, "decide changed its input"
+    assert after.phase == row.phase, after.message
+    for type_, expected in row.conditions.items():
+        assert condition_of(after, type_) == expected, type_
+    if row.actions or not row.check:
+        assert tuple(type(a) for a in actions) == row.actions
+    if row.check is not None:
+        assert row.check(after, actions) is not False
+    if not row.before.phase.terminal:
+        assert after.observed_generation == EV.generation
+    if after.phase.terminal and not row.before.phase.terminal:
+        # Whatever ends an evaluation frees its cluster slot and its place in every line.
+        assert ReleaseAdmission() in actions and any(isinstance(a, LeaveLines) for a in actions)
+
+
+def test_decide_is_repeatable() -> None:
+    """The same round decided twice gives the same answer (nothing hidden in between)."""
+    for row in ROWS.values():
+        first = decide(EV, row.spec, row.before, row.observed, NOW, SETTINGS)
+        assert decide(EV, row.spec, row.before, row.observed, NOW, SETTINGS) == first
+
+
+def test_condition_transition_time_moves_only_when_its_value_changes() -> None:
+    s = status(conditions={C.Provisioned: (False, Reason.Creating, 40)})
+    after, _ = decide(EV, spec(), s, seen(ClusterView(CLUSTER, "c1")), NOW, SETTINGS)
+    provisioned = after.condition(C.Provisioned)
+    assert provisioned.reason == Reason.Provisioning and provisioned.last_transition_time == ago(40)
+    after, _ = decide(EV, spec(), after, seen(ready(), job_slot=Slot(True)), NOW, SETTINGS)
+    assert after.condition(C.Provisioned).last_transition_time == NOW
+    assert [c.type for c in after.conditions] == [C.Provisioned, C.JobSubmitted]
+
+
+WANTS = {
+    "first round: only the cluster slot": (ModelEvaluationStatus(), spec(), Wants(admission=True)),
+    "shared cluster: its cluster and job": (status(), spec(rayClusterName="shared"),
+                                            Wants(cluster=True, job=True)),
+    "waiting for a job slot: the slot before any read": (
+        status(cluster=CLUSTER, conditions={C.Provisioned: (True, Reason.RayClusterReady, 9)}), spec(),
+        Wants(job_slot=True, cluster=True, job=True)),
+    "running": (RUNNING, spec(), Wants(cluster=True, job=True)),
+    "suspending a running job: its cluster, to reach the job": (RUNNING, spec(suspend=True),
+                                                                Wants(cluster=True)),
+    "suspended: nothing": (status(conditions={C.Suspended: (True, Reason.Suspended, 9)}),
+                           spec(suspend=True), Wants()),
+    "waiting out a backoff: nothing": (status(attempt=2, next_retry_time=NOW + timedelta(seconds=9)),
+                                       spec(), Wants()),
+    "finished: nothing": (status(Phase.Failed), spec(), Wants()),
+    "invalid: nothing": (ModelEvaluationStatus(), InvalidSpec("x"), Wants()),
+}
+
+
+@pytest.mark.parametrize("name", list(WANTS))
+def test_plan_reads_only_what_the_round_needs(name: str) -> None:
+    before, spec_, wanted = WANTS[name]
+    assert plan(EV, spec_, before, NOW) == wanted
+
+
+@pytest.mark.parametrize("conditions, state, expected", [
+    ([("RayClusterProvisioned", "True"), ("HeadPodReady", "True")], "ready", True),
+    ([("RayClusterProvisioned", "True"), ("HeadPodReady", "False")], "ready", False),  # head went
+    ([("RayClusterProvisioned", "False"), ("HeadPodReady", "True")], None, False),  # workers pending
+    ([], "ready", True),  # a KubeRay without status conditions
+    ([], None, False),
+])
+def test_readiness_comes_from_kuberay_conditions(conditions, state, expected) -> None:
+    obj = {"status": {"conditions": [{"type": t, "status": v} for t, v in conditions],
+                      **({"state": state} if state else {})}}
+    assert kuberay_ready(obj) is expected
+
+
+def test_cluster_view_reads_auth_and_deletion_from_one_object() -> None:
+    obj = {"metadata": {"name": "c", "uid": "9", "creationTimestamp": "2026-11-22T11:00:00Z",
+                        "deletionTimestamp": "2026-11-22T11:59:00Z"},
+           "spec": {"authOptions": {"mode": "token", "secretName": "c-auth"}}}
+    view = ClusterView.of(obj)
+    assert (view.uid, view.token_secret, view.deleting) == ("9", "c-auth", True)
+    assert view.created == datetime(2026, 11, 22, 11, 0, tzinfo=timezone.utc)
+    assert ClusterView.of({"metadata": {"name": "c"}}).token_secret is None
+
+
+def test_file_uris_are_refused_naming_the_field() -> None:
+    raw = spec().model_dump(by_alias=True, exclude_none=True)
+    raw["dataset"]["uri"] = "file:///tmp/x.txt"
+    refused = parse_spec(raw, SETTINGS)
+    assert isinstance(refused, InvalidSpec) and refused.message.startswith("spec.dataset.uri: file://")
+    assert isinstance(parse_spec({"task": "ranking"}, SETTINGS), InvalidSpec)

@@ -1,0 +1,182 @@
+"""LETOR parsing is exact (against scikit-learn's reader), handles sparse lines and comments, and
+reads a stream a block at a time."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from sklearn.datasets import dump_svmlight_file, load_svmlight_file
+
+from modeleval.demo import letor_bytes, make_letor
+from modeleval.engine.errors import DatasetError, Reason
+from modeleval.engine.letor import DEFAULT_BLOCK_BYTES, parse_letor, parse_letor_stream
+from modeleval.engine.storage import Storage
+
+SMALL_BLOCKS = 1024  # a small shard is parsed in many blocks
+
+
+def test_dense_letor_matches_sklearn():
+    data = make_letor(3000, 40, mean_group=30, seed=3)
+    text = letor_bytes(data)
+    shard = parse_letor(text, 40)
+    x, y, q = load_svmlight_file(io.BytesIO(text), n_features=40, query_id=True)
+    np.testing.assert_array_equal(shard.features, x.toarray().astype(np.float32))
+    np.testing.assert_array_equal(shard.labels, y)
+    np.testing.assert_array_equal(shard.qids, q)
+
+
+def test_sparse_lines_leave_features_missing():
+    data = make_letor(2000, 25, mean_group=17, seed=4, sparse=0.3)
+    shard = parse_letor(letor_bytes(data), 25)
+    np.testing.assert_array_equal(np.isnan(shard.features), np.isnan(data.features))
+    np.testing.assert_array_equal(np.nan_to_num(shard.features), np.nan_to_num(data.features))
+
+
+def test_unordered_indices_comments_and_blank_lines():
+    text = b"# header comment\n3 qid:9 5:1.5 2:-2e-1 # docid = 7\n\n0 qid:9 1:4\n1 qid:10 3:0\n"
+    shard = parse_letor(text)
+    assert shard.features.shape == (3, 5)
+    assert shard.features[0, 4] == 1.5 and shard.features[0, 1] == pytest.approx(-0.2)
+    assert np.isnan(shard.features[1, 1]) and shard.features[2, 2] == 0
+    np.testing.assert_array_equal(shard.qids, [9, 9, 10])
+    np.testing.assert_array_equal(shard.labels, [3, 0, 1])
+
+
+def test_sklearn_writer_output_reads_back():
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 7))
+    x[x < 0.3] = 0  # sklearn omits zeros: they come back missing, as XGBoost reads them
+    y = rng.integers(0, 3, 50)
+    buf = io.BytesIO()
+    dump_svmlight_file(x, y, buf, query_id=np.repeat([1, 2], 25), zero_based=False)
+    shard = parse_letor(buf.getvalue(), 7)
+    np.testing.assert_allclose(np.nan_to_num(shard.features), x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"1 qid:1 1:0.5\nx qid:1 1:0.5\n", "label is not a number"),
+    (b"1 qid:1 1:abc\n", "feature value is not a number"),
+    (b"1 qid:1 1\n", "not index:value"),
+    (b"1 qid:a 1:0.5\n", "qid is not an integer"),
+    (b"1 qid:1 0:0.5\n", "start at 1"),
+    (b"1 qid:1 1:0.5\n1 1:0.5\n", "no qid"),
+])
+def test_garbage_is_a_parse_error(text, message):
+    with pytest.raises(DatasetError, match=message) as error:
+        parse_letor(text)
+    assert error.value.reason == Reason.DatasetParseError
+
+
+def test_more_features_than_the_model_is_schema_mismatch():
+    with pytest.raises(DatasetError, match="exceeds the expected 3") as error:
+        parse_letor(b"1 qid:1 1:1 4:1\n", num_features=3)
+    assert error.value.reason == Reason.SchemaMismatch
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b" \n", b"\r\n"])
+def test_dense_fast_path_handles_line_endings(line_end):
+    data = make_letor(300, 8, mean_group=10, seed=8)
+    text = letor_bytes(data).replace(b"\n", line_end)
+    shard = parse_letor(text, 8)
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_fast_and_general_paths_agree_on_mixed_input():
+    dense = letor_bytes(make_letor(200, 6, seed=9))
+    lines = dense.splitlines(keepends=True)
+    lines[50] = b"4 qid:9999 2:1.5 6:2\n"  # one sparse line forces the general path
+    mixed = parse_letor(b"".join(lines), 6)
+    assert mixed.rows == 200 and np.isnan(mixed.features[50, 0]) and mixed.features[50, 5] == 2
+    np.testing.assert_array_equal(parse_letor(dense, 6).features[:50], mixed.features[:50])
+
+
+def test_binary_garbage_is_a_parse_error_not_a_crash():
+    garbage = np.random.default_rng(0).bytes(20_000)
+    with pytest.raises(DatasetError, match="not text") as error:
+        parse_letor(garbage, 136, where="s3://b/garbled.txt")
+    assert error.value.reason == Reason.DatasetParseError and "garbled.txt" in error.value.message
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b" \n", b"\r\n"])
+def test_block_wise_parse_is_exact_across_block_edges(line_end):
+    data = make_letor(700, 12, mean_group=9, seed=10)
+    text = b"\n\n" + letor_bytes(data).replace(b"\n", line_end)
+    text = text.replace(line_end, line_end + b"\n", 5)  # blank lines inside early blocks
+    shard = parse_letor(text, 12, block_bytes=SMALL_BLOCKS)
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.labels, data.labels)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_a_sparse_line_in_a_late_block_falls_back_to_the_general_path():
+    lines = letor_bytes(make_letor(400, 6, seed=11)).splitlines(keepends=True)
+    lines[-3] = b"2 qid:77 5:0.25\n"
+    shard = parse_letor(b"".join(lines), 6, block_bytes=SMALL_BLOCKS)
+    assert shard.rows == 400 and shard.features[-3, 4] == np.float32(0.25)
+    assert np.isnan(shard.features[-3, :4]).all()
+
+
+def test_uniform_lines_with_shifting_indices_and_no_width_given():
+    head = b"".join(b"1 qid:1 1:0.5 2:1.5\n" for _ in range(200))
+    tail = b"".join(b"0 qid:2 3:2.5 7:3.5\n" for _ in range(200))  # a wider block, later
+    shard = parse_letor(head + tail, block_bytes=SMALL_BLOCKS)
+    assert shard.features.shape == (400, 7)
+    assert shard.features[0, 1] == 1.5 and np.isnan(shard.features[0, 6])
+    assert shard.features[399, 6] == 3.5 and np.isnan(shard.features[399, 0])
+    wider = parse_letor(head + tail, 9, block_bytes=SMALL_BLOCKS)
+    np.testing.assert_array_equal(wider.features[:, :7], shard.features)
+
+
+def test_a_range_is_streamed_in_pieces_and_parsed_exactly(tmp_path):
+    data = make_letor(900, 10, mean_group=12, seed=12)
+    text = letor_bytes(data)
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"xxxx" + text + b"yyyy")
+    storage = Storage(allow_file=True)
+    pieces = []
+    with storage.open_range(path.as_uri(), 4, 4 + len(text)) as read:
+        def counting(n: int) -> bytes:
+            pieces.append(read(n))
+            return pieces[-1]
+
+        shard = parse_letor_stream(counting, len(text), 10, "d.txt", lambda: pytest.fail("re-read"),
+                                   block_bytes=SMALL_BLOCKS)
+    assert len(pieces) > 10 and max(map(len, pieces)) <= SMALL_BLOCKS and b"".join(pieces) == text
+    np.testing.assert_array_equal(shard.features, data.features)
+    np.testing.assert_array_equal(shard.qids, data.qids)
+
+
+def test_a_stream_that_turns_irregular_is_parsed_again_whole():
+    lines = letor_bytes(make_letor(300, 5, seed=13)).splitlines(keepends=True)
+    lines[250] = b"3 qid:5 2:0.5 # a comment\n"
+    text = b"".join(lines)
+    reads = []
+    shard = parse_letor_stream(io.BytesIO(text).read, len(text), 5, "d.txt",
+                               lambda: reads.append(1) or text, block_bytes=SMALL_BLOCKS)
+    assert reads == [1] and shard.rows == 300 and shard.features[250, 1] == np.float32(0.5)
+
+
+def test_dense_lines_narrower_than_num_features_leave_the_rest_missing():
+    data = make_letor(300, 5, seed=16)
+    shard = parse_letor(letor_bytes(data), 8, block_bytes=SMALL_BLOCKS)
+    assert shard.features.shape == (300, 8) and np.isnan(shard.features[:, 5:]).all()
+    np.testing.assert_array_equal(shard.features[:, :5], data.features)
+
+
+@pytest.mark.parametrize("block_bytes", [DEFAULT_BLOCK_BYTES, 700])
+def test_a_stream_is_read_in_blocks_of_the_given_size(block_bytes):
+    text = letor_bytes(make_letor(400, 6, seed=18))
+    source = io.BytesIO(text)
+    asked = []
+
+    def read(n: int) -> bytes:
+        asked.append(n)
+        return source.read(n)
+
+    shard = parse_letor_stream(read, len(text), 6, "d.txt", lambda: pytest.fail("re-read"),
+                               block_bytes=block_bytes)
+    assert set(asked) == {block_bytes} and len(asked) == -(-len(text) // block_bytes) + 1
+    np.testing.assert_array_equal(shard.features, parse_letor(text, 6).features)

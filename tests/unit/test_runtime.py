@@ -1,0 +1,139 @@
+"""The runtime reads only what a round needs: one read of the RayCluster per round, a Jobs API
+client (and its token) per RayCluster uid, nothing at all for an evaluation queued for a slot."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from modeleval.api.reasons import Reason
+from modeleval.api.results import submission_id
+from modeleval.api.spec import ModelEvaluationSpec
+from modeleval.api.status import ConditionType, ModelEvaluationStatus, Phase
+from modeleval.controller import runtime as rt, status as st
+from modeleval.controller.decide import DeleteCluster, Evaluation, Wants, plan
+from modeleval.controller.rayjobs import JobInfo
+from modeleval.controller.settings import OperatorSettings
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+EV = Evaluation("ev", "ns", "u1", 1, NOW - timedelta(minutes=1))
+SPEC = ModelEvaluationSpec.model_validate({"task": "ranking", "model": {"uri": "s3://models/r.json"},
+                                           "dataset": {"uri": "s3://data/t.txt"}, "metrics": ["ndcg"]})
+
+
+class FakeKube:
+    """Counts the API calls the runtime makes."""
+
+    def __init__(self, uid: str = "c1", ready: bool = True):
+        self.calls: list[str] = []
+        self.uid, self.ready = uid, ready
+
+    def get_raycluster(self, namespace: str, name: str) -> dict:
+        self.calls.append(f"get {name}")
+        value = "True" if self.ready else "False"
+        return {"metadata": {"name": name, "uid": self.uid, "creationTimestamp": "2026-11-22T11:00:00Z"},
+                "spec": {"authOptions": {"mode": "token", "secretName": f"{name}-auth"}},
+                "status": {"conditions": [{"type": "RayClusterProvisioned", "status": value},
+                                          {"type": "HeadPodReady", "status": value}]}}
+
+    def unschedulable_pods(self, namespace: str, cluster: str) -> list:
+        self.calls.append("pods")
+        return []
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        self.calls.append(f"secret {name}")
+        return "token"
+
+    def delete_raycluster(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+
+class FakeJobs:
+    made: list[tuple[str, str | None]] = []
+
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0):
+        FakeJobs.made.append((url, token))
+        self.closed = False
+
+    def get(self, sid: str) -> JobInfo:
+        return JobInfo(sid, "RUNNING", "")
+
+    def list(self) -> list[JobInfo]:
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture()
+def runtime(monkeypatch):
+    FakeJobs.made = []
+    monkeypatch.setattr(rt, "RayJobsClient", FakeJobs)
+    kube = FakeKube()
+    runtime = rt.Runtime(OperatorSettings(_env_file=None), kube=lambda: kube)
+    return runtime, kube
+
+
+def running() -> ModelEvaluationStatus:
+    s = ModelEvaluationStatus(phase=Phase.Running, attempt=1, start_time=NOW, ray_cluster="ev-ray",
+                              job_id=submission_id("u1", 1))
+    st.set_condition(s, ConditionType.Provisioned, True, Reason.RayClusterReady, "", 1, NOW)
+    return s
+
+
+def test_a_round_reads_its_cluster_once_and_its_token_once_per_cluster(runtime):
+    runtime, kube = runtime
+    for _ in range(3):
+        s = running()
+        r = rt.Round(EV, SPEC, s)
+        observed = runtime.observe(r, plan(EV, SPEC, s, NOW), lambda: [])
+        assert observed.job.status == "RUNNING" and observed.cluster.ready
+        runtime._do(r, None, DeleteCluster("other"))  # acting reuses the round's read
+    assert kube.calls.count("get ev-ray") == 3 and kube.calls.count("secret ev-ray-auth") == 1
+    assert FakeJobs.made == [("http://ev-ray-head-svc.ns.svc.cluster.local:8265", "token")]
+
+    kube.uid = "c2"  # the cluster was replaced: a new client, a new token
+    runtime.observe(rt.Round(EV, SPEC, running()), Wants(cluster=True, job=True), lambda: [])
+    assert kube.calls.count("secret ev-ray-auth") == 2 and len(FakeJobs.made) == 2
+
+
+def test_deleting_a_cluster_drops_its_client(runtime):
+    runtime, kube = runtime
+    r = rt.Round(EV, SPEC, running())
+    runtime.observe(r, Wants(cluster=True, job=True), lambda: [])
+    client = runtime.clients._clients["c1"]
+    runtime._do(r, None, DeleteCluster("ev-ray"))
+    assert client.closed and "c1" not in runtime.clients._clients
+    assert kube.calls[-2:] == ["delete ev-ray", "delete ev-ray-auth"]
+
+
+def test_an_evaluation_queued_for_a_cluster_slot_costs_no_api_call(monkeypatch):
+    monkeypatch.setattr(rt, "RayJobsClient", FakeJobs)
+    kube = FakeKube()
+    runtime = rt.Runtime(OperatorSettings(max_active_evaluations=1, _env_file=None), kube=lambda: kube)
+    fresh = ModelEvaluationStatus()
+    holder = Evaluation("first", "ns", "u0", 1, NOW - timedelta(hours=1))
+    assert runtime.observe(rt.Round(holder, SPEC, fresh), Wants(admission=True), lambda: []).admission.granted
+    for _ in range(3):
+        observed = runtime.observe(rt.Round(EV, SPEC, fresh), plan(EV, SPEC, fresh, NOW), lambda: ["u0"])
+        assert observed.admission.granted is False and not observed.cluster_read
+    assert kube.calls == []
+
+
+def test_a_not_ready_cluster_is_read_with_its_pods(runtime):
+    runtime, kube = runtime
+    kube.ready = False
+    s = running()
+    observed = runtime.observe(rt.Round(EV, SPEC, s), plan(EV, SPEC, s, NOW), lambda: [])
+    assert not observed.cluster.ready and observed.job is None
+    assert kube.calls == ["get ev-ray", "pods"]
+
+
+def test_jobs_clients_are_bounded():
+    clients = rt.JobsClients(size=2)
+    made = [clients.get(uid, lambda: FakeJobs("u", None)) for uid in ("a", "b", "c")]
+    assert made[0].closed and not made[2].closed and list(clients._clients) == ["b", "c"]
