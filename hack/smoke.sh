@@ -41,8 +41,8 @@ EOF
 
 run 'real_node_namespace modeleval-system'
 run 'kubectl -n modeleval-system create secret generic modeleval-mongodb --from-literal=MONGODB_URI="$MODELEVAL_MONGODB_URI" --dry-run=client -o yaml | kubectl apply -f -'
-run 'helm upgrade --install modeleval charts/modeleval -n modeleval-system --set s3.endpoint="$AWS_ENDPOINT_URL_S3" --wait --timeout 5m'
 run "real_node_namespace $NAMESPACE"
+run "helm upgrade --install modeleval charts/modeleval -n modeleval-system --set s3.endpoint=\"\$AWS_ENDPOINT_URL_S3\" --set 'watchNamespaces={$NAMESPACE}' --wait --timeout 5m"
 run "kubectl -n $NAMESPACE create secret generic modeleval-s3 --from-literal=AWS_ACCESS_KEY_ID=\"\$AWS_ACCESS_KEY_ID\" --from-literal=AWS_SECRET_ACCESS_KEY=\"\$AWS_SECRET_ACCESS_KEY\" --dry-run=client -o yaml | kubectl apply -f -"
 run "kubectl -n $NAMESPACE create secret generic modeleval-mongodb --from-literal=MONGODB_URI=\"\$MODELEVAL_MONGODB_URI\" --dry-run=client -o yaml | kubectl apply -f -"
 run 'modeleval publish-examples'

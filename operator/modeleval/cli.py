@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api.spec import MongoTarget
+from .api.spec import MongoTarget, checked_uid
 from .engine.errors import EvaluationError, Reason
 from .store import ResultsStoreError
 from .engine.evaluate import EvaluationResult, Identity
@@ -31,6 +31,13 @@ from .settings import EngineSettings
 
 console = Console()
 errors = Console(stderr=True)
+
+
+def _checked_uid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return checked_uid(value) if value is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _fail(message: str) -> None:
@@ -105,15 +112,15 @@ def main() -> None:
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--uid", help="Result key (default: a new id).")
+@click.option("--uid", help="Result key (default: a new id).", callback=_checked_uid)
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 def run(manifest: Path, uid: str | None, as_json: bool) -> None:
     """Evaluate MANIFEST (the same YAML as `kubectl apply`) on local Ray."""
     if not manifest.exists():
         _fail(f"{manifest}: no such file")
     try:
-        evaluation = parse_manifest(manifest.read_text(), str(manifest))
-    except ManifestError as error:
+        evaluation = parse_manifest(manifest.read_bytes(), str(manifest))
+    except (ManifestError, OSError) as error:
         _fail(str(error))
     result = _evaluate(evaluation, EngineSettings(), uid)
     if as_json:
@@ -145,7 +152,7 @@ def demo(rows: int, features: int, workdir: Path | None) -> None:
     manifest = workdir / "evaluation.yaml"
     manifest.write_text(DEMO_MANIFEST.format(model=model_path.as_uri(), data=data_path.as_uri(),
                                              features=features))
-    evaluation = parse_manifest(manifest.read_text(), str(manifest))
+    evaluation = parse_manifest(manifest.read_bytes(), str(manifest))
     _show(_evaluate(evaluation, EngineSettings(), None))
     console.print(f"\nmanifest: {manifest}\nrun it again: modeleval run {manifest}")
 
@@ -215,7 +222,7 @@ def results_list(limit: int) -> None:
 
 
 @results.command("show")
-@click.argument("uid")
+@click.argument("uid", callback=_checked_uid)
 @click.option("--attempt", type=int, help="Default: the latest attempt.")
 def results_show(uid: str, attempt: int | None) -> None:
     try:

@@ -20,13 +20,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from .api.reasons import Reason
 from .api.results import PROGRESS_MARKER, RESULT_MARKER, ProgressDocument, ResultDocument, document_id
-from .api.spec import ModelEvaluation, MongoTarget, format_validation_error
+from .api.spec import ModelEvaluation, MongoTarget, checked_uid, format_validation_error
 from .engine.errors import EvaluationError
 from .engine.evaluate import EvaluationResult, Evaluator, Identity
 from .settings import EngineSettings
@@ -40,12 +41,77 @@ class ManifestError(ValueError):
     """A manifest that cannot be read or does not validate; the message names the field."""
 
 
-def parse_manifest(text: str, source: str = "manifest") -> ModelEvaluation:
-    """The one ModelEvaluation in a YAML text (other kinds, e.g. Secrets, are skipped)."""
+MAX_MANIFEST_BYTES = 4 * 2**20  # the API server takes about 3 MiB per object
+MAX_DEPTH = 64  # a ModelEvaluation is 5 levels deep; thousands would exhaust the stack
+MAX_ALIASES = 256  # YAML aliases can multiply a small text into a huge document
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML as the API server reads it, and stricter: a repeated key is an error (PyYAML keeps
+    the last, silently), as are absurd depth and alias counts."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise ManifestError(f"line {self.peek_event().start_mark.line + 1}: more than "
+                                    f"{MAX_ALIASES} YAML aliases")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ManifestError(f"line {self.peek_event().start_mark.line + 1}: nested more "
+                                    f"than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise ManifestError(f"line {key_node.start_mark.line + 1}: key '{key_node.value}' "
+                                    "is repeated (a YAML mapping takes each key once)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _documents(text: str | bytes, source: str) -> list[Any]:
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{source}: larger than {MAX_MANIFEST_BYTES // 2**20} MiB")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ManifestError(f"{source}: not UTF-8 text (byte 0x{text[error.start]:02x} at "
+                                f"offset {error.start})") from None
+    loader = _ManifestLoader(text)
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = []
+        while loader.check_data():
+            documents.append(loader.get_data())
+        return documents
+    except ManifestError as error:
+        raise ManifestError(f"{source}: {error}") from None
     except yaml.YAMLError as error:
         raise ManifestError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:  # a safety net: MAX_DEPTH stops nesting long before the stack ends
+        raise ManifestError(f"{source}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def parse_manifest(text: str | bytes, source: str = "manifest") -> ModelEvaluation:
+    """The one ModelEvaluation in a YAML text or file content (other kinds, e.g. Secrets, are
+    skipped). Every problem is a one-line ManifestError naming the field, never a traceback."""
+    documents = [d for d in _documents(text, source) if d is not None]
     evaluations = [d for d in documents if isinstance(d, dict) and d.get("kind") == "ModelEvaluation"]
     if not evaluations:
         raise ManifestError(f"{source}: no document with kind: ModelEvaluation")
@@ -124,21 +190,28 @@ class ProgressReporter:
             time.sleep(self.interval)
 
 
+def _uid(value: str) -> str:
+    try:
+        return checked_uid(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modeleval.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, help="a ModelEvaluation YAML file")
     source.add_argument("--manifest-b64", help="the manifest as base64 (what the operator passes)")
-    parser.add_argument("--uid", default=None)
+    parser.add_argument("--uid", default=None, type=_uid)
     parser.add_argument("--attempt", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     try:
-        text = (args.manifest.read_text() if args.manifest
-                else base64.b64decode(args.manifest_b64).decode())
-        manifest = parse_manifest(text)
+        content = (args.manifest.read_bytes() if args.manifest
+                   else base64.b64decode(args.manifest_b64, validate=True))
+        manifest = parse_manifest(content, str(args.manifest) if args.manifest else "manifest")
     except (OSError, ValueError) as error:
         print(RESULT_MARKER + json.dumps({"status": "Failed", "reason": Reason.InvalidSpec,
                                           "message": str(error)}), flush=True)

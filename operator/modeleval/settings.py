@@ -48,13 +48,15 @@ class EngineSettings(BaseSettings):
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
 
-    def resolved_cache_uri(self, dataset_uri: str | None = None) -> str:
+    def resolved_cache_uri(self, dataset_uri: str | None = None, namespace: str | None = None) -> str:
         """Where parsed parts go. In a cluster (file:// refused) the pods share no disk, so with
-        no cache configured the parts go next to the data, under ``modeleval-cache/`` in the
-        dataset's own bucket, which every pod reads; on one machine, a local directory."""
+        no cache configured the parts go next to the data, under ``modeleval-cache/<namespace>``
+        in the dataset's own bucket, which every pod reads (one prefix per namespace: no tenant
+        reads parts another wrote; a configured cache gets its prefix from the operator); on one
+        machine, a local directory."""
         if self.cache_uri:
             return self.cache_uri
         if not self.allow_file_uris and dataset_uri and dataset_uri.startswith("s3://"):
             bucket = dataset_uri[len("s3://"):].split("/", 1)[0]
-            return f"s3://{bucket}/{CLUSTER_CACHE_PREFIX}"
+            return f"s3://{bucket}/{CLUSTER_CACHE_PREFIX}/{namespace or 'default'}"
         return (_default_home() / "datasets").as_uri()

@@ -1,14 +1,21 @@
 """Malformed manifests are refused by the API server at admission (OpenAPI schema + CEL rules
-generated from the spec models), each with a message naming the field."""
+generated from the spec models), each with a message naming the field; and the server and the
+CLI's parser judge the shared corpus (tests/manifest_corpus.py) alike."""
 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 
+from manifest_corpus import CASES as CORPUS
+from manifest_corpus import RAW
+from modeleval.api import crd as crd_module
+from modeleval.runner import ManifestError, parse_manifest
 from testbed import Tools
 
 from .operator_fixture import CRD, kubectl
@@ -91,10 +98,14 @@ def crd(bed):
     kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
 
 
-def server_dry_run(bed, manifest: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Tools.locate().kubectl), f"--kubeconfig={bed.kubeconfig}", "apply",
-                           "--dry-run=server", "-f", "-"], input=yaml.safe_dump(manifest),
-                          capture_output=True, text=True, timeout=60)
+def server_dry_run(bed, manifest: dict | bytes) -> subprocess.CompletedProcess:
+    text = manifest if isinstance(manifest, bytes) else yaml.safe_dump(manifest).encode()
+    result = subprocess.run([str(Tools.locate().kubectl), f"--kubeconfig={bed.kubeconfig}", "apply",
+                             "--dry-run=server", "-f", "-"], input=text, capture_output=True,
+                            timeout=60)
+    return subprocess.CompletedProcess(result.args, result.returncode,
+                                       result.stdout.decode(errors="replace"),
+                                       result.stderr.decode(errors="replace"))
 
 
 def test_the_good_manifest_is_admitted(bed, crd):
@@ -107,3 +118,71 @@ def test_malformed_manifest_is_refused_naming_the_field(bed, crd, manifest, fiel
     result = server_dry_run(bed, manifest)
     assert result.returncode != 0, f"admitted: {manifest}"
     assert field in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def verdicts(bed, crd) -> dict[str, subprocess.CompletedProcess]:
+    """The server's answer to every corpus case (dry runs are independent: run eight at once)."""
+    with ThreadPoolExecutor(8) as pool:
+        answers = pool.map(lambda case: server_dry_run(bed, case.manifest), CORPUS)
+        return {case.id: answer for case, answer in zip(CORPUS, answers)}
+
+
+def cli_verdict(manifest: dict) -> str | None:
+    """The CLI parser's refusal (one line), or None when it accepts the manifest."""
+    try:
+        parse_manifest(yaml.safe_dump(manifest))
+    except ManifestError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_server_and_cli_judge_the_corpus_alike(verdicts, case):
+    server, cli = verdicts[case.id], cli_verdict(case.manifest)
+    if case.accepted:
+        assert server.returncode == 0, f"refused at admission: {server.stderr}"
+        assert cli is None, f"refused by the CLI: {cli}"
+        return
+    assert server.returncode != 0, f"admitted: {case.manifest}"
+    assert cli is not None, f"accepted by the CLI: {case.manifest}"
+    assert case.field in cli, cli
+    if case.has_json:
+        assert case.field in server.stderr, server.stderr
+    else:  # NaN or infinity: JSON has no spelling for it, so kubectl stops before the server
+        assert "unsupported value" in server.stderr, server.stderr
+
+
+def test_every_rule_in_the_crd_is_met_by_the_corpus_at_admission(verdicts):
+    """Every CEL rule the models generate refuses some corpus case on the server (the unit test
+    checks the same messages come from the CLI for the same corpus)."""
+    said = " | ".join(v.stderr for v in verdicts.values())
+    rules = crd_module.cel_rules()
+    assert len(rules) >= 20
+    missing = [r["message"] for r in rules if r["message"] not in said]
+    assert not missing, f"rules no corpus case meets at admission: {missing}"
+    assert "Duplicate value" in said  # the list types: metrics and buckets sets, slices map
+
+
+@pytest.mark.parametrize("case", RAW, ids=[c.id for c in RAW])
+def test_unreadable_text_through_kubectl(bed, crd, case):
+    """The CLI refuses each of these with one line (test_spec). kubectl refuses them too, except
+    a repeated key: it converts YAML to JSON on the client and keeps the last value silently, so
+    the server never sees the repetition (see the next test for when it does). Bytes that are
+    not UTF-8 kubectl turns into U+FFFD; the corpus puts them in a label, which cannot hold it."""
+    result = server_dry_run(bed, case.text)
+    assert (result.returncode != 0) == case.kubectl_refuses, result.stdout + result.stderr
+
+
+def test_the_server_refuses_a_repeated_key_it_receives(bed, crd):
+    """A client that sends the repeated key (JSON text as written) with strict field validation,
+    as kubectl does for what it sends, is refused naming the field."""
+    body = json.dumps(GOOD)[:-2] + ', "task": "binary"}}'
+    assert body.count('"task"') == 2
+    url = "/apis/modeleval.dev/v1alpha1/namespaces/default/modelevaluations"
+    result = subprocess.run(
+        [str(Tools.locate().kubectl), f"--kubeconfig={bed.kubeconfig}", "create", "--raw",
+         f"{url}?dryRun=All&fieldValidation=Strict", "-f", "-"],
+        input=body, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
+    assert 'duplicate field "spec.task"' in result.stderr, result.stderr

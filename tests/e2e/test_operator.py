@@ -140,6 +140,35 @@ def test_missing_model_fails_with_its_reason_without_retrying(bed, api, namespac
         "ray.io", "v1", namespace, "rayclusters")["items"], 60, "the cluster to be deleted")
 
 
+def test_a_manifest_too_big_for_a_command_line_reaches_the_runner(bed, api, namespace):
+    """5,000 feature columns: about 150 KB of manifest, over the kernel's 128 KiB limit of one
+    argument. It travels as the job's working_dir package, so the runner reads it and fails for
+    the reason the data gives (the file is missing), not on E2BIG."""
+    columns = [f"feature_with_a_long_name_{i:05d}" for i in range(5000)]
+    apply_manifest(bed, namespace, spec_text("wide", dataset={
+        "uri": f"s3://{EXAMPLES_BUCKET}/missing/wide.parquet", "format": "parquet",
+        "groupColumn": "qid", "featureColumns": columns}))
+    status = wait_phase(api, namespace, "wide", ("Failed", "Succeeded"))["status"]
+    assert status["reason"] == "DatasetNotFound", status.get("message")
+    assert "wide.parquet" in status["message"]
+
+
+@pytest.mark.parametrize("name, extra, field", [
+    ("other-image", {"rayImage": "attacker.example/ray:latest"}, "spec.rayImage"),
+    ("pickled", {"model": {"uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json", "format": "pickle",
+                           "allowPickle": True}}, "spec.model.format"),
+    ("too-wide", {"resources": {"workers": 65}}, "spec.resources.workers"),
+])
+def test_the_operator_policy_refuses_what_a_tenant_may_not_run(bed, api, namespace, name, extra, field):
+    """A tenant's own allowPickle or image does not count: the operator's policy decides, before
+    any cluster or job exists."""
+    apply_manifest(bed, namespace, spec_text(name, **extra))
+    status = wait_phase(api, namespace, name, ("Failed",), timeout=60)["status"]
+    assert status["reason"] == "Forbidden" and status["message"].startswith(field), status["message"]
+    assert not [c for c in client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"] if c["metadata"]["name"].startswith(name)]
+
+
 def test_unschedulable_gpu_request_fails_with_scheduler_message(bed, api, namespace):
     apply_manifest(bed, namespace, spec_text("too-many-gpus", resources={"gpu": 3}))
     status = wait_phase(api, namespace, "too-many-gpus", ("Failed",), timeout=120)["status"]

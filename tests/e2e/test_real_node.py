@@ -47,11 +47,18 @@ def helm(bed, *args: str, timeout: float = 600) -> str:
     return result.stdout
 
 
-def real_node_namespace(bed, name: str) -> None:
+# Real Ray pods start in well under a minute here; an image that cannot be pulled waits this.
+PENDING_TIMEOUT = 120
+# The tenant namespace enforces the "restricted" Pod Security level: every Ray pod must meet it.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
+def real_node_namespace(bed, name: str, labels: dict[str, str] | None = None) -> None:
     """A namespace whose pods land on the real node (the bed's admission plugins add its node
     selector and toleration), so unchanged manifests run there."""
     body = {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "annotations": NAMESPACE_ANNOTATIONS}}
+            "metadata": {"name": name, "annotations": NAMESPACE_ANNOTATIONS, "labels": labels or {}}}
     kubectl(bed, "apply", "-f", "-", input=json.dumps(body))
 
 
@@ -78,7 +85,7 @@ def installed(bed):
     api = api_client(bed.kubeconfig)
     namespace = f"real-{uuid.uuid4().hex[:6]}"
     real_node_namespace(bed, SYSTEM)
-    real_node_namespace(bed, namespace)
+    real_node_namespace(bed, namespace, RESTRICTED)
     kubectl(bed, "apply", "-n", SYSTEM, "-f", "-",
             input=secret("modeleval-mongodb", {"MONGODB_URI": bed.mongodb_uri}))
     kubectl(bed, "apply", "-n", namespace, "-f", "-", input=secret("modeleval-s3", {
@@ -95,7 +102,8 @@ def installed(bed):
                  "--set", f"watchNamespaces[0]={namespace}", "--set", "rbac.clusterWide=false",
                  "--set", f"s3.endpoint={bed.s3_endpoint}",
                  "--set", "operator.pollIntervalSeconds=1", "--set", "operator.backoffBaseSeconds=2",
-                 "--set", "operator.pendingTimeoutSeconds=240", "--wait", "--timeout=5m")
+                 "--set", f"operator.pendingTimeoutSeconds={PENDING_TIMEOUT}",
+                 "--set", "policy.allowedRayImages={modeleval/ray:*}", "--wait", "--timeout=5m")
     print(f"helm install --wait: {time.monotonic() - started:.1f}s")
     assert "kubectl apply -f examples/mslr-ranker.yaml" in notes
     yield Installed(namespace, api)
@@ -222,7 +230,16 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     assert address == head.status.pod_ip
     jobs_api = f"http://{address}:8265/api/jobs/"
     core = client.CoreV1Api(installed.api)
-    token = base64.b64decode(core.read_namespaced_secret(f"{cluster}-auth", ns).data["auth_token"]).decode()
+    # KubeRay made the token Secret, owned by the RayCluster (the operator may only read it).
+    token_secret = core.read_namespaced_secret(cluster, ns)
+    assert [o.kind for o in token_secret.metadata.owner_references] == ["RayCluster"]
+    token = base64.b64decode(token_secret.data["auth_token"]).decode()
+    # Its NetworkPolicy: the pods accept each other, and the Jobs API the operator's namespace.
+    policy = client.NetworkingV1Api(installed.api).read_namespaced_network_policy(cluster, ns).spec
+    assert policy.pod_selector.match_labels == {"ray.io/cluster": cluster}
+    assert [(r._from[0].namespace_selector.match_labels if r._from[0].namespace_selector else None,
+             [p.port for p in r.ports or []]) for r in policy.ingress] == [
+        (None, []), ({"kubernetes.io/metadata.name": SYSTEM}, [8265])]
     def answers(headers: dict[str, str]) -> int | None:
         try:
             return httpx.get(jobs_api, timeout=10, headers=headers).status_code
@@ -248,8 +265,15 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     assert len(documents) == 1 and documents[0]["status"] == "Succeeded"
     assert documents[0]["metrics"] == status["metrics"]
     assert "JobSubmitted" in events_of(installed.api, ns, "mslr-ranker")
+    # The parsed dataset was cached under this namespace's own prefix of the data's bucket.
+    cached = Storage().s3.list_objects_v2(Bucket=EXAMPLES_BUCKET, Prefix=f"modeleval-cache/{ns}/")
+    assert cached["KeyCount"] > 0
     eventually(lambda: not installed.pods(f"ray.io/cluster={cluster}"), 180,
                "the finished evaluation's Ray pods to be deleted")
+    gone = (lambda: not client.NetworkingV1Api(installed.api).list_namespaced_network_policy(
+        ns, field_selector=f"metadata.name={cluster}").items
+        and not core.list_namespaced_secret(ns, field_selector=f"metadata.name={cluster}").items)
+    eventually(gone, 120, "the cluster's NetworkPolicy and token Secret to go with it")
 
 
 # ----------------------------------------------------------------------------- faults
@@ -269,6 +293,30 @@ def apply_big(bed, installed: Installed, name: str) -> tuple[str, str]:
     text = evaluation_text(name, BIG_DATASET)
     kubectl(bed, "apply", "-n", installed.namespace, "-f", "-", input=text)
     return text, f"{name}-ray"
+
+
+def test_an_image_that_cannot_be_pulled_fails_after_pending_timeout(bed, installed):
+    """The policy allows modeleval/ray:*, but this tag was never built (no registry is
+    reachable): the pods never start. The evaluation says why while it waits, fails with
+    PodsNotReady once pendingTimeout passed, and its RayCluster (and slot) are released."""
+    ns, name = installed.namespace, "no-image"
+    spec = yaml.safe_load(evaluation_text(name, f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", workers=1))
+    spec["spec"]["rayImage"] = "modeleval/ray:never-built"
+    kubectl(bed, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(spec))
+
+    def reported():
+        s = installed.evaluation(name).get("status") or {}
+        c = next((c for c in s.get("conditions") or [] if c["type"] == "Provisioned"), {})
+        return c if c.get("reason") == "PodsNotReady" else None
+
+    condition = eventually(reported, PENDING_TIMEOUT, "the pull failure to be reported", interval=1)
+    assert "ErrImagePull" in condition["message"] or "ImagePullBackOff" in condition["message"]
+    status = wait_finished(installed, name, timeout=PENDING_TIMEOUT + 120)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PodsNotReady"), status
+    assert "modeleval/ray:never-built" in status["message"] or "Image" in status["message"]
+    eventually(lambda: not [c for c in client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
+        "ray.io", "v1", ns, "rayclusters")["items"] if c["metadata"]["name"].startswith(name)], 120,
+        "its RayCluster to be deleted")
 
 
 def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp_path):
@@ -333,16 +381,16 @@ def test_worker_container_killed_mid_job_tasks_are_retried(bed, installed, tmp_p
     for pid in pids:  # the container's every process dies at once, as in a crash
         with _suppress_missing():
             os.kill(pid, signal.SIGKILL)
+    # The kubelet restarts the container in place (seen while the job still runs).
+    eventually(lambda: client.CoreV1Api(installed.api).read_namespaced_pod(
+        pod.metadata.name, ns).status.container_statuses[0].restart_count > restarts, 120,
+        "the killed worker container to be restarted", interval=0.5)
 
     obj = wait_finished(installed, name)
     status = obj["status"]
     assert status["phase"] == "Succeeded", f"{status.get('reason')}: {status.get('message')}"
     assert status["attempt"] == 1, "Ray retried the lost tasks within the attempt"
     assert status["metrics"] == pytest.approx(local_metrics(text, tmp_path), abs=1e-6)
-    killed = client.CoreV1Api(installed.api).read_namespaced_pod(pod.metadata.name, ns) \
-        if installed.pods(f"ray.io/cluster={cluster}") else None
-    if killed is not None:  # the cluster may already be deleted
-        assert killed.status.container_statuses[0].restart_count > restarts
     assert len(stored_documents(bed, obj["metadata"]["uid"])) == 1
 
 
@@ -378,8 +426,12 @@ def test_chart_rbac_upgrade_and_uninstall(bed, installed, tmp_path):
 
     assert can_i("create", "rayclusters.ray.io", "-n", ns) == "yes"
     assert can_i("patch", "modelevaluations.modeleval.dev/status", "-n", ns) == "yes"
+    assert can_i("get", "secrets", "-n", ns) == "yes"  # a RayCluster's token, nothing more
+    assert can_i("create", "networkpolicies.networking.k8s.io", "-n", ns) == "yes"
     for forbidden in (("create", "rayclusters.ray.io", "-n", "default"), ("list", "nodes"),
                       ("delete", "deployments", "-n", SYSTEM), ("list", "secrets", "-n", ns),
+                      ("get", "secrets", "-n", "default"), ("get", "secrets", "-n", SYSTEM),
+                      ("create", "secrets", "-n", ns), ("delete", "secrets", "-n", ns),
                       ("delete", "namespaces"), ("create", "customresourcedefinitions"),
                       ("create", "pods", "-n", ns)):
         assert can_i(*forbidden) == "no", forbidden

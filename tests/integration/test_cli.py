@@ -49,7 +49,7 @@ def test_demo_then_results(cli_env, tmp_path):
     (None, "no such file"),
     ("apiVersion: modeleval.dev/v1alpha1\nkind: ModelEvaluation\nmetadata: {name: x}\nspec:\n"
      "  task: ranking\n  model: {uri: s3://m/x.json}\n  dataset: {uri: s3://d/x.txt}\n  metrics: [ndcg@0]\n",
-     "spec.metrics.0"),
+     "spec.metrics[0]"),
     ("kind: [", "not valid YAML"),
 ])
 def test_bad_input_exits_nonzero_with_one_message(cli_env, tmp_path, content, message):

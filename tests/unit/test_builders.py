@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
+import io
 import json
+import zipfile
 
 import yaml
 
 from modeleval.api.spec import ModelEvaluationSpec
-from modeleval.controller.builders import (build_auth_secret, build_job_submission,
+from modeleval.controller.builders import (build_job_submission, build_network_policy, job_package,
                                            build_raycluster, cluster_name, head_url)
 from modeleval.api.results import submission_id
 from modeleval.controller.settings import OperatorSettings
@@ -60,7 +61,8 @@ def test_owned_by_the_evaluation_and_labelled():
     assert owner["kind"] == "ModelEvaluation" and owner["uid"] == "uid-1" and owner["controller"]
     assert rc["metadata"]["name"] == cluster_name("ev") and rc["metadata"]["namespace"] == "ns"
     assert rc["metadata"]["labels"]["modeleval.dev/evaluation"] == "ev"
-    assert rc["spec"]["authOptions"] == {"mode": "token", "secretName": "ev-ray-auth"}
+    # KubeRay makes the token Secret, owned by the RayCluster: nothing of it outlives the cluster.
+    assert rc["spec"]["authOptions"] == {"mode": "token"}
 
 
 def test_node_selector_and_tolerations_pass_through():
@@ -82,31 +84,89 @@ def test_credentials_only_as_secret_refs_and_pods_non_root():
         env = {e["name"]: e for e in c["env"]}
         for secret in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MODELEVAL_MONGODB_URI"):
             assert "value" not in env[secret] and "secretKeyRef" in env[secret]["valueFrom"]
+            # Not optional: a namespace without the Secret gets pods that do not start, never
+            # pods that fall back to another identity.
+            assert "optional" not in env[secret]["valueFrom"]["secretKeyRef"]
         assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio:9000"
         assert env["MODELEVAL_ALLOW_FILE_URIS"]["value"] == "false"
+        assert env["AWS_EC2_METADATA_DISABLED"]["value"] == "true"
+        assert env["MODELEVAL_CACHE_URI"]["value"] == "s3://cache/x/ns"  # one prefix per namespace
+
+
+def test_ray_pods_meet_the_restricted_pod_security_level():
+    rc = build_raycluster("ev", "ns", "u", spec(), SETTINGS)
+    for template in (rc["spec"]["headGroupSpec"]["template"], rc["spec"]["workerGroupSpecs"][0]["template"]):
+        pod = template["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        container = pod["containers"][0]["securityContext"]
+        assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+        assert all(set(v) <= {"name", "emptyDir"} for v in pod["volumes"])
+
+
+def test_instance_roles_keep_the_metadata_endpoint():
+    settings = OperatorSettings(s3_instance_role=True, _env_file=None)
+    env = {e["name"] for e in containers(build_raycluster("ev", "ns", "u", spec(), settings), "head")["env"]}
+    assert "AWS_EC2_METADATA_DISABLED" not in env and "MODELEVAL_CACHE_URI" not in env
 
 
 def test_long_names_fit_kubernetes_limits():
     name = "a" * 63
     assert len(cluster_name(name)) <= 40 and cluster_name(name) != cluster_name("a" * 62)
+    assert len(cluster_name(name, 12)) <= 40 and cluster_name(name, 12).endswith("-12")
+
+
+def test_a_later_attempt_gets_a_cluster_of_its_own_name():
+    assert cluster_name("ev") == cluster_name("ev", 1) == "ev-ray"
+    assert cluster_name("ev", 2) == "ev-ray-2"
+    rc = build_raycluster("ev", "ns", "u", spec(), SETTINGS, cluster=cluster_name("ev", 3))
+    assert rc["metadata"]["name"] == "ev-ray-3" and rc["metadata"]["labels"]["modeleval.dev/evaluation"] == "ev"
 
 
 def test_job_submission_is_deterministic_and_carries_no_secret():
     s = spec(baseline={"model": {"uri": "s3://models/base.json"}})
-    first = build_job_submission("ev", "ns", "uid-9", 2, s)
-    assert first == build_job_submission("ev", "ns", "uid-9", 2, s)
+    package = job_package("ev", "ns", "uid-9", s)
+    assert package == job_package("ev", "ns", "uid-9", s)  # the same manifest, the same package
+    first = build_job_submission("ev", "ns", "uid-9", 2, package)
     assert first["submission_id"] == submission_id("uid-9", 2) == "modeleval-uid-9-2"
-    encoded = first["entrypoint"].split("--manifest-b64 ")[1].split()[0]
-    manifest = yaml.safe_load(base64.b64decode(encoded))
+    assert first["runtime_env"] == {"working_dir": package.uri}
+    assert package.uri.startswith("gcs://_ray_pkg_") and package.uri.endswith(".zip")
+    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:
+        assert archive.namelist() == ["manifest.yaml"]
+        manifest = yaml.safe_load(archive.read("manifest.yaml"))
     assert manifest["metadata"] == {"name": "ev", "namespace": "ns", "uid": "uid-9"}
     assert ModelEvaluationSpec.model_validate(manifest["spec"]) == s
-    assert "AWS" not in json.dumps(first) and "mongodb://" not in json.dumps(first)
+    assert first["entrypoint"] == "python -m modeleval.runner --manifest manifest.yaml --uid uid-9 --attempt 2"
+    assert "AWS" not in json.dumps(first) and b"mongodb://" not in package.data
 
 
-def test_auth_secret_and_head_url():
-    secret = build_auth_secret("ev-ray", "ns", "ev", "u")
-    assert secret["metadata"]["name"] == "ev-ray-auth" and len(secret["stringData"]["auth_token"]) >= 32
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u"
+def test_a_manifest_of_any_size_stays_off_the_command_line():
+    columns = [f"feature_with_a_long_name_{i:05d}" for i in range(5000)]
+    big = spec(dataset={"uri": "s3://data/t.parquet", "format": "parquet", "groupColumn": "qid",
+                        "featureColumns": columns})
+    package = job_package("ev", "ns", "u", big)
+    request = build_job_submission("ev", "ns", "u", 1, package)
+    assert len(json.dumps(request)) < 1024 < 128 * 1024 < len(json.dumps(big.model_dump()))
+    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:
+        assert yaml.safe_load(archive.read("manifest.yaml"))["spec"]["dataset"]["featureColumns"] == columns
+
+
+def test_head_url():
     assert head_url("ev-ray", "ns", SETTINGS) == "http://ev-ray-head-svc.ns.svc.cluster.local:8265"
     override = OperatorSettings(ray_head_override_url="http://127.0.0.1:8265/", _env_file=None)
     assert head_url("ev-ray", "ns", override) == "http://127.0.0.1:8265"
+
+
+def test_network_policy_admits_the_jobs_api_from_the_operator_namespace_only():
+    settings = OperatorSettings(operator_namespace="modeleval-system", _env_file=None)
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", settings)
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": "ev-ray"}}
+    own, operator = policy["spec"]["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "ev-ray"}}}]}
+    assert operator["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "modeleval-system"}}}]
+    assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
+    # An operator outside the cluster (no namespace), or policies turned off: none.
+    assert build_network_policy("ev-ray", "ev", "ns", "u", OperatorSettings(_env_file=None)) is None
+    off = OperatorSettings(operator_namespace="x", network_policy=False, _env_file=None)
+    assert build_network_policy("ev-ray", "ev", "ns", "u", off) is None

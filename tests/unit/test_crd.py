@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modeleval.api import crd
+from typing import get_args
+
+from modeleval.api import crd, spec
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modelevaluations.modeleval.dev.yaml"
 
@@ -16,9 +18,50 @@ def test_crd_is_current():
 
 def test_crd_is_structural():
     text = crd.render()
-    for forbidden in ("$ref", "anyOf", "allOf", "$defs", "title:"):
+    for forbidden in ("$ref", "anyOf", "allOf", "$defs", "title:", "patternProperties",
+                      "propertyNames"):
         assert forbidden not in text
     version = crd.crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]][:4] == ["Phase", "Model", "Metric", "Progress"]
     assert "evaluations" in crd.crd()["spec"]["names"]["shortNames"]
+
+
+def test_rules_come_from_the_models_and_nothing_else():
+    """Every CEL rule in the CRD is one a spec model declares (a Rule) or the key rule generated
+    from a constrained map key; none is written in crd.py."""
+    declared = {rule.cel for model in _models(spec.ModelEvaluationSpec) for rule in model.rules}
+    declared |= {m.cel for model in _models(spec.ModelEvaluationSpec)
+                 for field in model.model_fields.values()
+                 for m in [*field.metadata, *_constraints(field.annotation)]
+                 if isinstance(m, spec.Rule)}
+    generated = [r["rule"] for r in crd.cel_rules()]
+    assert set(generated) - declared == {r for r in generated if r.startswith("self.all(k, ")}
+    assert declared <= set(generated)
+
+
+def test_metadata_name_is_a_dns_label_at_admission():
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["metadata"]
+    assert schema["properties"]["name"]["maxLength"] == 63
+    assert schema["properties"]["name"]["pattern"] == spec.NAME_PATTERN
+
+
+def _models(model: type) -> set[type]:
+    found = {model}
+    for field in model.model_fields.values():
+        for arg in _types(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, spec.SpecModel) and arg not in found:
+                found |= _models(arg)
+    return found
+
+
+def _types(annotation) -> list:
+    return [annotation, *(t for arg in get_args(annotation) for t in _types(arg))]
+
+
+def _constraints(annotation) -> list:
+    """Annotated metadata at any depth (``Annotated[list[X], Rule] | None`` and the like)."""
+    found = list(getattr(annotation, "__metadata__", ()))
+    for arg in get_args(annotation):
+        found += _constraints(arg)
+    return found

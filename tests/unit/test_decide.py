@@ -69,8 +69,8 @@ def job(state: str, ended: float | None = None, sid: str = SID1) -> JobInfo:
 def doc(ok: bool = True, attempt: int = 1, **extra: Any) -> ResultDocument:
     if ok:
         return ResultDocument(_id=document_id("u1", attempt), uid="u1", attempt=attempt, name="ev",
-                              status="Succeeded", metrics={"ndcg@10": 0.81234, "map": 0.7},
-                              rows=1000, **extra)
+                              status="Succeeded", rows=1000,
+                              **{"metrics": {"ndcg@10": 0.81234, "map": 0.7}, **extra})
     return ResultDocument.failure("u1", attempt, "ev", "ns", extra.pop("reason", Reason.SchemaMismatch),
                                   "136 features, model wants 46", extra.pop("retryable", False),
                                   "s3://models/r.json", "s3://data/t.txt")
@@ -118,6 +118,12 @@ ROWS: dict[str, Row] = {
         ModelEvaluationStatus(), Observed(store=True, admission=Slot(False, 4)), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.Queued)},
         check=lambda a, _: "4 cluster slots" in a.message and a.ray_cluster is None),
+    "a spec beyond the operator's policy is forbidden": Row(
+        ModelEvaluationStatus(), Observed(), Phase.Failed,
+        spec=parse_spec({**spec().model_dump(by_alias=True, exclude_none=True),
+                         "resources": {"workers": 65}}, SETTINGS),
+        conditions={C.Failed: (True, Reason.Forbidden)}, actions=(LeaveLines, ReleaseAdmission),
+        check=lambda a, _: a.message.startswith("spec.resources.workers: 65 is above")),
     "invalid spec fails at once": Row(
         ModelEvaluationStatus(), Observed(), Phase.Failed, spec=InvalidSpec("spec.metrics: bad"),
         conditions={C.Failed: (True, Reason.InvalidSpec), C.Complete: (False, Reason.InvalidSpec)},
@@ -127,14 +133,34 @@ ROWS: dict[str, Row] = {
         Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Provisioning)}),
     "pods unschedulable, still within pendingTimeout": Row(
         status(Phase.Provisioning, cluster=CLUSTER),
-        seen(ClusterView(CLUSTER, "c1", created=ago(100), unschedulable=("w-1", "0/3 nodes: gpu"))),
+        seen(ClusterView(CLUSTER, "c1", created=ago(100), problem=(Reason.Unschedulable, "pod w-1 x"))),
         Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Unschedulable)}),
     "pods unschedulable past pendingTimeout (from this cluster's creation)": Row(
-        status(Phase.Provisioning, cluster=CLUSTER),
-        seen(ClusterView(CLUSTER, "c1", created=ago(301), unschedulable=("w-1", "0/3 nodes: gpu"))),
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
+        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:54:59Z"}},
+                            [("w-1", "Unschedulable", "0/3 nodes: gpu")])),
         Phase.Failed, conditions={C.Failed: (True, Reason.Unschedulable)},
         actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
         check=lambda a, _: a.message == "pod w-1 cannot be scheduled: 0/3 nodes: gpu"),
+    "an image that cannot be pulled is reported": Row(
+        status(Phase.Provisioning, cluster=CLUSTER),
+        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:59:00Z"}},
+                            [("h-0", "ImagePullBackOff", "container ray-head: pull denied")])),
+        Phase.Provisioning, conditions={C.Provisioned: (False, Reason.PodsNotReady)},
+        check=lambda a, _: a.condition(C.Provisioned).message ==
+        "pod h-0: ImagePullBackOff: container ray-head: pull denied"),
+    "pods never created (quota) past pendingTimeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
+        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:50:00Z"},
+                             "status": {"conditions": [{"type": "ReplicaFailure", "status": "True",
+                                                        "message": "exceeded quota: pods=0"}]}})),
+        Phase.Failed, conditions={C.Failed: (True, Reason.PodsNotReady)},
+        actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: "exceeded quota" in a.message),
+    "not ready past pendingTimeout with nothing to blame": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)), seen(ClusterView(CLUSTER, "c1", created=ago(301))),
+        Phase.Failed, conditions={C.Failed: (True, Reason.PodsNotReady)},
+        check=lambda a, _: a.message == "RayCluster ev-ray was not ready 300s after it was created"),
     "previous attempt's cluster still being deleted": Row(
         status(cluster=CLUSTER), seen(ClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.Replacing)}),
@@ -376,3 +402,45 @@ def test_file_uris_are_refused_naming_the_field() -> None:
     refused = parse_spec(raw, SETTINGS)
     assert isinstance(refused, InvalidSpec) and refused.message.startswith("spec.dataset.uri: file://")
     assert isinstance(parse_spec({"task": "ranking"}, SETTINGS), InvalidSpec)
+
+
+@pytest.mark.parametrize("extra, settings, refused", [
+    ({"rayImage": "evil/ray:1"}, {}, "spec.rayImage: evil/ray:1 is not an allowed Ray image"),
+    ({"rayImage": "modeleval/ray:0.1.0"}, {}, None),  # the chart's own
+    ({"rayImage": "registry.local/ray:2"}, {"allowed_ray_images": ["registry.local/*"]}, None),
+    ({"model": {"uri": "s3://models/m.pkl", "format": "pickle", "allowPickle": True}}, {},
+     "spec.model.format: pickle models run code"),
+    ({"model": {"uri": "s3://models/m.pkl", "format": "pickle", "allowPickle": True}},
+     {"allow_pickle": True}, None),
+    ({"baseline": {"model": {"uri": "s3://models/b.pkl", "format": "pickle", "allowPickle": True}}},
+     {}, "spec.baseline.model.format: pickle"),
+    ({"resources": {"workers": 4, "gpu": 5}}, {}, "spec.resources.gpu: 4 worker(s) x 5 GPU(s)"),
+    ({"resources": {"memory": "300Gi"}}, {}, "spec.resources.memory: 300Gi is above"),
+    ({"resources": {"headMemory": "1Ti"}}, {"max_worker_memory": "512Gi"}, "spec.resources.headMemory"),
+    ({"resources": {"workers": 500, "memory": "1Ti"}},
+     {"max_workers": 0, "max_worker_memory": ""}, None),  # limits off
+])
+def test_the_operator_policy_bounds_what_a_tenant_may_ask(extra, settings, refused) -> None:
+    raw = {**spec().model_dump(by_alias=True, exclude_none=True), **extra}
+    answer = parse_spec(raw, OperatorSettings(**{**SETTINGS.model_dump(), **settings}, _env_file=None))
+    if refused is None:
+        assert isinstance(answer, ModelEvaluationSpec)
+    else:
+        assert isinstance(answer, InvalidSpec) and answer.reason == Reason.Forbidden
+        assert answer.message.startswith(refused), answer.message
+
+
+def test_a_result_cannot_grow_the_status() -> None:
+    """Only the metrics the spec asked for reach status, and messages are cut at 1 KiB."""
+    extra = {f"junk{i}": float(i) for i in range(1000)}
+    big = doc(metrics={"ndcg@10": 0.8, "map": 0.7, **extra},
+              baseline={"metrics": {}, "deltas": {"ndcg@10": 0.1, **extra}})
+    after, _ = decide(EV, spec(), RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=big),
+                      NOW, SETTINGS)
+    assert after.metrics == {"ndcg@10": 0.8, "map": 0.7} and after.baseline.deltas == {"ndcg@10": 0.1}
+    failed = doc(ok=False).model_copy(update={"message": "x" * 100_000})
+    after, _ = decide(EV, spec(), RUNNING, seen(ready(), job=job("FAILED", 1), document=failed),
+                      NOW, SETTINGS)
+    assert after.phase == Phase.Failed and len(after.message) <= st.MESSAGE_LIMIT
+    assert all(len(c.message) <= st.MESSAGE_LIMIT for c in after.conditions)
+    assert after.message.endswith("[truncated]")

@@ -33,11 +33,11 @@ class FakeKube:
         self.calls.append(f"get {name}")
         value = "True" if self.ready else "False"
         return {"metadata": {"name": name, "uid": self.uid, "creationTimestamp": "2026-11-22T11:00:00Z"},
-                "spec": {"authOptions": {"mode": "token", "secretName": f"{name}-auth"}},
+                "spec": {"authOptions": {"mode": "token"}},
                 "status": {"conditions": [{"type": "RayClusterProvisioned", "status": value},
                                           {"type": "HeadPodReady", "status": value}]}}
 
-    def unschedulable_pods(self, namespace: str, cluster: str) -> list:
+    def pod_problems(self, namespace: str, cluster: str) -> list:
         self.calls.append("pods")
         return []
 
@@ -46,9 +46,6 @@ class FakeKube:
         return "token"
 
     def delete_raycluster(self, namespace: str, name: str) -> None:
-        self.calls.append(f"delete {name}")
-
-    def delete_secret(self, namespace: str, name: str) -> None:
         self.calls.append(f"delete {name}")
 
 
@@ -90,25 +87,25 @@ def test_a_round_reads_its_cluster_once_and_its_token_once_per_cluster(runtime):
     for _ in range(3):
         s = running()
         r = rt.Round(EV, SPEC, s)
-        observed = runtime.observe(r, plan(EV, SPEC, s, NOW), lambda: [])
+        observed = runtime.observe(r, plan(EV, SPEC, s, NOW), lambda key: [])
         assert observed.job.status == "RUNNING" and observed.cluster.ready
         runtime._do(r, None, DeleteCluster("other"))  # acting reuses the round's read
-    assert kube.calls.count("get ev-ray") == 3 and kube.calls.count("secret ev-ray-auth") == 1
+    assert kube.calls.count("get ev-ray") == 3 and kube.calls.count("secret ev-ray") == 1
     assert FakeJobs.made == [("http://ev-ray-head-svc.ns.svc.cluster.local:8265", "token")]
 
     kube.uid = "c2"  # the cluster was replaced: a new client, a new token
-    runtime.observe(rt.Round(EV, SPEC, running()), Wants(cluster=True, job=True), lambda: [])
-    assert kube.calls.count("secret ev-ray-auth") == 2 and len(FakeJobs.made) == 2
+    runtime.observe(rt.Round(EV, SPEC, running()), Wants(cluster=True, job=True), lambda key: [])
+    assert kube.calls.count("secret ev-ray") == 2 and len(FakeJobs.made) == 2
 
 
 def test_deleting_a_cluster_drops_its_client(runtime):
     runtime, kube = runtime
     r = rt.Round(EV, SPEC, running())
-    runtime.observe(r, Wants(cluster=True, job=True), lambda: [])
+    runtime.observe(r, Wants(cluster=True, job=True), lambda key: [])
     client = runtime.clients._clients["c1"]
     runtime._do(r, None, DeleteCluster("ev-ray"))
     assert client.closed and "c1" not in runtime.clients._clients
-    assert kube.calls[-2:] == ["delete ev-ray", "delete ev-ray-auth"]
+    assert kube.calls[-1] == "delete ev-ray"
 
 
 def test_an_evaluation_queued_for_a_cluster_slot_costs_no_api_call(monkeypatch):
@@ -117,9 +114,9 @@ def test_an_evaluation_queued_for_a_cluster_slot_costs_no_api_call(monkeypatch):
     runtime = rt.Runtime(OperatorSettings(max_active_evaluations=1, _env_file=None), kube=lambda: kube)
     fresh = ModelEvaluationStatus()
     holder = Evaluation("first", "ns", "u0", 1, NOW - timedelta(hours=1))
-    assert runtime.observe(rt.Round(holder, SPEC, fresh), Wants(admission=True), lambda: []).admission.granted
+    assert runtime.observe(rt.Round(holder, SPEC, fresh), Wants(admission=True), lambda key: []).admission.granted
     for _ in range(3):
-        observed = runtime.observe(rt.Round(EV, SPEC, fresh), plan(EV, SPEC, fresh, NOW), lambda: ["u0"])
+        observed = runtime.observe(rt.Round(EV, SPEC, fresh), plan(EV, SPEC, fresh, NOW), lambda key: ["u0"])
         assert observed.admission.granted is False and not observed.cluster_read
     assert kube.calls == []
 
@@ -128,7 +125,7 @@ def test_a_not_ready_cluster_is_read_with_its_pods(runtime):
     runtime, kube = runtime
     kube.ready = False
     s = running()
-    observed = runtime.observe(rt.Round(EV, SPEC, s), plan(EV, SPEC, s, NOW), lambda: [])
+    observed = runtime.observe(rt.Round(EV, SPEC, s), plan(EV, SPEC, s, NOW), lambda key: [])
     assert not observed.cluster.ready and observed.job is None
     assert kube.calls == ["get ev-ray", "pods"]
 
@@ -137,3 +134,36 @@ def test_jobs_clients_are_bounded():
     clients = rt.JobsClients(size=2)
     made = [clients.get(uid, lambda: FakeJobs("u", None)) for uid in ("a", "b", "c")]
     assert made[0].closed and not made[2].closed and list(clients._clients) == ["b", "c"]
+
+
+def test_one_namespace_cannot_take_every_cluster_slot(monkeypatch):
+    """maxActivePerNamespace caps a namespace; in the shared line, the namespace holding fewer
+    clusters goes first, then the oldest."""
+    settings = OperatorSettings(max_active_evaluations=2, max_active_per_namespace=1, _env_file=None)
+    runtime = rt.Runtime(settings, kube=lambda: FakeKube())
+    index = {rt.ADMISSION_KEY: ["a1"], rt.NAMESPACE_KEY.format("a"): ["a1"]}
+
+    def ask(uid: str, namespace: str, minutes_ago: int):
+        ev = Evaluation(uid, namespace, uid, 1, NOW - timedelta(minutes=minutes_ago))
+        return runtime.observe(rt.Round(ev, SPEC, ModelEvaluationStatus()), Wants(admission=True),
+                               lambda key: index.get(key, [])).admission
+
+    older_in_a = ask("a2", "a", 60)
+    assert not older_in_a.granted and older_in_a.scope == "namespace"
+    assert ask("b1", "b", 1).granted  # newer, but its namespace holds nothing
+
+
+def test_the_shared_line_serves_the_namespace_holding_fewer_first():
+    runtime = rt.Runtime(OperatorSettings(max_active_evaluations=2, _env_file=None), kube=lambda: FakeKube())
+    index = {rt.ADMISSION_KEY: ["a1", "x1"], rt.NAMESPACE_KEY.format("a"): ["a1"],
+             rt.NAMESPACE_KEY.format("x"): ["x1"]}
+
+    def ask(uid: str, namespace: str, minutes_ago: int):
+        ev = Evaluation(uid, namespace, uid, 1, NOW - timedelta(minutes=minutes_ago))
+        return runtime.observe(rt.Round(ev, SPEC, ModelEvaluationStatus()), Wants(admission=True),
+                               lambda key: index.get(key, [])).admission.granted
+
+    assert not ask("a2", "a", 60) and not ask("b1", "b", 1)  # both slots held: both wait
+    index[rt.ADMISSION_KEY] = ["a1"]  # x1 finished: one slot free
+    assert not ask("a2", "a", 60)  # older, but namespace a already holds a cluster
+    assert ask("b1", "b", 1)

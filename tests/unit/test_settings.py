@@ -23,5 +23,8 @@ def test_one_machine_caches_in_a_local_directory(monkeypatch, tmp_path):
 def test_a_cluster_caches_next_to_the_data_never_on_a_pod_disk(monkeypatch):
     monkeypatch.delenv("MODELEVAL_CACHE_URI", raising=False)
     cluster = settings(allow_file_uris=False)
-    assert cluster.resolved_cache_uri("s3://mslr-data/web30k/test.txt") == "s3://mslr-data/modeleval-cache"
+    assert cluster.resolved_cache_uri("s3://mslr-data/web30k/test.txt", "team-a") == \
+        "s3://mslr-data/modeleval-cache/team-a"  # one prefix per namespace
+    assert cluster.resolved_cache_uri("s3://mslr-data/t.txt", "team-b") != \
+        cluster.resolved_cache_uri("s3://mslr-data/t.txt", "team-a")
     assert not cluster.resolved_cache_uri("s3://b/k").startswith("file://")

@@ -36,13 +36,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, delete]
+  verbs: [get]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/* The namespaces the operator watches: the listed ones, else its own (namespaced RBAC) or
+every namespace (rbac.clusterWide). */}}
+{{- define "modeleval.watchNamespaces" -}}
+{{- if .Values.watchNamespaces -}}
+{{- .Values.watchNamespaces | toJson -}}
+{{- else if .Values.rbac.clusterWide -}}
+[]
+{{- else -}}
+{{- list .Release.Namespace | toJson -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "modeleval.discoveryRules" -}}

@@ -4,8 +4,11 @@
 when the committed file differs from what the models generate. Pydantic's JSON schema becomes a
 structural OpenAPI v3 schema: ``$ref`` inlined, ``anyOf [X, null]`` turned into ``nullable``,
 titles and defaults dropped (the operator applies defaults with the same models, so the API
-server never rewrites what a user applied). Cross-field rules that the schema alone cannot say
-become CEL ``x-kubernetes-validations`` with messages naming the field.
+server never rewrites what a user applied), constrained map keys (``patternProperties``,
+``propertyNames``, which structural schemas lack) turned into a CEL rule on the map. The rules
+the schema alone cannot say are declared in api/spec.py next to the fields they check (each a
+CEL rule and the same check in Python); they arrive here inside the JSON schema as
+``x-kubernetes-validations`` and pass through unchanged, so nothing in this module restates them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from .spec import (API_GROUP, API_VERSION, CUTOFF_METRICS, KIND, METRICS_BY_TASK,
-                   ModelEvaluationSpec)
+from .spec import (API_GROUP, API_VERSION, CEL_RULES, KIND, ModelEvaluationSpec, ObjectMeta,
+                   cel_string)
 from .status import ModelEvaluationStatus
 
 PLURAL = "modelevaluations"
@@ -26,6 +29,16 @@ SHORT_NAMES = ["evaluations", "evaluation", "meval"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
 _DROP = {"title", "default", "examples", "$defs"}
+
+
+def _key_rule(pattern: str, names: dict[str, Any]) -> dict[str, str]:
+    """The CEL for a map whose keys pydantic constrains (patternProperties/propertyNames)."""
+    checks = [f"k.matches({cel_string(pattern)})"]
+    if "maxLength" in names:
+        checks.insert(0, f"k.size() <= {names['maxLength']}")
+    what = names.get("description", f"match {pattern}")
+    return {"rule": f"self.all(k, {' && '.join(checks)})",
+            "message": f"every key must be {what}, at most {names.get('maxLength')} characters"}
 
 
 def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +57,12 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out["nullable"] = True
             return out
         raise ValueError(f"unsupported union in schema: {schema}")
+    if "patternProperties" in schema:
+        ((pattern, values),) = schema["patternProperties"].items()
+        names = schema.get("propertyNames", {})
+        rest = {k: v for k, v in schema.items() if k not in ("patternProperties", "propertyNames")}
+        rest[CEL_RULES] = [*rest.get(CEL_RULES, []), _key_rule(pattern, names)]
+        return _structural({**rest, "additionalProperties": values}, defs)
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _DROP:
@@ -69,63 +88,18 @@ def _schema(model: type, mode: str = "validation") -> dict[str, Any]:
     return _structural(raw, raw.get("$defs", {}))
 
 
-def _metric_rules() -> list[dict[str, str]]:
-    rules = []
-    for task, allowed in sorted(METRICS_BY_TASK.items()):
-        pattern = "^(" + "|".join(sorted(allowed)) + ")(@[0-9]+)?$"
-        rules.append({
-            "rule": f"self.task != '{task}' || self.metrics.all(m, m.matches('{pattern}'))",
-            "message": f"spec.metrics: every metric must apply to task {task} "
-                       f"({', '.join(sorted(allowed))})",
-            "fieldPath": ".metrics",
-        })
-    no_cutoff = "|".join(sorted(set().union(*METRICS_BY_TASK.values()) - CUTOFF_METRICS))
-    rules.append({
-        "rule": f"self.metrics.all(m, !m.matches('^({no_cutoff})@'))",
-        "message": f"spec.metrics: {no_cutoff.replace('|', ', ')} take no @k cut-off",
-        "fieldPath": ".metrics",
-    })
-    return rules
-
-
-SPEC_RULES = [
-    *_metric_rules(),
-    {"rule": "!has(self.gate) || self.gate.all(g, !has(g.maxRegression) || has(self.baseline))",
-     "message": "spec.gate: maxRegression needs spec.baseline", "fieldPath": ".gate"},
-    {"rule": "!has(self.gate) || self.gate.all(g, g.metric in self.metrics)",
-     "message": "spec.gate: every gate metric must be listed in spec.metrics", "fieldPath": ".gate"},
-    {"rule": "self.task != 'ranking' || !has(self.dataset.format) || self.dataset.format == 'letor' || "
-             "(has(self.dataset.groupColumn) && self.dataset.groupColumn != '')",
-     "message": "spec.dataset.groupColumn is required for ranking on parquet/csv data",
-     "fieldPath": ".dataset.groupColumn"},
-]
-MODEL_RULES = [
-    {"rule": "!has(self.format) || self.format != 'pickle' || "
-             "(has(self.allowPickle) && self.allowPickle)",
-     "message": "model.format pickle is refused unless model.allowPickle is true",
-     "fieldPath": ".allowPickle"},
-]
-SLICE_RULES = [
-    {"rule": "has(self.column) != has(self.feature)",
-     "message": "slices: set exactly one of column or feature"},
-    {"rule": "!has(self.feature) || has(self.buckets)",
-     "message": "slices: a feature slice needs buckets", "fieldPath": ".buckets"},
-]
-GATE_RULES = [
-    {"rule": "has(self.min) || has(self.max) || has(self.maxRegression)",
-     "message": "gate: set min, max or maxRegression"},
-]
+def metadata_schema() -> dict[str, Any]:
+    """metadata.name as ObjectMeta declares it. The API server alone checks a name as a DNS
+    subdomain (253 characters, dots), but the name also becomes the RayCluster's, its Services'
+    and label values: a DNS label of 63 at most. name is the one metadata field a CRD may
+    restrict."""
+    name = ObjectMeta.model_json_schema()["properties"]["name"]
+    return {"type": "object", "properties": {"name": {
+        k: name[k] for k in ("type", "maxLength", "pattern")}}}
 
 
 def spec_schema() -> dict[str, Any]:
-    schema = _schema(ModelEvaluationSpec)
-    schema["x-kubernetes-validations"] = SPEC_RULES
-    props = schema["properties"]
-    props["model"]["x-kubernetes-validations"] = MODEL_RULES
-    props["baseline"]["properties"]["model"]["x-kubernetes-validations"] = MODEL_RULES
-    props["slices"]["items"]["x-kubernetes-validations"] = SLICE_RULES
-    props["gate"]["items"]["x-kubernetes-validations"] = GATE_RULES
-    return schema
+    return _schema(ModelEvaluationSpec)
 
 
 def status_schema() -> dict[str, Any]:
@@ -166,7 +140,7 @@ def crd() -> dict[str, Any]:
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
+                        "metadata": metadata_schema(),
                         "spec": {**spec_schema(), "description": ModelEvaluationSpec.__doc__},
                         "status": {**status_schema(), "description": "Written by the operator."},
                     },
@@ -174,6 +148,16 @@ def crd() -> dict[str, Any]:
             }],
         },
     }
+
+
+def cel_rules(node: Any = None) -> list[dict[str, str]]:
+    """Every x-kubernetes-validations rule in the CRD (or in ``node``), in schema order."""
+    node = crd() if node is None else node
+    if isinstance(node, dict):
+        return [*node.get(CEL_RULES, []), *(r for v in node.values() for r in cel_rules(v))]
+    if isinstance(node, list):
+        return [r for v in node for r in cel_rules(v)]
+    return []
 
 
 def render() -> str:

@@ -44,6 +44,11 @@ class Reason(StrEnum):
     # ----------------------------------------------------------------- the evaluation failed
     InvalidSpec = ("InvalidSpec", FAILURE, "the spec failed validation (or names a `file://` URI "
                    "in a cluster); the message names the field", "fix the field the message names")
+    Forbidden = ("Forbidden", FAILURE, "the spec asks for more than the operator's policy "
+                 "allows (an image not in `policy.allowedRayImages`, a pickle model while "
+                 "`policy.allowPickle` is false, more workers, GPUs or memory than the limits); "
+                 "the message names the field and the limit", "ask within the limits, or ask "
+                 "the platform team to raise them")
     ModelNotFound = ("ModelNotFound", FAILURE, "no object at the model's S3 URI (or no bucket)",
                      "check the URI and the bucket")
     DatasetNotFound = ("DatasetNotFound", FAILURE, "no object at the dataset's S3 URI (or no "
@@ -70,6 +75,12 @@ class Reason(StrEnum):
                      "placed (the scheduler's message follows) for longer than "
                      "`operator.pendingTimeoutSeconds`, or no Ray node has the requested CPU/GPU",
                      "lower `resources` or add capacity")
+    PodsNotReady = ("PodsNotReady", f"{PROVISIONED}, then {FAILURE}", "the Ray pods were "
+                    "created but did not start for longer than `operator.pendingTimeoutSeconds`: "
+                    "an image that cannot be pulled, a missing Secret (`modeleval-s3`, "
+                    "`modeleval-mongodb`), a quota that refuses the pods, a container that "
+                    "keeps crashing; the message names the pod and what Kubernetes reports",
+                    "fix what the message names; `kubectl describe pod` shows more")
     ResultsStoreUnavailable = ("ResultsStoreUnavailable", f"{COMPLETE}=False, then {FAILURE}",
                                "MongoDB did not take the result; the runner keeps it (spool and "
                                "job log) and it is written when the store is back",

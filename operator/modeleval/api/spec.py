@@ -1,34 +1,229 @@
 """The ModelEvaluation spec: the one source of truth for validation, the CRD schema and the docs.
 
-Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
-Every model forbids unknown fields, so a typo is an error that names the field, not a silent
-default.
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python; only the
+camelCase spelling is accepted, as in the CRD. Types are strict (``"2"`` is not a number, ``1``
+is not true), every model forbids unknown fields, and a typo is an error that names the field.
+
+Every rule is declared once, here, and enforced on both sides: by pydantic when the CLI, the
+runner or the operator reads a spec, and by the API server at admission through the CRD that
+api/crd.py generates from these models. Field constraints (types, patterns, lengths, bounds)
+become the OpenAPI schema; a :class:`Rule` carries one check the schema cannot say, written as
+the CEL the API server runs and as the Python check pydantic runs, next to each other;
+:class:`UniqueItems` and :class:`UniqueBy` become Kubernetes list types. The corpus in
+tests/manifest_corpus.py checks that both sides refuse the same manifests naming the same field.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError, core_schema
+
+from .results import PROGRESS_COLLECTION
 
 API_GROUP = "modeleval.dev"
 API_VERSION = "v1alpha1"
 KIND = "ModelEvaluation"
 
-URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|file://.+)$"
+# Regular expressions in the RE2 subset that Go (OpenAPI patterns, CEL), Rust (pydantic) and
+# Python all read the same way: no look-around, no \w or \d (Unicode-aware in Rust).
+BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+URI_PATTERN = rf"^(s3://{BUCKET}/.+|file://.+)$"
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+NAME_PATTERN = rf"^{_DNS_LABEL}$"
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_LABEL_NAME}"
+LABEL_KEY_PATTERN = rf"^{_LABEL_KEY}$"
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
+# An image reference as the container runtimes parse it (distribution/reference's grammar):
+# [registry[:port]/]path[:tag][@digest], path components lowercase.
+_REGISTRY_PART = r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_REGISTRY = rf"({_REGISTRY_PART}(\.{_REGISTRY_PART})*|\[[0-9A-Fa-f:]+\])(:[0-9]+)?"
+_PATH_PART = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_PATTERN = rf"^({_REGISTRY}/)?{_PATH_PART}(/{_PATH_PART})*(:{_TAG})?(@{_DIGEST})?$"
+UID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"  # a uid also names local result files
+
+
+def checked_uid(value: str) -> str:
+    """A uid given on a command line, checked like metadata.uid (it names result files)."""
+    if not re.fullmatch(UID_PATTERN, value):
+        raise ValueError(f"uid {value!r}: letters, digits and '-' only, at most 64, not starting "
+                         "with '-'")
+    return value
+
+CEL_RULES = "x-kubernetes-validations"
+
+_QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes quantity as a number ("500m" -> 0.5, "2Gi" -> 2147483648)."""
+    match = re.fullmatch(QUANTITY_PATTERN, text)
+    if not match:
+        raise ValueError(f"'{text}' is not a Kubernetes quantity")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
+
+
+def cel_string(text: str) -> str:
+    """A CEL string literal; raw, so a regular expression's backslashes stay as they are."""
+    if "'" in text:
+        raise ValueError(f"no quote allowed in a CEL rule's string: {text}")
+    return f"r'{text}'" if "\\" in text else f"'{text}'"
+
+
+def refusal(where: str, message: str) -> PydanticCustomError:
+    """A pydantic error whose message names the field (``where`` is appended to the error's
+    location by :func:`format_validation_error`)."""
+    return PydanticCustomError("rule", "{message}", {"message": message, "where": where})
+
+
+class Constraint:
+    """``Annotated`` metadata that pydantic runs after the type's own validation (``enforce``)
+    and that adds to the field's JSON schema what the API server needs (``add_to_schema``)."""
+
+    def enforce(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def add_to_schema(self, schema: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.enforce, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        out = handler(schema)
+        self.add_to_schema(out)
+        return out
+
+
+@dataclass(frozen=True)
+class Rule(Constraint):
+    """One rule the schema's types, patterns and bounds cannot say, declared once for both sides.
+
+    ``cel`` is what the API server runs (it goes into the CRD's x-kubernetes-validations);
+    ``check`` is the same rule in Python, run by pydantic. In both ``self`` is the value the rule
+    is attached to: a field (as ``Annotated`` metadata) or a model (in its ``rules``).
+    ``field`` is where a refusal points, relative to that value (a CEL fieldPath, e.g. ``.min``);
+    ``locate`` may add what only Python can say (the index of the offending item, ``[2]``).
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str = ""
+    locate: Callable[[Any], str] | None = None
+
+    def enforce(self, value: Any) -> Any:
+        if not self.check(value):
+            raise refusal(self.field + (self.locate(value) if self.locate else ""), self.message)
+        return value
+
+    def cel_rule(self) -> dict[str, str]:
+        return {"rule": self.cel, "message": self.message,
+                **({"fieldPath": self.field} if self.field else {})}
+
+    def add_to_schema(self, schema: dict[str, Any]) -> None:
+        schema.setdefault(CEL_RULES, []).append(self.cel_rule())
+
+
+def matching(regex: str, message: str) -> Rule:
+    """A string that must match the anchored ``regex``: a pattern with a message a person can
+    read, where the schema's own pattern error would print the expression."""
+    return Rule(f"self.matches({cel_string(regex)})", message,
+                lambda value: re.fullmatch(regex, value) is not None)
+
+
+def not_matching(regex: str, message: str) -> Rule:
+    """A string that must not contain a match of ``regex`` (CEL ``matches`` searches, as
+    ``re.search`` does)."""
+    return Rule(f"!self.matches({cel_string(regex)})", message,
+                lambda value: re.search(regex, value) is None)
+
+
+def quantity_at_least(minimum: str, message: str, *, exclusive: bool = False) -> Rule:
+    """A Kubernetes quantity of at least (or, exclusive, above) ``minimum``, compared with the
+    API server's quantity library (the schema's pattern has already said it is a quantity)."""
+    compare = (f"quantity(self).isGreaterThan(quantity('{minimum}'))" if exclusive
+               else f"quantity(self).compareTo(quantity('{minimum}')) >= 0")
+    bound = parse_quantity(minimum)
+    return Rule(f"!isQuantity(self) || {compare}", message,
+                lambda value: parse_quantity(value) > bound if exclusive
+                else parse_quantity(value) >= bound)
+
+
+def _first_repeat(values: list[Any]) -> int | None:
+    seen: set[Any] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return index
+        seen.add(value)
+    return None
+
+
+@dataclass(frozen=True)
+class UniqueItems(Constraint):
+    """A list without repeated items: ``x-kubernetes-list-type: set`` for the API server (which
+    says ``Duplicate value`` at the repeated item), the same check here."""
+
+    def enforce(self, values: list[Any]) -> list[Any]:
+        index = _first_repeat(values)
+        if index is not None:
+            raise refusal(f"[{index}]", f"Duplicate value: {values[index]!r} is listed twice")
+        return values
+
+    def add_to_schema(self, schema: dict[str, Any]) -> None:
+        schema["x-kubernetes-list-type"] = "set"
+
+
+@dataclass(frozen=True)
+class UniqueBy(Constraint):
+    """A list of objects keyed by one field: ``x-kubernetes-list-type: map`` for the API server,
+    the same uniqueness check here."""
+
+    key: str  # a field whose Python and manifest names are the same
+
+    def enforce(self, values: list[Any]) -> list[Any]:
+        keys = [getattr(item, self.key) for item in values]
+        index = _first_repeat(keys)
+        if index is not None:
+            raise refusal(f"[{index}]", f"Duplicate value: {self.key} {keys[index]!r} is used twice")
+        return values
+
+    def add_to_schema(self, schema: dict[str, Any]) -> None:
+        schema.update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [self.key]})
+
+
+def _add_model_rules(schema: dict[str, Any], cls: type) -> None:
+    rules = getattr(cls, "rules", ())
+    if rules:
+        schema[CEL_RULES] = [rule.cel_rule() for rule in rules]
 
 
 class SpecModel(BaseModel):
-    """Base for every spec object: camelCase aliases, unknown fields refused."""
+    """Base for every spec object: camelCase only, strict types, no NaN or infinity, unknown
+    fields refused; cross-field ``rules`` checked after the fields."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              use_enum_values=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_alias=True,
+                              validate_by_name=False, extra="forbid", strict=True,
+                              allow_inf_nan=False, use_enum_values=True, frozen=True,
+                              json_schema_extra=_add_model_rules)
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _rules(self) -> "SpecModel":
+        for rule in type(self).rules:
+            rule.enforce(self)
+        return self
 
 
 class TaskType(str, Enum):
@@ -50,19 +245,38 @@ class DatasetFormat(str, Enum):
     csv = "csv"
 
 
-# Which metrics each task accepts; "@k" metrics take a cut-off, the others must not.
-RANKING_METRICS = {"ndcg", "map", "mrr", "precision", "recall"}
-CLASSIFICATION_METRICS = {"auc", "logloss", "accuracy", "f1", "precision", "recall"}
-REGRESSION_METRICS = {"rmse", "mae", "r2"}
-METRICS_BY_TASK: dict[str, set[str]] = {
-    TaskType.ranking.value: RANKING_METRICS,
-    TaskType.binary.value: CLASSIFICATION_METRICS,
-    TaskType.multiclass.value: CLASSIFICATION_METRICS,
-    TaskType.regression.value: REGRESSION_METRICS,
+# Which metrics each task accepts, and whether each takes an "@k" cut-off. Cut-offs cut a ranked
+# list per query, so only ranking metrics have them.
+OPTIONAL, REQUIRED, NONE = "optional", "required", "none"
+CUTOFFS_BY_TASK: dict[str, dict[str, str]] = {
+    TaskType.ranking.value: {"ndcg": OPTIONAL, "map": OPTIONAL, "mrr": NONE,
+                             "precision": REQUIRED, "recall": REQUIRED},
+    TaskType.binary.value: dict.fromkeys(("auc", "logloss", "accuracy", "f1", "precision",
+                                          "recall"), NONE),
+    TaskType.multiclass.value: dict.fromkeys(("auc", "logloss", "accuracy", "f1", "precision",
+                                              "recall"), NONE),
+    TaskType.regression.value: dict.fromkeys(("rmse", "mae", "r2"), NONE),
 }
-CUTOFF_METRICS = {"ndcg", "map", "precision", "recall"}
-ALL_METRICS = RANKING_METRICS | CLASSIFICATION_METRICS | REGRESSION_METRICS
-METRIC_PATTERN = r"^(" + "|".join(sorted(ALL_METRICS)) + r")(@[1-9][0-9]{0,3})?$"
+CUTOFF_METRICS = {m for cutoffs in CUTOFFS_BY_TASK.values() for m, c in cutoffs.items() if c != NONE}
+ALL_METRICS = {m for cutoffs in CUTOFFS_BY_TASK.values() for m in cutoffs}
+_CUTOFF = r"@[1-9][0-9]{0,3}"
+METRIC_PATTERN = r"^(" + "|".join(sorted(ALL_METRICS)) + rf")({_CUTOFF})?$"
+
+
+def task_metric_pattern(task: str) -> str:
+    """The metric names one task accepts, as one anchored regular expression."""
+    by_kind = {kind: "|".join(sorted(m for m, c in CUTOFFS_BY_TASK[task].items() if c == kind))
+               for kind in (OPTIONAL, REQUIRED, NONE)}
+    parts = [f"({names})" + {OPTIONAL: f"({_CUTOFF})?", REQUIRED: _CUTOFF, NONE: ""}[kind]
+             for kind, names in by_kind.items() if names]
+    return "^(" + "|".join(parts) + ")$"
+
+
+def _task_metrics_message(task: str) -> str:
+    cutoffs = CUTOFFS_BY_TASK[task]
+    names = [m + {OPTIONAL: "[@k]", REQUIRED: "@k", NONE: ""}[cutoffs[m]] for m in sorted(cutoffs)]
+    note = "" if any(c != NONE for c in cutoffs.values()) else " (no @k cut-off: that is for ranking)"
+    return f"task {task} takes the metrics {', '.join(names)}{note}"
 
 
 class MetricName(BaseModel):
@@ -90,20 +304,40 @@ class MetricName(BaseModel):
         return f"{self.base}@{self.k}" if self.k is not None else self.base
 
 
+_NO_DOTDOT = not_matching(r"/\.\.(/|$)", "no '..' path segments (a key is a name, not a path "
+                          "to walk)")
+Uri = Annotated[str, Field(pattern=URI_PATTERN, max_length=2048), _NO_DOTDOT]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+Cpu = Annotated[Quantity, quantity_at_least("0", "must be greater than zero", exclusive=True)]
+Memory = Annotated[Quantity, quantity_at_least("256Mi", "must be at least 256Mi (a Ray worker "
+                                               "does not start in less)")]
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN, max_length=317,
+                                description="a label key: [DNS-subdomain/]name")]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+
+
 class ModelSource(SpecModel):
-    uri: str = Field(description="Where the model file is: s3://bucket/key or file:///path.",
-                     pattern=URI_PATTERN, max_length=2048)
-    format: ModelFormat = Field(ModelFormat.xgboost, description="Model file format: xgboost "
-                                "(JSON or UBJSON, detected from the content), onnx, or pickle.")
+    uri: Uri = Field(description="Where the model file is: s3://bucket/key or file:///path.")
+    format: ModelFormat = Field(ModelFormat.xgboost, strict=False, description="Model file "
+                                "format: xgboost (JSON or UBJSON, detected from the content), "
+                                "onnx, or pickle.")
     allow_pickle: bool = Field(False, description="Pickle runs arbitrary code when loaded; it is "
                                "refused unless this is true.")
 
+    rules = (
+        Rule("!has(self.format) || self.format != 'pickle' || "
+             "(has(self.allowPickle) && self.allowPickle)",
+             "format pickle is refused unless allowPickle is true (loading a pickle runs "
+             "arbitrary code)",
+             lambda m: m.format != ModelFormat.pickle.value or m.allow_pickle, ".allowPickle"),
+    )
+
 
 class DatasetSource(SpecModel):
-    uri: str = Field(description="Where the dataset is: s3://bucket/key or file:///path.",
-                     pattern=URI_PATTERN, max_length=2048)
-    format: DatasetFormat = Field(DatasetFormat.letor, description="letor (SVMlight lines with "
-                                  "qid:, as MSLR-WEB10K/30K ship), parquet or csv.")
+    uri: Uri = Field(description="Where the dataset is: s3://bucket/key or file:///path.")
+    format: DatasetFormat = Field(DatasetFormat.letor, strict=False, description="letor "
+                                  "(SVMlight lines with qid:, as MSLR-WEB10K/30K ship), parquet "
+                                  "or csv.")
     label_column: str = Field("label", description="Column holding the label (parquet/csv).",
                               min_length=1, max_length=256)
     group_column: str | None = Field(None, description="Column holding the query id (parquet/csv; "
@@ -116,24 +350,27 @@ class DatasetSource(SpecModel):
                                      "LETOR files; default: the model's expected feature count.")
 
 
+def _ascending(values: list[float]) -> bool:
+    return all(a < b for a, b in zip(values, values[1:]))
+
+
 class SliceSpec(SpecModel):
     name: str = Field(description="Name shown in results.", pattern=NAME_PATTERN, max_length=63)
     column: str | None = Field(None, description="Slice by the distinct values of this column.",
                                max_length=256)
     feature: int | None = Field(None, ge=0, description="Slice by buckets of this feature index "
                                 "(0-based, as in the model).")
-    buckets: list[float] | None = Field(None, min_length=1, max_length=1000, description=
-                                        "Ascending bucket edges for feature or numeric columns.")
+    buckets: Annotated[list[float], UniqueItems(), Rule(
+        "self.isSorted()", "bucket edges must be strictly ascending", _ascending)] | None = Field(
+        None, min_length=1, max_length=100, description="Ascending bucket edges for feature or "
+        "numeric columns.")
 
-    @model_validator(mode="after")
-    def _one_source(self) -> "SliceSpec":
-        if (self.column is None) == (self.feature is None):
-            raise ValueError("set exactly one of column or feature")
-        if self.feature is not None and not self.buckets:
-            raise ValueError("a feature slice needs buckets (ascending edges)")
-        if self.buckets and any(b <= a for a, b in zip(self.buckets, self.buckets[1:])):
-            raise ValueError("buckets must be strictly ascending")
-        return self
+    rules = (
+        Rule("has(self.column) != has(self.feature)", "set exactly one of column or feature",
+             lambda s: (s.column is None) != (s.feature is None)),
+        Rule("!has(self.feature) || has(self.buckets)", "a feature slice needs buckets "
+             "(ascending edges)", lambda s: s.feature is None or bool(s.buckets), ".buckets"),
+    )
 
 
 class GateRule(SpecModel):
@@ -141,16 +378,18 @@ class GateRule(SpecModel):
                         max_length=32)
     min: float | None = Field(None, description="The candidate's value must be at least this.")
     max: float | None = Field(None, description="The candidate's value must be at most this.")
-    max_regression: float | None = Field(None, ge=0, description="Largest allowed worsening versus "
-                                         "the baseline (absolute; direction-aware: loss metrics "
-                                         "worsen upwards).")
+    max_regression: float | None = Field(None, ge=0, description="Largest allowed worsening "
+                                          "versus the baseline (absolute; direction-aware: loss "
+                                          "metrics worsen upwards).")
 
-    @model_validator(mode="after")
-    def _some_bound(self) -> "GateRule":
-        MetricName.parse(self.metric)
-        if self.min is None and self.max is None and self.max_regression is None:
-            raise ValueError(f"gate rule for {self.metric}: set min, max or maxRegression")
-        return self
+    rules = (
+        Rule("has(self.min) || has(self.max) || has(self.maxRegression)",
+             "set min, max or maxRegression",
+             lambda g: not (g.min is None and g.max is None and g.max_regression is None)),
+        Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
+             "min must not be above max (no value could pass)",
+             lambda g: g.min is None or g.max is None or g.min <= g.max, ".min"),
+    )
 
 
 class Baseline(SpecModel):
@@ -160,48 +399,64 @@ class Baseline(SpecModel):
 
 class Resources(SpecModel):
     workers: int = Field(1, ge=1, le=1000, description="Ray worker pods (cluster) or parallel tasks.")
-    cpu: str = Field("1", pattern=QUANTITY_PATTERN, description="CPU per worker, a Kubernetes "
-                     "quantity (e.g. 2, 500m).")
-    memory: str = Field("2Gi", pattern=QUANTITY_PATTERN, description="Memory per worker "
-                        "(e.g. 4Gi).")
+    cpu: Cpu = Field("1", description="CPU per worker, a Kubernetes quantity (e.g. 2, 500m).")
+    memory: Memory = Field("2Gi", description="Memory per worker (e.g. 4Gi).")
     gpu: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per worker.")
-    head_cpu: str = Field("1", pattern=QUANTITY_PATTERN, description="CPU of the Ray head pod.")
-    head_memory: str = Field("2Gi", pattern=QUANTITY_PATTERN, description="Memory of the head pod.")
-
-    @field_validator("cpu", "head_cpu")
-    @classmethod
-    def _positive_cpu(cls, value: str) -> str:
-        if parse_quantity(value) <= 0:
-            raise ValueError("must be greater than zero")
-        return value
-
-    @field_validator("memory", "head_memory")
-    @classmethod
-    def _enough_memory(cls, value: str) -> str:
-        if parse_quantity(value) < 256 * 2**20:
-            raise ValueError("must be at least 256Mi (a Ray worker does not start in less)")
-        return value
+    head_cpu: Cpu = Field("1", description="CPU of the Ray head pod.")
+    head_memory: Memory = Field("2Gi", description="Memory of the head pod.")
 
 
 class MongoTarget(SpecModel):
-    database: str = Field("modeleval", pattern=r"^[A-Za-z0-9_\-]{1,63}$")
-    collection: str = Field("results", pattern=r"^[A-Za-z0-9_\-.]{1,120}$")
+    database: Annotated[str, not_matching(
+        r"^(?i:admin|local|config)$", "admin, local and config are MongoDB's own databases")] = \
+        Field("modeleval", pattern=r"^[A-Za-z0-9_\-]{1,63}$", description="MongoDB database.")
+    collection: Annotated[str, not_matching(
+        r"^(?i:system)\.", "system.* collections are MongoDB's own"), not_matching(
+        f"^{PROGRESS_COLLECTION}$", f"'{PROGRESS_COLLECTION}' is where the engine keeps "
+        "progress; choose another collection")] = Field(
+        "results", pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$", max_length=120,
+        description="MongoDB collection: dot-separated names of letters, digits, '_' and '-'.")
 
 
 class Output(SpecModel):
     mongodb: MongoTarget = Field(default_factory=MongoTarget, description="Where the result "
                                  "document goes (the URI comes from settings, never the spec).")
-    predictions_uri: str | None = Field(None, pattern=r"^(s3://.+|file://.+)$", max_length=2048,
-                                        description="If set, predictions are written here as "
-                                        "Parquet (a prefix; one file per attempt).")
+    predictions_uri: Uri | None = Field(None, description="If set, predictions are written here "
+                                        "as Parquet (a prefix; one file per attempt).")
 
 
 class Toleration(SpecModel):
-    key: str | None = Field(None, max_length=316)
+    key: str | None = Field(None, pattern=rf"^({_LABEL_KEY})?$", max_length=317)
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = Field(None, max_length=63)
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
+
+    rules = (
+        Rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || "
+             "self.value == ''", "operator Exists takes no value",
+             lambda t: t.operator != "Exists" or not t.value, ".value"),
+        Rule("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+             "an empty key needs operator Exists", lambda t: bool(t.key) or t.operator == "Exists",
+             ".operator"),
+        Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "tolerationSeconds needs effect NoExecute",
+             lambda t: t.toleration_seconds is None or t.effect == "NoExecute", ".tolerationSeconds"),
+    )
+
+
+def _metrics_rule(task: str) -> Rule:
+    pattern = task_metric_pattern(task)
+    return Rule(
+        f"self.task != '{task}' || self.metrics.all(m, m.matches({cel_string(pattern)}))",
+        _task_metrics_message(task),
+        lambda s: s.task != task or all(re.fullmatch(pattern, m) for m in s.metrics),
+        ".metrics",
+        lambda s: next(f"[{i}]" for i, m in enumerate(s.metrics) if not re.fullmatch(pattern, m)))
+
+
+def _first(items: list[Any], wrong: Callable[[Any], bool]) -> str:
+    return next(f"[{i}]" for i, item in enumerate(items) if wrong(item))
 
 
 class ModelEvaluationSpec(SpecModel):
@@ -209,12 +464,12 @@ class ModelEvaluationSpec(SpecModel):
 
     model: ModelSource
     dataset: DatasetSource
-    task: TaskType = Field(description="ranking, binary, multiclass or regression.")
-    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]] = Field(
+    task: TaskType = Field(strict=False, description="ranking, binary, multiclass or regression.")
+    metrics: Annotated[list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]],
+                       UniqueItems()] = Field(
         min_length=1, max_length=32, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "
-        "The first is the primary metric shown by kubectl.",
-        json_schema_extra={"x-kubernetes-list-type": "set"})
-    slices: list[SliceSpec] = Field(default_factory=list, max_length=32)
+        "The first is the primary metric shown by kubectl.")
+    slices: Annotated[list[SliceSpec], UniqueBy("name")] = Field(default_factory=list, max_length=32)
     baseline: Baseline | None = None
     gate: list[GateRule] = Field(default_factory=list, max_length=16, description="Thresholds; "
                                  "the evaluation's gate passes when every rule holds.")
@@ -224,45 +479,37 @@ class ModelEvaluationSpec(SpecModel):
     # Cluster-only fields; local mode ignores them.
     ray_cluster_name: str | None = Field(None, pattern=NAME_PATTERN, max_length=63, description=
                                          "Reuse this existing RayCluster instead of creating one.")
-    ray_image: str | None = Field(None, max_length=512, description="Ray image for the pods "
-                                  "(default from operator settings).")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    ray_image: Annotated[str, matching(IMAGE_PATTERN, "must be an image reference: "
+                                       "[registry[:port]/]name[:tag][@digest], name in lowercase")
+                         ] | None = Field(None, max_length=512, description="Ray image for the "
+                                          "pods (default from operator settings).")
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels the Ray pods must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description=
+                                          "Kubernetes tolerations for the Ray pods.")
     keep_cluster: bool = Field(False, description="Keep the RayCluster after the run.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries before Failed.")
     active_deadline_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 24 * 3600)
     suspend: bool = False
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> "ModelEvaluationSpec":
-        allowed = METRICS_BY_TASK[self.task]
-        seen: set[str] = set()
-        for text in self.metrics:
-            name = MetricName.parse(text)
-            if name.base not in allowed:
-                raise ValueError(f"metrics: '{text}' does not apply to task {self.task} "
-                                 f"(allowed: {', '.join(sorted(allowed))})")
-            if self.task == TaskType.ranking.value and name.base in {"precision", "recall"} \
-                    and name.k is None:
-                raise ValueError(f"metrics: '{text}' needs a cut-off for ranking, e.g. {text}@10")
-            if str(name) in seen:
-                raise ValueError(f"metrics: '{text}' is listed twice")
-            seen.add(str(name))
-        if self.task == TaskType.ranking.value and self.dataset.format != DatasetFormat.letor.value \
-                and not self.dataset.group_column:
-            raise ValueError("dataset.groupColumn is required for ranking on parquet/csv data")
-        for rule in self.gate:
-            if rule.max_regression is not None and self.baseline is None:
-                raise ValueError(f"gate: maxRegression on {rule.metric} needs a baseline model")
-            if str(MetricName.parse(rule.metric)) not in seen:
-                raise ValueError(f"gate: metric {rule.metric} is not in metrics")
-        if self.model.format == ModelFormat.pickle.value and not self.model.allow_pickle:
-            raise ValueError("model.format pickle is refused unless model.allowPickle is true")
-        names = [s.name for s in self.slices]
-        if len(names) != len(set(names)):
-            raise ValueError("slices: names must be unique")
-        return self
+    rules = (
+        *(_metrics_rule(task) for task in CUTOFFS_BY_TASK),
+        Rule("!has(self.gate) || self.gate.all(g, !has(g.maxRegression) || has(self.baseline))",
+             "maxRegression needs spec.baseline",
+             lambda s: s.baseline is not None or all(g.max_regression is None for g in s.gate),
+             ".gate", lambda s: _first(s.gate, lambda g: g.max_regression is not None)),
+        Rule("!has(self.gate) || self.gate.all(g, g.metric in self.metrics)",
+             "a gate's metric must be listed in spec.metrics",
+             lambda s: all(g.metric in s.metrics for g in s.gate),
+             ".gate", lambda s: _first(s.gate, lambda g: g.metric not in s.metrics)),
+        Rule("self.task != 'ranking' || !has(self.dataset.format) || "
+             "self.dataset.format == 'letor' || "
+             "(has(self.dataset.groupColumn) && self.dataset.groupColumn != '')",
+             "required for ranking on parquet/csv data",
+             lambda s: s.task != TaskType.ranking.value or s.dataset.format == "letor"
+             or bool(s.dataset.group_column), ".dataset.groupColumn"),
+    )
 
     @property
     def metric_names(self) -> list[MetricName]:
@@ -274,16 +521,21 @@ class ModelEvaluationSpec(SpecModel):
 
 
 class ObjectMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """The metadata the engine reads; the rest (labels, annotations) passes through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    # A DNS label (not the API server's DNS subdomain): it also names the RayCluster, its
+    # Services and label values.
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
-    namespace: str | None = None
-    uid: str | None = None
+    namespace: str | None = Field(None, pattern=NAME_PATTERN, max_length=63)
+    uid: str | None = Field(None, pattern=UID_PATTERN)
 
 
 class ModelEvaluation(BaseModel):
     """A whole manifest, as `kubectl apply` and `modeleval run` read it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_by_alias=True, validate_by_name=False,
+                              strict=True)
     api_version: Literal["modeleval.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["ModelEvaluation"]
     metadata: ObjectMeta
@@ -291,22 +543,24 @@ class ModelEvaluation(BaseModel):
     status: dict[str, Any] | None = None
 
 
-_QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-                     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-def parse_quantity(text: str) -> float:
-    """A Kubernetes quantity as a number ("500m" -> 0.5, "2Gi" -> 2147483648)."""
-    match = re.fullmatch(QUANTITY_PATTERN, text)
-    if not match:
-        raise ValueError(f"'{text}' is not a Kubernetes quantity")
-    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
+def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """A pydantic error location as the API server writes it: ``spec.gate[0].min``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            out += " (key)"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line naming each wrong field: ``spec.resources.cpu: must be greater than zero``."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        where = field_path(item["loc"], prefix) + (item.get("ctx") or {}).get("where", "")
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"{where or 'manifest'}: {message}")
     return "; ".join(lines)

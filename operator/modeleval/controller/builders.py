@@ -5,9 +5,10 @@ Nothing here talks to a cluster, so every manifest is unit-tested as a plain dic
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import secrets
+import io
+import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -21,19 +22,20 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "modeleval"
 GPU = "nvidia.com/gpu"
 RAY_AUTH_KEY = "auth_token"  # the key KubeRay reads a cluster's auth token from
+DASHBOARD_PORT = 8265  # the head's dashboard: the Ray Jobs API
 
 
-def cluster_name(evaluation: str) -> str:
-    """The RayCluster's name: the evaluation's, shortened so KubeRay's derived names fit."""
-    name = f"{evaluation}-ray"
+def cluster_name(evaluation: str, attempt: int = 1) -> str:
+    """The RayCluster's name: the evaluation's, shortened so KubeRay's derived names fit (40
+    characters). An attempt after the first that needs a cluster of its own (its first was lost,
+    or it was suspended) gets a fresh name, so it never meets the pods of the one before, which
+    may still be terminating under the old name."""
+    suffix = "" if attempt <= 1 else f"-{attempt}"
+    name = f"{evaluation}-ray{suffix}"
     if len(name) > 40:
         digest = hashlib.sha256(evaluation.encode()).hexdigest()[:6]
-        name = f"{evaluation[:33].rstrip('-')}-{digest}"
+        name = f"{evaluation[:33 - len(suffix)].rstrip('-')}-{digest}{suffix}"
     return name
-
-
-def auth_secret_name(cluster: str) -> str:
-    return f"{cluster}-auth"
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -52,21 +54,27 @@ def _resources(cpu: str, memory: str, gpu: int) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _env(settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Credentials reach pods only as secretKeyRef; plain settings as values."""
+def _env(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Credentials reach pods only as secretKeyRef, and the Secrets must exist: a namespace
+    without them gets pods that do not start (reported, then failed after pendingTimeout),
+    never pods that fall back to whatever identity the node has."""
     env: list[dict[str, Any]] = [
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
-            "name": settings.s3_secret, "key": "AWS_ACCESS_KEY_ID", "optional": True}}},
+            "name": settings.s3_secret, "key": "AWS_ACCESS_KEY_ID"}}},
         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
-            "name": settings.s3_secret, "key": "AWS_SECRET_ACCESS_KEY", "optional": True}}},
+            "name": settings.s3_secret, "key": "AWS_SECRET_ACCESS_KEY"}}},
         {"name": "MODELEVAL_MONGODB_URI", "valueFrom": {"secretKeyRef": {
-            "name": settings.mongodb_secret, "key": "MONGODB_URI", "optional": True}}},
+            "name": settings.mongodb_secret, "key": "MONGODB_URI"}}},
         {"name": "MODELEVAL_ALLOW_FILE_URIS", "value": "false"},
     ]
+    if not settings.s3_instance_role:
+        # No fallback to the node's instance role when the Secret's keys are refused.
+        env.append({"name": "AWS_EC2_METADATA_DISABLED", "value": "true"})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint})
     if settings.cache_uri:
-        env.append({"name": "MODELEVAL_CACHE_URI", "value": settings.cache_uri})
+        # One prefix per namespace: no tenant reads parts another one wrote.
+        env.append({"name": "MODELEVAL_CACHE_URI", "value": f"{settings.cache_uri.rstrip('/')}/{namespace}"})
     return env
 
 
@@ -90,6 +98,9 @@ def _pod_template(container: str, image: str, resources: dict[str, Any], env: li
                      "emptyDir": {"medium": "Memory", "sizeLimit": resources["limits"]["memory"]}}],
         # Ray pods never call the Kubernetes API: no service-account token in them.
         "automountServiceAccountToken": False,
+        # The "restricted" Pod Security level: non-root, no privilege escalation, no
+        # capabilities, the runtime's default seccomp profile.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     if spec.node_selector:
         body["nodeSelector"] = dict(spec.node_selector)
@@ -99,15 +110,15 @@ def _pod_template(container: str, image: str, resources: dict[str, Any], env: li
 
 
 def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec,
-                     settings: OperatorSettings) -> dict[str, Any]:
+                     settings: OperatorSettings, cluster: str | None = None) -> dict[str, Any]:
     """A RayCluster owned by the evaluation, whose pods request exactly the spec's resources."""
     r = spec.resources
     image = spec.ray_image or settings.ray_image
-    env = _env(settings)
-    cluster = cluster_name(name)
+    env = _env(namespace, settings)
+    cluster = cluster or cluster_name(name)
     labels = {LABEL_EVALUATION: name, LABEL_MANAGED_BY: MANAGER}
     head = _pod_template("ray-head", image, _resources(r.head_cpu, r.head_memory, 0), env, spec,
-                         ports=[{"containerPort": 8265, "name": "dashboard"},
+                         ports=[{"containerPort": DASHBOARD_PORT, "name": "dashboard"},
                                 {"containerPort": 6379, "name": "gcs"}])
     worker = _pod_template("ray-worker", image, _resources(r.cpu, r.memory, r.gpu), env, spec)
     head["metadata"]["labels"] = dict(labels)
@@ -119,7 +130,9 @@ def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationS
                      "ownerReferences": [owner_reference(name, uid)]},
         "spec": {
             "rayVersion": settings.ray_version,
-            "authOptions": {"mode": "token", "secretName": auth_secret_name(cluster)},
+            # KubeRay makes the token Secret (named as the cluster, owned by it, so it goes with
+            # it); the operator only reads it.
+            "authOptions": {"mode": "token"},
             "headGroupSpec": {
                 # The head schedules no tasks: the evaluation's CPUs are the workers'.
                 "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
@@ -137,36 +150,68 @@ def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationS
     }
 
 
-def build_auth_secret(cluster: str, namespace: str, name: str, uid: str,
-                      token: str | None = None) -> dict[str, Any]:
-    """The token KubeRay hands to the Ray pods and the operator uses for the Jobs API."""
+def build_network_policy(cluster: str, name: str, namespace: str, uid: str,
+                         settings: OperatorSettings) -> dict[str, Any] | None:
+    """Ingress to the RayCluster's pods: from each other (GCS, object transfers, workers), and
+    to the head's Jobs API (the dashboard port) from the operator's namespace only. None when
+    turned off or the operator's namespace is not known (an operator outside the cluster)."""
+    if not settings.network_policy or not settings.operator_namespace:
+        return None
+    pods = {"matchLabels": {"ray.io/cluster": cluster}}
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {"name": auth_secret_name(cluster), "namespace": namespace,
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": cluster, "namespace": namespace,
                      "labels": {LABEL_EVALUATION: name, LABEL_MANAGED_BY: MANAGER},
                      "ownerReferences": [owner_reference(name, uid)]},
-        "stringData": {RAY_AUTH_KEY: token or secrets.token_urlsafe(32)},
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": pods}]},
+                {"from": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": settings.operator_namespace}}}],
+                 "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
+            ],
+        },
     }
 
 
-def manifest_for_job(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec) -> str:
-    """The manifest the runner evaluates, base64 so it passes through a shell unchanged. It holds
-    the spec only: no credentials exist in a spec."""
+MANIFEST_FILE = "manifest.yaml"
+
+
+@dataclass(frozen=True)
+class JobPackage:
+    """The manifest the runner evaluates, as a Ray working_dir package (a zip in the head's GCS,
+    uploaded through the Jobs API): a manifest of any size reaches the runner as a file, never on
+    a command line (the kernel refuses an argument over 128 KiB). It holds the spec only: no
+    credentials exist in a spec."""
+
+    uri: str  # gcs://_ray_pkg_<sha1 of the zip>.zip: the same manifest, the same package
+    data: bytes
+
+
+def job_package(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec) -> JobPackage:
     document = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
                 "metadata": {"name": name, "namespace": namespace, "uid": uid},
                 "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json")}
-    return base64.b64encode(yaml.safe_dump(document).encode()).decode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        entry = zipfile.ZipInfo(MANIFEST_FILE, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible
+        entry.external_attr = 0o644 << 16
+        archive.writestr(entry, yaml.safe_dump(document, sort_keys=True))
+    data = buffer.getvalue()
+    return JobPackage(f"gcs://_ray_pkg_{hashlib.sha1(data).hexdigest()}.zip", data)
 
 
 def build_job_submission(name: str, namespace: str, uid: str, attempt: int,
-                         spec: ModelEvaluationSpec) -> dict[str, Any]:
-    """The Jobs API request body for one attempt."""
-    entrypoint = (f"python -m modeleval.runner --manifest-b64 {manifest_for_job(name, namespace, uid, spec)}"
-                  f" --uid {uid} --attempt {attempt}")
+                         package: JobPackage) -> dict[str, Any]:
+    """The Jobs API request body for one attempt: the runner reads the manifest from the job's
+    working directory (the package)."""
     return {
-        "entrypoint": entrypoint,
+        "entrypoint": f"python -m modeleval.runner --manifest {MANIFEST_FILE} --uid {uid} "
+                      f"--attempt {attempt}",
+        "runtime_env": {"working_dir": package.uri},
         "submission_id": submission_id(uid, attempt),
         "metadata": {LABEL_EVALUATION: name, "modeleval.dev/namespace": namespace,
                      "modeleval.dev/attempt": str(attempt)},
@@ -177,4 +222,4 @@ def build_job_submission(name: str, namespace: str, uid: str, attempt: int,
 def head_url(cluster: str, namespace: str, settings: OperatorSettings) -> str:
     if settings.ray_head_override_url:
         return settings.ray_head_override_url.rstrip("/")
-    return f"http://{cluster}-head-svc.{namespace}.svc.{settings.cluster_domain}:8265"
+    return f"http://{cluster}-head-svc.{namespace}.svc.{settings.cluster_domain}:{DASHBOARD_PORT}"

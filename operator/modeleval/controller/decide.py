@@ -19,10 +19,11 @@ from pydantic import ValidationError
 
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument, submission_id
-from ..api.spec import ModelEvaluationSpec, format_validation_error
+from ..api.spec import ModelEvaluationSpec, ModelFormat, format_validation_error, parse_quantity
 from ..api.status import BaselineStatus, ConditionType, ModelEvaluationStatus, Phase, ResultsRef
 from . import status as st
-from .builders import build_job_submission, build_raycluster, cluster_name, head_url
+from .builders import (JobPackage, build_job_submission, build_network_policy, build_raycluster,
+                       cluster_name, head_url, job_package)
 from .rayjobs import JobInfo
 from .settings import OperatorSettings
 
@@ -42,9 +43,11 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class InvalidSpec:
-    """A spec that does not validate; the message names the field."""
+    """A spec that does not validate, or that the operator's policy refuses; the message names
+    the field."""
 
     message: str
+    reason: Reason = Reason.InvalidSpec
 
 
 def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluationSpec | InvalidSpec:
@@ -62,15 +65,53 @@ def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluati
             if uri.startswith("file://"):
                 return InvalidSpec(f"{name}: file:// URIs are refused in a cluster (pods cannot "
                                    "read the submitter's files); use s3://")
-    return spec
+    refused = policy_violation(spec, settings)
+    return InvalidSpec(refused, Reason.Forbidden) if refused else spec
+
+
+def _image_allowed(image: str, allowed: list[str]) -> bool:
+    return any(image == a or (a.endswith("*") and image.startswith(a[:-1])) for a in allowed)
+
+
+def policy_violation(spec: ModelEvaluationSpec, settings: OperatorSettings) -> str | None:
+    """What the spec asks for beyond the operator's policy (the chart's ``policy`` values), or
+    None. Tenants may create evaluations; only the platform decides what they may run."""
+    images = settings.allowed_ray_images or [settings.ray_image]
+    if spec.ray_image and not _image_allowed(spec.ray_image, images):
+        return (f"spec.rayImage: {spec.ray_image} is not an allowed Ray image (operator policy "
+                f"allowedRayImages: {', '.join(images)})")
+    models = [("spec.model", spec.model)] + ([("spec.baseline.model", spec.baseline.model)]
+                                              if spec.baseline else [])
+    for name, model in models:
+        if model.format == ModelFormat.pickle and not settings.allow_pickle:
+            return (f"{name}.format: pickle models run code when loaded and this operator's "
+                    "policy refuses them (allowPickle: false); export to XGBoost JSON/UBJSON or "
+                    "ONNX")
+    r = spec.resources
+    if settings.max_workers and r.workers > settings.max_workers:
+        return (f"spec.resources.workers: {r.workers} is above the operator's limit "
+                f"(maxWorkers: {settings.max_workers})")
+    if settings.max_gpus and r.workers * r.gpu > settings.max_gpus:
+        return (f"spec.resources.gpu: {r.workers} worker(s) x {r.gpu} GPU(s) is above the "
+                f"operator's limit (maxGpus: {settings.max_gpus} per evaluation)")
+    if settings.max_worker_memory:
+        limit = parse_quantity(settings.max_worker_memory)
+        for name, value in (("spec.resources.memory", r.memory),
+                            ("spec.resources.headMemory", r.head_memory)):
+            if parse_quantity(value) > limit:
+                return (f"{name}: {value} is above the operator's limit (maxWorkerMemory: "
+                        f"{settings.max_worker_memory})")
+    return None
 
 
 @dataclass(frozen=True)
 class Slot:
-    """The answer of a slot line (cluster slots or a head's job slots)."""
+    """The answer of a slot line (cluster slots, overall or per namespace, or a head's job
+    slots)."""
 
     granted: bool
     limit: int = 0
+    scope: str = "operator"  # whose limit refused it: operator, or namespace
 
 
 @dataclass(frozen=True)
@@ -83,10 +124,13 @@ class ClusterView:
     deleting: bool = False
     created: datetime | None = None
     token_secret: str | None = None  # the Secret with the Jobs API token (token auth only)
-    unschedulable: tuple[str, str] | None = None  # (pod, scheduler message), read when not ready
+    # Why it is not ready, when something will not resolve by itself (read when not ready):
+    # (Unschedulable or PodsNotReady, what Kubernetes says).
+    problem: tuple[Reason, str] | None = None
 
     @classmethod
-    def of(cls, obj: dict[str, Any], unschedulable: tuple[str, str] | None = None) -> "ClusterView":
+    def of(cls, obj: dict[str, Any], pods: list[tuple[str, str, str]] = ()) -> "ClusterView":
+        """From the RayCluster and the (pod, what, message) problems of its pods."""
         meta = obj.get("metadata") or {}
         auth = (obj.get("spec") or {}).get("authOptions") or {}
         created = meta.get("creationTimestamp")
@@ -95,7 +139,21 @@ class ClusterView:
                    created=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
                    token_secret=(auth.get("secretName") or meta.get("name"))
                    if auth.get("mode") == "token" else None,
-                   unschedulable=unschedulable)
+                   problem=_problem(obj, pods))
+
+
+def _problem(obj: dict[str, Any], pods: list[tuple[str, str, str]]) -> tuple[Reason, str] | None:
+    for pod, what, message in pods:
+        if what == "Unschedulable":
+            return Reason.Unschedulable, f"pod {pod} cannot be scheduled: {message}"
+    if pods:
+        pod, what, message = pods[0]
+        return Reason.PodsNotReady, f"pod {pod}: {what}: {message}"
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        # KubeRay could not create a pod (a quota, an admission webhook, a bad field).
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return Reason.PodsNotReady, f"KubeRay cannot create the pods: {c.get('message') or c.get('reason')}"
+    return None
 
 
 # KubeRay's RayCluster conditions (feature gate RayClusterStatusConditions, on by default since
@@ -145,21 +203,25 @@ class Wants:
 
 @dataclass(frozen=True)
 class CreateCluster:
-    """Creates the RayCluster, after its auth Secret (a fresh token, made when acted on)."""
+    """Creates the RayCluster after its NetworkPolicy (KubeRay makes its token Secret)."""
 
     manifest: dict[str, Any]
     message: str
+    network_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class DeleteCluster:
-    """Deletes the RayCluster and its auth Secret (owned by the evaluation)."""
+    """Deletes the RayCluster (its token Secret and pods go with it) and its NetworkPolicy."""
 
     name: str
 
 
 @dataclass(frozen=True)
 class SubmitJob:
+    """Uploads the manifest package (unless the head has it) and submits the attempt's job."""
+
+    package: JobPackage
     request: dict[str, Any]
     attempt: int
 
@@ -287,6 +349,11 @@ class _Round:
         """Whether the evaluation's cluster is its own to delete (not shared, not kept)."""
         return not self.spec.ray_cluster_name and not self.spec.keep_cluster
 
+    def asked(self, values: dict[str, float]) -> dict[str, float]:
+        """Only the metrics the spec asked for (at most 32): a document cannot grow the status."""
+        wanted = {str(m) for m in self.spec.metric_names}
+        return {k: v for k, v in values.items() if k in wanted}
+
     def waited(self, since: datetime | None, seconds: float) -> bool:
         return bool(since and self.now - since > timedelta(seconds=seconds))
 
@@ -347,9 +414,13 @@ class _Round:
         if o.job_slot is not None and not o.job_slot.granted:
             return self.queued(ConditionType.JobSubmitted, self._job_queue_text())
         if o.admission is not None and not o.admission.granted:
+            if o.admission.scope == "namespace":
+                return self.queued(ConditionType.Provisioned, f"waiting for one of namespace "
+                                   f"{self.ev.namespace}'s {o.admission.limit} cluster slots "
+                                   "(policy.maxActivePerNamespace; oldest first)")
             return self.queued(ConditionType.Provisioned, f"waiting for one of the operator's "
                                f"{o.admission.limit} cluster slots (operator.maxActiveEvaluations;"
-                               " oldest first)")
+                               " namespaces holding fewer first, then oldest)")
         if self.cluster_ready():
             self.job()
         return None
@@ -374,7 +445,7 @@ class _Round:
     def cluster_ready(self) -> bool:
         """Creates or waits for the RayCluster; True once it is ready for the job."""
         spec, s, o = self.spec, self.s, self.o
-        name = spec.ray_cluster_name or cluster_name(self.ev.name)
+        name = spec.ray_cluster_name or s.ray_cluster or cluster_name(self.ev.name, s.attempt)
         if not o.cluster_read or (o.cluster is None and not spec.ray_cluster_name):
             # Never created (or gone): create it. A round before a restart may have created it
             # already; the create then finds it, and the next round reads it.
@@ -402,25 +473,28 @@ class _Round:
             return False
         if s.phase == Phase.Pending:
             s.phase = Phase.Provisioning
-        if c.unschedulable:
-            pod, message = c.unschedulable
-            text = f"pod {pod} cannot be scheduled: {message}"
-            self.condition(ConditionType.Provisioned, False, Reason.Unschedulable, text)
-            # Counted from this cluster's creation: a retry's fresh cluster gets the full wait.
-            if self.waited(c.created, self.settings.pending_timeout):
-                self.fail(Reason.Unschedulable, text)
-        else:
-            self.condition(ConditionType.Provisioned, False, Reason.Provisioning,
-                           f"waiting for RayCluster {name} to be ready")
+        # Before its job starts, every not-ready state ends within pendingTimeout of this
+        # cluster's creation (a retry's fresh cluster gets the full wait; a shared cluster counts
+        # from the evaluation's start), with what Kubernetes reports.
+        reason, text = c.problem or (Reason.Provisioning, f"waiting for RayCluster {name} to be ready")
+        self.condition(ConditionType.Provisioned, False, reason, text)
+        since = max((t for t in (c.created, s.start_time) if t), default=None)
+        if not s.job_id and self.waited(since, self.settings.pending_timeout):
+            if c.problem is None:
+                reason, text = Reason.PodsNotReady, (f"RayCluster {name} was not ready "
+                                                     f"{self.settings.pending_timeout:.0f}s after "
+                                                     "it was created")
+            self.fail(reason, text)
         return False
 
     def create_cluster(self, name: str) -> None:
         ev, spec, s = self.ev, self.spec, self.s
         r = spec.resources
         self.actions.append(CreateCluster(
-            build_raycluster(ev.name, ev.namespace, ev.uid, spec, self.settings),
+            build_raycluster(ev.name, ev.namespace, ev.uid, spec, self.settings, cluster=name),
             f"RayCluster {name} created with {r.workers} worker(s) of cpu={r.cpu} "
-            f"memory={r.memory} gpu={r.gpu}"))
+            f"memory={r.memory} gpu={r.gpu}",
+            build_network_policy(name, ev.name, ev.namespace, ev.uid, self.settings)))
         s.ray_cluster = name
         s.phase = Phase.Provisioning
         s.message = f"created RayCluster {name}"
@@ -448,8 +522,9 @@ class _Round:
         if job is None:
             if o.job_slot is None or not o.job_slot.granted:
                 return self.queued(ConditionType.JobSubmitted, self._job_queue_text())
-            self.actions.append(SubmitJob(build_job_submission(ev.name, ev.namespace, ev.uid,
-                                                               s.attempt, self.spec), s.attempt))
+            package = job_package(ev.name, ev.namespace, ev.uid, self.spec)
+            self.actions.append(SubmitJob(package, build_job_submission(
+                ev.name, ev.namespace, ev.uid, s.attempt, package), s.attempt))
             s.message = f"submitting Ray job {sid}"
             return self.condition(ConditionType.JobSubmitted, False, Reason.Submitting,
                                   f"submitting Ray job {sid} (attempt {s.attempt})")
@@ -485,7 +560,7 @@ class _Round:
                            f"{o.store_error}.{kept}")
             if self.waited(job.ended, self.settings.results_store_timeout):
                 if o.logged and o.logged.metrics:
-                    s.metrics = dict(o.logged.metrics)
+                    s.metrics = self.asked(o.logged.metrics)
                 self.fail(Reason.ResultsStoreUnavailable, "MongoDB did not answer for "
                           f"{self.settings.results_store_timeout:.0f}s after the job ended: "
                           f"{o.store_error}" + ("; the metrics are in status" if o.logged else ""))
@@ -516,7 +591,7 @@ class _Round:
     def succeed(self, document: ResultDocument) -> None:
         spec, s = self.spec, self.s
         target = spec.output.mongodb
-        s.metrics = dict(document.metrics)
+        s.metrics = self.asked(document.metrics)
         primary = spec.primary_metric
         if primary in s.metrics:
             s.primary_metric = f"{primary}={s.metrics[primary]:.4f}"
@@ -525,7 +600,7 @@ class _Round:
                                    id=document.id)
         s.predictions_uri = document.predictions_uri
         if document.baseline is not None:
-            s.baseline = BaselineStatus(deltas=document.baseline.deltas,
+            s.baseline = BaselineStatus(deltas=self.asked(document.baseline.deltas),
                                         gate_passed=document.gate.passed if document.gate else None)
         self.leave_lines()
         self.release_cluster()
@@ -579,10 +654,11 @@ def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: Mode
     if isinstance(spec, InvalidSpec):
         s = status.model_copy(deep=True)
         s.observed_generation = ev.generation
-        st.fail(s, Reason.InvalidSpec, spec.message, ev.generation, now)
+        st.fail(s, spec.reason, spec.message, ev.generation, now)
         return s, [LeaveLines(), ReleaseAdmission()]  # nothing else was ever made for it
     s = prepare(ev, spec, status, now)
     s.observed_generation = ev.generation
     round_ = _Round(ev, spec, s, observed, now, settings)
     round_.run()
+    round_.s.message = st.cap(round_.s.message)
     return round_.s, round_.actions

@@ -23,7 +23,7 @@ from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
 from .decide import Evaluation, decide, parse_spec, plan
-from .runtime import ADMISSION_KEY, Holders, Round, Runtime
+from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
 from .settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
@@ -46,14 +46,14 @@ def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.index(API_GROUP, API_VERSION, PLURAL, id="holding_clusters")
-def holding_clusters(uid: str, status: dict | None, **_: Any) -> dict:
+def holding_clusters(uid: str, namespace: str, status: dict | None, **_: Any) -> dict:
     """Evaluations that hold a RayCluster of their own: live, not suspended, cluster named. (An
     empty result, not None, removes an evaluation: kopf keeps the old value on None.)"""
     s = status or {}
     suspended = any(c.get("type") == ConditionType.Suspended and c.get("status") == "True"
                     for c in s.get("conditions") or [])
     if s.get("rayCluster") and _live(s) and not suspended:
-        return {ADMISSION_KEY: uid}
+        return {ADMISSION_KEY: uid, NAMESPACE_KEY.format(namespace): uid}
     return {}
 
 
@@ -65,7 +65,7 @@ def _live(status: dict | None, **_: Any) -> bool:
             interval=SETTINGS.poll_interval, initial_delay=0, when=_live)
 def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, holding_clusters: kopf.Index,
                               **_: Any) -> None:
-    reconcile(body, patch, lambda: list(holding_clusters.get(ADMISSION_KEY, [])))
+    reconcile(body, patch, lambda key: list(holding_clusters.get(key, [])))
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_ttl", interval=5.0,
@@ -97,7 +97,7 @@ def evaluation(body: kopf.Body) -> Evaluation:
                       created=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda: []) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key: []) -> None:
     """observe -> decide -> act -> record."""
     started = time.perf_counter()
     try:

@@ -12,6 +12,11 @@ from ..api.crd import PLURAL
 from ..api.spec import API_GROUP, API_VERSION
 
 RAY = ("ray.io", "v1", "rayclusters")
+# Waiting reasons of a container that will not start by itself (ContainerCreating and
+# PodInitializing are on their way).
+STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+         "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+         "CrashLoopBackOff"}
 
 
 def _temporary(error: ApiException, what: str) -> kopf.TemporaryError:
@@ -22,6 +27,7 @@ class Kube:
     def __init__(self, api: client.ApiClient):
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.networking = client.NetworkingV1Api(api)
 
     @classmethod
     def connect(cls) -> "Kube":
@@ -64,21 +70,20 @@ class Kube:
             if error.status != 404:
                 raise _temporary(error, f"delete RayCluster {namespace}/{name}") from None
 
-    def ensure_secret(self, manifest: dict) -> None:
-        namespace = manifest["metadata"]["namespace"]
+    def ensure_network_policy(self, manifest: dict) -> None:
         try:
-            # The answer is not parsed into a model: nothing reads it.
-            self.core.create_namespaced_secret(namespace, manifest, _preload_content=False)
+            self.networking.create_namespaced_network_policy(manifest["metadata"]["namespace"], manifest,
+                                                             _preload_content=False)
         except ApiException as error:
             if error.status != 409:
-                raise _temporary(error, "create Secret") from None
+                raise _temporary(error, "create NetworkPolicy") from None
 
-    def delete_secret(self, namespace: str, name: str) -> None:
+    def delete_network_policy(self, namespace: str, name: str) -> None:
         try:
-            self.core.delete_namespaced_secret(name, namespace)
+            self.networking.delete_namespaced_network_policy(name, namespace)
         except ApiException as error:
             if error.status != 404:
-                raise _temporary(error, f"delete Secret {namespace}/{name}") from None
+                raise _temporary(error, f"delete NetworkPolicy {namespace}/{name}") from None
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         try:
@@ -90,18 +95,28 @@ class Kube:
             raise kopf.TemporaryError(f"Secret {namespace}/{name} has no key {key}", delay=5)
         return base64.b64decode(value).decode()
 
-    def unschedulable_pods(self, namespace: str, cluster: str) -> list[tuple[str, str]]:
-        """(pod, scheduler message) for the cluster's pods the scheduler could not place."""
+    def pod_problems(self, namespace: str, cluster: str) -> list[tuple[str, str, str]]:
+        """(pod, what, message) for each of the cluster's pods that cannot start: ``what`` is
+        Unschedulable or the container's waiting reason (ErrImagePull, ImagePullBackOff,
+        CreateContainerConfigError for a missing Secret, CrashLoopBackOff, ...)."""
         try:
             pods = self.core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={cluster}").items
         except ApiException as error:
             raise _temporary(error, "list pods") from None
         found = []
         for pod in pods:
-            for condition in (pod.status.conditions or []) if pod.status else []:
+            status = pod.status
+            if status is None:
+                continue
+            for condition in status.conditions or []:
                 if condition.type == "PodScheduled" and condition.status == "False" \
                         and condition.reason == "Unschedulable":
-                    found.append((pod.metadata.name, condition.message or "unschedulable"))
+                    found.append((pod.metadata.name, "Unschedulable", condition.message or "unschedulable"))
+            for container in (status.init_container_statuses or []) + (status.container_statuses or []):
+                waiting = container.state.waiting if container.state else None
+                if waiting is not None and waiting.reason in STUCK:
+                    found.append((pod.metadata.name, waiting.reason,
+                                  f"container {container.name}: {waiting.message or waiting.reason}"))
         return found
 
     def delete_evaluation(self, namespace: str, name: str) -> None:

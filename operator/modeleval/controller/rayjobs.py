@@ -14,6 +14,10 @@ import httpx
 from ..api.results import JOB_PREFIX
 
 
+# The runner's document line comes last but one (then its one-line result): a short tail holds it.
+LOG_TAIL_LINES = 50
+
+
 class JobsApiError(Exception):
     """The Jobs API could not be reached or refused a request."""
 
@@ -29,6 +33,7 @@ class JobInfo:
     message: str
     start_time: int | None = None
     end_time: int | None = None
+    driver_node_id: str | None = None  # where the job's driver (the runner) ran
 
     @property
     def finished(self) -> bool:
@@ -46,9 +51,11 @@ def running_jobs(listed: list[JobInfo]) -> set[str]:
 
 
 class RayJobsClient:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0):
+    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
+                                  transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -72,18 +79,14 @@ class RayJobsClient:
         if response.status_code != 200:
             raise JobsApiError(f"GET job {submission_id}: HTTP {response.status_code} "
                                f"{response.text[:300]}", response.status_code)
-        body = response.json()
-        return JobInfo(body.get("submission_id") or submission_id, body.get("status", "PENDING"),
-                       body.get("message") or "", body.get("start_time"), body.get("end_time"))
+        return _job(response.json(), submission_id)
 
     def list(self) -> list[JobInfo]:
         response = self._request("GET", "/api/jobs/")
         if response.status_code != 200:
             raise JobsApiError(f"list jobs: HTTP {response.status_code} {response.text[:300]}",
                                response.status_code)
-        return [JobInfo(body.get("submission_id") or "", body.get("status", "PENDING"),
-                        body.get("message") or "", body.get("start_time"), body.get("end_time"))
-                for body in response.json()]
+        return [_job(body, "") for body in response.json()]
 
     def submit(self, request: dict[str, Any]) -> JobInfo:
         """Submits; a job that already exists under the same id is returned instead (reattach)."""
@@ -100,6 +103,22 @@ class RayJobsClient:
         raise JobsApiError(f"submit {request['submission_id']}: HTTP {response.status_code} "
                            f"{response.text[:300]}", response.status_code)
 
+    def ensure_package(self, uri: str, data: bytes) -> None:
+        """Uploads a working_dir package to the head's GCS unless it is there (pinned for a
+        while by the check, so a submission right after finds it)."""
+        protocol, name = uri.split("://", 1)
+        path = f"/api/packages/{protocol}/{name}"
+        found = self._request("GET", path)
+        if found.status_code == 200:
+            return
+        if found.status_code != 404:
+            raise JobsApiError(f"GET package {name}: HTTP {found.status_code} {found.text[:300]}",
+                               found.status_code)
+        response = self._request("PUT", path, content=data)
+        if response.status_code != 200:
+            raise JobsApiError(f"upload package {name}: HTTP {response.status_code} "
+                               f"{response.text[:300]}", response.status_code)
+
     def stop(self, submission_id: str) -> bool:
         response = self._request("POST", f"/api/jobs/{submission_id}/stop")
         if response.status_code == 404:
@@ -108,8 +127,17 @@ class RayJobsClient:
             raise JobsApiError(f"stop {submission_id}: HTTP {response.status_code}", response.status_code)
         return bool(response.json().get("stopped", False))
 
-    def logs(self, submission_id: str) -> str:
-        response = self._request("GET", f"/api/jobs/{submission_id}/logs")
-        if response.status_code != 200:
+    def log_tail(self, job: JobInfo, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the job's driver log, read from its node through the
+        state API; never the whole log of a long job. Empty when unavailable."""
+        if not job.driver_node_id:
             return ""
-        return str(response.json().get("logs", ""))
+        response = self._request("GET", "/api/v0/logs/file", params={
+            "node_id": job.driver_node_id, "submission_id": job.submission_id, "lines": lines})
+        return response.text if response.status_code == 200 else ""
+
+
+def _job(body: dict[str, Any], submission_id: str) -> JobInfo:
+    return JobInfo(body.get("submission_id") or submission_id, body.get("status", "PENDING"),
+                   body.get("message") or "", body.get("start_time"), body.get("end_time"),
+                   body.get("driver_node_id") or None)

@@ -23,7 +23,8 @@ from ..api.spec import ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus
 from ..store import MongoResultStore, ResultsStoreError
 from . import telemetry
-from .builders import RAY_AUTH_KEY, auth_secret_name, build_auth_secret, head_url
+from .status import cap
+from .builders import RAY_AUTH_KEY, head_url
 from .decide import (Action, ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation,
                      LeaveLines, Observed, RecordFailure, ReleaseAdmission, ReleaseJobSlot, Slot,
                      StopJob, StoreLogged, SubmitJob, Wants)
@@ -35,7 +36,10 @@ from .slots import Slots
 log = logging.getLogger("modeleval.operator")
 
 ADMISSION_KEY = "clusters"
-Holders = Callable[[], Iterable[str]]
+# The index's key of the evaluations of one namespace that hold a cluster.
+NAMESPACE_KEY = "namespace/{}"
+# The holders of a cluster slot under an index key (ADMISSION_KEY or a NAMESPACE_KEY).
+Holders = Callable[[str], Iterable[str]]
 
 
 class JobsClients:
@@ -66,6 +70,19 @@ class JobsClients:
             client.close()
 
 
+class BoundedDict(OrderedDict):
+    """A dict that forgets its oldest entries beyond ``size``."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 @dataclass
 class Round:
     """What one round of one evaluation read, kept for the actions that need it."""
@@ -90,7 +107,12 @@ class Runtime:
         # watch by tens of seconds.
         self.admission = Slots(settings.max_active_evaluations, refresh=0.0, forget_after=forget,
                                grace=900.0)
+        # The same, per namespace (policy.maxActivePerNamespace).
+        self.namespaces = Slots(settings.max_active_per_namespace, refresh=0.0,
+                                forget_after=forget, grace=900.0)
         self.clients = JobsClients()
+        # Result documents found in finished jobs' logs, so a log is read once, not each round.
+        self.logged: BoundedDict[str, ResultDocument] = BoundedDict(256)
         self._kube_factory = kube or Kube.connect
         self._kube: Kube | None = None
 
@@ -117,8 +139,7 @@ class Runtime:
             if obj is not None:
                 view = ClusterView.of(obj)
                 if not view.ready and not view.deleting:
-                    pods = self.kube.unschedulable_pods(r.ev.namespace, view.name)
-                    view = ClusterView.of(obj, pods[0] if pods else None)
+                    view = ClusterView.of(obj, self.kube.pod_problems(r.ev.namespace, view.name))
                 r.cluster = view
             r.cluster_read = True
         return r.cluster
@@ -140,6 +161,21 @@ class Runtime:
 
         return self.clients.get(cluster.uid or f"{r.ev.namespace}/{cluster.name}", make)
 
+    def _admit(self, ev: Evaluation, holders: Holders) -> Slot:
+        """A cluster slot: first within the namespace's share, then among all namespaces, where
+        the line is fair: an evaluation whose namespace holds fewer clusters goes first, then
+        the oldest."""
+        created = ev.created.timestamp() if ev.created else 0.0
+        own = NAMESPACE_KEY.format(ev.namespace)
+        if self.namespaces.limit:
+            answer = self.namespaces.acquire(own, ev.uid, ev.uid, created, lambda: holders(own))
+            if not answer.granted:
+                return Slot(False, self.namespaces.limit, "namespace")
+        held = len(set(holders(own)))
+        answer = self.admission.acquire(ADMISSION_KEY, ev.uid, ev.uid, (held, created),
+                                        lambda: holders(ADMISSION_KEY))
+        return Slot(answer.granted, self.admission.limit)
+
     def _ask_job_slot(self, r: Round, jobs: RayJobsClient | None) -> Slot:
         cluster = r.spec.ray_cluster_name or r.status.ray_cluster or ""
 
@@ -156,10 +192,8 @@ class Runtime:
     def observe(self, r: Round, wants: Wants, holders: Holders) -> Observed:
         found: dict[str, Any] = {"store": self.settings.mongodb_uri is not None}
         if wants.admission:
-            created = r.ev.created.timestamp() if r.ev.created else 0.0
-            answer = self.admission.acquire(ADMISSION_KEY, r.ev.uid, r.ev.uid, created, holders)
-            found["admission"] = Slot(answer.granted, self.admission.limit)
-            if not answer.granted:
+            found["admission"] = self._admit(r.ev, holders)
+            if not found["admission"].granted:
                 return Observed(**found)
         try:
             if wants.job_slot:
@@ -196,8 +230,11 @@ class Runtime:
         except ResultsStoreError as error:
             out["store_error"] = error.message
         if job is not None and job.finished and out.get("document") is None and jobs is not None:
-            # The runner prints a document it could not store to the job's log.
-            out["logged"] = ResultDocument.from_log(jobs.logs(sid), document_id(r.ev.uid, status.attempt))
+            # The runner prints a document it could not store to the job's log (read once).
+            out["logged"] = self.logged.get(sid) or ResultDocument.from_log(
+                jobs.log_tail(job), document_id(r.ev.uid, status.attempt))
+            if out["logged"] is not None:
+                self.logged[sid] = out["logged"]
         return out
 
     # ------------------------------------------------------------------------- act
@@ -208,21 +245,23 @@ class Runtime:
     def _do(self, r: Round, body: kopf.Body, action: Action) -> None:
         ns = r.ev.namespace
         match action:
-            case CreateCluster(manifest=manifest, message=message):
-                name = manifest["metadata"]["name"]
-                self.kube.ensure_secret(build_auth_secret(name, ns, r.ev.name, r.ev.uid))
+            case CreateCluster(manifest=manifest, message=message, network_policy=policy):
+                if policy is not None:
+                    self.kube.ensure_network_policy(policy)
                 if self.kube.create_raycluster(manifest):
                     kopf.info(body, reason=Reason.RayClusterCreated, message=message)
             case DeleteCluster(name=name):
-                self.kube.delete_raycluster(ns, name)
-                self.kube.delete_secret(ns, auth_secret_name(name))
+                self.kube.delete_raycluster(ns, name)  # its token Secret goes with it
+                if self.settings.network_policy and self.settings.operator_namespace:
+                    self.kube.delete_network_policy(ns, name)
                 cluster = r.cluster if r.cluster_read else None
                 if cluster is not None and cluster.name == name:
                     self.clients.forget(cluster.uid or f"{ns}/{name}")
-            case SubmitJob(request=request, attempt=attempt):
+            case SubmitJob(package=package, request=request, attempt=attempt):
                 try:
                     jobs = self.jobs(r)
                     if jobs is not None:
+                        jobs.ensure_package(package.uri, package.data)
                         jobs.submit(request)
                         kopf.info(body, reason=Reason.JobSubmitted,
                                   message=f"Ray job {request['submission_id']} (attempt {attempt})")
@@ -249,15 +288,23 @@ class Runtime:
                         log.warning("could not store the logged result of %s: %s", document.id,
                                     error.message)
             case Emit(reason=reason, message=message, warning=warning):
-                (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+                (kopf.warn if warning else kopf.info)(body, reason=reason, message=cap(message))
             case ReleaseJobSlot(head=head, job_id=job_id):
                 self.slots.release(head, job_id)
             case LeaveLines(head=head):
-                self.admission.leave(ADMISSION_KEY, r.ev.uid)
-                if head:
-                    self.slots.leave(head, r.ev.uid)
+                self._leave_lines(r.ev, head)
             case ReleaseAdmission():
-                self.admission.release(ADMISSION_KEY, r.ev.uid)
+                self._release_admission(r.ev)
+
+    def _leave_lines(self, ev: Evaluation, head: str | None) -> None:
+        self.admission.leave(ADMISSION_KEY, ev.uid)
+        self.namespaces.leave(NAMESPACE_KEY.format(ev.namespace), ev.uid)
+        if head:
+            self.slots.leave(head, ev.uid)
+
+    def _release_admission(self, ev: Evaluation) -> None:
+        self.admission.release(ADMISSION_KEY, ev.uid)
+        self.namespaces.release(NAMESPACE_KEY.format(ev.namespace), ev.uid)
 
     def _record_failure(self, r: Round, document: ResultDocument) -> None:
         store = self.store(r.spec)
@@ -275,10 +322,8 @@ class Runtime:
         RayCluster and its Secret go with it (owner references)."""
         telemetry.forget(ev.uid)
         head = head_url(status.ray_cluster, ev.namespace, self.settings) if status.ray_cluster else None
-        self.admission.leave(ADMISSION_KEY, ev.uid)
-        self.admission.release(ADMISSION_KEY, ev.uid)
-        if head:
-            self.slots.leave(head, ev.uid)
+        self._leave_lines(ev, head)
+        self._release_admission(ev)
         # A job submitted in the round before (not yet in status) is stopped too.
         submitting = status.condition(ConditionType.JobSubmitted)
         job_id = status.job_id or (submission_id(ev.uid, status.attempt) if submitting is not None

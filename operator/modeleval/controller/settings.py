@@ -19,10 +19,33 @@ class OperatorSettings(BaseSettings):
     s3_endpoint: str | None = Field(None, description="S3 endpoint the Ray pods use (MinIO etc.).")
     s3_secret: str = Field("modeleval-s3", description="Secret (keys AWS_ACCESS_KEY_ID, "
                            "AWS_SECRET_ACCESS_KEY) the Ray pods read S3 credentials from.")
-    cache_uri: str | None = Field(None, description="Shared parsed-dataset cache (s3://bucket/prefix).")
+    s3_instance_role: bool = Field(False, description="The cluster gives Ray pods S3 access "
+                                   "through the node's (or pod's) cloud identity; otherwise the "
+                                   "instance metadata endpoint is turned off in Ray pods "
+                                   "(AWS_EC2_METADATA_DISABLED), so only the namespace's Secret "
+                                   "can grant access.")
+    cache_uri: str | None = Field(None, description="Parsed-dataset cache (s3://bucket/prefix); "
+                                  "each namespace gets its own prefix below it.")
+    # What a tenant may ask for: an evaluation asking for more fails with reason Forbidden.
+    allowed_ray_images: list[str] = Field(default_factory=list, description="Images spec.rayImage "
+                                          "may name (a trailing * matches a prefix). Empty: only "
+                                          "ray_image, the chart's own.")
+    allow_pickle: bool = Field(False, description="Whether any evaluation may load a pickle "
+                               "model (pickle runs code); spec.model.allowPickle alone is not "
+                               "enough.")
+    max_workers: int = Field(64, ge=0, description="Most Ray workers per evaluation; 0: no limit.")
+    max_gpus: int = Field(16, ge=0, description="Most GPUs per evaluation (workers x gpu); 0: "
+                          "no limit.")
+    max_worker_memory: str = Field("256Gi", description="Most memory per worker (and head); "
+                                   "empty: no limit.")
+    max_active_per_namespace: int = Field(0, ge=0, description="At most this many evaluations "
+                                          "of one namespace hold a RayCluster at once; the rest "
+                                          "queue. 0: no limit.")
     poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
-    pending_timeout: float = Field(300.0, gt=0, description="Seconds pods may stay unschedulable "
-                                   "before the attempt fails with Unschedulable.")
+    pending_timeout: float = Field(300.0, gt=0, description="Seconds a RayCluster may stay not "
+                                   "ready before its job started (unschedulable pods, images "
+                                   "that cannot be pulled, a missing Secret, a quota) before the "
+                                   "evaluation fails with Unschedulable or PodsNotReady.")
     results_store_timeout: float = Field(3600.0, gt=0, description="Seconds after a job ended "
                                          "that its result may wait for MongoDB before the "
                                          "evaluation fails (metrics then go to status only).")
@@ -47,6 +70,13 @@ class OperatorSettings(BaseSettings):
                                               "the head service (the local test bed only).")
     ray_head_override_token: SecretStr | None = Field(None, description="That head's auth token.")
     cluster_domain: str = "cluster.local"
+    operator_namespace: str | None = Field(None, description="The operator's own namespace (the "
+                                           "chart sets it): the only one whose pods may reach a "
+                                           "RayCluster's Jobs API through its NetworkPolicy.")
+    network_policy: bool = Field(True, description="Give each RayCluster a NetworkPolicy: its "
+                                 "pods accept traffic only from each other, and the head's "
+                                 "dashboard port also from the operator's namespace. Needs "
+                                 "operator_namespace.")
     health_port: int = Field(8080, description="Liveness endpoint (/healthz).")
     metrics_port: int = Field(9090, description="Prometheus metrics (/metrics).")
     metrics_host: str = "0.0.0.0"

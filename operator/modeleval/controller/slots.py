@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -27,8 +28,8 @@ class _Line:
     active: set[str] = field(default_factory=set)
     granted_at: dict[str, float] = field(default_factory=dict)
     read_at: float = float("-inf")
-    # waiter -> (its place: the evaluation's creation time, when it last asked)
-    waiting: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # waiter -> (its place in line, when it last asked)
+    waiting: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,12 @@ class Slots:
         with self._guard:
             return self._lines.setdefault(key, _Line())
 
-    def acquire(self, key: str, holder: str, waiter: str, created: float,
+    def acquire(self, key: str, holder: str, waiter: str, place: Any,
                 read_active: Callable[[], Iterable[str]]) -> Decision:
         """Whether ``holder`` (a job's submission id, an evaluation's uid) may go ahead now.
-        ``waiter`` names the evaluation in line and ``created`` orders the line."""
+        ``waiter`` names the evaluation in line; ``place`` orders the line (lowest first: the
+        evaluation's creation time, or a tuple such as (slots its namespace holds, creation
+        time) for a line that is fair between namespaces). It is renewed on every ask."""
         if self.limit <= 0:
             return Decision(True, 0)
         line = self._line(key)
@@ -74,7 +77,7 @@ class Slots:
             if holder in line.active:
                 line.waiting.pop(waiter, None)
                 return Decision(True, len(line.active))
-            line.waiting[waiter] = (created, now)
+            line.waiting[waiter] = (place, now)
             line.waiting = {w: v for w, v in line.waiting.items() if now - v[1] <= self.forget_after}
             order = sorted(line.waiting, key=lambda w: (line.waiting[w][0], w))
             position = order.index(waiter) + 1

@@ -8,10 +8,23 @@ from ..api.reasons import Reason
 from ..api.status import Condition, ConditionType, ModelEvaluationStatus, Phase, Progress
 
 
+# Status is read by every `kubectl get`: a message that quotes a huge scheduler or S3 error is
+# cut here rather than grow the object (and etcd) without bound.
+MESSAGE_LIMIT = 1024
+
+
+def cap(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    marker = " ... [truncated]"
+    return text[: limit - len(marker)] + marker
+
+
 def set_condition(status: ModelEvaluationStatus, type_: ConditionType, value: bool, reason: Reason,
                   message: str, generation: int | None, now: datetime) -> None:
     """Sets a condition; the transition time moves only when the status value changes."""
     text = "True" if value else "False"
+    message = cap(message) or ""
     old = status.condition(type_)
     if old is not None and (old.status, old.reason, old.message) == (text, reason, message):
         return
@@ -45,7 +58,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 def fail(status: ModelEvaluationStatus, reason: Reason, message: str, generation: int | None,
          now: datetime) -> None:
     status.phase = Phase.Failed
-    status.reason, status.message = reason, message
+    status.reason, status.message = reason, cap(message)
     status.completion_time = status.completion_time or now
     status.next_retry_time = None
     set_condition(status, ConditionType.Failed, True, reason, message, generation, now)
@@ -54,7 +67,7 @@ def fail(status: ModelEvaluationStatus, reason: Reason, message: str, generation
 
 def succeed(status: ModelEvaluationStatus, message: str, generation: int | None, now: datetime) -> None:
     status.phase = Phase.Succeeded
-    status.reason, status.message = Reason.Succeeded, message
+    status.reason, status.message = Reason.Succeeded, cap(message)
     status.completion_time = now
     set_condition(status, ConditionType.Complete, True, Reason.Succeeded, message, generation, now)
     set_condition(status, ConditionType.Failed, False, Reason.Succeeded, message, generation, now)

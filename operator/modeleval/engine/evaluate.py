@@ -173,7 +173,7 @@ class Evaluator:
         keep_columns, _ = self._slice_inputs()
         options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
                    "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
-        cache = DatasetCache(self.storage, self.settings.resolved_cache_uri(ds.uri))
+        cache = DatasetCache(self.storage, self.settings.resolved_cache_uri(ds.uri, self.identity.namespace))
         key = cache.key(info, options)
         return _DatasetEntry(info, cache, key, num_features, cache.load_manifest(key))
 
