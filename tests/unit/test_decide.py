@@ -124,6 +124,16 @@ ROWS: dict[str, Row] = {
                          "resources": {"workers": 65}}, SETTINGS),
         conditions={C.Failed: (True, Reason.Forbidden)}, actions=(LeaveLines, ReleaseAdmission),
         check=lambda a, _: a.message.startswith("spec.resources.workers: 65 is above")),
+    "spec edited to invalid while its job runs: job stopped, cluster released": Row(
+        RUNNING, seen(ready()), Phase.Failed, spec=parse_spec({"task": "ranking"}, SETTINGS),
+        conditions={C.Failed: (True, Reason.InvalidSpec)},
+        actions=(ReleaseJobSlot, StopJob, LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "policy tightened under a kept cluster: the cluster stays": Row(
+        RUNNING, seen(ready()), Phase.Failed,
+        spec=parse_spec({**spec().model_dump(by_alias=True, exclude_none=True), "keepCluster": True,
+                         "rayImage": "evil/ray:1"}, SETTINGS),
+        conditions={C.Failed: (True, Reason.Forbidden)},
+        actions=(ReleaseJobSlot, StopJob, LeaveLines, ReleaseAdmission)),
     "invalid spec fails at once": Row(
         ModelEvaluationStatus(), Observed(), Phase.Failed, spec=InvalidSpec("spec.metrics: bad"),
         conditions={C.Failed: (True, Reason.InvalidSpec), C.Complete: (False, Reason.InvalidSpec)},
@@ -364,6 +374,7 @@ WANTS = {
                                        spec(), Wants()),
     "finished: nothing": (status(Phase.Failed), spec(), Wants()),
     "invalid: nothing": (ModelEvaluationStatus(), InvalidSpec("x"), Wants()),
+    "invalid while running: its cluster, to stop the job": (RUNNING, InvalidSpec("x"), Wants(cluster=True)),
 }
 
 

@@ -48,13 +48,20 @@ class InvalidSpec:
 
     message: str
     reason: Reason = Reason.InvalidSpec
+    # What is known of the cluster it may already hold (a spec edited, or a policy tightened,
+    # after its cluster was made): whether that cluster is its own to delete.
+    ray_cluster_name: str | None = None
+    keep_cluster: bool = False
 
 
 def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluationSpec | InvalidSpec:
     try:
         spec = ModelEvaluationSpec.model_validate(raw)
     except ValidationError as error:
-        return InvalidSpec(format_validation_error(error, "spec"))
+        shared, keep = raw.get("rayClusterName"), raw.get("keepCluster")
+        return InvalidSpec(format_validation_error(error, "spec"),
+                           ray_cluster_name=shared if isinstance(shared, str) and shared else None,
+                           keep_cluster=keep is True)
     if settings.refuse_file_uris:
         uris = [("spec.model.uri", spec.model.uri), ("spec.dataset.uri", spec.dataset.uri)]
         if spec.baseline:
@@ -64,9 +71,12 @@ def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluati
         for name, uri in uris:
             if uri.startswith("file://"):
                 return InvalidSpec(f"{name}: file:// URIs are refused in a cluster (pods cannot "
-                                   "read the submitter's files); use s3://")
+                                   "read the submitter's files); use s3://",
+                                   ray_cluster_name=spec.ray_cluster_name, keep_cluster=spec.keep_cluster)
     refused = policy_violation(spec, settings)
-    return InvalidSpec(refused, Reason.Forbidden) if refused else spec
+    if refused:
+        return InvalidSpec(refused, Reason.Forbidden, spec.ray_cluster_name, spec.keep_cluster)
+    return spec
 
 
 def _image_allowed(image: str, allowed: list[str]) -> bool:
@@ -306,8 +316,10 @@ def _halted(spec: ModelEvaluationSpec, s: ModelEvaluationStatus, now: datetime) 
 def plan(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: ModelEvaluationStatus,
          now: datetime) -> Wants:
     """What this round must look at; nothing more (a queued evaluation reads nothing)."""
-    if isinstance(spec, InvalidSpec) or status.phase.terminal:
+    if status.phase.terminal:
         return Wants()
+    if isinstance(spec, InvalidSpec):  # a job it runs must be stopped: its cluster's client
+        return Wants(cluster=bool(status.job_id and status.ray_cluster))
     s = prepare(ev, spec, status, now)
     if _halted(spec, s, now):
         # Stopping a job needs the cluster's Jobs API client; nothing else is read.
@@ -323,7 +335,7 @@ class _Round:
     """One decision in the making: the status being written and the actions so far."""
 
     ev: Evaluation
-    spec: ModelEvaluationSpec
+    spec: ModelEvaluationSpec  # or, for a failing round, an InvalidSpec (same cluster fields)
     s: ModelEvaluationStatus
     o: Observed
     now: datetime
@@ -652,10 +664,13 @@ def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: Mode
     if status.phase.terminal:
         return status.model_copy(deep=True), []
     if isinstance(spec, InvalidSpec):
-        s = status.model_copy(deep=True)
-        s.observed_generation = ev.generation
-        st.fail(s, spec.reason, spec.message, ev.generation, now)
-        return s, [LeaveLines(), ReleaseAdmission()]  # nothing else was ever made for it
+        # Usually refused before anything exists; if it already has a job or cluster (its spec
+        # edited, the policy tightened), they are stopped and released like any failure's.
+        round_ = _Round(ev, spec, status.model_copy(deep=True), observed, now, settings)
+        round_.s.observed_generation = ev.generation
+        round_.stop_job("its spec is no longer accepted")
+        round_.fail(spec.reason, spec.message)
+        return round_.s, round_.actions
     s = prepare(ev, spec, status, now)
     s.observed_generation = ev.generation
     round_ = _Round(ev, spec, s, observed, now, settings)

@@ -25,7 +25,7 @@ from ..store import MongoResultStore, ResultsStoreError
 from . import telemetry
 from .status import cap
 from .builders import RAY_AUTH_KEY, head_url
-from .decide import (Action, ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation,
+from .decide import (Action, ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation, InvalidSpec,
                      LeaveLines, Observed, RecordFailure, ReleaseAdmission, ReleaseJobSlot, Slot,
                      StopJob, StoreLogged, SubmitJob, Wants)
 from .kube import Kube
@@ -88,7 +88,7 @@ class Round:
     """What one round of one evaluation read, kept for the actions that need it."""
 
     ev: Evaluation
-    spec: ModelEvaluationSpec
+    spec: ModelEvaluationSpec | InvalidSpec
     status: ModelEvaluationStatus
     cluster: ClusterView | None = None
     cluster_read: bool = False
