@@ -28,9 +28,10 @@ venv: $(VENV)/.installed ## create the virtualenv from the lock
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra dev --python-version 3.11 -o requirements.lock
 
-crds: venv ## regenerate the CRD (crds/ and the chart's copy) from the spec models
+crds: venv ## regenerate the CRDs (crds/ and the chart's copies) from the spec models
 	$(VENV)/bin/python -m modeleval.api.crd > crds/modelevaluations.modeleval.dev.yaml
-	cp crds/modelevaluations.modeleval.dev.yaml charts/modeleval/crds/
+	$(VENV)/bin/python -m modeleval.api.crd evaluationschedules > crds/evaluationschedules.modeleval.dev.yaml
+	cp crds/modelevaluations.modeleval.dev.yaml crds/evaluationschedules.modeleval.dev.yaml charts/modeleval/crds/
 
 tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
 	@hack/build-tools.sh

@@ -95,6 +95,11 @@ BINARY = mutate({"spec.task": "binary", "spec.metrics": ["auc", "precision", "re
 SLICED = mutate({"spec.slices": [{"name": "f1", "feature": 0, "buckets": [1.0, 2.0, 4.0]}]})
 GATED = mutate({"spec.gate": [{"metric": "ndcg@10", "min": 0.2, "max": 0.9}]})
 PICKLE = {"uri": "s3://models/champion.pkl", "format": "pickle"}
+COMPARED = mutate({"spec.baseline.model.uri": "s3://models/champion.json",
+                   "spec.confidence": {"level": 0.9, "resamples": 200, "seed": 7},
+                   "spec.challengers": [{"name": "small", "model": {"uri": "s3://models/small.json"}}],
+                   "spec.gate": [{"metric": "ndcg@10", "minAbsoluteChange": 0.01,
+                                  "requireSignificant": True}]})
 _NAN, _INF = float("nan"), float("inf")
 
 CASES: list[Case] = [
@@ -146,6 +151,44 @@ CASES: list[Case] = [
     refused("gate-metric-not-listed", "spec.gate", {"spec.gate[0].metric": "map@10"}, GATED),
     refused("gate-maxRegression-no-baseline", "spec.gate",
             {"spec.gate": [{"metric": "ndcg@10", "maxRegression": 0.01}]}),
+    # MLflow-style gate rules, intervals and challengers.
+    refused("gate-minAbsoluteChange-no-baseline", "spec.gate",
+            {"spec.gate": [{"metric": "ndcg@10", "minAbsoluteChange": 0.01}]}),
+    refused("gate-minRelativeChange-no-baseline", "spec.gate",
+            {"spec.gate": [{"metric": "ndcg@10", "minRelativeChange": 0.01}]}),
+    refused("gate-significant-no-baseline", "spec.gate",
+            {"spec.baseline": DELETE, "spec.gate[0].minAbsoluteChange": DELETE}, COMPARED),
+    refused("gate-significant-no-confidence", "spec.gate", {"spec.confidence": DELETE}, COMPARED),
+    refused("gate-significant-false-only", "spec.gate[0]",
+            {"spec.gate[0]": {"metric": "ndcg@10", "requireSignificant": False}}, COMPARED),
+    refused("gate-minAbsoluteChange-negative", "spec.gate[0].minAbsoluteChange",
+            {"spec.gate[0].minAbsoluteChange": -0.01}, COMPARED),
+    refused("gate-minRelativeChange-above-1", "spec.gate[0].minRelativeChange",
+            {"spec.gate[0].minRelativeChange": 1.5}, COMPARED),
+    refused("gate-higherIsBetter-string", "spec.gate[0].higherIsBetter",
+            {"spec.gate[0].higherIsBetter": "yes"}, COMPARED),
+    refused("confidence-level-1", "spec.confidence.level", {"spec.confidence.level": 1.0}, COMPARED),
+    refused("confidence-level-string", "spec.confidence.level",
+            {"spec.confidence.level": "0.95"}, COMPARED),
+    refused("confidence-resamples-10", "spec.confidence.resamples",
+            {"spec.confidence.resamples": 10}, COMPARED),
+    refused("confidence-seed-negative", "spec.confidence.seed", {"spec.confidence.seed": -1}, COMPARED),
+    refused("challengers-same-name", "spec.challengers[1]",
+            {"spec.challengers[1]": {"name": "small", "model": {"uri": "s3://models/b.json"}}},
+            COMPARED),
+    refused("challengers-nine", "spec.challengers",
+            {"spec.challengers": [{"name": f"c{i}", "model": {"uri": f"s3://models/{i}.json"}}
+                                  for i in range(9)]}, COMPARED),
+    refused("challenger-pickle", "spec.challengers[0].model.allowPickle",
+            {"spec.challengers[0].model": PICKLE}, COMPARED),
+    refused("challenger-name-dot", "spec.challengers[0].name",
+            {"spec.challengers[0].name": "v1.2"}, COMPARED),
+    refused("challenger-named-baseline", "spec.challengers[0].name",
+            {"spec.challengers[0].name": "baseline"}, COMPARED),
+    refused("missingFeatures-nan", "spec.dataset.missingFeatures",
+            {"spec.dataset.missingFeatures": "nan"}),
+    refused("missingFeatures-zero-parquet", "spec.dataset.missingFeatures",
+            {"spec.dataset.missingFeatures": "zero"}, BINARY),
     refused("ranking-parquet-no-group", "spec.dataset.groupColumn",
             {"spec.dataset": {"uri": "s3://datasets/q.parquet", "format": "parquet"}}),
     # A pickle runs code when loaded: refused unless allowed, for the baseline too.
@@ -205,6 +248,18 @@ CASES: list[Case] = [
     accepted("pickle-allowed", {"spec.model": {**PICKLE, "allowPickle": True},
                                 "spec.baseline.model": {**PICKLE, "allowPickle": True},
                                 "spec.gate": [{"metric": "ndcg@10", "maxRegression": 0.01}]}),
+    accepted("compared", {}, COMPARED),
+    accepted("mlflow-gate", {"spec.gate": [
+        {"metric": "ndcg@10", "threshold": 0.3, "minRelativeChange": 0.02, "higherIsBetter": True},
+        {"metric": "mrr", "minAbsoluteChange": 0, "requireSignificant": False, "max": 1}]}, COMPARED),
+    accepted("confidence-defaults", {"spec.confidence": {}}),
+    accepted("confidence-bounds", {"spec.confidence": {"level": 0.5, "resamples": 10000,
+                                                       "seed": 4294967295}}),
+    accepted("challengers-eight", {"spec.challengers": [
+        {"name": f"c{i}", "model": {"uri": f"s3://models/{i}.json"}} for i in range(8)]}, COMPARED),
+    accepted("missingFeatures-letor", {"spec.dataset.missingFeatures": "zero",
+                                       "spec.dataset.format": "letor"}),
+    accepted("missingFeatures-missing-parquet", {"spec.dataset.missingFeatures": "missing"}, BINARY),
     accepted("small-resources", {"spec.resources": {"cpu": "100m", "memory": "256Mi",
                                                     "headCpu": "0.5", "headMemory": "0.25Gi"}}),
     accepted("mongo-names", {"spec.output.mongodb": {"database": "team_a",

@@ -12,12 +12,14 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 if not os.environ.get("RAY_ADDRESS"):
     # A Ray started here serves this machine only: keep it on loopback (read when ray is imported).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import click  # noqa: E402
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -45,19 +47,59 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _models(result: EvaluationResult) -> list[tuple[str, dict[str, Any]]]:
+    """Every model of the run with its table: the candidate, the baseline, the challengers."""
+    candidate = {"metrics": result.metrics, "intervals": result.intervals, "gate": result.gate,
+                 **({k: result.baseline.get(k, {}) for k in ("deltas", "delta_intervals")}
+                    if result.baseline else {})}
+    baseline = [("baseline", {"metrics": result.baseline["metrics"],
+                              "intervals": result.baseline.get("intervals", {})})] \
+        if result.baseline else []
+    return [("candidate", candidate), *baseline,
+            *((c["name"], c) for c in result.challengers)]
+
+
+def _interval(interval: Any, signed: bool = False) -> str:
+    if interval is None:
+        return ""
+    number = "{:+.4f}" if signed else "{:.4f}"
+    return f"[{number.format(interval.lower)}, {number.format(interval.upper)}]"
+
+
 def _metrics_table(result: EvaluationResult) -> Table:
+    """One row per model and metric: value, interval, and the (paired) delta to the baseline."""
+    level = f"{result.confidence['level']:.0%} interval" if result.confidence else None
+    # With intervals the table is wide: four decimals and no inner rules keep it in 80 columns.
     table = Table(title=f"{result.identity.name}: {result.rows:,} rows"
-                  + (f", {result.queries:,} queries" if result.queries else ""))
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+                  + (f", {result.queries:,} queries" if result.queries else ""),
+                  box=box.SIMPLE_HEAD if level else box.HEAVY_HEAD, pad_edge=not level,
+                  collapse_padding=bool(level))
+    digits = 4 if level else 6
+    models = _models(result)
+    if len(models) > 1:
+        table.add_column("model", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    if level:
+        table.add_column(level, justify="right", no_wrap=True)
     if result.baseline:
-        table.add_column("baseline", justify="right")
-        table.add_column("delta", justify="right")
-    for name, value in result.metrics.items():
-        row = [name, f"{value:.6f}"]
-        if result.baseline:
-            row += [f"{result.baseline['metrics'][name]:.6f}", f"{result.baseline['deltas'][name]:+.6f}"]
-        table.add_row(*row)
+        table.add_column("delta", justify="right", no_wrap=True)
+        if level:
+            table.add_column(f"delta {level}", justify="right", no_wrap=True)
+    for model, scores in models:
+        for name, value in scores["metrics"].items():
+            row = [model] if len(models) > 1 else []
+            row += [name, f"{value:.{digits}f}"]
+            if level:
+                row.append(_interval(scores["intervals"].get(name)))
+            if result.baseline:
+                delta = scores.get("deltas", {}).get(name)
+                row.append("" if delta is None else f"{delta:+.{digits}f}")
+                if level:
+                    row.append(_interval(scores.get("delta_intervals", {}).get(name), signed=True))
+            table.add_row(*row)
+        if len(models) > 1:
+            table.add_section()
     return table
 
 
@@ -93,11 +135,15 @@ def _show(result: EvaluationResult) -> None:
                           *[f"{values[m]:.6f}" if m in values else values.get("error", "")
                             for m in result.metrics])
         console.print(table)
-    if result.gate:
-        verdict = "[green]passed[/]" if result.gate["passed"] else "[red]failed[/]"
-        console.print(f"gate: {verdict}")
-        for rule in result.gate["rules"]:
-            console.print(f"  {rule['metric']}: {rule['message']}")
+    models = _models(result)
+    for model, scores in models:
+        if scores.get("gate"):
+            verdict = "[green]passed[/]" if scores["gate"]["passed"] else "[red]failed[/]"
+            console.print(f"gate {model}: {verdict}" if len(models) > 1 else f"gate: {verdict}")
+            for rule in scores["gate"]["rules"]:
+                console.print(f"  {rule['metric']}: {rule['message']}")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     cache = "cache hit" if result.cache_hit else "parsed"
     console.print(f"dataset {cache}; total {result.timings.get('total', 0):.2f}s "
                   f"(inference {result.timings.get('inference', 0):.2f}s)")

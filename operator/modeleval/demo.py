@@ -90,6 +90,8 @@ def example_assets(seed: int = 7) -> dict[str, bytes]:
     assets["mslr/test.txt"] = letor_bytes(test)
     assets["models/ranker.json"] = bytes(champion.get_booster().save_raw("json"))
     assets["models/ranker-challenger.ubj"] = bytes(challenger.get_booster().save_raw("ubj"))
+    shallow = train_ranker(train, rounds=3, seed=seed)  # a second challenger (spec.challengers)
+    assets["models/ranker-shallow.json"] = bytes(shallow.get_booster().save_raw("json"))
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(8000, 20)).astype(np.float32)

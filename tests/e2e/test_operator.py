@@ -16,8 +16,9 @@ import yaml
 from kubernetes import client, watch
 from pymongo import MongoClient
 
-from modeleval.demo import EXAMPLES_BUCKET
+from modeleval.demo import EXAMPLES_BUCKET, letor_bytes, make_letor
 from modeleval.engine.evaluate import Identity
+from modeleval.engine.storage import Storage
 from modeleval.runner import parse_manifest, run_manifest
 from modeleval.settings import EngineSettings
 
@@ -127,6 +128,64 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
     eventually(lambda: not [p for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items
                             if not p.metadata.name.startswith("shared-ray")], 60,
                "the deleted clusters' pods to be garbage-collected")
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    """A nested document as {dotted path: value}."""
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    if isinstance(node, list):
+        return {k: v for i, child in enumerate(node) for k, v in _leaves(child, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def test_challengers_intervals_and_a_significance_gate_through_the_operator(bed, api, namespace,
+                                                                           tmp_path):
+    """Three models on one parse of a LETOR file whose lines omit features: each model's metrics
+    with seeded bootstrap intervals, paired delta intervals and its own gate, the same in the
+    cluster as on a laptop; the omitted features are warned about."""
+    models = f"s3://{EXAMPLES_BUCKET}/models"
+    data = f"s3://{EXAMPLES_BUCKET}/mslr/sparse-{namespace}.txt"
+    Storage().write(data, letor_bytes(make_letor(4000, 136, mean_group=40, seed=5, sparse=0.05)))
+    text = spec_text(
+        "tournament", dataset={"uri": data, "numFeatures": 136}, metrics=["ndcg@10", "map@10"],
+        baseline={"model": {"uri": f"{models}/ranker-challenger.ubj"}},
+        challengers=[{"name": "shallow", "model": {"uri": f"{models}/ranker-shallow.json"}}],
+        confidence={"level": 0.9, "resamples": 400, "seed": 5},
+        gate=[{"metric": "ndcg@10", "threshold": 0.3},
+              {"metric": "ndcg@10", "minAbsoluteChange": 0.0, "requireSignificant": True}])
+    apply_manifest(bed, namespace, text)
+    status = wait_phase(api, namespace, "tournament", ("Succeeded", "Failed"))["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    ref = status["resultsRef"]
+    with MongoClient(bed.mongodb_uri) as mongo:
+        stored = mongo[ref["database"]][ref["collection"]].find_one({"_id": ref["id"]})
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r")
+    local = run_manifest(parse_manifest(text), Identity(uuid.uuid4().hex), settings).document()
+    local = json.loads(local.to_json())
+
+    assert stored["confidence"] == {"level": 0.9, "resamples": 400, "seed": 5, "unit": "queries"}
+    for name, value in stored["metrics"].items():
+        assert stored["intervals"][name]["lower"] <= value <= stored["intervals"][name]["upper"]
+    # Seeded: the cluster's intervals are the laptop's, for every model and delta.
+    for key in ("metrics", "intervals", "gate", "challengers", "baseline"):
+        got, expected = _leaves(stored[key]), _leaves(local[key])
+        assert got.keys() == expected.keys(), key
+        for where, value in expected.items():
+            assert got[where] == (pytest.approx(value, abs=1e-9) if isinstance(value, float)
+                                  else value), f"{key}.{where}"
+    [shallow] = stored["challengers"]
+    assert shallow["name"] == "shallow" and set(shallow["deltaIntervals"]) == {"ndcg@10", "map@10"}
+    # One gate per model; the significance rule passes exactly when the delta's interval is
+    # wholly above zero.
+    for model in (stored, shallow):
+        deltas = (stored["baseline"] if model is stored else shallow)["deltaIntervals"]
+        significant = model["gate"]["rules"][1]
+        assert significant["passed"] is (deltas["ndcg@10"]["lower"] > 0), significant
+    assert status["baseline"]["gatePassed"] is stored["gate"]["passed"]
+    assert status["baseline"]["deltas"] == pytest.approx(stored["baseline"]["deltas"])
+    [warning] = stored["warnings"]
+    assert "omit some of the 136 features" in warning and "read as missing" in warning
 
 
 def test_missing_model_fails_with_its_reason_without_retrying(bed, api, namespace):

@@ -8,12 +8,41 @@ from typing import get_args
 
 from modeleval.api import crd, spec
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modelevaluations.modeleval.dev.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "modelevaluations.modeleval.dev.yaml"
+SCHEDULE_CRD_FILE = ROOT / "crds" / "evaluationschedules.modeleval.dev.yaml"
 
 
 def test_crd_is_current():
     assert CRD_FILE.read_text() == crd.render(), (
         "crds/ is stale: run `make crds`")
+
+
+def test_schedule_crd_is_current_and_the_chart_ships_both():
+    assert SCHEDULE_CRD_FILE.read_text() == crd.render("evaluationschedules"), (
+        "crds/ is stale: run `make crds`")
+    for path in (CRD_FILE, SCHEDULE_CRD_FILE):
+        assert (ROOT / "charts" / "modeleval" / "crds" / path.name).read_text() == path.read_text()
+
+
+def test_schedule_crd_shape():
+    text = crd.render("evaluationschedules")
+    for forbidden in ("$ref", "anyOf", "allOf", "$defs", "title:"):
+        assert forbidden not in text
+    schedule = crd.schedule_crd()
+    assert schedule["metadata"]["name"] == "evaluationschedules.modeleval.dev"
+    assert schedule["spec"]["names"]["shortNames"] == ["evalsched"]
+    version = schedule["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Schedule", "Last Run", "Last Metric", "Change", "Degraded", "Age"]
+    properties = version["schema"]["openAPIV3Schema"]["properties"]
+    # The template is a ModelEvaluation spec, with the same schema and rules.
+    assert properties["spec"]["properties"]["template"] == {
+        **crd.spec_schema(), **{k: v for k, v in properties["spec"]["properties"]["template"].items()
+                                if k == "description"}}
+    conditions = properties["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
 
 
 def test_crd_is_structural():

@@ -14,7 +14,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 OPERATOR = Path(__file__).resolve().parents[2] / "operator" / "modeleval"
 
 
-@pytest.mark.parametrize("module", [docs, reasons], ids=["field reference", "reasons"])
+@pytest.mark.parametrize("module", [docs, reasons, docs.ScheduleReference],
+                         ids=["field reference", "reasons", "schedule field reference"])
 def test_readme_generated_section_is_current(module):
     text = README.read_text()
     start, end = text.index(module.BEGIN), text.index(module.END) + len(module.END)

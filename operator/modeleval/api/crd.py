@@ -21,6 +21,8 @@ import yaml
 
 from .spec import (API_GROUP, API_VERSION, CEL_RULES, KIND, ModelEvaluationSpec, ObjectMeta,
                    cel_string)
+from .schedule import (SCHEDULE_KIND, SCHEDULE_NAME_MAX, SCHEDULE_PLURAL, SCHEDULE_SHORT_NAMES,
+                       SCHEDULE_SINGULAR, EvaluationScheduleSpec, EvaluationScheduleStatus)
 from .status import ModelEvaluationStatus
 
 PLURAL = "modelevaluations"
@@ -106,48 +108,79 @@ def status_schema() -> dict[str, Any]:
     return _schema(ModelEvaluationStatus, mode="serialization")
 
 
-def crd() -> dict[str, Any]:
+def _definition(kind: str, plural: str, singular: str, short_names: list[str],
+                columns: list[dict[str, Any]], description: str, metadata: dict[str, Any],
+                spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """A CRD of this group: one served and stored version with a status subresource."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/part-of": "modeleval"}},
+        "metadata": {"name": f"{plural}.{API_GROUP}",
+                     "labels": {"app.kubernetes.io/part-of": "modeleval"}},
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                      "singular": SINGULAR, "shortNames": SHORT_NAMES, "categories": ["ml"]},
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": singular, "shortNames": short_names, "categories": ["ml"]},
             "versions": [{
                 "name": API_VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Model", "type": "string", "jsonPath": ".spec.model.uri"},
-                    {"name": "Metric", "type": "string", "jsonPath": ".status.primaryMetric"},
-                    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent"},
-                    {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt",
-                     "priority": 1},
-                    {"name": "Reason", "type": "string", "jsonPath": ".status.reason",
-                     "priority": 1},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
+                "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": "Evaluates a stored model on a stored dataset on Ray and "
-                                   "records the metrics.",
+                    "description": description,
                     "required": ["spec"],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
-                        "metadata": metadata_schema(),
-                        "spec": {**spec_schema(), "description": ModelEvaluationSpec.__doc__},
-                        "status": {**status_schema(), "description": "Written by the operator."},
+                        "metadata": metadata,
+                        "spec": spec,
+                        "status": {**status, "description": "Written by the operator."},
                     },
                 }},
             }],
         },
     }
+
+
+def crd() -> dict[str, Any]:
+    return _definition(
+        KIND, PLURAL, SINGULAR, SHORT_NAMES, [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Model", "type": "string", "jsonPath": ".spec.model.uri"},
+            {"name": "Metric", "type": "string", "jsonPath": ".status.primaryMetric"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent"},
+            {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
+            {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "Evaluates a stored model on a stored dataset on Ray and records the metrics.",
+        metadata_schema(), {**spec_schema(), "description": ModelEvaluationSpec.__doc__},
+        status_schema())
+
+
+def schedule_crd() -> dict[str, Any]:
+    """The EvaluationSchedule CRD: its template is a ModelEvaluation spec, with the same schema
+    and rules as the ModelEvaluation CRD's."""
+    metadata = metadata_schema()
+    metadata["properties"]["name"]["maxLength"] = SCHEDULE_NAME_MAX
+    return _definition(
+        SCHEDULE_KIND, SCHEDULE_PLURAL, SCHEDULE_SINGULAR, SCHEDULE_SHORT_NAMES, [
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend", "priority": 1},
+            {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun"},
+            {"name": "Last Metric", "type": "number", "jsonPath": ".status.lastPrimaryMetric"},
+            {"name": "Change", "type": "number", "jsonPath": ".status.metricChange"},
+            {"name": "Degraded", "type": "string",
+             "jsonPath": '.status.conditions[?(@.type=="Degraded")].status'},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "Creates ModelEvaluations on a schedule and for new models, and tracks their primary "
+        "metric.", metadata,
+        {**_schema(EvaluationScheduleSpec), "description": EvaluationScheduleSpec.__doc__},
+        _schema(EvaluationScheduleStatus, mode="serialization"))
 
 
 def cel_rules(node: Any = None) -> list[dict[str, str]]:
@@ -160,10 +193,14 @@ def cel_rules(node: Any = None) -> list[dict[str, str]]:
     return []
 
 
-def render() -> str:
+def render(which: str = PLURAL) -> str:
+    """The CRD YAML of ``modelevaluations`` (the default) or ``evaluationschedules``."""
     header = "# Generated by `python -m modeleval.api.crd` from operator/modeleval/api; do not edit.\n"
+    if which == SCHEDULE_PLURAL:
+        header = header.replace("crd`", f"crd {SCHEDULE_PLURAL}`")
+        return header + yaml.safe_dump(schedule_crd(), sort_keys=False, width=100)
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render(*sys.argv[1:2]))

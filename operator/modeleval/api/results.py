@@ -55,9 +55,17 @@ class _Document(BaseModel):
         return json.dumps(self.to_mongo(), indent=2)
 
 
+class Interval(_Document):
+    """A bootstrap percentile interval."""
+
+    lower: float
+    upper: float
+
+
 class GateRule(_Document):
     metric: str
     value: float
+    baseline: float | None = None
     passed: bool
     message: str
 
@@ -71,6 +79,31 @@ class BaselineResult(_Document):
     model: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     deltas: dict[str, float] = Field(default_factory=dict, description="candidate - baseline")
+    intervals: dict[str, Interval] = Field(default_factory=dict)
+    delta_intervals: dict[str, Interval] = Field(default_factory=dict,
+                                                 description="paired bootstrap of the deltas")
+
+
+class ChallengerResult(_Document):
+    """A challenger (spec.challengers): scored on the same data as the candidate, in the same
+    pass, with its own metrics, deltas versus the baseline and gate."""
+
+    name: str
+    model: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    intervals: dict[str, Interval] = Field(default_factory=dict)
+    deltas: dict[str, float] = Field(default_factory=dict, description="challenger - baseline")
+    delta_intervals: dict[str, Interval] = Field(default_factory=dict)
+    gate: GateResult | None = None
+
+
+class ConfidenceResult(_Document):
+    """How the intervals were drawn (spec.confidence, and what was resampled)."""
+
+    level: float
+    resamples: int
+    seed: int
+    unit: Literal["queries", "rows"]
 
 
 class ResultDocument(_Document):
@@ -87,9 +120,13 @@ class ResultDocument(_Document):
     retryable: bool | None = None
     primary_metric: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    intervals: dict[str, Interval] = Field(default_factory=dict)
+    confidence: ConfidenceResult | None = None
     slices: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     baseline: BaselineResult | None = None
     gate: GateResult | None = None
+    challengers: list[ChallengerResult] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
     rows: int = 0
     queries: int | None = None
     model: dict[str, Any] = Field(default_factory=dict)

@@ -333,6 +333,11 @@ class ModelSource(SpecModel):
     )
 
 
+class MissingFeatures(str, Enum):
+    missing = "missing"
+    zero = "zero"
+
+
 class DatasetSource(SpecModel):
     uri: Uri = Field(description="Where the dataset is: s3://bucket/key or file:///path.")
     format: DatasetFormat = Field(DatasetFormat.letor, strict=False, description="letor "
@@ -348,6 +353,18 @@ class DatasetSource(SpecModel):
         "except the label, group and slice columns.", max_length=100_000)
     num_features: int | None = Field(None, ge=1, le=1_000_000, description="Feature count for "
                                      "LETOR files; default: the model's expected feature count.")
+    missing_features: MissingFeatures = Field(
+        MissingFeatures.missing, strict=False, description="What a feature a LETOR line omits "
+        "is: missing (NaN, as XGBoost reads LETOR/SVMlight files; the default) or zero (as the "
+        "SVMlight format defines it).")
+
+    rules = (
+        Rule("!has(self.missingFeatures) || self.missingFeatures == 'missing' || "
+             "!has(self.format) || self.format == 'letor'",
+             "missingFeatures applies to LETOR files (a table's nulls stay missing)",
+             lambda d: d.missing_features == MissingFeatures.missing.value
+             or d.format == DatasetFormat.letor.value, ".missingFeatures"),
+    )
 
 
 def _ascending(values: list[float]) -> bool:
@@ -373,28 +390,90 @@ class SliceSpec(SpecModel):
     )
 
 
+# Metrics where a smaller value is better (a gate's default direction for them).
+LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae"})
+
+
+def higher_is_better(metric: str) -> bool:
+    """The default direction of a metric (``ndcg@10``: higher; ``logloss``: lower)."""
+    return metric.partition("@")[0] not in LOWER_IS_BETTER
+
+
 class GateRule(SpecModel):
+    """One metric's conditions. ``threshold``, ``minAbsoluteChange``, ``minRelativeChange`` and
+    ``higherIsBetter`` mean what they mean in MLflow's MetricThreshold."""
+
     metric: str = Field(description="Metric the rule checks, e.g. ndcg@10.", pattern=METRIC_PATTERN,
                         max_length=32)
-    min: float | None = Field(None, description="The candidate's value must be at least this.")
-    max: float | None = Field(None, description="The candidate's value must be at most this.")
+    min: float | None = Field(None, description="The model's value must be at least this.")
+    max: float | None = Field(None, description="The model's value must be at most this.")
     max_regression: float | None = Field(None, ge=0, description="Largest allowed worsening "
                                           "versus the baseline (absolute; direction-aware: loss "
                                           "metrics worsen upwards).")
+    threshold: float | None = Field(None, description="The value must be at least this when "
+                                    "higher is better, at most this otherwise (MLflow's threshold).")
+    min_absolute_change: float | None = Field(None, ge=0, description="The model must beat the "
+                                              "baseline by at least this much: value >= baseline "
+                                              "+ change (higher is better) or value <= baseline - "
+                                              "change.")
+    min_relative_change: float | None = Field(None, ge=0, le=1, description="The model must "
+                                              "beat the baseline by at least this fraction of the "
+                                              "baseline's value: (value - baseline) / baseline >= "
+                                              "change (higher is better; (baseline - value) / "
+                                              "baseline otherwise). A baseline of 0: the value "
+                                              "must only be better.")
+    higher_is_better: bool | None = Field(None, description="The metric's direction; default: "
+                                          "lower is better for logloss, rmse and mae, higher for "
+                                          "every other metric.")
+    require_significant: bool | None = Field(None, description="Also require the model to beat "
+                                             "the baseline significantly: the confidence interval "
+                                             "of the paired delta (spec.confidence) lies wholly on "
+                                             "the better side of zero.")
 
     rules = (
-        Rule("has(self.min) || has(self.max) || has(self.maxRegression)",
-             "set min, max or maxRegression",
-             lambda g: not (g.min is None and g.max is None and g.max_regression is None)),
+        Rule("has(self.min) || has(self.max) || has(self.maxRegression) || has(self.threshold) || "
+             "has(self.minAbsoluteChange) || has(self.minRelativeChange) || "
+             "(has(self.requireSignificant) && self.requireSignificant)",
+             "set min, max, maxRegression, threshold, minAbsoluteChange, minRelativeChange or "
+             "requireSignificant",
+             lambda g: not (g.min is None and g.max is None and g.max_regression is None
+                            and g.threshold is None and g.min_absolute_change is None
+                            and g.min_relative_change is None and not g.require_significant)),
         Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
              "min must not be above max (no value could pass)",
              lambda g: g.min is None or g.max is None or g.min <= g.max, ".min"),
     )
 
+    @property
+    def needs_change(self) -> bool:
+        """Whether the rule asks the model to beat the baseline (MLflow's changes, significance)."""
+        return (self.min_absolute_change is not None or self.min_relative_change is not None
+                or bool(self.require_significant))
+
+    @property
+    def direction_up(self) -> bool:
+        return (self.higher_is_better if self.higher_is_better is not None
+                else higher_is_better(self.metric))
+
 
 class Baseline(SpecModel):
     model: ModelSource = Field(description="The baseline (champion) model, evaluated on the same "
                                "data; results carry the deltas candidate minus baseline.")
+
+
+class Challenger(SpecModel):
+    name: Annotated[str, not_matching(r"^(candidate|baseline)$", "candidate and baseline name "
+                                      "spec.model and spec.baseline in results")] = Field(
+        description="Name shown in results.", pattern=NAME_PATTERN, max_length=63)
+    model: ModelSource = Field(description="A further model scored on the same parse of the "
+                               "data, with its own metrics, deltas and gate.")
+
+
+class Confidence(SpecModel):
+    level: float = Field(0.95, ge=0.5, le=0.999, description="Coverage of each interval.")
+    resamples: int = Field(1000, ge=100, le=10_000, description="Bootstrap resamples.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the resampling: the same seed "
+                      "gives the same intervals.")
 
 
 class Resources(SpecModel):
@@ -471,8 +550,15 @@ class ModelEvaluationSpec(SpecModel):
         "The first is the primary metric shown by kubectl.")
     slices: Annotated[list[SliceSpec], UniqueBy("name")] = Field(default_factory=list, max_length=32)
     baseline: Baseline | None = None
+    challengers: Annotated[list[Challenger], UniqueBy("name")] = Field(
+        default_factory=list, max_length=8, description="Further models scored in the same run "
+        "(the data is parsed once), each with its own metrics, deltas and gate.")
     gate: list[GateRule] = Field(default_factory=list, max_length=16, description="Thresholds; "
-                                 "the evaluation's gate passes when every rule holds.")
+                                 "a model's gate passes when every rule holds for it. The "
+                                 "evaluation's gate is the model's; each challenger gets its own.")
+    confidence: Confidence | None = Field(None, description="Bootstrap percentile intervals for "
+                                          "every metric (and for every delta, paired): queries are "
+                                          "resampled for ranking, rows otherwise.")
     resources: Resources = Field(default_factory=Resources)
     batch_size: int = Field(65536, ge=1, le=10_000_000, description="Rows per inference batch.")
     output: Output = Field(default_factory=Output)
@@ -499,6 +585,18 @@ class ModelEvaluationSpec(SpecModel):
              "maxRegression needs spec.baseline",
              lambda s: s.baseline is not None or all(g.max_regression is None for g in s.gate),
              ".gate", lambda s: _first(s.gate, lambda g: g.max_regression is not None)),
+        Rule("has(self.baseline) || !has(self.gate) || self.gate.all(g, "
+             "!has(g.minAbsoluteChange) && !has(g.minRelativeChange) && "
+             "!(has(g.requireSignificant) && g.requireSignificant))",
+             "minAbsoluteChange, minRelativeChange and requireSignificant compare with "
+             "spec.baseline: set it",
+             lambda s: s.baseline is not None or not any(g.needs_change for g in s.gate),
+             ".gate", lambda s: _first(s.gate, lambda g: g.needs_change)),
+        Rule("has(self.confidence) || !has(self.gate) || self.gate.all(g, "
+             "!(has(g.requireSignificant) && g.requireSignificant))",
+             "requireSignificant needs spec.confidence (the delta's interval)",
+             lambda s: s.confidence is not None or not any(g.require_significant for g in s.gate),
+             ".gate", lambda s: _first(s.gate, lambda g: g.require_significant)),
         Rule("!has(self.gate) || self.gate.all(g, g.metric in self.metrics)",
              "a gate's metric must be listed in spec.metrics",
              lambda s: all(g.metric in s.metrics for g in s.gate),

@@ -1,5 +1,6 @@
 """kopf wiring for ModelEvaluation: which events run what. The judgement is in ``decide.py``
-(pure), the reads and writes in ``runtime.py``.
+(pure), the reads and writes in ``runtime.py``. EvaluationSchedule's wiring is at the end
+(``schedule.py`` and ``schedule_runtime.py``).
 
 One timer per live evaluation is the one writer of its status: first run as soon as the object
 is seen (so its RayCluster is requested at once), then every poll interval. Create, resume and
@@ -19,10 +20,13 @@ from pydantic import ValidationError
 
 from ..api.crd import PLURAL
 from ..api.reasons import Reason
+from ..api.schedule import SCHEDULE_PLURAL, EvaluationScheduleStatus, ScheduleConditionType
 from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
 from .decide import Evaluation, decide, parse_spec, plan
+from .schedule import decide_schedule, parse_schedule_spec
+from .schedule_runtime import ScheduleRuntime
 from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
 from .settings import OperatorSettings
 
@@ -134,3 +138,35 @@ def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
         if after.phase == Phase.Succeeded and after.progress:
             telemetry.ROWS_SCORED.inc(after.progress.total)
     telemetry.observe_phase(body.metadata.uid, after.phase)
+
+
+# ----------------------------------------------------------------------------- EvaluationSchedule
+# One timer per schedule is the one writer of its status: observe (children, the trigger's
+# prefix) -> decide (schedule.py, pure) -> act -> record.
+SCHEDULES = ScheduleRuntime(SETTINGS, lambda: RUNTIME.kube)
+
+
+@kopf.timer(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_reconcile",
+            interval=SETTINGS.schedule_poll_interval, initial_delay=0)
+def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    now = datetime.now(timezone.utc)
+    sched = evaluation(body)  # the same identity fields
+    before = EvaluationScheduleStatus.model_validate(body.get("status") or {})
+    spec = parse_schedule_spec(dict(body.get("spec") or {}))
+    observed = SCHEDULES.observe(sched, spec, before)
+    after, actions = decide_schedule(sched, spec, before, observed, now)
+    SCHEDULES.act(body, sched, actions)
+    old = dict(body.get("status") or {})
+    new = after.model_dump(by_alias=True, mode="json", exclude_none=True)
+    for key in set(old) | set(new):
+        if old.get(key) != new.get(key):
+            patch.status[key] = new.get(key)
+    telemetry.observe_schedule(sched.namespace, sched.name, after.last_primary_metric,
+                               after.is_true(ScheduleConditionType.Degraded))
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_delete",
+                optional=True)
+def evaluationschedule_delete(body: kopf.Body, **_: Any) -> None:
+    """Its children go with it (owner references); only its gauges are the operator's."""
+    telemetry.forget_schedule(body.metadata.namespace, body.metadata.name)

@@ -126,5 +126,25 @@ class Kube:
             if error.status != 404:
                 raise _temporary(error, "delete ModelEvaluation") from None
 
+    def create_evaluation(self, manifest: dict) -> bool:
+        """Creates a ModelEvaluation; False when one of that name exists (made before)."""
+        try:
+            self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION,
+                                                        manifest["metadata"]["namespace"], PLURAL,
+                                                        manifest, _preload_content=False)
+            return True
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise _temporary(error, "create ModelEvaluation") from None
+
+    def list_evaluations(self, namespace: str, label_selector: str) -> list[dict]:
+        try:
+            found = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                                              PLURAL, label_selector=label_selector)
+        except ApiException as error:
+            raise _temporary(error, "list ModelEvaluations") from None
+        return list(found.get("items") or [])
+
 
 __all__ = ["Kube"]

@@ -54,6 +54,9 @@ class OperatorSettings(BaseSettings):
                                      "before the attempt counts as lost (RayHeadLost) and is "
                                      "retried on a fresh cluster. A replaced head is detected "
                                      "at once when it answers without the job.")
+    schedule_poll_interval: float = Field(10.0, gt=0, le=60, description="How often each "
+                                          "EvaluationSchedule is looked at (cron times fall on "
+                                          "whole minutes; a new model is seen within this).")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)

@@ -15,6 +15,10 @@ JOB_SECONDS = Histogram("modeleval_evaluation_duration_seconds",
                         "Time from start to a terminal phase", ["phase"],
                         buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200))
 ROWS_SCORED = Counter("modeleval_rows_scored_total", "Rows scored by succeeded evaluations")
+SCHEDULE_METRIC = Gauge("modeleval_schedule_primary_metric", "The watched metric of an "
+                        "EvaluationSchedule's latest successful run", ["namespace", "schedule"])
+SCHEDULE_DEGRADED = Gauge("modeleval_schedule_degraded", "1 while an EvaluationSchedule's "
+                          "Degraded condition is true, else 0", ["namespace", "schedule"])
 
 _phases: dict[str, str] = {}
 _lock = threading.Lock()
@@ -37,6 +41,20 @@ def forget(uid: str) -> None:
         previous = _phases.pop(uid, None)
         if previous is not None:
             EVALUATIONS.labels(previous).dec()
+
+
+def observe_schedule(namespace: str, name: str, metric: float | None, degraded: bool) -> None:
+    if metric is not None:
+        SCHEDULE_METRIC.labels(namespace, name).set(metric)
+    SCHEDULE_DEGRADED.labels(namespace, name).set(1 if degraded else 0)
+
+
+def forget_schedule(namespace: str, name: str) -> None:
+    for gauge in (SCHEDULE_METRIC, SCHEDULE_DEGRADED):
+        try:
+            gauge.remove(namespace, name)
+        except KeyError:
+            pass
 
 
 def start(settings: OperatorSettings) -> None:

@@ -22,11 +22,13 @@ import pyarrow.parquet as pq
 import ray
 
 from ..api.results import ResultDocument, document_id
-from ..api.spec import MetricName, ModelEvaluationSpec, ModelSource, parse_quantity
+from ..api.spec import ModelEvaluationSpec, ModelSource, parse_quantity
 from ..settings import EngineSettings
+from . import intervals as bootstrap
 from . import metrics as metric_fns
 from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
+from .gate import evaluate_gate
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
                         TaskResources, parse_and_predict, parse_letor_range, predict_part,
                         put_model, remember_model, run_bounded)
@@ -62,6 +64,10 @@ class EvaluationResult:
     predictions_uri: str | None = None
     cache_hit: bool = False
     primary_metric: str = ""
+    intervals: dict[str, Any] = field(default_factory=dict)
+    confidence: dict[str, Any] | None = None
+    challengers: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def document(self) -> ResultDocument:
         """The attempt's result document (keyed by uid + attempt)."""
@@ -69,8 +75,10 @@ class EvaluationResult:
             _id=document_id(self.identity.uid, self.identity.attempt), uid=self.identity.uid,
             attempt=self.identity.attempt, name=self.identity.name,
             namespace=self.identity.namespace, status="Succeeded",
-            primary_metric=self.primary_metric, metrics=self.metrics, slices=self.slices,
-            baseline=self.baseline, gate=self.gate, rows=self.rows, queries=self.queries,
+            primary_metric=self.primary_metric, metrics=self.metrics, intervals=self.intervals,
+            confidence=self.confidence, slices=self.slices, baseline=self.baseline,
+            gate=self.gate, challengers=self.challengers, warnings=self.warnings,
+            rows=self.rows, queries=self.queries,
             model=self.model, dataset=self.dataset, timings=self.timings,
             cache_hit=self.cache_hit, predictions_uri=self.predictions_uri)
 
@@ -345,12 +353,13 @@ class Evaluator:
         use_gpu = spec.resources.gpu > 0
         # The driver loads each model once, to check it and learn its feature count, in a thread
         # while the data is located (and, on a cache hit, while the tasks already predict).
-        sources = [spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
+        # One pass predicts every model: the candidate, the baseline, then the challengers.
+        sources = ([spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
+                   + [c.model for c in spec.challengers])
         fetched = [self._fetch_model(source) for source in sources]
         self._loading = pool.submit(lambda: [self._load_model(source, data)
                                              for source, (_, data) in zip(sources, fetched)])
         model_info = fetched[0][0]
-        baseline_info = fetched[1][0] if spec.baseline is not None else None
 
         dataset = self._open_cache()
         # Small CPU-only data is evaluated here, in this process: starting Ray task workers
@@ -364,7 +373,8 @@ class Evaluator:
         handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
                                   source.allow_pickle, use_gpu, local=self._inline)
                         for source, (info, data) in zip(sources, fetched))
-        predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]))
+        predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]),
+                              missing_as_zero=spec.dataset.missing_features == "zero")
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()
@@ -380,19 +390,14 @@ class Evaluator:
         columns = {name: np.concatenate([s.columns[name] for s in shards])
                    for name in (shards[0].columns if shards else {})}
         names = [str(m) for m in spec.metric_names]
-        result_metrics = metric_fns.compute(spec.task, names, labels, predictions[0], qids)
+        scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
         slices = self._slices(names, labels, predictions[0], qids, columns)
-        baseline_doc = gate_doc = None
-        if spec.baseline is not None:
-            base_metrics = metric_fns.compute(spec.task, names, labels, predictions[1], qids)
-            baseline_doc = {
-                "model": {"uri": spec.baseline.model.uri, "fingerprint": baseline_info.fingerprint},
-                "metrics": base_metrics,
-                "deltas": {n: result_metrics[n] - base_metrics[n] for n in names},
-            }
-        if spec.gate:
-            gate_doc = evaluate_gate(spec, result_metrics, baseline_doc)
         self._timed("metrics", t)
+        t = time.perf_counter()
+        outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
+                              self._resampled(names, labels, predictions, qids))
+        if spec.confidence is not None:
+            self._timed("confidence", t)
 
         predictions_uri = None
         if spec.output.predictions_uri:
@@ -401,17 +406,39 @@ class Evaluator:
             self._timed("writePredictions", t)
         self._timed("total", started)
         return EvaluationResult(
-            identity=self.identity, metrics=result_metrics, rows=int(len(labels)),
+            identity=self.identity, metrics=scored[0], rows=int(len(labels)),
             queries=int(len(np.unique(qids))) if qids is not None else None,
             model={"uri": spec.model.uri, "format": spec.model.format,
                    "fingerprint": model_info.fingerprint, "features": expected},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
                      "fingerprint": dataset.info.fingerprint, "bytes": dataset.info.size,
                      "shards": len(manifest.parts)},
-            timings=self.timings, slices=slices, baseline=baseline_doc, gate=gate_doc,
+            timings=self.timings, slices=slices, baseline=outcome.baseline, gate=outcome.gate,
             predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
-            primary_metric=spec.primary_metric,
+            primary_metric=spec.primary_metric, intervals=outcome.intervals,
+            confidence=outcome.confidence, challengers=outcome.challengers,
+            warnings=self._warnings(shards, manifest.num_features),
         )
+
+    def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
+                   qids: np.ndarray | None) -> list[dict[str, np.ndarray]] | None:
+        """Every model's metrics on each bootstrap resample (None without spec.confidence)."""
+        if self.spec.confidence is None:
+            return None
+        return bootstrap.bootstrap(self.spec.task, names, labels, predictions, qids,
+                                   self.spec.confidence)
+
+    def _warnings(self, shards: list[ShardPrediction], width: int) -> list[str]:
+        incomplete = sum(s.incomplete_rows for s in shards)
+        if not incomplete or self.spec.dataset.format != "letor":
+            return []
+        rows = sum(s.rows for s in shards)
+        read_as = ("0 (dataset.missingFeatures: zero)"
+                   if self.spec.dataset.missing_features == "zero"
+                   else "missing, as XGBoost reads them (dataset.missingFeatures: missing; the "
+                   "SVMlight format would read them as 0: set missingFeatures: zero)")
+        return [f"{self.spec.dataset.uri}: {incomplete:,} of {rows:,} lines omit some of the "
+                f"{width} features; omitted features were read as {read_as}"]
 
     def _slices(self, names: list[str], labels: np.ndarray, predictions: np.ndarray,
                 qids: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -447,7 +474,9 @@ class Evaluator:
         columns: dict[str, Any] = {"label": labels}
         if qids is not None:
             columns["qid"] = qids
-        for name, values in zip(("prediction", "baseline_prediction"), predictions):
+        names = (["prediction"] + (["baseline_prediction"] if self.spec.baseline else [])
+                 + [f"{c.name}_prediction" for c in self.spec.challengers])
+        for name, values in zip(names, predictions):
             columns[name] = list(values) if values.ndim == 2 else values
         sink = io.BytesIO()
         pq.write_table(pa.table(columns), sink, compression="zstd")
@@ -464,25 +493,55 @@ def _all_or_none(uri: str, has_qid: list[bool]) -> bool:
     return bool(has_qid) and all(has_qid)
 
 
-def evaluate_gate(spec: ModelEvaluationSpec, result_metrics: dict[str, float],
-                  baseline: dict[str, Any] | None) -> dict[str, Any]:
-    """Each gate rule checked against the candidate (and baseline); passes when all hold."""
-    rules = []
-    for rule in spec.gate:
-        name = str(MetricName.parse(rule.metric))
-        value = result_metrics[name]
-        failures = []
-        if rule.min is not None and not value >= rule.min:
-            failures.append(f"{name} {value:.6g} < min {rule.min:g}")
-        if rule.max is not None and not value <= rule.max:
-            failures.append(f"{name} {value:.6g} > max {rule.max:g}")
-        if rule.max_regression is not None and baseline is not None:
-            gained = metric_fns.improvement(name, value, baseline["metrics"][name])
-            if gained < -rule.max_regression:
-                failures.append(f"{name} regressed by {-gained:.6g} (> {rule.max_regression:g})")
-        rules.append({"metric": name, "value": value, "passed": not failures,
-                      "message": "; ".join(failures) or "ok"})
-    return {"passed": all(r["passed"] for r in rules), "rules": rules}
+@dataclass(frozen=True)
+class _Outcome:
+    """What the result says about each model: the candidate's intervals and gate, the
+    baseline's metrics and deltas, and each challenger's own table and gate."""
+
+    intervals: dict[str, Any]
+    confidence: dict[str, Any] | None
+    baseline: dict[str, Any] | None
+    gate: dict[str, Any] | None
+    challengers: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, spec: ModelEvaluationSpec, infos: list[ObjectInfo], scored: list[dict[str, float]],
+           resampled: list[dict[str, np.ndarray]] | None) -> "_Outcome":
+        level = spec.confidence.level if spec.confidence is not None else 0.0
+
+        def intervals(m: int) -> dict[str, Any]:
+            return {} if resampled is None else bootstrap.intervals(resampled[m], level)
+
+        base = 1 if spec.baseline is not None else None
+
+        def compared(m: int) -> dict[str, Any]:
+            """Model m's deltas versus the baseline, and their paired intervals."""
+            if base is None:
+                return {}
+            return {"deltas": {n: scored[m][n] - scored[base][n] for n in scored[m]},
+                    "delta_intervals": {} if resampled is None else bootstrap.delta_intervals(
+                        resampled[m], resampled[base], level)}
+
+        def gate(m: int) -> dict[str, Any] | None:
+            if not spec.gate:
+                return None
+            return evaluate_gate(spec.gate, scored[m], None if base is None else scored[base],
+                                 compared(m).get("delta_intervals"))
+
+        baseline_doc = None
+        if spec.baseline is not None:
+            baseline_doc = {"model": {"uri": spec.baseline.model.uri,
+                                      "fingerprint": infos[1].fingerprint},
+                            "metrics": scored[1], "intervals": intervals(1), **compared(0)}
+        first = 2 if spec.baseline is not None else 1
+        challengers = [
+            {"name": c.name, "model": {"uri": c.model.uri, "format": c.model.format,
+                                       "fingerprint": infos[m].fingerprint},
+             "metrics": scored[m], "intervals": intervals(m), **compared(m), "gate": gate(m)}
+            for m, c in enumerate(spec.challengers, start=first)]
+        confidence = None if spec.confidence is None else {
+            **spec.confidence.model_dump(), "unit": "queries" if spec.task == "ranking" else "rows"}
+        return cls(intervals(0), confidence, baseline_doc, gate(0), challengers)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:

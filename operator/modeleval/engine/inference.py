@@ -78,8 +78,9 @@ class ShardPrediction:
     index: int
     labels: np.ndarray
     qids: np.ndarray | None
-    predictions: list[np.ndarray]  # one per model: candidate first, then the baseline
+    predictions: list[np.ndarray]  # one per model: candidate, baseline, then the challengers
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    incomplete_rows: int = 0  # rows without a value for every feature (before any filling)
 
     @property
     def rows(self) -> int:
@@ -138,18 +139,25 @@ class CachedPart:
 @dataclass(frozen=True)
 class Predictor:
     """What every task of an evaluation predicts with: its models (candidate first, then the
-    baseline), the batch size, and the features slices need from each shard."""
+    baseline and the challengers; the shard is parsed once for all), the batch size, the
+    features slices need from each shard, and whether an absent feature is read as 0."""
 
     handles: tuple[ModelHandle, ...]
     batch_size: int
     keep_features: tuple[int, ...] = ()
+    missing_as_zero: bool = False
 
     def predict(self, index: int, shard: ParsedShard, where: str) -> ShardPrediction:
+        absent = np.isnan(shard.features)
+        incomplete = int(absent.any(axis=1).sum())
+        features = np.where(absent, 0, shard.features) if self.missing_as_zero and incomplete \
+            else shard.features
+        del absent
         predictions = []
         for handle in self.handles:
             adapter = _model(handle)
             try:
-                predictions.append(_predict_batches(adapter, shard.features, self.batch_size))
+                predictions.append(_predict_batches(adapter, features, self.batch_size))
             except EvaluationError:
                 raise
             except Exception as error:  # noqa: BLE001 - a model runtime's own failure
@@ -158,8 +166,8 @@ class Predictor:
                                       Reason.InferenceError) from None
         columns = dict(shard.extra)
         for j in self.keep_features:
-            columns[f"feature:{j}"] = shard.features[:, j].copy()
-        return ShardPrediction(index, shard.labels, shard.qids, predictions, columns)
+            columns[f"feature:{j}"] = features[:, j].copy()
+        return ShardPrediction(index, shard.labels, shard.qids, predictions, columns, incomplete)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..api.spec import higher_is_better
 from .errors import EvaluationError, Reason
 
-LOWER_IS_BETTER = {"logloss", "rmse", "mae"}
 _EPS = np.finfo(np.float64).eps
 
 
@@ -77,7 +77,7 @@ class RankedLists:
         return np.ones_like(self.position, dtype=bool) if k is None else self.position < k
 
 
-def ndcg(lists: RankedLists, k: int | None) -> float:
+def ndcg(lists: RankedLists, k: int | None) -> np.ndarray:
     if np.any(lists.labels > 31):
         raise LabelError("NDCG's exponential gain needs relevance labels of at most 31")
     discount = 1.0 / np.log2(lists.position + 2.0)
@@ -85,8 +85,7 @@ def ndcg(lists: RankedLists, k: int | None) -> float:
     dcg = lists.per_query((np.exp2(lists.labels) - 1.0) * discount, top)
     idcg = lists.per_query((np.exp2(lists.ideal) - 1.0) * discount, top)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
-    return float(scores.mean())
+        return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
 
 
 def _relevant(lists: RankedLists) -> np.ndarray:
@@ -103,7 +102,7 @@ def _hits_so_far(lists: RankedLists, relevant: np.ndarray) -> np.ndarray:
     return running - base[lists.group]
 
 
-def mean_average_precision(lists: RankedLists, k: int | None) -> float:
+def average_precision(lists: RankedLists, k: int | None) -> np.ndarray:
     relevant = _relevant(lists)
     hits = _hits_so_far(lists, relevant)
     precision = hits / (lists.position + 1.0)
@@ -111,29 +110,28 @@ def mean_average_precision(lists: RankedLists, k: int | None) -> float:
     accumulated = lists.per_query(precision, top & relevant)
     total = lists.per_query(relevant.astype(np.float64))
     denominator = total if k is None else np.minimum(total, k)
-    scores = np.where(denominator > 0, accumulated / np.where(denominator > 0, denominator, 1), 1.0)
-    return float(scores.mean())
+    return np.where(denominator > 0, accumulated / np.where(denominator > 0, denominator, 1), 1.0)
 
 
-def mean_reciprocal_rank(lists: RankedLists) -> float:
+def reciprocal_rank(lists: RankedLists) -> np.ndarray:
     relevant = _relevant(lists)
     hits = _hits_so_far(lists, relevant)
     first = relevant & (hits == 1)
-    return float(lists.per_query(1.0 / (lists.position + 1.0), first).mean())
+    return lists.per_query(1.0 / (lists.position + 1.0), first)
 
 
-def precision_at(lists: RankedLists, k: int) -> float:
+def precision_at(lists: RankedLists, k: int) -> np.ndarray:
     found = lists.per_query(_relevant(lists).astype(np.float64), lists.top(k))
     sizes = np.bincount(lists.group, minlength=lists.queries)
-    return float((found / np.minimum(k, sizes)).mean())
+    return found / np.minimum(k, sizes)
 
 
-def recall_at(lists: RankedLists, k: int) -> float:
+def recall_at(lists: RankedLists, k: int) -> np.ndarray:
+    """NaN for a query without a relevant document (left out of the mean)."""
     relevant = _relevant(lists).astype(np.float64)
     found = lists.per_query(relevant, lists.top(k))
     total = lists.per_query(relevant)
-    has = total > 0
-    return float((found[has] / total[has]).mean()) if has.any() else float("nan")
+    return np.where(total > 0, found / np.where(total > 0, total, 1.0), np.nan)
 
 
 # ------------------------------------------------------------------ classification
@@ -159,19 +157,29 @@ def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _binary_labels(labels: np.ndarray) -> np.ndarray:
+def binary_labels(labels: np.ndarray) -> np.ndarray:
     values = np.unique(labels)
     if not np.isin(values, (0.0, 1.0)).all():
         raise LabelError(f"binary classification needs labels 0 and 1; found {values[:10].tolist()}")
     return labels.astype(np.int64)
 
 
-def _class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
+def class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
     as_int = labels.astype(np.int64)
     if (as_int != labels).any() or as_int.min() < 0 or as_int.max() >= classes:
         raise LabelError(f"multiclass labels must be integers 0..{classes - 1}; found "
                          f"{np.unique(labels)[:10].tolist()}")
     return as_int
+
+
+def log_losses(truth: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Each row's log loss: probabilities clipped to [eps, 1-eps]; a multiclass row (one
+    probability per class) renormalised after clipping. ``logloss`` is their mean."""
+    q = np.clip(probabilities, _EPS, 1 - _EPS)
+    if q.ndim == 1:
+        return -(truth * np.log(q) + (1 - truth) * np.log(1 - q))
+    q = q / q.sum(axis=1, keepdims=True)
+    return -np.log(q[np.arange(len(truth)), truth])
 
 
 def _prf(truth: np.ndarray, predicted: np.ndarray, classes: list[int]) -> tuple[float, float, float]:
@@ -202,15 +210,11 @@ def _classification(names: list[str], truth: np.ndarray, predicted: np.ndarray, 
 
 
 def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    truth = _binary_labels(labels)
+    truth = binary_labels(labels)
     p = np.asarray(probabilities, dtype=np.float64)
 
-    def logloss() -> float:
-        q = np.clip(p, _EPS, 1 - _EPS)
-        return float(-np.mean(truth * np.log(q) + (1 - truth) * np.log(1 - q)))
-
     return _classification(names, truth, (p > 0.5).astype(np.int64), [1],
-                           lambda: roc_auc(truth, p), logloss)
+                           lambda: roc_auc(truth, p), lambda: float(np.mean(log_losses(truth, p))))
 
 
 def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -218,7 +222,7 @@ def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.n
     if p.ndim != 2:
         raise EvaluationError("a multiclass model must output one probability per class",
                               Reason.SchemaMismatch)
-    truth = _class_labels(labels, p.shape[1])
+    truth = class_labels(labels, p.shape[1])
     predicted = p.argmax(axis=1)
     present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()))
 
@@ -226,12 +230,8 @@ def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.n
         return float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
                               if 0 < np.sum(truth == c) < len(truth)]))
 
-    def logloss() -> float:
-        q = np.clip(p, _EPS, 1 - _EPS)
-        q = q / q.sum(axis=1, keepdims=True)
-        return float(-np.mean(np.log(q[np.arange(len(truth)), truth])))
-
-    return _classification(names, truth, predicted, present, auc, logloss)
+    return _classification(names, truth, predicted, present, auc,
+                           lambda: float(np.mean(log_losses(truth, p))))
 
 
 def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -250,29 +250,43 @@ def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.nda
     return out
 
 
-def ranking_metrics(names: list[str], labels: np.ndarray, scores: np.ndarray,
-                    qids: np.ndarray) -> dict[str, float]:
+def ranking_per_query(names: list[str], labels: np.ndarray, scores: np.ndarray,
+                      qids: np.ndarray) -> dict[str, np.ndarray]:
+    """Each ranking metric's value per query (queries in ascending qid order; NaN where a
+    query has no value, e.g. recall without a relevant document). A metric is their mean."""
     if qids is None:
         raise EvaluationError("ranking metrics need query ids (qid: in LETOR, or groupColumn)",
                               Reason.SchemaMismatch)
     if np.any(labels < 0):
         raise LabelError("ranking labels (relevance grades) must not be negative")
     lists = RankedLists.build(labels, np.asarray(scores, dtype=np.float64).reshape(-1), qids)
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for text in names:
         base, _, k_text = text.partition("@")
         k = int(k_text) if k_text else None
         if base == "ndcg":
             out[text] = ndcg(lists, k)
         elif base == "map":
-            out[text] = mean_average_precision(lists, k)
+            out[text] = average_precision(lists, k)
         elif base == "mrr":
-            out[text] = mean_reciprocal_rank(lists)
+            out[text] = reciprocal_rank(lists)
         elif base == "precision":
             out[text] = precision_at(lists, k)  # type: ignore[arg-type]
         elif base == "recall":
             out[text] = recall_at(lists, k)  # type: ignore[arg-type]
     return out
+
+
+def query_mean(values: np.ndarray) -> float:
+    """The mean over the queries that have a value (NaN when none has)."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if len(defined) else float("nan")
+
+
+def ranking_metrics(names: list[str], labels: np.ndarray, scores: np.ndarray,
+                    qids: np.ndarray) -> dict[str, float]:
+    return {name: query_mean(values)
+            for name, values in ranking_per_query(names, labels, scores, qids).items()}
 
 
 def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
@@ -295,5 +309,4 @@ def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.nda
 
 def improvement(name: str, candidate: float, baseline: float) -> float:
     """How much better the candidate is (positive = better), whatever the metric's direction."""
-    base = name.partition("@")[0]
-    return baseline - candidate if base in LOWER_IS_BETTER else candidate - baseline
+    return candidate - baseline if higher_is_better(name) else baseline - candidate

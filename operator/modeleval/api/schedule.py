@@ -1,0 +1,186 @@
+"""The EvaluationSchedule resource: a schedule (cron) and/or a new-model trigger (an S3 prefix)
+that create child ModelEvaluations from a template, as a CronJob creates Jobs.
+
+The spec models generate the second CRD (api/crd.py) and validate the spec in the operator,
+the same way as api/spec.py's; the status model is what the operator writes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from .cron import CRON_PATTERN, Cron, CronError, zone
+from .spec import (BUCKET, ModelEvaluationSpec, ModelFormat, ModelSource, Rule,
+                   SpecModel, matching)
+from .status import _CONDITIONS_LIST_MAP, Condition, StatusModel, Time
+
+SCHEDULE_KIND = "EvaluationSchedule"
+SCHEDULE_PLURAL = "evaluationschedules"
+SCHEDULE_SINGULAR = "evaluationschedule"
+SCHEDULE_SHORT_NAMES = ["evalsched"]
+# The label every child carries, naming its schedule (children are listed by it).
+SCHEDULE_LABEL = "modeleval.dev/schedule"
+# A child's name is the schedule's plus at most 11 characters, within a DNS label (63).
+SCHEDULE_NAME_MAX = 52
+PREFIX_PATTERN = rf"^s3://{BUCKET}/(.*/)?$"
+# Metrics that improve downwards; every other metric improves upwards.
+LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae"})
+
+
+def improvement(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old`` (negative: worse), whichever way the metric
+    improves."""
+    base = metric.split("@", 1)[0]
+    return old - new if base in LOWER_IS_BETTER else new - old
+
+
+def _cron(text: str) -> str:
+    """Checked by the operator (and the CLI); the API server checks the shape only."""
+    try:
+        Cron.parse(text)
+    except CronError as error:
+        raise ValueError(str(error)) from None
+    return text
+
+
+def _zone(text: str) -> str:
+    try:
+        zone(text)
+    except CronError as error:
+        raise ValueError(str(error)) from None
+    return text
+
+
+class ConcurrencyPolicy(StrEnum):
+    Allow = "Allow"      # runs may overlap
+    Forbid = "Forbid"    # a due run is skipped (cron) or waits (new model) while one is active
+    Replace = "Replace"  # the active runs are deleted and the new one created
+
+
+class Against(StrEnum):
+    previous = "previous"
+    champion = "champion"
+
+
+class NewModelTrigger(SpecModel):
+    prefix: Annotated[str, matching(PREFIX_PATTERN, "must be s3://bucket/ or s3://bucket/prefix/ "
+                                    "(ending in /)")] = Field(
+        max_length=1024, description="Every new object (key and ETag) under this prefix is "
+        "evaluated once: the template's model.uri is replaced by the object's URI. Objects "
+        "already there when the schedule is created are not evaluated.")
+    format: ModelFormat | None = Field(None, strict=False, description="The new models' format "
+                                       "(default: the template's model.format).")
+
+
+class Trigger(SpecModel):
+    new_model: NewModelTrigger = Field(description="Evaluate each model uploaded under an S3 "
+                                       "prefix.")
+
+
+class Degradation(SpecModel):
+    metric: str | None = Field(None, max_length=32, description="Metric watched (default: the "
+                               "template's primary metric, its first).")
+    max_drop: float = Field(ge=0, description="Degraded when the metric is worse by more than "
+                            "this (absolute; loss metrics worsen upwards).")
+    against: Against = Field(Against.previous, strict=False, description="previous: the last "
+                             "successful run before; champion: a champion model evaluated in "
+                             "the same run as its baseline.")
+    champion_model: ModelSource | None = Field(None, description="The champion (against: "
+                                               "champion); default: the template's "
+                                               "baseline.model.")
+
+
+class EvaluationScheduleSpec(SpecModel):
+    """Creates ModelEvaluations from a template on a cron schedule and/or for each new model
+    under an S3 prefix; tracks the primary metric and says when it degrades."""
+
+    schedule: Annotated[str, matching(CRON_PATTERN, "must be a cron expression of 5 fields or a "
+                                      "macro such as @daily"), AfterValidator(_cron)] | None = Field(
+        None, max_length=256, description="Cron (minute hour day-of-month month day-of-week, or "
+        "@hourly, @daily, ...), in timeZone.")
+    time_zone: Annotated[str, AfterValidator(_zone)] | None = Field(
+        None, max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
+        description="IANA time zone of schedule (default UTC).")
+    starting_deadline_seconds: int | None = Field(
+        None, ge=1, description="A run missed (operator down, suspended) by more than this is "
+        "skipped; unset: the latest missed run is made once, however late.")
+    trigger: Trigger | None = None
+    concurrency_policy: ConcurrencyPolicy = Field(ConcurrencyPolicy.Forbid, strict=False,
+                                                  description="Allow, Forbid or Replace (as a "
+                                                  "CronJob's).")
+    suspend: bool = Field(False, description="No new runs while true; active runs go on.")
+    successful_history_limit: int = Field(3, ge=0, le=100, description="Succeeded children kept.")
+    failed_history_limit: int = Field(1, ge=0, le=100, description="Failed children kept.")
+    degradation: Degradation | None = None
+    template: ModelEvaluationSpec = Field(description="The spec of each child ModelEvaluation.")
+
+    rules = (
+        Rule("has(self.schedule) || has(self.trigger)", "set schedule, trigger or both",
+             lambda s: s.schedule is not None or s.trigger is not None),
+        Rule("!has(self.degradation) || !has(self.degradation.against) || "
+             "self.degradation.against != 'champion' || has(self.degradation.championModel) || "
+             "has(self.template.baseline)",
+             "against: champion needs championModel (or a template baseline)",
+             lambda s: s.degradation is None or s.degradation.against != Against.champion
+             or s.degradation.champion_model is not None or s.template.baseline is not None,
+             ".degradation.championModel"),
+        Rule("!has(self.degradation) || !has(self.degradation.metric) || "
+             "self.degradation.metric in self.template.metrics",
+             "must be one of template.metrics",
+             lambda s: s.degradation is None or s.degradation.metric is None
+             or s.degradation.metric in s.template.metrics, ".degradation.metric"),
+    )
+
+    @property
+    def watched_metric(self) -> str:
+        if self.degradation and self.degradation.metric:
+            return self.degradation.metric
+        return self.template.primary_metric
+
+
+class ScheduleConditionType(StrEnum):
+    Ready = "Ready"        # the schedule is valid and making runs (False: invalid, suspended)
+    Degraded = "Degraded"  # the watched metric fell by more than degradation.maxDrop
+
+
+class SeenModel(StatusModel):
+    key: str
+    etag: str
+    last_modified: Time | None = None
+
+
+class EvaluationScheduleStatus(StatusModel):
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP)
+    last_schedule_time: Time | None = Field(None, description="The cron time of the last run "
+                                            "made (or skipped by concurrencyPolicy: Forbid).")
+    next_schedule_time: Time | None = Field(None, description="The next cron time.")
+    last_run: str | None = Field(None, description="The newest child ModelEvaluation.")
+    active: list[str] = Field(default_factory=list, description="Children not finished.")
+    last_completed_run: str | None = Field(None, description="The newest child that succeeded "
+                                           "and whose metric is below.")
+    last_primary_metric: float | None = Field(None, description="The watched metric of "
+                                              "lastCompletedRun.")
+    last_completion_time: Time | None = Field(None, description="When lastCompletedRun "
+                                              "finished.")
+    metric_name: str | None = Field(None, description="The watched metric.")
+    previous_primary_metric: float | None = None
+    metric_change: float | None = Field(None, description="lastPrimaryMetric minus the run "
+                                        "before's (against: previous) or minus the champion's "
+                                        "(against: champion).")
+    seen_models: list[SeenModel] = Field(default_factory=list, description="Model objects "
+                                         "already evaluated (newest first, bounded).")
+    seen_before: Time | None = Field(None, description="Model objects last modified at or "
+                                     "before this count as seen.")
+    models_listed: bool = Field(False, description="The trigger's prefix was listed once (what "
+                                "was there then is not evaluated).")
+    observed_generation: int | None = None
+
+    def condition(self, type_: ScheduleConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: ScheduleConditionType) -> bool:
+        found = self.condition(type_)
+        return found is not None and found.true

@@ -1,0 +1,385 @@
+"""The EvaluationSchedule's judgement, as pure functions: no I/O, no clock, no globals.
+
+Like decide.py for evaluations: the runtime (schedule_runtime.py) lists the schedule's children
+and, when :func:`wants_models` says so, the trigger's S3 prefix; :func:`decide_schedule` turns
+the spec, the status and that observation into the next status and a list of actions.
+
+What it decides, in the order of a round:
+- children: ``active`` are those not finished; the newest succeeded child's watched metric
+  becomes ``lastPrimaryMetric``, its change from the run before (or from the champion, whose
+  delta the child computed as its baseline) ``metricChange``, and ``Degraded`` turns true when
+  the metric is worse by more than ``degradation.maxDrop`` (an Event when it turns true);
+- history: finished children beyond the history limits are deleted, oldest first;
+- cron: the latest cron time in (lastScheduleTime, now] is run once, however many were missed
+  while the operator was down or the schedule suspended (a CronJob's rule), unless it is later
+  than ``startingDeadlineSeconds``; the first time counted from is the schedule's creation;
+- new models: the prefix's objects are compared with the seen ones (key and ETag, in status, so
+  a restarted operator evaluates none twice); what was there at the first listing is only
+  recorded. With Forbid a new model waits while a child is active (it is never lost); with
+  Replace the newest new model replaces the active children and older new ones are skipped;
+  with Allow each gets its child (at most :data:`MAX_NEW_PER_ROUND` a round);
+- child names are deterministic (``<schedule>-<unix minutes>`` for a cron time,
+  ``<schedule>-m<hash of key and ETag>`` for a model), so a round repeated after a crash finds
+  its child already made instead of making a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api.cron import Cron, last_run, next_run, zone
+from ..api.reasons import Reason
+from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
+                            EvaluationScheduleSpec, EvaluationScheduleStatus,
+                            ScheduleConditionType as SC, SeenModel, improvement)
+from ..api.status import rfc3339
+from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
+from . import status as st
+from .decide import Emit, Evaluation, InvalidSpec
+
+# Bounds of what a schedule keeps and does per round.
+SEEN_LIMIT = 200
+MAX_NEW_PER_ROUND = 5
+# Metrics in a schedule's status (and kubectl's columns) are rounded to this many decimals.
+DIGITS = 6
+SCHEDULED_TIME_ANNOTATION = f"{API_GROUP}/scheduled-time"
+MODEL_KEY_ANNOTATION = f"{API_GROUP}/model-key"
+MODEL_ETAG_ANNOTATION = f"{API_GROUP}/model-etag"
+FINISHED = ("Succeeded", "Failed")
+
+
+# A schedule's identity (name, namespace, uid, generation, creation) is read from its metadata
+# exactly as an evaluation's.
+Schedule = Evaluation
+
+
+@dataclass(frozen=True)
+class Child:
+    """What a round needs of one child ModelEvaluation."""
+
+    name: str
+    phase: str | None = None
+    created: datetime | None = None
+    completed: datetime | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    deltas: dict[str, float] = field(default_factory=dict)  # candidate - baseline (champion)
+    deleting: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> "Child":
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        return cls(name=meta.get("name", ""), phase=status.get("phase"),
+                   created=_time(meta.get("creationTimestamp")),
+                   completed=_time(status.get("completionTime")),
+                   metrics=dict(status.get("metrics") or {}),
+                   deltas=dict((status.get("baseline") or {}).get("deltas") or {}),
+                   deleting=bool(meta.get("deletionTimestamp")))
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+@dataclass(frozen=True)
+class ModelObject:
+    """One object under the trigger's prefix; ``last_modified`` to the second, as status keeps
+    times."""
+
+    key: str
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleObserved:
+    children: tuple[Child, ...] = ()
+    models: tuple[ModelObject, ...] | None = None  # None: not listed this round
+    bucket: str | None = None
+    models_error: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateChild:
+    manifest: dict[str, Any]
+    message: str
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    name: str
+    why: str
+
+
+ScheduleAction = CreateChild | DeleteChild | Emit
+
+
+def parse_schedule_spec(raw: dict[str, Any]) -> EvaluationScheduleSpec | InvalidSpec:
+    try:
+        return EvaluationScheduleSpec.model_validate(raw)
+    except ValidationError as error:
+        return InvalidSpec(format_validation_error(error, "spec"))
+
+
+def wants_models(spec: EvaluationScheduleSpec | InvalidSpec,
+                 status: EvaluationScheduleStatus) -> bool:
+    """Whether the round lists the trigger's prefix: not for an invalid schedule, and for a
+    suspended one only once, to record what is there before it (what comes while it is
+    suspended is evaluated when it resumes)."""
+    return isinstance(spec, EvaluationScheduleSpec) and spec.trigger is not None \
+        and (not spec.suspend or not status.models_listed)
+
+
+def owner_reference(s: Schedule) -> dict[str, Any]:
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": SCHEDULE_KIND, "name": s.name,
+            "uid": s.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def cron_child_name(schedule: str, when: datetime) -> str:
+    return f"{schedule}-{int(when.timestamp() // 60)}"
+
+
+def model_child_name(schedule: str, key: str, etag: str) -> str:
+    digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:8]
+    return f"{schedule}-m{digest}"
+
+
+def build_child(s: Schedule, spec: EvaluationScheduleSpec, name: str,
+                annotations: dict[str, str], model_uri: str | None = None) -> dict[str, Any]:
+    """The child ModelEvaluation: the template, the new model in place of its model, the
+    champion as its baseline when degradation is judged against one."""
+    body = spec.template.model_dump(by_alias=True, mode="json", exclude_unset=True)
+    if model_uri is not None:
+        model = {**body["model"], "uri": model_uri}
+        trigger_format = spec.trigger.new_model.format if spec.trigger else None
+        if trigger_format is not None:
+            model["format"] = str(trigger_format)
+        body["model"] = model
+    d = spec.degradation
+    if d is not None and d.against == Against.champion and d.champion_model is not None:
+        body["baseline"] = {"model": d.champion_model.model_dump(by_alias=True, mode="json",
+                                                                  exclude_unset=True)}
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
+            "metadata": {"name": name, "namespace": s.namespace,
+                         "labels": {SCHEDULE_LABEL: s.name}, "annotations": annotations,
+                         "ownerReferences": [owner_reference(s)]},
+            "spec": body}
+
+
+@dataclass
+class _ScheduleRound:
+    sched: Schedule
+    spec: EvaluationScheduleSpec
+    s: EvaluationScheduleStatus
+    o: ScheduleObserved
+    now: datetime
+    actions: list[ScheduleAction] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
+
+    def condition(self, type_: SC, value: bool, reason: Reason, message: str) -> bool:
+        """Sets a condition; True when its value changed."""
+        before = self.s.is_true(type_)
+        st.set_condition(self.s, type_, value, reason, message, self.sched.generation, self.now)
+        return before != value
+
+    def emit(self, reason: Reason, message: str, warning: bool = False) -> None:
+        self.actions.append(Emit(reason, message, warning))
+
+    def delete(self, name: str, why: str) -> None:
+        self.actions.append(DeleteChild(name, why))
+
+    def create(self, name: str, message: str, annotations: dict[str, str],
+               model_uri: str | None = None) -> None:
+        self.actions.append(CreateChild(build_child(self.sched, self.spec, name, annotations,
+                                                    model_uri), message))
+        self.s.last_run = name
+        self.active.append(name)
+
+    # -- the rules
+    def run(self) -> None:
+        children = sorted(self.o.children, key=lambda c: (c.created or self.now, c.name))
+        self.active = [c.name for c in children if not c.finished and not c.deleting]
+        self.track_metric(children)
+        self.prune(children)
+        if self.spec.suspend:
+            self.condition(SC.Ready, False, Reason.ScheduleSuspended, "spec.suspend is true: "
+                           "no new runs")
+            if self.o.models is not None and not self.s.models_listed:
+                self.first_listing(self.o.models)
+        else:
+            ready = (Reason.Scheduled, "making runs")
+            if self.spec.schedule is not None:
+                self.cron()
+            if self.spec.trigger is not None:
+                ready = self.new_models() or ready
+            self.condition(SC.Ready, ready[0] == Reason.Scheduled, *ready)
+        self.s.active = sorted(set(self.active))
+
+    def track_metric(self, children: list[Child]) -> None:
+        spec, s = self.spec, self.s
+        metric = spec.watched_metric
+        s.metric_name = metric
+        done = sorted((c for c in children if c.phase == "Succeeded" and c.completed
+                       and metric in c.metrics), key=lambda c: (c.completed, c.name))
+        # Ordered by (completion, name): what comes after the last one recorded is fresh (two
+        # runs finishing in the same second are both counted).
+        since = (s.last_completion_time, s.last_completed_run or "")
+        fresh = [c for c in done if since[0] is None or (c.completed, c.name) > since]
+        if not fresh:
+            return
+        for child in fresh:
+            value = round(child.metrics[metric], DIGITS)
+            s.previous_primary_metric = s.last_primary_metric
+            s.last_primary_metric = value
+            s.last_completed_run = child.name
+            s.last_completion_time = child.completed
+        d = spec.degradation
+        latest = fresh[-1]
+        if d is not None and d.against == Against.champion:
+            delta = latest.deltas.get(metric)
+            delta = None if delta is None else round(delta, DIGITS)
+            s.metric_change = delta
+            reference = None if delta is None else s.last_primary_metric - delta
+            what = "the champion's"
+        else:
+            reference = s.previous_primary_metric
+            s.metric_change = None if reference is None else round(s.last_primary_metric - reference,
+                                                                   DIGITS)
+            what = "the run before's"
+        if d is None or reference is None:
+            return
+        drop = -improvement(metric, s.last_primary_metric, reference)
+        text = (f"{metric} of {latest.name} is {s.last_primary_metric:.4f}, {what} "
+                f"{reference:.4f}: ")
+        if drop > d.max_drop:
+            text += f"worse by {drop:.4f} (> maxDrop {d.max_drop:g})"
+            if self.condition(SC.Degraded, True, Reason.MetricDegraded, text):
+                self.emit(Reason.MetricDegraded, text, warning=True)
+        else:
+            self.condition(SC.Degraded, False, Reason.MetricWithinBounds,
+                           text + f"within maxDrop {d.max_drop:g}")
+
+    def prune(self, children: list[Child]) -> None:
+        for phase, limit in (("Succeeded", self.spec.successful_history_limit),
+                             ("Failed", self.spec.failed_history_limit)):
+            done = sorted((c for c in children if c.phase == phase and not c.deleting),
+                          key=lambda c: (c.completed or c.created or self.now, c.name),
+                          reverse=True)
+            for child in done[limit:]:
+                self.delete(child.name, f"history limit: keeps the {limit} newest "
+                            f"{phase.lower()} runs")
+
+    def replace_active(self, why: str) -> None:
+        for name in self.active:
+            self.delete(name, why)
+            self.emit(Reason.RunReplaced, f"deleted active run {name}: {why}")
+        self.active = []
+
+    def cron(self) -> None:
+        spec, s, now = self.spec, self.s, self.now
+        cron, tz = Cron.parse(spec.schedule), zone(spec.time_zone)
+        since = s.last_schedule_time or self.sched.created or now
+        latest, missed = last_run(cron, tz, since, now)
+        s.next_schedule_time = next_run(cron, tz, now)
+        if latest is None:
+            return
+        s.last_schedule_time = latest
+        earlier = f" ({missed} earlier cron time(s) missed)" if missed else ""
+        late = (now - latest).total_seconds()
+        deadline = spec.starting_deadline_seconds
+        if deadline is not None and late > deadline:
+            return self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} was missed by "
+                             f"{late:.0f}s (> startingDeadlineSeconds {deadline}){earlier}",
+                             warning=True)
+        if self.active and spec.concurrency_policy == ConcurrencyPolicy.Forbid:
+            return self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} is skipped: "
+                             f"{', '.join(self.active)} still active (concurrencyPolicy: Forbid)")
+        if self.active and spec.concurrency_policy == ConcurrencyPolicy.Replace:
+            self.replace_active(f"the run of {rfc3339(latest)} replaces it "
+                                "(concurrencyPolicy: Replace)")
+        name = cron_child_name(self.sched.name, latest)
+        self.create(name, f"created {name} for the cron time {rfc3339(latest)}{earlier}",
+                    {SCHEDULED_TIME_ANNOTATION: rfc3339(latest)})
+
+    def new_models(self) -> tuple[Reason, str] | None:
+        """Evaluates new objects; a reason for Ready=False when the prefix cannot be listed."""
+        o, s, spec = self.o, self.s, self.spec
+        if o.models_error is not None:
+            if s.condition(SC.Ready) is None or s.condition(SC.Ready).reason != Reason.ModelListFailed:
+                self.emit(Reason.ModelListFailed, o.models_error, warning=True)
+            return Reason.ModelListFailed, o.models_error
+        if o.models is None:
+            return None
+        if not s.models_listed:
+            self.first_listing(o.models)
+            return None
+        seen = {(m.key, m.etag) for m in s.seen_models}
+        new = sorted((m for m in o.models if (m.key, m.etag) not in seen
+                      and (s.seen_before is None or m.last_modified > s.seen_before)),
+                     key=lambda m: (m.last_modified, m.key))
+        if not new:
+            return None
+        policy = spec.concurrency_policy
+        if policy == ConcurrencyPolicy.Forbid:
+            if self.active:
+                return None  # the oldest new model waits for the active run (never lost)
+            chosen, skipped = new[:1], []
+        elif policy == ConcurrencyPolicy.Replace:
+            chosen, skipped = new[-1:], new[:-1]
+            if self.active:
+                self.replace_active(f"a new model {chosen[0].key} replaces it "
+                                    "(concurrencyPolicy: Replace)")
+        else:
+            chosen, skipped = new[:MAX_NEW_PER_ROUND], []
+        for m in skipped:
+            self.emit(Reason.RunSkipped, f"new model {m.key} (ETag {m.etag}) is skipped: a newer "
+                      f"one replaces it (concurrencyPolicy: Replace)")
+        for m in chosen:
+            name = model_child_name(self.sched.name, m.key, m.etag)
+            uri = f"s3://{o.bucket}/{m.key}"
+            self.create(name, f"created {name} for the new model {uri} (ETag {m.etag})",
+                        {MODEL_KEY_ANNOTATION: m.key, MODEL_ETAG_ANNOTATION: m.etag}, uri)
+        self.remember([*chosen, *skipped])
+        return None
+
+    def first_listing(self, models: tuple[ModelObject, ...]) -> None:
+        """What was there before the schedule is not "new": only recorded."""
+        self.s.models_listed = True
+        self.remember(list(models))
+
+    def remember(self, models: list[ModelObject]) -> None:
+        """Adds to the seen list, newest first; beyond its bound the oldest leave it and
+        ``seenBefore`` rises past them."""
+        s = self.s
+        merged = [SeenModel(key=m.key, etag=m.etag, last_modified=m.last_modified)
+                  for m in models] + s.seen_models
+        merged.sort(key=lambda m: (m.last_modified or datetime.min.replace(tzinfo=self.now.tzinfo),
+                                   m.key), reverse=True)
+        s.seen_models, dropped = merged[:SEEN_LIMIT], merged[SEEN_LIMIT:]
+        for m in dropped:
+            if m.last_modified and (s.seen_before is None or m.last_modified > s.seen_before):
+                s.seen_before = m.last_modified
+
+
+def decide_schedule(sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
+                    status: EvaluationScheduleStatus, observed: ScheduleObserved, now: datetime
+                    ) -> tuple[EvaluationScheduleStatus, list[ScheduleAction]]:
+    """The next status and what to do, from what a round observed. Pure."""
+    s = status.model_copy(deep=True)
+    s.observed_generation = sched.generation
+    if isinstance(spec, InvalidSpec):
+        before = s.condition(SC.Ready)
+        st.set_condition(s, SC.Ready, False, spec.reason, spec.message, sched.generation, now)
+        changed = before is None or before.reason != spec.reason or before.message != spec.message
+        return s, [Emit(spec.reason, spec.message, True)] if changed else []
+    round_ = _ScheduleRound(sched, spec, s, observed, now)
+    round_.run()
+    return round_.s, round_.actions

@@ -1,0 +1,180 @@
+"""EvaluationSchedule on the test bed: a `* * * * *` schedule makes a child that succeeds and
+whose metric reaches the schedule's status, history limits prune, deleting the schedule deletes
+its children (kube-controller-manager's garbage collector, through owner references); a model
+uploaded to MinIO under a trigger prefix makes exactly one child, also after the operator
+restarts; a worse model turns Degraded true with an Event."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+import numpy as np
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, train_ranker
+from modeleval.engine.storage import Storage
+
+from .kube import eventually
+from .operator_fixture import CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, kubectl
+
+pytestmark = pytest.mark.e2e
+SCHEDULE_CRD = ROOT / "crds" / "evaluationschedules.modeleval.dev.yaml"
+SCHEDULES = ("modeleval.dev", "v1alpha1", "evaluationschedules")
+LABEL = "modeleval.dev/schedule"
+RANKER = f"s3://{EXAMPLES_BUCKET}/models/ranker.json"
+SMALL = {"workers": 1, "cpu": "100m", "memory": "256Mi", "headCpu": "100m", "headMemory": "256Mi"}
+
+
+@pytest.fixture(scope="module")
+def operator(bed, tmp_path_factory):
+    # Forced: on a shared bed the chart (helm) may have installed an older copy of these CRDs.
+    for path in (CRD, SCHEDULE_CRD):
+        kubectl(bed, "apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev",
+            "crd/evaluationschedules.modeleval.dev")
+    publish_example_assets(Storage(), EXAMPLES_BUCKET)
+    process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log",
+                              MODELEVAL_SCHEDULE_POLL_INTERVAL="2").start()
+    yield process
+    process.stop()
+
+
+def template(**extra) -> dict:
+    return {"task": "ranking", "model": {"uri": RANKER},
+            "dataset": {"uri": f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", "numFeatures": 136},
+            "metrics": ["ndcg@10"], "resources": SMALL, **extra}
+
+
+def apply_schedule(bed, namespace: str, name: str, **spec) -> None:
+    body = {"apiVersion": "modeleval.dev/v1alpha1", "kind": "EvaluationSchedule",
+            "metadata": {"name": name}, "spec": {"template": template(), **spec}}
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
+
+
+def schedule_status(api, namespace: str, name: str) -> dict:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        *SCHEDULES[:2], namespace, SCHEDULES[2], name)
+    return obj.get("status") or {}
+
+
+def children(api, namespace: str, name: str) -> list[dict]:
+    return client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *EVALUATIONS[:2], namespace, EVALUATIONS[2], label_selector=f"{LABEL}={name}")["items"]
+
+
+def gone(api, namespace: str, name: str) -> bool:
+    try:
+        client.CustomObjectsApi(api).get_namespaced_custom_object(*EVALUATIONS[:2], namespace,
+                                                                  EVALUATIONS[2], name)
+        return False
+    except ApiException as error:
+        return error.status == 404
+
+
+def patch_schedule(api, namespace: str, name: str, spec: dict) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        *SCHEDULES[:2], namespace, SCHEDULES[2], name, {"spec": spec})
+
+
+def bad_ranker() -> bytes:
+    """A ranker trained on reversed relevance: its NDCG is far below the example ranker's."""
+    data = make_letor(3000, 136, seed=11)
+    data = dataclasses.replace(data, labels=(np.max(data.labels) - data.labels).astype(data.labels.dtype))
+    return bytes(train_ranker(data, rounds=5).get_booster().save_raw("json"))
+
+
+@pytest.mark.timeout(600)
+def test_cron_schedule_runs_records_prunes_and_owns_its_children(bed, api, namespace, operator):
+    apply_schedule(bed, namespace, "every-minute", schedule="* * * * *",
+                   successfulHistoryLimit=1)
+    first = eventually(lambda: schedule_status(api, namespace, "every-minute").get("lastRun"),
+                       75, "the first child of a * * * * * schedule")
+    (child,) = children(api, namespace, "every-minute")
+    assert child["metadata"]["name"] == first
+    (owner,) = child["metadata"]["ownerReferences"]
+    assert owner["kind"] == "EvaluationSchedule" and owner["name"] == "every-minute" \
+        and owner["controller"] is True
+    assert child["spec"]["model"]["uri"] == RANKER
+
+    status = eventually(lambda: (s := schedule_status(api, namespace, "every-minute"))
+                        .get("lastCompletedRun") == first and s, 240, f"{first} to succeed")
+    assert status["metricName"] == "ndcg@10" and 0 < status["lastPrimaryMetric"] <= 1
+    assert status["lastScheduleTime"].endswith(":00Z") and status["nextScheduleTime"]
+    table = kubectl(bed, "get", "evalsched", "-n", namespace)
+    assert table.split("\n")[0].split() == ["NAME", "SCHEDULE", "LAST", "RUN", "LAST", "METRIC",
+                                            "CHANGE", "DEGRADED", "AGE"]
+    assert first in table
+
+    # History: no succeeded child kept -> the finished one is deleted.
+    patch_schedule(api, namespace, "every-minute", {"successfulHistoryLimit": 0})
+    eventually(lambda: gone(api, namespace, first), 30, f"{first} to be pruned")
+
+    # A later child, still running, goes with the schedule (owner reference, garbage collector).
+    later = eventually(lambda: [c["metadata"]["name"] for c in children(api, namespace, "every-minute")
+                                if c["metadata"]["name"] != first], 75, "a second child")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        *SCHEDULES[:2], namespace, SCHEDULES[2], "every-minute")
+    eventually(lambda: all(gone(api, namespace, n) for n in later), 90,
+               f"{later} to be deleted with their schedule")
+
+
+@pytest.mark.timeout(600)
+def test_a_new_model_is_evaluated_once_also_after_a_restart(bed, api, namespace, operator):
+    prefix = f"schedules/{uuid.uuid4().hex[:8]}/"
+    storage = Storage()
+    storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}old.json", storage.read(RANKER))
+    apply_schedule(bed, namespace, "on-upload",
+                   trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}})
+    eventually(lambda: schedule_status(api, namespace, "on-upload").get("modelsListed"), 30,
+               "the first listing of the prefix")
+    time.sleep(5)  # a few rounds: what was there before the schedule is not evaluated
+    assert children(api, namespace, "on-upload") == []
+
+    storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}new.json", storage.read(RANKER))
+    (child,) = eventually(lambda: children(api, namespace, "on-upload"), 30,
+                          "a child for the uploaded model")
+    assert child["spec"]["model"]["uri"] == f"s3://{EXAMPLES_BUCKET}/{prefix}new.json"
+    assert "RunCreated" in events_of(api, namespace, "on-upload")
+
+    operator.stop()
+    operator.start()
+    # The same bytes again under the same key: the same ETag, not a new model.
+    storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}new.json", storage.read(RANKER))
+    time.sleep(10)  # five rounds of the restarted operator
+    assert [c["metadata"]["name"] for c in children(api, namespace, "on-upload")] == \
+        [child["metadata"]["name"]]
+    seen = schedule_status(api, namespace, "on-upload")["seenModels"]
+    assert sorted(m["key"] for m in seen) == [f"{prefix}new.json", f"{prefix}old.json"]
+
+
+@pytest.mark.timeout(900)
+def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operator):
+    prefix = f"schedules/{uuid.uuid4().hex[:8]}/"
+    storage = Storage()
+    apply_schedule(bed, namespace, "watch", concurrencyPolicy="Forbid",
+                   trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}},
+                   degradation={"maxDrop": 0.01})
+    eventually(lambda: schedule_status(api, namespace, "watch").get("modelsListed"), 30,
+               "the first listing of the prefix")
+    storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}v1.json", storage.read(RANKER))
+    first = eventually(lambda: (s := schedule_status(api, namespace, "watch"))
+                       .get("lastPrimaryMetric") is not None and s, 240, "the first model's metric")
+    assert "metricChange" not in first
+    storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}v2.json", bad_ranker())
+
+    def degraded():
+        s = schedule_status(api, namespace, "watch")
+        found = [c for c in s.get("conditions") or [] if c["type"] == "Degraded"]
+        return s if found and found[0]["status"] == "True" else None
+
+    status = eventually(degraded, 240, "Degraded=True after the worse model")
+    assert status["metricChange"] < -0.01
+    assert status["lastPrimaryMetric"] < first["lastPrimaryMetric"]
+    assert "MetricDegraded" in events_of(api, namespace, "watch")
+    table = kubectl(bed, "get", "evalsched", "-n", namespace)
+    assert "True" in table.splitlines()[1]
