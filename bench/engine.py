@@ -12,6 +12,12 @@ Prints one table: median seconds of --runs rounds (paths interleaved in each rou
 worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
 
   python bench/engine.py [--rows 240000] [--runs 3]        (make bench)
+
+--local needs no MinIO and no test bed (see main_local): file:// URIs in a temporary directory,
+a local Ray with every CPU and any visible GPU, and modeleval's cold, warm and limit paths on
+the CPU and, where nvidia-smi works, on the GPU, side by side:
+
+  python bench/engine.py --local [--rows 1000000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import io
 import math
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -176,13 +183,203 @@ PATHS = [("a naive", path_naive), ("b ray-data", path_ray_data), ("c modeleval c
          ("d modeleval warm", path_warm), ("e limit", path_limit)]
 
 
+def gpu_unavailable() -> str | None:
+    """Why the GPU columns are left out (None: they are measured)."""
+    from modeleval.engine.device import machine_gpu_unavailable
+
+    why = machine_gpu_unavailable()
+    if why is not None:
+        return why
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "CuPy is not installed (pip install cupy-cuda12x)"
+    return None
+
+
+def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float]]:
+    """One modeleval evaluation of the local files: NDCG@10 and the engine's own timings. A GPU
+    evaluation keeps its predicting actors for the next one, as a long-lived process would."""
+    import dataclasses
+
+    import ray
+
+    from modeleval.engine.evaluate import Evaluator, Identity
+    from modeleval.engine.scoring import ScoringPlan
+    from modeleval.runner import parse_manifest
+    from modeleval.settings import EngineSettings
+
+    manifest = parse_manifest(f"""
+apiVersion: modeleval.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {{name: bench}}
+spec:
+  task: ranking
+  model: {{uri: "{ctx.model_uri}"}}
+  dataset: {{uri: "{ctx.data_uri}", numFeatures: {ctx.features}}}
+  metrics: [ndcg@{K}]
+  resources: {{gpu: {gpu}}}
+""")
+    settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
+                              results_dir=ctx.dir / "results")
+    scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources()), keep=True) \
+        if gpu else None
+    result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
+    if any("GPU" in w for w in result.warnings):
+        raise RuntimeError(f"the GPU path did not run on the GPU: {result.warnings}")
+    return result.metrics[f"ndcg@{K}"], result.timings
+
+
+def _local_paths(ctx, gpu: bool) -> list[tuple[str, object]]:
+    from modeleval.engine.metrics import ranking_metrics
+
+    device = 1 if gpu else 0
+    label = "gpu" if gpu else "cpu"
+
+    def cold(ctx):
+        return _local_evaluation(ctx, f"cache-{uuid.uuid4().hex}", device)  # a new, empty cache
+
+    def warm(ctx):
+        return _local_evaluation(ctx, "cache-warm", device)
+
+    def limit(ctx):
+        # The arrays are where the model reads them before the clock starts: host memory for
+        # the CPU, device memory (CuPy) for the GPU.
+        features = ctx.device_features if gpu else ctx.data.features
+        booster = ctx.gpu_booster if gpu else ctx.booster
+        scores = booster.inplace_predict(features)
+        scores = scores.get() if gpu else scores
+        return ranking_metrics([f"ndcg@{K}"], ctx.data.labels.astype(np.float64), scores,
+                               ctx.data.qids)[f"ndcg@{K}"], {}
+
+    return [(f"{label} cold", cold), (f"{label} warm", warm), (f"{label} limit", limit)]
+
+
+def main_local(args) -> int:
+    """The --local mode: no MinIO, no test bed. For each device (the CPU; the GPU where
+    nvidia-smi works): cold (empty cache), warm (cache filled), limit (inplace_predict on arrays
+    already in memory, plus NDCG). Also: the first warm evaluation on fresh Ray workers, the
+    parser alone on one core, and MB/s per core of the cold path."""
+    os.environ.update({**RAY_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
+                       "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    import ray
+    import xgboost as xgb
+
+    from modeleval.demo import letor_bytes, make_letor, train_ranker
+    from modeleval.engine import scoring
+    from modeleval.engine.letor import parse_letor
+
+    cores = os.cpu_count() or 1
+    no_gpu = gpu_unavailable()
+    ctx = SimpleNamespace(features=args.features, dir=Path(tempfile.mkdtemp(prefix="mebench-local-")))
+    ctx.data = make_letor(args.rows, args.features, seed=args.seed)
+    text = letor_bytes(ctx.data)
+    (ctx.dir / "test.txt").write_bytes(text)
+    ranker = train_ranker(make_letor(20_000, args.features, seed=args.seed + 1), rounds=args.trees)
+    ctx.booster = ranker.get_booster()
+    ctx.booster.set_param({"nthread": 0})
+    (ctx.dir / "ranker.json").write_bytes(bytes(ctx.booster.save_raw("json")))
+    ctx.data_uri, ctx.model_uri = (ctx.dir / "test.txt").as_uri(), (ctx.dir / "ranker.json").as_uri()
+    in_memory = ctx.data.features.nbytes + ctx.data.labels.nbytes + ctx.data.qids.nbytes
+    mb = len(text) / 1e6
+    print(f"dataset: {args.rows:,} rows x {args.features} features, {mb:.0f} MB of LETOR text, "
+          f"{in_memory / 1e6:.0f} MB in memory; model: {args.trees} trees; {cores} cores; GPU: "
+          f"{'yes' if no_gpu is None else 'no (' + no_gpu + ')'}; files in {ctx.dir}", flush=True)
+    devices = [False] + ([True] if no_gpu is None else [])
+    if no_gpu is None:
+        import cupy
+
+        ctx.gpu_booster = xgb.Booster(model_file=str(ctx.dir / "ranker.json"))
+        ctx.gpu_booster.set_param({"device": "cuda"})
+        ctx.device_features = cupy.asarray(ctx.data.features)
+    # The parser alone, on one core, on up to 64 MB of whole lines.
+    sample = text[:text.rfind(b"\n", 0, 64 * 2**20) + 1] or text
+    started = time.perf_counter()
+    parse_letor(sample, args.features)
+    parser_mb_s = len(sample) / 1e6 / (time.perf_counter() - started)
+    del text
+
+    def session() -> None:
+        ray.init(address="local", num_cpus=cores, log_to_driver=False, include_dashboard=False,
+                 configure_logging=False)
+
+    def end_session() -> None:
+        scoring.release_scorers()
+        ray.shutdown()
+
+    fresh: dict[str, float] = {}
+    try:
+        session()  # fills the warm cache (not timed), then ends: the next session's workers are new
+        _local_evaluation(ctx, "cache-warm", 0)
+        end_session()
+        for gpu in devices:
+            session()
+            started = time.perf_counter()
+            _local_evaluation(ctx, "cache-warm", int(gpu))
+            fresh["gpu" if gpu else "cpu"] = time.perf_counter() - started
+            end_session()
+        session()
+        paths = [path for gpu in devices for path in _local_paths(ctx, gpu)]
+        for _, fn in paths:  # workers, actors and imports started: what later rounds find
+            fn(ctx)
+        times: dict[str, list[float]] = {name: [] for name, _ in paths}
+        peaks: dict[str, int] = {name: 0 for name, _ in paths}
+        ndcg: dict[str, float] = {}
+        breakdown: dict[str, dict[str, float]] = {}
+        for run in range(args.runs):
+            for name, fn in paths:
+                with PeakMemory() as memory:
+                    started = time.perf_counter()
+                    ndcg[name], breakdown[name] = fn(ctx)
+                    times[name].append(time.perf_counter() - started)
+                peaks[name] = max(peaks[name], memory.peak)
+                print(f"  run {run + 1} {name}: {times[name][-1]:.2f}s", flush=True)
+    finally:
+        if ray.is_initialized():
+            end_session()
+        shutil.rmtree(ctx.dir, ignore_errors=True)
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    labels = ["cpu"] + (["gpu"] if len(devices) > 1 else [])
+    print("\n| path | " + " | ".join(f"{d} s | {d} x limit" for d in labels) + " |")
+    print("|---|" + "---|---|" * len(labels))
+    for kind in ("cold", "warm", "limit"):
+        cells = [f"{median[f'{d} {kind}']:.2f} | {median[f'{d} {kind}'] / median[f'{d} limit']:.1f}x"
+                 for d in labels]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    cells = [f"{fresh[d]:.2f} | +{fresh[d] - median[f'{d} warm']:.2f}s vs warm" for d in labels]
+    print("| first warm, fresh workers | " + " | ".join(cells) + " |")
+    print(f"\ncold path: {mb / median['cpu cold']:.0f} MB/s of LETOR text on the CPU path, "
+          f"{mb / median['cpu cold'] / cores:.1f} MB/s per core ({cores} cores); the parser "
+          f"alone: {parser_mb_s:.0f} MB/s on one core")
+    for name in [n for n in breakdown if breakdown[n]]:
+        parts = ", ".join(f"{k} {v:.2f}s" for k, v in breakdown[name].items() if k != "total")
+        print(f"  {name} (last round): {parts}; peak {peaks[name] / 1e6:.0f} MB above idle")
+    if len(labels) > 1:
+        print(f"GPU cold / CPU cold: {median['gpu cold'] / median['cpu cold']:.2f}; "
+              f"GPU warm / CPU warm: {median['gpu warm'] / median['cpu warm']:.2f}")
+    reference = ndcg["cpu limit"]
+    disagree = {n: v for n, v in ndcg.items() if abs(v - reference) > 1e-6}
+    if disagree:
+        print(f"NDCG@{K} differs between paths beyond 1e-6: {disagree} (cpu limit {reference})",
+              file=sys.stderr)
+        return 1
+    print(f"every path computed NDCG@{K} = {reference:.6f} (within 1e-6)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240_000)
     parser.add_argument("--features", type=int, default=136)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--local", action="store_true", help="no MinIO or test bed: file:// URIs "
+                        "and a local Ray; CPU and (where nvidia-smi works) GPU paths side by side")
+    parser.add_argument("--trees", type=int, default=100, help="the model's trees (--local)")
     args = parser.parse_args()
+    if args.local:
+        return main_local(args)
     # Ray reads these once, when first imported: set them before anything imports it.
     os.environ.update({**RAY_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
                        "RAY_AUTH_TOKEN": secrets.token_hex(32)})

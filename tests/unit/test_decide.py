@@ -221,6 +221,14 @@ ROWS: dict[str, Row] = {
             baseline={"metrics": {"ndcg@10": 0.8}, "deltas": {"ndcg@10": 0.01234}},
             gate={"passed": False, "rules": []})), Phase.Succeeded,
         check=lambda a, _: a.baseline.deltas == {"ndcg@10": 0.01234} and a.baseline.gate_passed is False),
+    "succeeded with warnings: status carries them, at most 10 of 256 characters": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc(
+            warnings=["spec.resources.gpu asks for a GPU, but " + "x" * 1000]
+            + [f"w{i}" for i in range(20)])), Phase.Succeeded,
+        check=lambda a, _: (len(a.warnings) == 10 and len(a.warnings[0]) == 256
+                            and a.warnings[0].startswith("spec.resources.gpu asks for a GPU")
+                            and a.warnings[0].endswith("...") and a.warnings[1:] == [
+                                f"w{i}" for i in range(9)])),
     "failed for good (not retryable)": Row(
         RUNNING, seen(ready(), job=job("FAILED", 1), document=doc(ok=False)), Phase.Failed,
         conditions={C.Failed: (True, Reason.SchemaMismatch)},

@@ -180,3 +180,14 @@ def test_a_stream_is_read_in_blocks_of_the_given_size(block_bytes):
                                block_bytes=block_bytes)
     assert set(asked) == {block_bytes} and len(asked) == -(-len(text) // block_bytes) + 1
     np.testing.assert_array_equal(shard.features, parse_letor(text, 6).features)
+
+
+def test_generated_letor_text_does_not_depend_on_its_chunking():
+    """The generator writes rows in chunks (one Arrow string array is capped at 2 GB, which
+    136 features reach near 1.5M rows); the text is the same however it is cut."""
+
+    data = make_letor(500, 9, seed=4)
+    data.features[::7, 3] = np.nan  # sparse lines leave features out
+    whole = letor_bytes(data)
+    assert letor_bytes(data, chunk_rows=37) == whole == letor_bytes(data, chunk_rows=1)
+    assert whole.count(b"\n") == 500 and b" 4:" not in whole.splitlines()[0]

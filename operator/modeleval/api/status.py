@@ -83,6 +83,15 @@ class ResultsRef(StatusModel):
 
 _CONDITIONS_LIST_MAP = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
+WARNINGS_LIMIT = 10  # entries of status.warnings
+WARNING_CHARS = 256  # characters of each
+
+
+def capped_warnings(warnings: list[str]) -> list[str]:
+    """A result's warnings as status carries them: a result cannot grow the status."""
+    return [w if len(w) <= WARNING_CHARS else w[:WARNING_CHARS - 3] + "..."
+            for w in warnings[:WARNINGS_LIMIT]]
+
 
 class ModelEvaluationStatus(StatusModel):
     phase: Phase = Phase.Pending
@@ -99,6 +108,9 @@ class ModelEvaluationStatus(StatusModel):
     baseline: BaselineStatus | None = None
     results_ref: ResultsRef | None = None
     predictions_uri: str | None = Field(None, alias="predictionsURI")
+    warnings: list[Annotated[str, Field(max_length=WARNING_CHARS)]] = Field(default_factory=list, max_length=WARNINGS_LIMIT, description=(
+        f"What the result warns of (e.g. a GPU asked for but not used), at most "
+        f"{WARNINGS_LIMIT} of {WARNING_CHARS} characters; the full list is in the result document."))
     reason: str | None = Field(None, description="Reason of the last failure, if any.")
     message: str | None = None
     observed_generation: int | None = Field(None, description="The metadata.generation this "

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument, submission_id
 from ..api.spec import ModelEvaluationSpec, ModelFormat, format_validation_error, parse_quantity
-from ..api.status import BaselineStatus, ConditionType, ModelEvaluationStatus, Phase, ResultsRef
+from ..api.status import (BaselineStatus, ConditionType, ModelEvaluationStatus, Phase,
+                          ResultsRef, capped_warnings)
 from . import status as st
 from .builders import (JobPackage, build_job_submission, build_network_policy, build_raycluster,
                        cluster_name, head_url, job_package)
@@ -611,6 +612,7 @@ class _Round:
         s.results_ref = ResultsRef(database=target.database, collection=target.collection,
                                    id=document.id)
         s.predictions_uri = document.predictions_uri
+        s.warnings = capped_warnings(document.warnings)
         if document.baseline is not None:
             s.baseline = BaselineStatus(deltas=self.asked(document.baseline.deltas),
                                         gate_passed=document.gate.passed if document.gate else None)

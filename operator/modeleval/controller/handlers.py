@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..api.crd import PLURAL
 from ..api.reasons import Reason
@@ -118,15 +118,20 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key:
     _record(body, patch, before, after, now)
 
 
-def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
-            after: ModelEvaluationStatus, now: datetime) -> None:
-    """Writes what changed (compared with what is stored, not with the parsed model: defaults
-    such as phase Pending are written the first time too), and tells of a new phase."""
+def _patch_status(body: kopf.Body, patch: kopf.Patch, after: BaseModel) -> None:
+    """Patches the status keys that differ from what is stored (compared with the stored dict,
+    not a parsed model, so defaults are written the first time too)."""
     old = dict(body.get("status") or {})
     new = after.model_dump(by_alias=True, mode="json", exclude_none=True)
     for key in set(old) | set(new):
         if old.get(key) != new.get(key):
             patch.status[key] = new.get(key)
+
+
+def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
+            after: ModelEvaluationStatus, now: datetime) -> None:
+    """Writes what changed and tells of a new phase."""
+    _patch_status(body, patch, after)
     if before.phase != after.phase:
         message = after.message or ""
         if after.phase == Phase.Failed:
@@ -156,11 +161,7 @@ def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -
     observed = SCHEDULES.observe(sched, spec, before)
     after, actions = decide_schedule(sched, spec, before, observed, now)
     SCHEDULES.act(body, sched, actions)
-    old = dict(body.get("status") or {})
-    new = after.model_dump(by_alias=True, mode="json", exclude_none=True)
-    for key in set(old) | set(new):
-        if old.get(key) != new.get(key):
-            patch.status[key] = new.get(key)
+    _patch_status(body, patch, after)
     telemetry.observe_schedule(sched.namespace, sched.name, after.last_primary_metric,
                                after.is_true(ScheduleConditionType.Degraded))
 

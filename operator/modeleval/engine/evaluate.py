@@ -30,9 +30,11 @@ from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
 from .gate import evaluate_gate
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
-                        TaskResources, parse_and_predict, parse_letor_range, predict_part,
-                        put_model, remember_model, run_bounded)
+                        TaskResources, parse_and_predict, parse_letor_range, parse_range_features,
+                        predict_part, put_model, read_part_features, remember_model, result_of,
+                        run_bounded)
 from .models import load_model
+from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri
@@ -99,8 +101,15 @@ class Evaluator:
     """Runs one spec. Construct, then call :meth:`run`."""
 
     def __init__(self, spec: ModelEvaluationSpec, identity: Identity,
-                 settings: EngineSettings | None = None, progress: Progress | None = None):
+                 settings: EngineSettings | None = None, progress: Progress | None = None,
+                 scoring: ScoringPlan | None = None):
+        """``scoring`` overrides how predicting actors are started (tests: the GPU path's
+        wiring on the CPU, ``ScoringPlan(num_gpus=0, use_gpu=False)``; a benchmark: actors
+        kept between evaluations, ``keep=True``)."""
         self.spec = spec
+        self._scoring = scoring
+        self._actors: list[Any] = []
+        self._gpu_warnings: list[str] = []
         self.identity = identity
         self.settings = settings or EngineSettings()
         self.storage = Storage.from_settings(self.settings)
@@ -119,8 +128,8 @@ class Evaluator:
 
     def _load_model(self, source: ModelSource, data: bytes) -> Any:
         try:
-            return load_model(data, source.format, self.spec.task, source.allow_pickle,
-                              use_gpu=self.spec.resources.gpu > 0)
+            # On the CPU: the driver only checks the model; the predicting actors hold the GPUs.
+            return load_model(data, source.format, self.spec.task, source.allow_pickle)
         except EvaluationError as error:  # the message names the object
             raise EvaluationError(f"{source.uri}: {error.message}", error.reason,
                                   error.retryable) from None
@@ -148,14 +157,30 @@ class Evaluator:
         return wanted
 
     @cached_property
+    def _plan(self) -> ScoringPlan | None:
+        """How a GPU evaluation's predicting actors are started; None: the tasks predict."""
+        if self._inline:
+            return None
+        if self._scoring is not None:
+            return self._scoring
+        if self._resources.num_gpus:  # (a cluster without the GPUs asked for fails there)
+            return ScoringPlan.for_cluster(ray.cluster_resources())
+        return None
+
+    @cached_property
+    def _task_resources(self) -> TaskResources:
+        """What each task requests: with predicting actors, CPUs only (the actors hold the GPUs)."""
+        return replace(self._resources, num_gpus=0.0) if self._plan else self._resources
+
+    @cached_property
     def _task_slots(self) -> int:
         """How many tasks of this evaluation the Ray cluster runs at once."""
         if self._inline:
             return 1
         total = ray.cluster_resources()
-        slots = total.get("CPU", 1) / self._resources.num_cpus
-        if self._resources.num_gpus:
-            slots = min(slots, total.get("GPU", 0) / self._resources.num_gpus)
+        slots = total.get("CPU", 1) / self._task_resources.num_cpus
+        if self._task_resources.num_gpus:
+            slots = min(slots, total.get("GPU", 0) / self._task_resources.num_gpus)
         return max(1, int(slots))
 
     @cached_property
@@ -292,11 +317,13 @@ class Evaluator:
             for args in calls:
                 on_result(fn(*args))
         else:
-            run_bounded(fn, calls, self._resources, self._max_inflight, on_result)
+            run_bounded(fn, calls, self._task_resources, self._max_inflight, on_result)
 
     def _run_shards(self, fn: Callable, calls: list[tuple], sizes: list[int],
                     unit: str) -> list[ShardPrediction]:
-        """Runs one task per shard, reporting progress as the sum of finished shards' sizes."""
+        """Runs one task per shard, reporting progress as the sum of finished shards' sizes.
+        With predicting actors, each task's GPU twin (:data:`_SCORED`) parses or reads the
+        shard and the actors predict it."""
         done, total = 0, sum(sizes)
         shards: dict[int, ShardPrediction] = {}
 
@@ -307,7 +334,12 @@ class Evaluator:
             self.progress(done, total, unit)
 
         self.progress(0, total, unit)
-        self._execute(fn, calls, collect)
+        if self._plan is not None:
+            run_scored(_SCORED[fn], [(args, args[1].where) for args in calls],
+                       self._task_resources, self._actors, self._predictor, self._max_inflight,
+                       collect)
+        else:
+            self._execute(fn, calls, collect)
         return [shards[i] for i in range(len(calls))]
 
     # ------------------------------------------------------------------ checks
@@ -344,8 +376,13 @@ class Evaluator:
 
     # ------------------------------------------------------------------ run
     def run(self) -> EvaluationResult:
-        with ThreadPoolExecutor(1, thread_name_prefix="model-load") as pool:
-            return self._run(pool)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="model-load") as pool:
+                return self._run(pool)
+        finally:
+            plan = self.__dict__.get("_plan")  # computed only once the data path was chosen
+            if plan is not None and not plan.keep and self._actors:
+                stop_scorers(self._actors)
 
     def _run(self, pool: ThreadPoolExecutor) -> EvaluationResult:
         spec = self.spec
@@ -375,10 +412,13 @@ class Evaluator:
                         for source, (info, data) in zip(sources, fetched))
         predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]),
                               missing_as_zero=spec.dataset.missing_features == "zero")
+        starting = self._start_actors(predictor)
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()
         manifest, shards = self._infer(dataset, predictor)
+        if starting:
+            self._gpu_warnings = gpu_warnings(self._plan, [result_of(ref) for ref in starting])
         expected = self._expected_features()
         self._check_width(manifest.num_features, expected)
         self._timed("inference", t)
@@ -417,8 +457,17 @@ class Evaluator:
             predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
             primary_metric=spec.primary_metric, intervals=outcome.intervals,
             confidence=outcome.confidence, challengers=outcome.challengers,
-            warnings=self._warnings(shards, manifest.num_features),
+            warnings=self._gpu_warnings + self._warnings(shards, manifest.num_features),
         )
+
+    def _start_actors(self, predictor: Predictor) -> list[Any]:
+        """Starts (or finds) the predicting actors and has them load the models while the
+        first shards are parsed; returns the refs of their device reports."""
+        if self._plan is None:
+            return []
+        self._predictor = predictor
+        self._actors = scorers(self._plan, self.settings.task_retries)
+        return [actor.start.remote(predictor) for actor in self._actors]
 
     def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
                    qids: np.ndarray | None) -> list[dict[str, np.ndarray]] | None:
@@ -484,6 +533,12 @@ class Evaluator:
                        f"{self.identity.name}-{self.identity.uid}-{self.identity.attempt}.parquet")
         self.storage.write(uri, sink.getvalue())
         return uri
+
+
+# Each shard task's twin for evaluations with predicting actors: the same parse or read, as a
+# CPU-only task that returns the features for an actor instead of predicting them.
+_SCORED: dict[Callable, Callable] = {predict_part: read_part_features,
+                                     parse_and_predict: parse_range_features}
 
 
 def _all_or_none(uri: str, has_qid: list[bool]) -> bool:

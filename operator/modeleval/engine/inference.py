@@ -2,8 +2,9 @@
 
 * Models travel once through the object store; each worker process loads a model once and keeps
   it (keyed by the model's fingerprint) for every later task.
-* Tasks request the spec's CPUs/GPUs, are retried when their worker dies (``max_retries``), and
+* Tasks request the spec's CPUs, are retried when their worker dies (``max_retries``), and
   at most ``max_inflight`` run or wait at once, so a large dataset never floods the object store.
+* A GPU evaluation's tasks only parse and read; predicting actors hold the GPUs (:mod:`.scoring`).
 * Progress (rows done / total) is reported through a callback as shards finish.
 """
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import ray
 
 from .cache import PartStore
+from .device import CPU, Device, batches
 from .errors import EvaluationError, Reason
 from .letor import parse_letor_stream
 from .models import ModelAdapter, load_model
@@ -103,8 +105,11 @@ def _return_freed_memory() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: int) -> np.ndarray:
-    outputs = [adapter.predict(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]
+def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: int,
+                     device: Device = CPU) -> np.ndarray:
+    """The model's predictions, batch by batch, each batch put on ``device`` first."""
+    outputs = [adapter.predict(device.put(features[a:b], adapter.device_arrays))
+               for a, b in batches(len(features), batch_size)]
     return np.concatenate(outputs) if outputs else np.empty(0)
 
 
@@ -135,6 +140,10 @@ class CachedPart:
     num_features: int
     keep_columns: tuple[str, ...] = ()
 
+    @property
+    def where(self) -> str:
+        return self.uri
+
 
 @dataclass(frozen=True)
 class Predictor:
@@ -148,26 +157,41 @@ class Predictor:
     missing_as_zero: bool = False
 
     def predict(self, index: int, shard: ParsedShard, where: str) -> ShardPrediction:
+        """The shard's predictions by every model, in this process (the CPU path)."""
+        features, result = self.prepare(index, shard)
+        result.predictions = self.score(features, where)
+        return result
+
+    def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
+        """The matrix the models read (absent features as 0 when asked), and everything metrics
+        need besides predictions: labels, query ids, the slices' columns, incomplete rows."""
         absent = np.isnan(shard.features)
         incomplete = int(absent.any(axis=1).sum())
         features = np.where(absent, 0, shard.features) if self.missing_as_zero and incomplete \
             else shard.features
         del absent
+        columns = dict(shard.extra)
+        for j in self.keep_features:
+            columns[f"feature:{j}"] = features[:, j].copy()
+        return features, ShardPrediction(index, shard.labels, shard.qids, [], columns, incomplete)
+
+    def score(self, features: np.ndarray, where: str,
+              adapters: Callable[[ModelHandle], ModelAdapter] | None = None,
+              device: Device = CPU) -> list[np.ndarray]:
+        """Every model's predictions of ``features`` on ``device``; ``adapters`` gives each
+        handle's loaded model (default: this process's, loaded on first use)."""
         predictions = []
         for handle in self.handles:
-            adapter = _model(handle)
+            adapter = (adapters or _model)(handle)
             try:
-                predictions.append(_predict_batches(adapter, features, self.batch_size))
+                predictions.append(_predict_batches(adapter, features, self.batch_size, device))
             except EvaluationError:
                 raise
             except Exception as error:  # noqa: BLE001 - a model runtime's own failure
                 raise EvaluationError(f"inference failed on {where}: "
                                       f"{str(error).splitlines()[0][:300]}",
                                       Reason.InferenceError) from None
-        columns = dict(shard.extra)
-        for j in self.keep_features:
-            columns[f"feature:{j}"] = features[:, j].copy()
-        return ShardPrediction(index, shard.labels, shard.qids, predictions, columns, incomplete)
+        return predictions
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,28 @@ def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor)
     return result
 
 
+# The GPU path's tasks: CPU-only, they return (features, the rest) for the predicting actors
+# (:mod:`.scoring`); the names are their process titles too.
+def read_part_features(parts: PartStore, part: CachedPart,
+                       predictor: Predictor) -> tuple[np.ndarray, ShardPrediction]:
+    """Reads one cached part for a predicting actor: its matrix, and the rest (no predictions)."""
+    _return_freed_memory()
+    shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
+    return predictor.prepare(part.index, shard)
+
+
+def parse_range_features(parts: PartStore, letor: LetorRange,
+                         predictor: Predictor) -> tuple[np.ndarray, ShardPrediction]:
+    """Parses a range of a LETOR file into its cached part, for a predicting actor."""
+    _return_freed_memory()
+    shard = _parse_range(parts, letor)
+    with ThreadPoolExecutor(1) as pool:
+        written = pool.submit(parts.write, letor.part_uri, shard)
+        prepared = predictor.prepare(letor.index, shard)
+        written.result()
+    return prepared
+
+
 def parse_letor_range(parts: PartStore, letor: LetorRange) -> ParsedRange:
     """Parses a range of a LETOR file into one cached part."""
     _return_freed_memory()
@@ -220,7 +266,8 @@ def _parse_range(parts: PartStore, letor: LetorRange) -> ParsedShard:
 _remote_cache: dict[Callable, Any] = {}
 
 
-def _remote(fn: Callable) -> Any:
+def remote_of(fn: Callable) -> Any:
+    """``fn`` as a Ray remote function, made once per process."""
     remote = _remote_cache.get(fn)
     if remote is None:
         remote = _remote_cache[fn] = ray.remote(fn)
@@ -231,7 +278,7 @@ def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, 
                 on_result: Callable[[Any], None]) -> None:
     """Runs ``fn(*args)`` for each args tuple as Ray tasks, at most ``max_inflight`` at a time,
     handing each result to ``on_result`` as it arrives (in completion order)."""
-    remote = _remote(fn).options(**resources.options())
+    remote = remote_of(fn).options(**resources.options())
     pending: list = []
     iterator = iter(calls)
     exhausted = False
@@ -247,13 +294,15 @@ def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, 
             if not pending:
                 return
             done, pending = ray.wait(pending, num_returns=1)
-            on_result(_unwrap(done[0]))
+            on_result(result_of(done[0]))
     finally:
         for ref in pending:
             ray.cancel(ref, force=False)
 
 
-def _unwrap(ref: Any) -> Any:
+def result_of(ref: Any) -> Any:
+    """A task's or actor call's value; its failure as an EvaluationError (the task's own
+    error when it raised one; a lost worker or actor as a retryable InferenceError)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as error:
@@ -263,7 +312,7 @@ def _unwrap(ref: Any) -> Any:
         raise EvaluationError(f"a task failed: {str(error).splitlines()[0][:400]}",
                               Reason.InferenceError, retryable=True) from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-            ray.exceptions.ObjectLostError) as error:
+            ray.exceptions.ObjectLostError, ray.exceptions.RayActorError) as error:
         raise EvaluationError(f"a task was lost after its retries: {error}", Reason.InferenceError,
                               retryable=True) from None
 

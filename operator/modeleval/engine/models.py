@@ -14,21 +14,18 @@ from typing import ClassVar
 
 import numpy as np
 
+from .device import cuda_visible, to_host
 from .errors import ModelError, Reason
-
-
-def cuda_visible() -> bool:
-    """Whether this process can see an NVIDIA GPU (Ray sets CUDA_VISIBLE_DEVICES per task)."""
-    import os
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return os.path.exists("/dev/nvidiactl") and visible not in ("", "-1", "NoDevFiles")
 
 
 class ModelAdapter(ABC):
     """A loaded model. Subclasses set ``format`` and implement the three methods."""
 
     format: ClassVar[str]
+    # Whether predict takes device (CuPy) arrays when the model runs on a GPU.
+    device_arrays: ClassVar[bool] = False
+    # Why a model loaded for a GPU runs on the CPU all the same (None: it does not).
+    cpu_reason: str | None = None
 
     @classmethod
     @abstractmethod
@@ -49,6 +46,7 @@ class XGBoostAdapter(ModelAdapter):
     """XGBoost boosters saved as JSON or UBJSON (the format is detected from the bytes)."""
 
     format = "xgboost"
+    device_arrays = True  # a CUDA booster reads CuPy input in place; host input goes via a DMatrix
 
     def __init__(self, booster, task: str):
         self.booster = booster
@@ -97,7 +95,7 @@ class XGBoostAdapter(ModelAdapter):
     def predict(self, features: np.ndarray) -> np.ndarray:
         # inplace_predict skips building a DMatrix: the fastest path XGBoost offers.
         out = self.booster.inplace_predict(features, missing=np.nan)
-        return np.asarray(out, dtype=np.float64)
+        return np.asarray(to_host(out), dtype=np.float64)
 
 
 class OnnxAdapter(ModelAdapter):
@@ -117,13 +115,18 @@ class OnnxAdapter(ModelAdapter):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if use_gpu and cuda:
             providers.insert(0, "CUDAExecutionProvider")
         try:
             session = ort.InferenceSession(data, options, providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises several unrelated types
             raise ModelError(f"not a readable ONNX model: {str(error).splitlines()[0][:300]}") from None
-        return cls(session, task)
+        adapter = cls(session, task)
+        if use_gpu and not cuda:
+            adapter.cpu_reason = ("onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is "
+                                  "not installed): the ONNX models predicted on the CPU")
+        return adapter
 
     @property
     def expected_features(self) -> int | None:

@@ -1,0 +1,381 @@
+"""The GPU path on the CPU: the choice of device, batching onto it, and the predicting-actor
+wiring, run with a CPU device and checked against the task path's metrics."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from modeleval.demo import letor_bytes, make_letor, train_ranker
+from modeleval.engine import device as device_module
+from modeleval.engine.device import CPU, CUDA, Device, batches, cuda_unavailable, to_host
+from modeleval.engine.inference import ModelHandle, Predictor
+from modeleval.engine.scoring import ScoringPlan, gpu_warnings
+from modeleval.engine.shard import ParsedShard
+
+
+# ---------------------------------------------------------------- device choice
+def test_a_cpu_evaluation_never_probes_for_a_gpu():
+    def probe():
+        raise AssertionError("probed")
+
+    assert Device.select(False, probe) == (CPU, None)
+
+
+def test_cuda_is_chosen_only_where_the_probe_finds_a_usable_gpu():
+    assert Device.select(True, lambda: None) == (CUDA, None)
+    assert Device.select(True, lambda: "CuPy is not installed") == (CPU, "CuPy is not installed")
+
+
+@pytest.mark.parametrize("visible", ["", "-1", "NoDevFiles"])
+def test_a_worker_without_a_visible_gpu_says_so(monkeypatch, visible):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert cuda_unavailable() == "no NVIDIA GPU is visible to the worker"
+
+
+def test_a_visible_gpu_without_cupy_is_unusable(monkeypatch):
+    monkeypatch.setattr(device_module, "cuda_visible", lambda: True)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    assert cuda_unavailable() == "CuPy is not installed in the worker's image"
+
+
+def test_a_cuda_runtime_error_is_a_reason_not_a_crash(monkeypatch):
+    def broken():
+        raise RuntimeError("cudaErrorInsufficientDriver: driver too old\nmore")
+
+    fake = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=broken)))
+    monkeypatch.setattr(device_module, "cuda_visible", lambda: True)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert cuda_unavailable() == "CUDA is unusable: cudaErrorInsufficientDriver: driver too old"
+
+
+# ---------------------------------------------------------------- batching onto the device
+class FakeDeviceArray:
+    """What cupy.asarray returns, as far as the code under test can tell."""
+
+    def __init__(self, host: np.ndarray):
+        self.host = np.array(host)
+        self.__cuda_array_interface__ = {"shape": self.host.shape}
+
+    def get(self) -> np.ndarray:
+        return self.host
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    moved: list[int] = []
+
+    def asarray(batch):
+        moved.append(len(batch))
+        return FakeDeviceArray(batch)
+
+    monkeypatch.setitem(sys.modules, "cupy", SimpleNamespace(asarray=asarray))
+    return moved
+
+
+class RowSum:
+    """A model that sums each row where its input lives and, like the adapters, returns host
+    values."""
+
+    format = "fake"
+
+    def __init__(self, device_arrays: bool):
+        self.device_arrays = device_arrays
+        self.seen: list[type] = []
+
+    def predict(self, features):
+        self.seen.append(type(features))
+        if isinstance(features, FakeDeviceArray):
+            return np.asarray(to_host(FakeDeviceArray(features.host.sum(axis=1))), np.float64)
+        return features.sum(axis=1).astype(np.float64)
+
+
+@pytest.mark.parametrize("count, size, expected", [
+    (10, 4, [(0, 4), (4, 8), (8, 10)]), (8, 4, [(0, 4), (4, 8)]), (3, 100, [(0, 3)]),
+    (0, 4, []), (2, 0, [(0, 1), (1, 2)])])
+def test_batches_cover_every_row_once(count, size, expected):
+    assert batches(count, size) == expected
+
+
+def test_the_cpu_device_hands_batches_through_untouched(fake_cupy):
+    batch = np.ones((3, 2), np.float32)
+    assert CPU.put(batch, True) is batch and not fake_cupy
+
+
+def test_cuda_moves_batches_only_for_models_that_read_device_arrays(fake_cupy):
+    batch = np.ones((3, 2), np.float32)
+    assert CUDA.put(batch, False) is batch  # onnxruntime's CUDA provider copies host input
+    assert isinstance(CUDA.put(batch, True), FakeDeviceArray) and fake_cupy == [3]
+
+
+def test_device_output_comes_back_to_the_host():
+    values = np.arange(3.0)
+    assert to_host(values) is values
+    np.testing.assert_array_equal(to_host(FakeDeviceArray(values)), values)
+
+
+def _handle(fingerprint: str) -> ModelHandle:
+    return ModelHandle(b"", fingerprint, "fake", "ranking", False, True)
+
+
+@pytest.mark.parametrize("device_arrays", [True, False])
+def test_scoring_on_cuda_batches_moves_and_returns_host_predictions(fake_cupy, device_arrays):
+    features = np.arange(50, dtype=np.float32).reshape(25, 2)
+    model = RowSum(device_arrays)
+    predictor = Predictor((_handle("a"),), batch_size=10)
+    [scores] = predictor.score(features, "shard 0", adapters=lambda h: model, device=CUDA)
+    np.testing.assert_array_equal(scores, features.sum(axis=1))
+    assert scores.dtype == np.float64
+    if device_arrays:
+        assert fake_cupy == [10, 10, 5] and model.seen == [FakeDeviceArray] * 3
+    else:
+        assert fake_cupy == [] and model.seen == [np.ndarray] * 3
+
+
+def test_prepare_and_score_are_what_predict_returns():
+    """The split the GPU path uses (prepare in a CPU task, score in an actor) gives what the
+    CPU path's one call gives, slices' columns and absent features included."""
+    features = np.arange(24, dtype=np.float32).reshape(6, 4)
+    features[1, 2] = np.nan
+    shard = ParsedShard(np.arange(6), np.repeat([1, 2], 3), features)
+    model = RowSum(False)
+    predictor = Predictor((_handle("a"), _handle("b")), 4, keep_features=(2,), missing_as_zero=True)
+    matrix, rest = predictor.prepare(3, shard)
+    rest.predictions = predictor.score(matrix, "x", adapters=lambda h: model)
+    import modeleval.engine.inference as inference
+
+    inference._LOADED.update({"a": model, "b": model})
+    try:
+        whole = predictor.predict(3, shard, "x")
+    finally:
+        inference._LOADED.pop("a"), inference._LOADED.pop("b")
+    assert rest.index == whole.index == 3 and rest.incomplete_rows == whole.incomplete_rows == 1
+    for a, b in zip(rest.predictions, whole.predictions):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(rest.columns["feature:2"], whole.columns["feature:2"])
+    assert rest.columns["feature:2"][1] == 0.0
+
+
+# ---------------------------------------------------------------- plan and warnings
+@pytest.mark.parametrize("cluster, plan", [
+    ({"CPU": 16, "GPU": 1}, ScoringPlan(1, 1.0)), ({"GPU": 4}, ScoringPlan(4, 1.0)),
+    ({"GPU": 2.5}, ScoringPlan(2, 1.0)), ({"GPU": 0.5}, ScoringPlan(1, 0.5))])
+def test_one_predicting_actor_per_gpu(cluster, plan):
+    assert ScoringPlan.for_cluster(cluster) == plan
+
+
+def test_a_gpu_that_was_asked_for_but_not_used_is_a_warning():
+    plan = ScoringPlan(2, 1.0)
+    assert gpu_warnings(plan, [("cuda", []), ("cuda", [])]) == []
+    why = "CuPy is not installed: the models predicted on the CPU"
+    assert gpu_warnings(plan, [("cpu", [why]), ("cpu", [why])]) == [
+        f"spec.resources.gpu asks for a GPU, but {why}"]
+    assert gpu_warnings(ScoringPlan(1, 0.0, use_gpu=False), [("cpu", [])]) == []
+
+
+def test_an_onnx_model_without_the_cuda_provider_says_it_ran_on_the_cpu(monkeypatch):
+    """A GPU worker whose onnxruntime lacks the CUDA provider (the CPU package) predicts ONNX
+    models on the CPU; the actor reports it, so the result can say so."""
+    import onnxruntime as ort
+
+    from modeleval.engine import scoring
+    from modeleval.engine.models import OnnxAdapter
+
+    onnx_bytes = _tiny_onnx()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(scoring.Device, "select", classmethod(lambda cls, want: (CUDA, None)))
+    actor = scoring.ShardScorer(want_gpu=True)
+    predictor = Predictor((ModelHandle(onnx_bytes, "m", "onnx", "regression", False, True),), 10)
+    kind, whys = actor.start(predictor)
+    assert kind == "cuda" and isinstance(actor.adapters["m"], OnnxAdapter)
+    assert whys == ["onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not installed): "
+                    "the ONNX models predicted on the CPU"]
+    _, scores = actor.score(0, np.ones((4, 3), np.float32), predictor, "x")
+    np.testing.assert_allclose(scores[0], 6.0)
+
+
+def _tiny_onnx() -> bytes:
+    """y = x @ [1, 2, 3]: an ONNX regression model of 3 features."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.array([[1.0], [2.0], [3.0]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+# ---------------------------------------------------------------- the pipeline, without Ray
+class Ref:
+    def __init__(self, value):
+        self.value = value
+
+
+def test_shards_in_flight_are_bounded_and_spread_over_the_actors(monkeypatch):
+    """At most max_inflight shards between their task's start and their predictions, at most
+    two queued on one actor, the least busy actor first, and every shard's predictions."""
+    from modeleval.engine import scoring
+    from modeleval.engine.inference import ShardPrediction, TaskResources
+
+    live: set[int] = set()
+    most = [0]
+    queued: dict[int, int] = {0: 0, 1: 0}
+    served: dict[int, int] = {0: 0, 1: 0}
+    pending: list[Ref] = []
+
+    class Task:
+        def options(self, **_):
+            return self
+
+        def remote(self, index):
+            live.add(index)
+            most[0] = max(most[0], len(live))
+            features = Ref(np.full((3, 2), index, np.float32))
+            rest = Ref(ShardPrediction(index, np.zeros(3), None, []))
+            pending.append(rest)
+            return features, rest
+
+    class Actor:
+        def __init__(self, slot):
+            self.slot = slot
+            self.score = SimpleNamespace(remote=self.remote)
+
+        def remote(self, index, features, predictor, where):
+            queued[self.slot] += 1
+            assert queued[self.slot] <= 2
+            served[self.slot] += 1
+            ref = Ref((index, [features.value.sum(axis=1)]))
+            ref.slot = self.slot
+            pending.append(ref)
+            return ref
+
+    def wait(refs, num_returns):
+        first = next(r for r in pending if r in refs)  # the oldest finishes first
+        pending.remove(first)
+        if hasattr(first, "slot"):
+            queued[first.slot] -= 1
+        return [first], [r for r in refs if r is not first]
+
+    monkeypatch.setattr(scoring, "remote_of", lambda fn: Task())
+    monkeypatch.setattr(scoring, "result_of", lambda ref: ref.value)
+    monkeypatch.setattr(scoring, "ray", SimpleNamespace(wait=wait, cancel=lambda ref, force: None))
+    results: dict[int, ShardPrediction] = {}
+
+    def collect(result):
+        live.discard(result.index)
+        results[result.index] = result
+
+    scoring.run_scored(None, [((i,), f"shard {i}") for i in range(20)], TaskResources(),
+                       [Actor(0), Actor(1)], None, 5, collect)
+    assert sorted(results) == list(range(20)) and most[0] == 5
+    for index, result in results.items():
+        np.testing.assert_array_equal(result.predictions[0], [2.0 * index] * 3)
+    assert served[0] >= 5 and served[1] >= 5  # both actors did their share
+
+
+# ---------------------------------------------------------------- the actor wiring on Ray
+@pytest.fixture(scope="module")
+def local_ray():
+    """A one-CPU Ray that also declares one GPU: enough for actors asking num_gpus=1, on a
+    machine where no worker can use one (the bad input of a GPU that is not there)."""
+    import ray
+
+    from modeleval.engine import scoring
+
+    if ray.is_initialized():  # an earlier test's connection (e.g. to the bed's Ray head)
+        ray.shutdown()
+    # address="local": a Ray of its own even where RAY_ADDRESS names the bed's head.
+    ray.init(address="local", num_cpus=1, num_gpus=1, object_store_memory=100 * 2**20,
+             log_to_driver=False, include_dashboard=False, configure_logging=False)
+    yield
+    scoring.release_scorers()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring")
+    data = make_letor(3_000, 12, mean_group=40, seed=3, sparse=0.05)
+    (root / "test.txt").write_bytes(letor_bytes(data))
+    for name, seed in (("candidate", 3), ("baseline", 4)):
+        ranker = train_ranker(make_letor(2_000, 12, mean_group=40, seed=seed), rounds=15)
+        (root / f"{name}.json").write_bytes(bytes(ranker.get_booster().save_raw("json")))
+    return root
+
+
+def _evaluate(files, gpu: int = 0, scoring: ScoringPlan | None = None, cache: str = "cold"):
+    from modeleval.engine.evaluate import Evaluator, Identity
+    from modeleval.runner import parse_manifest
+    from modeleval.settings import EngineSettings
+
+    manifest = parse_manifest(f"""
+apiVersion: modeleval.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {{name: scoring}}
+spec:
+  task: ranking
+  model: {{uri: "{(files / 'candidate.json').as_uri()}"}}
+  baseline: {{model: {{uri: "{(files / 'baseline.json').as_uri()}"}}}}
+  dataset: {{uri: "{(files / 'test.txt').as_uri()}", missingFeatures: zero}}
+  metrics: [ndcg@10, map]
+  slices: [{{name: f3, feature: 3, buckets: [1.0, 2.0]}}]
+  batchSize: 1000
+  resources: {{gpu: {gpu}}}
+""")
+    cache_dir = files / (f"cache-{uuid.uuid4().hex}" if cache == "cold" else f"cache-{cache}")
+    settings = EngineSettings(cache_uri=cache_dir.as_uri(), inline_bytes=0, shard_bytes=64 * 1024,
+                              max_inflight_tasks=3, node_cache_dir=files / "parts",
+                              results_dir=files / "results")
+    return Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
+
+
+def _same(a, b) -> None:
+    assert a.rows == b.rows and a.queries == b.queries
+    assert a.metrics == pytest.approx(b.metrics, abs=1e-12)
+    assert a.baseline["metrics"] == pytest.approx(b.baseline["metrics"], abs=1e-12)
+    assert a.slices == b.slices
+
+
+def test_predicting_actors_give_the_task_paths_metrics(local_ray, files):
+    """Cold (parse tasks feeding the actor, many shards through a window of 3) and warm (cache
+    reads feeding it): the same metrics, baseline and slices as tasks that predict themselves."""
+    on_cpu = ScoringPlan(actors=1, num_gpus=0.0, use_gpu=False)
+    tasks = _evaluate(files)
+    cold = _evaluate(files, scoring=on_cpu, cache="actors")
+    warm = _evaluate(files, scoring=on_cpu, cache="actors")
+    assert cold.dataset["shards"] > 3 and not cold.cache_hit and warm.cache_hit
+    for result in (cold, warm):
+        _same(result, tasks)
+        assert not any("GPU" in w for w in result.warnings)
+
+
+def test_actors_are_kept_between_evaluations_only_when_the_plan_says_so(local_ray):
+    from modeleval.engine import scoring
+
+    kept = ScoringPlan(actors=1, num_gpus=0.0, use_gpu=False, keep=True)
+    assert scoring.scorers(kept) is scoring.scorers(kept)
+    fresh = ScoringPlan(actors=1, num_gpus=0.0, use_gpu=False)
+    first, second = scoring.scorers(fresh), scoring.scorers(fresh)
+    assert first != second
+    scoring.stop_scorers(first + second)
+    scoring.release_scorers()
+    assert not scoring._KEPT
+
+
+def test_asking_for_a_gpu_the_worker_cannot_see_is_a_warning_in_the_result(local_ray, files):
+    """Ray offers a GPU, the predicting actor finds none it can use: it predicts on the CPU,
+    and the result says so rather than hiding it."""
+    tasks = _evaluate(files)
+    result = _evaluate(files, gpu=1)
+    _same(result, tasks)
+    [warning] = [w for w in result.warnings if "GPU" in w]
+    assert warning.startswith("spec.resources.gpu asks for a GPU, but ")
+    assert "predicted on the CPU" in warning
+    assert result.document().warnings == result.warnings
