@@ -49,7 +49,6 @@ def helm(bed, *args: str, timeout: float = 600) -> str:
 
 # Real Ray pods start in well under a minute here; an image that cannot be pulled waits this.
 PENDING_TIMEOUT = 120
-NO_IMAGE = "no-image"
 # The tenant namespace enforces the "restricted" Pod Security level: every Ray pod must meet it.
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
@@ -106,8 +105,6 @@ def installed(bed):
                  "--set", f"operator.pendingTimeoutSeconds={PENDING_TIMEOUT}",
                  "--set", "policy.allowedRayImages={modeleval/ray:*}", "--wait", "--timeout=5m")
     print(f"helm install --wait: {time.monotonic() - started:.1f}s")
-    # Applied first, checked near the end: its pendingTimeout runs while the other tests do.
-    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=no_image_text())
     assert "kubectl apply -f examples/mslr-ranker.yaml" in notes
     yield Installed(namespace, api)
     subprocess.run([str(Tools.locate().helm), f"--kubeconfig={bed.kubeconfig}", "uninstall", RELEASE,
@@ -298,6 +295,31 @@ def apply_big(bed, installed: Installed, name: str) -> tuple[str, str]:
     return text, f"{name}-ray"
 
 
+def test_an_image_that_cannot_be_pulled_fails_after_pending_timeout(bed, installed):
+    """The policy allows modeleval/ray:*, but this tag was never built (no registry is
+    reachable): the pods never start. The evaluation says why while it waits, fails with
+    PodsNotReady once pendingTimeout passed, and its RayCluster (and slot) are released. (It
+    runs alone: KubeRay's init container alone asks 200m, and the real node has 2 CPUs.)"""
+    ns, name = installed.namespace, "no-image"
+    spec = yaml.safe_load(evaluation_text(name, f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", workers=1))
+    spec["spec"]["rayImage"] = "modeleval/ray:never-built"
+    kubectl(bed, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(spec))
+
+    def reported():
+        s = installed.evaluation(name).get("status") or {}
+        c = next((c for c in s.get("conditions") or [] if c["type"] == "Provisioned"), {})
+        return c if c.get("reason") == "PodsNotReady" else None
+
+    condition = eventually(reported, PENDING_TIMEOUT, "the pull failure to be reported", interval=1)
+    assert "ErrImagePull" in condition["message"] or "ImagePullBackOff" in condition["message"]
+    assert "modeleval/ray:never-built" in condition["message"]
+    status = wait_finished(installed, name, timeout=PENDING_TIMEOUT + 120)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PodsNotReady"), status
+    eventually(lambda: not [c for c in client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
+        "ray.io", "v1", ns, "rayclusters")["items"] if c["metadata"]["name"].startswith(name)], 120,
+        "its RayCluster to be deleted")
+
+
 def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp_path):
     ns, name = installed.namespace, "head-lost"
     text, cluster = apply_big(bed, installed, name)
@@ -393,32 +415,6 @@ def token_kubeconfig(bed, path: Path, service_account: str) -> Path:
               "current-context": "sa"}
     path.write_text(json.dumps(config))
     return path
-
-
-def no_image_text() -> str:
-    """An evaluation whose Ray image was never built (the policy allows modeleval/ray:*, no
-    registry is reachable): its pods never start. Tiny CPU requests, so its stuck pods leave the
-    real node's CPUs to the other tests' clusters meanwhile."""
-    spec = yaml.safe_load(evaluation_text(NO_IMAGE, f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", workers=1))
-    spec["spec"]["rayImage"] = "modeleval/ray:never-built"
-    spec["spec"]["resources"].update({"cpu": "10m", "headCpu": "10m", "memory": "256Mi",
-                                      "headMemory": "256Mi"})
-    return yaml.safe_dump(spec)
-
-
-def test_an_image_that_cannot_be_pulled_fails_after_pending_timeout(bed, installed):
-    """Applied when the module started: while it waited the evaluation said why (the Provisioned
-    condition keeps the kubelet's pull error), then it failed with PodsNotReady once
-    pendingTimeout passed, and its RayCluster (and slot) were released."""
-    status = wait_finished(installed, NO_IMAGE, timeout=PENDING_TIMEOUT + 180)["status"]
-    assert (status["phase"], status["reason"]) == ("Failed", "PodsNotReady"), status
-    condition = next(c for c in status["conditions"] if c["type"] == "Provisioned")
-    assert condition["reason"] == "PodsNotReady"
-    assert "ErrImagePull" in condition["message"] or "ImagePullBackOff" in condition["message"]
-    assert "modeleval/ray:never-built" in condition["message"]
-    eventually(lambda: not [c for c in client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
-        "ray.io", "v1", installed.namespace, "rayclusters")["items"]
-        if c["metadata"]["name"].startswith(NO_IMAGE)], 120, "its RayCluster to be deleted")
 
 
 def test_chart_rbac_upgrade_and_uninstall(bed, installed, tmp_path):
