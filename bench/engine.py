@@ -144,21 +144,29 @@ def path_ray_data(ctx) -> float:
                            out["qid"].to_numpy())[f"ndcg@{K}"]
 
 
-def _modeleval(ctx, cache: str) -> float:
-    from modeleval.engine.evaluate import Evaluator, Identity
+def _manifest(model_uri: str, data_uri: str, features: int, gpu: int = 0):
+    """The ranking evaluation every modeleval path of the benchmark runs."""
     from modeleval.runner import parse_manifest
-    from modeleval.settings import EngineSettings
 
-    manifest = parse_manifest(f"""
+    return parse_manifest(f"""
 apiVersion: modeleval.dev/v1alpha1
 kind: ModelEvaluation
 metadata: {{name: bench}}
 spec:
   task: ranking
-  model: {{uri: s3://{ctx.bucket}/models/ranker.json}}
-  dataset: {{uri: s3://{ctx.bucket}/mslr/test.txt, numFeatures: {ctx.features}}}
+  model: {{uri: "{model_uri}"}}
+  dataset: {{uri: "{data_uri}", numFeatures: {features}}}
   metrics: [ndcg@{K}]
+  resources: {{gpu: {gpu}}}
 """)
+
+
+def _modeleval(ctx, cache: str) -> float:
+    from modeleval.engine.evaluate import Evaluator, Identity
+    from modeleval.settings import EngineSettings
+
+    manifest = _manifest(f"s3://{ctx.bucket}/models/ranker.json", f"s3://{ctx.bucket}/mslr/test.txt",
+                         ctx.features)
     settings = EngineSettings(cache_uri=cache)
     return Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings).run().metrics[f"ndcg@{K}"]
 
@@ -206,20 +214,9 @@ def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float
 
     from modeleval.engine.evaluate import Evaluator, Identity
     from modeleval.engine.scoring import ScoringPlan
-    from modeleval.runner import parse_manifest
     from modeleval.settings import EngineSettings
 
-    manifest = parse_manifest(f"""
-apiVersion: modeleval.dev/v1alpha1
-kind: ModelEvaluation
-metadata: {{name: bench}}
-spec:
-  task: ranking
-  model: {{uri: "{ctx.model_uri}"}}
-  dataset: {{uri: "{ctx.data_uri}", numFeatures: {ctx.features}}}
-  metrics: [ndcg@{K}]
-  resources: {{gpu: {gpu}}}
-""")
+    manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu)
     settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
                               results_dir=ctx.dir / "results")
     scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources()), keep=True) \

@@ -16,6 +16,7 @@ tests/manifest_corpus.py checks that both sides refuse the same manifests naming
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -87,15 +88,17 @@ def refusal(where: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("rule", "{message}", {"message": message, "where": where})
 
 
-class Constraint:
+class Constraint(ABC):
     """``Annotated`` metadata that pydantic runs after the type's own validation (``enforce``)
     and that adds to the field's JSON schema what the API server needs (``add_to_schema``)."""
 
+    @abstractmethod
     def enforce(self, value: Any) -> Any:
-        raise NotImplementedError
+        """The value, checked (a PydanticCustomError naming the field when it is refused)."""
 
+    @abstractmethod
     def add_to_schema(self, schema: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Adds the rule's CEL, list type or pattern to the field's schema, in place."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(self.enforce, handler(source))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -51,10 +52,8 @@ def observe_schedule(namespace: str, name: str, metric: float | None, degraded: 
 
 def forget_schedule(namespace: str, name: str) -> None:
     for gauge in (SCHEDULE_METRIC, SCHEDULE_DEGRADED):
-        try:
+        with contextlib.suppress(KeyError):  # never observed
             gauge.remove(namespace, name)
-        except KeyError:
-            pass
 
 
 def start(settings: OperatorSettings) -> None:
