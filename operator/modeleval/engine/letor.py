@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,15 +57,16 @@ _COLON_TO_SPACE = bytes.maketrans(b":", b" ")
 
 @dataclass(frozen=True)
 class _Layout:
-    """The column layout of a uniform LETOR file, read from its first line."""
+    """The column layout of a uniform LETOR file, read from its first line, and the options of
+    Arrow's CSV reader for it (made once per file, not per block)."""
 
-    names: list[str]
     types: dict[str, pa.DataType]
     has_qid: bool
     pairs: list[tuple[str, str]]  # (index column, value column) per feature token
+    options: dict[str, Any]
 
     @classmethod
-    def of(cls, first: bytes) -> "_Layout | None":
+    def of(cls, first: bytes, block_bytes: int) -> "_Layout | None":
         columns = first.translate(_COLON_TO_SPACE).rstrip(b"\r").split(b" ")
         # MSLR's lines end with a space: an empty last column, read and then left out.
         tokens = columns[:-1] if len(columns) > 1 and not columns[-1] else columns
@@ -79,37 +81,46 @@ class _Layout:
         pairs = [(names[i], names[i + 1]) for i in range(first_pair, len(tokens), 2)]
         for index, value in pairs:
             types[index], types[value] = pa.int32(), pa.float32()
-        return cls(names, types, has_qid, pairs)
+        options = {
+            # One thread: a task holds one CPU, and tasks run side by side.
+            "read_options": pacsv.ReadOptions(column_names=names, block_size=2 * block_bytes,
+                                              use_threads=False),
+            "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
+            # No token reads as null (an empty one is an error), so no column has nulls.
+            "convert_options": pacsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                    null_values=[]),
+        }
+        return cls(types, has_qid, pairs, options)
 
-    def read(self, text: bytes, block_bytes: int) -> pa.Table | None:
+    def read(self, text: memoryview) -> pa.Table | None:
+        """A block of whole lines, ``:`` already read as a space."""
         try:
-            table = pacsv.read_csv(
-                pa.BufferReader(pa.py_buffer(text)),
-                # One thread: a task holds one CPU, and tasks run side by side.
-                read_options=pacsv.ReadOptions(column_names=self.names, block_size=2 * block_bytes,
-                                               use_threads=False),
-                parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False),
-                convert_options=pacsv.ConvertOptions(column_types=self.types,
-                                                     include_columns=list(self.types)),
-            )
+            return pacsv.read_csv(pa.BufferReader(pa.py_buffer(text)), **self.options)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None  # not this layout: the general parser reads it or names what is wrong
-        return None if any(table.column(n).null_count for n in self.types) else table
 
 
-def _line_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines, about ``block_bytes`` each, read from a stream."""
+class _Irregular(Exception):
+    """The text is not for the uniform path (a comment in it)."""
+
+
+def _line_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[memoryview]:
+    """Blocks of whole lines, about ``block_bytes`` each, read from a stream with ``:`` read as a
+    space (each piece is translated as it is read: one copy, and the block is a view, not
+    another). Raises _Irregular at a ``#``: comments are for the general path."""
     carry = b""
     while True:
         piece = read(block_bytes)
         if not piece:
             if carry:
-                yield carry
+                yield memoryview(carry)
             return
-        text = carry + piece if carry else piece
+        if b"#" in piece:
+            raise _Irregular
+        text = carry + piece.translate(_COLON_TO_SPACE) if carry else piece.translate(_COLON_TO_SPACE)
         cut = text.rfind(b"\n") + 1
         if cut:
-            yield text[:cut] if cut < len(text) else text
+            yield memoryview(text)[:cut]
         carry = text[cut:]
 
 
@@ -119,8 +130,16 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     return grown
 
 
-def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None,
+def _parse_uniform(blocks: Iterator[memoryview], size: int, num_features: int | None,
                    block_bytes: int) -> ParsedShard | None:
+    try:
+        return _parse_blocks(blocks, size, num_features, block_bytes)
+    except _Irregular:
+        return None
+
+
+def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | None,
+                  block_bytes: int) -> ParsedShard | None:
     """The fast path for files whose lines all have the same layout (MSLR's are dense: every
     line lists features 1..136): with ``:`` read as a separator, a block of lines is a
     space-delimited table that Arrow's CSV reader parses. Blocks are parsed one at a time
@@ -134,26 +153,25 @@ def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None,
     rows = done = 0
     for text in blocks:
         done += len(text)
-        if b"#" in text:
-            return None
         if layout is None:
-            body = text.lstrip()
+            body = bytes(text).lstrip()
             if not body:
                 continue
             end = body.find(b"\n")
-            layout = _Layout.of(body[:end if end >= 0 else len(body)])
+            layout = _Layout.of(body[:end if end >= 0 else len(body)], block_bytes)
             if layout is None:
                 return None
-        table = layout.read(text.translate(_COLON_TO_SPACE), block_bytes)
+        table = layout.read(text)
         if table is None:
             return None
         n = table.num_rows
         if n == 0:
             continue
-        index = np.empty((n, len(layout.pairs)), np.int32)
-        for j, (column, _) in enumerate(layout.pairs):
-            index[:, j] = as_numpy(table.column(column))
-        low, high = index.min(axis=0, initial=1), index.max(axis=0, initial=0)
+        # One row per feature token of a line: each row's range says whether that token names
+        # the same feature on every line (the common case, checked without transposing).
+        index = np.stack([as_numpy(table.column(column)) for column, _ in layout.pairs]) \
+            if layout.pairs else np.empty((0, n), np.int32)
+        low, high = index.min(axis=1, initial=1), index.max(axis=1, initial=0)
         if (low < 1).any():
             return None  # the general path names the bad index
         width = int(high.max(initial=0))
@@ -163,19 +181,23 @@ def _parse_uniform(blocks: Iterator[bytes], size: int, num_features: int | None,
             estimate = rows + n + int((size - done) * (rows + n) / done * 1.05) + 1
             labels, qids = _grown(labels, estimate), _grown(qids, estimate)
             features = _grown(features, estimate)
-            features[rows:] = np.nan
         if width > features.shape[1]:  # only when the width is not given and a block widens it
-            wider = np.full((len(features), width), np.nan, dtype=np.float32)
-            wider[:, :features.shape[1]] = features
+            wider = np.empty((len(features), width), dtype=np.float32)
+            wider[:rows, :features.shape[1]] = features[:rows]
+            wider[:rows, features.shape[1]:] = np.nan
             features = wider
+        # Each block writes all of its rows: the values it has, NaN (absent) everywhere else.
         block = features[rows:rows + n]
         values = [as_numpy(table.column(column)) for _, column in layout.pairs]
         if len(values) == width and (low == high).all() and (low == np.arange(1, width + 1)).all():
             np.stack(values, axis=1, out=block[:, :width])  # MSLR: features 1..N, in order
-        elif values and (low == high).all():
-            block[:, low - 1] = np.stack(values, axis=1)  # the same features on every line
-        elif values:
-            block[np.arange(n)[:, None], index - 1] = np.stack(values, axis=1)
+            block[:, width:] = np.nan
+        else:
+            block.fill(np.nan)
+            if values and (low == high).all():
+                block[:, low - 1] = np.stack(values, axis=1)  # the same features on every line
+            elif values:
+                block[np.arange(n)[:, None], index.T - 1] = np.stack(values, axis=1)
         labels[rows:rows + n] = as_numpy(table.column("c0"))
         if layout.has_qid:
             qids[rows:rows + n] = as_numpy(table.column("c2"))
