@@ -222,6 +222,8 @@ def test_shards_in_flight_are_bounded_and_spread_over_the_actors(monkeypatch):
     """At most max_inflight shards between their task's start and their predictions, at most
     two queued on one actor, the least busy actor first, and every shard's predictions."""
     from modeleval.engine import scoring
+    import ray
+
     from modeleval.engine.inference import ShardPrediction, TaskResources
 
     live: set[int] = set()
@@ -265,7 +267,8 @@ def test_shards_in_flight_are_bounded_and_spread_over_the_actors(monkeypatch):
 
     monkeypatch.setattr(scoring, "remote_of", lambda fn: Task())
     monkeypatch.setattr(scoring, "result_of", lambda ref: ref.value)
-    monkeypatch.setattr(scoring, "ray", SimpleNamespace(wait=wait, cancel=lambda ref, force: None))
+    monkeypatch.setattr(ray, "wait", wait)
+    monkeypatch.setattr(ray, "cancel", lambda ref, force: None)
     results: dict[int, ShardPrediction] = {}
 
     def collect(result):

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray
 
 from .cache import PartStore
 from .device import CPU, Device, batches
@@ -64,7 +63,7 @@ _LOADED: dict[str, ModelAdapter] = {}
 def _model(handle: ModelHandle) -> ModelAdapter:
     adapter = _LOADED.get(handle.fingerprint)
     if adapter is None:
-        data = handle.ref if isinstance(handle.ref, bytes) else ray.get(handle.ref)
+        data = handle.ref if isinstance(handle.ref, bytes) else _get(handle.ref)
         adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu)
         _LOADED[handle.fingerprint] = adapter
     return adapter
@@ -276,6 +275,8 @@ _remote_cache: dict[Callable, Any] = {}
 
 def remote_of(fn: Callable) -> Any:
     """``fn`` as a Ray remote function, made once per process."""
+    import ray
+
     remote = _remote_cache.get(fn)
     if remote is None:
         remote = _remote_cache[fn] = ray.remote(fn)
@@ -286,6 +287,8 @@ def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, 
                 on_result: Callable[[Any], None]) -> None:
     """Runs ``fn(*args)`` for each args tuple as Ray tasks, at most ``max_inflight`` at a time,
     handing each result to ``on_result`` as it arrives (in completion order)."""
+    import ray
+
     remote = remote_of(fn).options(**resources.options())
     pending: list = []
     iterator = iter(calls)
@@ -308,9 +311,17 @@ def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, 
             ray.cancel(ref, force=False)
 
 
+def _get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
+
+
 def result_of(ref: Any) -> Any:
     """A task's or actor call's value; its failure as an EvaluationError (the task's own
     error when it raised one; a lost worker or actor as a retryable InferenceError)."""
+    import ray
+
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as error:
@@ -327,5 +338,9 @@ def result_of(ref: Any) -> Any:
 
 def put_model(data: bytes, fingerprint: str, fmt: str, task: str, allow_pickle: bool,
               use_gpu: bool, local: bool = False) -> ModelHandle:
-    return ModelHandle(data if local else ray.put(data), fingerprint, fmt, task, allow_pickle,
-                       use_gpu)
+    """A model for tasks (its bytes put in the object store) or, ``local``, for this process."""
+    if local:
+        return ModelHandle(data, fingerprint, fmt, task, allow_pickle, use_gpu)
+    import ray
+
+    return ModelHandle(ray.put(data), fingerprint, fmt, task, allow_pickle, use_gpu)

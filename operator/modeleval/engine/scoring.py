@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 
 from .device import Device
 from .errors import EvaluationError
@@ -53,6 +52,8 @@ class ShardScorer:
         self.adapters: dict[str, ModelAdapter] = {}
 
     def _adapter(self, handle: ModelHandle) -> ModelAdapter:
+        import ray
+
         adapter = self.adapters.get(handle.fingerprint)
         if adapter is None:
             data = handle.ref if isinstance(handle.ref, bytes) else ray.get(handle.ref)
@@ -88,6 +89,8 @@ _KEPT: dict[tuple[str, ScoringPlan], list[Any]] = {}
 
 def scorers(plan: ScoringPlan, max_restarts: int = 3) -> list[Any]:
     """The predicting actors of ``plan``: new ones, or the kept ones when ``plan.keep``."""
+    import ray
+
     if not plan.keep:
         return _start(plan, max_restarts)
     context = ray.get_runtime_context()  # a new Ray session reuses job ids, not node ids
@@ -100,6 +103,8 @@ def scorers(plan: ScoringPlan, max_restarts: int = 3) -> list[Any]:
 
 
 def _start(plan: ScoringPlan, max_restarts: int) -> list[Any]:
+    import ray
+
     # num_cpus=0: the actor's own CPU work is a batch's copy to the device; a CPU it held
     # would be one parse task fewer (and none at all on a 1-CPU test cluster).
     actor = ray.remote(ShardScorer).options(num_cpus=0, num_gpus=plan.num_gpus,
@@ -110,6 +115,8 @@ def _start(plan: ScoringPlan, max_restarts: int) -> list[Any]:
 
 def stop_scorers(actors: list[Any]) -> None:
     """Stops predicting actors: their GPUs go back to the cluster."""
+    import ray
+
     for actor in actors:
         ray.kill(actor)
 
@@ -137,6 +144,8 @@ def run_scored(produce: Callable, calls: Iterable[tuple[tuple, str]], resources:
     hands each shard's features to the least busy actor (at most ``queue_per_actor`` queued on
     one), and passes each finished shard (the rest with its predictions) to ``on_result``. At
     most ``max_inflight`` shards are between their task's start and their predictions."""
+    import ray
+
     remote = remote_of(produce).options(**resources.options(), num_returns=2)
     producing: dict[Any, tuple[Any, str]] = {}  # rest ref -> (features ref, where)
     ready: list[tuple[int, Any, str]] = []  # parsed shards waiting for an actor
