@@ -11,6 +11,7 @@ from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
 from modeleval.demo import letor_bytes, make_letor
 from modeleval.engine.errors import DatasetError, Reason
+from modeleval.engine import letor
 from modeleval.engine.letor import DEFAULT_BLOCK_BYTES, parse_letor, parse_letor_stream
 from modeleval.engine.storage import Storage
 
@@ -191,3 +192,19 @@ def test_generated_letor_text_does_not_depend_on_its_chunking():
     whole = letor_bytes(data)
     assert letor_bytes(data, chunk_rows=37) == whole == letor_bytes(data, chunk_rows=1)
     assert whole.count(b"\n") == 500 and b" 4:" not in whole.splitlines()[0]
+
+
+@pytest.mark.parametrize(("lines", "placement"), [
+    (["1 qid:1 1:0.5 2:0.25 3:1", "0 qid:1 1:1 2:2 3:3"], letor.IN_ORDER),
+    (["1 qid:1 2:0.5 5:0.25", "0 qid:1 2:1 5:2"], letor.SAME_COLUMNS),
+    (["1 qid:1 1:0.5 2:0.25", "0 qid:1 2:1 3:2"], letor.SCATTERED),
+])
+def test_a_block_is_placed_by_the_cheapest_copy_its_indices_allow(lines, placement):
+    """MSLR's dense lines take the block copy (a scatter costs several times as much)."""
+    text = ("\n".join(lines) + "\n").encode()
+    layout = letor._Layout.of(text[:text.find(b"\n")], 2**20)
+    table = layout.read(memoryview(text.translate(letor._COLON_TO_SPACE)))
+    index = np.stack([c.to_numpy() for c in table.columns[2::2]])
+    assert letor._placement(index)[0] == placement
+    parsed = parse_letor(text)
+    assert np.array_equal(parsed.features, letor._parse_tokens(text, None, "t").features, equal_nan=True)

@@ -130,6 +130,24 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     return grown
 
 
+IN_ORDER = "in order"  # every line lists features 1..k in order (MSLR): a block copy
+SAME_COLUMNS = "same columns"  # every line lists the same features: a column copy
+SCATTERED = "scattered"  # the same number of features, not the same ones: a scatter
+
+
+def _placement(index: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """How a block's values land in its rows of the matrix, from its feature indices (one row
+    per feature token of a line, one column per line), and each token's lowest and highest
+    index."""
+    if not index.size:
+        empty = np.empty(len(index), index.dtype)
+        return IN_ORDER, empty, empty
+    low, high = index.min(axis=1), index.max(axis=1)
+    if not (low == high).all():
+        return SCATTERED, low, high
+    return (IN_ORDER if (low == np.arange(1, len(low) + 1)).all() else SAME_COLUMNS), low, high
+
+
 def _parse_uniform(blocks: Iterator[memoryview], size: int, num_features: int | None,
                    block_bytes: int) -> ParsedShard | None:
     try:
@@ -167,11 +185,14 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
         n = table.num_rows
         if n == 0:
             continue
+        # The table's columns: label, qid (if any), then index and value of each feature token.
+        columns = table.columns
+        first = 2 if layout.has_qid else 1
         # One row per feature token of a line: each row's range says whether that token names
         # the same feature on every line (the common case, checked without transposing).
-        index = np.stack([as_numpy(table.column(column)) for column, _ in layout.pairs]) \
+        index = np.stack([as_numpy(c) for c in columns[first::2]]) \
             if layout.pairs else np.empty((0, n), np.int32)
-        low, high = index.min(axis=1, initial=1), index.max(axis=1, initial=0)
+        placement, low, high = _placement(index)
         if (low < 1).any():
             return None  # the general path names the bad index
         width = int(high.max(initial=0))
@@ -188,19 +209,19 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
             features = wider
         # Each block writes all of its rows: the values it has, NaN (absent) everywhere else.
         block = features[rows:rows + n]
-        values = [as_numpy(table.column(column)) for _, column in layout.pairs]
-        if len(values) == width and (low == high).all() and (low == np.arange(1, width + 1)).all():
+        values = [as_numpy(c) for c in columns[first + 1::2]]
+        if placement == IN_ORDER:
             np.stack(values, axis=1, out=block[:, :width])  # MSLR: features 1..N, in order
             block[:, width:] = np.nan
         else:
             block.fill(np.nan)
-            if values and (low == high).all():
-                block[:, low - 1] = np.stack(values, axis=1)  # the same features on every line
+            if placement == SAME_COLUMNS:
+                block[:, low - 1] = np.stack(values, axis=1)
             elif values:
                 block[np.arange(n)[:, None], index.T - 1] = np.stack(values, axis=1)
-        labels[rows:rows + n] = as_numpy(table.column("c0"))
+        labels[rows:rows + n] = as_numpy(columns[0])
         if layout.has_qid:
-            qids[rows:rows + n] = as_numpy(table.column("c2"))
+            qids[rows:rows + n] = as_numpy(columns[1])
         rows += n
     if layout is None:
         return _empty(num_features)
