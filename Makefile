@@ -10,7 +10,7 @@ BED_DIR     ?= $(or $(MODELEVAL_BED_DIR),/tmp/modeleval-bed)
 export MODELEVAL_TOOLS_DIR := $(TOOLS_DIR)
 
 .PHONY: help venv tools cluster-up cluster-down test test-unit test-integration test-e2e \
-        lock crds images prepare smoke bench bench-control-plane kind-up kind-down clean
+        lock crds docs images prepare smoke bench bench-control-plane kind-up kind-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ crds: venv ## regenerate the CRDs (crds/ and the chart's copies) from the spec m
 	$(VENV)/bin/python -m modeleval.api.crd > crds/modelevaluations.modeleval.dev.yaml
 	$(VENV)/bin/python -m modeleval.api.crd evaluationschedules > crds/evaluationschedules.modeleval.dev.yaml
 	cp crds/modelevaluations.modeleval.dev.yaml crds/evaluationschedules.modeleval.dev.yaml charts/modeleval/crds/
+
+docs: venv ## regenerate the README's field references and reasons table from the code
+	$(VENV)/bin/python hack/regen-readme.py
 
 tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
 	@hack/build-tools.sh

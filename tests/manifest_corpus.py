@@ -202,6 +202,8 @@ CASES: list[Case] = [
     *refused_each("spec.output.predictionsUri", {"predictions-dotdot": "s3://out/../other-team/",
                                                  "predictions-no-bucket": "s3:///predictions/",
                                                  "predictions-bad-bucket": "s3://Bad_Bucket/p/"}),
+    *refused_each("spec.pendingTimeoutSeconds", {"pending-9s": 9, "pending-2d": 2 * 86400,
+                                                 "pending-text": "60s"}),
     # MongoDB names that are MongoDB's, the engine's, or that pymongo refuses at run time.
     *refused_each("spec.output.mongodb.database", {"db-admin": "admin", "db-local": "local",
                                                    "db-Config": "Config"}),
@@ -236,6 +238,7 @@ CASES: list[Case] = [
 
     # Good variants: both sides accept each.
     accepted("good", {}),
+    accepted("pending-60s", {"spec.pendingTimeoutSeconds": 60}),
     accepted("ranking-precision@5", {"spec.metrics": ["ndcg@10", "precision@5", "recall@5"],
                                      "spec.gate": [{"metric": "precision@5", "min": 0.1}]}),
     accepted("binary-untruncated", {}, BINARY),

@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import dns.resolver
@@ -49,6 +50,7 @@ def helm(bed, *args: str, timeout: float = 600) -> str:
 
 # Real Ray pods start in well under a minute here; an image that cannot be pulled waits this.
 PENDING_TIMEOUT = 120
+NO_IMAGE_TIMEOUT = 40  # spec.pendingTimeoutSeconds of the evaluation whose image does not exist
 # The tenant namespace enforces the "restricted" Pod Security level: every Ray pod must meet it.
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
@@ -298,11 +300,13 @@ def apply_big(bed, installed: Installed, name: str) -> tuple[str, str]:
 def test_an_image_that_cannot_be_pulled_fails_after_pending_timeout(bed, installed):
     """The policy allows modeleval/ray:*, but this tag was never built (no registry is
     reachable): the pods never start. The evaluation says why while it waits, fails with
-    PodsNotReady once pendingTimeout passed, and its RayCluster (and slot) are released. (It
-    runs alone: KubeRay's init container alone asks 200m, and the real node has 2 CPUs.)"""
+    PodsNotReady once its pendingTimeout passed (the spec's, shorter than the operator's), and
+    its RayCluster (and slot) are released. (It runs alone: KubeRay's init container alone asks
+    200m, and the real node has 2 CPUs.)"""
     ns, name = installed.namespace, "no-image"
     spec = yaml.safe_load(evaluation_text(name, f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", workers=1))
     spec["spec"]["rayImage"] = "modeleval/ray:never-built"
+    spec["spec"]["pendingTimeoutSeconds"] = NO_IMAGE_TIMEOUT
     kubectl(bed, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(spec))
 
     def reported():
@@ -310,11 +314,15 @@ def test_an_image_that_cannot_be_pulled_fails_after_pending_timeout(bed, install
         c = next((c for c in s.get("conditions") or [] if c["type"] == "Provisioned"), {})
         return c if c.get("reason") == "PodsNotReady" else None
 
-    condition = eventually(reported, PENDING_TIMEOUT, "the pull failure to be reported", interval=1)
+    condition = eventually(reported, NO_IMAGE_TIMEOUT, "the pull failure to be reported", interval=1)
     assert "ErrImagePull" in condition["message"] or "ImagePullBackOff" in condition["message"]
     assert "modeleval/ray:never-built" in condition["message"]
-    status = wait_finished(installed, name, timeout=PENDING_TIMEOUT + 120)["status"]
+    status = wait_finished(installed, name, timeout=NO_IMAGE_TIMEOUT + 120)["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "PodsNotReady"), status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    waited = (datetime.fromisoformat(failed["lastTransitionTime"])
+              - datetime.fromisoformat(status["startTime"])).total_seconds()
+    assert NO_IMAGE_TIMEOUT <= waited < PENDING_TIMEOUT, waited  # the spec's wait, not the chart's
     eventually(lambda: not [c for c in client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
         "ray.io", "v1", ns, "rayclusters")["items"] if c["metadata"]["name"].startswith(name)], 120,
         "its RayCluster to be deleted")

@@ -171,6 +171,21 @@ ROWS: dict[str, Row] = {
         status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)), seen(ClusterView(CLUSTER, "c1", created=ago(301))),
         Phase.Failed, conditions={C.Failed: (True, Reason.PodsNotReady)},
         check=lambda a, _: a.message == "RayCluster ev-ray was not ready 300s after it was created"),
+    "a spec may shorten pendingTimeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
+        seen(ClusterView(CLUSTER, "c1", created=ago(61))), Phase.Failed,
+        spec=spec(pendingTimeoutSeconds=60), conditions={C.Failed: (True, Reason.PodsNotReady)},
+        actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: a.message == "RayCluster ev-ray was not ready 60s after it was created"),
+    "a spec may not lengthen it past the operator's": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
+        seen(ClusterView(CLUSTER, "c1", created=ago(301))), Phase.Failed,
+        spec=spec(pendingTimeoutSeconds=3600), conditions={C.Failed: (True, Reason.PodsNotReady)},
+        actions=(LeaveLines, DeleteCluster, ReleaseAdmission)),
+    "within a spec's shorter pendingTimeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER), seen(ClusterView(CLUSTER, "c1", created=ago(50))),
+        Phase.Provisioning, spec=spec(pendingTimeoutSeconds=60),
+        conditions={C.Provisioned: (False, Reason.Provisioning)}),
     "previous attempt's cluster still being deleted": Row(
         status(cluster=CLUSTER), seen(ClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.Replacing)}),

@@ -579,6 +579,10 @@ class ModelEvaluationSpec(SpecModel):
     keep_cluster: bool = Field(False, description="Keep the RayCluster after the run.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries before Failed.")
     active_deadline_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    pending_timeout_seconds: int | None = Field(
+        None, ge=10, le=24 * 3600, description="Fail (PodsNotReady, Unschedulable) when the "
+        "RayCluster is not ready this long after it was created. The operator's "
+        "pendingTimeoutSeconds is the most any evaluation waits: the smaller applies.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 24 * 3600)
     suspend: bool = False
 

@@ -53,6 +53,7 @@ class InvalidSpec:
     # after its cluster was made): whether that cluster is its own to delete.
     ray_cluster_name: str | None = None
     keep_cluster: bool = False
+    pending_timeout_seconds: int | None = None
 
 
 def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluationSpec | InvalidSpec:
@@ -367,6 +368,13 @@ class _Round:
         wanted = {str(m) for m in self.spec.metric_names}
         return {k: v for k, v in values.items() if k in wanted}
 
+    @property
+    def pending_timeout(self) -> float:
+        """How long the cluster may take to be ready: the spec may shorten the operator's wait,
+        never lengthen it (a tenant cannot hold a slot longer than the administrator allows)."""
+        asked = self.spec.pending_timeout_seconds
+        return min(self.settings.pending_timeout, asked or self.settings.pending_timeout)
+
     def waited(self, since: datetime | None, seconds: float) -> bool:
         return bool(since and self.now - since > timedelta(seconds=seconds))
 
@@ -468,7 +476,7 @@ class _Round:
         if c is None:
             text = f"spec.rayClusterName: RayCluster {name} does not exist"
             self.condition(ConditionType.Provisioned, False, Reason.RayClusterNotFound, text)
-            if self.waited(s.start_time, self.settings.pending_timeout):
+            if self.waited(s.start_time, self.pending_timeout):
                 self.fail(Reason.RayClusterNotFound, text)
             return False
         if c.deleting:
@@ -492,10 +500,10 @@ class _Round:
         reason, text = c.problem or (Reason.Provisioning, f"waiting for RayCluster {name} to be ready")
         self.condition(ConditionType.Provisioned, False, reason, text)
         since = max((t for t in (c.created, s.start_time) if t), default=None)
-        if not s.job_id and self.waited(since, self.settings.pending_timeout):
+        if not s.job_id and self.waited(since, self.pending_timeout):
             if c.problem is None:
                 reason, text = Reason.PodsNotReady, (f"RayCluster {name} was not ready "
-                                                     f"{self.settings.pending_timeout:.0f}s after "
+                                                     f"{self.pending_timeout:.0f}s after "
                                                      "it was created")
             self.fail(reason, text)
         return False
