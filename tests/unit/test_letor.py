@@ -208,3 +208,10 @@ def test_a_block_is_placed_by_the_cheapest_copy_its_indices_allow(lines, placeme
     assert letor._placement(index)[0] == placement
     parsed = parse_letor(text)
     assert np.array_equal(parsed.features, letor._parse_tokens(text, None, "t").features, equal_nan=True)
+
+
+def test_lines_with_a_label_and_no_features_parse_to_missing_values():
+    parsed = parse_letor(b"1 qid:1\n0 qid:1\n2 qid:2\n", 3)
+    assert parsed.features.shape == (3, 3) and np.isnan(parsed.features).all()
+    assert parsed.labels.tolist() == [1, 0, 2] and parsed.qids.tolist() == [1, 1, 2]
+    assert parse_letor(b"1\n0\n").features.shape == (2, 0)

@@ -210,8 +210,9 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
         # Each block writes all of its rows: the values it has, NaN (absent) everywhere else.
         block = features[rows:rows + n]
         values = [as_numpy(c) for c in columns[first + 1::2]]
-        if placement == IN_ORDER:
-            np.stack(values, axis=1, out=block[:, :width])  # MSLR: features 1..N, in order
+        if placement == IN_ORDER:  # MSLR: features 1..N, in order (or none at all)
+            if values:
+                np.stack(values, axis=1, out=block[:, :width])
             block[:, width:] = np.nan
         else:
             block.fill(np.nan)
