@@ -62,7 +62,7 @@ class _Layout:
 
     types: dict[str, pa.DataType]
     has_qid: bool
-    pairs: list[tuple[str, str]]  # (index column, value column) per feature token
+    tokens: int  # feature tokens per line (an index column and a value column each)
     options: dict[str, Any]
 
     @classmethod
@@ -90,7 +90,7 @@ class _Layout:
             "convert_options": pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                                     null_values=[]),
         }
-        return cls(types, has_qid, pairs, options)
+        return cls(types, has_qid, len(pairs), options)
 
     def read(self, text: memoryview) -> pa.Table | None:
         """A block of whole lines, ``:`` already read as a space."""
@@ -191,7 +191,7 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
         # One row per feature token of a line: each row's range says whether that token names
         # the same feature on every line (the common case, checked without transposing).
         index = np.stack([as_numpy(c) for c in columns[first::2]]) \
-            if layout.pairs else np.empty((0, n), np.int32)
+            if layout.tokens else np.empty((0, n), np.int32)
         placement, low, high = _placement(index)
         if (low < 1).any():
             return None  # the general path names the bad index
