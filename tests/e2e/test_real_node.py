@@ -50,7 +50,7 @@ def helm(bed, *args: str, timeout: float = 600) -> str:
 
 # Real Ray pods start in well under a minute here; an image that cannot be pulled waits this.
 PENDING_TIMEOUT = 120
-NO_IMAGE_TIMEOUT = 40  # spec.pendingTimeoutSeconds of the evaluation whose image does not exist
+NO_IMAGE_TIMEOUT = 20  # spec.pendingTimeoutSeconds of the evaluation whose image does not exist
 # The tenant namespace enforces the "restricted" Pod Security level: every Ray pod must meet it.
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
@@ -163,10 +163,18 @@ def running_cluster_pods(installed: Installed, cluster: str, kind: str) -> list[
             and p.status.container_statuses[0].container_id and not p.metadata.deletion_timestamp]
 
 
+_LOCAL_METRICS: dict[str, dict[str, float]] = {}
+
+
 def local_metrics(manifest_text: str, tmp_path: Path) -> dict[str, float]:
-    """`modeleval run` on the same manifest, on this machine's Ray."""
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results")
-    return run_manifest(parse_manifest(manifest_text), Identity(uuid.uuid4().hex), settings).metrics
+    """`modeleval run` on the same manifest, on this machine's Ray (once per spec: evaluations
+    that differ only in their names share the answer)."""
+    key = json.dumps(yaml.safe_load(manifest_text)["spec"], sort_keys=True)
+    if key not in _LOCAL_METRICS:
+        settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results")
+        _LOCAL_METRICS[key] = run_manifest(parse_manifest(manifest_text), Identity(uuid.uuid4().hex),
+                                           settings).metrics
+    return _LOCAL_METRICS[key]
 
 
 def stored_documents(bed, uid: str) -> list[dict]:

@@ -367,7 +367,9 @@ class TestBed:
         # Like a RayCluster's pods, the head gets the object store and results store settings
         # through its environment, so its workers read S3 the way the driver does.
         # Job entry points run `python`: the project venv's, as a Ray image's own python would be.
-        ], env={**self.endpoints.env(), "RAY_ADDRESS": None,
+        # The runner's wait for a MongoDB that does not answer is 4 s per try here, not 10: the
+        # bed's FerretDB is local, and the fault test that stops it waits out every try.
+        ], env={**self.endpoints.env(), "RAY_ADDRESS": None, "MODELEVAL_MONGODB_TIMEOUT_MS": "4000",
                 "PATH": f"{ray.parent}{os.pathsep}{os.environ.get('PATH', '')}"}, cwd=REPO_ROOT)
 
     def _wait_ready(self) -> None:

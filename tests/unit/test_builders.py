@@ -48,11 +48,24 @@ def test_ray_pods_get_shared_memory_and_no_api_token():
     for template in (rc["spec"]["headGroupSpec"]["template"], rc["spec"]["workerGroupSpecs"][0]["template"]):
         pod = template["spec"]
         assert pod["automountServiceAccountToken"] is False
+        assert pod["terminationGracePeriodSeconds"] <= 10  # deleted pods free their CPUs soon
         assert {"name": "shared-memory", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
         volume = {v["name"]: v for v in pod["volumes"]}["shared-memory"]
         assert volume["emptyDir"]["medium"] == "Memory"
     worker = rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert {v["name"]: v for v in worker["volumes"]}["shared-memory"]["emptyDir"]["sizeLimit"] == "3Gi"
+
+
+def test_ray_pods_are_probed_for_readiness_from_their_start():
+    """KubeRay's default probe first asks after 10 s, then every 5 s; ours asks the same endpoint
+    every 2 s from the start, with KubeRay's tolerance (50 s) for a silent node."""
+    rc = build_raycluster("ev", "ns", "u", spec(), SETTINGS)
+    for group in ("head", "worker"):
+        probe = containers(rc, group)["readinessProbe"]
+        assert probe["httpGet"] == {"path": "/api/healthz", "port": 52365}
+        assert probe["initialDelaySeconds"] <= 2 and probe["periodSeconds"] <= 2
+        assert probe["periodSeconds"] * probe["failureThreshold"] >= 50
+        assert "livenessProbe" not in containers(rc, group)  # KubeRay's own stays in place
 
 
 def test_owned_by_the_evaluation_and_labelled():

@@ -66,13 +66,15 @@ def _live(status: dict | None, **_: Any) -> bool:
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
-            interval=SETTINGS.poll_interval, initial_delay=0, when=_live)
+            interval=SETTINGS.poll_interval, initial_delay=0, backoff=SETTINGS.error_retry,
+            when=_live)
 def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, holding_clusters: kopf.Index,
                               **_: Any) -> None:
     reconcile(body, patch, lambda key: list(holding_clusters.get(key, [])))
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_ttl", interval=5.0,
+            backoff=SETTINGS.error_retry,
             when=lambda spec, status, **_: not _live(status)
             and (spec or {}).get("ttlSecondsAfterFinished") is not None)
 def modelevaluation_ttl(body: kopf.Body, **_: Any) -> None:
@@ -83,7 +85,8 @@ def modelevaluation_ttl(body: kopf.Body, **_: Any) -> None:
         RUNTIME.kube.delete_evaluation(body.metadata.namespace, body.metadata.name)
 
 
-@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_delete")
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_delete",
+                backoff=SETTINGS.error_retry)
 def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
     status = ModelEvaluationStatus.model_validate(body.get("status") or {})
     try:
@@ -152,7 +155,8 @@ SCHEDULES = ScheduleRuntime(SETTINGS, lambda: RUNTIME.kube)
 
 
 @kopf.timer(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_reconcile",
-            interval=SETTINGS.schedule_poll_interval, initial_delay=0)
+            interval=SETTINGS.schedule_poll_interval, initial_delay=0,
+            backoff=SETTINGS.error_retry)
 def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     now = datetime.now(timezone.utc)
     sched = evaluation(body)  # the same identity fields
@@ -167,7 +171,7 @@ def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_delete",
-                optional=True)
+                optional=True, backoff=SETTINGS.error_retry)
 def evaluationschedule_delete(body: kopf.Body, **_: Any) -> None:
     """Its children go with it (owner references); only its gauges are the operator's."""
     telemetry.forget_schedule(body.metadata.namespace, body.metadata.name)

@@ -42,6 +42,10 @@ class OperatorSettings(BaseSettings):
                                           "of one namespace hold a RayCluster at once; the rest "
                                           "queue. 0: no limit.")
     poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
+    error_retry: float = Field(5.0, gt=0, le=300, description="Seconds before a reconcile (or a "
+                               "deletion's clean-up) that failed because the API server or "
+                               "another service did not answer runs again (kopf's own default "
+                               "is 60: an evaluation would sit a minute after an API outage).")
     pending_timeout: float = Field(300.0, gt=0, description="Seconds a RayCluster may stay not "
                                    "ready before its job started (unschedulable pods, images "
                                    "that cannot be pulled, a missing Secret, a quota) before the "
