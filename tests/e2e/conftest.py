@@ -11,7 +11,7 @@ from kubernetes import client
 from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
 from modeleval.engine.storage import Storage
 
-from .kube import api_client
+from .kube import api_client, usable_namespace
 from .operator_fixture import CRD, EXAMPLES, OperatorProcess, kubectl
 
 
@@ -34,6 +34,7 @@ def operator(bed, tmp_path_factory):
 def namespace(bed, api, operator):
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    usable_namespace(api, name)
     secrets = (EXAMPLES / "secrets.yaml").read_text()
     kubectl(bed, "apply", "-n", name, "-f", "-", input=secrets)
     yield name

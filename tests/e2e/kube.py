@@ -25,3 +25,16 @@ def eventually(probe: Callable[[], T | None], timeout: float, what: str, interva
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def usable_namespace(api: client.ApiClient, name: str, timeout: float = 60) -> str:
+    """Waits until the controller manager gave ``name`` its "default" ServiceAccount: until then
+    every pod in it is refused, so a RayCluster made at once would fail to create its pods (seen
+    right after an API server restart, when the controller manager's watches were catching up)."""
+    core = client.CoreV1Api(api)
+
+    def has_default_account() -> bool:
+        return bool(core.list_namespaced_service_account(name, field_selector="metadata.name=default").items)
+
+    eventually(has_default_account, timeout, f"namespace {name}'s default ServiceAccount", interval=0.2)
+    return name

@@ -31,7 +31,7 @@ from modeleval.settings import EngineSettings
 from testbed import Tools
 from testbed.node import NAMESPACE_ANNOTATIONS, NODE_NAME
 
-from .kube import api_client, eventually
+from .kube import api_client, eventually, usable_namespace
 from .operator_fixture import EVALUATIONS, EXAMPLES, ROOT, events_of, get_evaluation, kubectl
 
 pytestmark = pytest.mark.e2e
@@ -62,6 +62,7 @@ def real_node_namespace(bed, name: str, labels: dict[str, str] | None = None) ->
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "annotations": NAMESPACE_ANNOTATIONS, "labels": labels or {}}}
     kubectl(bed, "apply", "-f", "-", input=json.dumps(body))
+    usable_namespace(api_client(bed.kubeconfig), name)
 
 
 def secret(name: str, data: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ from kubernetes import client
 from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
 from modeleval.engine.storage import Storage
 
+from .kube import usable_namespace
 from .operator_fixture import (CRD, EXAMPLES, OperatorProcess, apply_manifest, kubectl, spec_text,
                                wait_phase)
 
@@ -35,6 +36,7 @@ def test_one_namespace_holds_one_cluster_and_another_is_not_kept_waiting(bed, ap
     other = f"e2e-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    usable_namespace(api, other)
     try:
         kubectl(bed, "apply", "-n", other, "-f", "-", input=(EXAMPLES / "secrets.yaml").read_text())
         clusters = {namespace: 0, other: 0}

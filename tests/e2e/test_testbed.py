@@ -12,7 +12,7 @@ from kubernetes import client
 
 from testbed import Tools
 
-from .kube import api_client, eventually
+from .kube import api_client, eventually, usable_namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,7 @@ def namespace(api):
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    usable_namespace(api, name)
     yield name
     core.delete_namespace(name)
 

@@ -10,6 +10,8 @@ lives in annotations.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -34,10 +36,23 @@ SETTINGS = OperatorSettings()
 RUNTIME = Runtime(SETTINGS)
 
 
-@kopf.on.startup(id="operator_startup")
-def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration as a digest of the spec, labels and annotations, not
+    a copy of them. No handler here reads a diff (the timer reads the spec itself), and a copy
+    of a large spec (thousands of feature columns) next to kubectl's own copy passes the API
+    server's 256 KiB bound on annotations: every patch of kopf's would be refused, the
+    finalizer never removed, and the evaluation and its namespace left Terminating forever."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator (what the startup handler applies)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.posting.level = logging.INFO
@@ -45,6 +60,14 @@ def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # A deleted evaluation keeps its finalizer until its timers have stopped; one caught inside
+    # a round (the TTL timer is, when it deletes) is looked at again after this, not kopf's 60 s.
+    settings.background.cancellation_polling = 1.0
+
+
+@kopf.on.startup(id="operator_startup")
+def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
     telemetry.start(SETTINGS)
     RUNTIME.kube  # connects (and imports the client's modules) before the first evaluation
 
