@@ -3,7 +3,6 @@ per module), and a fresh namespace with the example Secrets per test."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from kubernetes import client
@@ -11,8 +10,8 @@ from kubernetes import client
 from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
 from modeleval.engine.storage import Storage
 
-from .kube import api_client, usable_namespace
-from .operator_fixture import CRD, EXAMPLES, OperatorProcess, kubectl
+from .kube import api_client
+from .operator_fixture import CRD, OperatorProcess, kubectl, new_namespace
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +31,6 @@ def operator(bed, tmp_path_factory):
 
 @pytest.fixture()
 def namespace(bed, api, operator):
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    usable_namespace(api, name)
-    secrets = (EXAMPLES / "secrets.yaml").read_text()
-    kubectl(bed, "apply", "-n", name, "-f", "-", input=secrets)
+    name = new_namespace(bed, api)
     yield name
     client.CoreV1Api(api).delete_namespace(name)

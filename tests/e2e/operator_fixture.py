@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import yaml
@@ -16,12 +17,21 @@ from modeleval.demo import EXAMPLES_BUCKET
 from testbed import Tools
 from testbed.bed import free_port
 
-from .kube import eventually
+from .kube import eventually, usable_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "modelevaluations.modeleval.dev.yaml"
 EXAMPLES = ROOT / "examples"
 EVALUATIONS = ("modeleval.dev", "v1alpha1", "modelevaluations")
+
+
+def new_namespace(bed, api) -> str:
+    """A fresh namespace, usable for pods, holding the examples' Secrets."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    usable_namespace(api, name)
+    kubectl(bed, "apply", "-n", name, "-f", "-", input=(EXAMPLES / "secrets.yaml").read_text())
+    return name
 
 
 def kubectl(bed, *args: str, input: str | None = None, check: bool = True) -> str:

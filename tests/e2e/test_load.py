@@ -80,7 +80,7 @@ def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator,
             peak[0] = max(peak[0], operator_process.memory_info().rss)
             clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")
             held.append(sum(1 for c in clusters["items"] if not c["metadata"].get("deletionTimestamp")))
-            stop.wait(0.5)
+            stop.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

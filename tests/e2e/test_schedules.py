@@ -20,7 +20,8 @@ from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, 
 from modeleval.engine.storage import Storage
 
 from .kube import eventually
-from .operator_fixture import CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, kubectl
+from .operator_fixture import (CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, kubectl,
+                               new_namespace)
 
 pytestmark = pytest.mark.e2e
 SCHEDULE_CRD = ROOT / "crds" / "evaluationschedules.modeleval.dev.yaml"
@@ -42,6 +43,16 @@ def operator(bed, tmp_path_factory):
                               MODELEVAL_SCHEDULE_POLL_INTERVAL="2").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_minute(bed, api, operator):
+    """A `* * * * *` schedule applied as the module starts, in a namespace of its own: its first
+    cron minute passes while the other tests run, and its test (the module's last) reads it."""
+    namespace = new_namespace(bed, api)
+    apply_schedule(bed, namespace, "every-minute", schedule="* * * * *", successfulHistoryLimit=1)
+    yield namespace
+    client.CoreV1Api(api).delete_namespace(namespace)
 
 
 def template(**extra) -> dict:
@@ -87,33 +98,6 @@ def bad_ranker() -> bytes:
     data = dataclasses.replace(data, labels=(np.max(data.labels) - data.labels).astype(data.labels.dtype))
     return bytes(train_ranker(data, rounds=5).get_booster().save_raw("json"))
 
-
-@pytest.mark.timeout(600)
-def test_cron_schedule_runs_records_prunes_and_owns_its_children(bed, api, namespace, operator):
-    apply_schedule(bed, namespace, "every-minute", schedule="* * * * *",
-                   successfulHistoryLimit=1)
-    first = eventually(lambda: schedule_status(api, namespace, "every-minute").get("lastRun"),
-                       75, "the first child of a * * * * * schedule")
-    (child,) = children(api, namespace, "every-minute")
-    assert child["metadata"]["name"] == first
-    (owner,) = child["metadata"]["ownerReferences"]
-    assert owner["kind"] == "EvaluationSchedule" and owner["name"] == "every-minute" \
-        and owner["controller"] is True
-    assert child["spec"]["model"]["uri"] == RANKER
-
-    status = eventually(lambda: (s := schedule_status(api, namespace, "every-minute"))
-                        .get("lastCompletedRun") == first and s, 240, f"{first} to succeed")
-    assert status["metricName"] == "ndcg@10" and 0 < status["lastPrimaryMetric"] <= 1
-    assert status["lastScheduleTime"].endswith(":00Z") and status["nextScheduleTime"]
-    table = kubectl(bed, "get", "evalsched", "-n", namespace)
-    assert table.split("\n")[0].split() == ["NAME", "SCHEDULE", "LAST", "RUN", "LAST", "METRIC",
-                                            "CHANGE", "DEGRADED", "AGE"]
-    assert first in table
-
-    # History: no succeeded child kept -> the finished one is deleted. (That children go with
-    # their schedule is checked with a trigger's child below: no second cron minute to wait.)
-    patch_schedule(api, namespace, "every-minute", {"successfulHistoryLimit": 0})
-    eventually(lambda: gone(api, namespace, first), 30, f"{first} to be pruned")
 
 
 @pytest.mark.timeout(600)
@@ -177,3 +161,39 @@ def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operato
     assert "MetricDegraded" in events_of(api, namespace, "watch")
     table = kubectl(bed, "get", "evalsched", "-n", namespace)
     assert "True" in table.splitlines()[1]
+
+
+@pytest.mark.timeout(600)
+def test_cron_schedule_runs_records_prunes_and_owns_its_children(bed, api, every_minute):
+    """The schedule was applied as the module started (a minute or more ago by now), so one or
+    two cron minutes have passed: every child it made is owned and labelled, the last completed
+    one's metric is on the schedule, and the history limit (1) keeps one succeeded child."""
+    namespace = every_minute
+
+    def completed_and_kept():
+        s = schedule_status(api, namespace, "every-minute")
+        kept = {c["metadata"]["name"]: c for c in children(api, namespace, "every-minute")}
+        return (s, kept) if s.get("lastCompletedRun") in kept else None
+
+    status, kept = eventually(completed_and_kept, 240, "a child of the * * * * * schedule to succeed")
+    for child in kept.values():
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner["kind"] == "EvaluationSchedule" and owner["name"] == "every-minute" \
+            and owner["controller"] is True
+        assert child["spec"]["model"]["uri"] == RANKER
+    assert status["metricName"] == "ndcg@10" and 0 < status["lastPrimaryMetric"] <= 1
+    assert status["lastScheduleTime"].endswith(":00Z") and status["nextScheduleTime"]
+    table = kubectl(bed, "get", "evalsched", "-n", namespace)
+    assert table.split("\n")[0].split() == ["NAME", "SCHEDULE", "LAST", "RUN", "LAST", "METRIC",
+                                            "CHANGE", "DEGRADED", "AGE"]
+    assert table.split("\n")[1].split()[:2] == ["every-minute", "*"]
+
+    def succeeded() -> list[str]:
+        return [c["metadata"]["name"] for c in children(api, namespace, "every-minute")
+                if (c.get("status") or {}).get("phase") == "Succeeded"]
+
+    # History: at most one succeeded child is kept; with none allowed, the finished ones go.
+    # (That children go with their schedule is checked with a trigger's child above.)
+    eventually(lambda: len(succeeded()) <= 1, 30, "one succeeded child kept (successfulHistoryLimit 1)")
+    patch_schedule(api, namespace, "every-minute", {"successfulHistoryLimit": 0})
+    eventually(lambda: not succeeded(), 30, "the succeeded children to be pruned")
