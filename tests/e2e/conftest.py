@@ -3,7 +3,6 @@ per module), and a fresh namespace with the example Secrets per test."""
 
 from __future__ import annotations
 
-
 import pytest
 from kubernetes import client
 

@@ -102,6 +102,15 @@ def get_evaluation(api, namespace: str, name: str) -> dict:
                                                                        EVALUATIONS[2], name)
 
 
+def gone(api, namespace: str, name: str) -> bool:
+    """Whether the evaluation no longer exists (deleted and its finalizer removed)."""
+    try:
+        get_evaluation(api, namespace, name)
+        return False
+    except client.exceptions.ApiException as error:
+        return error.status == 404
+
+
 def wait_phase(api, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 240) -> dict:
     def probe():
         obj = get_evaluation(api, namespace, name)

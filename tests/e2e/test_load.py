@@ -35,7 +35,8 @@ from .operator_fixture import CRD, EVALUATIONS, OperatorProcess, kubectl
 pytestmark = pytest.mark.e2e
 COUNT = int(os.environ.get("MODELEVAL_LOAD_COUNT", "200"))
 RSS_BOUND = 300 * 2**20
-ACTIVE = int(os.environ.get("MODELEVAL_LOAD_ACTIVE", "8"))  # evaluations holding a RayCluster at once (operator.maxActiveEvaluations)
+# Evaluations holding a RayCluster at once (operator.maxActiveEvaluations).
+ACTIVE = int(os.environ.get("MODELEVAL_LOAD_ACTIVE", "8"))
 
 
 @pytest.fixture(scope="module")

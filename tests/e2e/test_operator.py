@@ -24,7 +24,7 @@ from modeleval.settings import EngineSettings
 
 from .kube import eventually
 from .operator_fixture import (EVALUATIONS, EXAMPLES, apply_manifest, events_of, get_evaluation,
-                               kubectl, spec_text, wait_phase)
+                               gone, kubectl, spec_text, wait_phase)
 
 pytestmark = pytest.mark.e2e
 
@@ -214,15 +214,7 @@ def test_a_manifest_too_big_for_a_command_line_reaches_the_runner(bed, api, name
     # its finalizer comes off (it once stayed Terminating, its namespace with it).
     client.CustomObjectsApi(api).delete_namespaced_custom_object(*EVALUATIONS[:2], namespace,
                                                                  EVALUATIONS[2], "wide")
-    eventually(lambda: not_found(api, namespace, "wide"), 60, "the deleted evaluation to be gone")
-
-
-def not_found(api, namespace: str, name: str) -> bool:
-    try:
-        get_evaluation(api, namespace, name)
-        return False
-    except client.exceptions.ApiException as error:
-        return error.status == 404
+    eventually(lambda: gone(api, namespace, "wide"), 60, "the deleted evaluation to be gone")
 
 
 @pytest.mark.parametrize("name, extra, field", [
@@ -263,7 +255,7 @@ def test_deadline_exceeded(bed, api, namespace):
 def test_ttl_deletes_a_finished_evaluation(bed, api, namespace):
     apply_manifest(bed, namespace, spec_text("short-lived", ttlSecondsAfterFinished=0))
 
-    eventually(lambda: not_found(api, namespace, "short-lived"), 240,
+    eventually(lambda: gone(api, namespace, "short-lived"), 240,
                "the evaluation to be deleted after it finished")
     assert "Succeeded" in events_of(api, namespace, "short-lived")
 

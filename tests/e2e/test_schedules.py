@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, train_ranker
 from modeleval.engine.storage import Storage
 
 from .kube import eventually
-from .operator_fixture import (CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, kubectl,
+from .operator_fixture import (CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, gone, kubectl,
                                new_namespace)
 
 pytestmark = pytest.mark.e2e
@@ -78,15 +77,6 @@ def children(api, namespace: str, name: str) -> list[dict]:
         *EVALUATIONS[:2], namespace, EVALUATIONS[2], label_selector=f"{LABEL}={name}")["items"]
 
 
-def gone(api, namespace: str, name: str) -> bool:
-    try:
-        client.CustomObjectsApi(api).get_namespaced_custom_object(*EVALUATIONS[:2], namespace,
-                                                                  EVALUATIONS[2], name)
-        return False
-    except ApiException as error:
-        return error.status == 404
-
-
 def patch_schedule(api, namespace: str, name: str, spec: dict) -> None:
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
         *SCHEDULES[:2], namespace, SCHEDULES[2], name, {"spec": spec})
@@ -97,7 +87,6 @@ def bad_ranker() -> bytes:
     data = make_letor(3000, 136, seed=11)
     data = dataclasses.replace(data, labels=(np.max(data.labels) - data.labels).astype(data.labels.dtype))
     return bytes(train_ranker(data, rounds=5).get_booster().save_raw("json"))
-
 
 
 @pytest.mark.timeout(600)

@@ -5,7 +5,6 @@ gets a cluster of its own meanwhile instead of waiting behind them."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 from kubernetes import client
@@ -13,9 +12,8 @@ from kubernetes import client
 from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
 from modeleval.engine.storage import Storage
 
-from .kube import usable_namespace
-from .operator_fixture import (CRD, EXAMPLES, OperatorProcess, apply_manifest, kubectl, spec_text,
-                               wait_phase)
+from .operator_fixture import (CRD, OperatorProcess, apply_manifest, kubectl, new_namespace,
+                               spec_text, wait_phase)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +31,9 @@ def operator(bed, tmp_path_factory):
 
 
 def test_one_namespace_holds_one_cluster_and_another_is_not_kept_waiting(bed, api, namespace):
-    other = f"e2e-{uuid.uuid4().hex[:6]}"
+    other = new_namespace(bed, api)
     core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
-    usable_namespace(api, other)
     try:
-        kubectl(bed, "apply", "-n", other, "-f", "-", input=(EXAMPLES / "secrets.yaml").read_text())
         clusters = {namespace: 0, other: 0}
         waited_while_other_ran = []
         done = threading.Event()
