@@ -50,7 +50,11 @@ K = 10
 
 
 class PeakMemory:
-    """Peak of (driver RSS + Ray worker RSS) above the value when it started."""
+    """Peak of the driver's and the Ray workers' memory above the value when it started: their
+    private resident memory (RssAnon) plus the machine's shared memory (Shmem: the object
+    store's pages, counted once however many processes map them; RSS would count them once per
+    process). Files mapped from the page cache (libraries, memory-mapped cached parts) are left
+    out. Without /proc: the processes' RSS."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -58,12 +62,33 @@ class PeakMemory:
         self._base = self._sample()
 
     @staticmethod
-    def _sample() -> int:
-        total = psutil.Process().memory_info().rss
-        for proc in psutil.process_iter(["cmdline", "memory_info"]):
+    def _field(path: str, name: str) -> int | None:
+        try:
+            with open(path) as lines:
+                for line in lines:
+                    if line.startswith(name):
+                        return int(line.split()[1]) * 1024  # kB
+        except OSError:
+            pass
+        return None
+
+    @classmethod
+    def _size(cls, proc: psutil.Process) -> int:
+        private = cls._field(f"/proc/{proc.pid}/status", "RssAnon:")
+        if private is not None:
+            return private
+        try:
+            return proc.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    @classmethod
+    def _sample(cls) -> int:
+        total = cls._size(psutil.Process()) + (cls._field("/proc/meminfo", "Shmem:") or 0)
+        for proc in psutil.process_iter(["cmdline"]):
             cmdline = proc.info["cmdline"] or []
-            if cmdline and cmdline[0].startswith("ray::") and proc.info["memory_info"]:
-                total += proc.info["memory_info"].rss
+            if cmdline and cmdline[0].startswith("ray::"):
+                total += cls._size(proc)
         return total
 
     def __enter__(self) -> "PeakMemory":
@@ -219,8 +244,8 @@ def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float
     manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu)
     settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
                               results_dir=ctx.dir / "results")
-    scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources()), keep=True) \
-        if gpu else None
+    plan = ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu)
+    scoring = dataclasses.replace(plan, keep=True) if gpu else None
     result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
     if any("GPU" in w for w in result.warnings):
         raise RuntimeError(f"the GPU path did not run on the GPU: {result.warnings}")
@@ -265,6 +290,7 @@ def main_local(args) -> int:
     from modeleval.demo import letor_bytes, make_letor, train_ranker
     from modeleval.engine import scoring
     from modeleval.engine.letor import parse_letor
+    from modeleval.settings import EngineSettings
 
     cores = os.cpu_count() or 1
     no_gpu = gpu_unavailable()
@@ -281,7 +307,9 @@ def main_local(args) -> int:
     mb = len(text) / 1e6
     print(f"dataset: {args.rows:,} rows x {args.features} features, {mb:.0f} MB of LETOR text, "
           f"{in_memory / 1e6:.0f} MB in memory; model: {args.trees} trees; {cores} cores; GPU: "
-          f"{'yes' if no_gpu is None else 'no (' + no_gpu + ')'}; files in {ctx.dir}", flush=True)
+          f"{'yes' if no_gpu is None else 'no (' + no_gpu + ')'}"
+          f"{'' if no_gpu else f', {EngineSettings().scorers_per_gpu} predicting actors per GPU'}; "
+          f"files in {ctx.dir}", flush=True)
     devices = [False] + ([True] if no_gpu is None else [])
     if no_gpu is None:
         import cupy
@@ -305,6 +333,7 @@ def main_local(args) -> int:
         ray.shutdown()
 
     fresh: dict[str, float] = {}
+    fresh_parts: dict[str, dict[str, float]] = {}
     try:
         session()  # fills the warm cache (not timed), then ends: the next session's workers are new
         _local_evaluation(ctx, "cache-warm", 0)
@@ -312,7 +341,7 @@ def main_local(args) -> int:
         for gpu in devices:
             session()
             started = time.perf_counter()
-            _local_evaluation(ctx, "cache-warm", int(gpu))
+            _, fresh_parts["gpu" if gpu else "cpu"] = _local_evaluation(ctx, "cache-warm", int(gpu))
             fresh["gpu" if gpu else "cpu"] = time.perf_counter() - started
             end_session()
         session()
@@ -349,9 +378,14 @@ def main_local(args) -> int:
     print(f"\ncold path: {mb / median['cpu cold']:.0f} MB/s of LETOR text on the CPU path, "
           f"{mb / median['cpu cold'] / cores:.1f} MB/s per core ({cores} cores); the parser "
           f"alone: {parser_mb_s:.0f} MB/s on one core")
+    def parts(timings: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items() if k != "total")
+
     for name in [n for n in breakdown if breakdown[n]]:
-        parts = ", ".join(f"{k} {v:.2f}s" for k, v in breakdown[name].items() if k != "total")
-        print(f"  {name} (last round): {parts}; peak {peaks[name] / 1e6:.0f} MB above idle")
+        print(f"  {name} (last round): {parts(breakdown[name])}; peak {peaks[name] / 1e6:.0f} MB "
+              "above idle")
+    for label, timings in fresh_parts.items():
+        print(f"  {label} first warm on fresh workers: {parts(timings)}")
     if len(labels) > 1:
         print(f"GPU cold / CPU cold: {median['gpu cold'] / median['cpu cold']:.2f}; "
               f"GPU warm / CPU warm: {median['gpu warm'] / median['cpu warm']:.2f}")

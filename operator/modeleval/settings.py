@@ -45,6 +45,9 @@ class EngineSettings(BaseSettings):
     inline_bytes: int = Field(2 * 2**20, ge=0, description="Datasets up to this size (CPU-only "
                               "evaluations) run in the job's own process, without Ray tasks; "
                               "0: always Ray tasks.")
+    scorers_per_gpu: int = Field(4, ge=1, le=16, description="Predicting actors sharing each "
+                                 "GPU of a GPU evaluation: one process copying batches to the "
+                                 "device keeps the GPU idle between them; several overlap.")
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
 

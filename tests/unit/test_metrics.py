@@ -129,3 +129,57 @@ def test_label_errors_are_typed():
         M.ranking_metrics(["ndcg@5"], np.array([-1.0, 1.0]), np.array([0.1, 0.2]), np.array([1, 1]))
     with pytest.raises(M.LabelError, match="row 2 has inf"):
         M.compute("regression", ["rmse"], np.array([1.0, np.inf]), np.array([0.1, 0.2]))
+
+
+def _lexsort_order(values: np.ndarray, qids: np.ndarray) -> np.ndarray:
+    """The definition: by qid ascending, then value descending, ties in input order."""
+    return np.lexsort((-values.astype(np.float64), qids))
+
+
+@pytest.mark.parametrize("case", ["contiguous", "interleaved", "strings", "float64", "nan",
+                                  "zeros", "ties", "one query", "infinite"])
+def test_query_order_is_lexsorts(case):
+    rng = np.random.default_rng(sum(map(ord, case)))
+    sizes = rng.integers(1, 40, 300)
+    qids = np.repeat(rng.permutation(len(sizes)) * 7 - 50, sizes)  # qids out of order
+    values = rng.standard_normal(len(qids)).astype(np.float32).astype(np.float64)
+    if case == "interleaved":
+        qids = rng.permutation(qids)
+    elif case == "strings":
+        qids = np.array([f"q{q}" for q in qids])
+    elif case == "float64":
+        values = rng.standard_normal(len(qids))  # not float32: the lexsort fallback
+    elif case == "nan":
+        values[::17] = np.nan
+    elif case == "zeros":
+        values[::3], values[1::3] = 0.0, -0.0  # equal: input order
+    elif case == "ties":
+        values = rng.integers(0, 3, len(qids)).astype(np.float64)
+    elif case == "one query":
+        qids = np.full(len(qids), 4)
+    elif case == "infinite":
+        values[::5], values[1::5] = np.inf, -np.inf
+    groups = M.QueryGroups.of(qids)
+    assert np.array_equal(groups.order(values), _lexsort_order(values, qids))
+    assert np.array_equal(groups.sizes, np.unique(qids, return_counts=True)[1])
+
+
+def test_interleaved_queries_give_the_same_per_query_values():
+    booster, d, labels, qids, scores = _ranking_case(6, binary=False)
+    names = ["ndcg@10", "map@5", "mrr", "precision@3", "recall@5"]
+    contiguous = M.ranking_per_query(names, labels.astype(float), scores, qids)
+    # Queries interleaved, each query's rows kept in their input order (ties stay broken the
+    # same way): the fallback path, the same values.
+    shuffled = qids[np.random.default_rng(0).permutation(len(qids))]
+    rows = np.empty(len(qids), dtype=np.int64)
+    for q in np.unique(qids):
+        rows[shuffled == q] = np.flatnonzero(qids == q)
+    assert not np.array_equal(rows, np.arange(len(qids)))
+    interleaved = M.ranking_per_query(names, labels[rows].astype(float), scores[rows], qids[rows])
+    for name in names:
+        np.testing.assert_array_equal(interleaved[name], contiguous[name])
+
+
+def test_empty_qids_have_no_queries():
+    groups = M.QueryGroups.of(np.array([], dtype=np.int64))
+    assert len(groups.sizes) == 0 and len(groups.order(np.array([]))) == 0

@@ -83,3 +83,36 @@ def test_unreadable_models_are_load_errors(fmt, data):
 def test_a_new_format_is_one_class():
     assert all(issubclass(a, ModelAdapter) for a in ADAPTERS.values())
     assert set(ADAPTERS) == {"xgboost", "onnx", "pickle"}
+
+
+_LEAN = """
+import pickle, sys
+import numpy as np
+sys.argv = [{argv!r}]
+from modeleval.engine.models import import_xgboost, load_model
+xgb = import_xgboost()
+print(xgb.compat.SKLEARN_INSTALLED, "sklearn" in sys.modules)
+model = load_model(sys.stdin.buffer.read(), "pickle", "binary", allow_pickle=True)
+np.save(sys.stdout.buffer, model.predict(np.eye(4, dtype=np.float32)))
+"""
+
+
+@pytest.mark.parametrize("argv, lean", [("/ray/_private/workers/default_worker.py", True),
+                                        ("modeleval", False)])
+def test_ray_workers_import_xgboost_without_scikit_learn(argv, lean):
+    import io
+    import os
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(0).random((60, 4)).astype(np.float32)
+    estimator = xgb.XGBClassifier(n_estimators=3).fit(x, (x[:, 0] > 0.5).astype(int))
+    done = subprocess.run([sys.executable, "-c", _LEAN.format(argv=argv)],
+                          input=pickle.dumps(estimator), capture_output=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    first, _, rest = done.stdout.partition(b"\n")
+    # In a worker: no scikit-learn integration, and scikit-learn not imported...
+    assert first.decode().split() == ([str(not lean), str(not lean)])
+    # ...while a pickled scikit-learn-style XGBoost model still predicts the same.
+    expected = estimator.predict_proba(np.eye(4, dtype=np.float32))[:, 1]
+    np.testing.assert_allclose(np.load(io.BytesIO(rest)), expected, rtol=1e-6)

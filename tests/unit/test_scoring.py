@@ -168,6 +168,30 @@ def test_one_predicting_actor_per_gpu(cluster, plan):
     assert ScoringPlan.for_cluster(cluster) == plan
 
 
+@pytest.mark.parametrize("cluster, plan", [
+    ({"CPU": 16, "GPU": 1}, ScoringPlan(4, 0.25)), ({"GPU": 2}, ScoringPlan(8, 0.25)),
+    ({"GPU": 2.5}, ScoringPlan(8, 0.25)), ({"GPU": 0.5}, ScoringPlan(4, 0.125))])
+def test_several_predicting_actors_share_each_gpu(cluster, plan):
+    got = ScoringPlan.for_cluster(cluster, per_gpu=4)
+    assert got == plan
+    # What they hold together never passes what the cluster has.
+    assert got.actors * got.num_gpus <= cluster["GPU"]
+
+
+def test_a_gpu_evaluation_starts_the_configured_actors_per_gpu(monkeypatch):
+    import ray
+
+    from modeleval.engine import evaluate
+    from modeleval.engine.inference import TaskResources
+    from modeleval.settings import EngineSettings
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    evaluator = evaluate.Evaluator.__new__(evaluate.Evaluator)
+    evaluator._scoring, evaluator.settings = None, EngineSettings(scorers_per_gpu=3)
+    evaluator.__dict__.update(_inline=False, _resources=TaskResources(num_cpus=1, num_gpus=1))
+    assert evaluator._plan == ScoringPlan(actors=6, num_gpus=1 / 3)
+
+
 def test_a_gpu_that_was_asked_for_but_not_used_is_a_warning():
     plan = ScoringPlan(2, 1.0)
     assert gpu_warnings(plan, [("cuda", []), ("cuda", [])]) == []

@@ -169,7 +169,7 @@ class Evaluator:
         import ray
 
         if self._resources.num_gpus:  # (a cluster without the GPUs asked for fails there)
-            return ScoringPlan.for_cluster(ray.cluster_resources())
+            return ScoringPlan.for_cluster(ray.cluster_resources(), self.settings.scorers_per_gpu)
         return None
 
     @cached_property

@@ -45,6 +45,55 @@ class LabelError(EvaluationError):
     reason = Reason.LabelError
 
 
+def _descending_key(values: np.ndarray) -> np.ndarray | None:
+    """32 bits per value whose ascending order is ``values``' descending order (equal values
+    equal keys), or None where a value is not exactly a float32 (the sort falls back)."""
+    narrow = values.astype(np.float32)
+    if not np.array_equal(narrow, values):  # float64 precision, or NaN (NaN != NaN)
+        return None
+    bits = (narrow + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (they compare equal)
+    negative = bits >> np.uint32(31)
+    # IEEE 754 bits, read as unsigned: non-negative values ascend with their bits (flip the
+    # 31 low bits to descend), negative ones descend with them already; the sign bit puts every
+    # negative value after every non-negative one.
+    return bits ^ ((negative ^ np.uint32(1)) * np.uint32(0x7FFFFFFF))
+
+
+@dataclass(frozen=True)
+class QueryGroups:
+    """Each row's query as an index in ascending qid order, and each query's size."""
+
+    index: np.ndarray   # per row, 0..queries-1
+    sizes: np.ndarray   # per query
+
+    @classmethod
+    def of(cls, qids: np.ndarray) -> "QueryGroups":
+        qids = np.asarray(qids)
+        if len(qids) == 0:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        starts = np.concatenate(([0], np.flatnonzero(qids[1:] != qids[:-1]) + 1))
+        runs = qids[starts]
+        rank = np.argsort(runs, kind="stable")
+        if len(runs) == 1 or not np.any(runs[rank][1:] == runs[rank][:-1]):
+            # Each query's rows are contiguous (as in LETOR files): no sort of the rows.
+            lengths = np.diff(np.append(starts, len(qids)))
+            position = np.empty(len(runs), dtype=np.int64)
+            position[rank] = np.arange(len(runs))
+            return cls(np.repeat(position, lengths), lengths[rank])
+        values, index = np.unique(qids, return_inverse=True)
+        return cls(index.reshape(-1), np.bincount(index.reshape(-1), minlength=len(values)))
+
+    def order(self, values: np.ndarray) -> np.ndarray:
+        """Rows by query, then by ``values`` descending; equal values keep their input order
+        (stable, as XGBoost's sort)."""
+        key = _descending_key(values)
+        if key is None:
+            return np.lexsort((-values, self.index))
+        # One stable sort of a 64-bit key (query index, then the value's key): several times
+        # faster than lexsort's two passes over the rows.
+        return np.argsort((self.index.astype(np.uint64) << np.uint64(32)) | key, kind="stable")
+
+
 @dataclass(frozen=True)
 class RankedLists:
     """Rows re-ordered so each query's documents are contiguous and sorted by score."""
@@ -52,22 +101,19 @@ class RankedLists:
     labels: np.ndarray      # labels in ranked order
     ideal: np.ndarray       # labels sorted descending within each query (the ideal ranking)
     position: np.ndarray    # 0-based rank of each row within its query
-    group: np.ndarray       # query index of each row (0..queries-1)
+    group: np.ndarray       # query index of each row (0..queries-1, ascending qid order)
     queries: int
 
     @classmethod
     def build(cls, labels: np.ndarray, scores: np.ndarray, qids: np.ndarray) -> "RankedLists":
-        # lexsort is stable: equal scores keep their input order, as XGBoost's stable sort does.
-        order = np.lexsort((-scores.astype(np.float64), qids))
-        sorted_qids = qids[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_qids[1:] != sorted_qids[:-1])))
-        flags = np.zeros(len(order), dtype=bool)
-        flags[starts] = True
-        group = np.cumsum(flags) - 1
-        position = np.arange(len(order)) - starts[group]
-        ranked = labels[order].astype(np.float64)
-        ideal_order = np.lexsort((-labels.astype(np.float64), qids))
-        return cls(ranked, labels[ideal_order].astype(np.float64), position, group, len(starts))
+        groups = QueryGroups.of(qids)
+        labels = labels.astype(np.float64)
+        queries = len(groups.sizes)
+        group = np.repeat(np.arange(queries), groups.sizes)
+        starts = np.cumsum(groups.sizes) - groups.sizes
+        position = np.arange(len(group)) - starts[group]
+        ranked = labels[groups.order(scores.astype(np.float64))]
+        return cls(ranked, labels[groups.order(labels)], position, group, queries)
 
     def per_query(self, values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         weights = values if mask is None else np.where(mask, values, 0.0)

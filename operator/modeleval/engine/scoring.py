@@ -36,10 +36,16 @@ class ScoringPlan:
     keep: bool = False
 
     @classmethod
-    def for_cluster(cls, cluster: dict[str, float]) -> "ScoringPlan":
-        """One actor per GPU of the Ray cluster (one actor on a fraction of one)."""
+    def for_cluster(cls, cluster: dict[str, float], per_gpu: int = 1) -> "ScoringPlan":
+        """``per_gpu`` actors on each whole GPU of the Ray cluster, each holding its share (on
+        a cluster with a fraction of one GPU, ``per_gpu`` actors share that fraction). A
+        batch's copy to the device is host work of the actor's process (pageable memory): one
+        actor leaves the GPU idle while it copies, several copy side by side."""
         gpus = float(cluster.get("GPU", 0))
-        return cls(actors=max(1, int(gpus)), num_gpus=min(1.0, gpus))
+        whole = int(gpus)
+        if whole:
+            return cls(actors=whole * per_gpu, num_gpus=1.0 / per_gpu)
+        return cls(actors=per_gpu, num_gpus=gpus / per_gpu)
 
 
 class ShardScorer:
