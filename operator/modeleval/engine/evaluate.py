@@ -36,6 +36,7 @@ from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress
                         run_bounded)
 from .models import load_model
 from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
+from .querymetrics import ShardQueries
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri
@@ -110,6 +111,7 @@ class Evaluator:
         self.spec = spec
         self._scoring = scoring
         self._actors: list[Any] = []
+        self._queries: ShardQueries | None = None
         self._gpu_warnings: list[str] = []
         self.identity = identity
         self.settings = settings or EngineSettings()
@@ -336,6 +338,8 @@ class Evaluator:
         def collect(result: ShardPrediction) -> None:
             nonlocal done
             shards[result.index] = result
+            if self._queries is not None:
+                self._queries.add(result)
             done += sizes[result.index]
             self.progress(done, total, unit)
 
@@ -422,7 +426,12 @@ class Evaluator:
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()
-        manifest, shards = self._infer(dataset, predictor)
+        names = [str(m) for m in spec.metric_names]
+        # Ranking metrics per query are computed as shards finish (see querymetrics).
+        self._queries = ShardQueries(names) if spec.task == "ranking" else None
+        with self._queries or contextlib.nullcontext():
+            manifest, shards = self._infer(dataset, predictor)
+            per_query = self._queries.result(len(shards)) if self._queries else None
         if starting:
             self._gpu_warnings = gpu_warnings(self._plan, [result_of(ref) for ref in starting])
         expected = self._expected_features()
@@ -435,13 +444,16 @@ class Evaluator:
         predictions = [np.concatenate([s.predictions[m] for s in shards]) for m in range(len(handles))]
         columns = {name: np.concatenate([s.columns[name] for s in shards])
                    for name in (shards[0].columns if shards else {})}
-        names = [str(m) for m in spec.metric_names]
-        scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
+        if per_query is not None:
+            scored = [{name: metric_fns.query_mean(values[name]) for name in names}
+                      for values in per_query]
+        else:
+            scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
         slices = self._slices(names, labels, predictions[0], qids, columns)
         self._timed("metrics", t)
         t = time.perf_counter()
         outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
-                              self._resampled(names, labels, predictions, qids))
+                              self._resampled(names, labels, predictions, qids, per_query))
         if spec.confidence is not None:
             self._timed("confidence", t)
 
@@ -453,7 +465,8 @@ class Evaluator:
         self._timed("total", started)
         return EvaluationResult(
             identity=self.identity, metrics=scored[0], rows=int(len(labels)),
-            queries=int(len(np.unique(qids))) if qids is not None else None,
+            queries=(len(next(iter(per_query[0].values()))) if per_query
+                     else int(len(np.unique(qids))) if qids is not None else None),
             model={"uri": spec.model.uri, "format": spec.model.format,
                    "fingerprint": model_info.fingerprint, "features": expected},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
@@ -476,12 +489,13 @@ class Evaluator:
         return [actor.start.remote(predictor) for actor in self._actors]
 
     def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
-                   qids: np.ndarray | None) -> list[dict[str, np.ndarray]] | None:
+                   qids: np.ndarray | None, per_query: list[dict[str, np.ndarray]] | None
+                   ) -> list[dict[str, np.ndarray]] | None:
         """Every model's metrics on each bootstrap resample (None without spec.confidence)."""
         if self.spec.confidence is None:
             return None
         return bootstrap.bootstrap(self.spec.task, names, labels, predictions, qids,
-                                   self.spec.confidence)
+                                   self.spec.confidence, per_query)
 
     def _warnings(self, shards: list[ShardPrediction], width: int) -> list[str]:
         incomplete = sum(s.incomplete_rows for s in shards)

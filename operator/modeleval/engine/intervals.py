@@ -59,8 +59,9 @@ def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 
 def _ranking(names: list[str], labels: np.ndarray, scores: np.ndarray,
-             qids: np.ndarray) -> Statistic:
-    per_query = metric_fns.ranking_per_query(names, labels, scores, qids)
+             qids: np.ndarray, per_query: dict[str, np.ndarray] | None = None) -> Statistic:
+    if per_query is None:
+        per_query = metric_fns.ranking_per_query(names, labels, scores, qids)
     prepared = {name: (np.nan_to_num(values), (~np.isnan(values)).astype(np.float64))
                 for name, values in per_query.items()}
 
@@ -163,12 +164,16 @@ def _regression(names: list[str], labels: np.ndarray, predictions: np.ndarray) -
 
 
 def bootstrap(task: str, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
-              qids: np.ndarray | None, confidence: Confidence) -> list[dict[str, np.ndarray]]:
+              qids: np.ndarray | None, confidence: Confidence,
+              per_query: list[dict[str, np.ndarray]] | None = None) -> list[dict[str, np.ndarray]]:
     """Every metric of every model on each resample: per model, metric -> resampled values.
-    All models share the draws (a paired bootstrap)."""
+    All models share the draws (a paired bootstrap). Ranking: ``per_query`` gives each model's
+    per-query values when they are already known (else they are computed here)."""
     if task == "ranking":
-        statistics = [_ranking(names, labels, p, qids) for p in predictions]  # type: ignore[arg-type]
-        units = len(np.unique(qids))
+        known = per_query or [None] * len(predictions)
+        statistics = [_ranking(names, labels, p, qids, q)  # type: ignore[arg-type]
+                      for p, q in zip(predictions, known)]
+        units = len(next(iter(per_query[0].values()))) if per_query else len(np.unique(qids))
     elif task == "regression":
         statistics = [_regression(names, labels, p) for p in predictions]
         units = len(labels)
