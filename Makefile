@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 venv: $(VENV)/.installed ## create the virtualenv from the lock
 
 lock: ## re-resolve requirements.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra dev --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra gpu --extra dev --python-version 3.11 -o requirements.lock
 
 crds: venv ## regenerate the CRDs (crds/ and the chart's copies) from the spec models
 	$(VENV)/bin/python -m modeleval.api.crd > crds/modelevaluations.modeleval.dev.yaml

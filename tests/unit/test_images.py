@@ -46,7 +46,11 @@ def test_operator_image_has_the_operator_closure_only():
 
 def test_ray_image_has_the_engine_closure():
     wanted = closure(["xgboost", "onnxruntime", "pyarrow", "numpy", "boto3", "pymongo", "pydantic",
-                      "pydantic-settings", "pyyaml", "rich", "click"])
+                      "pydantic-settings", "pyyaml", "rich", "click",
+                      # GPU evaluations: CuPy, and the CUDA runtime it loads (cuda-toolkit's
+                      # cudart and nvrtc extras, which the closure of its own name leaves out).
+                      "cupy-cuda12x", "cuda-toolkit", "nvidia-cuda-runtime-cu12",
+                      "nvidia-cuda-nvrtc-cu12"])
     listed = installed_by(ROOT / "images/ray/Dockerfile")
     assert wanted <= listed, f"missing from the Ray image: {sorted(wanted - listed)}"
     assert listed <= LOCK
