@@ -137,7 +137,7 @@ def _lexsort_order(values: np.ndarray, qids: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", ["contiguous", "interleaved", "strings", "float64", "nan",
-                                  "zeros", "ties", "one query", "infinite"])
+                                  "zeros", "ties", "one query", "infinite", "beyond float32"])
 def test_query_order_is_lexsorts(case):
     rng = np.random.default_rng(sum(map(ord, case)))
     sizes = rng.integers(1, 40, 300)
@@ -159,6 +159,8 @@ def test_query_order_is_lexsorts(case):
         qids = np.full(len(qids), 4)
     elif case == "infinite":
         values[::5], values[1::5] = np.inf, -np.inf
+    elif case == "beyond float32":
+        values[::4] = 1e300  # not a float32: the fallback, without an overflow warning
     groups = M.QueryGroups.of(qids)
     assert np.array_equal(groups.order(values), _lexsort_order(values, qids))
     assert np.array_equal(groups.sizes, np.unique(qids, return_counts=True)[1])

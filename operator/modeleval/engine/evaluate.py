@@ -35,8 +35,8 @@ from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress
                         predict_part, put_model, read_part_features, remember_model, result_of,
                         run_bounded)
 from .models import load_model
-from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
 from .querymetrics import ShardQueries
+from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri

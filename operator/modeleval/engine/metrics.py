@@ -48,7 +48,8 @@ class LabelError(EvaluationError):
 def _descending_key(values: np.ndarray) -> np.ndarray | None:
     """32 bits per value whose ascending order is ``values``' descending order (equal values
     equal keys), or None where a value is not exactly a float32 (the sort falls back)."""
-    narrow = values.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, unequal, the fallback
+        narrow = values.astype(np.float32)
     if not np.array_equal(narrow, values):  # float64 precision, or NaN (NaN != NaN)
         return None
     bits = (narrow + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (they compare equal)
