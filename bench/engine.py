@@ -68,8 +68,8 @@ class PeakMemory:
                 for line in lines:
                     if line.startswith(name):
                         return int(line.split()[1]) * 1024  # kB
-        except OSError:
-            pass
+        except OSError:  # not Linux, or the process is gone
+            return None
         return None
 
     @classmethod
