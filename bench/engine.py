@@ -244,8 +244,8 @@ def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float
     manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu)
     settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
                               results_dir=ctx.dir / "results")
-    plan = ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu)
-    scoring = dataclasses.replace(plan, keep=True) if gpu else None
+    scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu),
+                                  keep=True) if gpu else None
     result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
     if any("GPU" in w for w in result.warnings):
         raise RuntimeError(f"the GPU path did not run on the GPU: {result.warnings}")

@@ -75,7 +75,8 @@ class QueryGroups:
         starts = np.concatenate(([0], np.flatnonzero(qids[1:] != qids[:-1]) + 1))
         runs = qids[starts]
         rank = np.argsort(runs, kind="stable")
-        if len(runs) == 1 or not np.any(runs[rank][1:] == runs[rank][:-1]):
+        ordered = runs[rank]
+        if not np.any(ordered[1:] == ordered[:-1]):
             # Each query's rows are contiguous (as in LETOR files): no sort of the rows.
             lengths = np.diff(np.append(starts, len(qids)))
             position = np.empty(len(runs), dtype=np.int64)
