@@ -45,6 +45,11 @@ def operator(bed, tmp_path_factory):
     kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
     process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log",
                               MODELEVAL_MAX_ACTIVE_EVALUATIONS=str(ACTIVE),
+                              # The operator's default wait for a RayCluster, not the e2e
+                              # fixture's 20 s: with 200 objects arriving at once on 2 cores,
+                              # KubeRay and the API server can take longer than 20 s to report
+                              # the first clusters ready (seen in CI). This test is about load.
+                              MODELEVAL_PENDING_TIMEOUT="300",
                               MODELEVAL_POLL_INTERVAL=os.environ.get("MODELEVAL_LOAD_POLL", "3")).start()
     yield process
     process.stop()
