@@ -107,7 +107,7 @@ normalize_ref() {
 app_key() {
   {
     echo "base=$base_key"
-    printf '%s\0' "images/$1/Dockerfile" requirements.lock pyproject.toml README.md .dockerignore | hash_files
+    printf '%s\0' "images/$1/Dockerfile" requirements.lock pyproject.toml setup.py README.md .dockerignore | hash_files
     source_files | hash_files
     declare -f build_app
   } | sha

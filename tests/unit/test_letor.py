@@ -1,5 +1,7 @@
-"""LETOR parsing is exact (against scikit-learn's reader), handles sparse lines and comments, and
-reads a stream a block at a time."""
+"""LETOR parsing is exact (against scikit-learn's reader and the general parser), handles sparse
+lines and comments, and reads a stream a block at a time. Every test runs on both first paths: the
+compiled tokenizer and, as where the package was installed without a C compiler, Arrow's CSV
+reader."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from modeleval.engine.letor import DEFAULT_BLOCK_BYTES, parse_letor, parse_letor
 from modeleval.engine.storage import Storage
 
 SMALL_BLOCKS = 1024  # a small shard is parsed in many blocks
+COMPILED = letor._letor
+
+
+@pytest.fixture(autouse=True, params=["compiled", "arrow"])
+def first_path(request, monkeypatch):
+    if request.param == "arrow":
+        monkeypatch.setattr(letor, "_letor", None)
+    return request.param
 
 
 def test_dense_letor_matches_sklearn():
@@ -152,12 +162,13 @@ def test_a_range_is_streamed_in_pieces_and_parsed_exactly(tmp_path):
 
 def test_a_stream_that_turns_irregular_is_parsed_again_whole():
     lines = letor_bytes(make_letor(300, 5, seed=13)).splitlines(keepends=True)
-    lines[250] = b"3 qid:5 2:0.5 # a comment\n"
+    lines[250] = b"3 qid:5 2:0.5 4:inf # a comment\n"  # inf: for the general parser
     text = b"".join(lines)
     reads = []
     shard = parse_letor_stream(io.BytesIO(text).read, len(text), 5, "d.txt",
                                lambda: reads.append(1) or text, block_bytes=SMALL_BLOCKS)
     assert reads == [1] and shard.rows == 300 and shard.features[250, 1] == np.float32(0.5)
+    assert shard.features[250, 3] == np.inf and np.isnan(shard.features[250, [0, 2, 4]]).all()
 
 
 def test_dense_lines_narrower_than_num_features_leave_the_rest_missing():
@@ -215,3 +226,89 @@ def test_lines_with_a_label_and_no_features_parse_to_missing_values():
     assert parsed.features.shape == (3, 3) and np.isnan(parsed.features).all()
     assert parsed.labels.tolist() == [1, 0, 2] and parsed.qids.tolist() == [1, 1, 2]
     assert parse_letor(b"1\n0\n").features.shape == (2, 0)
+
+
+def test_the_development_install_compiles_the_tokenizer():
+    """setup.py marks the extension optional (an install without a compiler still works), so
+    a broken build would pass unseen: `make venv` here has gcc, and must have built it."""
+    assert COMPILED is not None, "modeleval.engine._letor was not built (see setup.py)"
+
+
+def _tokens() -> list[str]:
+    """Decimal forms the tokenizer reads itself or hands on: short and long mantissas, float32
+    midpoints and their neighbours, exponents, signs, zeros, range edges, and forms only the
+    general parser reads (inf, nan) or nobody does."""
+    rng = np.random.default_rng(7)
+    tokens = ["0", "-0", "+0", "0.0", "00.050", ".5", "5.", "-.5", "+5", "5.e3", "1e5", "1E+05",
+              "2.5e-3", "123456789012345678", "1234567890123456789", "12345678901234567890123",
+              "0.000000000000000000000000000012", "16777217", "16777219", "33554435", "0.1",
+              "3.4028235e38", "3.4028236e38", "3.5e38", "1e39", "1.1754944e-38", "1e-40", "1e-46",
+              "inf", "-inf", "nan", "1e", ".", "-", ".e3", "0x10", "1_0", "1.2.3", "1e5e5", "--1",
+              "9" * 40, "0." + "0" * 50 + "1", "1" + "0" * 30]
+    # float32 midpoints written exactly (the C library rounds them half to even) and just off.
+    for f in rng.uniform(0.01, 1000, 30).astype(np.float32):
+        low, high = float(f), float(np.nextafter(f, np.float32(np.inf)))
+        middle = (low + high) / 2
+        tokens += [repr(middle), f"{middle:.17g}", f"{middle:.12g}", f"{middle:.9g}"]
+    for digits in range(1, 24):
+        for value in rng.uniform(0, 10.0 ** rng.integers(-30, 30), 8):
+            tokens.append(f"{value:.{digits}g}")
+            tokens.append(f"{-value:.{digits}e}")
+    return tokens
+
+
+@pytest.mark.parametrize("where", ["label", "feature"])
+def test_every_number_reads_as_the_general_parser_reads_it_bit_for_bit(where, first_path):
+    """The fast paths read a decimal to the nearest float32 (one rounding), as Arrow's
+    conversion in the general parser does, or leave the block to it: never another value."""
+    tokens = _tokens()
+    for token in tokens:
+        line = f"{token} qid:1 1:1\n" if where == "label" else f"1 qid:1 1:{token}\n"
+        text = line.encode()
+        try:
+            general = letor._parse_tokens(text, 1, "t")
+        except DatasetError:
+            with pytest.raises(DatasetError):
+                parse_letor(text, 1)
+            continue
+        parsed = parse_letor(text, 1)
+        got = parsed.labels if where == "label" else parsed.features[:, 0]
+        want = general.labels if where == "label" else general.features[:, 0]
+        assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist(), token
+    # The tokenizer itself reads all but these (not by leaving every line to the general path):
+    # beyond float32's normal range, inf and nan, and what is not a number.
+    if first_path == "compiled":
+        labels, qids = np.empty(1, np.float32), np.empty(1, np.int64)
+        features = np.empty((1, 1), np.float32)
+        left = {t for t in tokens
+                if COMPILED.parse(f"{t} qid:1 1:{t}\n".encode(), labels, qids, features, 1, -1) is None}
+        assert left == {"3.4028236e38", "3.5e38", "1e39", "1e-40", "1e-46", "9" * 40,
+                        "0." + "0" * 50 + "1", "inf", "-inf", "nan", "1e", ".", "-", ".e3",
+                        "0x10", "1_0", "1.2.3", "1e5e5", "--1"}
+
+
+def test_the_tokenizer_reads_comments_tabs_and_blank_lines_itself(first_path):
+    text = (b"# a header\n\n2 qid:3 1:0.5\t3:1.5 # note\r\n \t\n"
+            b"0 qid:3 2:-2 # 5:1\n1\tqid:4\t3:7e-1\r\n")
+    source = io.BytesIO(text)
+    re_read = [] if first_path == "compiled" else None
+    shard = parse_letor_stream(source.read, len(text), 3, "t",
+                               lambda: re_read.append(1) if re_read is not None else text)
+    assert re_read in ([], None)
+    assert shard.labels.tolist() == [2, 0, 1] and shard.qids.tolist() == [3, 3, 4]
+    want = np.array([[0.5, np.nan, 1.5], [np.nan, -2, np.nan], [np.nan, np.nan, 0.7]], np.float32)
+    np.testing.assert_array_equal(shard.features, want)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"1 qid:1 1:1\n2 3:4\n", "no qid"),
+    (b"1 qid:1 0:1\n", "start at 1"),
+    (b"1 qid:x 1:1\n", "qid is not an integer"),
+    (b"1 qid:1 1:1 4:2\n", "exceeds the expected 3"),
+    (b"1 qid:1 a:1\n", "index is not an integer"),
+    (b"1 qid:1 1:1:2\n", "not a number"),
+])
+def test_what_the_tokenizer_does_not_read_is_named_by_the_general_parser(text, message):
+    lines = letor_bytes(make_letor(50, 3, seed=2)) + text
+    with pytest.raises(DatasetError, match=message):
+        parse_letor(lines, 3, block_bytes=SMALL_BLOCKS)

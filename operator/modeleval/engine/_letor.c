@@ -1,0 +1,236 @@
+/* A LETOR/SVMlight tokenizer: whole lines "label [qid:Q] index:value ... [# comment]" written
+ * straight into the caller's label, qid and feature arrays, without the GIL.
+ *
+ * It reads only the forms it can read exactly as the general (Arrow) parser does: decimal
+ * numbers ([+-]digits[.digits][e[+-]digits]), integer qids and indices. Anything else (a token
+ * it does not know, a line without a label, qids on some lines only) makes it give up on the
+ * block and return None; the Python side then parses the text the general way, which reads
+ * what it can and names what is wrong. Values are rounded to float32 exactly once (the nearest
+ * float32 to the decimal), as Arrow's float32 conversion does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IRREGULAR (-1)
+
+static const double POW10[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline int is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+static inline int is_digit(char c) { return (unsigned char)(c - '0') < 10; }
+
+/* The token [p, end) as the C library reads it: the rare numbers the fast path below leaves. */
+static int slow_float(const char *p, const char *end, float *out) {
+    char buf[64];
+    size_t n = (size_t)(end - p);
+    if (n >= sizeof buf) return IRREGULAR;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    char *last;
+    errno = 0;
+    float value = strtof(buf, &last);
+    if (last != buf + n || errno == ERANGE || !isfinite(value)) return IRREGULAR;
+    *out = value;
+    return 0;
+}
+
+/* The decimal token at *pp (it ends at a space or stop) to the nearest float32; *pp moves past
+ * it. The digits (at most 19 significant) and the decimal exponent (|e| <= 22) give a double
+ * correctly rounded by one IEEE multiplication or division; rounding that double to float32
+ * gives the nearest float32 too, unless the double lies exactly halfway between two float32s
+ * (then the C library decides). */
+static int parse_float(const char **pp, const char *stop, float *out) {
+    const char *start = *pp, *p = start;
+    int negative = 0;
+    if (p < stop && (*p == '-' || *p == '+')) negative = *p++ == '-';
+    uint64_t mantissa = 0;
+    int digits = 0, scale = 0;
+    const char *first = p;
+    while (p < stop && *p == '0') p++;
+    for (; p < stop && is_digit(*p); p++, digits++) mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+    int seen = p > first;
+    if (p < stop && *p == '.') {
+        const char *point = ++p;
+        if (!digits) while (p < stop && *p == '0') p++;
+        const char *fraction = p;
+        for (; p < stop && is_digit(*p); p++) mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+        digits += (int)(p - fraction);
+        scale = -(int)(p - point);
+        seen |= p > point;
+    }
+    if (!seen) return IRREGULAR;
+    if (p < stop && (*p == 'e' || *p == 'E')) {
+        int exp_negative = 0, exponent = 0;
+        p++;
+        if (p < stop && (*p == '-' || *p == '+')) exp_negative = *p++ == '-';
+        const char *exp_first = p;
+        for (; p < stop && is_digit(*p); p++)
+            if (exponent < 10000) exponent = exponent * 10 + (*p - '0');
+        if (p == exp_first) return IRREGULAR;
+        scale += exp_negative ? -exponent : exponent;
+    }
+    if (p < stop && !is_space(*p)) return IRREGULAR;
+    *pp = p;
+    if (digits > 19) return slow_float(start, p, out); /* the mantissa overflowed */
+    if (mantissa == 0) {
+        *out = negative ? -0.0f : 0.0f;
+        return 0;
+    }
+    if (mantissa >> 53 || scale < -22 || scale > 22) return slow_float(start, p, out);
+    double value = scale < 0 ? (double)mantissa / POW10[-scale] : (double)mantissa * POW10[scale];
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    /* float32 keeps 24 of the double's 53 significant bits: a double whose lower 29 bits are
+     * exactly 1000...0 is a float32 midpoint. Outside float32's normal range: the C library. */
+    if ((bits & 0x1FFFFFFFu) == 0x10000000u || value < 1.2e-38 || value > 3.4e38)
+        return slow_float(start, p, out);
+    *out = negative ? -(float)value : (float)value;
+    return 0;
+}
+
+/* Unsigned decimal digits at *pp (at most 18) up to the first byte that is not one; *pp moves
+ * past them. */
+static inline int parse_digits(const char **pp, const char *stop, int64_t *out) {
+    const char *p = *pp;
+    int64_t value = 0;
+    for (; p < stop && is_digit(*p); p++) value = value * 10 + (*p - '0');
+    if (p == *pp || p - *pp > 18) return IRREGULAR;
+    *pp = p;
+    *out = value;
+    return 0;
+}
+
+typedef struct {
+    float *labels;
+    int64_t *qids;
+    float *features;
+    Py_ssize_t capacity; /* rows the arrays hold */
+    Py_ssize_t width;    /* features per row */
+    int has_qid;         /* -1: not known yet (no line read) */
+    int64_t max_index;   /* the highest feature index seen, written or not */
+    Py_ssize_t rows;
+} Output;
+
+/* Parses whole lines of [p, end). Returns 0, or IRREGULAR at the first thing it does not read.
+ * A feature index beyond the width is not written; max_index says how wide the rows must be. */
+static int parse_lines(const char *p, const char *end, Output *o) {
+    const float nan = NAN;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *hash = memchr(p, '#', (size_t)(eol - p));
+        const char *stop = hash ? hash : eol;
+        while (p < stop && is_space(*p)) p++;
+        if (p == stop) { /* blank, or only a comment */
+            p = eol + 1;
+            continue;
+        }
+        if (o->rows >= o->capacity) return IRREGULAR;
+        float label;
+        if (parse_float(&p, stop, &label)) return IRREGULAR;
+        while (p < stop && is_space(*p)) p++;
+        int line_qid = stop - p > 4 && memcmp(p, "qid:", 4) == 0;
+        if (o->has_qid < 0) o->has_qid = line_qid;
+        if (line_qid != o->has_qid) return IRREGULAR;
+        if (line_qid) {
+            p += 4;
+            int negative = *p == '-';
+            p += negative;
+            int64_t qid;
+            if (parse_digits(&p, stop, &qid) || (p < stop && !is_space(*p))) return IRREGULAR;
+            o->qids[o->rows] = negative ? -qid : qid;
+        }
+        float *row = o->features + o->rows * o->width;
+        for (Py_ssize_t i = 0; i < o->width; i++) row[i] = nan;
+        for (;;) {
+            while (p < stop && is_space(*p)) p++;
+            if (p == stop) break;
+            int64_t index;
+            if (parse_digits(&p, stop, &index) || p == stop || *p != ':' || index < 1)
+                return IRREGULAR;
+            p++;
+            float value;
+            if (parse_float(&p, stop, &value)) return IRREGULAR;
+            if (index > o->max_index) o->max_index = index;
+            if (index <= o->width) row[index - 1] = value;
+        }
+        o->labels[o->rows++] = label;
+        p = eol + 1;
+    }
+    return 0;
+}
+
+static int writable(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, const char *name) {
+    if (PyObject_GetBuffer(object, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes expected", name, itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(parse_doc,
+"parse(text, labels, qids, features, width, has_qid) -> (rows, has_qid, max_index) or None\n\n"
+"Parses the whole LETOR lines of ``text`` into ``labels`` (float32), ``qids`` (int64) and\n"
+"``features`` (float32, ``width`` per row, NaN where a line names no value), from their first\n"
+"row. ``has_qid`` is -1 before any line is known, else whether lines carry ``qid:``. Returns\n"
+"None where the text is not read exactly the fast way (the caller parses it the general way).\n"
+"Feature indices above ``width`` are not written; ``max_index`` is the highest index seen.");
+
+static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *text_object, *labels_object, *qids_object, *features_object;
+    Py_ssize_t width;
+    int has_qid;
+    if (!PyArg_ParseTuple(args, "OOOOni", &text_object, &labels_object, &qids_object,
+                          &features_object, &width, &has_qid))
+        return NULL;
+    if (width < 0) {
+        PyErr_SetString(PyExc_ValueError, "width < 0");
+        return NULL;
+    }
+    Py_buffer text, labels, qids, features;
+    if (PyObject_GetBuffer(text_object, &text, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (writable(labels_object, &labels, 4, "labels") < 0) goto text_done;
+    if (writable(qids_object, &qids, 8, "qids") < 0) goto labels_done;
+    if (writable(features_object, &features, 4, "features") < 0) goto qids_done;
+    Output o = {labels.buf, qids.buf, features.buf, labels.len / 4, width, has_qid, 0, 0};
+    if (qids.len / 8 < o.capacity) o.capacity = qids.len / 8;
+    if (width && features.len / 4 / width < o.capacity) o.capacity = features.len / 4 / width;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = parse_lines(text.buf, (const char *)text.buf + text.len, &o);
+    Py_END_ALLOW_THREADS
+    PyObject *result = status ? Py_NewRef(Py_None)
+                              : Py_BuildValue("(niL)", o.rows, o.has_qid, (long long)o.max_index);
+    PyBuffer_Release(&features);
+    PyBuffer_Release(&qids);
+    PyBuffer_Release(&labels);
+    PyBuffer_Release(&text);
+    return result;
+qids_done:
+    PyBuffer_Release(&qids);
+labels_done:
+    PyBuffer_Release(&labels);
+text_done:
+    PyBuffer_Release(&text);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"parse", parse, METH_VARARGS, parse_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_letor", "A LETOR/SVMlight tokenizer (see parse).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__letor(void) { return PyModule_Create(&module); }

@@ -1,0 +1,7 @@
+"""The compiled LETOR tokenizer (everything else about the package is in pyproject.toml). It is
+optional: without a C compiler the package installs, and LETOR goes through Arrow's CSV reader."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("modeleval.engine._letor", ["operator/modeleval/engine/_letor.c"],
+                             extra_compile_args=["-O3", "-ffp-contract=off"], optional=True)])
