@@ -1,7 +1,10 @@
 """The compiled LETOR tokenizer (everything else about the package is in pyproject.toml). It is
 optional: without a C compiler the package installs, and LETOR goes through Arrow's CSV reader."""
 
+import sys
+
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("modeleval.engine._letor", ["operator/modeleval/engine/_letor.c"],
-                             extra_compile_args=["-O3", "-ffp-contract=off"], optional=True)])
+                             extra_compile_args=["-O3", "-ffp-contract=off"], optional=True,
+                             py_limited_api=sys.version_info >= (3, 11))])

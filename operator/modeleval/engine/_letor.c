@@ -9,6 +9,10 @@
  * float32 to the decimal), as Arrow's float32 conversion does.
  */
 #define PY_SSIZE_T_CLEAN
+#include <patchlevel.h>
+#if !defined(Py_LIMITED_API) && PY_VERSION_HEX >= 0x030B0000
+#define Py_LIMITED_API 0x030B0000 /* the stable ABI of 3.11 (buffers): one build for 3.11+ */
+#endif
 #include <Python.h>
 #include <errno.h>
 #include <math.h>
