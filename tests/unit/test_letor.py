@@ -312,3 +312,50 @@ def test_what_the_tokenizer_does_not_read_is_named_by_the_general_parser(text, m
     lines = letor_bytes(make_letor(50, 3, seed=2)) + text
     with pytest.raises(DatasetError, match=message):
         parse_letor(lines, 3, block_bytes=SMALL_BLOCKS)
+
+
+def _random_letor(rng: np.random.Generator, lines: int, width: int) -> bytes:
+    """Valid LETOR text in the forms real files take: sparse lines in any order (a feature
+    named twice keeps its last value), runs of spaces and tabs, CRLF, comments, blank lines,
+    values in every notation."""
+    out = []
+    for _ in range(lines):
+        roll = rng.random()
+        if roll < 0.05:
+            out.append(rng.choice(["", "  ", "\t", "# a comment line"]))
+            continue
+        names = rng.choice(np.arange(1, width + 1), rng.integers(0, width + 1), replace=False)
+        if rng.random() < 0.5:
+            names = np.sort(names)
+        if len(names) and rng.random() < 0.1:
+            names = np.append(names, names[0])
+        values = [rng.choice([f"{v:.4f}", f"{v:.9g}", f"{v:e}", f"{v:.0f}", repr(float(v))])
+                  for v in rng.normal(0, 10.0 ** rng.integers(-3, 6), len(names))]
+        gap = lambda: rng.choice([" ", "  ", "\t", " \t"])  # noqa: E731
+        tokens = [f"{rng.integers(0, 5)}", f"qid:{rng.integers(1, 40)}",
+                  *[f"{n}:{v}" for n, v in zip(names, values)]]
+        line = "".join(t + gap() for t in tokens) if rng.random() < 0.3 else " ".join(tokens)
+        if rng.random() < 0.1:
+            line += " # trailing 1:2"
+        out.append(line + ("\r" if rng.random() < 0.2 else ""))
+    return ("\n".join(out) + "\n").encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_valid_letor_reads_as_the_general_parser_reads_it(seed, first_path):
+    """... and the tokenizer reads it all itself (never handing the text on)."""
+    rng = np.random.default_rng(seed)
+    width = int(rng.integers(1, 30))
+    text = _random_letor(rng, 400, width)
+    general = letor._parse_tokens(text, None, "t")
+    whole = (lambda: pytest.fail("handed on")) if first_path == "compiled" else (lambda: text)
+    for num_features in (None, width + 3):
+        shard = parse_letor_stream(io.BytesIO(text).read, len(text), num_features, "t", whole,
+                                   block_bytes=SMALL_BLOCKS)
+        want = general.features
+        if num_features:
+            want = np.hstack([want, np.full((len(want), num_features - want.shape[1]), np.nan,
+                                            np.float32)])
+        assert shard.features.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+        assert shard.labels.tolist() == general.labels.tolist()
+        assert shard.qids.tolist() == general.qids.tolist()
