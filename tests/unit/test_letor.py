@@ -15,6 +15,7 @@ from modeleval.demo import letor_bytes, make_letor
 from modeleval.engine.errors import DatasetError, Reason
 from modeleval.engine import letor
 from modeleval.engine.letor import DEFAULT_BLOCK_BYTES, parse_letor, parse_letor_stream
+from modeleval.api.spec import DatasetSource
 from modeleval.engine.storage import Storage
 
 SMALL_BLOCKS = 1024  # a small shard is parsed in many blocks
@@ -359,3 +360,16 @@ def test_random_valid_letor_reads_as_the_general_parser_reads_it(seed, first_pat
         assert shard.features.view(np.uint32).tolist() == want.view(np.uint32).tolist()
         assert shard.labels.tolist() == general.labels.tolist()
         assert shard.qids.tolist() == general.qids.tolist()
+
+
+def test_an_index_beyond_any_dataset_width_is_an_error_not_an_allocation():
+    """Without numFeatures the width comes from the data: one absurd index must not become a
+    matrix that wide (the process would be killed for memory)."""
+    text = letor_bytes(make_letor(20, 4, seed=1)) + b"1 qid:9 99999999999:1\n"
+    with pytest.raises(DatasetError, match="at most 1,000,000 features") as error:
+        parse_letor(text, block_bytes=SMALL_BLOCKS)
+    assert error.value.reason == Reason.SchemaMismatch
+    # The same bound as the manifest's numFeatures.
+    DatasetSource(uri="s3://bucket/d.txt", numFeatures=letor.MAX_FEATURES)
+    with pytest.raises(ValueError, match="less than or equal to 1000000"):
+        DatasetSource(uri="s3://bucket/d.txt", numFeatures=letor.MAX_FEATURES + 1)

@@ -29,6 +29,9 @@ except ImportError:  # installed without a C compiler: Arrow's CSV reader reads 
     _letor = None
 
 DEFAULT_BLOCK_BYTES = 2 * 2**20  # the text a stream is read and parsed in
+# The widest a LETOR dataset may be (spec.dataset.numFeatures' bound): a feature index beyond it
+# is an error, not a matrix of that width.
+MAX_FEATURES = 1_000_000
 
 
 def parse_letor(data: bytes, num_features: int | None = None, where: str = "dataset", *,
@@ -186,7 +189,7 @@ def _parse_compiled(blocks: Iterator[memoryview], size: int,
         labels, qids, features = _room([labels, qids, features], rows, rows + lines, size, done)
         result = _letor.parse(text, labels[rows:], qids[rows:], features[rows:], width, has_qid)
         if result is not None and result[2] > width:
-            if num_features is not None:
+            if num_features is not None or result[2] > MAX_FEATURES:
                 return None  # an index beyond numFeatures: the general path names it
             # Wider than the lines so far (or the first block, the width not given): the rows
             # read get NaN in the new columns, and the block is read again at its width.
@@ -252,7 +255,7 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
         if (low < 1).any():
             return None  # the general path names the bad index
         width = int(high.max(initial=0))
-        if num_features is not None and width > num_features:
+        if width > (num_features or MAX_FEATURES):
             return None
         labels, qids, features = _room([labels, qids, features], rows, rows + n, size, done)
         if width > features.shape[1]:  # only when the width is not given and a block widens it
@@ -339,6 +342,9 @@ def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedSh
         raise DatasetError(f"{where}: feature index {int(indices.min())} found; LETOR feature "
                            "indices start at 1")
     width = int(indices.max()) if len(indices) else 0
+    if num_features is None and width > MAX_FEATURES:
+        raise DatasetError(f"{where}: feature index {width} found; a LETOR dataset has at most "
+                           f"{MAX_FEATURES:,} features", Reason.SchemaMismatch)
     if num_features is not None:
         if width > num_features:
             raise DatasetError(f"{where}: feature index {width} exceeds the expected "
