@@ -288,7 +288,7 @@ def main_local(args) -> int:
     import xgboost as xgb
 
     from modeleval.demo import letor_bytes, make_letor, train_ranker
-    from modeleval.engine import scoring
+    from modeleval.engine import letor, scoring
     from modeleval.engine.letor import parse_letor
     from modeleval.settings import EngineSettings
 
@@ -309,7 +309,7 @@ def main_local(args) -> int:
           f"{in_memory / 1e6:.0f} MB in memory; model: {args.trees} trees; {cores} cores; GPU: "
           f"{'yes' if no_gpu is None else 'no (' + no_gpu + ')'}"
           f"{'' if no_gpu else f', {EngineSettings().scorers_per_gpu} predicting actors per GPU'}; "
-          f"files in {ctx.dir}", flush=True)
+          f"LETOR read by {letor.first_parser()}; files in {ctx.dir}", flush=True)
     devices = [False] + ([True] if no_gpu is None else [])
     if no_gpu is None:
         import cupy
@@ -419,6 +419,7 @@ def main() -> int:
     import ray
 
     from modeleval.demo import letor_bytes, make_letor, train_ranker
+    from modeleval.engine import letor
 
     directory = Path(tempfile.mkdtemp(prefix="mebench-", dir="/tmp"))
     bed = TestBed(directory, ray_cpus=os.cpu_count() or 2, ray_auth_token=os.environ["RAY_AUTH_TOKEN"])
@@ -440,7 +441,7 @@ def main() -> int:
         in_memory = ctx.data.features.nbytes + ctx.data.labels.nbytes + ctx.data.qids.nbytes
         print(f"dataset: {args.rows:,} rows x {args.features} features, {len(text) / 1e6:.0f} MB of "
               f"LETOR text, {in_memory / 1e6:.0f} MB in memory; model: 100 trees; "
-              f"{os.cpu_count()} cores", flush=True)
+              f"{os.cpu_count()} cores; LETOR read by {letor.first_parser()}", flush=True)
 
         ray.init(address=endpoints.ray_address, log_to_driver=False)
         # Starts the Ray workers (with what a task imports) and lets them idle: the baseline of

@@ -34,6 +34,13 @@ DEFAULT_BLOCK_BYTES = 2 * 2**20  # the text a stream is read and parsed in
 MAX_FEATURES = 1_000_000
 
 
+def first_parser() -> str:
+    """Which parser reads LETOR first here, for benchmarks and diagnostics."""
+    if _letor is not None:
+        return "the compiled tokenizer"
+    return "Arrow's CSV reader (modeleval.engine._letor is not built: pip install -e . builds it)"
+
+
 def parse_letor(data: bytes, num_features: int | None = None, where: str = "dataset", *,
                 block_bytes: int = DEFAULT_BLOCK_BYTES) -> ParsedShard:
     """Parses whole LETOR/SVMlight lines. Feature indices are 1-based, as in MSLR and LETOR 4.0;
