@@ -373,3 +373,30 @@ def test_an_index_beyond_any_dataset_width_is_an_error_not_an_allocation():
     DatasetSource(uri="s3://bucket/d.txt", numFeatures=letor.MAX_FEATURES)
     with pytest.raises(ValueError, match="less than or equal to 1000000"):
         DatasetSource(uri="s3://bucket/d.txt", numFeatures=letor.MAX_FEATURES + 1)
+
+
+@pytest.mark.parametrize("block_bytes", [DEFAULT_BLOCK_BYTES, SMALL_BLOCKS])
+def test_rows_are_made_room_for_when_the_first_lines_are_long_and_the_rest_short(block_bytes):
+    """The rows are estimated from the bytes per line so far; short lines after long ones
+    outrun the estimate, and the arrays grow where the tokenizer stopped."""
+    long = b"2 qid:1 " + b" ".join(b"%d:0.%d" % (i, i) for i in range(1, 301)) + b"\n"
+    text = long * 3 + b"".join(b"%d qid:%d %d:1.5\n" % (i % 5, 2 + i // 7, 1 + i % 300)
+                               for i in range(5000))
+    source = io.BytesIO(text)
+    shard = parse_letor_stream(source.read, len(text), None, "t",
+                               lambda: text, block_bytes=block_bytes)
+    general = letor._parse_tokens(text, None, "t")
+    assert shard.rows == 5003 and shard.features.shape == (5003, 300)
+    assert np.array_equal(shard.features, general.features, equal_nan=True)
+    assert shard.qids.tolist() == general.qids.tolist()
+
+
+def test_the_tokenizer_stops_where_the_rows_run_out():
+    if COMPILED is None:
+        pytest.skip("the tokenizer is not built (the test above says so)")
+    text = b"# header\n1 qid:1 1:1\n\n2 qid:1 1:2\n3 qid:2 1:3\n"
+    labels, qids, features = np.empty(2, np.float32), np.empty(2, np.int64), np.empty((2, 1), np.float32)
+    rows, has_qid, widest, used = COMPILED.parse(text, labels, qids, features, 1, -1)
+    assert (rows, has_qid, widest) == (2, 1, 1) and text[used:] == b"3 qid:2 1:3\n"
+    assert COMPILED.parse(text[used:], labels, qids, features, 1, 1)[::3] == (1, len(text) - used)
+    assert labels[0] == 3 and qids[0] == 2

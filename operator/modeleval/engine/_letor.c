@@ -119,13 +119,17 @@ typedef struct {
     int has_qid;         /* -1: not known yet (no line read) */
     int64_t max_index;   /* the highest feature index seen, written or not */
     Py_ssize_t rows;
+    Py_ssize_t used;     /* bytes of whole lines read (all, unless the rows ran out) */
 } Output;
 
-/* Parses whole lines of [p, end). Returns 0, or IRREGULAR at the first thing it does not read.
- * A feature index beyond the width is not written; max_index says how wide the rows must be. */
+/* Parses whole lines of [p, end) until the rows run out. Returns 0, or IRREGULAR at the first
+ * thing it does not read. A feature index beyond the width is not written; max_index says how
+ * wide the rows must be. */
 static int parse_lines(const char *p, const char *end, Output *o) {
     const float nan = NAN;
+    const char *begin = p;
     while (p < end) {
+        const char *line = p;
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol) eol = end;
         const char *hash = memchr(p, '#', (size_t)(eol - p));
@@ -135,7 +139,10 @@ static int parse_lines(const char *p, const char *end, Output *o) {
             p = eol + 1;
             continue;
         }
-        if (o->rows >= o->capacity) return IRREGULAR;
+        if (o->rows >= o->capacity) { /* out of rows: the caller makes room and goes on here */
+            o->used = line - begin;
+            return 0;
+        }
         float label;
         if (parse_float(&p, stop, &label)) return IRREGULAR;
         while (p < stop && is_space(*p)) p++;
@@ -167,6 +174,7 @@ static int parse_lines(const char *p, const char *end, Output *o) {
         o->labels[o->rows++] = label;
         p = eol + 1;
     }
+    o->used = end - begin;
     return 0;
 }
 
@@ -181,12 +189,14 @@ static int writable(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, cons
 }
 
 PyDoc_STRVAR(parse_doc,
-"parse(text, labels, qids, features, width, has_qid) -> (rows, has_qid, max_index) or None\n\n"
+"parse(text, labels, qids, features, width, has_qid) -> (rows, has_qid, max_index, used)\n"
+"or None\n\n"
 "Parses the whole LETOR lines of ``text`` into ``labels`` (float32), ``qids`` (int64) and\n"
 "``features`` (float32, ``width`` per row, NaN where a line names no value), from their first\n"
-"row. ``has_qid`` is -1 before any line is known, else whether lines carry ``qid:``. Returns\n"
-"None where the text is not read exactly the fast way (the caller parses it the general way).\n"
-"Feature indices above ``width`` are not written; ``max_index`` is the highest index seen.");
+"row, until the text or the rows run out: ``used`` is the bytes of lines read. ``has_qid`` is\n"
+"-1 before any line is known, else whether lines carry ``qid:``. Returns None where the text\n"
+"is not read exactly the fast way (the caller parses it the general way). Feature indices\n"
+"above ``width`` are not written; ``max_index`` is the highest index seen.");
 
 static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *text_object, *labels_object, *qids_object, *features_object;
@@ -204,7 +214,7 @@ static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
     if (writable(labels_object, &labels, 4, "labels") < 0) goto text_done;
     if (writable(qids_object, &qids, 8, "qids") < 0) goto labels_done;
     if (writable(features_object, &features, 4, "features") < 0) goto qids_done;
-    Output o = {labels.buf, qids.buf, features.buf, labels.len / 4, width, has_qid, 0, 0};
+    Output o = {labels.buf, qids.buf, features.buf, labels.len / 4, width, has_qid, 0, 0, 0};
     if (qids.len / 8 < o.capacity) o.capacity = qids.len / 8;
     if (width && features.len / 4 / width < o.capacity) o.capacity = features.len / 4 / width;
     int status;
@@ -212,7 +222,8 @@ static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
     status = parse_lines(text.buf, (const char *)text.buf + text.len, &o);
     Py_END_ALLOW_THREADS
     PyObject *result = status ? Py_NewRef(Py_None)
-                              : Py_BuildValue("(niL)", o.rows, o.has_qid, (long long)o.max_index);
+                              : Py_BuildValue("(niLn)", o.rows, o.has_qid, (long long)o.max_index,
+                                              o.used);
     PyBuffer_Release(&features);
     PyBuffer_Release(&qids);
     PyBuffer_Release(&labels);

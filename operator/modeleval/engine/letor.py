@@ -183,32 +183,40 @@ def _room(arrays: list[np.ndarray], rows: int, needed: int, size: int, done: int
 
 def _parse_compiled(blocks: Iterator[memoryview], size: int,
                     num_features: int | None) -> ParsedShard | None:
-    """The compiled tokenizer, a block at a time into the shard's arrays. Returns None where it
+    """The compiled tokenizer, a block at a time into the shard's arrays, which grow (by an
+    estimate from the bytes per line so far) when it runs out of rows. Returns None where it
     does not read the text exactly (the general path then parses it or names the error)."""
     width = num_features or 0
     labels, qids = np.empty(0, np.float32), np.empty(0, np.int64)
     features = np.empty((0, width), np.float32)
-    rows = done = 0
+    rows = done = 0  # rows and bytes read
     has_qid = -1
     for text in blocks:
-        done += len(text)
-        lines = text.obj.count(b"\n", 0, len(text)) + 1
-        labels, qids, features = _room([labels, qids, features], rows, rows + lines, size, done)
-        result = _letor.parse(text, labels[rows:], qids[rows:], features[rows:], width, has_qid)
-        if result is not None and result[2] > width:
-            if num_features is not None or result[2] > MAX_FEATURES:
-                return None  # an index beyond numFeatures: the general path names it
-            # Wider than the lines so far (or the first block, the width not given): the rows
-            # read get NaN in the new columns, and the block is read again at its width.
-            wider = np.empty((len(features), result[2]), np.float32)
-            wider[:rows, :width] = features[:rows]
-            wider[:rows, width:] = np.nan
-            features, width = wider, result[2]
-            result = _letor.parse(text, labels[rows:], qids[rows:], features[rows:], width, has_qid)
-        if result is None:
-            return None
-        read, has_qid, _ = result
-        rows += read
+        start = 0
+        while start < len(text):
+            if rows == len(labels):  # room for the rest: by the lines so far, or the first line's length
+                first = text.obj.find(b"\n", start, len(text))
+                per_line = done / rows if rows else (first + 1 if first >= 0 else len(text)) - start
+                estimate = rows + int((size - done) / max(per_line, 1) * 1.05) + 16
+                labels, qids = _grown(labels, estimate), _grown(qids, estimate)
+                features = _grown(features, estimate)
+            piece = text[start:]
+            result = _letor.parse(piece, labels[rows:], qids[rows:], features[rows:], width, has_qid)
+            if result is not None and result[2] > width:
+                if num_features is not None or result[2] > MAX_FEATURES:
+                    return None  # an index beyond numFeatures: the general path names it
+                # Wider than the lines so far (or the first piece, the width not given): the rows
+                # read get NaN in the new columns, and the piece is read again at its width.
+                wider = np.empty((len(features), result[2]), np.float32)
+                wider[:rows, :width] = features[:rows]
+                wider[:rows, width:] = np.nan
+                features, width = wider, result[2]
+                result = _letor.parse(piece, labels[rows:], qids[rows:], features[rows:], width,
+                                      has_qid)
+            if result is None:
+                return None
+            read, has_qid, _, used = result
+            rows, start, done = rows + read, start + used, done + used
     if has_qid < 0:
         return _empty(num_features)
     return ParsedShard(labels[:rows], qids[:rows] if has_qid else None, features[:rows])
