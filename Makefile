@@ -15,7 +15,8 @@ export MODELEVAL_TOOLS_DIR := $(TOOLS_DIR)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+# setup.py and the tokenizer's source too: the editable install compiles it in place.
+$(VENV)/.installed: pyproject.toml requirements.lock setup.py operator/modeleval/engine/_letor.c
 	@echo "[venv] creating $(VENV) with uv $(UV_VERSION) (pip 23.2 cannot resolve these pins)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
