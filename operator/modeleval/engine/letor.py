@@ -194,9 +194,11 @@ def _parse_compiled(blocks: Iterator[memoryview], size: int,
     for text in blocks:
         start = 0
         while start < len(text):
-            if rows == len(labels):  # room for the rest: by the lines so far, or the first line's length
-                first = text.obj.find(b"\n", start, len(text))
-                per_line = done / rows if rows else (first + 1 if first >= 0 else len(text)) - start
+            if rows == len(labels):
+                # Room for the rest, by the bytes per row so far, or before any, per line of
+                # the first block (one count; a first line alone may be a short comment).
+                per_line = done / rows if rows else \
+                    (len(text) - start) / (text.obj.count(b"\n", start, len(text)) + 1)
                 estimate = rows + int((size - done) / max(per_line, 1) * 1.05) + 16
                 labels, qids = _grown(labels, estimate), _grown(qids, estimate)
                 features = _grown(features, estimate)
