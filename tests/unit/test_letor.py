@@ -258,21 +258,26 @@ def _tokens() -> list[str]:
     return tokens
 
 
-@pytest.mark.parametrize("where", ["label", "feature"])
+PADDING = " ".join(f"{j}:0" for j in range(2, 12))  # a line long enough for the pair fast path
+
+
+@pytest.mark.parametrize("where", ["label", "feature", "feature in a long line"])
 def test_every_number_reads_as_the_general_parser_reads_it_bit_for_bit(where, first_path):
     """The fast paths read a decimal to the nearest float32 (one rounding), as Arrow's
-    conversion in the general parser does, or leave the block to it: never another value."""
+    conversion in the general parser does, or leave the block to it: never another value.
+    (A feature token with 32 bytes of line after it takes the tokenizer's pair fast path.)"""
     tokens = _tokens()
+    lines = {"label": "{} qid:1 1:1\n", "feature": "1 qid:1 1:{}\n",
+             "feature in a long line": "1 qid:1 1:{} " + PADDING + "\n"}
     for token in tokens:
-        line = f"{token} qid:1 1:1\n" if where == "label" else f"1 qid:1 1:{token}\n"
-        text = line.encode()
+        text = lines[where].format(token).encode()
         try:
-            general = letor._parse_tokens(text, 1, "t")
+            general = letor._parse_tokens(text, 11, "t")
         except DatasetError:
             with pytest.raises(DatasetError):
-                parse_letor(text, 1)
+                parse_letor(text, 11)
             continue
-        parsed = parse_letor(text, 1)
+        parsed = parse_letor(text, 11)
         got = parsed.labels if where == "label" else parsed.features[:, 0]
         want = general.labels if where == "label" else general.features[:, 0]
         assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist(), token
@@ -280,9 +285,10 @@ def test_every_number_reads_as_the_general_parser_reads_it_bit_for_bit(where, fi
     # beyond float32's normal range, inf and nan, and what is not a number.
     if first_path == "compiled":
         labels, qids = np.empty(1, np.float32), np.empty(1, np.int64)
-        features = np.empty((1, 1), np.float32)
+        features = np.empty((1, 11), np.float32)
         left = {t for t in tokens
-                if COMPILED.parse(f"{t} qid:1 1:{t}\n".encode(), labels, qids, features, 1, -1) is None}
+                if COMPILED.parse(f"{t} qid:1 1:{t} {PADDING}\n".encode(), labels, qids, features,
+                                  11, -1) is None}
         assert left == {"3.4028236e38", "3.5e38", "1e39", "1e-40", "1e-46", "9" * 40,
                         "0." + "0" * 50 + "1", "inf", "-inf", "nan", "1e", ".", "-", ".e3",
                         "0x10", "1_0", "1.2.3", "1e5e5", "--1"}

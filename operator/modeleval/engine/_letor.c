@@ -110,6 +110,61 @@ static inline int parse_digits(const char **pp, const char *stop, int64_t *out) 
     return 0;
 }
 
+/* Eight bytes at p (readable) as digits: returns how many lead the bytes (0-8; 8: maybe more)
+ * and sets *value to their number. Each byte b is a digit when b ^ '0' is below 10; adding 0x76
+ * sets a byte's high bit from 10 up (a carry only reaches bytes after the first non-digit). The
+ * digits are moved to the top of the word, so the ones missing read as leading zeros, and then
+ * combined by pairs, fours and the whole (three multiplications, no loop). */
+static inline int digits8(const char *p, uint64_t *value) {
+    uint64_t word;
+    memcpy(&word, p, 8);
+    uint64_t x = word ^ 0x3030303030303030ULL;
+    uint64_t over = ((x + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL;
+    int n = over ? __builtin_ctzll(over) >> 3 : 8;
+    if (n == 0) {
+        *value = 0;
+        return 0;
+    }
+    uint64_t d = n == 8 ? x : (x & ((1ULL << (8 * n)) - 1)) << (8 * (8 - n));
+    d = d * 10 + (d >> 8); /* even bytes: two-digit numbers */
+    const uint64_t pairs = 0x000000FF000000FFULL;
+    d = ((d & pairs) * (100 + (1000000ULL << 32)) + ((d >> 16) & pairs) * (1 + (10000ULL << 32))) >> 32;
+    *value = d;
+    return n;
+}
+
+static const double POW10_SMALL[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7};
+static const uint64_t POW10_INT[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+
+/* The common feature token "index:digits[.digits]" (at most 7 digits each side) at *pp, with
+ * at least 32 readable bytes: returns 1 and moves *pp past it, or 0 to leave it to the general
+ * path (any other form). */
+static inline int fast_pair(const char **pp, const char *stop, int64_t *index, float *value) {
+    const char *p = *pp;
+    uint64_t number, whole, fraction = 0;
+    int n = digits8(p, &number);
+    if (n == 0 || n == 8 || p[n] != ':' || number == 0) return 0;
+    const char *q = p + n + 1;
+    int n1 = digits8(q, &whole), n2 = 0;
+    if (n1 == 8) return 0;
+    const char *r = q + n1;
+    if (*r == '.') {
+        n2 = digits8(r + 1, &fraction);
+        if (n2 == 8) return 0;
+        r += 1 + n2;
+    }
+    if (!(n1 | n2) || (r < stop && !is_space(*r))) return 0;
+    /* At most 14 digits and 7 decimals: the correctly rounded double can only be a float32
+     * midpoint when the decimal is that midpoint exactly (a decimal that is not one differs from
+     * every midpoint by more than 1e-15 relative, a double's half ulp being 1.1e-16), so one
+     * more rounding to float32 gives the nearest float32 (the general path checks the rest). */
+    uint64_t mantissa = whole * POW10_INT[n2] + fraction;
+    *index = (int64_t)number;
+    *value = (float)((double)mantissa / POW10_SMALL[n2]);
+    *pp = r;
+    return 1;
+}
+
 typedef struct {
     float *labels;
     int64_t *qids;
@@ -163,11 +218,13 @@ static int parse_lines(const char *p, const char *end, Output *o) {
             while (p < stop && is_space(*p)) p++;
             if (p == stop) break;
             int64_t index;
-            if (parse_digits(&p, stop, &index) || p == stop || *p != ':' || index < 1)
-                return IRREGULAR;
-            p++;
             float value;
-            if (parse_float(&p, stop, &value)) return IRREGULAR;
+            if (stop - p < 32 || !fast_pair(&p, stop, &index, &value)) {
+                if (parse_digits(&p, stop, &index) || p == stop || *p != ':' || index < 1)
+                    return IRREGULAR;
+                p++;
+                if (parse_float(&p, stop, &value)) return IRREGULAR;
+            }
             if (index > o->max_index) o->max_index = index;
             if (index <= o->width) row[index - 1] = value;
         }
