@@ -133,7 +133,6 @@ static inline int digits8(const char *p, uint64_t *value) {
     return n;
 }
 
-static const double POW10_SMALL[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7};
 static const uint64_t POW10_INT[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
 
 /* The common feature token "index:digits[.digits]" (at most 7 digits each side) at *pp, with
@@ -160,7 +159,7 @@ static inline int fast_pair(const char **pp, const char *stop, int64_t *index, f
      * more rounding to float32 gives the nearest float32 (the general path checks the rest). */
     uint64_t mantissa = whole * POW10_INT[n2] + fraction;
     *index = (int64_t)number;
-    *value = (float)((double)mantissa / POW10_SMALL[n2]);
+    *value = (float)((double)mantissa / POW10[n2]);
     *pp = r;
     return 1;
 }
