@@ -172,15 +172,6 @@ def _placement(index: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
     return (IN_ORDER if (low == np.arange(1, len(low) + 1)).all() else SAME_COLUMNS), low, high
 
 
-def _room(arrays: list[np.ndarray], rows: int, needed: int, size: int, done: int) -> list[np.ndarray]:
-    """The shard's arrays grown to hold ``needed`` rows and the rest of the text, estimated from
-    the bytes per line so far (``done`` of ``size`` bytes read)."""
-    if needed <= len(arrays[0]):
-        return arrays
-    estimate = needed + int((size - done) * needed / max(done, 1) * 1.05) + 1
-    return [_grown(array[:rows], estimate) for array in arrays]
-
-
 def _parse_compiled(blocks: Iterator[memoryview], size: int,
                     num_features: int | None) -> ParsedShard | None:
     """The compiled tokenizer, a block at a time into the shard's arrays, which grow (by an
@@ -274,7 +265,10 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
         width = int(high.max(initial=0))
         if width > (num_features or MAX_FEATURES):
             return None
-        labels, qids, features = _room([labels, qids, features], rows, rows + n, size, done)
+        if rows + n > len(labels):  # room for the rest, estimated from the bytes per line so far
+            estimate = rows + n + int((size - done) * (rows + n) / done * 1.05) + 1
+            labels, qids = _grown(labels, estimate), _grown(qids, estimate)
+            features = _grown(features, estimate)
         if width > features.shape[1]:  # only when the width is not given and a block widens it
             wider = np.empty((len(features), width), dtype=np.float32)
             wider[:rows, :features.shape[1]] = features[:rows]
