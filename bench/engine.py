@@ -17,7 +17,10 @@ worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
 a local Ray with every CPU and any visible GPU, and modeleval's cold, warm and limit paths on
 the CPU and, where nvidia-smi works, on the GPU, side by side:
 
-  python bench/engine.py --local [--rows 1000000] [--runs 3]
+  python bench/engine.py --local [--rows 1000000] [--runs 3] [--task-cpus 1,4,16]
+
+The CPU paths run once for each --task-cpus: tasks holding that many CPUs each (the worker
+size in a cluster), so a process per CPU is compared with fewer processes of several threads.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -169,8 +173,9 @@ def path_ray_data(ctx) -> float:
                            out["qid"].to_numpy())[f"ndcg@{K}"]
 
 
-def _manifest(model_uri: str, data_uri: str, features: int, gpu: int = 0):
-    """The ranking evaluation every modeleval path of the benchmark runs."""
+def _manifest(model_uri: str, data_uri: str, features: int, gpu: int = 0, cpu: int = 1):
+    """The ranking evaluation every modeleval path of the benchmark runs; ``cpu`` is the CPUs
+    each task (a worker, in a cluster) holds."""
     from modeleval.runner import parse_manifest
 
     return parse_manifest(f"""
@@ -182,7 +187,7 @@ spec:
   model: {{uri: "{model_uri}"}}
   dataset: {{uri: "{data_uri}", numFeatures: {features}}}
   metrics: [ndcg@{K}]
-  resources: {{gpu: {gpu}}}
+  resources: {{gpu: {gpu}, cpu: "{cpu}"}}
 """)
 
 
@@ -230,9 +235,10 @@ def gpu_unavailable() -> str | None:
     return None
 
 
-def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float]]:
-    """One modeleval evaluation of the local files: NDCG@10 and the engine's own timings. A GPU
-    evaluation keeps its predicting actors for the next one, as a long-lived process would."""
+def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1) -> tuple[float, dict[str, float]]:
+    """One modeleval evaluation of the local files, its tasks holding ``cpu`` CPUs each: NDCG@10
+    and the engine's own timings. A GPU evaluation keeps its predicting actors for the next one,
+    as a long-lived process would."""
     import dataclasses
 
     import ray
@@ -241,7 +247,7 @@ def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float
     from modeleval.engine.scoring import ScoringPlan
     from modeleval.settings import EngineSettings
 
-    manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu)
+    manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu, cpu)
     settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
                               results_dir=ctx.dir / "results")
     scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu),
@@ -252,17 +258,35 @@ def _local_evaluation(ctx, cache: str, gpu: int) -> tuple[float, dict[str, float
     return result.metrics[f"ndcg@{K}"], result.timings
 
 
-def _local_paths(ctx, gpu: bool) -> list[tuple[str, object]]:
-    from modeleval.engine.metrics import ranking_metrics
+@dataclass(frozen=True)
+class Shape:
+    """How a --local evaluation runs: on the GPU or not, and the CPUs each task holds (1: a
+    process per CPU; N: one process of N threads per N CPUs, as on a worker pod of N CPUs)."""
 
-    device = 1 if gpu else 0
-    label = "gpu" if gpu else "cpu"
+    gpu: bool
+    cpu: int
 
-    def cold(ctx):
-        return _local_evaluation(ctx, f"cache-{uuid.uuid4().hex}", device)  # a new, empty cache
+    @property
+    def label(self) -> str:
+        return "gpu" if self.gpu else f"cpu {self.cpu}/task"
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.gpu else "cpu"
+
+
+def _local_paths(ctx, shape: Shape) -> list[tuple[str, object]]:
+    def cold(ctx):  # a new, empty cache
+        return _local_evaluation(ctx, f"cache-{uuid.uuid4().hex}", int(shape.gpu), shape.cpu)
 
     def warm(ctx):
-        return _local_evaluation(ctx, "cache-warm", device)
+        return _local_evaluation(ctx, "cache-warm", int(shape.gpu), shape.cpu)
+
+    return [(f"{shape.label} cold", cold), (f"{shape.label} warm", warm)]
+
+
+def _limit_path(ctx, gpu: bool) -> tuple[str, object]:
+    from modeleval.engine.metrics import ranking_metrics
 
     def limit(ctx):
         # The arrays are where the model reads them before the clock starts: host memory for
@@ -274,14 +298,15 @@ def _local_paths(ctx, gpu: bool) -> list[tuple[str, object]]:
         return ranking_metrics([f"ndcg@{K}"], ctx.data.labels.astype(np.float64), scores,
                                ctx.data.qids)[f"ndcg@{K}"], {}
 
-    return [(f"{label} cold", cold), (f"{label} warm", warm), (f"{label} limit", limit)]
+    return f"{'gpu' if gpu else 'cpu'} limit", limit
 
 
 def main_local(args) -> int:
-    """The --local mode: no MinIO, no test bed. For each device (the CPU; the GPU where
-    nvidia-smi works): cold (empty cache), warm (cache filled), limit (inplace_predict on arrays
-    already in memory, plus NDCG). Also: the first warm evaluation on fresh Ray workers, the
-    parser alone on one core, and MB/s per core of the cold path."""
+    """The --local mode: no MinIO, no test bed. For each shape (the CPU with tasks of each of
+    --task-cpus CPUs; the GPU where nvidia-smi works): cold (empty cache), warm (cache filled),
+    and the limit of each device (inplace_predict on arrays already in memory, plus NDCG). Also:
+    the first warm evaluation on fresh Ray workers, the parser alone on one core, and MB/s per
+    core of the cold path."""
     os.environ.update({**RAY_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
                        "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     import ray
@@ -294,6 +319,8 @@ def main_local(args) -> int:
 
     cores = os.cpu_count() or 1
     no_gpu = gpu_unavailable()
+    task_cpus = sorted({min(int(c), cores) for c in args.task_cpus.split(",")} if args.task_cpus
+                       else {1, cores})
     ctx = SimpleNamespace(features=args.features, dir=Path(tempfile.mkdtemp(prefix="mebench-local-")))
     ctx.data = make_letor(args.rows, args.features, seed=args.seed)
     text = letor_bytes(ctx.data)
@@ -306,11 +333,12 @@ def main_local(args) -> int:
     in_memory = ctx.data.features.nbytes + ctx.data.labels.nbytes + ctx.data.qids.nbytes
     mb = len(text) / 1e6
     print(f"dataset: {args.rows:,} rows x {args.features} features, {mb:.0f} MB of LETOR text, "
-          f"{in_memory / 1e6:.0f} MB in memory; model: {args.trees} trees; {cores} cores; GPU: "
+          f"{in_memory / 1e6:.0f} MB in memory; model: {args.trees} trees; {cores} cores; tasks "
+          f"of {', '.join(map(str, task_cpus))} CPUs; GPU: "
           f"{'yes' if no_gpu is None else 'no (' + no_gpu + ')'}"
           f"{'' if no_gpu else f', {EngineSettings().scorers_per_gpu} predicting actors per GPU'}; "
           f"LETOR read by {letor.first_parser()}; files in {ctx.dir}", flush=True)
-    devices = [False] + ([True] if no_gpu is None else [])
+    shapes = [Shape(False, c) for c in task_cpus] + ([Shape(True, 1)] if no_gpu is None else [])
     if no_gpu is None:
         import cupy
 
@@ -338,14 +366,16 @@ def main_local(args) -> int:
         session()  # fills the warm cache (not timed), then ends: the next session's workers are new
         _local_evaluation(ctx, "cache-warm", 0)
         end_session()
-        for gpu in devices:
+        for shape in shapes:
             session()
             started = time.perf_counter()
-            _, fresh_parts["gpu" if gpu else "cpu"] = _local_evaluation(ctx, "cache-warm", int(gpu))
-            fresh["gpu" if gpu else "cpu"] = time.perf_counter() - started
+            _, fresh_parts[shape.label] = _local_evaluation(ctx, "cache-warm", int(shape.gpu),
+                                                            shape.cpu)
+            fresh[shape.label] = time.perf_counter() - started
             end_session()
         session()
-        paths = [path for gpu in devices for path in _local_paths(ctx, gpu)]
+        paths = [path for shape in shapes for path in _local_paths(ctx, shape)]
+        paths += [_limit_path(ctx, gpu) for gpu in sorted({shape.gpu for shape in shapes})]
         for _, fn in paths:  # workers, actors and imports started: what later rounds find
             fn(ctx)
         times: dict[str, list[float]] = {name: [] for name, _ in paths}
@@ -366,18 +396,27 @@ def main_local(args) -> int:
         shutil.rmtree(ctx.dir, ignore_errors=True)
 
     median = {name: statistics.median(values) for name, values in times.items()}
-    labels = ["cpu"] + (["gpu"] if len(devices) > 1 else [])
-    print("\n| path | " + " | ".join(f"{d} s | {d} x limit" for d in labels) + " |")
-    print("|---|" + "---|---|" * len(labels))
-    for kind in ("cold", "warm", "limit"):
-        cells = [f"{median[f'{d} {kind}']:.2f} | {median[f'{d} {kind}'] / median[f'{d} limit']:.1f}x"
-                 for d in labels]
+
+    def limit(shape: Shape) -> float:
+        return median[f"{shape.device} limit"]
+
+    print("\n| path | " + " | ".join(f"{s.label} s | x limit" for s in shapes) + " |")
+    print("|---|" + "---|---|" * len(shapes))
+    for kind in ("cold", "warm"):
+        cells = [f"{median[f'{s.label} {kind}']:.2f} | {median[f'{s.label} {kind}'] / limit(s):.1f}x"
+                 for s in shapes]
         print(f"| {kind} | " + " | ".join(cells) + " |")
-    cells = [f"{fresh[d]:.2f} | +{fresh[d] - median[f'{d} warm']:.2f}s vs warm" for d in labels]
+    print("| limit | " + " | ".join(f"{limit(s):.2f} | 1.0x" for s in shapes) + " |")
+    cells = [f"{fresh[s.label]:.2f} | +{fresh[s.label] - median[f'{s.label} warm']:.2f}s vs warm"
+             for s in shapes]
     print("| first warm, fresh workers | " + " | ".join(cells) + " |")
-    print(f"\ncold path: {mb / median['cpu cold']:.0f} MB/s of LETOR text on the CPU path, "
-          f"{mb / median['cpu cold'] / cores:.1f} MB/s per core ({cores} cores); the parser "
-          f"alone: {parser_mb_s:.0f} MB/s on one core")
+    for shape in shapes:
+        if not shape.gpu:
+            rate = mb / median[f"{shape.label} cold"]
+            print(f"cold path, {shape.label}: {rate:.0f} MB/s of LETOR text, "
+                  f"{rate / cores:.1f} MB/s per core ({cores} cores)")
+    print(f"the parser alone: {parser_mb_s:.0f} MB/s on one core")
+
     def parts(timings: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items() if k != "total")
 
@@ -386,9 +425,11 @@ def main_local(args) -> int:
               "above idle")
     for label, timings in fresh_parts.items():
         print(f"  {label} first warm on fresh workers: {parts(timings)}")
-    if len(labels) > 1:
-        print(f"GPU cold / CPU cold: {median['gpu cold'] / median['cpu cold']:.2f}; "
-              f"GPU warm / CPU warm: {median['gpu warm'] / median['cpu warm']:.2f}")
+    if shapes[-1].gpu:
+        best = min((s for s in shapes if not s.gpu), key=lambda s: median[f"{s.label} cold"])
+        print(f"GPU cold / CPU cold ({best.label}, the fastest): "
+              f"{median['gpu cold'] / median[f'{best.label} cold']:.2f}; GPU warm / CPU warm: "
+              f"{median['gpu warm'] / median[f'{best.label} warm']:.2f}")
     reference = ndcg["cpu limit"]
     disagree = {n: v for n, v in ndcg.items() if abs(v - reference) > 1e-6}
     if disagree:
@@ -408,6 +449,8 @@ def main() -> int:
     parser.add_argument("--local", action="store_true", help="no MinIO or test bed: file:// URIs "
                         "and a local Ray; CPU and (where nvidia-smi works) GPU paths side by side")
     parser.add_argument("--trees", type=int, default=100, help="the model's trees (--local)")
+    parser.add_argument("--task-cpus", help="CPUs per task, comma-separated (--local; default: "
+                        "1 and every core, a process per CPU against one process of all of them)")
     args = parser.parse_args()
     if args.local:
         return main_local(args)

@@ -113,6 +113,24 @@ def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, se
     assert second.metrics == pytest.approx(first.metrics, abs=1e-12)  # UBJSON = JSON model
 
 
+def test_a_task_of_two_cpus_gives_the_metrics_of_one_cpu_tasks(bed, bucket, ranking_assets,
+                                                                settings):
+    """resources.cpu 2: each task holds both of the head's CPUs and parses its range in two
+    pieces side by side (the data is two ranges' worth); cold and warm, exactly the metrics of
+    one-CPU tasks."""
+    ranker, test = ranking_assets
+    small = settings.model_copy(update={"shard_bytes": 3 * 2**20})
+    one = run_manifest(parse_manifest(manifest(bucket)), Identity(uuid.uuid4().hex), small)
+    two_cpus = parse_manifest(manifest(bucket, resources="{cpu: '2'}"))
+    wide = small.model_copy(update={"cache_uri": settings.cache_uri + "-two-cpus"})
+    cold = run_manifest(two_cpus, Identity(uuid.uuid4().hex), wide)
+    warm = run_manifest(two_cpus, Identity(uuid.uuid4().hex), wide)
+    assert not cold.cache_hit and warm.cache_hit and cold.dataset["shards"] == 3
+    for result in (cold, warm):
+        assert result.metrics == pytest.approx(one.metrics, abs=1e-12)
+    assert cold.metrics["ndcg@10"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@10"), abs=1e-6)
+
+
 def test_small_data_runs_inline_with_the_same_metrics(bed, bucket, ranking_assets, settings):
     """Below inline_bytes the job evaluates in its own process (no task workers to start); the
     metrics are those of the Ray path, cold and warm."""

@@ -6,6 +6,7 @@ reader."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -418,3 +419,99 @@ def test_the_first_estimate_of_rows_is_not_taken_from_one_short_line(first_path)
     np.testing.assert_array_equal(shard.features, data.features)
     allocated = shard.features if shard.features.base is None else shard.features.base
     assert len(allocated) < 1.1 * 2001 + 16
+
+
+# A task holding several CPUs parses its range in line-aligned pieces side by side.
+def _parse_in_pieces(path, text: bytes, num_features: int | None, threads: int):
+    from modeleval.engine.cache import PartStore
+    from modeleval.engine.inference import LetorRange, _parse_range
+
+    path.write_bytes(text)
+    letor_range = LetorRange(0, path.as_uri(), 0, len(text), num_features, "unused", threads)
+    return _parse_range(PartStore(Storage()), letor_range)
+
+
+def _same_shard(a, b) -> None:
+    assert a.features.shape == b.features.shape
+    assert a.features.view(np.uint32).tolist() == b.features.view(np.uint32).tolist()
+    assert a.labels.tolist() == b.labels.tolist()
+    assert (a.qids is None) == (b.qids is None)
+    if a.qids is not None:
+        assert a.qids.tolist() == b.qids.tolist()
+
+
+@pytest.fixture()
+def small_pieces(monkeypatch):
+    """Pieces of a few hundred bytes, and cuts looked for a few bytes at a time (lines longer
+    than the window), so small texts are cut in many places."""
+    from modeleval.engine import sharding
+
+    monkeypatch.setattr(sharding, "MIN_PIECE_BYTES", 300)
+    monkeypatch.setattr(sharding, "_LINE_WINDOW", 7)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_range_parsed_in_pieces_is_one_parse_of_it(seed, tmp_path, small_pieces):
+    """Random valid files (sparse lines in any order, comments, blank lines, CRLF): a piece
+    narrower than another gets NaN in the other columns, as one parse gives earlier lines."""
+    rng = np.random.default_rng(100 + seed)
+    width = int(rng.integers(1, 30))
+    text = _random_letor(rng, 300, width)
+    for num_features in (None, width + 2):
+        whole = _parse_in_pieces(tmp_path / "d.txt", text, num_features, 1)
+        for threads in (2, 3, 8, 64):
+            _same_shard(_parse_in_pieces(tmp_path / "d.txt", text, num_features, threads), whole)
+
+
+def test_mslr_lines_parsed_in_pieces_are_exact(tmp_path, small_pieces):
+    data = make_letor(700, 12, mean_group=9, seed=5, sparse=0.1)
+    shard = _parse_in_pieces(tmp_path / "d.txt", letor_bytes(data), 12, 5)
+    assert np.array_equal(shard.features, data.features, equal_nan=True)
+    assert shard.labels.tolist() == data.labels.tolist() and shard.qids.tolist() == data.qids.tolist()
+
+
+def test_pieces_are_cut_at_line_starts(tmp_path):
+    from modeleval.engine.sharding import line_pieces
+
+    text = b"".join(b"%d qid:1 1:%s\n" % (i % 3, b"7" * (i % 50)) for i in range(3000))
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"pre\n" + text + b"tail without a newline")
+    uri, start, end = path.as_uri(), 4, 4 + len(text) + 22
+    for wanted in (1, 2, 7, 40):
+        pieces = line_pieces(Storage(), uri, start, end, wanted, min_bytes=1000)
+        assert pieces[0][0] == start and pieces[-1][1] == end
+        assert all(a == b for (_, a), (b, _) in zip(pieces, pieces[1:]))  # no gap, no overlap
+        assert len(pieces) <= min(wanted, (end - start) // 1000)
+        assert all(path.read_bytes()[a - 1:a] == b"\n" for a, _ in pieces)
+    # A cut asked for exactly at a line start is that line's start, not the next one's.
+    assert line_pieces(Storage(), uri, 4, 27, 2, min_bytes=1) == [(4, 15), (15, 27)]
+    # No line starts after the last cut's target: the rest is one piece.
+    assert line_pieces(Storage(), uri, end - 22, end, 3, min_bytes=1) == [(end - 22, end)]
+
+
+def test_pieces_that_disagree_on_query_ids_fail_as_one_parse_does(tmp_path, small_pieces):
+    """Cut exactly where the lines stop having qid:, each piece is uniform: the range is then
+    parsed as one, and the error is one parse's. Cut elsewhere, a piece names the mix itself."""
+    with_qid, without = b"1 qid:1 1:0.5 3:2\n" * 100, b"1 1:0.5 3:2222222\n" * 100
+    text = with_qid + without  # two pieces cut at len(text) // 2: the first line without qid:
+    with pytest.raises(DatasetError, match="no qid") as one:
+        _parse_in_pieces(tmp_path / "d.txt", text, 4, 1)
+    with pytest.raises(DatasetError, match="no qid") as pieces:
+        _parse_in_pieces(tmp_path / "d.txt", text, 4, 2)
+    assert str(pieces.value) == str(one.value)
+    for threads in (3, 7):
+        with pytest.raises(DatasetError, match="no qid") as error:
+            _parse_in_pieces(tmp_path / "d.txt", text, 4, threads)
+        first, last = map(int, re.search(r"\(bytes (\d+)-(\d+)\)", str(error.value)).groups())
+        assert first < len(with_qid) < last
+
+
+def test_a_bad_token_in_a_piece_names_that_piece(tmp_path, small_pieces):
+    lines = letor_bytes(make_letor(300, 4, seed=7)).splitlines(keepends=True)
+    lines[200] = b"1 qid:9 1:abc\n"
+    text = b"".join(lines)
+    bad = len(b"".join(lines[:200]))
+    with pytest.raises(DatasetError, match="feature value is not a number") as error:
+        _parse_in_pieces(tmp_path / "d.txt", text, 4, 6)
+    first, last = map(int, re.search(r"\(bytes (\d+)-(\d+)\)", str(error.value)).groups())
+    assert first <= bad < last and (first, last) != (0, len(text))

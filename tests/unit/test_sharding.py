@@ -53,3 +53,4 @@ def test_range_count_fills_the_last_round_of_task_slots(tmp_path):
     # minimum (megabytes) this file is not cut to fill slots at all.
     assert len(letor_ranges(storage, info, len(text), slots=8, min_range_bytes=len(text))) == 1
     assert len(letor_ranges(storage, info, shard, slots=8)) == 11
+

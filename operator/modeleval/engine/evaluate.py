@@ -31,9 +31,9 @@ from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
 from .gate import evaluate_gate
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
-                        TaskResources, parse_and_predict, parse_letor_range, parse_range_features,
-                        predict_part, put_model, read_part_features, remember_model, result_of,
-                        run_bounded)
+                        TaskResources, batched, parse_and_predict, parse_letor_range,
+                        parse_range_features, predict_part, put_model, read_part_features,
+                        remember_model, result_of, run_bounded)
 from .models import load_model
 from .querymetrics import ShardQueries
 from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
@@ -181,7 +181,8 @@ class Evaluator:
 
     @cached_property
     def _task_slots(self) -> int:
-        """How many tasks of this evaluation the Ray cluster runs at once."""
+        """How many shards of this evaluation the Ray cluster works on at once: its tasks at
+        once, each on as many shards as it holds whole CPUs (the GPU path's tasks one each)."""
         if self._inline:
             return 1
         import ray
@@ -190,7 +191,13 @@ class Evaluator:
         slots = total.get("CPU", 1) / self._task_resources.num_cpus
         if self._task_resources.num_gpus:
             slots = min(slots, total.get("GPU", 0) / self._task_resources.num_gpus)
-        return max(1, int(slots))
+        return max(1, int(slots)) * self._shards_per_task
+
+    @cached_property
+    def _shards_per_task(self) -> int:
+        """The shards a task works on side by side: one per whole CPU it holds on the CPU
+        path (:func:`run_threaded`); one on the GPU path, whose tasks parse it in pieces."""
+        return 1 if self._inline or self._plan else self._task_resources.threads
 
     @cached_property
     def _max_inflight(self) -> int:
@@ -291,11 +298,17 @@ class Evaluator:
                              [p.rows for p in parts], max(widths, default=0), has_qid)
 
     def _letor_ranges(self, dataset: _DatasetEntry, num_features: int | None) -> list[LetorRange]:
-        """The LETOR file's byte ranges, a task's each, and the cached parts they become."""
+        """The LETOR file's byte ranges and the cached parts they become. A task works on
+        :attr:`_shards_per_task` ranges at once (in the groups ``batched`` makes) and parses
+        each in its share of the threads it holds: all of them for a range alone in its task."""
         ranges = letor_ranges(self.storage, dataset.info, self.settings.shard_bytes, self._task_slots)
-        return [LetorRange(i, dataset.info.uri, start, end, num_features,
-                           dataset.cache.part_uri(dataset.key, i))
-                for i, (start, end) in enumerate(ranges)]
+        threads = 1 if self._inline else self._task_resources.threads
+        out: list[LetorRange] = []
+        for group in batched(list(enumerate(ranges)), self._shards_per_task):
+            out += [LetorRange(i, dataset.info.uri, start, end, num_features,
+                               dataset.cache.part_uri(dataset.key, i), max(1, threads // len(group)))
+                    for i, (start, end) in group]
+        return out
 
     def _parse_table(self, dataset: _DatasetEntry) -> CacheManifest:
         ds = self.spec.dataset

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,9 +23,11 @@ import pyarrow as pa
 from .cache import PartStore
 from .device import CPU, Device, batches
 from .errors import EvaluationError, Reason
-from .letor import parse_letor_stream
+from .letor import join_pieces, parse_letor_stream
 from .models import ModelAdapter, load_model
 from .shard import ParsedShard
+from .sharding import line_pieces
+from .storage import Storage
 
 Progress = Callable[[int, int, str], None]  # done, total, unit
 
@@ -49,6 +51,11 @@ class TaskResources:
     num_gpus: float = 0.0
     max_retries: int = 3
 
+    @property
+    def threads(self) -> int:
+        """The whole CPUs a task holds: it works on that many shards side by side, in threads."""
+        return max(1, int(self.num_cpus))
+
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_retries": self.max_retries,
                                 "retry_exceptions": False}
@@ -58,6 +65,7 @@ class TaskResources:
 
 
 _LOADED: dict[str, ModelAdapter] = {}
+_PREDICT_THREADS = 0  # the threads each prediction uses (0: the runtime's default)
 
 
 def _model(handle: ModelHandle) -> ModelAdapter:
@@ -65,8 +73,18 @@ def _model(handle: ModelHandle) -> ModelAdapter:
     if adapter is None:
         data = handle.ref if isinstance(handle.ref, bytes) else _get(handle.ref)
         adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu)
+        if _PREDICT_THREADS:
+            adapter.use_threads(_PREDICT_THREADS)
         _LOADED[handle.fingerprint] = adapter
     return adapter
+
+
+def _predict_with_threads(threads: int) -> None:
+    """Every model of this process predicts with ``threads`` threads from now on."""
+    global _PREDICT_THREADS
+    _PREDICT_THREADS = threads
+    for adapter in _LOADED.values():
+        adapter.use_threads(threads)
 
 
 def remember_model(fingerprint: str, adapter: ModelAdapter) -> None:
@@ -124,7 +142,8 @@ def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: in
 @dataclass(frozen=True)
 class LetorRange:
     """Shard ``index`` of a LETOR file: bytes [start, end) of ``uri``, parsed into the cached part
-    ``part_uri`` with ``num_features`` columns (None: as many as the lines have)."""
+    ``part_uri`` with ``num_features`` columns (None: as many as the lines have), in up to
+    ``threads`` pieces side by side (the CPUs its task holds)."""
 
     index: int
     uri: str
@@ -132,6 +151,7 @@ class LetorRange:
     end: int
     num_features: int | None
     part_uri: str
+    threads: int = 1
 
     @property
     def where(self) -> str:
@@ -263,11 +283,46 @@ def parse_letor_range(parts: PartStore, letor: LetorRange) -> ParsedRange:
 
 
 def _parse_range(parts: PartStore, letor: LetorRange) -> ParsedShard:
-    """Streams the range from storage into the parser: the range's text is never held whole."""
-    uri, start, end = letor.uri, letor.start, letor.end
-    with parts.storage.open_range(uri, start, end) as read:
-        return parse_letor_stream(read, end - start, letor.num_features, letor.where,
-                                  lambda: parts.storage.read(uri, start, end))
+    """Parses the range, in line-aligned pieces side by side when its task holds several CPUs
+    (the parser releases the GIL): a worker of N CPUs runs one task of N threads, not one
+    thread and N-1 idle CPUs. The pieces are joined as one parse of the range reads it."""
+    storage, uri, width = parts.storage, letor.uri, letor.num_features
+    if letor.threads <= 1:
+        return _parse_piece(storage, uri, letor.start, letor.end, width)
+    with ThreadPoolExecutor(letor.threads) as pool:
+        pieces = line_pieces(storage, uri, letor.start, letor.end, letor.threads, pool.map)
+        shards = list(pool.map(lambda piece: _parse_piece(storage, uri, *piece, width), pieces))
+        joined = join_pieces(shards, width, pool.map)
+    if joined is None:  # pieces disagree on query ids: one parse of the range names the line
+        return _parse_piece(storage, uri, letor.start, letor.end, width)
+    return joined
+
+
+def _parse_piece(storage: Storage, uri: str, start: int, end: int,
+                 num_features: int | None) -> ParsedShard:
+    """Streams bytes [start, end) from storage into the parser: the text is never held whole."""
+    with storage.open_range(uri, start, end) as read:
+        return parse_letor_stream(read, end - start, num_features, f"{uri} (bytes {start}-{end})",
+                                  lambda: storage.read(uri, start, end))
+
+
+def batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """``items`` in consecutive groups of ``size`` (the last one may be smaller)."""
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+def run_threaded(fn: Callable, calls: Sequence[tuple], cpus: int) -> list[Any]:
+    """The task of a worker holding ``cpus`` CPUs: ``fn(*args)`` for each of up to ``cpus``
+    calls side by side, in threads of one process (parsing, predicting, reading and writing
+    parts release the GIL), each call's predictions using its share of the CPUs. One process
+    of N threads rather than N processes: a fresh worker starts and imports once, not N times.
+    The results are in the order of ``calls``; the first call to fail fails the task."""
+    _return_freed_memory()
+    _predict_with_threads(max(1, cpus // len(calls)))
+    if len(calls) == 1:
+        return [fn(*calls[0])]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda args: fn(*args), calls))
 
 
 _remote_cache: dict[Callable, Any] = {}
@@ -285,9 +340,21 @@ def remote_of(fn: Callable) -> Any:
 
 def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, max_inflight: int,
                 on_result: Callable[[Any], None]) -> None:
-    """Runs ``fn(*args)`` for each args tuple as Ray tasks, at most ``max_inflight`` at a time,
-    handing each result to ``on_result`` as it arrives (in completion order)."""
+    """Runs ``fn(*args)`` for each args tuple as Ray tasks, at most ``max_inflight`` calls at a
+    time, handing each result to ``on_result`` as it arrives (in completion order). A task that
+    holds several CPUs runs as many calls side by side (:func:`run_threaded`), in the groups
+    :func:`batched` makes of ``calls``."""
     import ray
+
+    threads = resources.threads
+    if threads > 1:
+        each = on_result
+        calls = [(fn, batch, threads) for batch in batched(list(calls), threads)]
+        fn, max_inflight = run_threaded, max(1, -(-max_inflight // threads))
+
+        def on_result(results: list[Any]) -> None:
+            for result in results:
+                each(result)
 
     remote = remote_of(fn).options(**resources.options())
     pending: list = []

@@ -11,7 +11,7 @@ no Python loop per line) that also names what is wrong with a bad file.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,36 @@ def parse_letor_stream(read: Callable[[int], bytes], size: int, num_features: in
     if not data.strip():
         return _empty(num_features)
     return _parse_tokens(data, num_features, where)
+
+
+def join_pieces(pieces: list[ParsedShard], num_features: int | None,
+                map_: Callable[[Callable, Iterable], Iterable] = map) -> ParsedShard | None:
+    """The shard of consecutive pieces of a text, parsed each on its own, exactly as one parse
+    of the whole text reads it: the rows in order and, where the width was not given, a piece
+    narrower than the widest has NaN (absent) in the other columns, as earlier lines get when
+    a parse widens. None where the pieces disagree on query ids (some lines have ``qid:``,
+    others not): one parse of the whole names the line. ``map_`` copies the pieces (a thread
+    pool's map copies them side by side)."""
+    full = [piece for piece in pieces if piece.rows]
+    if not full:
+        return _empty(num_features)
+    if len({piece.qids is None for piece in full}) > 1:
+        return None
+    if len(full) == 1:
+        return full[0]
+    width = max(piece.features.shape[1] for piece in full)
+    offsets = np.cumsum([0] + [piece.rows for piece in full]).tolist()
+    features = np.empty((offsets[-1], width), np.float32)
+
+    def place(i: int) -> None:
+        piece, rows = full[i], features[offsets[i]:offsets[i + 1]]
+        rows[:, :piece.features.shape[1]] = piece.features
+        rows[:, piece.features.shape[1]:] = np.nan
+
+    for _ in map_(place, range(len(full))):
+        pass
+    qids = None if full[0].qids is None else np.concatenate([piece.qids for piece in full])
+    return ParsedShard(np.concatenate([piece.labels for piece in full]), qids, features)
 
 
 def _empty(num_features: int | None) -> ParsedShard:

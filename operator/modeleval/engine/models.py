@@ -43,6 +43,10 @@ class ModelAdapter(ABC):
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Task-shaped predictions for a float32 matrix (NaN = missing)."""
 
+    def use_threads(self, threads: int) -> None:
+        """Predict with ``threads`` threads from now on, where the runtime lets a loaded model
+        change it (XGBoost); others keep the threads they were loaded with."""
+
 
 def _in_ray_worker() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv else "") == "default_worker.py"
@@ -118,6 +122,9 @@ class XGBoostAdapter(ModelAdapter):
     def expected_features(self) -> int | None:
         return int(self.booster.num_features())
 
+    def use_threads(self, threads: int) -> None:
+        self.booster.set_param({"nthread": threads})
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         # inplace_predict skips building a DMatrix: the fastest path XGBoost offers.
         out = self.booster.inplace_predict(features, missing=np.nan)
@@ -140,6 +147,11 @@ class OnnxAdapter(ModelAdapter):
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # The CPUs the process holds (Ray sets OMP_NUM_THREADS to a task's CPUs), not one thread
+        # per core of the machine in each of the machine's task processes.
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            options.intra_op_num_threads = int(threads)
         providers = ["CPUExecutionProvider"]
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if use_gpu and cuda:

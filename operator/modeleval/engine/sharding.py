@@ -1,9 +1,11 @@
 """Shards of a dataset that never split a query group: byte ranges of a LETOR file, each parsed
-by its own task, and row ranges of a table read whole."""
+by its own task, and row ranges of a table read whole; and the line-aligned pieces a task
+holding several CPUs parses a range in, side by side."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -11,6 +13,8 @@ from .storage import ObjectInfo, Storage
 
 MIN_RANGE_BYTES = 4 * 2**20  # ranges are not cut smaller than this to fill task slots
 _WINDOW = 1 * 2**20  # read at a time while looking for a group boundary
+MIN_PIECE_BYTES = 1 * 2**20  # a range is not split into pieces smaller than this
+_LINE_WINDOW = 64 * 2**10  # read at a time while looking for a line's end
 
 
 def _line_qid(line: bytes) -> bytes | None:
@@ -68,6 +72,34 @@ def _lines_from(storage: Storage, uri: str, offset: int, size: int):
         yield offset, buffer[:newline]
         offset += newline + 1
         buffer = buffer[newline + 1:]
+
+
+def line_start(storage: Storage, uri: str, position: int, end: int) -> int:
+    """The first offset in [``position``, ``end``] that starts a line (``end`` if none does)."""
+    cursor = position - 1  # a line starts at ``position`` when the byte before it ends one
+    while cursor < end:
+        chunk = storage.read(uri, cursor, min(end, cursor + _LINE_WINDOW))
+        if not chunk:
+            break
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return cursor + newline + 1
+        cursor += len(chunk)
+    return end
+
+
+def line_pieces(storage: Storage, uri: str, start: int, end: int, pieces: int,
+                map_: Callable[[Callable, Iterable], Iterable] = map, *,
+                min_bytes: int | None = None) -> list[tuple[int, int]]:
+    """[``start``, ``end``) (which starts a line) cut into at most ``pieces`` runs of whole
+    lines of about equal size, none planned smaller than ``min_bytes`` (default
+    :data:`MIN_PIECE_BYTES`); ``map_`` looks for the cuts (a thread pool's map reads them side
+    by side)."""
+    pieces = max(1, min(pieces, (end - start) // (min_bytes or MIN_PIECE_BYTES)))
+    targets = [start + i * (end - start) // pieces for i in range(1, pieces)]
+    cuts = map_(lambda position: line_start(storage, uri, position, end), targets)
+    edges = sorted({start, *cuts, end})
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
 def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int, slots: int = 1, *,
