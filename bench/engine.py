@@ -21,6 +21,8 @@ the CPU and, where nvidia-smi works, on the GPU, side by side:
 
 The CPU paths run once for each --task-cpus: tasks holding that many CPUs each (the worker
 size in a cluster), so a process per CPU is compared with fewer processes of several threads.
+Each task size gets a Ray session of its own (its rounds, and the limit, measured there); the
+GPU shares the session of one-CPU tasks, its paths interleaved with theirs.
 """
 
 from __future__ import annotations
@@ -270,10 +272,6 @@ class Shape:
     def label(self) -> str:
         return "gpu" if self.gpu else f"cpu {self.cpu}/task"
 
-    @property
-    def device(self) -> str:
-        return "gpu" if self.gpu else "cpu"
-
 
 def _local_paths(ctx, shape: Shape) -> list[tuple[str, object]]:
     def cold(ctx):  # a new, empty cache
@@ -285,7 +283,7 @@ def _local_paths(ctx, shape: Shape) -> list[tuple[str, object]]:
     return [(f"{shape.label} cold", cold), (f"{shape.label} warm", warm)]
 
 
-def _limit_path(ctx, gpu: bool) -> tuple[str, object]:
+def _limit_path(ctx, gpu: bool):
     from modeleval.engine.metrics import ranking_metrics
 
     def limit(ctx):
@@ -298,7 +296,7 @@ def _limit_path(ctx, gpu: bool) -> tuple[str, object]:
         return ranking_metrics([f"ndcg@{K}"], ctx.data.labels.astype(np.float64), scores,
                                ctx.data.qids)[f"ndcg@{K}"], {}
 
-    return f"{'gpu' if gpu else 'cpu'} limit", limit
+    return limit
 
 
 def main_local(args) -> int:
@@ -362,6 +360,10 @@ def main_local(args) -> int:
 
     fresh: dict[str, float] = {}
     fresh_parts: dict[str, dict[str, float]] = {}
+    times: dict[str, list[float]] = {}
+    peaks: dict[str, int] = {}
+    ndcg: dict[str, float] = {}
+    breakdown: dict[str, dict[str, float]] = {}
     try:
         session()  # fills the warm cache (not timed), then ends: the next session's workers are new
         _local_evaluation(ctx, "cache-warm", 0)
@@ -373,23 +375,25 @@ def main_local(args) -> int:
                                                             shape.cpu)
             fresh[shape.label] = time.perf_counter() - started
             end_session()
-        session()
-        paths = [path for shape in shapes for path in _local_paths(ctx, shape)]
-        paths += [_limit_path(ctx, gpu) for gpu in sorted({shape.gpu for shape in shapes})]
-        for _, fn in paths:  # workers, actors and imports started: what later rounds find
-            fn(ctx)
-        times: dict[str, list[float]] = {name: [] for name, _ in paths}
-        peaks: dict[str, int] = {name: 0 for name, _ in paths}
-        ndcg: dict[str, float] = {}
-        breakdown: dict[str, dict[str, float]] = {}
-        for run in range(args.runs):
-            for name, fn in paths:
-                with PeakMemory() as memory:
-                    started = time.perf_counter()
-                    ndcg[name], breakdown[name] = fn(ctx)
-                    times[name].append(time.perf_counter() - started)
-                peaks[name] = max(peaks[name], memory.peak)
-                print(f"  run {run + 1} {name}: {times[name][-1]:.2f}s", flush=True)
+        # Tasks of one size per Ray session (the GPU path's parse tasks hold one CPU): between
+        # evaluations of different task sizes Ray kills idle workers and starts new ones, which
+        # a cluster running one evaluation never does. Within a session the paths interleave.
+        for cpu in sorted({shape.cpu for shape in shapes}):
+            group = [shape for shape in shapes if shape.cpu == cpu]
+            session()
+            paths = [path for shape in group for path in _local_paths(ctx, shape)]
+            paths += [(f"{shape.label} limit", _limit_path(ctx, shape.gpu)) for shape in group]
+            for _, fn in paths:  # workers, actors and imports started: what later rounds find
+                fn(ctx)
+            for run in range(args.runs):
+                for name, fn in paths:
+                    with PeakMemory() as memory:
+                        started = time.perf_counter()
+                        ndcg[name], breakdown[name] = fn(ctx)
+                        times.setdefault(name, []).append(time.perf_counter() - started)
+                    peaks[name] = max(peaks.get(name, 0), memory.peak)
+                    print(f"  run {run + 1} {name}: {times[name][-1]:.2f}s", flush=True)
+            end_session()
     finally:
         if ray.is_initialized():
             end_session()
@@ -398,7 +402,7 @@ def main_local(args) -> int:
     median = {name: statistics.median(values) for name, values in times.items()}
 
     def limit(shape: Shape) -> float:
-        return median[f"{shape.device} limit"]
+        return median[f"{shape.label} limit"]
 
     print("\n| path | " + " | ".join(f"{s.label} s | x limit" for s in shapes) + " |")
     print("|---|" + "---|---|" * len(shapes))
@@ -430,10 +434,10 @@ def main_local(args) -> int:
         print(f"GPU cold / CPU cold ({best.label}, the fastest): "
               f"{median['gpu cold'] / median[f'{best.label} cold']:.2f}; GPU warm / CPU warm: "
               f"{median['gpu warm'] / median[f'{best.label} warm']:.2f}")
-    reference = ndcg["cpu limit"]
+    reference = ndcg[f"{shapes[0].label} limit"]
     disagree = {n: v for n, v in ndcg.items() if abs(v - reference) > 1e-6}
     if disagree:
-        print(f"NDCG@{K} differs between paths beyond 1e-6: {disagree} (cpu limit {reference})",
+        print(f"NDCG@{K} differs between paths beyond 1e-6: {disagree} (CPU limit {reference})",
               file=sys.stderr)
         return 1
     print(f"every path computed NDCG@{K} = {reference:.6f} (within 1e-6)")

@@ -59,10 +59,11 @@ def test_onnx_regressor_and_classifier():
     np.testing.assert_allclose(onnx_clf.predict(dense), clf.predict_proba(dense), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("omp, threads", [("3", 3), (None, 0), ("", 0), ("x", 0)])
-def test_an_onnx_session_uses_the_cpus_its_task_holds(monkeypatch, omp, threads):
-    """Ray sets OMP_NUM_THREADS to a task's CPUs; onnxruntime would otherwise start a thread per
-    core of the machine in every task process."""
+@pytest.mark.parametrize("omp, given, threads", [("3", 0, 3), (None, 0, 0), ("", 0, 0), ("x", 0, 0),
+                                                ("3", 2, 2)])
+def test_an_onnx_session_uses_the_cpus_its_task_holds(monkeypatch, omp, given, threads):
+    """The threads a task gives, else Ray's OMP_NUM_THREADS (a task's CPUs); onnxruntime would
+    otherwise start a thread per core of the machine in every task process."""
     import onnxruntime as ort
     from onnxmltools.convert import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
@@ -77,7 +78,7 @@ def test_an_onnx_session_uses_the_cpus_its_task_holds(monkeypatch, omp, threads)
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     reg = xgb.XGBRegressor(n_estimators=2).fit(np.nan_to_num(X), rng.normal(size=300))
     model = convert_xgboost(reg, initial_types=[("input", FloatTensorType([None, 6]))])
-    load_model(model.SerializeToString(), "onnx", "regression")
+    load_model(model.SerializeToString(), "onnx", "regression", threads=given)
     assert seen == [threads]
 
 

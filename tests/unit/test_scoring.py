@@ -148,11 +148,11 @@ def test_prepare_and_score_are_what_predict_returns():
     rest.predictions = predictor.score(matrix, "x", adapters=lambda h: model)
     import modeleval.engine.inference as inference
 
-    inference._LOADED.update({"a": model, "b": model})
+    inference._LOADED.update({("a", 0): model, ("b", 0): model})
     try:
         whole = predictor.predict(3, shard, "x")
     finally:
-        inference._LOADED.pop("a"), inference._LOADED.pop("b")
+        inference._LOADED.pop(("a", 0)), inference._LOADED.pop(("b", 0))
     assert rest.index == whole.index == 3 and rest.incomplete_rows == whole.incomplete_rows == 1
     for a, b in zip(rest.predictions, whole.predictions):
         np.testing.assert_array_equal(a, b)

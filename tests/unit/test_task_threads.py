@@ -12,7 +12,6 @@ import pytest
 from modeleval.demo import letor_bytes, make_letor, train_ranker
 from modeleval.engine import inference
 from modeleval.engine.inference import batched, run_threaded
-from modeleval.engine.models import load_model
 
 
 def test_batches_keep_the_order_and_cover_every_item():
@@ -20,25 +19,18 @@ def test_batches_keep_the_order_and_cover_every_item():
     assert batched([], 4) == [] and batched([1, 2], 5) == [[1, 2]]
 
 
-@pytest.fixture()
-def no_thread_setting(monkeypatch):
-    monkeypatch.setattr(inference, "_PREDICT_THREADS", 0)
-    monkeypatch.setattr(inference, "_LOADED", {})
-
-
-def test_calls_run_side_by_side_and_return_in_order(no_thread_setting):
+def test_calls_run_side_by_side_and_return_in_order():
     barrier = threading.Barrier(4, timeout=10)  # fails unless all four run at once
 
-    def call(i: int) -> tuple[int, int]:
+    def call(i: int) -> int:
         barrier.wait()
-        return i, inference._PREDICT_THREADS
+        return i
 
-    assert run_threaded(call, [(i,) for i in range(4)], 8) == [(i, 2) for i in range(4)]
-    alone = run_threaded(lambda i: (i, inference._PREDICT_THREADS), [(9,)], 8)
-    assert alone == [(9, 8)]  # a call alone in its task predicts with every CPU
+    assert run_threaded(call, [(i,) for i in range(4)]) == list(range(4))
+    assert run_threaded(lambda i: -i, [(9,)]) == [-9]
 
 
-def test_the_first_failing_call_fails_the_task(no_thread_setting):
+def test_the_first_failing_call_fails_the_task():
     from modeleval.engine.errors import DatasetError
 
     def call(i: int) -> int:
@@ -47,19 +39,7 @@ def test_the_first_failing_call_fails_the_task(no_thread_setting):
         return i
 
     with pytest.raises(DatasetError, match="piece 2 is bad"):
-        run_threaded(call, [(i,) for i in range(4)], 4)
-
-
-def test_models_loaded_before_and_after_predict_with_their_share(no_thread_setting):
-    data = make_letor(2000, 6, seed=1)
-    model = bytes(train_ranker(data, rounds=3).get_booster().save_raw("json"))
-    handle = inference.ModelHandle(model, "m1", "xgboost", "ranking", False, False)
-    earlier = inference._model(handle)
-    run_threaded(lambda: None, [()] * 2, 8)  # two calls on 8 CPUs: 4 threads each
-    later = inference._model(inference.ModelHandle(model, "m2", "xgboost", "ranking", False, False))
-    for adapter in (earlier, later):
-        assert _nthread(adapter) == 4
-    np.testing.assert_allclose(later.predict(data.features), earlier.predict(data.features), rtol=0)
+        run_threaded(call, [(i,) for i in range(4)])
 
 
 def _nthread(adapter) -> int:
@@ -68,15 +48,28 @@ def _nthread(adapter) -> int:
     return int(json.loads(adapter.booster.save_config())["learner"]["generic_param"]["nthread"])
 
 
-def test_a_model_keeps_its_default_threads_outside_threaded_tasks(no_thread_setting):
-    data = make_letor(500, 4, seed=2)
-    model = bytes(train_ranker(data, rounds=2).get_booster().save_raw("json"))
-    assert _nthread(load_model(model, "xgboost", "ranking")) == 0  # the runtime's default
+def test_a_shard_predicts_with_the_threads_it_was_given(monkeypatch):
+    """A model is loaded once per thread count and never changed afterwards: calls side by side
+    share it, and a worker whose first task held other CPUs (OpenMP's default fixed by it)
+    still predicts with what each task holds."""
+    monkeypatch.setattr(inference, "_LOADED", {})
+    data = make_letor(2000, 6, seed=1)
+    model = bytes(train_ranker(data, rounds=3).get_booster().save_raw("json"))
+    handle = inference.ModelHandle(model, "m1", "xgboost", "ranking", False, False)
+    predictor = inference.Predictor((handle,), batch_size=10_000)
+    from modeleval.engine.shard import ParsedShard
+
+    shard = ParsedShard(data.labels, data.qids, data.features)
+    results = {t: predictor.predict(0, shard, "d", t).predictions[0] for t in (0, 1, 4)}
+    assert {key: _nthread(adapter) for key, adapter in inference._LOADED.items()} == \
+        {("m1", 0): 0, ("m1", 1): 1, ("m1", 4): 4}
+    for predictions in results.values():
+        np.testing.assert_array_equal(predictions, results[0])
 
 
 @pytest.mark.parametrize("cpu, inline, threads", [
     ("500m", False, 1), ("1", False, 1), ("2", False, 2), ("2500m", False, 2), ("16", False, 16),
-    ("16", True, 1),  # an evaluation small enough to run in the driver parses in one thread
+    ("16", True, 0),  # an evaluation small enough to run in the driver: one piece, the defaults
 ])
 def test_a_task_parses_its_range_in_as_many_threads_as_it_holds_cpus(tmp_path, monkeypatch, cpu,
                                                                     inline, threads):
@@ -120,7 +113,7 @@ spec:
     monkeypatch.setattr(inference, "_parse_piece",
                         lambda *args: pieces.append(args[2:4]) or piece(*args))
     shard = _parse_range(PartStore(storage), letor_range)
-    assert len(pieces) == min(threads, info.size // 2**20)
+    assert len(pieces) == max(1, min(threads, info.size // 2**20))
     np.testing.assert_array_equal(shard.features, data.features)
     np.testing.assert_array_equal(shard.qids, data.qids)
 

@@ -243,8 +243,10 @@ class Evaluator:
             self._check_rows(manifest)
             self._check_slice_features(manifest.num_features)
             keep_columns, _ = self._slice_inputs()
-            calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns)),
-                      predictor) for i, uri in enumerate(manifest.parts)]
+            threads = self._shard_threads(len(manifest.parts))
+            calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns),
+                                             threads[i]), predictor)
+                     for i, uri in enumerate(manifest.parts)]
             return self._run_shards(predict_part, calls, manifest.rows, "rows")
 
     def _parse_and_predict(self, dataset: _DatasetEntry,
@@ -298,17 +300,22 @@ class Evaluator:
                              [p.rows for p in parts], max(widths, default=0), has_qid)
 
     def _letor_ranges(self, dataset: _DatasetEntry, num_features: int | None) -> list[LetorRange]:
-        """The LETOR file's byte ranges and the cached parts they become. A task works on
-        :attr:`_shards_per_task` ranges at once (in the groups ``batched`` makes) and parses
-        each in its share of the threads it holds: all of them for a range alone in its task."""
+        """The LETOR file's byte ranges and the cached parts they become, each with its share
+        of its task's CPUs (all of them for a range alone in its task: parsed in pieces)."""
         ranges = letor_ranges(self.storage, dataset.info, self.settings.shard_bytes, self._task_slots)
-        threads = 1 if self._inline else self._task_resources.threads
-        out: list[LetorRange] = []
-        for group in batched(list(enumerate(ranges)), self._shards_per_task):
-            out += [LetorRange(i, dataset.info.uri, start, end, num_features,
-                               dataset.cache.part_uri(dataset.key, i), max(1, threads // len(group)))
-                    for i, (start, end) in group]
-        return out
+        return [LetorRange(i, dataset.info.uri, start, end, num_features,
+                           dataset.cache.part_uri(dataset.key, i), threads)
+                for i, ((start, end), threads) in enumerate(zip(ranges, self._shard_threads(len(ranges))))]
+
+    def _shard_threads(self, count: int) -> list[int]:
+        """The CPUs the work on each of ``count`` shards may use: a task shares the CPUs it holds
+        among the shards it works on, in the groups ``batched`` makes (0 inline: the
+        runtime's defaults, in this process)."""
+        if self._inline:
+            return [0] * count
+        cpus = self._task_resources.threads
+        return [max(1, cpus // len(group))
+                for group in batched(range(count), self._shards_per_task) for _ in group]
 
     def _parse_table(self, dataset: _DatasetEntry) -> CacheManifest:
         ds = self.spec.dataset

@@ -64,32 +64,25 @@ class TaskResources:
         return opts
 
 
-_LOADED: dict[str, ModelAdapter] = {}
-_PREDICT_THREADS = 0  # the threads each prediction uses (0: the runtime's default)
+# Loaded models by fingerprint and the threads they predict with: a model is never changed once
+# loaded, so calls side by side in one process share it safely.
+_LOADED: dict[tuple[str, int], ModelAdapter] = {}
 
 
-def _model(handle: ModelHandle) -> ModelAdapter:
-    adapter = _LOADED.get(handle.fingerprint)
+def _model(handle: ModelHandle, threads: int = 0) -> ModelAdapter:
+    adapter = _LOADED.get((handle.fingerprint, threads))
     if adapter is None:
         data = handle.ref if isinstance(handle.ref, bytes) else _get(handle.ref)
-        adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu)
-        if _PREDICT_THREADS:
-            adapter.use_threads(_PREDICT_THREADS)
-        _LOADED[handle.fingerprint] = adapter
+        adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu,
+                             threads)
+        _LOADED[(handle.fingerprint, threads)] = adapter
     return adapter
 
 
-def _predict_with_threads(threads: int) -> None:
-    """Every model of this process predicts with ``threads`` threads from now on."""
-    global _PREDICT_THREADS
-    _PREDICT_THREADS = threads
-    for adapter in _LOADED.values():
-        adapter.use_threads(threads)
-
-
 def remember_model(fingerprint: str, adapter: ModelAdapter) -> None:
-    """A model this process has loaded already (an inline evaluation's driver)."""
-    _LOADED[fingerprint] = adapter
+    """A model this process has loaded already (an inline evaluation's driver, whose calls
+    predict with the runtime's default threads)."""
+    _LOADED[(fingerprint, 0)] = adapter
 
 
 @dataclass
@@ -142,8 +135,9 @@ def _predict_batches(adapter: ModelAdapter, features: np.ndarray, batch_size: in
 @dataclass(frozen=True)
 class LetorRange:
     """Shard ``index`` of a LETOR file: bytes [start, end) of ``uri``, parsed into the cached part
-    ``part_uri`` with ``num_features`` columns (None: as many as the lines have), in up to
-    ``threads`` pieces side by side (the CPUs its task holds)."""
+    ``part_uri`` with ``num_features`` columns (None: as many as the lines have). ``threads``:
+    the CPUs its work may use (parsed in that many pieces side by side, predicted with that
+    many threads; 0: one piece, the model runtime's default)."""
 
     index: int
     uri: str
@@ -151,7 +145,7 @@ class LetorRange:
     end: int
     num_features: int | None
     part_uri: str
-    threads: int = 1
+    threads: int = 0
 
     @property
     def where(self) -> str:
@@ -160,12 +154,14 @@ class LetorRange:
 
 @dataclass(frozen=True)
 class CachedPart:
-    """Shard ``index`` of a dataset: a cached part, and the columns slices need from it."""
+    """Shard ``index`` of a dataset: a cached part, the columns slices need from it, and the
+    threads its predictions may use (0: the model runtime's default)."""
 
     index: int
     uri: str
     num_features: int
     keep_columns: tuple[str, ...] = ()
+    threads: int = 0
 
     @property
     def where(self) -> str:
@@ -183,10 +179,11 @@ class Predictor:
     keep_features: tuple[int, ...] = ()
     missing_as_zero: bool = False
 
-    def predict(self, index: int, shard: ParsedShard, where: str) -> ShardPrediction:
-        """The shard's predictions by every model, in this process (the CPU path)."""
+    def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0) -> ShardPrediction:
+        """The shard's predictions by every model, in this process (the CPU path), each model
+        predicting with ``threads`` threads (0: its runtime's default)."""
         features, result = self.prepare(index, shard)
-        result.predictions = self.score(features, where)
+        result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
         return result
 
     def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
@@ -237,7 +234,7 @@ def predict_part(parts: PartStore, part: CachedPart, predictor: Predictor) -> Sh
     """Reads one cached part, predicts it with every model, returns what metrics need."""
     _return_freed_memory()
     shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
-    return predictor.predict(part.index, shard, part.uri)
+    return predictor.predict(part.index, shard, part.uri, part.threads)
 
 
 def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor) -> ShardPrediction:
@@ -247,7 +244,7 @@ def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor)
     shard = _parse_range(parts, letor)
     with ThreadPoolExecutor(1) as pool:  # the upload overlaps prediction (which drops the GIL)
         written = pool.submit(parts.write, letor.part_uri, shard)
-        result = predictor.predict(letor.index, shard, letor.where)
+        result = predictor.predict(letor.index, shard, letor.where, letor.threads)
         written.result()
     return result
 
@@ -311,14 +308,13 @@ def batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), max(1, size))]
 
 
-def run_threaded(fn: Callable, calls: Sequence[tuple], cpus: int) -> list[Any]:
-    """The task of a worker holding ``cpus`` CPUs: ``fn(*args)`` for each of up to ``cpus``
-    calls side by side, in threads of one process (parsing, predicting, reading and writing
-    parts release the GIL), each call's predictions using its share of the CPUs. One process
-    of N threads rather than N processes: a fresh worker starts and imports once, not N times.
-    The results are in the order of ``calls``; the first call to fail fails the task."""
+def run_threaded(fn: Callable, calls: Sequence[tuple]) -> list[Any]:
+    """The task of a worker holding several CPUs: ``fn(*args)`` for each call side by side, in
+    threads of one process (parsing, predicting, reading and writing parts release the GIL;
+    each call's shard says the CPUs its work may use). One process of N threads rather than N
+    processes: a fresh worker starts and imports once, not N times. The results are in the
+    order of ``calls``; the first call to fail fails the task."""
     _return_freed_memory()
-    _predict_with_threads(max(1, cpus // len(calls)))
     if len(calls) == 1:
         return [fn(*calls[0])]
     with ThreadPoolExecutor(len(calls)) as pool:
@@ -349,7 +345,7 @@ def run_bounded(fn: Callable, calls: Iterable[tuple], resources: TaskResources, 
     threads = resources.threads
     if threads > 1:
         each = on_result
-        calls = [(fn, batch, threads) for batch in batched(list(calls), threads)]
+        calls = [(fn, batch) for batch in batched(list(calls), threads)]
         fn, max_inflight = run_threaded, max(1, -(-max_inflight // threads))
 
         def on_result(results: list[Any]) -> None:

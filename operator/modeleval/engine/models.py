@@ -31,8 +31,9 @@ class ModelAdapter(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, data: bytes, task: str, use_gpu: bool = False) -> "ModelAdapter":
-        """Builds the adapter from the model file's bytes; raises ModelError when unreadable."""
+    def load(cls, data: bytes, task: str, use_gpu: bool = False, threads: int = 0) -> "ModelAdapter":
+        """Builds the adapter from the model file's bytes, predicting with ``threads`` threads
+        where the runtime lets it choose (0: its default); raises ModelError when unreadable."""
 
     @property
     @abstractmethod
@@ -42,10 +43,6 @@ class ModelAdapter(ABC):
     @abstractmethod
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Task-shaped predictions for a float32 matrix (NaN = missing)."""
-
-    def use_threads(self, threads: int) -> None:
-        """Predict with ``threads`` threads from now on, where the runtime lets a loaded model
-        change it (XGBoost); others keep the threads they were loaded with."""
 
 
 def _in_ray_worker() -> bool:
@@ -83,7 +80,8 @@ class XGBoostAdapter(ModelAdapter):
         self.task = task
 
     @classmethod
-    def load(cls, data: bytes, task: str, use_gpu: bool = False) -> "XGBoostAdapter":
+    def load(cls, data: bytes, task: str, use_gpu: bool = False,
+             threads: int = 0) -> "XGBoostAdapter":
         xgb = import_xgboost()
 
         if not data:
@@ -95,7 +93,9 @@ class XGBoostAdapter(ModelAdapter):
             # XGBoost prefixes its messages with "[time] source-file:line: ".
             detail = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", str(error).splitlines()[0])
             raise ModelError(f"not a readable XGBoost model (JSON or UBJSON): {detail[:300]}") from None
-        booster.set_param({"nthread": 0})
+        # 0: OpenMP's default, which a process fixes when it first loads XGBoost (in a Ray worker,
+        # from its first task's CPUs), so tasks say how many they hold.
+        booster.set_param({"nthread": threads})
         if use_gpu and cuda_visible():
             booster.set_param({"device": "cuda"})
         adapter = cls(booster, task)
@@ -122,9 +122,6 @@ class XGBoostAdapter(ModelAdapter):
     def expected_features(self) -> int | None:
         return int(self.booster.num_features())
 
-    def use_threads(self, threads: int) -> None:
-        self.booster.set_param({"nthread": threads})
-
     def predict(self, features: np.ndarray) -> np.ndarray:
         # inplace_predict skips building a DMatrix: the fastest path XGBoost offers.
         out = self.booster.inplace_predict(features, missing=np.nan)
@@ -142,16 +139,17 @@ class OnnxAdapter(ModelAdapter):
         self.input = session.get_inputs()[0]
 
     @classmethod
-    def load(cls, data: bytes, task: str, use_gpu: bool = False) -> "OnnxAdapter":
+    def load(cls, data: bytes, task: str, use_gpu: bool = False, threads: int = 0) -> "OnnxAdapter":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        # The CPUs the process holds (Ray sets OMP_NUM_THREADS to a task's CPUs), not one thread
-        # per core of the machine in each of the machine's task processes.
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:
-            options.intra_op_num_threads = int(threads)
+        # The CPUs the task holds (or, not given, Ray's OMP_NUM_THREADS: a task's CPUs), not a
+        # thread per core of the machine in each of the machine's task processes.
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        threads = threads or (int(omp) if omp.isdigit() else 0)
+        if threads > 0:
+            options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if use_gpu and cuda:
@@ -206,7 +204,8 @@ class PickleAdapter(ModelAdapter):
         self.task = task
 
     @classmethod
-    def load(cls, data: bytes, task: str, use_gpu: bool = False) -> "PickleAdapter":
+    def load(cls, data: bytes, task: str, use_gpu: bool = False,
+             threads: int = 0) -> "PickleAdapter":
         try:
             model = pickle.loads(data)  # noqa: S301 - only reached with allowPickle
         except Exception as error:  # noqa: BLE001
@@ -237,7 +236,7 @@ ADAPTERS: dict[str, type[ModelAdapter]] = {
 
 
 def load_model(data: bytes, fmt: str, task: str, allow_pickle: bool = False,
-               use_gpu: bool = False) -> ModelAdapter:
+               use_gpu: bool = False, threads: int = 0) -> ModelAdapter:
     if fmt == "pickle" and not allow_pickle:
         raise ModelError("pickle models are refused: loading one runs arbitrary code. Set "
                          "model.allowPickle: true only for files you trust", Reason.PickleRefused)
@@ -248,4 +247,4 @@ def load_model(data: bytes, fmt: str, task: str, allow_pickle: bool = False,
         adapter = ADAPTERS[fmt]
     except KeyError:
         raise ModelError(f"unknown model format '{fmt}' (known: {', '.join(ADAPTERS)})") from None
-    return adapter.load(data, task, use_gpu=use_gpu)
+    return adapter.load(data, task, use_gpu=use_gpu, threads=threads)
