@@ -79,3 +79,11 @@ def test_importing_a_layer_loads_nothing_it_must_not(layer: str, module: str) ->
     loaded = loaded_after(module)
     crossed = sorted(m for m in loaded if any(_within(m, b) for b in FORBIDDEN[layer]))
     assert not crossed, f"importing {module} loads {crossed[:5]}"
+
+
+def test_a_task_process_imports_only_what_its_tasks_use() -> None:
+    """Every fresh Ray worker imports the task modules before its first task: Arrow's compute
+    and CSV modules (the general parser's, and the path without the tokenizer) and pandas load
+    where they are used, not in every worker."""
+    loaded = loaded_after("modeleval.engine.inference")
+    assert not loaded & {"pyarrow.compute", "pyarrow.csv", "pandas"}

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from .errors import DatasetError, Reason
 from .shard import ParsedShard, arrow_message, as_numpy
@@ -117,6 +115,8 @@ class _Layout:
 
     @classmethod
     def of(cls, first: bytes, block_bytes: int) -> "_Layout | None":
+        import pyarrow.csv as pacsv  # the path where the tokenizer is not built (and tests)
+
         columns = first.translate(_COLON_TO_SPACE).rstrip(b"\r").split(b" ")
         # MSLR's lines end with a space: an empty last column, read and then left out.
         tokens = columns[:-1] if len(columns) > 1 and not columns[-1] else columns
@@ -144,6 +144,8 @@ class _Layout:
 
     def read(self, text: memoryview) -> pa.Table | None:
         """A block of whole lines, ``:`` already read as a space."""
+        import pyarrow.csv as pacsv
+
         try:
             return pacsv.read_csv(pa.BufferReader(pa.py_buffer(text)), **self.options)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -328,6 +330,8 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
 
 def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
     """The general path: any mix of sparse lines, comments and feature orders."""
+    import pyarrow.compute as pc  # here, not in every task process (the tokenizer needs none)
+
     try:
         text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
     except pa.ArrowInvalid:
@@ -398,6 +402,8 @@ def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedSh
 
 
 def _floats(array: pa.Array, where: str, what: str) -> np.ndarray:
+    import pyarrow.compute as pc
+
     try:
         return pc.cast(array, pa.float32()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as error:
