@@ -303,9 +303,10 @@ class Evaluator:
         """The LETOR file's byte ranges and the cached parts they become, each with its share
         of its task's CPUs (all of them for a range alone in its task: parsed in pieces)."""
         ranges = letor_ranges(self.storage, dataset.info, self.settings.shard_bytes, self._task_slots)
+        threads = self._shard_threads(len(ranges))
         return [LetorRange(i, dataset.info.uri, start, end, num_features,
-                           dataset.cache.part_uri(dataset.key, i), threads)
-                for i, ((start, end), threads) in enumerate(zip(ranges, self._shard_threads(len(ranges))))]
+                           dataset.cache.part_uri(dataset.key, i), threads[i])
+                for i, (start, end) in enumerate(ranges)]
 
     def _shard_threads(self, count: int) -> list[int]:
         """The CPUs the work on each of ``count`` shards may use: a task shares the CPUs it holds
