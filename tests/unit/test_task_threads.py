@@ -81,23 +81,15 @@ def test_a_task_parses_its_range_in_as_many_threads_as_it_holds_cpus(tmp_path, m
     from modeleval.engine.cache import PartStore
     from modeleval.engine.evaluate import Evaluator, Identity, _DatasetEntry
     from modeleval.engine.inference import _parse_range
-    from modeleval.runner import parse_manifest
+    from modeleval.api.spec import ModelEvaluationSpec
     from modeleval.settings import EngineSettings
 
     data = make_letor(40_000, 8, mean_group=20, seed=9)
     path = tmp_path / "d.txt"
     path.write_bytes(letor_bytes(data))
-    spec = parse_manifest(f"""
-apiVersion: modeleval.dev/v1alpha1
-kind: ModelEvaluation
-metadata: {{name: threads}}
-spec:
-  task: ranking
-  model: {{uri: "file:///unused.json"}}
-  dataset: {{uri: "{path.as_uri()}", numFeatures: 8}}
-  metrics: [ndcg@10]
-  resources: {{cpu: "{cpu}"}}
-""").spec
+    spec = ModelEvaluationSpec.model_validate({
+        "task": "ranking", "model": {"uri": "file:///unused.json"}, "metrics": ["ndcg@10"],
+        "dataset": {"uri": path.as_uri(), "numFeatures": 8}, "resources": {"cpu": cpu}})
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 16.0}}])
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     evaluator = Evaluator(spec, Identity("u"), EngineSettings(cache_uri=(tmp_path / "c").as_uri()))

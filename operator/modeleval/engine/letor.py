@@ -89,8 +89,7 @@ def join_pieces(pieces: list[ParsedShard], num_features: int | None,
         rows[:, :piece.features.shape[1]] = piece.features
         rows[:, piece.features.shape[1]:] = np.nan
 
-    for _ in map_(place, range(len(full))):
-        pass
+    list(map_(place, range(len(full))))
     qids = None if full[0].qids is None else np.concatenate([piece.qids for piece in full])
     return ParsedShard(np.concatenate([piece.labels for piece in full]), qids, features)
 
