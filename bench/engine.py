@@ -17,12 +17,14 @@ worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
 a local Ray with every CPU and any visible GPU, and modeleval's cold, warm and limit paths on
 the CPU and, where nvidia-smi works, on the GPU, side by side:
 
-  python bench/engine.py --local [--rows 1000000] [--runs 3] [--task-cpus 1,4,16]
+  python bench/engine.py --local [--rows 1000000] [--runs 3] [--task-cpus 1,4,16] [--actors-on-cpu]
 
 The CPU paths run once for each --task-cpus: tasks holding that many CPUs each (the worker
 size in a cluster), so a process per CPU is compared with fewer processes of several threads.
 Each task size gets a Ray session of its own (its rounds, and the limit, measured there); the
-GPU shares the session of one-CPU tasks, its paths interleaved with theirs.
+GPU shares the session of one-CPU tasks, its paths interleaved with theirs. --actors-on-cpu
+adds the GPU path's wiring with its actors predicting on the CPU, in that session too: against
+one-CPU tasks, what handing shards to actors costs, on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -237,10 +239,12 @@ def gpu_unavailable() -> str | None:
     return None
 
 
-def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1) -> tuple[float, dict[str, float]]:
+def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1,
+                      actors_on_cpu: bool = False) -> tuple[float, dict[str, float]]:
     """One modeleval evaluation of the local files, its tasks holding ``cpu`` CPUs each: NDCG@10
     and the engine's own timings. A GPU evaluation keeps its predicting actors for the next one,
-    as a long-lived process would."""
+    as a long-lived process would; ``actors_on_cpu``: the GPU path's wiring, its actors (as many
+    as on one GPU) predicting on the CPU."""
     import dataclasses
 
     import ray
@@ -254,6 +258,8 @@ def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1) -> tuple[float, d
                               results_dir=ctx.dir / "results")
     scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu),
                                   keep=True) if gpu else None
+    if actors_on_cpu:
+        scoring = ScoringPlan(settings.scorers_per_gpu, 0.0, use_gpu=False, keep=True)
     result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
     if any("GPU" in w for w in result.warnings):
         raise RuntimeError(f"the GPU path did not run on the GPU: {result.warnings}")
@@ -262,23 +268,29 @@ def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1) -> tuple[float, d
 
 @dataclass(frozen=True)
 class Shape:
-    """How a --local evaluation runs: on the GPU or not, and the CPUs each task holds (1: a
-    process per CPU; N: one process of N threads per N CPUs, as on a worker pod of N CPUs)."""
+    """How a --local evaluation runs: on the GPU or not, the CPUs each task holds (1: a process
+    per CPU; N: one process of N threads per N CPUs, as on a worker pod of N CPUs), and whether
+    the GPU path's predicting actors run on the CPU instead (``actors``: what the wiring costs,
+    measurable without a GPU)."""
 
     gpu: bool
     cpu: int
+    actors: bool = False
 
     @property
     def label(self) -> str:
+        if self.actors:
+            return "actors on cpu"
         return "gpu" if self.gpu else f"cpu {self.cpu}/task"
 
 
 def _local_paths(ctx, shape: Shape) -> list[tuple[str, object]]:
     def cold(ctx):  # a new, empty cache
-        return _local_evaluation(ctx, f"cache-{uuid.uuid4().hex}", int(shape.gpu), shape.cpu)
+        return _local_evaluation(ctx, f"cache-{uuid.uuid4().hex}", int(shape.gpu), shape.cpu,
+                                 shape.actors)
 
     def warm(ctx):
-        return _local_evaluation(ctx, "cache-warm", int(shape.gpu), shape.cpu)
+        return _local_evaluation(ctx, "cache-warm", int(shape.gpu), shape.cpu, shape.actors)
 
     return [(f"{shape.label} cold", cold), (f"{shape.label} warm", warm)]
 
@@ -337,6 +349,8 @@ def main_local(args) -> int:
           f"{'' if no_gpu else f', {EngineSettings().scorers_per_gpu} predicting actors per GPU'}; "
           f"LETOR read by {letor.first_parser()}; files in {ctx.dir}", flush=True)
     shapes = [Shape(False, c) for c in task_cpus] + ([Shape(True, 1)] if no_gpu is None else [])
+    if args.actors_on_cpu:
+        shapes.append(Shape(False, 1, actors=True))
     if no_gpu is None:
         import cupy
 
@@ -372,7 +386,7 @@ def main_local(args) -> int:
             session()
             started = time.perf_counter()
             _, fresh_parts[shape.label] = _local_evaluation(ctx, "cache-warm", int(shape.gpu),
-                                                            shape.cpu)
+                                                            shape.cpu, shape.actors)
             fresh[shape.label] = time.perf_counter() - started
             end_session()
         # Tasks of one size per Ray session (the GPU path's parse tasks hold one CPU): between
@@ -429,8 +443,9 @@ def main_local(args) -> int:
               "above idle")
     for label, timings in fresh_parts.items():
         print(f"  {label} first warm on fresh workers: {parts(timings)}")
-    if shapes[-1].gpu:
-        best = min((s for s in shapes if not s.gpu), key=lambda s: median[f"{s.label} cold"])
+    if any(s.gpu for s in shapes):
+        best = min((s for s in shapes if not (s.gpu or s.actors)),
+                   key=lambda s: median[f"{s.label} cold"])
         print(f"GPU cold / CPU cold ({best.label}, the fastest): "
               f"{median['gpu cold'] / median[f'{best.label} cold']:.2f}; GPU warm / CPU warm: "
               f"{median['gpu warm'] / median[f'{best.label} warm']:.2f}")
@@ -455,6 +470,8 @@ def main() -> int:
     parser.add_argument("--trees", type=int, default=100, help="the model's trees (--local)")
     parser.add_argument("--task-cpus", help="CPUs per task, comma-separated (--local; default: "
                         "1 and every core, a process per CPU against one process of all of them)")
+    parser.add_argument("--actors-on-cpu", action="store_true", help="also the GPU path's wiring "
+                        "with its predicting actors on the CPU (--local): what it costs, no GPU needed")
     args = parser.parse_args()
     if args.local:
         return main_local(args)

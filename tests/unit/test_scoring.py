@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -218,7 +219,7 @@ def test_an_onnx_model_without_the_cuda_provider_says_it_ran_on_the_cpu(monkeypa
     assert kind == "cuda" and isinstance(actor.adapters["m"], OnnxAdapter)
     assert whys == ["onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not installed): "
                     "the ONNX models predicted on the CPU"]
-    _, scores = actor.score(0, np.ones((4, 3), np.float32), predictor, "x")
+    scores = actor.score(np.ones((4, 3), np.float32), predictor, "x")
     np.testing.assert_allclose(scores[0], 6.0)
 
 
@@ -236,75 +237,63 @@ def _tiny_onnx() -> bytes:
     return model.SerializeToString()
 
 
-# ---------------------------------------------------------------- the pipeline, without Ray
-class Ref:
-    def __init__(self, value):
-        self.value = value
+# ---------------------------------------------------------------- tasks hand shards to actors
+class FakeActor:
+    """A predicting actor without Ray: ``score.remote`` runs the actor's own method at once."""
+
+    def __init__(self):
+        self.scorer = SimpleNamespace(adapters={}, device=CPU, _adapter=lambda handle: RowSum(False))
+        self.seen: list[tuple[int, Predictor]] = []
+        self.score = SimpleNamespace(remote=self._remote)
+
+    def _remote(self, features, predictor, where):
+        from modeleval.engine.scoring import ShardScorer
+
+        self.seen.append((len(features), predictor))
+        return ShardScorer.score(self.scorer, features, predictor, where)
 
 
-def test_shards_in_flight_are_bounded_and_spread_over_the_actors(monkeypatch):
-    """At most max_inflight shards between their task's start and their predictions, at most
-    two queued on one actor, the least busy actor first, and every shard's predictions."""
-    from modeleval.engine import scoring
-    import ray
+def test_a_task_hands_its_shard_to_an_actor_and_finishes_it_itself(monkeypatch):
+    """On the GPU path a task gets its predictions from one of the actors (by shard, round
+    robin), the actors get no actor handles, and the task computes the shard's per-query
+    values as the CPU path does: the same shard, the same result."""
+    import modeleval.engine.inference as inference
 
-    from modeleval.engine.inference import ShardPrediction, TaskResources
+    monkeypatch.setattr(inference, "result_of", lambda value: value)
+    monkeypatch.setattr(inference, "_LOADED", {("a", 0): RowSum(False), ("b", 0): RowSum(False)})
+    rng = np.random.default_rng(5)
+    shard = ParsedShard(rng.integers(0, 3, 40).astype(np.float32), np.repeat(np.arange(8), 5),
+                        rng.random((40, 4), dtype=np.float32))
+    names = ("ndcg@3", "map")
+    on_cpu = Predictor((_handle("a"), _handle("b")), 7, query_metrics=names)
+    actors = [FakeActor(), FakeActor(), FakeActor()]
+    on_actors = replace(on_cpu, scorers=tuple(actors))
+    for index in range(6):
+        mine, theirs = on_cpu.predict(index, shard, "x"), on_actors.predict(index, shard, "x")
+        for a, b in zip(mine.predictions, theirs.predictions):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(mine.per_query.qids, theirs.per_query.qids)
+        for a, b in zip(mine.per_query.models, theirs.per_query.models):
+            assert a.keys() == b.keys() == set(names)
+            for name in names:
+                np.testing.assert_array_equal(a[name], b[name])
+    assert [len(a.seen) for a in actors] == [2, 2, 2]
+    assert all(p.scorers == () and p.handles == on_cpu.handles for a in actors for _, p in a.seen)
 
-    live: set[int] = set()
-    most = [0]
-    queued: dict[int, int] = {0: 0, 1: 0}
-    served: dict[int, int] = {0: 0, 1: 0}
-    pending: list[Ref] = []
 
-    class Task:
-        def options(self, **_):
-            return self
+def test_only_a_ranking_evaluation_computes_per_query_values_in_its_tasks(monkeypatch):
+    import modeleval.engine.inference as inference
 
-        def remote(self, index):
-            live.add(index)
-            most[0] = max(most[0], len(live))
-            features = Ref(np.full((3, 2), index, np.float32))
-            rest = Ref(ShardPrediction(index, np.zeros(3), None, []))
-            pending.append(rest)
-            return features, rest
-
-    class Actor:
-        def __init__(self, slot):
-            self.slot = slot
-            self.score = SimpleNamespace(remote=self.remote)
-
-        def remote(self, index, features, predictor, where):
-            queued[self.slot] += 1
-            assert queued[self.slot] <= 2
-            served[self.slot] += 1
-            ref = Ref((index, [features.value.sum(axis=1)]))
-            ref.slot = self.slot
-            pending.append(ref)
-            return ref
-
-    def wait(refs, num_returns):
-        first = next(r for r in pending if r in refs)  # the oldest finishes first
-        pending.remove(first)
-        if hasattr(first, "slot"):
-            queued[first.slot] -= 1
-        return [first], [r for r in refs if r is not first]
-
-    monkeypatch.setattr(scoring, "remote_of", lambda fn: Task())
-    monkeypatch.setattr(scoring, "result_of", lambda ref: ref.value)
-    monkeypatch.setattr(ray, "wait", wait)
-    monkeypatch.setattr(ray, "cancel", lambda ref, force: None)
-    results: dict[int, ShardPrediction] = {}
-
-    def collect(result):
-        live.discard(result.index)
-        results[result.index] = result
-
-    scoring.run_scored(None, [((i,), f"shard {i}") for i in range(20)], TaskResources(),
-                       [Actor(0), Actor(1)], None, 5, collect)
-    assert sorted(results) == list(range(20)) and most[0] == 5
-    for index, result in results.items():
-        np.testing.assert_array_equal(result.predictions[0], [2.0 * index] * 3)
-    assert served[0] >= 5 and served[1] >= 5  # both actors did their share
+    monkeypatch.setattr(inference, "_LOADED", {("a", 0): RowSum(False)})
+    shard = ParsedShard(np.array([1.0, 0.0, np.nan]), np.array([1, 1, 2]), np.ones((3, 2), np.float32))
+    assert Predictor((_handle("a"),), 4).predict(0, shard, "x").per_query is None
+    # A label the whole-dataset path must refuse: the shard leaves it to that path.
+    ranking = Predictor((_handle("a"),), 4, query_metrics=("ndcg@10",))
+    assert ranking.predict(0, shard, "x").per_query is None
+    shard.labels[2] = 2.0
+    values = ranking.predict(0, shard, "x").per_query
+    np.testing.assert_array_equal(values.qids, [1, 2])
+    np.testing.assert_array_equal(values.models[0]["ndcg@10"], [1.0, 1.0])
 
 
 # ---------------------------------------------------------------- the actor wiring on Ray

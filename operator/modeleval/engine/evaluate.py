@@ -32,11 +32,10 @@ from .errors import EvaluationError, Reason
 from .gate import evaluate_gate
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
                         TaskResources, batched, parse_and_predict, parse_letor_range,
-                        parse_range_features, predict_part, put_model, read_part_features,
-                        remember_model, result_of, run_bounded)
+                        predict_part, put_model, remember_model, result_of, run_bounded)
 from .models import load_model
-from .querymetrics import ShardQueries
-from .scoring import ScoringPlan, gpu_warnings, run_scored, scorers, stop_scorers
+from .querymetrics import assemble
+from .scoring import ScoringPlan, gpu_warnings, scorers, stop_scorers
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri
@@ -111,7 +110,6 @@ class Evaluator:
         self.spec = spec
         self._scoring = scoring
         self._actors: list[Any] = []
-        self._queries: ShardQueries | None = None
         self._gpu_warnings: list[str] = []
         self.identity = identity
         self.settings = settings or EngineSettings()
@@ -195,9 +193,9 @@ class Evaluator:
 
     @cached_property
     def _shards_per_task(self) -> int:
-        """The shards a task works on side by side: one per whole CPU it holds on the CPU
-        path (:func:`run_threaded`); one on the GPU path, whose tasks parse it in pieces."""
-        return 1 if self._inline or self._plan else self._task_resources.threads
+        """The shards a task works on side by side: one per whole CPU it holds
+        (:func:`run_threaded`; on the GPU path too, each handing its shard to an actor)."""
+        return 1 if self._inline else self._task_resources.threads
 
     @cached_property
     def _max_inflight(self) -> int:
@@ -350,27 +348,18 @@ class Evaluator:
 
     def _run_shards(self, fn: Callable, calls: list[tuple], sizes: list[int],
                     unit: str) -> list[ShardPrediction]:
-        """Runs one task per shard, reporting progress as the sum of finished shards' sizes.
-        With predicting actors, each task's GPU twin (:data:`_SCORED`) parses or reads the
-        shard and the actors predict it."""
+        """Runs one task per shard, reporting progress as the sum of finished shards' sizes."""
         done, total = 0, sum(sizes)
         shards: dict[int, ShardPrediction] = {}
 
         def collect(result: ShardPrediction) -> None:
             nonlocal done
             shards[result.index] = result
-            if self._queries is not None:
-                self._queries.add(result)
             done += sizes[result.index]
             self.progress(done, total, unit)
 
         self.progress(0, total, unit)
-        if self._plan is not None:
-            run_scored(_SCORED[fn], [(args, args[1].where) for args in calls],
-                       self._task_resources, self._actors, self._predictor, self._max_inflight,
-                       collect)
-        else:
-            self._execute(fn, calls, collect)
+        self._execute(fn, calls, collect)
         return [shards[i] for i in range(len(calls))]
 
     # ------------------------------------------------------------------ checks
@@ -441,18 +430,18 @@ class Evaluator:
         handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
                                   source.allow_pickle, use_gpu, local=self._inline)
                         for source, (info, data) in zip(sources, fetched))
+        names = [str(m) for m in spec.metric_names]
+        # Ranking metrics per query are computed by the tasks, shard by shard (querymetrics).
         predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]),
-                              missing_as_zero=spec.dataset.missing_features == "zero")
-        starting = self._start_actors(predictor)
+                              missing_as_zero=spec.dataset.missing_features == "zero",
+                              query_metrics=tuple(names) if spec.task == "ranking" else ())
+        predictor, starting = self._start_actors(predictor)
         self._timed("prepareDataset", t)
 
         t = time.perf_counter()
-        names = [str(m) for m in spec.metric_names]
-        # Ranking metrics per query are computed as shards finish (see querymetrics).
-        self._queries = ShardQueries(names) if spec.task == "ranking" else None
-        with self._queries or contextlib.nullcontext():
-            manifest, shards = self._infer(dataset, predictor)
-            per_query = self._queries.result(len(shards)) if self._queries else None
+        manifest, shards = self._infer(dataset, predictor)
+        per_query = (assemble(names, [s.per_query for s in shards]) if spec.task == "ranking"
+                     else None)
         if starting:
             self._gpu_warnings = gpu_warnings(self._plan, [result_of(ref) for ref in starting])
         expected = self._expected_features()
@@ -500,14 +489,15 @@ class Evaluator:
             warnings=self._gpu_warnings + self._warnings(shards, manifest.num_features),
         )
 
-    def _start_actors(self, predictor: Predictor) -> list[Any]:
+    def _start_actors(self, predictor: Predictor) -> tuple[Predictor, list[Any]]:
         """Starts (or finds) the predicting actors and has them load the models while the
-        first shards are parsed; returns the refs of their device reports."""
+        first shards are parsed; returns the predictor the tasks hand their shards to the
+        actors with, and the refs of the actors' device reports."""
         if self._plan is None:
-            return []
-        self._predictor = predictor
+            return predictor, []
         self._actors = scorers(self._plan, self.settings.task_retries)
-        return [actor.start.remote(predictor) for actor in self._actors]
+        starting = [actor.start.remote(predictor) for actor in self._actors]
+        return replace(predictor, scorers=tuple(self._actors)), starting
 
     def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
                    qids: np.ndarray | None, per_query: list[dict[str, np.ndarray]] | None
@@ -574,12 +564,6 @@ class Evaluator:
                        f"{self.identity.name}-{self.identity.uid}-{self.identity.attempt}.parquet")
         self.storage.write(uri, sink.getvalue())
         return uri
-
-
-# Each shard task's twin for evaluations with predicting actors: the same parse or read, as a
-# CPU-only task that returns the features for an actor instead of predicting them.
-_SCORED: dict[Callable, Callable] = {predict_part: read_part_features,
-                                     parse_and_predict: parse_range_features}
 
 
 def _all_or_none(uri: str, has_qid: list[bool]) -> bool:

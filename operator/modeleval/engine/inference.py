@@ -4,7 +4,10 @@
   it (keyed by the model's fingerprint) for every later task.
 * Tasks request the spec's CPUs, are retried when their worker dies (``max_retries``), and
   at most ``max_inflight`` run or wait at once, so a large dataset never floods the object store.
-* A GPU evaluation's tasks only parse and read; predicting actors hold the GPUs (:mod:`.scoring`).
+* A GPU evaluation's tasks parse and read on the CPU and hand each shard's matrix to a predicting
+  actor that holds a GPU (:mod:`.scoring`), then finish the shard as the CPU path does.
+* A ranking evaluation's per-query metric values are computed in the task that predicted the
+  shard (:mod:`.querymetrics`), side by side with the other shards, not in the driver.
 * Progress (rows done / total) is reported through a callback as shards finish.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -25,6 +28,7 @@ from .device import CPU, Device, batches
 from .errors import EvaluationError, Reason
 from .letor import join_pieces, parse_letor_stream
 from .models import ModelAdapter, load_model
+from .querymetrics import QueryValues, shard_values
 from .shard import ParsedShard
 from .sharding import line_pieces
 from .storage import Storage
@@ -93,6 +97,7 @@ class ShardPrediction:
     predictions: list[np.ndarray]  # one per model: candidate, baseline, then the challengers
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     incomplete_rows: int = 0  # rows without a value for every feature (before any filling)
+    per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
 
     @property
     def rows(self) -> int:
@@ -172,19 +177,39 @@ class CachedPart:
 class Predictor:
     """What every task of an evaluation predicts with: its models (candidate first, then the
     baseline and the challengers; the shard is parsed once for all), the batch size, the
-    features slices need from each shard, and whether an absent feature is read as 0."""
+    features slices need from each shard, whether an absent feature is read as 0, the ranking
+    metrics whose per-query values each shard computes, and, in a GPU evaluation, the
+    predicting actors (:mod:`.scoring`) that hold the GPUs."""
 
     handles: tuple[ModelHandle, ...]
     batch_size: int
     keep_features: tuple[int, ...] = ()
     missing_as_zero: bool = False
+    query_metrics: tuple[str, ...] = ()
+    scorers: tuple[Any, ...] = ()
 
     def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0) -> ShardPrediction:
-        """The shard's predictions by every model, in this process (the CPU path), each model
-        predicting with ``threads`` threads (0: its runtime's default)."""
+        """Everything the driver needs of a shard: its predictions by every model (on a
+        predicting actor when the evaluation has them; else here, each model with ``threads``
+        threads, 0: its runtime's default), labels, query ids, slice columns and, for a
+        ranking evaluation, its per-query metric values."""
         features, result = self.prepare(index, shard)
-        result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
+        if self.scorers:
+            result.predictions = self._score_on_actor(index, features, where)
+        else:
+            result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
+        del features
+        if self.query_metrics:
+            result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
+                                            result.predictions)
         return result
+
+    def _score_on_actor(self, index: int, features: np.ndarray, where: str) -> list[np.ndarray]:
+        """The predictions of one of the evaluation's actors (by shard, round robin). The task
+        waits for them, so its CPU is the actor's while the actor copies and predicts (actors
+        request no CPU of their own), and the shard is finished here: no driver relays it."""
+        actor = self.scorers[index % len(self.scorers)]
+        return result_of(actor.score.remote(features, replace(self, scorers=()), where))
 
     def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
         """The matrix the models read (absent features as 0 when asked), and everything metrics
@@ -247,28 +272,6 @@ def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor)
         result = predictor.predict(letor.index, shard, letor.where, letor.threads)
         written.result()
     return result
-
-
-# The GPU path's tasks: CPU-only, they return (features, the rest) for the predicting actors
-# (:mod:`.scoring`); the names are their process titles too.
-def read_part_features(parts: PartStore, part: CachedPart,
-                       predictor: Predictor) -> tuple[np.ndarray, ShardPrediction]:
-    """Reads one cached part for a predicting actor: its matrix, and the rest (no predictions)."""
-    _return_freed_memory()
-    shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
-    return predictor.prepare(part.index, shard)
-
-
-def parse_range_features(parts: PartStore, letor: LetorRange,
-                         predictor: Predictor) -> tuple[np.ndarray, ShardPrediction]:
-    """Parses a range of a LETOR file into its cached part, for a predicting actor."""
-    _return_freed_memory()
-    shard = _parse_range(parts, letor)
-    with ThreadPoolExecutor(1) as pool:
-        written = pool.submit(parts.write, letor.part_uri, shard)
-        prepared = predictor.prepare(letor.index, shard)
-        written.result()
-    return prepared
 
 
 def parse_letor_range(parts: PartStore, letor: LetorRange) -> ParsedRange:

@@ -1,16 +1,18 @@
 """GPU evaluations: CPU tasks parse and read, predicting actors hold the GPUs.
 
 A task that parsed a shard and then held a GPU to predict it would run one at a time per GPU,
-its parse included. Instead, CPU-only tasks parse (or read from the cache) on every CPU and
-return two objects: the feature matrix, which stays in the object store and goes by reference
-to one of the predicting actors (one per GPU, the models loaded once, on the device), and the
-small rest (labels, query ids, slice columns), which goes to the driver. The driver never holds
-a feature matrix, and at most ``max_inflight`` shards are parsed, waiting or predicted at once.
+its parse included. Instead, CPU-only tasks parse (or read from the cache) on every CPU, and
+each hands its shard's feature matrix to one of the predicting actors (a few per GPU, the
+models loaded once, on the device), waits for the predictions, and finishes the shard as a CPU
+task does (its per-query metric values included). The task's CPU is the actor's while it
+waits: actors request no CPU, so every CPU parses, and none is left to an actor that idles
+between shards. The driver sees only finished shards, as on the CPU path: it relays no matrix
+and no shard (relaying them, one event per parsed shard and one per prediction, kept the driver
+busier than the GPU), and at most ``max_inflight`` shards are parsed or predicted at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +20,7 @@ import numpy as np
 
 from .device import Device
 from .errors import EvaluationError
-from .inference import (ModelHandle, Predictor, ShardPrediction, TaskResources, remote_of,
-                        result_of)
+from .inference import ModelHandle, Predictor
 from .models import ModelAdapter, load_model
 
 
@@ -83,9 +84,9 @@ class ShardScorer:
         return self.device.kind, sorted({a.cpu_reason for a in self.adapters.values()
                                          if a.cpu_reason})
 
-    def score(self, index: int, features: np.ndarray, predictor: Predictor,
-              where: str) -> tuple[int, list[np.ndarray]]:
-        return index, predictor.score(features, where, self._adapter, self.device)
+    def score(self, features: np.ndarray, predictor: Predictor, where: str) -> list[np.ndarray]:
+        """Every model's predictions of a shard's matrix, on this actor's device."""
+        return predictor.score(features, where, self._adapter, self.device)
 
 
 # Kept actors (ScoringPlan.keep), per Ray session and plan: starting an actor and loading CUDA
@@ -141,56 +142,3 @@ def gpu_warnings(plan: ScoringPlan, reports: list[tuple[str, list[str]]]) -> lis
         return []
     reasons = sorted({why for _, whys in reports for why in whys})
     return [f"spec.resources.gpu asks for a GPU, but {why}" for why in reasons]
-
-
-def run_scored(produce: Callable, calls: Iterable[tuple[tuple, str]], resources: TaskResources,
-               actors: list[Any], predictor: Predictor, max_inflight: int,
-               on_result: Callable[[ShardPrediction], None], queue_per_actor: int = 2) -> None:
-    """Runs ``produce(*args)`` for each (args, where) as CPU tasks returning (features, rest),
-    hands each shard's features to the least busy actor (at most ``queue_per_actor`` queued on
-    one), and passes each finished shard (the rest with its predictions) to ``on_result``. At
-    most ``max_inflight`` shards are between their task's start and their predictions."""
-    import ray
-
-    remote = remote_of(produce).options(**resources.options(), num_returns=2)
-    producing: dict[Any, tuple[Any, str]] = {}  # rest ref -> (features ref, where)
-    ready: list[tuple[int, Any, str]] = []  # parsed shards waiting for an actor
-    predicting: dict[Any, int] = {}  # actor call -> the actor's position
-    rests: dict[int, ShardPrediction] = {}
-    load = [0] * len(actors)
-    iterator = iter(calls)
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(producing) + len(ready) + len(predicting) < max_inflight:
-                try:
-                    args, where = next(iterator)
-                except StopIteration:
-                    exhausted = True
-                    break
-                features, rest = remote.remote(*args)
-                producing[rest] = (features, where)
-            while ready and min(load) < queue_per_actor:
-                index, features, where = ready.pop(0)
-                slot = load.index(min(load))
-                load[slot] += 1
-                predicting[actors[slot].score.remote(index, features, predictor, where)] = slot
-            if not producing and not predicting:
-                return
-            # Only the small refs are waited on and fetched: a feature matrix goes from the
-            # object store straight to an actor.
-            done = ray.wait([*producing, *predicting], num_returns=1)[0][0]
-            if done in producing:
-                features, where = producing.pop(done)
-                rest: ShardPrediction = result_of(done)
-                rests[rest.index] = rest
-                ready.append((rest.index, features, where))
-            else:
-                load[predicting.pop(done)] -= 1
-                index, predictions = result_of(done)
-                result = rests.pop(index)
-                result.predictions = predictions
-                on_result(result)
-    finally:
-        for ref in [*producing, *predicting]:
-            ray.cancel(ref, force=False)
