@@ -260,10 +260,13 @@ def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1,
                                   keep=True) if gpu else None
     if actors_on_cpu:
         scoring = ScoringPlan(settings.scorers_per_gpu, 0.0, use_gpu=False, keep=True)
+    cpu_started = time.process_time()
     result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
     if any("GPU" in w for w in result.warnings):
         raise RuntimeError(f"the GPU path did not run on the GPU: {result.warnings}")
-    return result.metrics[f"ndcg@{K}"], result.timings
+    # The driver's CPU time (its threads and Ray's in it): the serial part of an evaluation.
+    return result.metrics[f"ndcg@{K}"], {**result.timings,
+                                         "driver CPU": time.process_time() - cpu_started}
 
 
 @dataclass(frozen=True)

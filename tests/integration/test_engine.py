@@ -17,7 +17,8 @@ from pymongo import MongoClient
 
 from modeleval.demo import letor_bytes, make_letor, train_ranker
 from modeleval.engine.errors import EvaluationError, Reason
-from modeleval.engine.evaluate import Identity
+from modeleval.engine.evaluate import Evaluator, Identity
+from modeleval.engine.scoring import ScoringPlan
 from modeleval.engine.storage import Storage
 from modeleval.runner import parse_manifest, run_manifest
 from modeleval.settings import EngineSettings
@@ -116,8 +117,8 @@ def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, se
 def test_a_task_of_two_cpus_gives_the_metrics_of_one_cpu_tasks(bed, bucket, ranking_assets,
                                                                 settings):
     """resources.cpu 2: each task holds both of the head's CPUs and parses its range in two
-    pieces side by side (the data is two ranges' worth); cold and warm, exactly the metrics of
-    one-CPU tasks."""
+    pieces side by side (the data is two ranges' worth); cold and warm, with the tasks
+    predicting and with predicting actors, exactly the metrics of one-CPU tasks."""
     ranker, test = ranking_assets
     small = settings.model_copy(update={"shard_bytes": 3 * 2**20})
     one = run_manifest(parse_manifest(manifest(bucket)), Identity(uuid.uuid4().hex), small)
@@ -126,7 +127,14 @@ def test_a_task_of_two_cpus_gives_the_metrics_of_one_cpu_tasks(bed, bucket, rank
     cold = run_manifest(two_cpus, Identity(uuid.uuid4().hex), wide)
     warm = run_manifest(two_cpus, Identity(uuid.uuid4().hex), wide)
     assert not cold.cache_hit and warm.cache_hit and cold.dataset["shards"] == 3
-    for result in (cold, warm):
+    # The GPU path's wiring (its actors predicting on the CPU here): each task of two CPUs
+    # hands its two shards to the actors side by side.
+    on_actors = ScoringPlan(actors=2, num_gpus=0.0, use_gpu=False)
+    wired = small.model_copy(update={"cache_uri": settings.cache_uri + "-two-cpus-actors"})
+    actors = [Evaluator(two_cpus.spec, Identity(uuid.uuid4().hex), wired, scoring=on_actors).run()
+              for _ in ("cold", "warm")]
+    assert [r.cache_hit for r in actors] == [False, True]
+    for result in (cold, warm, *actors):
         assert result.metrics == pytest.approx(one.metrics, abs=1e-12)
     assert cold.metrics["ndcg@10"] == pytest.approx(xgboost_reference(ranker, test, "ndcg@10"), abs=1e-6)
 

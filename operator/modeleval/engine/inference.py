@@ -21,7 +21,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from .cache import PartStore
 from .device import CPU, Device, batches
