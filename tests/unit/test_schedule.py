@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from modeleval.api.direction import improvement
 from modeleval.api.reasons import Reason
 from modeleval.api.schedule import (SCHEDULE_LABEL, EvaluationScheduleSpec,
-                                    EvaluationScheduleStatus, SeenModel, improvement)
+                                    EvaluationScheduleStatus, SeenModel)
 from modeleval.api.schedule import ScheduleConditionType as SC
 from modeleval.api.spec import format_validation_error
 from modeleval.controller.decide import Emit, InvalidSpec

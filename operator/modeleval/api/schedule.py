@@ -26,17 +26,6 @@ SCHEDULE_LABEL = "modeleval.dev/schedule"
 # A child's name is the schedule's plus at most 11 characters, within a DNS label (63).
 SCHEDULE_NAME_MAX = 52
 PREFIX_PATTERN = rf"^s3://{BUCKET}/(.*/)?$"
-# Metrics that improve downwards; every other metric improves upwards.
-LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae"})
-
-
-def improvement(metric: str, new: float, old: float) -> float:
-    """How much better ``new`` is than ``old`` (negative: worse), whichever way the metric
-    improves."""
-    base = metric.split("@", 1)[0]
-    return old - new if base in LOWER_IS_BETTER else new - old
-
-
 def _cron(text: str) -> str:
     """Checked by the operator (and the CLI); the API server checks the shape only."""
     try:

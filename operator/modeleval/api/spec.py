@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError, core_schema
 
+from .direction import higher_is_better
 from .results import PROGRESS_COLLECTION
 
 API_GROUP = "modeleval.dev"
@@ -391,15 +392,6 @@ class SliceSpec(SpecModel):
         Rule("!has(self.feature) || has(self.buckets)", "a feature slice needs buckets "
              "(ascending edges)", lambda s: s.feature is None or bool(s.buckets), ".buckets"),
     )
-
-
-# Metrics where a smaller value is better (a gate's default direction for them).
-LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae"})
-
-
-def higher_is_better(metric: str) -> bool:
-    """The default direction of a metric (``ndcg@10``: higher; ``logloss``: lower)."""
-    return metric.partition("@")[0] not in LOWER_IS_BETTER
 
 
 class GateRule(SpecModel):

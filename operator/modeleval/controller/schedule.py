@@ -33,10 +33,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.cron import Cron, last_run, next_run, zone
+from ..api.direction import improvement
 from ..api.reasons import Reason
 from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
                             EvaluationScheduleSpec, EvaluationScheduleStatus,
-                            ScheduleConditionType as SC, SeenModel, improvement)
+                            ScheduleConditionType as SC, SeenModel)
 from ..api.status import rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st

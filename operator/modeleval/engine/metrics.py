@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..api.spec import higher_is_better
 from .errors import EvaluationError, Reason
 
 _EPS = np.finfo(np.float64).eps
@@ -353,8 +352,3 @@ def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.nda
     if task == "multiclass":
         return multiclass_metrics(names, labels, predictions)
     return regression_metrics(names, labels, predictions)
-
-
-def improvement(name: str, candidate: float, baseline: float) -> float:
-    """How much better the candidate is (positive = better), whatever the metric's direction."""
-    return candidate - baseline if higher_is_better(name) else baseline - candidate
