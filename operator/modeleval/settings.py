@@ -48,6 +48,13 @@ class EngineSettings(BaseSettings):
     scorers_per_gpu: int = Field(4, ge=1, le=16, description="Predicting actors sharing each "
                                  "GPU of a GPU evaluation: one process copying batches to the "
                                  "device keeps the GPU idle between them; several overlap.")
+    predict_while_actors_start: bool = Field(True, description="A GPU evaluation's tasks "
+                                             "predict their shards on the CPU while the "
+                                             "predicting actors start (a process, CUDA and the "
+                                             "models each: seconds) rather than wait for them; "
+                                             "the result's model.predictedBy counts the shards "
+                                             "each way. The two devices' predictions agree "
+                                             "within 1e-6; false: every shard waits for a GPU.")
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
 

@@ -71,8 +71,9 @@ spec:
   resources: {{gpu: {gpu}}}
   output: {{predictionsUri: "{(files / 'predictions').as_uri()}"}}
 """)
+    # Every shard waits for the GPU: the test is of the GPU's predictions.
     settings = EngineSettings(cache_uri=(files / cache).as_uri(), node_cache_dir=files / "parts",
-                              results_dir=files / "results")
+                              results_dir=files / "results", predict_while_actors_start=False)
     result = Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings).run()
     path = result.predictions_uri.removeprefix("file://")
     return result, pq.read_table(path).column("prediction").to_numpy()
@@ -89,6 +90,7 @@ def test_gpu_predictions_and_metrics_agree_with_the_cpu_path(gpu_ray, files):
     assert not cold.cache_hit and warm.cache_hit
     for result, scores in ((cold, cold_scores), (warm, warm_scores)):
         assert not any("GPU" in w for w in result.warnings), result.warnings  # ran on CUDA
+        assert result.model["predictedBy"] == {"actors": result.dataset["shards"], "tasks": 0}
         assert result.rows == cpu.rows == ROWS
         assert _relative_gap(scores, cpu_scores) <= 1e-6
         assert result.metrics == pytest.approx(cpu.metrics, abs=1e-6)

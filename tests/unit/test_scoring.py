@@ -120,7 +120,7 @@ def test_device_output_comes_back_to_the_host():
 
 
 def _handle(fingerprint: str) -> ModelHandle:
-    return ModelHandle(b"", fingerprint, "fake", "ranking", False, True)
+    return ModelHandle(b"", fingerprint, "fake", "ranking", False)
 
 
 @pytest.mark.parametrize("device_arrays", [True, False])
@@ -214,7 +214,7 @@ def test_an_onnx_model_without_the_cuda_provider_says_it_ran_on_the_cpu(monkeypa
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(scoring.Device, "select", classmethod(lambda cls, want: (CUDA, None)))
     actor = scoring.ShardScorer(want_gpu=True)
-    predictor = Predictor((ModelHandle(onnx_bytes, "m", "onnx", "regression", False, True),), 10)
+    predictor = Predictor((ModelHandle(onnx_bytes, "m", "onnx", "regression", False),), 10)
     kind, whys = actor.start(predictor)
     assert kind == "cuda" and isinstance(actor.adapters["m"], OnnxAdapter)
     assert whys == ["onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not installed): "
@@ -281,6 +281,28 @@ def test_a_task_hands_its_shard_to_an_actor_and_finishes_it_itself(monkeypatch):
     assert all(p.scorers == () and p.handles == on_cpu.handles for a in actors for _, p in a.seen)
 
 
+def test_a_shard_whose_actor_has_not_started_is_predicted_by_its_task(monkeypatch):
+    """With the actors' starts in the predictor, a task asks whether its shard's actor has
+    started; the shards of one that has not are predicted here, on the CPU, the same."""
+    import modeleval.engine.inference as inference
+
+    monkeypatch.setattr(inference, "result_of", lambda value: value)
+    monkeypatch.setattr(inference, "_LOADED", {("a", 0): RowSum(False)})
+    monkeypatch.setattr(inference, "_started", lambda ref: ref != "actor 1 starting")
+    shard = ParsedShard(np.zeros(6), np.repeat([1, 2], 3), np.arange(24, dtype=np.float32).reshape(6, 4))
+    actors = [FakeActor(), FakeActor(), FakeActor()]
+    predictor = Predictor((_handle("a"),), 4, scorers=tuple(actors),
+                          starting=("actor 0 started", "actor 1 starting", "actor 2 started"))
+    results = [predictor.predict(index, shard, "x") for index in range(6)]
+    assert [r.by_actor for r in results] == [True, False, True] * 2
+    assert [len(a.seen) for a in actors] == [2, 0, 2]
+    for result in results:
+        np.testing.assert_array_equal(result.predictions[0], shard.features.sum(axis=1))
+    # Without the starts, every shard waits for its actor.
+    waiting = replace(predictor, starting=())
+    assert all(waiting.predict(index, shard, "x").by_actor for index in range(3))
+
+
 def test_only_a_ranking_evaluation_computes_per_query_values_in_its_tasks(monkeypatch):
     import modeleval.engine.inference as inference
 
@@ -326,7 +348,8 @@ def files(tmp_path_factory):
     return root
 
 
-def _evaluate(files, gpu: int = 0, scoring: ScoringPlan | None = None, cache: str = "cold"):
+def _evaluate(files, gpu: int = 0, scoring: ScoringPlan | None = None, cache: str = "cold",
+              wait_for_actors: bool = True):
     from modeleval.engine.evaluate import Evaluator, Identity
     from modeleval.runner import parse_manifest
     from modeleval.settings import EngineSettings
@@ -348,7 +371,8 @@ spec:
     cache_dir = files / (f"cache-{uuid.uuid4().hex}" if cache == "cold" else f"cache-{cache}")
     settings = EngineSettings(cache_uri=cache_dir.as_uri(), inline_bytes=0, shard_bytes=64 * 1024,
                               max_inflight_tasks=3, node_cache_dir=files / "parts",
-                              results_dir=files / "results")
+                              results_dir=files / "results",
+                              predict_while_actors_start=not wait_for_actors)
     return Evaluator(manifest.spec, Identity(uuid.uuid4().hex), settings, scoring=scoring).run()
 
 
@@ -370,6 +394,21 @@ def test_predicting_actors_give_the_task_paths_metrics(local_ray, files):
     for result in (cold, warm):
         _same(result, tasks)
         assert not any("GPU" in w for w in result.warnings)
+        assert result.model["predictedBy"] == {"actors": result.dataset["shards"], "tasks": 0}
+    assert "predictedBy" not in tasks.model
+
+
+def test_tasks_predict_on_the_cpu_while_their_actors_start(local_ray, files):
+    """New actors (a process and the models each) start while the tasks go on: shards whose
+    actor has not started are predicted by their task, on the CPU, and the result counts them;
+    the metrics are those of tasks that predict everything."""
+    on_cpu = ScoringPlan(actors=1, num_gpus=0.0, use_gpu=False)
+    tasks = _evaluate(files)
+    for cache in ("cold", "mixed", "mixed"):  # new actors each time; then a cache hit
+        result = _evaluate(files, scoring=on_cpu, cache=cache, wait_for_actors=False)
+        _same(result, tasks)
+        by = result.model["predictedBy"]
+        assert by["actors"] + by["tasks"] == result.dataset["shards"] > 3
 
 
 def test_actors_are_kept_between_evaluations_only_when_the_plan_says_so(local_ray):

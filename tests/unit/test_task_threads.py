@@ -55,7 +55,7 @@ def test_a_shard_predicts_with_the_threads_it_was_given(monkeypatch):
     monkeypatch.setattr(inference, "_LOADED", {})
     data = make_letor(2000, 6, seed=1)
     model = bytes(train_ranker(data, rounds=3).get_booster().save_raw("json"))
-    handle = inference.ModelHandle(model, "m1", "xgboost", "ranking", False, False)
+    handle = inference.ModelHandle(model, "m1", "xgboost", "ranking", False)
     predictor = inference.Predictor((handle,), batch_size=10_000)
     from modeleval.engine.shard import ParsedShard
 

@@ -428,7 +428,7 @@ class Evaluator:
         else:
             ensure_ray()
         handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
-                                  source.allow_pickle, use_gpu, local=self._inline)
+                                  source.allow_pickle, local=self._inline)
                         for source, (info, data) in zip(sources, fetched))
         names = [str(m) for m in spec.metric_names]
         # Ranking metrics per query are computed by the tasks, shard by shard (querymetrics).
@@ -443,7 +443,7 @@ class Evaluator:
         per_query = (assemble(names, [s.per_query for s in shards]) if spec.task == "ranking"
                      else None)
         if starting:
-            self._gpu_warnings = gpu_warnings(self._plan, [result_of(ref) for ref in starting])
+            self._gpu_warnings = gpu_warnings(self._plan, self._actor_reports(starting, shards))
         expected = self._expected_features()
         self._check_width(manifest.num_features, expected)
         self._timed("inference", t)
@@ -478,7 +478,8 @@ class Evaluator:
             queries=(len(next(iter(per_query[0].values()))) if per_query
                      else int(len(np.unique(qids))) if qids is not None else None),
             model={"uri": spec.model.uri, "format": spec.model.format,
-                   "fingerprint": model_info.fingerprint, "features": expected},
+                   "fingerprint": model_info.fingerprint, "features": expected,
+                   **self._predicted_by(shards)},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
                      "fingerprint": dataset.info.fingerprint, "bytes": dataset.info.size,
                      "shards": len(manifest.parts)},
@@ -497,7 +498,28 @@ class Evaluator:
             return predictor, []
         self._actors = scorers(self._plan, self.settings.task_retries)
         starting = [actor.start.remote(predictor) for actor in self._actors]
-        return replace(predictor, scorers=tuple(self._actors)), starting
+        # With the starts in the predictor, a task whose actor has not started predicts itself.
+        may_start = tuple(starting) if self.settings.predict_while_actors_start else ()
+        return replace(predictor, scorers=tuple(self._actors), starting=may_start), starting
+
+    def _actor_reports(self, starting: list[Any],
+                       shards: list[ShardPrediction]) -> list[tuple[str, list[str]]]:
+        """The actors' device reports: every one once an actor has predicted a shard (they have
+        all started by then); else those already in, so an evaluation whose tasks predicted
+        every shard while the actors started does not wait for them to finish starting."""
+        import ray
+
+        if not any(s.by_actor for s in shards):
+            starting = ray.wait(starting, num_returns=len(starting), timeout=0)[0]
+        return [result_of(ref) for ref in starting]
+
+    def _predicted_by(self, shards: list[ShardPrediction]) -> dict[str, Any]:
+        """A GPU evaluation's shards counted by who predicted them: the actors, or the tasks
+        on the CPU while the actors started (nothing for an evaluation without actors)."""
+        if self._plan is None:
+            return {}
+        actors = sum(s.by_actor for s in shards)
+        return {"predictedBy": {"actors": actors, "tasks": len(shards) - actors}}
 
     def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],
                    qids: np.ndarray | None, per_query: list[dict[str, np.ndarray]] | None

@@ -38,14 +38,14 @@ Progress = Callable[[int, int, str], None]  # done, total, unit
 @dataclass(frozen=True)
 class ModelHandle:
     """A model as tasks receive it: its bytes in the object store plus how to load them. The ref
-    sits inside this object so Ray does not fetch it for tasks whose worker already loaded it."""
+    sits inside this object so Ray does not fetch it for tasks whose worker already loaded it.
+    Tasks load it for the CPU; a predicting actor, for its device."""
 
     ref: Any  # an object ref, or the bytes themselves for an evaluation that runs inline
     fingerprint: str
     format: str
     task: str
     allow_pickle: bool
-    use_gpu: bool
 
 
 @dataclass
@@ -76,8 +76,7 @@ def _model(handle: ModelHandle, threads: int = 0) -> ModelAdapter:
     adapter = _LOADED.get((handle.fingerprint, threads))
     if adapter is None:
         data = handle.ref if isinstance(handle.ref, bytes) else _get(handle.ref)
-        adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, handle.use_gpu,
-                             threads)
+        adapter = load_model(data, handle.format, handle.task, handle.allow_pickle, threads=threads)
         _LOADED[(handle.fingerprint, threads)] = adapter
     return adapter
 
@@ -97,6 +96,7 @@ class ShardPrediction:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     incomplete_rows: int = 0  # rows without a value for every feature (before any filling)
     per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
+    by_actor: bool = False  # predicted by a predicting actor (a GPU evaluation), not the task
 
     @property
     def rows(self) -> int:
@@ -178,7 +178,8 @@ class Predictor:
     baseline and the challengers; the shard is parsed once for all), the batch size, the
     features slices need from each shard, whether an absent feature is read as 0, the ranking
     metrics whose per-query values each shard computes, and, in a GPU evaluation, the
-    predicting actors (:mod:`.scoring`) that hold the GPUs."""
+    predicting actors (:mod:`.scoring`) that hold the GPUs and, when tasks may predict on the
+    CPU while an actor starts, each actor's start (the ref of its models' load)."""
 
     handles: tuple[ModelHandle, ...]
     batch_size: int
@@ -186,6 +187,7 @@ class Predictor:
     missing_as_zero: bool = False
     query_metrics: tuple[str, ...] = ()
     scorers: tuple[Any, ...] = ()
+    starting: tuple[Any, ...] = ()
 
     def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0) -> ShardPrediction:
         """Everything the driver needs of a shard: its predictions by every model (on a
@@ -193,8 +195,9 @@ class Predictor:
         threads, 0: its runtime's default), labels, query ids, slice columns and, for a
         ranking evaluation, its per-query metric values."""
         features, result = self.prepare(index, shard)
-        if self.scorers:
+        if self.scorers and self._actor_ready(index):
             result.predictions = self._score_on_actor(index, features, where)
+            result.by_actor = True
         else:
             result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
         del features
@@ -203,12 +206,19 @@ class Predictor:
                                             result.predictions)
         return result
 
+    def _actor_ready(self, index: int) -> bool:
+        """Whether the shard's actor has loaded the models. While it has not (a new actor
+        starts a process, CUDA and the models: seconds), the task predicts the shard itself,
+        on the CPU, rather than wait; without ``starting``, every shard waits for its actor."""
+        return not self.starting or _started(self.starting[index % len(self.starting)])
+
     def _score_on_actor(self, index: int, features: np.ndarray, where: str) -> list[np.ndarray]:
         """The predictions of one of the evaluation's actors (by shard, round robin). The task
         waits for them, so its CPU is the actor's while the actor copies and predicts (actors
         request no CPU of their own), and the shard is finished here: no driver relays it."""
         actor = self.scorers[index % len(self.scorers)]
-        return result_of(actor.score.remote(features, replace(self, scorers=()), where))
+        return result_of(actor.score.remote(features, replace(self, scorers=(), starting=()),
+                                            where))
 
     def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
         """The matrix the models read (absent features as 0 when asked), and everything metrics
@@ -240,6 +250,27 @@ class Predictor:
                                       f"{str(error).splitlines()[0][:300]}",
                                       Reason.InferenceError) from None
         return predictions
+
+
+# The actor starts this process has seen finish (their refs' ids): later shards skip the check.
+_STARTED: set[bytes] = set()
+# How long a task asks the actor's owner (the driver) whether its start has finished: long
+# enough for the answer when it has, short against a shard's predict when it has not.
+ACTOR_START_WAIT_S = 0.02
+
+
+def _started(ref: Any) -> bool:
+    """Whether the actor start ``ref`` (a predicting actor's load of the models) has finished."""
+    import ray
+
+    key = ref.binary()
+    if key not in _STARTED:
+        if not ray.wait([ref], timeout=ACTOR_START_WAIT_S, fetch_local=False)[0]:
+            return False
+        if len(_STARTED) > 4096:  # a long-lived worker: forget old evaluations' actors
+            _STARTED.clear()
+        _STARTED.add(key)
+    return True
 
 
 @dataclass(frozen=True)
@@ -402,10 +433,10 @@ def result_of(ref: Any) -> Any:
 
 
 def put_model(data: bytes, fingerprint: str, fmt: str, task: str, allow_pickle: bool,
-              use_gpu: bool, local: bool = False) -> ModelHandle:
+              local: bool = False) -> ModelHandle:
     """A model for tasks (its bytes put in the object store) or, ``local``, for this process."""
     if local:
-        return ModelHandle(data, fingerprint, fmt, task, allow_pickle, use_gpu)
+        return ModelHandle(data, fingerprint, fmt, task, allow_pickle)
     import ray
 
-    return ModelHandle(ray.put(data), fingerprint, fmt, task, allow_pickle, use_gpu)
+    return ModelHandle(ray.put(data), fingerprint, fmt, task, allow_pickle)
