@@ -200,6 +200,10 @@ def test_a_gpu_that_was_asked_for_but_not_used_is_a_warning():
     assert gpu_warnings(plan, [("cpu", [why]), ("cpu", [why])]) == [
         f"spec.resources.gpu asks for a GPU, but {why}"]
     assert gpu_warnings(ScoringPlan(1, 0.0, use_gpu=False), [("cpu", [])]) == []
+    # The GPU asked for was not used at all: the actors started after the tasks had finished.
+    assert gpu_warnings(plan, [], actors_predicted=False) == [
+        "spec.resources.gpu asks for a GPU, but the tasks predicted every shard on the CPU while "
+        "the predicting actors started"]
 
 
 def test_an_onnx_model_without_the_cuda_provider_says_it_ran_on_the_cpu(monkeypatch):
@@ -294,13 +298,13 @@ def test_a_shard_whose_actor_has_not_started_is_predicted_by_its_task(monkeypatc
     predictor = Predictor((_handle("a"),), 4, scorers=tuple(actors),
                           starting=("actor 0 started", "actor 1 starting", "actor 2 started"))
     results = [predictor.predict(index, shard, "x") for index in range(6)]
-    assert [r.by_actor for r in results] == [True, False, True] * 2
+    assert [r.actor for r in results] == [0, None, 2, 0, None, 2]
     assert [len(a.seen) for a in actors] == [2, 0, 2]
     for result in results:
         np.testing.assert_array_equal(result.predictions[0], shard.features.sum(axis=1))
     # Without the starts, every shard waits for its actor.
     waiting = replace(predictor, starting=())
-    assert all(waiting.predict(index, shard, "x").by_actor for index in range(3))
+    assert [waiting.predict(index, shard, "x").actor for index in range(3)] == [0, 1, 2]
 
 
 def test_only_a_ranking_evaluation_computes_per_query_values_in_its_tasks(monkeypatch):

@@ -26,6 +26,8 @@ SCHEDULE_LABEL = "modeleval.dev/schedule"
 # A child's name is the schedule's plus at most 11 characters, within a DNS label (63).
 SCHEDULE_NAME_MAX = 52
 PREFIX_PATTERN = rf"^s3://{BUCKET}/(.*/)?$"
+
+
 def _cron(text: str) -> str:
     """Checked by the operator (and the CLI); the API server checks the shape only."""
     try:

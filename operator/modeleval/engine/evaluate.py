@@ -443,7 +443,8 @@ class Evaluator:
         per_query = (assemble(names, [s.per_query for s in shards]) if spec.task == "ranking"
                      else None)
         if starting:
-            self._gpu_warnings = gpu_warnings(self._plan, self._actor_reports(starting, shards))
+            self._gpu_warnings = gpu_warnings(self._plan, self._actor_reports(starting, shards),
+                                              any(s.actor is not None for s in shards))
         expected = self._expected_features()
         self._check_width(manifest.num_features, expected)
         self._timed("inference", t)
@@ -504,21 +505,21 @@ class Evaluator:
 
     def _actor_reports(self, starting: list[Any],
                        shards: list[ShardPrediction]) -> list[tuple[str, list[str]]]:
-        """The actors' device reports: every one once an actor has predicted a shard (they have
-        all started by then); else those already in, so an evaluation whose tasks predicted
-        every shard while the actors started does not wait for them to finish starting."""
+        """The device reports of the actors that predicted a shard, and of any other whose
+        report is in: the driver does not wait for an actor still starting whose shards its
+        tasks predicted themselves."""
         import ray
 
-        if not any(s.by_actor for s in shards):
-            starting = ray.wait(starting, num_returns=len(starting), timeout=0)[0]
-        return [result_of(ref) for ref in starting]
+        used = {s.actor for s in shards if s.actor is not None}
+        ready = set(ray.wait(starting, num_returns=len(starting), timeout=0)[0])
+        return [result_of(ref) for slot, ref in enumerate(starting) if slot in used or ref in ready]
 
     def _predicted_by(self, shards: list[ShardPrediction]) -> dict[str, Any]:
         """A GPU evaluation's shards counted by who predicted them: the actors, or the tasks
         on the CPU while the actors started (nothing for an evaluation without actors)."""
         if self._plan is None:
             return {}
-        actors = sum(s.by_actor for s in shards)
+        actors = sum(s.actor is not None for s in shards)
         return {"predictedBy": {"actors": actors, "tasks": len(shards) - actors}}
 
     def _resampled(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray],

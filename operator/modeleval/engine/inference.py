@@ -96,7 +96,7 @@ class ShardPrediction:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     incomplete_rows: int = 0  # rows without a value for every feature (before any filling)
     per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
-    by_actor: bool = False  # predicted by a predicting actor (a GPU evaluation), not the task
+    actor: int | None = None  # the predicting actor (its slot) that predicted it; None: the task
 
     @property
     def rows(self) -> int:
@@ -195,9 +195,10 @@ class Predictor:
         threads, 0: its runtime's default), labels, query ids, slice columns and, for a
         ranking evaluation, its per-query metric values."""
         features, result = self.prepare(index, shard)
-        if self.scorers and self._actor_ready(index):
-            result.predictions = self._score_on_actor(index, features, where)
-            result.by_actor = True
+        slot = self.actor_slot(index)
+        if slot is not None and (not self.starting or _started(self.starting[slot])):
+            result.predictions = self._score_on_actor(slot, features, where)
+            result.actor = slot
         else:
             result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
         del features
@@ -206,19 +207,19 @@ class Predictor:
                                             result.predictions)
         return result
 
-    def _actor_ready(self, index: int) -> bool:
-        """Whether the shard's actor has loaded the models. While it has not (a new actor
-        starts a process, CUDA and the models: seconds), the task predicts the shard itself,
-        on the CPU, rather than wait; without ``starting``, every shard waits for its actor."""
-        return not self.starting or _started(self.starting[index % len(self.starting)])
+    def actor_slot(self, index: int) -> int | None:
+        """The predicting actor of shard ``index`` (round robin), None without actors. While
+        it has not loaded the models (``starting``: a new actor starts a process, CUDA and the
+        models, seconds), the task predicts the shard itself, on the CPU, rather than wait;
+        without ``starting``, every shard waits for its actor."""
+        return index % len(self.scorers) if self.scorers else None
 
-    def _score_on_actor(self, index: int, features: np.ndarray, where: str) -> list[np.ndarray]:
-        """The predictions of one of the evaluation's actors (by shard, round robin). The task
-        waits for them, so its CPU is the actor's while the actor copies and predicts (actors
-        request no CPU of their own), and the shard is finished here: no driver relays it."""
-        actor = self.scorers[index % len(self.scorers)]
-        return result_of(actor.score.remote(features, replace(self, scorers=(), starting=()),
-                                            where))
+    def _score_on_actor(self, slot: int, features: np.ndarray, where: str) -> list[np.ndarray]:
+        """The predictions of actor ``slot``. The task waits for them, so its CPU is the
+        actor's while the actor copies and predicts (actors request no CPU of their own), and
+        the shard is finished here: no driver relays it."""
+        return result_of(self.scorers[slot].score.remote(
+            features, replace(self, scorers=(), starting=()), where))
 
     def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
         """The matrix the models read (absent features as 0 when asked), and everything metrics

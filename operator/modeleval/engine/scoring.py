@@ -135,10 +135,15 @@ def release_scorers() -> None:
     _KEPT.clear()
 
 
-def gpu_warnings(plan: ScoringPlan, reports: list[tuple[str, list[str]]]) -> list[str]:
+def gpu_warnings(plan: ScoringPlan, reports: list[tuple[str, list[str]]],
+                 actors_predicted: bool = True) -> list[str]:
     """The result's warnings when actors that asked for a GPU (or some of their models)
-    predict on the CPU: one per distinct reason."""
+    predict on the CPU, one per distinct reason, or when no actor predicted anything (the
+    tasks predicted every shard on the CPU while the actors started)."""
     if not plan.use_gpu:
         return []
     reasons = sorted({why for _, whys in reports for why in whys})
+    if not actors_predicted:
+        reasons.append("the tasks predicted every shard on the CPU while the predicting actors "
+                       "started")
     return [f"spec.resources.gpu asks for a GPU, but {why}" for why in reasons]
