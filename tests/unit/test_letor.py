@@ -196,6 +196,32 @@ def test_a_stream_is_read_in_blocks_of_the_given_size(block_bytes):
     np.testing.assert_array_equal(shard.features, parse_letor(text, 6).features)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 7, 333, 1400, 5000])
+def test_blocks_are_whole_lines_and_a_cut_line_is_joined_alone(block_bytes):
+    """Blocks of any size, smaller than a line included, read as the whole text does; a line
+    cut by a block's end is completed by itself (its own short block), so no block's bytes are
+    copied to join it."""
+    text = letor_bytes(make_letor(200, 9, mean_group=7, seed=44))
+    source = io.BytesIO(text)
+    arrow = letor._letor is None
+    blocks = [bytes(b) for b in letor._line_blocks(source.read, block_bytes, arrow=arrow)]
+    expect = text.replace(b":", b" ") if arrow else text
+    assert b"".join(blocks) == expect
+    assert all(b.endswith(b"\n") for b in blocks)
+    # A block is a view of one read (at most block_bytes), or a cut line completed alone.
+    assert all(len(b) <= block_bytes or b.count(b"\n") == 1 for b in blocks)
+    source.seek(0)
+    # (Arrow's CSV reader, the fallback, cannot take blocks smaller than a line: the general
+    # parser reads those.)
+    reread = (lambda: text) if arrow else (lambda: pytest.fail("re-read"))
+    shard = parse_letor_stream(source.read, len(text), 9, "d.txt", reread,
+                               block_bytes=block_bytes)
+    whole = parse_letor(text, 9)
+    np.testing.assert_array_equal(shard.features, whole.features)
+    np.testing.assert_array_equal(shard.labels, whole.labels)
+    np.testing.assert_array_equal(shard.qids, whole.qids)
+
+
 def test_generated_letor_text_does_not_depend_on_its_chunking():
     """The generator writes rows in chunks (one Arrow string array is capped at 2 GB, which
     136 features reach near 1.5M rows); the text is the same however it is cut."""

@@ -157,10 +157,12 @@ class _Irregular(Exception):
 
 def _line_blocks(read: Callable[[int], bytes], block_bytes: int, *,
                  arrow: bool = True) -> Iterator[memoryview]:
-    """Blocks of whole lines, about ``block_bytes`` each, read from a stream; each is a view from
-    the start of a bytes object. For Arrow's CSV reader (``arrow``) ``:`` is read as a space (each
-    piece is translated as it is read: one copy, and the block is a view, not another), and a
-    ``#`` raises _Irregular: comments are for the general path."""
+    """Runs of whole lines, about ``block_bytes`` each, read from a stream, as views of the
+    pieces read. A line cut by a piece's end is joined to the next piece's first line alone
+    (that line is yielded by itself): joining whole pieces would copy every byte while holding
+    the GIL, which the threads of one task then take turns at. For Arrow's CSV reader
+    (``arrow``) ``:`` is read as a space (each piece is translated as it is read), and a ``#``
+    raises _Irregular: comments are for the general path."""
     carry = b""
     while True:
         piece = read(block_bytes)
@@ -172,11 +174,20 @@ def _line_blocks(read: Callable[[int], bytes], block_bytes: int, *,
             if b"#" in piece:
                 raise _Irregular
             piece = piece.translate(_COLON_TO_SPACE)
-        text = carry + piece if carry else piece
-        cut = text.rfind(b"\n") + 1
-        if cut:
-            yield memoryview(text)[:cut]
-        carry = text[cut:]
+        head = piece.find(b"\n") + 1 if carry else 0
+        if carry and not head:  # a line longer than the piece
+            carry += piece
+            continue
+        if head:
+            yield memoryview(carry + piece[:head])
+        cut = piece.rfind(b"\n") + 1
+        if cut > head:
+            yield memoryview(piece)[head:cut]
+        carry = piece[max(cut, head):]
+
+
+def _newlines(text: memoryview) -> int:
+    return int(np.count_nonzero(np.frombuffer(text, np.uint8) == ord("\n")))
 
 
 def _grown(array: np.ndarray, rows: int) -> np.ndarray:
@@ -220,7 +231,7 @@ def _parse_compiled(blocks: Iterator[memoryview], size: int,
                 # Room for the rest, by the bytes per row so far, or before any, per line of
                 # the first block (one count; a first line alone may be a short comment).
                 per_line = done / rows if rows else \
-                    (len(text) - start) / (text.obj.count(b"\n", start, len(text)) + 1)
+                    (len(text) - start) / (_newlines(text[start:]) + 1)
                 estimate = rows + int((size - done) / max(per_line, 1) * 1.05) + 16
                 labels, qids = _grown(labels, estimate), _grown(qids, estimate)
                 features = _grown(features, estimate)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -15,6 +16,9 @@ MIN_RANGE_BYTES = 4 * 2**20  # ranges are not cut smaller than this to fill task
 _WINDOW = 1 * 2**20  # read at a time while looking for a group boundary
 MIN_PIECE_BYTES = 1 * 2**20  # a range is not split into pieces smaller than this
 _LINE_WINDOW = 64 * 2**10  # read at a time while looking for a line's end
+# Group boundaries looked for at once: each is a read or two of object storage (tens of
+# milliseconds to S3), and the first task waits for every one.
+BOUNDARY_THREADS = 16
 
 
 def _line_qid(line: bytes) -> bytes | None:
@@ -48,7 +52,7 @@ def _line_start(storage: Storage, uri: str, position: int) -> int:
     """Offset of the first byte of the line that contains byte ``position``."""
     end = position
     while end > 0:
-        begin = max(0, end - _WINDOW)
+        begin = max(0, end - _LINE_WINDOW)
         newline = storage.read(uri, begin, end).rfind(b"\n")
         if newline >= 0:
             return begin + newline + 1
@@ -57,21 +61,22 @@ def _line_start(storage: Storage, uri: str, position: int) -> int:
 
 
 def _lines_from(storage: Storage, uri: str, offset: int, size: int):
-    """(offset, line) pairs from ``offset`` on, read in windows."""
-    buffer, cursor = b"", offset
+    """(offset, line) pairs from ``offset`` on, read in windows. A line is the only copy made:
+    the window is walked, not cut down line by line (a copy of the rest of it per line)."""
+    buffer, begin, cursor = b"", 0, offset  # buffer[begin:] starts at ``offset`` in the file
     while True:
-        newline = buffer.find(b"\n")
+        newline = buffer.find(b"\n", begin)
         if newline < 0 and cursor < size:
             chunk = storage.read(uri, cursor, min(size, cursor + _WINDOW))
-            buffer, cursor = buffer + chunk, cursor + len(chunk)
+            buffer, begin, cursor = buffer[begin:] + chunk, 0, cursor + len(chunk)
             continue
         if newline < 0:
-            if buffer:
-                yield offset, buffer
+            if begin < len(buffer):
+                yield offset, buffer[begin:]
             return
-        yield offset, buffer[:newline]
-        offset += newline + 1
-        buffer = buffer[newline + 1:]
+        yield offset, buffer[begin:newline]
+        offset += newline + 1 - begin
+        begin = newline + 1
 
 
 def line_start(storage: Storage, uri: str, position: int, end: int) -> int:
@@ -106,14 +111,20 @@ def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int, slots: in
                  min_range_bytes: int = MIN_RANGE_BYTES) -> list[tuple[int, int]]:
     """Byte ranges of at most about ``shard_bytes`` whose edges sit on query-group boundaries.
     Their count is a multiple of ``slots`` (the tasks that can run at once), so the last round
-    of tasks keeps every slot busy, unless that would make ranges smaller than ``min_range_bytes``."""
+    of tasks keeps every slot busy, unless that would make ranges smaller than ``min_range_bytes``.
+    In object storage the boundaries are looked for side by side."""
     if info.size == 0:
         return []
     count = max(1, -(-info.size // shard_bytes))
     if slots > 1:
         count = max(count, min(-(-count // slots) * slots, info.size // min_range_bytes))
-    edges = [0] + [group_boundary(storage, info.uri, i * info.size // count, info.size)
-                   for i in range(1, count)] + [info.size]
+    positions = [i * info.size // count for i in range(1, count)]
+    # A local file's reads take microseconds: there threads would only take turns at the GIL.
+    threads = 1 if info.uri.startswith("file://") else min(BOUNDARY_THREADS, len(positions))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        cuts = pool.map(lambda position: group_boundary(storage, info.uri, position, info.size),
+                        positions)
+        edges = [0, *cuts, info.size]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
