@@ -253,10 +253,14 @@ def test_failures_are_typed_and_recorded(bed, s3, bucket, ranking_assets, settin
 
 def test_storage_errors_tell_denied_from_unreachable(bed, bucket, ranking_assets, monkeypatch):
     uri = f"s3://{bucket}/data/test.txt"
+    # One GET gives a whole object and the fingerprint a HEAD gives (a model's, in results).
+    info, data = Storage().fetch(uri)
+    assert info == Storage().stat(uri) and data == Storage().read(uri)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-    with pytest.raises(EvaluationError) as denied:
-        Storage().stat(uri)
-    assert denied.value.reason == Reason.AccessDenied
+    for look in (Storage().stat, Storage().fetch):
+        with pytest.raises(EvaluationError) as denied:
+            look(uri)
+        assert denied.value.reason == Reason.AccessDenied
     monkeypatch.undo()
     with pytest.raises(EvaluationError) as unreachable:
         Storage(endpoint_url="http://127.0.0.1:9").stat(uri)

@@ -105,3 +105,26 @@ def test_metric_values_are_the_per_query_means():
     metrics = M.ranking_metrics(["ndcg@3", "recall@2"], labels, scores, qids)
     assert metrics["ndcg@3"] == pytest.approx(per_query["ndcg@3"].mean())
     assert metrics["recall@2"] == pytest.approx(np.nanmean(per_query["recall@2"]))
+
+
+@pytest.mark.parametrize("missing, reason", [
+    ("model: {uri: ROOT/none.json}\n  dataset: {uri: ROOT/none.txt}", "ModelNotFound"),
+    ("model: {uri: ROOT/strong.json}\n  challengers: [{name: c, model: {uri: ROOT/none.json}}]\n"
+     "  dataset: {uri: ROOT/none.txt}", "ModelNotFound"),
+    ("model: {uri: ROOT/strong.json}\n  dataset: {uri: ROOT/none.txt}", "DatasetNotFound"),
+])
+def test_models_are_fetched_beside_the_dataset_lookup_and_their_errors_come_first(
+        assets, tmp_path, missing, reason):
+    from modeleval.engine.errors import EvaluationError
+
+    with pytest.raises(EvaluationError) as error:
+        run(assets, tmp_path, "  " + missing)
+    assert error.value.reason.value == reason and "none." in error.value.message
+
+
+def test_a_fetched_object_has_the_info_a_stat_gives(assets):
+    from modeleval.engine.storage import Storage
+
+    uri = (assets / "strong.json").as_uri()
+    info, data = Storage().fetch(uri)
+    assert info == Storage().stat(uri) and data == (assets / "strong.json").read_bytes()

@@ -124,8 +124,7 @@ class Evaluator:
         self.timings[name] = round(time.perf_counter() - started, 4)
 
     def _fetch_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes]:
-        info = self.storage.stat(source.uri, not_found=Reason.ModelNotFound)
-        return info, self.storage.read(source.uri, not_found=Reason.ModelNotFound)
+        return self.storage.fetch(source.uri, not_found=Reason.ModelNotFound)
 
     def _load_model(self, source: ModelSource, data: bytes) -> Any:
         try:
@@ -413,12 +412,17 @@ class Evaluator:
         # One pass predicts every model: the candidate, the baseline, then the challengers.
         sources = ([spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
                    + [c.model for c in spec.challengers])
-        fetched = [self._fetch_model(source) for source in sources]
-        self._loading = pool.submit(lambda: [self._load_model(source, data)
-                                             for source, (_, data) in zip(sources, fetched)])
+        # Each a request or two to object storage: the models are fetched side by side, while
+        # the dataset and its cache entry are looked up.
+        with ThreadPoolExecutor(len(sources), thread_name_prefix="model-fetch") as fetches:
+            fetching = [fetches.submit(self._fetch_model, source) for source in sources]
+            self._loading = pool.submit(lambda: [self._load_model(source, f.result()[1])
+                                                 for source, f in zip(sources, fetching)])
+            try:
+                dataset = self._open_cache()
+            finally:  # a model's error comes first, as when the models were fetched first
+                fetched = [f.result() for f in fetching]
         model_info = fetched[0][0]
-
-        dataset = self._open_cache()
         # Small CPU-only data is evaluated here, in this process: starting Ray task workers
         # would cost more than the work.
         self._inline = use_gpu is False and dataset.info.size <= self.settings.inline_bytes

@@ -148,6 +148,20 @@ class Storage:
         etag = str(head.get("ETag", "")).strip('"')
         return ObjectInfo(uri, int(head["ContentLength"]), f"s3-{head['ContentLength']}-{etag}")
 
+    def fetch(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> tuple[ObjectInfo, bytes]:
+        """The whole object and its info, from one request in object storage (its fingerprint is
+        then the one of the bytes read, even if the object is replaced meanwhile)."""
+        if uri.startswith("file://"):
+            return self.stat(uri, not_found), self.read(uri, not_found=not_found)
+        loc = parse_s3(uri)
+        try:
+            response = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
+            data = response["Body"].read()
+        except Exception as error:  # noqa: BLE001
+            raise self._translate(error, uri, not_found) from error
+        etag = str(response.get("ETag", "")).strip('"')
+        return ObjectInfo(uri, len(data), f"s3-{len(data)}-{etag}"), data
+
     def read(self, uri: str, start: int | None = None, end: int | None = None,
              not_found: Reason = Reason.DatasetNotFound) -> bytes:
         """The object's bytes, or the range [start, end) of them."""
