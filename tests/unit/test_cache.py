@@ -31,6 +31,27 @@ def test_cache_part_round_trip(tmp_path, with_qid):
         np.testing.assert_array_equal(back.qids, shard.qids)
     assert list(back.extra["region"][:2]) == ["eu", "us"]
     assert not (tmp_path / "node").exists()  # a file:// cache is local already: no second copy
+    # The part records its incomplete rows: a read need not look at every value again.
+    assert back.incomplete == int(np.isnan(shard.features).any(axis=1).sum()) > 0
+
+
+def test_a_part_without_its_incomplete_rows_recorded_is_counted_when_read(tmp_path):
+    """Parts written before the count was recorded read as not counted, and are counted on
+    use, to the same figure."""
+    import pyarrow as pa
+
+    from modeleval.engine import cache
+
+    shard = parse_letor(letor_bytes(make_letor(300, 6, seed=9, sparse=0.2)), 6)
+    table = cache._part_table(shard)
+    old = table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items()
+                                         if k != b"incomplete"})
+    path = tmp_path / "old.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, old.schema) as writer:
+        writer.write_table(old)
+    back = PartStore(Storage()).read(path.as_uri(), 6)
+    assert back.incomplete is None
+    assert back.counted().incomplete == shard.counted().incomplete > 0
 
 
 def test_a_cached_part_of_another_width_or_damaged_is_an_error(tmp_path):

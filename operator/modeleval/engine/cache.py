@@ -188,7 +188,9 @@ def _part_table(shard: ParsedShard) -> pa.Table:
     if width:
         flat = from_numpy(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
         columns[_FEATURES] = pa.FixedSizeListArray.from_arrays(flat, width)
-    return pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows)})
+    incomplete = shard.counted().incomplete
+    return pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows),
+                                                      "incomplete": str(incomplete)})
 
 
 def write_part(shard: ParsedShard, path: Path) -> None:
@@ -225,7 +227,9 @@ def decode_part(source, num_features: int, keep: Sequence[str], where: str) -> P
         raise StorageError(f"{where}: a cached part has {features.shape[1]} features, its manifest "
                            f"{num_features}", Reason.StorageUnavailable, retryable=True)
     extra = {c: _column_numpy(table, c) for c in keep}
-    return ParsedShard(labels, qids, features, extra)
+    counted = (table.schema.metadata or {}).get(b"incomplete")  # parts written before: None
+    return ParsedShard(labels, qids, features, extra,
+                       int(counted) if counted is not None and counted.isdigit() else None)
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:

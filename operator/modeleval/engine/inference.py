@@ -224,11 +224,10 @@ class Predictor:
     def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
         """The matrix the models read (absent features as 0 when asked), and everything metrics
         need besides predictions: labels, query ids, the slices' columns, incomplete rows."""
-        absent = np.isnan(shard.features)
-        incomplete = int(absent.any(axis=1).sum())
-        features = np.where(absent, 0, shard.features) if self.missing_as_zero and incomplete \
-            else shard.features
-        del absent
+        incomplete = shard.counted().incomplete
+        features = shard.features
+        if self.missing_as_zero and incomplete:
+            features = np.where(np.isnan(features), 0, features)
         columns = dict(shard.extra)
         for j in self.keep_features:
             columns[f"feature:{j}"] = features[:, j].copy()
@@ -297,7 +296,7 @@ def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor)
     """The cold path in one task: parses a range of a LETOR file, writes the parsed part to the
     cache while the models predict it, returns the predictions."""
     _return_freed_memory()
-    shard = _parse_range(parts, letor)
+    shard = _parse_range(parts, letor).counted()  # once, for the part and the predictions
     with ThreadPoolExecutor(1) as pool:  # the upload overlaps prediction (which drops the GIL)
         written = pool.submit(parts.write, letor.part_uri, shard)
         result = predictor.predict(letor.index, shard, letor.where, letor.threads)

@@ -3,7 +3,7 @@ the Arrow helpers the readers and the cache share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +18,24 @@ class ParsedShard:
     qids: np.ndarray | None
     features: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # Rows without a value for every feature, where known (a cached part records it, so a read
+    # of the part need not look at every value again); None: not counted yet.
+    incomplete: int | None = None
 
     @property
     def rows(self) -> int:
         return len(self.labels)
+
+    def counted(self) -> "ParsedShard":
+        """This shard with its incomplete rows counted."""
+        if self.incomplete is not None:
+            return self
+        return replace(self, incomplete=incomplete_rows(self.features))
+
+
+def incomplete_rows(features: np.ndarray) -> int:
+    """Rows of ``features`` with an absent (NaN) value."""
+    return int(np.isnan(features).any(axis=1).sum()) if features.size else 0
 
 
 _NUMPY_TYPES = {pa.float32(): np.float32, pa.float64(): np.float64, pa.int64(): np.int64,
