@@ -131,3 +131,25 @@ def test_a_part_read_from_the_shared_tier_is_kept_on_the_node(tmp_path):
     PartStore(storage, str(node), 2**20).read("s3://b/cache/p.arrow", 5)
     kept = list(node.iterdir())
     assert len(kept) == 1 and kept[0].read_bytes() == storage.objects["s3://b/cache/p.arrow"]
+
+
+def test_a_part_is_read_locally_only_from_a_file_on_this_node(tmp_path):
+    """What a predicting actor reads a part with: the node-local copy or a file:// part,
+    memory-mapped; None (never a download) where this node has no readable copy."""
+    shard = parse_letor(letor_bytes(make_letor(200, 5, seed=23)), 5)
+    storage = MemoryStorage()
+    storage.allow_file = True
+    node = tmp_path / "node"
+    parts = PartStore(storage, str(node), 2**20)
+    parts.write("s3://b/cache/a.arrow", shard)
+    np.testing.assert_array_equal(parts.read_local("s3://b/cache/a.arrow", 5).features,
+                                  shard.features)
+    assert parts.read_local("s3://b/cache/other.arrow", 5) is None  # in the shared tier only
+    storage.write("s3://b/cache/other.arrow", b"")
+    assert PartStore(storage).read_local("s3://b/cache/a.arrow", 5) is None  # no node tier
+    next(node.iterdir()).write_bytes(b"damaged")
+    assert parts.read_local("s3://b/cache/a.arrow", 5) is None
+    local = (tmp_path / "p.arrow").as_uri()
+    PartStore(Storage()).write(local, shard)
+    assert PartStore(Storage()).read_local(local, 5).rows == 200
+    assert PartStore(Storage(allow_file=False)).read_local(local, 5) is None

@@ -145,8 +145,8 @@ def test_prepare_and_score_are_what_predict_returns():
     shard = ParsedShard(np.arange(6), np.repeat([1, 2], 3), features)
     model = RowSum(False)
     predictor = Predictor((_handle("a"), _handle("b")), 4, keep_features=(2,), missing_as_zero=True)
-    matrix, rest = predictor.prepare(3, shard)
-    rest.predictions = predictor.score(matrix, "x", adapters=lambda h: model)
+    rest = predictor.prepare(3, shard)
+    rest.predictions = predictor.score(predictor.model_input(shard), "x", adapters=lambda h: model)
     import modeleval.engine.inference as inference
 
     inference._LOADED.update({("a", 0): model, ("b", 0): model})
@@ -246,15 +246,24 @@ class FakeActor:
     """A predicting actor without Ray: ``score.remote`` runs the actor's own method at once."""
 
     def __init__(self):
-        self.scorer = SimpleNamespace(adapters={}, device=CPU, _adapter=lambda handle: RowSum(False))
-        self.seen: list[tuple[int, Predictor]] = []
-        self.score = SimpleNamespace(remote=self._remote)
-
-    def _remote(self, features, predictor, where):
         from modeleval.engine.scoring import ShardScorer
 
+        self.scorer = SimpleNamespace(adapters={}, device=CPU, _adapter=lambda handle: RowSum(False))
+        self.scorer.score = lambda *args: ShardScorer.score(self.scorer, *args)
+        self.seen: list[tuple[int, Predictor]] = []  # the matrices handed over
+        self.parts: list[str] = []  # the cached parts it was asked to read
+        self.score = SimpleNamespace(remote=self._remote)
+        self.score_part = SimpleNamespace(remote=self._remote_part)
+
+    def _remote(self, features, predictor, where):
         self.seen.append((len(features), predictor))
-        return ShardScorer.score(self.scorer, features, predictor, where)
+        return self.scorer.score(features, predictor, where)
+
+    def _remote_part(self, parts, part, predictor):
+        from modeleval.engine.scoring import ShardScorer
+
+        self.parts.append(part.uri)
+        return ShardScorer.score_part(self.scorer, parts, part, predictor)
 
 
 def test_a_task_hands_its_shard_to_an_actor_and_finishes_it_itself(monkeypatch):
@@ -305,6 +314,41 @@ def test_a_shard_whose_actor_has_not_started_is_predicted_by_its_task(monkeypatc
     # Without the starts, every shard waits for its actor.
     waiting = replace(predictor, starting=())
     assert [waiting.predict(index, shard, "x").actor for index in range(3)] == [0, 1, 2]
+
+
+def test_an_actor_reads_a_cached_part_on_its_node_rather_than_be_handed_the_matrix(
+        monkeypatch, tmp_path):
+    """On a cache hit the task names the part; an actor that has it as a file on its node reads
+    it itself (no matrix through the object store), and one that has no copy (another node)
+    says so and is handed the matrix: the same predictions either way, absent features as 0
+    when asked, as on the CPU."""
+    import modeleval.engine.inference as inference
+    from modeleval.engine.cache import PartStore
+    from modeleval.engine.inference import CachedPart
+    from modeleval.engine.storage import Storage
+
+    monkeypatch.setattr(inference, "result_of", lambda value: value)
+    monkeypatch.setattr(inference, "_LOADED", {("a", 0): RowSum(False)})
+    features = np.arange(24, dtype=np.float32).reshape(6, 4)
+    features[2, 1] = np.nan
+    parts = PartStore(Storage())
+    uri = (tmp_path / "p.arrow").as_uri()
+    parts.write(uri, ParsedShard(np.zeros(6), np.repeat([1, 2], 3), features))
+    shard = parts.read(uri, 4)
+    actor = FakeActor()
+    on_cpu = Predictor((_handle("a"),), 4, missing_as_zero=True, keep_features=(1,))
+    on_actor = replace(on_cpu, scorers=(actor,))
+    expected = on_cpu.predict(0, shard, uri)
+    here = on_actor.predict(0, shard, uri, part=(parts, CachedPart(0, uri, 4)))
+    assert actor.parts == [uri] and actor.seen == [] and here.actor == 0
+    gone = (tmp_path / "elsewhere.arrow").as_uri()  # a part this node has no copy of
+    there = on_actor.predict(0, shard, uri, part=(parts, CachedPart(0, gone, 4)))
+    assert actor.parts == [uri, gone] and [n for n, _ in actor.seen] == [6]
+    for result in (here, there):
+        np.testing.assert_array_equal(result.predictions[0], expected.predictions[0])
+        np.testing.assert_array_equal(result.columns["feature:1"], expected.columns["feature:1"])
+        assert result.incomplete_rows == expected.incomplete_rows == 1
+    np.testing.assert_array_equal(expected.predictions[0], np.nan_to_num(features).sum(axis=1))
 
 
 def test_only_a_ranking_evaluation_computes_per_query_values_in_its_tasks(monkeypatch):

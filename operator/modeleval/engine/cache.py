@@ -129,6 +129,21 @@ class PartStore:
         self._keep_local(uri, data)
         return decode_part(pa.py_buffer(data), num_features, keep, uri)
 
+    def read_local(self, uri: str, num_features: int) -> ParsedShard | None:
+        """The part from a file on this node (a file:// cache, or the node-local copy),
+        memory-mapped; None where this node has none or cannot read it: it is never fetched
+        here. (A part's URI names immutable content, so any node's copy is the part.)"""
+        if uri.startswith("file://"):
+            path = file_path(uri) if self.storage.allow_file else None
+        else:
+            path = self._local_path(uri)
+        if path is None:
+            return None
+        try:
+            return decode_part(pa.memory_map(str(path)), num_features, (), uri)
+        except (OSError, StorageError):
+            return None
+
     # ------------------------------------------------------------------ node-local tier
     def _local_path(self, uri: str) -> Path | None:
         if self.node_dir is None or uri.startswith("file://"):

@@ -189,19 +189,21 @@ class Predictor:
     scorers: tuple[Any, ...] = ()
     starting: tuple[Any, ...] = ()
 
-    def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0) -> ShardPrediction:
+    def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0,
+                part: tuple[PartStore, CachedPart] | None = None) -> ShardPrediction:
         """Everything the driver needs of a shard: its predictions by every model (on a
         predicting actor when the evaluation has them; else here, each model with ``threads``
         threads, 0: its runtime's default), labels, query ids, slice columns and, for a
-        ranking evaluation, its per-query metric values."""
-        features, result = self.prepare(index, shard)
+        ranking evaluation, its per-query metric values. ``part``: the cached part the shard
+        was read from, which an actor on this node reads itself."""
+        result = self.prepare(index, shard)
         slot = self.actor_slot(index)
         if slot is not None and (not self.starting or _started(self.starting[slot])):
-            result.predictions = self._score_on_actor(slot, features, where)
+            result.predictions = self._score_on_actor(slot, shard, where, part)
             result.actor = slot
         else:
-            result.predictions = self.score(features, where, lambda handle: _model(handle, threads))
-        del features
+            result.predictions = self.score(self.model_input(shard), where,
+                                            lambda handle: _model(handle, threads))
         if self.query_metrics:
             result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
                                             result.predictions)
@@ -214,24 +216,37 @@ class Predictor:
         without ``starting``, every shard waits for its actor."""
         return index % len(self.scorers) if self.scorers else None
 
-    def _score_on_actor(self, slot: int, features: np.ndarray, where: str) -> list[np.ndarray]:
+    def _score_on_actor(self, slot: int, shard: ParsedShard, where: str,
+                        part: tuple[PartStore, CachedPart] | None) -> list[np.ndarray]:
         """The predictions of actor ``slot``. The task waits for them, so its CPU is the
         actor's while the actor copies and predicts (actors request no CPU of their own), and
-        the shard is finished here: no driver relays it."""
-        return result_of(self.scorers[slot].score.remote(
-            features, replace(self, scorers=(), starting=()), where))
+        the shard is finished here: no driver relays it. A cached part that is a file on this
+        node is read by the actor itself (memory-mapped, as the task read it): the matrix is
+        not copied into the object store. An actor on another node, which has no copy, says
+        so, and gets the matrix."""
+        actor, bare = self.scorers[slot], replace(self, scorers=(), starting=())
+        if part is not None:
+            predictions = result_of(actor.score_part.remote(*part, bare))
+            if predictions is not None:
+                return predictions
+        return result_of(actor.score.remote(self.model_input(shard), bare, where))
 
-    def prepare(self, index: int, shard: ParsedShard) -> tuple[np.ndarray, ShardPrediction]:
-        """The matrix the models read (absent features as 0 when asked), and everything metrics
-        need besides predictions: labels, query ids, the slices' columns, incomplete rows."""
-        incomplete = shard.counted().incomplete
-        features = shard.features
-        if self.missing_as_zero and incomplete:
-            features = np.where(np.isnan(features), 0, features)
+    def model_input(self, shard: ParsedShard) -> np.ndarray:
+        """The matrix the models read: absent features as 0 when asked."""
+        if self.missing_as_zero and shard.counted().incomplete:
+            return np.where(np.isnan(shard.features), 0, shard.features)
+        return shard.features
+
+    def prepare(self, index: int, shard: ParsedShard) -> ShardPrediction:
+        """Everything metrics need of a shard besides predictions: labels, query ids, the
+        slices' columns (as the models read them), incomplete rows."""
         columns = dict(shard.extra)
         for j in self.keep_features:
-            columns[f"feature:{j}"] = features[:, j].copy()
-        return features, ShardPrediction(index, shard.labels, shard.qids, [], columns, incomplete)
+            column = shard.features[:, j]
+            columns[f"feature:{j}"] = np.where(np.isnan(column), 0, column) \
+                if self.missing_as_zero else column.copy()
+        return ShardPrediction(index, shard.labels, shard.qids, [], columns,
+                               shard.counted().incomplete)
 
     def score(self, features: np.ndarray, where: str,
               adapters: Callable[[ModelHandle], ModelAdapter] | None = None,
@@ -289,7 +304,7 @@ def predict_part(parts: PartStore, part: CachedPart, predictor: Predictor) -> Sh
     """Reads one cached part, predicts it with every model, returns what metrics need."""
     _return_freed_memory()
     shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
-    return predictor.predict(part.index, shard, part.uri, part.threads)
+    return predictor.predict(part.index, shard, part.uri, part.threads, (parts, part))
 
 
 def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor) -> ShardPrediction:

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from .cache import PartStore
 from .device import Device
 from .errors import EvaluationError
-from .inference import ModelHandle, Predictor
+from .inference import CachedPart, ModelHandle, Predictor
 from .models import ModelAdapter, load_model
 
 
@@ -87,6 +88,15 @@ class ShardScorer:
     def score(self, features: np.ndarray, predictor: Predictor, where: str) -> list[np.ndarray]:
         """Every model's predictions of a shard's matrix, on this actor's device."""
         return predictor.score(features, where, self._adapter, self.device)
+
+    def score_part(self, parts: PartStore, part: CachedPart,
+                   predictor: Predictor) -> list[np.ndarray] | None:
+        """Every model's predictions of a cached part read here, from a file on this node;
+        None when this node has no copy (the task then hands over the matrix)."""
+        shard = parts.read_local(part.uri, part.num_features)
+        if shard is None:
+            return None
+        return self.score(predictor.model_input(shard), predictor, part.where)
 
 
 # Kept actors (ScoringPlan.keep), per Ray session and plan: starting an actor and loading CUDA
