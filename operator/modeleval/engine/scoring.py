@@ -4,11 +4,13 @@ A task that parsed a shard and then held a GPU to predict it would run one at a 
 its parse included. Instead, CPU-only tasks parse (or read from the cache) on every CPU, and
 each hands its shard's feature matrix to one of the predicting actors (a few per GPU, the
 models loaded once, on the device), waits for the predictions, and finishes the shard as a CPU
-task does (its per-query metric values included). The task's CPU is the actor's while it
-waits: actors request no CPU, so every CPU parses, and none is left to an actor that idles
-between shards. The driver sees only finished shards, as on the CPU path: it relays no matrix
-and no shard (relaying them, one event per parsed shard and one per prediction, kept the driver
-busier than the GPU), and at most ``max_inflight`` shards are parsed or predicted at once.
+task does (its per-query metric values included). On a cache hit the task names the cached
+part instead, and an actor on the same node reads it (memory-mapped) rather than be handed a
+copy through the object store. The task's CPU is the actor's while it waits: actors request no
+CPU, so every CPU parses, and none is left to an actor that idles between shards. The driver
+sees only finished shards, as on the CPU path: it relays no matrix and no shard (relaying them,
+one event per parsed shard and one per prediction, kept the driver busier than the GPU), and
+at most ``max_inflight`` shards are parsed or predicted at once.
 """
 
 from __future__ import annotations
