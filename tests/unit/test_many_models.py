@@ -120,11 +120,3 @@ def test_models_are_fetched_beside_the_dataset_lookup_and_their_errors_come_firs
     with pytest.raises(EvaluationError) as error:
         run(assets, tmp_path, "  " + missing)
     assert error.value.reason.value == reason and "none." in error.value.message
-
-
-def test_a_fetched_object_has_the_info_a_stat_gives(assets):
-    from modeleval.engine.storage import Storage
-
-    uri = (assets / "strong.json").as_uri()
-    info, data = Storage().fetch(uri)
-    assert info == Storage().stat(uri) and data == (assets / "strong.json").read_bytes()
