@@ -196,6 +196,7 @@ class Predictor:
         threads, 0: its runtime's default), labels, query ids, slice columns and, for a
         ranking evaluation, its per-query metric values. ``part``: the cached part the shard
         was read from, which an actor on this node reads itself."""
+        shard = shard.counted()  # once, for the metrics and the models' input
         result = self.prepare(index, shard)
         slot = self.actor_slot(index)
         if slot is not None and (not self.starting or _started(self.starting[slot])):

@@ -119,12 +119,17 @@ def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int, slots: in
     if slots > 1:
         count = max(count, min(-(-count // slots) * slots, info.size // min_range_bytes))
     positions = [i * info.size // count for i in range(1, count)]
-    # A local file's reads take microseconds: there threads would only take turns at the GIL.
-    threads = 1 if info.uri.startswith("file://") else min(BOUNDARY_THREADS, len(positions))
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        cuts = pool.map(lambda position: group_boundary(storage, info.uri, position, info.size),
-                        positions)
-        edges = [0, *cuts, info.size]
+
+    def boundary(position: int) -> int:
+        return group_boundary(storage, info.uri, position, info.size)
+
+    if info.uri.startswith("file://") or len(positions) < 2:
+        # A local file's reads take microseconds: threads would only take turns at the GIL.
+        cuts = list(map(boundary, positions))
+    else:
+        with ThreadPoolExecutor(min(BOUNDARY_THREADS, len(positions))) as pool:
+            cuts = list(pool.map(boundary, positions))
+    edges = [0, *cuts, info.size]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 

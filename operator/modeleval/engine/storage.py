@@ -154,8 +154,7 @@ class Storage:
             head = self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
         except Exception as error:  # noqa: BLE001 - translated into a typed error
             raise self._translate(error, uri, not_found) from error
-        etag = str(head.get("ETag", "")).strip('"')
-        return ObjectInfo(uri, int(head["ContentLength"]), f"s3-{head['ContentLength']}-{etag}")
+        return _s3_info(uri, int(head["ContentLength"]), head)
 
     def fetch(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> tuple[ObjectInfo, bytes]:
         """The whole object and its info, from one request in object storage (its fingerprint is
@@ -168,8 +167,7 @@ class Storage:
             data = response["Body"].read()
         except Exception as error:  # noqa: BLE001
             raise self._translate(error, uri, not_found) from error
-        etag = str(response.get("ETag", "")).strip('"')
-        return ObjectInfo(uri, len(data), f"s3-{len(data)}-{etag}"), data
+        return _s3_info(uri, len(data), response), data
 
     def read(self, uri: str, start: int | None = None, end: int | None = None,
              not_found: Reason = Reason.DatasetNotFound) -> bytes:
@@ -254,6 +252,12 @@ class Storage:
         if not self.allow_file:
             raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
         return file_path(uri)
+
+
+def _s3_info(uri: str, size: int, response: dict) -> ObjectInfo:
+    """An object's info from a HEAD or GET response: its fingerprint is its size and ETag."""
+    etag = str(response.get("ETag", "")).strip('"')
+    return ObjectInfo(uri, size, f"s3-{size}-{etag}")
 
 
 def join_uri(prefix: str, *parts: str) -> str:
