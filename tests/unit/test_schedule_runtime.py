@@ -1,16 +1,21 @@
 """The schedule runtime's reads, with fakes for the Kubernetes API and S3: children are this
-schedule's own (by owner uid, not just the label), folder markers are no models, and an S3
-error becomes the round's ``models_error`` rather than an exception."""
+schedule's own (by owner uid, not just the label), folder markers are no models, the prefix is
+listed with the namespace's own Secret (never the operator's credentials) at most once a
+minute per prefix and credentials, and an S3 error becomes the round's ``models_error`` (the
+same for a missing bucket and a refused one) rather than an exception."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from botocore.exceptions import ClientError
+import boto3
+from botocore.stub import Stubber
 
 from modeleval.api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
-from modeleval.controller.schedule import Schedule
-from modeleval.controller.schedule_runtime import ScheduleRuntime, split_prefix
+from modeleval.api.reasons import Reason
+from modeleval.api.schedule import ScheduleConditionType
+from modeleval.controller.schedule import Schedule, decide_schedule
+from modeleval.controller.schedule_runtime import PrefixListings, ScheduleRuntime, split_prefix
 from modeleval.controller.settings import OperatorSettings
 
 SCHED = Schedule(name="s", namespace="ns", uid="u-1")
@@ -20,28 +25,46 @@ SPEC = EvaluationScheduleSpec.model_validate({
                  "dataset": {"uri": "s3://data/d.txt"}, "metrics": ["ndcg@10"]}})
 
 
+TENANT_KEYS = {"AWS_ACCESS_KEY_ID": "tenant-key", "AWS_SECRET_ACCESS_KEY": "tenant-secret"}
+
+
 class FakeKube:
-    def __init__(self, items):
-        self.items, self.selectors = items, []
+    def __init__(self, items, secrets=None):
+        self.items, self.selectors, self.secret_reads = items, [], []
+        self.secrets = {("ns", "modeleval-s3"): TENANT_KEYS} if secrets is None else secrets
 
     def list_evaluations(self, namespace, selector):
         self.selectors.append((namespace, selector))
         return self.items
 
+    def read_secret(self, namespace, name):
+        self.secret_reads.append((namespace, name))
+        return self.secrets.get((namespace, name))
+
 
 class FakeS3:
-    def __init__(self, pages=None, error=None):
-        self.pages, self.error = pages or [], error
+    def __init__(self, pages=None):
+        self.pages, self.made, self.listed = pages or [], [], []
+
+    def __call__(self, endpoint, key_id, secret):
+        self.made.append((endpoint, key_id, secret))
+        return self
 
     def get_paginator(self, name):
         assert name == "list_objects_v2"
         return self
 
     def paginate(self, Bucket, Prefix):
-        assert (Bucket, Prefix) == ("models", "in/")
-        if self.error:
-            raise self.error
+        self.listed.append((Bucket, Prefix))
         return iter(self.pages)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
 
 
 def child(name, uid):
@@ -51,11 +74,25 @@ def child(name, uid):
                        "metrics": {"ndcg@10": 0.8}}}
 
 
-def runtime(items, s3):
-    kube = FakeKube(items)
-    rt = ScheduleRuntime(OperatorSettings(_env_file=None), lambda: kube)
-    rt._s3 = s3
+def runtime(items, s3, kube=None, clock=None, **settings):
+    kube = kube or FakeKube(items)
+    listings = PrefixListings(clock=clock or Clock(), rng=lambda: 1.0)
+    rt = ScheduleRuntime(OperatorSettings(_env_file=None, **settings), lambda: kube, s3_client=s3,
+                         listings=listings)
     return rt, kube
+
+
+def refusing(code: str, status: int):
+    """A real S3 client whose answer to a listing is ``code``."""
+    def make(endpoint, key_id, secret):
+        client = boto3.client("s3", endpoint_url="http://s3.example:9000", region_name="us-east-1",
+                              aws_access_key_id=key_id, aws_secret_access_key=secret)
+        stubber = Stubber(client)
+        stubber.add_client_error("list_objects_v2", service_error_code=code,
+                                 service_message=f"{code} for bucket models", http_status_code=status)
+        stubber.activate()
+        return client
+    return make
 
 
 def test_split_prefix():
@@ -77,9 +114,83 @@ def test_children_are_the_schedules_own_and_folder_markers_are_no_models():
     assert (key, etag) == ("in/m1.json", "abc") and modified == when.replace(microsecond=0)
 
 
-def test_an_s3_error_is_reported_not_raised():
-    error = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ListObjectsV2")
-    rt, _ = runtime([], FakeS3(error=error))
+def test_the_prefix_is_listed_with_the_namespace_s_own_secret():
+    s3 = FakeS3()
+    rt, kube = runtime([], s3, s3_endpoint="http://minio:9000", s3_secret="modeleval-s3")
     observed = rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
-    assert observed.models is None and "AccessDenied" in observed.models_error
-    assert "s3://models/in/" in observed.models_error
+    assert observed.models == () and observed.models_error is None
+    assert kube.secret_reads == [("ns", "modeleval-s3")]
+    assert s3.made == [("http://minio:9000", "tenant-key", "tenant-secret")]
+    assert s3.listed == [("models", "in/")]
+
+
+def test_without_its_secret_a_trigger_says_so_and_lists_nothing():
+    s3 = FakeS3()
+    for secrets, missing in (({}, "not found"),
+                             ({("ns", "modeleval-s3"): {"AWS_ACCESS_KEY_ID": "k"}},
+                              "no AWS_SECRET_ACCESS_KEY")):
+        rt, _ = runtime([], s3, kube=FakeKube([], secrets))
+        observed = rt.observe(SCHED, SPEC, EvaluationScheduleStatus(models_listed=True))
+        assert observed.models is None and s3.made == []
+        assert "Secret ns/modeleval-s3" in observed.models_error and missing in observed.models_error
+        assert "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in observed.models_error
+        status, _ = decide_schedule(SCHED, SPEC, EvaluationScheduleStatus(models_listed=True),
+                                    observed, datetime(2026, 11, 22, tzinfo=timezone.utc))
+        ready = status.condition(ScheduleConditionType.Ready)
+        assert (ready.status, ready.reason) == ("False", Reason.ModelListFailed)
+        assert "Secret ns/modeleval-s3" in ready.message
+
+
+def test_a_missing_bucket_and_a_refused_one_read_the_same():
+    messages = set()
+    for code, status in (("NoSuchBucket", 404), ("AccessDenied", 403), ("AllAccessDisabled", 403)):
+        rt, _ = runtime([], refusing(code, status))
+        observed = rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
+        assert observed.models is None and code not in observed.models_error
+        messages.add(observed.models_error)
+    assert messages == {"cannot list s3://models/in/ with the credentials of Secret "
+                        "ns/modeleval-s3: the bucket does not exist or they may not list it"}
+
+
+def test_an_s3_outage_is_reported_without_its_address():
+    unreachable = ScheduleRuntime(OperatorSettings(_env_file=None, s3_endpoint="http://127.0.0.1:1"),
+                                  lambda: FakeKube([]))  # the real client, nothing listening
+    failing, _ = runtime([], refusing("InternalError", 500), s3_endpoint="http://10.1.2.3:9000")
+    for rt in (unreachable, failing):
+        observed = rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
+        assert observed.models_error == ("cannot list s3://models/in/: S3 did not answer (the "
+                                         "operator's log has the details)")
+
+
+def test_a_prefix_is_listed_once_a_minute_for_every_schedule_with_the_same_credentials():
+    clock, s3 = Clock(), FakeS3()
+    kube = FakeKube([], {(ns, "modeleval-s3"): TENANT_KEYS for ns in ("ns", "team-b")})
+    other = FakeKube([], {("ns", "modeleval-s3"): {**TENANT_KEYS, "AWS_SECRET_ACCESS_KEY": "x"}})
+    rt, _ = runtime([], s3, kube=kube, clock=clock)
+    second = Schedule(name="t", namespace="team-b", uid="u-2")
+    for _ in range(6):  # a round every 10 s for a minute, two schedules on one prefix
+        rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
+        rt.observe(second, SPEC, EvaluationScheduleStatus())
+        clock.now += 10
+    assert len(s3.listed) == 1
+    clock.now = 1000.0 + 60 * 1.25  # the interval with its largest jitter
+    rt.observe(second, SPEC, EvaluationScheduleStatus())
+    assert len(s3.listed) == 2
+    rt.secrets, rt._kube = type(rt.secrets)(lambda: other), lambda: other  # other credentials
+    rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
+    assert len(s3.listed) == 3
+
+
+def test_listings_are_jittered_and_bounded():
+    clock = Clock()
+    listings = PrefixListings(clock=clock, rng=lambda: 0.5, size=2)
+    calls = []
+    for key in ("a", "b", "c", "a"):
+        listings.get(("", "bucket", key, "creds"), lambda: calls.append(key) or ((), None))
+    assert calls == ["a", "b", "c", "a"]  # "a" was forgotten (the least recently used)
+    clock.now += 60 * 1.125 - 0.001
+    listings.get(("", "bucket", "a", "creds"), lambda: calls.append("again") or ((), None))
+    assert calls[-1] == "a"
+    clock.now += 0.001
+    listings.get(("", "bucket", "a", "creds"), lambda: calls.append("again") or ((), None))
+    assert calls[-1] == "again"

@@ -95,6 +95,17 @@ class Kube:
             raise kopf.TemporaryError(f"Secret {namespace}/{name} has no key {key}", delay=5)
         return base64.b64decode(value).decode()
 
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's keys and values, decoded; None when there is no such Secret."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _temporary(error, f"read Secret {namespace}/{name}") from None
+        return {key: base64.b64decode(value).decode(errors="replace")
+                for key, value in (secret.data or {}).items()}
+
     def pod_problems(self, namespace: str, cluster: str) -> list[tuple[str, str, str]]:
         """(pod, what, message) for each of the cluster's pods that cannot start: ``what`` is
         Unschedulable or the container's waiting reason (ErrImagePull, ImagePullBackOff,

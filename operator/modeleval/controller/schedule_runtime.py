@@ -2,14 +2,23 @@
 prefix, creates and deletes children, posts Events. Nothing here chooses anything
 (:mod:`.schedule` does).
 
-S3 is read with the operator's own credentials (the standard AWS variables, which the chart
-fills from ``s3.operatorSecretName``) at the operator's ``s3_endpoint``.
+S3 is listed with the schedule namespace's own Secret (``s3_secret``, the one its evaluations'
+Ray pods get) at the operator's ``s3_endpoint``, never with the operator's credentials: a
+tenant's trigger sees exactly what the tenant's evaluations could read. Every refusal reads the
+same, so a tenant learns nothing about buckets it may not list. A prefix is listed at most once
+a minute (jittered) for every schedule naming it with the same credentials.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any
 
@@ -24,12 +33,21 @@ from .decide import Emit, InvalidSpec
 from .kube import Kube
 from .schedule import (Child, CreateChild, DeleteChild, ModelObject, Schedule, ScheduleAction,
                        ScheduleObserved, wants_models)
+from .secrets import S3_KEYS, MissingCredentials, NamespaceSecrets
 from .settings import OperatorSettings
 from .status import cap
 
 log = logging.getLogger("modeleval.operator")
 # A prefix with more objects than this is listed only this far (in key order), per round.
 MAX_LISTED = 10_000
+# A prefix is listed at most once per LIST_INTERVAL seconds, each time up to LIST_JITTER of it
+# later, so schedules made together do not list together.
+LIST_INTERVAL = 60.0
+LIST_JITTER = 0.25
+# What a listing gives a round: the objects, or why there are none.
+Listing = tuple["tuple[ModelObject, ...] | None", "str | None"]
+# (endpoint, bucket, prefix, hash of the credentials): schedules sharing one share a listing.
+ListingKey = tuple[str, str, str, str]
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:
@@ -38,19 +56,62 @@ def split_prefix(prefix: str) -> tuple[str, str]:
     return bucket, key
 
 
+@dataclass
+class _Entry:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    due: float = float("-inf")
+    listing: Listing = (None, None)
+
+
+class PrefixListings:
+    """The last listing of each (endpoint, bucket, prefix, credentials), reused until it is due
+    again; the least recently used beyond ``size`` are forgotten."""
+
+    def __init__(self, interval: float = LIST_INTERVAL, jitter: float = LIST_JITTER,
+                 size: int = 512, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random):
+        self.interval, self.jitter, self.size = interval, jitter, size
+        self._clock, self._rng = clock, rng
+        self._entries: OrderedDict[ListingKey, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, key: ListingKey) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return entry
+
+    def get(self, key: ListingKey, list_now: Callable[[], Listing]) -> Listing:
+        entry = self._entry(key)
+        with entry.lock:  # a second schedule on the same key waits for this listing
+            now = self._clock()
+            if now >= entry.due:
+                entry.listing = list_now()
+                entry.due = now + self.interval * (1 + self.jitter * self._rng())
+            return entry.listing
+
+
+def _s3_client(endpoint: str | None, key_id: str, secret: str) -> Any:
+    # A session per client: boto3's default session is not safe to share between threads.
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint or None, aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+
+
 class ScheduleRuntime:
-    def __init__(self, settings: OperatorSettings, kube: Callable[[], Kube]):
+    def __init__(self, settings: OperatorSettings, kube: Callable[[], Kube],
+                 s3_client: Callable[[str | None, str, str], Any] = _s3_client,
+                 listings: PrefixListings | None = None, secrets: NamespaceSecrets | None = None):
         self.settings = settings
         self._kube = kube
-        self._s3: Any = None
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = boto3.client("s3", endpoint_url=self.settings.s3_endpoint or None,
-                                    config=Config(connect_timeout=5, read_timeout=10,
-                                                  retries={"max_attempts": 2}))
-        return self._s3
+        self._make_s3 = s3_client
+        self.listings = listings or PrefixListings()
+        self.secrets = secrets or NamespaceSecrets(kube)
 
     # ------------------------------------------------------------------------- observe
     def observe(self, sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
@@ -63,17 +124,44 @@ class ScheduleRuntime:
             ref.get("uid") == sched.uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []))
         if not wants_models(spec, status):
             return ScheduleObserved(children=children)
-        bucket, prefix = split_prefix(spec.trigger.new_model.prefix)
-        try:
-            models = self.list_models(bucket, prefix)
-        except (ClientError, BotoCoreError) as error:
-            return ScheduleObserved(children=children, bucket=bucket, models_error=cap(
-                f"cannot list {spec.trigger.new_model.prefix}: {error}", 512))
-        return ScheduleObserved(children=children, models=models, bucket=bucket)
+        uri = spec.trigger.new_model.prefix
+        models, error = self.models(sched.namespace, uri)
+        return ScheduleObserved(children=children, models=models, bucket=split_prefix(uri)[0],
+                                models_error=None if error is None else cap(error, 512))
 
-    def list_models(self, bucket: str, prefix: str) -> tuple[ModelObject, ...]:
+    def models(self, namespace: str, uri: str) -> Listing:
+        """The objects under ``uri`` as the namespace's own S3 credentials list them."""
+        name = self.settings.s3_secret
+        try:
+            key_id, secret = self.secrets.keys(namespace, name, S3_KEYS)
+        except MissingCredentials as error:
+            return None, (f"cannot list {uri}: a new-model trigger lists S3 with its namespace's "
+                          f"own credentials, from {error.message}")
+        bucket, prefix = split_prefix(uri)
+        credentials = hashlib.sha256(f"{key_id}\0{secret}".encode()).hexdigest()
+        key = (self.settings.s3_endpoint or "", bucket, prefix, credentials)
+        return self.listings.get(key, lambda: self._list(uri, f"{namespace}/{name}", key_id, secret))
+
+    def _list(self, uri: str, secret_name: str, key_id: str, secret: str) -> Listing:
+        bucket, prefix = split_prefix(uri)
+        try:
+            return self.list_models(self._make_s3(self.settings.s3_endpoint, key_id, secret),
+                                    bucket, prefix), None
+        except ClientError as error:
+            log.info("listing %s with Secret %s: %s", uri, secret_name, error)
+            if int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400) < 500:
+                # NoSuchBucket and AccessDenied read the same: whether a bucket the tenant may
+                # not list exists is not the tenant's to learn.
+                return None, (f"cannot list {uri} with the credentials of Secret {secret_name}: "
+                              "the bucket does not exist or they may not list it")
+        except BotoCoreError as error:
+            log.warning("listing %s with Secret %s: %s", uri, secret_name, error)
+        return None, f"cannot list {uri}: S3 did not answer (the operator's log has the details)"
+
+    @staticmethod
+    def list_models(s3: Any, bucket: str, prefix: str) -> tuple[ModelObject, ...]:
         found = []
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for item in page.get("Contents") or []:
                 if item["Key"].endswith("/"):
