@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import zipfile
 
+import pytest
 import yaml
 
 from modeleval.api.spec import ModelEvaluationSpec
@@ -169,17 +171,105 @@ def test_head_url():
     assert head_url("ev-ray", "ns", override) == "http://127.0.0.1:8265"
 
 
-def test_network_policy_admits_the_jobs_api_from_the_operator_namespace_only():
-    settings = OperatorSettings(operator_namespace="modeleval-system", _env_file=None)
-    policy = build_network_policy("ev-ray", "ev", "ns", "u", settings)
+OPERATOR_LABELS = {"app.kubernetes.io/name": "modeleval", "app.kubernetes.io/instance": "me"}
+
+
+def policy_settings(**extra) -> OperatorSettings:
+    return OperatorSettings(operator_namespace="modeleval-system", operator_pod_labels=OPERATOR_LABELS,
+                            _env_file=None, **extra)
+
+
+def egress_allows(policy: dict, address: str, port: int, protocol: str = "TCP") -> bool:
+    """Whether the policy lets its pods open a connection to an address outside the cluster, read
+    as the NetworkPolicy API defines it (a rule matches when a peer and a port match; no peers or
+    no ports: all)."""
+    spec = policy["spec"]
+    if "Egress" not in spec["policyTypes"]:
+        return True
+    target = ipaddress.ip_address(address)
+
+    def peer_matches(peer: dict) -> bool:
+        block = peer.get("ipBlock")
+        if block is None:
+            return False  # pod and namespace selectors name pods, not outside addresses
+        network = ipaddress.ip_network(block["cidr"])
+        return (target.version == network.version and target in network
+                and not any(target in ipaddress.ip_network(e) for e in block.get("except", [])))
+
+    def port_matches(rule: dict) -> bool:
+        ports = rule.get("ports")
+        return not ports or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+    return any(port_matches(rule) and ("to" not in rule or any(map(peer_matches, rule["to"])))
+               for rule in spec.get("egress", []))
+
+
+def test_network_policy_admits_the_jobs_api_from_the_operator_pods_only():
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", policy_settings())
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u"
     assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": "ev-ray"}}
     own, operator = policy["spec"]["ingress"]
     assert own == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "ev-ray"}}}]}
-    assert operator["from"] == [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "modeleval-system"}}}]
+    # One peer with both selectors: the operator's pods in its namespace, not every pod there.
+    assert operator["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "modeleval-system"}},
+        "podSelector": {"matchLabels": OPERATOR_LABELS}}]
     assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
     # An operator outside the cluster (no namespace), or policies turned off: none.
     assert build_network_policy("ev-ray", "ev", "ns", "u", OperatorSettings(_env_file=None)) is None
     off = OperatorSettings(operator_namespace="x", network_policy=False, _env_file=None)
     assert build_network_policy("ev-ray", "ev", "ns", "u", off) is None
+
+
+def test_a_policy_naming_only_the_operator_namespace_is_refused_at_startup():
+    with pytest.raises(ValueError, match="MODELEVAL_OPERATOR_POD_LABELS"):
+        OperatorSettings(operator_namespace="modeleval-system", _env_file=None)
+
+
+def test_ray_pods_reach_each_other_and_anything_but_the_metadata_address_by_default():
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", policy_settings())
+    assert policy["spec"]["egress"][0] == {"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "ev-ray"}}}]}
+    for address, port in (("10.77.0.1", 9000), ("52.95.110.1", 443), ("10.96.0.10", 53), ("2600:1f18::1", 443)):
+        assert egress_allows(policy, address, port), address
+        assert egress_allows(policy, address, port, "UDP"), address
+    for metadata in ("169.254.169.254", "fd00:ec2::254"):
+        assert not egress_allows(policy, metadata, 80), metadata
+    assert egress_allows(policy, "169.254.169.253", 80)  # only the one address is kept out
+
+
+def test_an_instance_role_setup_keeps_the_metadata_address_open():
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", policy_settings(s3_instance_role=True))
+    assert egress_allows(policy, "169.254.169.254", 80)
+
+
+def test_listed_endpoints_narrow_the_egress_to_them_on_their_ports():
+    endpoints = [{"cidr": "10.0.5.0/24", "ports": [443]}, {"cidr": "10.0.6.7/32", "ports": [27017]},
+                 {"cidr": "10.96.0.10/32", "ports": [53]}]
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", policy_settings(egress_endpoints=endpoints))
+    assert egress_allows(policy, "10.0.5.20", 443)
+    assert egress_allows(policy, "10.0.6.7", 27017)
+    assert egress_allows(policy, "10.96.0.10", 53, "UDP") and egress_allows(policy, "10.96.0.10", 53)
+    assert not egress_allows(policy, "10.0.5.20", 80)  # a listed network, another port
+    assert not egress_allows(policy, "10.0.6.8", 27017)  # another address
+    assert not egress_allows(policy, "52.95.110.1", 443)
+    assert not egress_allows(policy, "169.254.169.254", 80)
+
+
+def test_a_listed_range_holding_the_metadata_address_still_keeps_it_out():
+    wide = policy_settings(egress_endpoints=[{"cidr": "169.254.0.0/16"}, {"cidr": "0.0.0.0/0", "ports": [443]}])
+    policy = build_network_policy("ev-ray", "ev", "ns", "u", wide)
+    assert egress_allows(policy, "169.254.1.1", 80) and egress_allows(policy, "8.8.8.8", 443)
+    assert not egress_allows(policy, "169.254.169.254", 80)
+    assert not egress_allows(policy, "169.254.169.254", 443)
+    with pytest.raises(ValueError, match="metadata address 169.254.169.254/32"):
+        policy_settings(egress_endpoints=[{"cidr": "169.254.169.254/32"}])
+
+
+@pytest.mark.parametrize("endpoint, message", [
+    ({"cidr": "10.0.0.1/8"}, "not a CIDR"), ({"cidr": "s3.example.com"}, "not a CIDR"),
+    ({"cidr": "10.0.0.0/8", "ports": [0]}, "outside 1-65535"),
+    ({"cidr": "10.0.0.0/8", "port": 443}, "port"),
+])
+def test_a_bad_egress_endpoint_is_refused_naming_it(endpoint, message):
+    with pytest.raises(ValueError, match=message):
+        policy_settings(egress_endpoints=[endpoint])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 
 from ..api.results import submission_id
 from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
-from .settings import OperatorSettings
+from .settings import METADATA_NETWORKS, OperatorSettings
 
 LABEL_EVALUATION = "modeleval.dev/evaluation"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -166,14 +167,23 @@ def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationS
     }
 
 
+# Everything, per address family, for the default egress rule (less the metadata addresses).
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
+
 def build_network_policy(cluster: str, name: str, namespace: str, uid: str,
                          settings: OperatorSettings) -> dict[str, Any] | None:
     """Ingress to the RayCluster's pods: from each other (GCS, object transfers, workers), and
-    to the head's Jobs API (the dashboard port) from the operator's namespace only. None when
-    turned off or the operator's namespace is not known (an operator outside the cluster)."""
+    to the head's Jobs API (the dashboard port) from the operator's own pods only. Egress: to
+    each other and to ``ray_egress`` only. None when turned off or the operator's namespace is
+    not known (an operator outside the cluster)."""
     if not settings.network_policy or not settings.operator_namespace:
         return None
     pods = {"matchLabels": {"ray.io/cluster": cluster}}
+    operator_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}},
+        "podSelector": {"matchLabels": dict(settings.operator_pod_labels)},
+    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -182,15 +192,43 @@ def build_network_policy(cluster: str, name: str, namespace: str, uid: str,
                      "ownerReferences": [owner_reference(name, uid)]},
         "spec": {
             "podSelector": pods,
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": [{"podSelector": pods}]},
-                {"from": [{"namespaceSelector": {"matchLabels": {
-                    "kubernetes.io/metadata.name": settings.operator_namespace}}}],
-                 "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
+                {"from": [operator_pods], "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
             ],
+            "egress": [{"to": [{"podSelector": pods}]}, *ray_egress(settings)],
         },
     }
+
+
+def ray_egress(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Where a Ray pod may connect besides its own cluster: the listed endpoints (S3, MongoDB,
+    DNS) when the platform lists them; otherwise anywhere but the cloud metadata address, which
+    only an instance-role setup needs (its pods get S3 access from the node's identity)."""
+    keep_out = [] if settings.s3_instance_role else list(METADATA_NETWORKS)
+    if settings.egress_endpoints:
+        return [_endpoint_rule(e.cidr, e.ports, keep_out) for e in settings.egress_endpoints]
+    if not keep_out:
+        return [{}]  # an empty rule: any destination
+    return [{"to": [_ip_block(cidr, keep_out) for cidr in ANYWHERE]}]
+
+
+def _ip_block(cidr: str, keep_out: list[str]) -> dict[str, Any]:
+    """``cidr`` less those of ``keep_out`` inside it (the metadata address in a listed range)."""
+    network = ipaddress.ip_network(cidr)
+    inside = [str(k) for k in map(ipaddress.ip_network, keep_out)
+              if k.version == network.version and k != network and k.subnet_of(network)]
+    return {"ipBlock": {"cidr": cidr, **({"except": inside} if inside else {})}}
+
+
+def _endpoint_rule(cidr: str, ports: list[int], keep_out: list[str]) -> dict[str, Any]:
+    rule: dict[str, Any] = {"to": [_ip_block(cidr, keep_out)]}
+    if ports:
+        # DNS answers on UDP and on TCP; a store on TCP: both protocols for each listed port.
+        rule["ports"] = [{"protocol": protocol, "port": port}
+                         for port in ports for protocol in ("TCP", "UDP")]
+    return rule
 
 
 MANIFEST_FILE = "manifest.yaml"

@@ -2,8 +2,40 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# The cloud instance metadata service (AWS, GCP, Azure; AWS's IPv6 address): whoever reaches it
+# gets the node's cloud identity.
+METADATA_NETWORKS = ("169.254.169.254/32", "fd00:ec2::254/128")
+
+
+class EgressEndpoint(BaseModel):
+    """A network a Ray pod may connect to (a CIDR), on the listed ports or on any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cidr: str
+    ports: list[int] = Field(default_factory=list)
+
+    @field_validator("cidr")
+    @classmethod
+    def _is_a_network(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError as error:
+            raise ValueError(f"egress endpoint {value!r} is not a CIDR ({error})") from None
+
+    @field_validator("ports")
+    @classmethod
+    def _are_ports(cls, value: list[int]) -> list[int]:
+        wrong = [port for port in value if not 1 <= port <= 65535]
+        if wrong:
+            raise ValueError(f"egress endpoint ports {wrong} are outside 1-65535")
+        return value
 
 
 class OperatorSettings(BaseSettings):
@@ -80,12 +112,35 @@ class OperatorSettings(BaseSettings):
     operator_namespace: str | None = Field(None, description="The operator's own namespace (the "
                                            "chart sets it): the only one whose pods may reach a "
                                            "RayCluster's Jobs API through its NetworkPolicy.")
+    operator_pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels of "
+                                                "the operator's own pods (the chart sets them): "
+                                                "with operator_namespace, the only pods a "
+                                                "RayCluster's NetworkPolicy admits to its Jobs API.")
     network_policy: bool = Field(True, description="Give each RayCluster a NetworkPolicy: its "
                                  "pods accept traffic only from each other, and the head's "
-                                 "dashboard port also from the operator's namespace. Needs "
-                                 "operator_namespace.")
+                                 "dashboard port also from the operator's pods; they reach "
+                                 "nothing but egress_endpoints (by default anywhere but the "
+                                 "cloud metadata address). Needs operator_namespace and "
+                                 "operator_pod_labels.")
+    egress_endpoints: list[EgressEndpoint] = Field(default_factory=list, description="Where Ray "
+                                                   "pods may connect (S3, MongoDB, DNS) besides "
+                                                   "each other. Empty: anywhere except the cloud "
+                                                   "metadata address, unless s3_instance_role.")
     health_port: int = Field(8080, description="Liveness endpoint (/healthz).")
     metrics_port: int = Field(9090, description="Prometheus metrics (/metrics).")
     metrics_host: str = "0.0.0.0"
     refuse_file_uris: bool = Field(True, description="Refuse file:// URIs: a cluster reads object "
                                    "storage only.")
+
+    @model_validator(mode="after")
+    def _policy_names_the_operator_pods(self) -> "OperatorSettings":
+        # Admitting the operator's whole namespace to every Jobs API would admit any pod there.
+        if self.network_policy and self.operator_namespace and not self.operator_pod_labels:
+            raise ValueError("MODELEVAL_OPERATOR_POD_LABELS must name the operator pod's labels "
+                             "(a JSON object) when MODELEVAL_OPERATOR_NAMESPACE is set and "
+                             "MODELEVAL_NETWORK_POLICY is true")
+        metadata = [e.cidr for e in self.egress_endpoints if e.cidr in METADATA_NETWORKS]
+        if metadata and not self.s3_instance_role:
+            raise ValueError(f"MODELEVAL_EGRESS_ENDPOINTS lists the cloud metadata address "
+                             f"{metadata[0]}, which only MODELEVAL_S3_INSTANCE_ROLE opens")
+        return self
