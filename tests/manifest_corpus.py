@@ -163,6 +163,11 @@ CASES: list[Case] = [
             {"spec.gate[0]": {"metric": "ndcg@10", "requireSignificant": False}}, COMPARED),
     refused("gate-minAbsoluteChange-negative", "spec.gate[0].minAbsoluteChange",
             {"spec.gate[0].minAbsoluteChange": -0.01}, COMPARED),
+    # MLflow's MetricThreshold refuses a min_absolute_change <= 0 (0 is no change).
+    refused("gate-minAbsoluteChange-0", "spec.gate[0].minAbsoluteChange",
+            {"spec.gate[0].minAbsoluteChange": 0}, COMPARED),
+    refused("gate-minAbsoluteChange-0.0", "spec.gate[0].minAbsoluteChange",
+            {"spec.gate[0].minAbsoluteChange": 0.0}, COMPARED),
     refused("gate-minRelativeChange-above-1", "spec.gate[0].minRelativeChange",
             {"spec.gate[0].minRelativeChange": 1.5}, COMPARED),
     refused("gate-higherIsBetter-string", "spec.gate[0].higherIsBetter",
@@ -254,7 +259,8 @@ CASES: list[Case] = [
     accepted("compared", {}, COMPARED),
     accepted("mlflow-gate", {"spec.gate": [
         {"metric": "ndcg@10", "threshold": 0.3, "minRelativeChange": 0.02, "higherIsBetter": True},
-        {"metric": "mrr", "minAbsoluteChange": 0, "requireSignificant": False, "max": 1}]}, COMPARED),
+        {"metric": "mrr", "minAbsoluteChange": 0.001, "requireSignificant": False, "max": 1}]},
+             COMPARED),
     accepted("confidence-defaults", {"spec.confidence": {}}),
     accepted("confidence-bounds", {"spec.confidence": {"level": 0.5, "resamples": 10000,
                                                        "seed": 4294967295}}),

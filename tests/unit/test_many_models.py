@@ -52,7 +52,7 @@ TOURNAMENT = """\
   dataset: {uri: ROOT/dense.txt}
   confidence: {resamples: 200, seed: 3}
   gate:
-    - {metric: ndcg@10, minAbsoluteChange: 0.0, requireSignificant: true}
+    - {metric: ndcg@10, requireSignificant: true}
 """
 
 

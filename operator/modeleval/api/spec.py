@@ -394,6 +394,10 @@ class SliceSpec(SpecModel):
     )
 
 
+_POSITIVE_CHANGE = Rule("self > 0.0", "must be a positive number (MLflow's MetricThreshold "
+                        "refuses a min_absolute_change <= 0)", lambda value: value > 0)
+
+
 class GateRule(SpecModel):
     """One metric's conditions. ``threshold``, ``minAbsoluteChange``, ``minRelativeChange`` and
     ``higherIsBetter`` mean what they mean in MLflow's MetricThreshold."""
@@ -407,16 +411,19 @@ class GateRule(SpecModel):
                                           "metrics worsen upwards).")
     threshold: float | None = Field(None, description="The value must be at least this when "
                                     "higher is better, at most this otherwise (MLflow's threshold).")
-    min_absolute_change: float | None = Field(None, ge=0, description="The model must beat the "
-                                              "baseline by at least this much: value >= baseline "
-                                              "+ change (higher is better) or value <= baseline - "
-                                              "change.")
+    min_absolute_change: Annotated[float, _POSITIVE_CHANGE] | None = Field(
+        None, description="The model must beat the baseline by at least this much: value >= "
+        "baseline + change (higher is better) or value <= baseline - change. A positive number, "
+        "as MLflow's MetricThreshold requires (0 would be no change).")
     min_relative_change: float | None = Field(None, ge=0, le=1, description="The model must "
                                               "beat the baseline by at least this fraction of the "
-                                              "baseline's value: (value - baseline) / baseline >= "
-                                              "change (higher is better; (baseline - value) / "
-                                              "baseline otherwise). A baseline of 0: the value "
-                                              "must only be better.")
+                                              "size of the baseline's value: (value - baseline) / "
+                                              "abs(baseline) >= change (higher is better; "
+                                              "(baseline - value) / abs(baseline) otherwise). "
+                                              "Divided by abs(baseline), so a metric that can be "
+                                              "negative (r2) must still move the better way; for "
+                                              "a positive baseline this is MLflow's rule. A "
+                                              "baseline of 0: the value must only be better.")
     higher_is_better: bool | None = Field(None, description="The metric's direction; default: "
                                           "lower is better for logloss, rmse and mae, higher for "
                                           "every other metric.")
