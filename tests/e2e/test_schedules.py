@@ -2,7 +2,9 @@
 whose metric reaches the schedule's status, history limits prune, deleting the schedule deletes
 its children (kube-controller-manager's garbage collector, through owner references); a model
 uploaded to MinIO under a trigger prefix makes exactly one child, also after the operator
-restarts; a worse model turns Degraded true with an Event."""
+restarts (the prefix is listed with the namespace's own S3 Secret: with keys MinIO refuses, the
+schedule reports ModelListFailed naming that Secret); a worse model turns Degraded true with an
+Event."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def operator(bed, tmp_path_factory):
             "crd/evaluationschedules.modeleval.dev")
     publish_example_assets(Storage(), EXAMPLES_BUCKET)
     process = OperatorProcess(bed, tmp_path_factory.mktemp("operator") / "operator.log",
-                              MODELEVAL_SCHEDULE_POLL_INTERVAL="2").start()
+                              MODELEVAL_SCHEDULE_POLL_INTERVAL="2",
+                              MODELEVAL_TRIGGER_LIST_INTERVAL="4").start()
     yield process
     process.stop()
 
@@ -52,6 +55,15 @@ def every_minute(bed, api, operator):
     apply_schedule(bed, namespace, "every-minute", schedule="* * * * *", successfulHistoryLimit=1)
     yield namespace
     client.CoreV1Api(api).delete_namespace(namespace)
+
+
+def give_s3_keys(bed, namespace: str) -> None:
+    """The namespace's own S3 Secret, with keys MinIO accepts: a trigger lists its prefix with
+    them (the examples' Secret holds placeholders)."""
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "modeleval-s3"},
+        "stringData": {"AWS_ACCESS_KEY_ID": bed.s3_access_key,
+                       "AWS_SECRET_ACCESS_KEY": bed.s3_secret_key}}))
 
 
 def template(**extra) -> dict:
@@ -94,9 +106,18 @@ def test_a_new_model_is_evaluated_once_also_after_a_restart(bed, api, namespace,
     prefix = f"schedules/{uuid.uuid4().hex[:8]}/"
     storage = Storage()
     storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}old.json", storage.read(RANKER))
+    # With the examples' placeholder keys MinIO refuses the listing: the schedule says so.
+    apply_schedule(bed, namespace, "refused",
+                   trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}})
+    refused = eventually(lambda: [c for c in schedule_status(api, namespace, "refused")
+                                  .get("conditions") or [] if c["reason"] == "ModelListFailed"],
+                         30, "the refused listing reported")
+    assert "Secret " + namespace + "/modeleval-s3" in refused[0]["message"]
+    give_s3_keys(bed, namespace)
     apply_schedule(bed, namespace, "on-upload",
                    trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}})
-    eventually(lambda: schedule_status(api, namespace, "on-upload").get("modelsListed"), 30,
+    # The Secret's old keys may be used for up to 30 s more (each Secret is read twice a minute).
+    eventually(lambda: schedule_status(api, namespace, "on-upload").get("modelsListed"), 60,
                "the first listing of the prefix")
     time.sleep(5)  # a few rounds: what was there before the schedule is not evaluated
     assert children(api, namespace, "on-upload") == []
@@ -128,6 +149,7 @@ def test_a_new_model_is_evaluated_once_also_after_a_restart(bed, api, namespace,
 def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operator):
     prefix = f"schedules/{uuid.uuid4().hex[:8]}/"
     storage = Storage()
+    give_s3_keys(bed, namespace)
     apply_schedule(bed, namespace, "watch", concurrencyPolicy="Forbid",
                    trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}},
                    degradation={"maxDrop": 0.01})

@@ -141,8 +141,11 @@ class Reason(StrEnum):
                          "`spec.suspend` is true: no new runs", "set it to false; the latest "
                          "missed cron run is then made once (within `startingDeadlineSeconds`)")
     ModelListFailed = ("ModelListFailed", f"schedule Ready=False, {EVENT}", "the new-model "
-                       "trigger's S3 prefix could not be listed with the operator's credentials",
-                       "check the bucket and the operator's S3 Secret (`s3.operatorSecretName`)")
+                       "trigger's S3 prefix could not be listed with the namespace's own S3 "
+                       "Secret (`s3.secretName`), or that Secret is missing",
+                       "create the Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and "
+                       "give it list access to the prefix; a missing bucket and a refused one "
+                       "read the same")
     RunCreated = ("RunCreated", EVENT, "the schedule created a child ModelEvaluation (a cron "
                   "time, or a new model under the trigger's prefix)", "-")
     RunSkipped = ("RunSkipped", EVENT, "a cron run was not made: a child was still active "

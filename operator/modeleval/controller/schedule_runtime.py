@@ -6,7 +6,8 @@ S3 is listed with the schedule namespace's own Secret (``s3_secret``, the one it
 Ray pods get) at the operator's ``s3_endpoint``, never with the operator's credentials: a
 tenant's trigger sees exactly what the tenant's evaluations could read. Every refusal reads the
 same, so a tenant learns nothing about buckets it may not list. A prefix is listed at most once
-a minute (jittered) for every schedule naming it with the same credentials.
+a minute (``trigger_list_interval``, jittered) for every schedule naming it with the same
+credentials.
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ from .status import cap
 log = logging.getLogger("modeleval.operator")
 # A prefix with more objects than this is listed only this far (in key order), per round.
 MAX_LISTED = 10_000
-# A prefix is listed at most once per LIST_INTERVAL seconds, each time up to LIST_JITTER of it
-# later, so schedules made together do not list together.
-LIST_INTERVAL = 60.0
+# A prefix is listed at most once per interval (settings.trigger_list_interval), each time up to
+# LIST_JITTER of it later, so schedules made together do not list together.
 LIST_JITTER = 0.25
 # What a listing gives a round: the objects, or why there are none.
 Listing = tuple["tuple[ModelObject, ...] | None", "str | None"]
@@ -67,7 +67,7 @@ class PrefixListings:
     """The last listing of each (endpoint, bucket, prefix, credentials), reused until it is due
     again; the least recently used beyond ``size`` are forgotten."""
 
-    def __init__(self, interval: float = LIST_INTERVAL, jitter: float = LIST_JITTER,
+    def __init__(self, interval: float = 60.0, jitter: float = LIST_JITTER,
                  size: int = 512, clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random):
         self.interval, self.jitter, self.size = interval, jitter, size
@@ -110,7 +110,7 @@ class ScheduleRuntime:
         self.settings = settings
         self._kube = kube
         self._make_s3 = s3_client
-        self.listings = listings or PrefixListings()
+        self.listings = listings or PrefixListings(settings.trigger_list_interval)
         self.secrets = secrets or NamespaceSecrets(kube)
 
     # ------------------------------------------------------------------------- observe

@@ -92,7 +92,12 @@ class OperatorSettings(BaseSettings):
                                      "at once when it answers without the job.")
     schedule_poll_interval: float = Field(10.0, gt=0, le=60, description="How often each "
                                           "EvaluationSchedule is looked at (cron times fall on "
-                                          "whole minutes; a new model is seen within this).")
+                                          "whole minutes; a new model is seen within this "
+                                          "once its prefix is listed).")
+    trigger_list_interval: float = Field(60.0, gt=0, description="Seconds between two listings "
+                                         "of one new-model trigger prefix with one namespace's "
+                                         "credentials, however many schedules name it (each "
+                                         "listing up to a quarter of this later, at random).")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
     job_submit_timeout: float = Field(10.0, gt=0)
