@@ -3,7 +3,8 @@
 # checkout, one directory per tool and version, so a fresh clone reuses what is already built.
 #
 #   hack/build-tools.sh [TOOL ...]     TOOL: packages kubernetes kubernetes-node etcd kwok helm
-#                                            kuberay minio ferretdb coredns runc-wrapper
+#                                            kuberay minio ferretdb coredns kube-network-policies
+#                                            runc-wrapper
 #
 # Nothing prebuilt is downloaded and no third-party source is kept in the repository: modules
 # whose go.mod uses local replace directives (Kubernetes, etcd) are built through a wrapper
@@ -155,6 +156,16 @@ build_coredns() {
   mark_built coredns "$COREDNS_VERSION"
 }
 
+build_kube_network_policies() {
+  # The NetworkPolicy enforcer kind ships (nfqueue): the real node enforces the policies the
+  # operator and the chart create. Its command is the module's package `cmd`.
+  local v=$KUBE_NETWORK_POLICIES_VERSION out; out=$(out_dir kube-network-policies "$v")
+  is_built kube-network-policies "$v" && { log "kube-network-policies $v: cached in $out"; return; }
+  go_install kube-network-policies "$v" sigs.k8s.io/kube-network-policies sigs.k8s.io/kube-network-policies/cmd
+  mv "$out/cmd" "$out/kube-network-policies"
+  mark_built kube-network-policies "$v"
+}
+
 build_runc_wrapper() {
   # Our own program (hack/runc-wrapper): rebuilt when its source changes.
   local out="$cache/runc-wrapper" sum
@@ -174,12 +185,12 @@ build_packages() {
   "$here/apt-install.sh" $NODE_PACKAGES
 }
 
-all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns runc-wrapper)
+all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns kube-network-policies runc-wrapper)
 [ $# -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$cache"
 for t in "$@"; do
   case $t in
-    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|runc-wrapper)
+    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|kube-network-policies|runc-wrapper)
       "build_${t//-/_}" ;;
     *) echo "make tools: unknown tool '$t' (known: ${all[*]})" >&2; exit 2 ;;
   esac
