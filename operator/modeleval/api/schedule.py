@@ -125,6 +125,17 @@ class EvaluationScheduleSpec(SpecModel):
              or s.degradation.metric in s.template.metrics, ".degradation.metric"),
     )
 
+    def named_models(self) -> list[tuple[str, ModelSource]]:
+        """Every model the schedule's children can name, with its field path: the template's,
+        the new models (the template's model in the trigger's format) and the champion."""
+        models = self.template.named_models("spec.template")
+        if self.trigger is not None and self.trigger.new_model.format is not None:
+            models.append(("spec.trigger.newModel", self.template.model.model_copy(
+                update={"format": str(self.trigger.new_model.format)})))
+        if self.degradation is not None and self.degradation.champion_model is not None:
+            models.append(("spec.degradation.championModel", self.degradation.champion_model))
+        return models
+
     @property
     def watched_metric(self) -> str:
         if self.degradation and self.degradation.metric:

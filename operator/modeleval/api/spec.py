@@ -615,6 +615,23 @@ class ModelEvaluationSpec(SpecModel):
              or bool(s.dataset.group_column), ".dataset.groupColumn"),
     )
 
+    def named_models(self, prefix: str = "spec") -> list[tuple[str, ModelSource]]:
+        """Every model the spec names, with its field path: the model, the baseline's and each
+        challenger's. Every one is checked the same way (ModelSource's rules here, the
+        operator's policy there); a new model slot belongs in this list."""
+        return [(f"{prefix}.model", self.model),
+                *([(f"{prefix}.baseline.model", self.baseline.model)] if self.baseline else []),
+                *((f"{prefix}.challengers[{i}].model", c.model)
+                  for i, c in enumerate(self.challengers))]
+
+    def named_uris(self, prefix: str = "spec") -> list[tuple[str, str]]:
+        """Every storage URI the spec names, with its field path: the models', the dataset's and
+        the predictions'."""
+        return [*((f"{where}.uri", model.uri) for where, model in self.named_models(prefix)),
+                (f"{prefix}.dataset.uri", self.dataset.uri),
+                *([(f"{prefix}.output.predictionsUri", self.output.predictions_uri)]
+                  if self.output.predictions_uri else [])]
+
     @property
     def metric_names(self) -> list[MetricName]:
         return [MetricName.parse(m) for m in self.metrics]

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument, submission_id
-from ..api.spec import ModelEvaluationSpec, ModelFormat, format_validation_error, parse_quantity
+from ..api.spec import (ModelEvaluationSpec, ModelFormat, ModelSource, format_validation_error,
+                        parse_quantity)
 from ..api.status import (BaselineStatus, ConditionType, ModelEvaluationStatus, Phase,
                           ResultsRef, capped_warnings)
 from . import status as st
@@ -64,21 +65,38 @@ def parse_spec(raw: dict[str, Any], settings: OperatorSettings) -> ModelEvaluati
         return InvalidSpec(format_validation_error(error, "spec"),
                            ray_cluster_name=shared if isinstance(shared, str) and shared else None,
                            keep_cluster=keep is True)
-    if settings.refuse_file_uris:
-        uris = [("spec.model.uri", spec.model.uri), ("spec.dataset.uri", spec.dataset.uri)]
-        if spec.baseline:
-            uris.append(("spec.baseline.model.uri", spec.baseline.model.uri))
-        if spec.output.predictions_uri:
-            uris.append(("spec.output.predictionsUri", spec.output.predictions_uri))
-        for name, uri in uris:
-            if uri.startswith("file://"):
-                return InvalidSpec(f"{name}: file:// URIs are refused in a cluster (pods cannot "
-                                   "read the submitter's files); use s3://",
-                                   ray_cluster_name=spec.ray_cluster_name, keep_cluster=spec.keep_cluster)
+    for where, model in spec.named_models():
+        refused = model_refusal(where, model, settings)
+        if refused:
+            return InvalidSpec(refused[1], refused[0], spec.ray_cluster_name, spec.keep_cluster)
+    for where, uri in spec.named_uris():
+        if settings.refuse_file_uris and uri.startswith("file://"):
+            return InvalidSpec(_FILE_REFUSED.format(where=where),
+                               ray_cluster_name=spec.ray_cluster_name, keep_cluster=spec.keep_cluster)
     refused = policy_violation(spec, settings)
     if refused:
         return InvalidSpec(refused, Reason.Forbidden, spec.ray_cluster_name, spec.keep_cluster)
     return spec
+
+
+_FILE_REFUSED = ("{where}: file:// URIs are refused in a cluster (pods cannot read the "
+                 "submitter's files); use s3://")
+
+
+def model_refusal(where: str, model: ModelSource,
+                  settings: OperatorSettings) -> tuple[Reason, str] | None:
+    """The one check of a model against the platform, for every model a spec names (the
+    model, the baseline's, each challenger's; a schedule's champion and new models): why it is
+    refused, or None. What holds everywhere (the URI's shape, no '..', a known format, pickle
+    only with allowPickle) is ModelSource's own validation; this adds what the cluster rules:
+    no file://, no pickle unless the platform allows it."""
+    if settings.refuse_file_uris and model.uri.startswith("file://"):
+        return Reason.InvalidSpec, _FILE_REFUSED.format(where=f"{where}.uri")
+    if model.format == ModelFormat.pickle and not settings.allow_pickle:
+        return Reason.Forbidden, (f"{where}.format: pickle models run code when loaded and this "
+                                  "operator's policy refuses them (allowPickle: false); export "
+                                  "to XGBoost JSON/UBJSON or ONNX")
+    return None
 
 
 def _image_allowed(image: str, allowed: list[str]) -> bool:
@@ -92,13 +110,6 @@ def policy_violation(spec: ModelEvaluationSpec, settings: OperatorSettings) -> s
     if spec.ray_image and not _image_allowed(spec.ray_image, images):
         return (f"spec.rayImage: {spec.ray_image} is not an allowed Ray image (operator policy "
                 f"allowedRayImages: {', '.join(images)})")
-    models = [("spec.model", spec.model)] + ([("spec.baseline.model", spec.baseline.model)]
-                                              if spec.baseline else [])
-    for name, model in models:
-        if model.format == ModelFormat.pickle and not settings.allow_pickle:
-            return (f"{name}.format: pickle models run code when loaded and this operator's "
-                    "policy refuses them (allowPickle: false); export to XGBoost JSON/UBJSON or "
-                    "ONNX")
     r = spec.resources
     if settings.max_workers and r.workers > settings.max_workers:
         return (f"spec.resources.workers: {r.workers} is above the operator's limit "

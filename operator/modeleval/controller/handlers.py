@@ -184,7 +184,7 @@ def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -
     now = datetime.now(timezone.utc)
     sched = evaluation(body)  # the same identity fields
     before = EvaluationScheduleStatus.model_validate(body.get("status") or {})
-    spec = parse_schedule_spec(dict(body.get("spec") or {}))
+    spec = parse_schedule_spec(dict(body.get("spec") or {}), SETTINGS)
     observed = SCHEDULES.observe(sched, spec, before)
     after, actions = decide_schedule(sched, spec, before, observed, now)
     SCHEDULES.act(body, sched, actions)

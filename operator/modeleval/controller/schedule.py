@@ -41,7 +41,8 @@ from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyP
 from ..api.status import rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st
-from .decide import Emit, Evaluation, InvalidSpec
+from .decide import Emit, Evaluation, InvalidSpec, model_refusal
+from .settings import OperatorSettings
 
 # Bounds of what a schedule keeps and does per round.
 SEEN_LIMIT = 200
@@ -123,11 +124,20 @@ class DeleteChild:
 ScheduleAction = CreateChild | DeleteChild | Emit
 
 
-def parse_schedule_spec(raw: dict[str, Any]) -> EvaluationScheduleSpec | InvalidSpec:
+def parse_schedule_spec(raw: dict[str, Any],
+                        settings: OperatorSettings | None = None) -> EvaluationScheduleSpec | InvalidSpec:
+    """The schedule, or why it is refused: its own validation, then (given the operator's
+    settings) the platform's check of every model its children could name, so a child that
+    would be refused is never made."""
     try:
-        return EvaluationScheduleSpec.model_validate(raw)
+        spec = EvaluationScheduleSpec.model_validate(raw)
     except ValidationError as error:
         return InvalidSpec(format_validation_error(error, "spec"))
+    for where, model in spec.named_models() if settings is not None else ():
+        refused = model_refusal(where, model, settings)
+        if refused:
+            return InvalidSpec(refused[1], refused[0])
+    return spec
 
 
 def wants_models(spec: EvaluationScheduleSpec | InvalidSpec,
