@@ -157,7 +157,7 @@ def test_every_rule_in_the_crd_is_met_by_the_corpus_at_admission(verdicts):
     """Every CEL rule the models generate refuses some corpus case on the server (the unit test
     checks the same messages come from the CLI for the same corpus)."""
     said = " | ".join(v.stderr for v in verdicts.values())
-    rules = crd_module.cel_rules()
+    rules = [r for r in crd_module.cel_rules() if "oldSelf" not in r["rule"]]  # updates only
     assert len(rules) >= 20
     missing = [r["message"] for r in rules if r["message"] not in said]
     assert not missing, f"rules no corpus case meets at admission: {missing}"

@@ -45,8 +45,9 @@ class FakeKube:
         self.calls.append(f"secret {name}")
         return "token"
 
-    def delete_raycluster(self, namespace: str, name: str) -> None:
+    def delete_raycluster(self, namespace: str, name: str, owner_uid: str) -> bool:
         self.calls.append(f"delete {name}")
+        return True
 
 
 class FakeJobs:

@@ -73,7 +73,9 @@ def test_every_admission_rule_is_met_by_the_corpus_on_the_cli_too():
     """Each CEL rule in the generated CRD refuses some corpus case here with the same message:
     the rule exists on both sides (test_admission checks the server refuses the same cases)."""
     messages = " | ".join(refusal(yaml.safe_dump(c.manifest)) for c in REFUSED)
-    rules = [r for r in crd.cel_rules() if not r["rule"].startswith("self.all(k,")]
+    # (the transition rules compare with the stored object: a create cannot meet them)
+    rules = [r for r in crd.cel_rules() if not r["rule"].startswith("self.all(k,")
+             and "oldSelf" not in r["rule"]]
     assert len(rules) >= 20
     missing = [r["message"] for r in rules if r["message"] not in messages]
     assert not missing, f"rules no corpus case meets on the CLI: {missing}"

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .spec import (API_GROUP, API_VERSION, CEL_RULES, KIND, ModelEvaluationSpec, ObjectMeta,
-                   cel_string)
+                   cel_string, transition_rules)
 from .schedule import (SCHEDULE_KIND, SCHEDULE_NAME_MAX, SCHEDULE_PLURAL, SCHEDULE_SHORT_NAMES,
                        SCHEDULE_SINGULAR, EvaluationScheduleSpec, EvaluationScheduleStatus)
 from .status import ModelEvaluationStatus
@@ -157,8 +157,14 @@ def crd() -> dict[str, Any]:
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "Evaluates a stored model on a stored dataset on Ray and records the metrics.",
-        metadata_schema(), {**spec_schema(), "description": ModelEvaluationSpec.__doc__},
+        metadata_schema(), _fixed_after_creation(
+            {**spec_schema(), "description": ModelEvaluationSpec.__doc__}),
         status_schema())
+
+
+def _fixed_after_creation(spec: dict[str, Any]) -> dict[str, Any]:
+    """A ModelEvaluation's spec with the transition rules (not a schedule's template)."""
+    return {**spec, CEL_RULES: [*spec.get(CEL_RULES, []), *transition_rules()]}
 
 
 def schedule_crd() -> dict[str, Any]:

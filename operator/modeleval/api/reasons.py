@@ -134,6 +134,13 @@ class Reason(StrEnum):
                     "down was written by the operator", "-")
     TTLExpired = ("TTLExpired", EVENT, "`ttlSecondsAfterFinished` passed; the evaluation is "
                   "deleted", "-")
+    CreateRefused = ("CreateRefused", f"{FAILURE}, schedule Ready=False, {EVENT}", "the API "
+                     "server refused to create the evaluation's RayCluster or a schedule's child "
+                     "(HTTP 4xx: invalid, too large, forbidden by a quota or an admission "
+                     "webhook); not retried", "fix what the message names, then create it again")
+    NotOwned = ("NotOwned", EVENT, "a RayCluster or NetworkPolicy the evaluation would delete "
+                "is not owned by it (another evaluation's, or made by someone else): left alone",
+                "-")
     # ----------------------------------------------------------------- EvaluationSchedule
     Scheduled = ("Scheduled", "schedule Ready=True", "the EvaluationSchedule is valid and makes "
                  "runs", "-")
@@ -149,8 +156,12 @@ class Reason(StrEnum):
     RunCreated = ("RunCreated", EVENT, "the schedule created a child ModelEvaluation (a cron "
                   "time, or a new model under the trigger's prefix)", "-")
     RunSkipped = ("RunSkipped", EVENT, "a cron run was not made: a child was still active "
-                  "(`concurrencyPolicy: Forbid`) or it was missed by more than "
-                  "`startingDeadlineSeconds`", "-")
+                  "(`concurrencyPolicy: Forbid`), the schedule has `policy.maxActivePerSchedule` "
+                  "active children, or it was missed by more than `startingDeadlineSeconds`",
+                  "-")
+    TooManySchedules = ("TooManySchedules", "schedule Ready=False", "the namespace has more "
+                        "EvaluationSchedules than `policy.maxSchedulesPerNamespace`: the newest "
+                        "make no runs", "delete schedules you no longer need")
     RunReplaced = ("RunReplaced", EVENT, "an active child was deleted to make way for a new run "
                    "(`concurrencyPolicy: Replace`)", "-")
     MetricDegraded = ("MetricDegraded", f"Degraded=True, {EVENT}", "the latest run's watched "

@@ -641,6 +641,25 @@ class ModelEvaluationSpec(SpecModel):
         return str(self.metric_names[0])
 
 
+# Spec fields fixed at creation: they decide whose RayCluster an evaluation runs on and whether
+# the operator deletes it after. The API server refuses a change (these transition rules, on the
+# ModelEvaluation's spec only: a schedule's template may change); the operator refuses one it
+# sees anyway (controller/decide.py's held_to_creation).
+FIXED_AFTER_CREATION = ("rayClusterName", "keepCluster")
+
+
+def transition_rules() -> list[dict[str, str]]:
+    """The CEL rules (on spec, comparing with ``oldSelf``) that keep FIXED_AFTER_CREATION."""
+    shared, keep = FIXED_AFTER_CREATION
+    return [
+        {"rule": f"has(self.{shared}) == has(oldSelf.{shared}) && (!has(self.{shared}) || "
+                 f"self.{shared} == oldSelf.{shared})",
+         "message": f"{shared} cannot change after creation", "fieldPath": f".{shared}"},
+        {"rule": f"(has(self.{keep}) && self.{keep}) == (has(oldSelf.{keep}) && oldSelf.{keep})",
+         "message": f"{keep} cannot change after creation", "fieldPath": f".{keep}"},
+    ]
+
+
 class ObjectMeta(BaseModel):
     """The metadata the engine reads; the rest (labels, annotations) passes through."""
 

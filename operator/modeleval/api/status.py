@@ -93,6 +93,14 @@ def capped_warnings(warnings: list[str]) -> list[str]:
             for w in warnings[:WARNINGS_LIMIT]]
 
 
+class ClusterFields(StatusModel):
+    """The spec fields that decide whose RayCluster an evaluation runs on and whether it is
+    deleted after, fixed at creation."""
+
+    ray_cluster_name: str | None = None
+    keep_cluster: bool = False
+
+
 class ModelEvaluationStatus(StatusModel):
     phase: Phase = Phase.Pending
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP)
@@ -100,6 +108,9 @@ class ModelEvaluationStatus(StatusModel):
     start_time: Time | None = None
     completion_time: Time | None = None
     ray_cluster: str | None = None
+    cluster_fields: ClusterFields | None = Field(None, description="spec.rayClusterName and "
+                                                 "spec.keepCluster as the evaluation was first "
+                                                 "seen with: they cannot change after.")
     job_id: str | None = None
     dashboard_url: str | None = Field(None, alias="dashboardURL")
     progress: Progress | None = None

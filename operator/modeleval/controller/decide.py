@@ -11,7 +11,7 @@ test rather than an end-to-end one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,8 +21,8 @@ from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument, submission_id
 from ..api.spec import (ModelEvaluationSpec, ModelFormat, ModelSource, format_validation_error,
                         parse_quantity)
-from ..api.status import (BaselineStatus, ConditionType, ModelEvaluationStatus, Phase,
-                          ResultsRef, capped_warnings)
+from ..api.status import (BaselineStatus, ClusterFields, ConditionType, ModelEvaluationStatus,
+                          Phase, ResultsRef, capped_warnings)
 from . import status as st
 from .builders import (JobPackage, build_job_submission, build_network_policy, build_raycluster,
                        cluster_name, head_url, job_package)
@@ -97,6 +97,26 @@ def model_refusal(where: str, model: ModelSource,
                                   "operator's policy refuses them (allowPickle: false); export "
                                   "to XGBoost JSON/UBJSON or ONNX")
     return None
+
+
+def held_to_creation(spec: ModelEvaluationSpec | InvalidSpec, status: ModelEvaluationStatus
+                     ) -> ModelEvaluationSpec | InvalidSpec:
+    """The spec, or an InvalidSpec when its rayClusterName or keepCluster differ from what the
+    evaluation was first seen with (the CRD refuses such an edit; this holds even where the
+    CRD's rule is missing). Whose cluster is deleted must not follow a later edit."""
+    fixed = status.cluster_fields
+    if fixed is None:
+        return spec
+    if isinstance(spec, InvalidSpec):
+        return replace(spec, ray_cluster_name=fixed.ray_cluster_name,
+                       keep_cluster=fixed.keep_cluster)
+    for name, now, then in (("rayClusterName", spec.ray_cluster_name, fixed.ray_cluster_name),
+                            ("keepCluster", spec.keep_cluster, fixed.keep_cluster)):
+        if now != then:
+            return InvalidSpec(f"spec.{name}: cannot change after creation (was {then!r}, now "
+                               f"{now!r})", ray_cluster_name=fixed.ray_cluster_name,
+                               keep_cluster=fixed.keep_cluster)
+    return spec
 
 
 def _image_allowed(image: str, allowed: list[str]) -> bool:
@@ -209,6 +229,7 @@ class Observed:
     store_error: str | None = None
     logged: ResultDocument | None = None  # the attempt's document printed to the job's log
     progress: ProgressDocument | None = None
+    refused: str | None = None  # the API server refused to create its RayCluster (why)
 
 
 @dataclass(frozen=True)
@@ -310,6 +331,9 @@ def prepare(ev: Evaluation, spec: ModelEvaluationSpec, status: ModelEvaluationSt
         return s
     if s.attempt == 0:
         s.attempt, s.start_time, s.phase, s.message = 1, now, Phase.Pending, "accepted"
+    if s.cluster_fields is None:
+        s.cluster_fields = ClusterFields(ray_cluster_name=spec.ray_cluster_name,
+                                         keep_cluster=spec.keep_cluster)
     if not spec.suspend and s.is_true(ConditionType.Suspended):
         st.set_condition(s, ConditionType.Suspended, False, Reason.Resumed, "resumed",
                          ev.generation, now)
@@ -331,16 +355,21 @@ def plan(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: ModelE
     """What this round must look at; nothing more (a queued evaluation reads nothing)."""
     if status.phase.terminal:
         return Wants()
+    spec = held_to_creation(spec, status)
     if isinstance(spec, InvalidSpec):  # a job it runs must be stopped: its cluster's client
         return Wants(cluster=bool(status.job_id and status.ray_cluster))
     s = prepare(ev, spec, status, now)
     if _halted(spec, s, now):
         # Stopping a job needs the cluster's Jobs API client; nothing else is read.
         return Wants(cluster=bool(s.job_id and s.ray_cluster))
-    if not spec.ray_cluster_name and not s.ray_cluster:
+    own = not spec.ray_cluster_name
+    if own and not s.ray_cluster:
         return Wants(admission=True)  # the next step creates the cluster: nothing to read
     queued_for_job = s.job_id is None and bool(s.ray_cluster) and s.is_true(ConditionType.Provisioned)
-    return Wants(job_slot=queued_for_job, cluster=True, job=True)
+    # A cluster of its own not (or no longer) provisioned, e.g. one kept while it was suspended,
+    # passes the cluster slots again (it keeps its slot while its cluster counts in the index).
+    return Wants(admission=own and not s.is_true(ConditionType.Provisioned),
+                 job_slot=queued_for_job, cluster=True, job=True)
 
 
 @dataclass
@@ -443,6 +472,8 @@ class _Round:
         if s.next_retry_time:
             return None
         o = self.o
+        if o.refused is not None:  # a 4xx other than a conflict: a retry would be refused too
+            return self.fail(Reason.CreateRefused, o.refused)
         if o.job_slot is not None and not o.job_slot.granted:
             return self.queued(ConditionType.JobSubmitted, self._job_queue_text())
         if o.admission is not None and not o.admission.granted:
@@ -470,6 +501,9 @@ class _Round:
         self.release_cluster()
         if self.own_cluster:
             s.ray_cluster = None  # deleted: a resumed evaluation asks for a cluster again
+        if s.ray_cluster and not self.spec.ray_cluster_name:  # kept: admitted again on resume
+            self.condition(ConditionType.Provisioned, False, Reason.Suspended,
+                           f"RayCluster {s.ray_cluster} is kept (keepCluster) while suspended")
         s.phase, s.progress, s.message = Phase.Pending, None, "suspended"
         self.condition(ConditionType.Suspended, True, Reason.Suspended,
                        "spec.suspend is true: the Ray job is stopped and the cluster released")
@@ -685,6 +719,7 @@ def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: Mode
     if status.phase.terminal:
         return status.model_copy(deep=True), []
     if isinstance(spec, InvalidSpec):
+    spec = held_to_creation(spec, status)
         # Usually refused before anything exists; if it already has a job or cluster (its spec
         # edited, the policy tightened), they are stopped and released like any failure's.
         round_ = _Round(ev, spec, status.model_copy(deep=True), observed, now, settings)

@@ -23,10 +23,12 @@ from pydantic import BaseModel, ValidationError
 from ..api.crd import PLURAL
 from ..api.reasons import Reason
 from ..api.schedule import SCHEDULE_PLURAL, EvaluationScheduleStatus, ScheduleConditionType
-from ..api.spec import API_GROUP, API_VERSION, ModelEvaluationSpec
+from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
+from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import Evaluation, decide, parse_spec, plan
+from .kube import RAY
 from .schedule import decide_schedule, parse_schedule_spec
 from .schedule_runtime import ScheduleRuntime
 from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
@@ -72,16 +74,24 @@ def operator_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     RUNTIME.kube  # connects (and imports the client's modules) before the first evaluation
 
 
-@kopf.index(API_GROUP, API_VERSION, PLURAL, id="holding_clusters")
-def holding_clusters(uid: str, namespace: str, status: dict | None, **_: Any) -> dict:
-    """Evaluations that hold a RayCluster of their own: live, not suspended, cluster named. (An
-    empty result, not None, removes an evaluation: kopf keeps the old value on None.)"""
-    s = status or {}
-    suspended = any(c.get("type") == ConditionType.Suspended and c.get("status") == "True"
-                    for c in s.get("conditions") or [])
-    if s.get("rayCluster") and _live(s) and not suspended:
-        return {ADMISSION_KEY: uid, NAMESPACE_KEY.format(namespace): uid}
-    return {}
+@kopf.index(*RAY, id="holding_clusters", labels={LABEL_MANAGED_BY: MANAGER})
+def holding_clusters(namespace: str, meta: kopf.Meta, **_: Any) -> dict:
+    """RayClusters the operator made, by the evaluation that owns them: a cluster holds its
+    slot for as long as it exists, so one kept (keepCluster) after its evaluation finished or
+    while it is suspended still counts against maxActiveEvaluations and maxActivePerNamespace.
+    One being deleted no longer does. (An empty result, not None, removes it: kopf keeps the
+    old value on None.)"""
+    owner = evaluation_owner(meta)
+    if owner is None or meta.get("deletionTimestamp"):
+        return {}
+    return {ADMISSION_KEY: owner, NAMESPACE_KEY.format(namespace): owner}
+
+
+def evaluation_owner(meta: kopf.Meta | dict) -> str | None:
+    """The uid of the ModelEvaluation that owns an object, if one does."""
+    return next((ref.get("uid") for ref in meta.get("ownerReferences") or []
+                 if ref.get("kind") == KIND and ref.get("apiVersion") == f"{API_GROUP}/{API_VERSION}"),
+                None)
 
 
 def _live(status: dict | None, **_: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import kopf
 from kubernetes import client, config
@@ -12,11 +13,38 @@ from ..api.crd import PLURAL
 from ..api.spec import API_GROUP, API_VERSION
 
 RAY = ("ray.io", "v1", "rayclusters")
+# How much of the API server's message a refusal keeps (it can quote the refused object).
+MAX_REFUSAL = 300
 # Waiting reasons of a container that will not start by itself (ContainerCreating and
 # PodInitializing are on their way).
 STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
          "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
          "CrashLoopBackOff"}
+
+
+def owned_by(owner_references: list[dict] | None, uid: str) -> bool:
+    """Whether one of an object's owner references names ``uid`` (a name can be reused; a
+    uid cannot)."""
+    return bool(uid) and any(ref.get("uid") == uid for ref in owner_references or [])
+
+
+class CreateRefused(Exception):
+    """The API server refused to create an object for a reason a retry does not change (a 4xx
+    other than 409 Conflict and 429 Too Many Requests: invalid, too large, forbidden)."""
+
+    def __init__(self, what: str, error: ApiException):
+        try:
+            detail = json.loads(error.body or "{}").get("message") or ""
+        except (ValueError, AttributeError):
+            detail = ""
+        self.status = error.status
+        self.message = f"{what} was refused: HTTP {error.status} {error.reason}" + \
+            (f": {detail[:MAX_REFUSAL]}" if detail else "")
+        super().__init__(self.message)
+
+
+def _refused_for_good(error: ApiException) -> bool:
+    return error.status is not None and 400 <= error.status < 500 and error.status not in (409, 429)
 
 
 def _temporary(error: ApiException, what: str) -> kopf.TemporaryError:
@@ -60,30 +88,75 @@ class Kube:
         except ApiException as error:
             if error.status == 409:
                 return False
+            if _refused_for_good(error):
+                raise CreateRefused(f"RayCluster {namespace}/{manifest['metadata']['name']}",
+                                    error) from None
             raise _temporary(error, "create RayCluster") from None
 
-    def delete_raycluster(self, namespace: str, name: str) -> None:
+    def delete_raycluster(self, namespace: str, name: str, owner_uid: str) -> bool:
+        """Deletes the RayCluster only when ``owner_uid`` (an evaluation) owns it: a spec names
+        clusters, and a tenant must not get the operator to delete one it could not itself.
+        False when it is not that owner's (left alone); True when deleted or already gone."""
+        obj = self.get_raycluster(namespace, name)
+        if obj is None:
+            return True
+        meta = obj.get("metadata") or {}
+        if not owned_by(meta.get("ownerReferences"), owner_uid):
+            return False
         try:
-            self.custom.delete_namespaced_custom_object(*RAY[:2], namespace, RAY[2], name,
-                                                        propagation_policy="Background")
+            # The uid precondition: a same-named cluster made since the read is not deleted.
+            self.custom.delete_namespaced_custom_object(
+                *RAY[:2], namespace, RAY[2], name, propagation_policy="Background",
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=meta.get("uid"))))
         except ApiException as error:
+            if error.status == 409:
+                return False
             if error.status != 404:
                 raise _temporary(error, f"delete RayCluster {namespace}/{name}") from None
+        return True
 
-    def ensure_network_policy(self, manifest: dict) -> None:
+    def ensure_network_policy(self, manifest: dict) -> bool:
+        """Creates the policy; True when it exists and is the evaluation's own. False when a
+        same-named policy someone else made holds the name: it is never adopted or changed (a
+        tenant's own policy could open the Ray pods to anything)."""
+        meta = manifest["metadata"]
         try:
-            self.networking.create_namespaced_network_policy(manifest["metadata"]["namespace"], manifest,
+            self.networking.create_namespaced_network_policy(meta["namespace"], manifest,
                                                              _preload_content=False)
+            return True
         except ApiException as error:
             if error.status != 409:
                 raise _temporary(error, "create NetworkPolicy") from None
-
-    def delete_network_policy(self, namespace: str, name: str) -> None:
         try:
-            self.networking.delete_namespaced_network_policy(name, namespace)
+            found = self.networking.read_namespaced_network_policy(meta["name"], meta["namespace"])
         except ApiException as error:
+            raise _temporary(error, f"read NetworkPolicy {meta['namespace']}/{meta['name']}") from None
+        owners = {ref.uid for ref in found.metadata.owner_references or []}
+        return meta["ownerReferences"][0]["uid"] in owners
+
+    def delete_network_policy(self, namespace: str, name: str, owner_uid: str) -> bool:
+        """Deletes the NetworkPolicy only when ``owner_uid`` owns it (as for RayClusters): a
+        same-named policy the operator did not make is the namespace's own."""
+        try:
+            policy = self.networking.read_namespaced_network_policy(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise _temporary(error, f"read NetworkPolicy {namespace}/{name}") from None
+        meta = policy.metadata
+        refs = [{"uid": ref.uid} for ref in meta.owner_references or []]
+        if not owned_by(refs, owner_uid):
+            return False
+        try:
+            self.networking.delete_namespaced_network_policy(
+                name, namespace, body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=meta.uid)))
+        except ApiException as error:
+            if error.status == 409:
+                return False
             if error.status != 404:
                 raise _temporary(error, f"delete NetworkPolicy {namespace}/{name}") from None
+        return True
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         try:
@@ -147,6 +220,9 @@ class Kube:
         except ApiException as error:
             if error.status == 409:
                 return False
+            if _refused_for_good(error):
+                raise CreateRefused(f"ModelEvaluation {manifest['metadata']['namespace']}/"
+                                    f"{manifest['metadata']['name']}", error) from None
             raise _temporary(error, "create ModelEvaluation") from None
 
     def list_evaluations(self, namespace: str, label_selector: str) -> list[dict]:
@@ -158,4 +234,4 @@ class Kube:
         return list(found.get("items") or [])
 
 
-__all__ = ["Kube"]
+__all__ = ["CreateRefused", "Kube", "owned_by"]

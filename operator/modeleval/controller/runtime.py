@@ -28,7 +28,7 @@ from .builders import RAY_AUTH_KEY, head_url
 from .decide import (Action, ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation, InvalidSpec,
                      LeaveLines, Observed, RecordFailure, ReleaseAdmission, ReleaseJobSlot, Slot,
                      StopJob, StoreLogged, SubmitJob, Wants)
-from .kube import Kube
+from .kube import CreateRefused, Kube
 from .rayjobs import JobsApiError, RayJobsClient, running_jobs
 from .settings import OperatorSettings
 from .slots import Slots
@@ -115,6 +115,9 @@ class Runtime:
         self.logged: BoundedDict[str, ResultDocument] = BoundedDict(256)
         self._kube_factory = kube or Kube.connect
         self._kube: Kube | None = None
+        # Evaluations whose RayCluster the API server refused to create (uid -> why), until
+        # their next round fails them.
+        self.refused: BoundedDict[str, str] = BoundedDict(1024)
 
     @property
     def kube(self) -> Kube:
@@ -190,7 +193,10 @@ class Runtime:
         return Slot(answer.granted, self.slots.limit)
 
     def observe(self, r: Round, wants: Wants, holders: Holders) -> Observed:
-        found: dict[str, Any] = {"store": self.settings.mongodb_uri is not None}
+        found: dict[str, Any] = {"store": self.settings.mongodb_uri is not None,
+                                 "refused": self.refused.pop(r.ev.uid, None)}
+        if found["refused"] is not None:  # it fails this round: nothing else to read
+            return Observed(**found)
         if wants.admission:
             found["admission"] = self._admit(r.ev, holders)
             if not found["admission"].granted:
@@ -248,12 +254,14 @@ class Runtime:
             case CreateCluster(manifest=manifest, message=message, network_policy=policy):
                 if policy is not None:
                     self.kube.ensure_network_policy(policy)
-                if self.kube.create_raycluster(manifest):
-                    kopf.info(body, reason=Reason.RayClusterCreated, message=message)
+                try:
+                    if self.kube.create_raycluster(manifest):
+                        kopf.info(body, reason=Reason.RayClusterCreated, message=message)
+                except CreateRefused as error:  # the next round fails the evaluation
+                    self.refused[r.ev.uid] = error.message
+                    kopf.warn(body, reason=Reason.CreateRefused, message=cap(error.message))
             case DeleteCluster(name=name):
-                self.kube.delete_raycluster(ns, name)  # its token Secret goes with it
-                if self.settings.network_policy and self.settings.operator_namespace:
-                    self.kube.delete_network_policy(ns, name)
+                self._delete_cluster(body, r.ev, name)
                 cluster = r.cluster if r.cluster_read else None
                 if cluster is not None and cluster.name == name:
                     self.clients.forget(cluster.uid or f"{ns}/{name}")
@@ -299,6 +307,19 @@ class Runtime:
     def _leave_lines(self, ev: Evaluation, head: str | None) -> None:
         self.admission.leave(ADMISSION_KEY, ev.uid)
         self.namespaces.leave(NAMESPACE_KEY.format(ev.namespace), ev.uid)
+    def _delete_cluster(self, body: kopf.Body, ev: Evaluation, name: str) -> None:
+        """Deletes the RayCluster (its token Secret goes with it) and its NetworkPolicy, each
+        only when the evaluation owns it."""
+        left = []
+        if not self.kube.delete_raycluster(ev.namespace, name, ev.uid):
+            left.append(f"RayCluster {name}")
+        if self.settings.network_policy and self.settings.operator_namespace \
+                and not self.kube.delete_network_policy(ev.namespace, name, ev.uid):
+            left.append(f"NetworkPolicy {name}")
+        if left:
+            kopf.warn(body, reason=Reason.NotOwned, message=f"{' and '.join(left)} not deleted: "
+                      "not owned by this evaluation")
+
         if head:
             self.slots.leave(head, ev.uid)
 
