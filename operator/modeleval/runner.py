@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--manifest-b64", help="the manifest as base64 (what the operator passes)")
     parser.add_argument("--uid", default=None, type=_uid)
     parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="the platform's permission to load pickle models (the operator "
+                        "passes it only when its policy allows them); without it no pickle is "
+                        "loaded, whatever the manifest says")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                         attempt=args.attempt, name=manifest.metadata.name,
                         namespace=manifest.metadata.namespace)
 
-    settings = EngineSettings()
+    # Not from the environment: only the operator's command line grants it.
+    settings = EngineSettings(allow_pickle=args.allow_pickle)
     store = result_store(settings, manifest.spec.output.mongodb)
     reporter = ProgressReporter(store, identity) if isinstance(store, MongoResultStore) else None
 

@@ -40,6 +40,10 @@ class EngineSettings(BaseSettings):
                                   "recently used parts go first); 0 turns the local tier off.")
     results_dir: Path = Field(default_factory=lambda: _default_home() / "results")
     allow_file_uris: bool = Field(True, description="file:// URIs (refused in cluster mode).")
+    allow_pickle: bool = Field(True, description="Whether a spec's allowPickle may take effect. "
+                               "Locally the user's own choice stands; the cluster's runner "
+                               "sets this from --allow-pickle, which the operator passes only "
+                               "when its policy allows pickle models.")
     max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
     task_retries: int = Field(3, ge=0, description="Retries of a task whose worker died.")
     inline_bytes: int = Field(2 * 2**20, ge=0, description="Datasets up to this size (CPU-only "

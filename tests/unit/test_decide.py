@@ -478,3 +478,13 @@ def test_a_result_cannot_grow_the_status() -> None:
     assert after.phase == Phase.Failed and len(after.message) <= st.MESSAGE_LIMIT
     assert all(len(c.message) <= st.MESSAGE_LIMIT for c in after.conditions)
     assert after.message.endswith("[truncated]")
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_the_job_carries_the_platforms_pickle_permission_only_when_the_policy_grants_it(
+        allow_pickle) -> None:
+    settings = SETTINGS.model_copy(update={"allow_pickle": allow_pickle})
+    _, actions = decide(EV, spec(), status(Phase.Provisioning, cluster=CLUSTER),
+                        seen(ready(), job_slot=Slot(True, 8)), NOW, settings)
+    submit = next(a for a in actions if isinstance(a, SubmitJob))
+    assert submit.request["entrypoint"].endswith(" --allow-pickle") is allow_pickle

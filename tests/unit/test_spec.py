@@ -173,3 +173,57 @@ def test_a_uid_from_a_command_line_is_checked_like_metadata_uid():
     with pytest.raises(SystemExit) as exited:  # argparse: a one-line usage error, exit 2
         main(["--manifest", "m.yaml", "--uid", "../x"])
     assert exited.value.code == 2
+
+
+class _Tripwire:
+    """Unpickling it writes a file: proof that a pickle was loaded (code ran)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "pickle code ran"))
+
+
+def _pickle_manifest(tmp_path: Path) -> tuple[Path, Path]:
+    import pickle
+
+    marker = tmp_path / "ran"
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(_Tripwire(marker)))
+    (tmp_path / "d.txt").write_text("1 qid:1 1:0.5\n0 qid:1 1:0.1\n")
+    path = tmp_path / "m.yaml"
+    path.write_text(GOOD.replace("{uri: s3://models/ranker.json}",
+                                 f"{{uri: '{(tmp_path / 'm.pkl').as_uri()}', format: pickle, "
+                                 "allowPickle: true}").replace(
+        "{uri: s3://datasets/test.txt}", f"{{uri: '{(tmp_path / 'd.txt').as_uri()}'}}"))
+    return path, marker
+
+
+@pytest.mark.parametrize("permission", [[], ["--allow-pickle"]])
+def test_the_cluster_runner_loads_a_pickle_only_with_the_platforms_permission(tmp_path, permission):
+    """A manifest that slipped past the operator (format pickle, allowPickle: true) still loads
+    no pickle unless the operator passed --allow-pickle."""
+    path, marker = _pickle_manifest(tmp_path)
+    env = {**__import__("os").environ, "MODELEVAL_RESULTS_DIR": str(tmp_path / "results"),
+           "MODELEVAL_ALLOW_PICKLE": "true"}  # the environment cannot grant it
+    result = subprocess.run([sys.executable, "-m", "modeleval.runner", "--manifest", str(path),
+                             "--uid", "u1", *permission], capture_output=True, text=True,
+                            timeout=300, env=env)
+    if permission:
+        assert marker.exists(), result.stdout + result.stderr
+    else:
+        assert result.returncode == 1 and not marker.exists(), result.stdout + result.stderr
+        assert '"reason": "PickleRefused"' in result.stdout
+        assert "this platform does not allow them" in result.stdout
+
+
+def test_a_local_run_keeps_the_users_own_choice_of_pickle(tmp_path):
+    from modeleval.engine.errors import EvaluationError
+    from modeleval.engine.evaluate import Identity
+    from modeleval.settings import EngineSettings
+
+    path, marker = _pickle_manifest(tmp_path)
+    with pytest.raises(EvaluationError):  # the tripwire is no model; loading it ran its code
+        runner.run_manifest(parse_manifest(path.read_bytes()), Identity("u1"),
+                            EngineSettings(results_dir=tmp_path / "results"))
+    assert marker.exists()

@@ -259,12 +259,14 @@ def job_package(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec) 
 
 
 def build_job_submission(name: str, namespace: str, uid: str, attempt: int,
-                         package: JobPackage) -> dict[str, Any]:
+                         package: JobPackage, allow_pickle: bool = False) -> dict[str, Any]:
     """The Jobs API request body for one attempt: the runner reads the manifest from the job's
-    working directory (the package)."""
+    working directory (the package). ``--allow-pickle`` is the platform's permission, passed
+    only when the operator's policy allows pickle: without it the runner loads no pickle,
+    whatever the manifest says (a spec that slipped past the operator's check included)."""
     return {
         "entrypoint": f"python -m modeleval.runner --manifest {MANIFEST_FILE} --uid {uid} "
-                      f"--attempt {attempt}",
+                      f"--attempt {attempt}" + (" --allow-pickle" if allow_pickle else ""),
         "runtime_env": {"working_dir": package.uri},
         "submission_id": submission_id(uid, attempt),
         "metadata": {LABEL_EVALUATION: name, "modeleval.dev/namespace": namespace,

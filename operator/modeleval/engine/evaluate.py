@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..api.results import ResultDocument, document_id
-from ..api.spec import ModelEvaluationSpec, ModelSource, parse_quantity
+from ..api.spec import ModelEvaluationSpec, ModelFormat, ModelSource, parse_quantity
 from ..settings import EngineSettings
 from . import intervals as bootstrap
 from . import metrics as metric_fns
@@ -126,10 +126,20 @@ class Evaluator:
     def _fetch_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes]:
         return self.storage.fetch(source.uri, not_found=Reason.ModelNotFound)
 
+    def _may_unpickle(self, source: ModelSource) -> bool:
+        """The spec's allowPickle counts only with the settings' permission (in a cluster, the
+        platform's, passed by the operator)."""
+        return source.allow_pickle and self.settings.allow_pickle
+
     def _load_model(self, source: ModelSource, data: bytes) -> Any:
+        if source.format == ModelFormat.pickle and source.allow_pickle \
+                and not self.settings.allow_pickle:
+            raise EvaluationError(f"{source.uri}: pickle models are refused: this platform does "
+                                  "not allow them (the operator passes its permission to the "
+                                  "job only when its policy allows pickle)", Reason.PickleRefused)
         try:
             # On the CPU: the driver only checks the model; the predicting actors hold the GPUs.
-            return load_model(data, source.format, self.spec.task, source.allow_pickle)
+            return load_model(data, source.format, self.spec.task, self._may_unpickle(source))
         except EvaluationError as error:  # the message names the object
             raise EvaluationError(f"{source.uri}: {error.message}", error.reason,
                                   error.retryable) from None
@@ -432,7 +442,7 @@ class Evaluator:
         else:
             ensure_ray()
         handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
-                                  source.allow_pickle, local=self._inline)
+                                  self._may_unpickle(source), local=self._inline)
                         for source, (info, data) in zip(sources, fetched))
         names = [str(m) for m in spec.metric_names]
         # Ranking metrics per query are computed by the tasks, shard by shard (querymetrics).
