@@ -19,15 +19,15 @@ from pydantic import ValidationError
 
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument, submission_id
-from ..api.spec import (ModelEvaluationSpec, ModelFormat, ModelSource, format_validation_error,
-                        parse_quantity)
+from ..api.spec import (ModelEvaluationSpec, ModelFormat, ModelSource, Resources,
+                        format_validation_error, parse_quantity)
 from ..api.status import (BaselineStatus, ClusterFields, ConditionType, ModelEvaluationStatus,
                           Phase, ResultsRef, capped_warnings)
 from . import status as st
 from .builders import (JobPackage, build_job_submission, build_network_policy, build_raycluster,
                        cluster_name, head_url, job_package)
 from .rayjobs import JobInfo
-from .settings import OperatorSettings
+from .settings import OperatorSettings, describe_toleration
 
 # ----------------------------------------------------------------------------- what is observed
 
@@ -130,20 +130,42 @@ def policy_violation(spec: ModelEvaluationSpec, settings: OperatorSettings) -> s
     if spec.ray_image and not _image_allowed(spec.ray_image, images):
         return (f"spec.rayImage: {spec.ray_image} is not an allowed Ray image (operator policy "
                 f"allowedRayImages: {', '.join(images)})")
-    r = spec.resources
+    return _resources_violation(spec.resources, settings) or _placement_violation(spec, settings)
+
+
+def _resources_violation(r: Resources, settings: OperatorSettings) -> str | None:
     if settings.max_workers and r.workers > settings.max_workers:
         return (f"spec.resources.workers: {r.workers} is above the operator's limit "
                 f"(maxWorkers: {settings.max_workers})")
     if settings.max_gpus and r.workers * r.gpu > settings.max_gpus:
         return (f"spec.resources.gpu: {r.workers} worker(s) x {r.gpu} GPU(s) is above the "
                 f"operator's limit (maxGpus: {settings.max_gpus} per evaluation)")
-    if settings.max_worker_memory:
-        limit = parse_quantity(settings.max_worker_memory)
-        for name, value in (("spec.resources.memory", r.memory),
-                            ("spec.resources.headMemory", r.head_memory)):
-            if parse_quantity(value) > limit:
-                return (f"{name}: {value} is above the operator's limit (maxWorkerMemory: "
-                        f"{settings.max_worker_memory})")
+    for setting, limit, asked in (
+            ("maxWorkerMemory", settings.max_worker_memory,
+             (("spec.resources.memory", r.memory), ("spec.resources.headMemory", r.head_memory))),
+            ("maxWorkerCpu", settings.max_worker_cpu,
+             (("spec.resources.cpu", r.cpu), ("spec.resources.headCpu", r.head_cpu)))):
+        for name, value in asked if limit else ():
+            if parse_quantity(value) > parse_quantity(limit):
+                return f"{name}: {value} is above the operator's limit ({setting}: {limit})"
+    return None
+
+
+def _placement_violation(spec: ModelEvaluationSpec, settings: OperatorSettings) -> str | None:
+    """Tolerations and node labels let pods onto nodes their taints keep for others (GPU,
+    dedicated, system nodes): only those the platform lists are accepted."""
+    for index, toleration in enumerate(spec.tolerations):
+        if not any(allowed.admits(toleration) for allowed in settings.allowed_tolerations):
+            listed = "; ".join(map(describe_toleration, settings.allowed_tolerations)) or "none"
+            return (f"spec.tolerations[{index}]: {describe_toleration(toleration)} is not allowed by the "
+                    f"operator's policy (allowedTolerations: {listed})")
+    for key, value in spec.node_selector.items():
+        values = settings.allowed_node_selectors.get(key)
+        if values is None or ("*" not in values and value not in values):
+            listed = ", ".join(f"{k}={'|'.join(v)}" for k, v in
+                               sorted(settings.allowed_node_selectors.items())) or "none"
+            return (f"spec.nodeSelector.{key}: {key}={value} is not allowed by the operator's "
+                    f"policy (allowedNodeSelectors: {listed})")
     return None
 
 

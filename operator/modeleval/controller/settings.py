@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,34 @@ class EgressEndpoint(BaseModel):
         if wrong:
             raise ValueError(f"egress endpoint ports {wrong} are outside 1-65535")
         return value
+
+
+class AllowedToleration(BaseModel):
+    """A toleration tenants may give their Ray pods. A spec's toleration is allowed when one
+    entry has its key and, for each other field the entry sets, the same value (an entry
+    without effect allows every effect)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = ""
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    def admits(self, toleration: Any) -> bool:
+        return (toleration.key or "") == self.key and all(
+            getattr(self, name) is None or getattr(toleration, name) == getattr(self, name)
+            for name in ("operator", "value", "effect"))
+
+
+def describe_toleration(toleration: Any) -> str:
+    """``key=value:effect (operator)``, as kubectl prints taints, for a refusal's message."""
+    text = toleration.key or "<every key>"
+    if toleration.value:
+        text += f"={toleration.value}"
+    if toleration.effect:
+        text += f":{toleration.effect}"
+    return text + (f" ({toleration.operator})" if toleration.operator else "")
 
 
 class OperatorSettings(BaseSettings):
@@ -77,6 +106,15 @@ class OperatorSettings(BaseSettings):
     error_retry: float = Field(5.0, gt=0, le=300, description="Seconds before a reconcile (or a "
                                "deletion's clean-up) that failed because the API server or "
                                "another service did not answer runs again (kopf's own default "
+    max_worker_cpu: str = Field("64", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$", description="Most "
+                                "CPU per worker (and head); empty: no limit.")
+    allowed_tolerations: list[AllowedToleration] = Field(
+        default_factory=lambda: [AllowedToleration(key="nvidia.com/gpu", operator="Exists")],
+        description="Tolerations spec.tolerations may hold (the GPU nodes' usual taint by "
+        "default); empty: none.")
+    allowed_node_selectors: dict[str, list[str]] = Field(
+        default_factory=dict, description="Node labels spec.nodeSelector may name, each with the "
+        "values it may take (\"*\": any); empty: no nodeSelector.")
                                "is 60: an evaluation would sit a minute after an API outage).")
     pending_timeout: float = Field(300.0, gt=0, description="Seconds a RayCluster may stay not "
                                    "ready before its job started (unschedulable pods, images "
@@ -97,6 +135,14 @@ class OperatorSettings(BaseSettings):
     trigger_list_interval: float = Field(60.0, gt=0, description="Seconds between two listings "
                                          "of one new-model trigger prefix with one namespace's "
                                          "credentials, however many schedules name it (each "
+    max_active_per_schedule: int = Field(5, ge=0, description="At most this many children of "
+                                         "one EvaluationSchedule are active at once: a cron run "
+                                         "due beyond it is skipped, a new model waits. 0: no "
+                                         "limit.")
+    max_schedules_per_namespace: int = Field(20, ge=0, description="At most this many "
+                                             "EvaluationSchedules of one namespace make runs "
+                                             "(the oldest); the rest stay Ready=False. 0: no "
+                                             "limit.")
                                          "listing up to a quarter of this later, at random).")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
