@@ -741,8 +741,8 @@ def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: Mode
     """The next status and what to do, from what a round observed. Pure."""
     if status.phase.terminal:
         return status.model_copy(deep=True), []
-    if isinstance(spec, InvalidSpec):
     spec = held_to_creation(spec, status)
+    if isinstance(spec, InvalidSpec):
         # Usually refused before anything exists; if it already has a job or cluster (its spec
         # edited, the policy tightened), they are stopped and released like any failure's.
         round_ = _Round(ev, spec, status.model_copy(deep=True), observed, now, settings)
