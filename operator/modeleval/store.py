@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,14 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class ResultsStoreError(Exception):
-    """The results store did not answer or refused a request (retryable)."""
+    """The results store did not answer or refused a request (retryable). ``message`` has the
+    driver's words (hosts, topology) for a log; ``public`` only what failed, for a place others
+    read (a tenant's status and Events)."""
 
     reason = Reason.ResultsStoreUnavailable
     retryable = True
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, public: str | None = None):
         super().__init__(message)
         self.message = message
+        self.public = public or message
 
 
 class ResultStore(Protocol):
@@ -42,7 +46,10 @@ class ResultStore(Protocol):
     def list(self, limit: int = 50) -> list[ResultDocument]: ...
 
 
-_clients: dict[tuple[str, int], Any] = {}
+# The operator may hold one client per namespace that brings its own MongoDB URI: the least
+# recently used beyond this many are closed.
+MAX_CLIENTS = 64
+_clients: OrderedDict[tuple[str, int], Any] = OrderedDict()
 _clients_lock = threading.Lock()
 
 
@@ -54,17 +61,26 @@ def _client(uri: str, timeout_ms: int):
         if key not in _clients:
             _clients[key] = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
                                         connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 3)
+        _clients.move_to_end(key)
+        while len(_clients) > MAX_CLIENTS:
+            _clients.popitem(last=False)[1].close()
         return _clients[key]
 
 
 def _error(what: str, error: Exception) -> ResultsStoreError:
-    return ResultsStoreError(f"MongoDB {what} failed: {str(error).splitlines()[0][:300]}")
+    return ResultsStoreError(f"MongoDB {what} failed: {str(error).splitlines()[0][:300]}",
+                             public=f"MongoDB {what} failed")
 
 
 class MongoResultStore:
     def __init__(self, uri: str, database: str = "modeleval", collection: str = "results",
                  timeout_ms: int = 10_000):
-        client = _client(uri, timeout_ms)
+        from pymongo.errors import PyMongoError
+
+        try:
+            client = _client(uri, timeout_ms)
+        except (PyMongoError, ValueError) as error:  # its words may quote the URI, password too
+            raise ResultsStoreError(f"the MongoDB URI is not valid ({type(error).__name__})") from None
         self._collection = client[database][collection]
         self._progress = client[database][PROGRESS_COLLECTION]
 

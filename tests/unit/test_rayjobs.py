@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from modeleval.controller.rayjobs import JobInfo, RayJobsClient
+from modeleval.controller.rayjobs import LOG_READ_BYTES, LOG_TAIL_BYTES, JobInfo, RayJobsClient
 
 
 def client(answer, seen: list[httpx.Request]) -> RayJobsClient:
@@ -27,6 +27,28 @@ def test_the_log_is_read_as_a_short_tail_from_the_driver_node():
     assert dict(request.url.params) == {"node_id": "n1", "submission_id": "modeleval-u-1", "lines": "50"}
     assert request.headers["authorization"] == "Bearer t0ken"
     assert jobs.log_tail(JobInfo("modeleval-u-1", "FAILED", "")) == "" and len(seen) == 1  # no node
+
+
+def test_the_log_tail_is_streamed_and_capped_in_bytes():
+    """A runner printing one endless line cannot make the operator hold (or read) it all."""
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(64 * 1024)
+            yield b"x" * (64 * 1024)
+
+    jobs = client(lambda r: httpx.Response(200, content=endless()), [])
+    job = JobInfo("modeleval-u-1", "SUCCEEDED", "", driver_node_id="n1")
+    tail = jobs.log_tail(job)
+    assert len(tail.encode()) == LOG_TAIL_BYTES == 1 << 20
+    assert sum(pulled) == LOG_READ_BYTES
+
+    big = b"early\n" + b"y" * (2 << 20) + b"\nMODELEVAL_DOCUMENT {}\nlast\n"
+    jobs = client(lambda r: httpx.Response(200, content=big), [])
+    tail = jobs.log_tail(job)
+    assert tail.endswith("\nMODELEVAL_DOCUMENT {}\nlast\n") and "early" not in tail
+    assert len(tail) == 1 << 20
 
 
 def test_a_package_is_uploaded_only_when_the_head_lacks_it():

@@ -19,6 +19,9 @@ from .reasons import Reason
 DOCUMENT_MARKER = "MODELEVAL_DOCUMENT "
 # The runner's last line: the outcome in brief, for a person reading the job's log.
 RESULT_MARKER = "MODELEVAL_RESULT "
+# A document line longer than this (in characters) is not relayed from a job's log: whoever
+# writes the log cannot make the operator parse more.
+MAX_DOCUMENT_LINE = 256 * 1024
 PROGRESS_MARKER = "MODELEVAL_PROGRESS "
 # The MongoDB collection (in the results database) that progress documents go to.
 PROGRESS_COLLECTION = "progress"
@@ -154,16 +157,21 @@ class ResultDocument(_Document):
         return DOCUMENT_MARKER + json.dumps(self.to_mongo())
 
     @classmethod
-    def from_log(cls, text: str, wanted_id: str) -> "ResultDocument | None":
-        """The last document with id ``wanted_id`` printed in a job's log, if any."""
+    def from_log(cls, text: str, uid: str, attempt: int, name: str,
+                 namespace: str) -> "ResultDocument | None":
+        """The last document of this evaluation's attempt printed in a job's log, if any. The
+        log is written by code in a tenant's pods: a document is taken only when its id, uid,
+        attempt, name and namespace are all this evaluation's, and its line is not too long."""
+        wanted = (document_id(uid, attempt), uid, attempt, name, namespace)
         for line in reversed(text.splitlines()):
-            if not line.startswith(DOCUMENT_MARKER):
+            if not line.startswith(DOCUMENT_MARKER) or len(line) > MAX_DOCUMENT_LINE:
                 continue
             try:
                 document = cls.model_validate_json(line[len(DOCUMENT_MARKER):])
             except ValueError:
                 continue
-            if document.id == wanted_id:
+            if (document.id, document.uid, document.attempt, document.name,
+                    document.namespace) == wanted:
                 return document
         return None
 

@@ -5,6 +5,7 @@ The operator talks to Ray only through this: it never imports Ray's data path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +17,10 @@ from ..api.results import JOB_PREFIX
 
 # The runner's document line comes last but one (then its one-line result): a short tail holds it.
 LOG_TAIL_LINES = 50
+# Whatever the job printed, the operator holds at most the last LOG_TAIL_BYTES of that tail, and
+# stops reading after LOG_READ_BYTES (the log is written by code in a tenant's pods).
+LOG_TAIL_BYTES = 1 << 20
+LOG_READ_BYTES = 8 << 20
 
 
 class JobsApiError(Exception):
@@ -127,14 +132,35 @@ class RayJobsClient:
             raise JobsApiError(f"stop {submission_id}: HTTP {response.status_code}", response.status_code)
         return bool(response.json().get("stopped", False))
 
-    def log_tail(self, job: JobInfo, lines: int = LOG_TAIL_LINES) -> str:
+    def log_tail(self, job: JobInfo, lines: int = LOG_TAIL_LINES,
+                 limit: int = LOG_TAIL_BYTES) -> str:
         """The last ``lines`` lines of the job's driver log, read from its node through the
-        state API; never the whole log of a long job. Empty when unavailable."""
+        state API, streamed, and of those at most the last ``limit`` bytes; never the whole log
+        of a long job. Empty when unavailable."""
         if not job.driver_node_id:
             return ""
-        response = self._request("GET", "/api/v0/logs/file", params={
-            "node_id": job.driver_node_id, "submission_id": job.submission_id, "lines": lines})
-        return response.text if response.status_code == 200 else ""
+        params = {"node_id": job.driver_node_id, "submission_id": job.submission_id,
+                  "lines": lines}
+        try:
+            with self._http.stream("GET", "/api/v0/logs/file", params=params) as response:
+                if response.status_code != 200:
+                    return ""
+                return _last_bytes(response.iter_bytes(), limit).decode("utf-8", "replace")
+        except httpx.HTTPError as error:
+            raise JobsApiError(f"Ray Jobs API at {self._http.base_url} unreachable: {error}") from None
+
+
+def _last_bytes(chunks: Iterable[bytes], limit: int, most: int = LOG_READ_BYTES) -> bytes:
+    """The last ``limit`` bytes of the first ``most`` bytes of ``chunks``."""
+    kept, read = bytearray(), 0
+    for chunk in chunks:
+        kept += chunk
+        read += len(chunk)
+        if len(kept) > limit:
+            del kept[:len(kept) - limit]
+        if read >= most:
+            break
+    return bytes(kept)
 
 
 def _job(body: dict[str, Any], submission_id: str) -> JobInfo:

@@ -30,6 +30,8 @@ from .decide import (Action, ClusterView, CreateCluster, DeleteCluster, Emit, Ev
                      StopJob, StoreLogged, SubmitJob, Wants)
 from .kube import CreateRefused, Kube
 from .rayjobs import JobsApiError, RayJobsClient, running_jobs
+from .results_store import ResultsStores
+from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
 from .slots import Slots
 
@@ -113,11 +115,12 @@ class Runtime:
         self.clients = JobsClients()
         # Result documents found in finished jobs' logs, so a log is read once, not each round.
         self.logged: BoundedDict[str, ResultDocument] = BoundedDict(256)
-        self._kube_factory = kube or Kube.connect
-        self._kube: Kube | None = None
         # Evaluations whose RayCluster the API server refused to create (uid -> why), until
         # their next round fails them.
         self.refused: BoundedDict[str, str] = BoundedDict(1024)
+        self._kube_factory = kube or Kube.connect
+        self._kube: Kube | None = None
+        self.stores = ResultsStores(settings, NamespaceSecrets(lambda: self.kube))
 
     @property
     def kube(self) -> Kube:
@@ -125,12 +128,19 @@ class Runtime:
             self._kube = self._kube_factory()
         return self._kube
 
-    def store(self, spec: ModelEvaluationSpec) -> MongoResultStore | None:
-        if self.settings.mongodb_uri is None:
-            return None
-        target = spec.output.mongodb
-        return MongoResultStore(self.settings.mongodb_uri.get_secret_value(), target.database,
-                                target.collection, timeout_ms=3000)
+    def store(self, ev: Evaluation, spec: ModelEvaluationSpec) -> MongoResultStore | None:
+        """The evaluation's results store, with the credentials that may serve its database
+        (:mod:`.results_store`); raises :class:`ResultsStoreError` when there are none."""
+        return self.stores.open(ev.namespace, spec.output.mongodb)
+
+    @staticmethod
+    def store_problem(ev: Evaluation, error: ResultsStoreError) -> str:
+        """What a tenant's status says of a store error: what failed, never the driver's words
+        (hosts, topology), which go to the operator's log."""
+        log.warning("results store of %s/%s: %s", ev.namespace, ev.name, error.message)
+        if error.public == error.message:
+            return error.public
+        return f"{error.public} (the operator's log has the details)"
 
     # ------------------------------------------------------------------------- observe
     def read_cluster(self, r: Round) -> ClusterView | None:
@@ -224,21 +234,23 @@ class Runtime:
         out: dict[str, Any] = {"job": job}
         if job is None and status.job_id is None and "job_slot" not in found:
             out["job_slot"] = self._ask_job_slot(r, jobs)
-        store = self.store(r.spec)
-        if store is None:
+        if self.settings.mongodb_uri is None:
             return out
         lost = job is None and status.job_id == sid
         try:
+            store = self.store(r.ev, r.spec)
+            assert store is not None
             if job is not None and not job.finished:
                 out["progress"] = store.get_progress(r.ev.uid, status.attempt)
             elif job is not None or lost:
                 out["document"] = store.get(r.ev.uid, status.attempt)
         except ResultsStoreError as error:
-            out["store_error"] = error.message
+            out["store_error"] = self.store_problem(r.ev, error)
         if job is not None and job.finished and out.get("document") is None and jobs is not None:
-            # The runner prints a document it could not store to the job's log (read once).
+            # The runner prints a document it could not store to the job's log (read once). Only
+            # this attempt's own document is taken from it (id, uid, name and namespace).
             out["logged"] = self.logged.get(sid) or ResultDocument.from_log(
-                jobs.log_tail(job), document_id(r.ev.uid, status.attempt))
+                jobs.log_tail(job), r.ev.uid, status.attempt, r.ev.name, r.ev.namespace)
             if out["logged"] is not None:
                 self.logged[sid] = out["logged"]
         return out
@@ -285,16 +297,7 @@ class Runtime:
             case RecordFailure(document=document):
                 self._record_failure(r, document)
             case StoreLogged(document=document):
-                store = self.store(r.spec)
-                if store is not None:
-                    try:
-                        store.upsert(document)
-                        kopf.info(body, reason=Reason.ResultStored, message=f"result of attempt "
-                                  f"{document.attempt} written to MongoDB from the job's log (the "
-                                  "store was down when it ended)")
-                    except ResultsStoreError as error:
-                        log.warning("could not store the logged result of %s: %s", document.id,
-                                    error.message)
+                self._store_logged(r, body, document)
             case Emit(reason=reason, message=message, warning=warning):
                 (kopf.warn if warning else kopf.info)(body, reason=reason, message=cap(message))
             case ReleaseJobSlot(head=head, job_id=job_id):
@@ -304,9 +307,6 @@ class Runtime:
             case ReleaseAdmission():
                 self._release_admission(r.ev)
 
-    def _leave_lines(self, ev: Evaluation, head: str | None) -> None:
-        self.admission.leave(ADMISSION_KEY, ev.uid)
-        self.namespaces.leave(NAMESPACE_KEY.format(ev.namespace), ev.uid)
     def _delete_cluster(self, body: kopf.Body, ev: Evaluation, name: str) -> None:
         """Deletes the RayCluster (its token Secret goes with it) and its NetworkPolicy, each
         only when the evaluation owns it."""
@@ -320,6 +320,9 @@ class Runtime:
             kopf.warn(body, reason=Reason.NotOwned, message=f"{' and '.join(left)} not deleted: "
                       "not owned by this evaluation")
 
+    def _leave_lines(self, ev: Evaluation, head: str | None) -> None:
+        self.admission.leave(ADMISSION_KEY, ev.uid)
+        self.namespaces.leave(NAMESPACE_KEY.format(ev.namespace), ev.uid)
         if head:
             self.slots.leave(head, ev.uid)
 
@@ -328,13 +331,30 @@ class Runtime:
         self.namespaces.release(NAMESPACE_KEY.format(ev.namespace), ev.uid)
 
     def _record_failure(self, r: Round, document: ResultDocument) -> None:
-        store = self.store(r.spec)
-        if store is None:
-            return
         try:
-            store.insert_if_absent(document)  # never over what the runner wrote
+            store = self.store(r.ev, r.spec)
+            if store is not None:
+                store.insert_if_absent(document)  # never over what the runner wrote
         except ResultsStoreError as error:  # the Event and status still record the attempt
             log.warning("could not record lost attempt %s: %s", document.id, error.message)
+
+    def _store_logged(self, r: Round, body: kopf.Body, document: ResultDocument) -> None:
+        """Writes the document the runner printed to its log, only as this evaluation's own."""
+        ev = r.ev
+        if (document.id, document.uid, document.name, document.namespace) != \
+                (document_id(ev.uid, document.attempt), ev.uid, ev.name, ev.namespace):
+            log.warning("not storing a logged document of %s/%s: it is not its own", ev.namespace,
+                        ev.name)
+            return
+        try:
+            store = self.store(ev, r.spec)
+            if store is not None:
+                store.upsert(document)
+                kopf.info(body, reason=Reason.ResultStored, message=f"result of attempt "
+                          f"{document.attempt} written to MongoDB from the job's log (the store "
+                          "was down when it ended)")
+        except ResultsStoreError as error:
+            log.warning("could not store the logged result of %s: %s", document.id, error.message)
 
     # ------------------------------------------------------------------------- deletion
     def forget(self, ev: Evaluation, spec: ModelEvaluationSpec | None,

@@ -77,6 +77,13 @@ class OperatorSettings(BaseSettings):
     mongodb_uri: SecretStr | None = Field(None, description="Results store the operator reads.")
     mongodb_secret: str = Field("modeleval-mongodb", description="Secret (key MONGODB_URI) the Ray "
                                 "pods get the results store URI from, in each namespace.")
+    mongodb_operator_databases: list[str] = Field(default_factory=lambda: ["modeleval"],
+                                                  description="Databases the operator reads and "
+                                                  "writes results in with its own credentials "
+                                                  "(mongodb_uri); '{namespace}' stands for the "
+                                                  "evaluation's namespace. Any other database a "
+                                                  "spec names is served with the namespace's own "
+                                                  "Secret (mongodb_secret).")
     s3_endpoint: str | None = Field(None, description="S3 endpoint the Ray pods use (MinIO etc.).")
     s3_secret: str = Field("modeleval-s3", description="Secret (keys AWS_ACCESS_KEY_ID, "
                            "AWS_SECRET_ACCESS_KEY) the Ray pods read S3 credentials from.")
