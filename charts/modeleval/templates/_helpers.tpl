@@ -49,7 +49,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, delete]
+  verbs: [get, create, delete]  # get: a same-named policy is checked for our owner reference
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
@@ -77,4 +77,23 @@ every namespace (rbac.clusterWide). */}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- end -}}
+
+{{/* "true" when an IPv4 CIDR holds the cloud metadata address 169.254.169.254 and more, so an
+ipBlock of it must except that address (an IPv6 CIDR: never computed; networkpolicy.yaml refuses
+the metadata addresses themselves). */}}
+{{- define "modeleval.holdsMetadataAddress" -}}
+{{- $parts := splitList "/" . -}}
+{{- if and (not (contains ":" .)) (eq (len $parts) 2) -}}
+{{- $bits := atoi (index $parts 1) -}}
+{{- $octets := splitList "." (index $parts 0) -}}
+{{- $network := 0 -}}
+{{- range $octets }}{{ $network = add (mul $network 256) (atoi .) }}{{ end -}}
+{{- $size := 1 -}}
+{{- range until (sub 32 $bits | int) }}{{ $size = mul $size 2 }}{{ end -}}
+{{- $metadata := 2852039166 -}}{{/* 169.254.169.254 as a number */}}
+{{- and (lt $bits 32) (eq (div $network $size) (div $metadata $size)) -}}
+{{- else -}}
+false
+{{- end -}}
 {{- end -}}
