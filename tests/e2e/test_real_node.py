@@ -29,7 +29,7 @@ from modeleval.engine.storage import Storage
 from modeleval.runner import parse_manifest, run_manifest
 from modeleval.settings import EngineSettings
 from testbed import Tools
-from testbed.node import NAMESPACE_ANNOTATIONS, NODE_NAME
+from testbed.node import METADATA_ADDRESS, METADATA_PORT, NAMESPACE_ANNOTATIONS, NODE_NAME
 
 from .kube import api_client, eventually, usable_namespace
 from .operator_fixture import EVALUATIONS, EXAMPLES, ROOT, events_of, get_evaluation, kubectl
@@ -245,12 +245,14 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     token_secret = core.read_namespaced_secret(cluster, ns)
     assert [o.kind for o in token_secret.metadata.owner_references] == ["RayCluster"]
     token = base64.b64decode(token_secret.data["auth_token"]).decode()
-    # Its NetworkPolicy: the pods accept each other, and the Jobs API the operator's namespace.
+    # Its NetworkPolicy: the pods accept each other, and the Jobs API the operator's own pods.
     policy = client.NetworkingV1Api(installed.api).read_namespaced_network_policy(cluster, ns).spec
     assert policy.pod_selector.match_labels == {"ray.io/cluster": cluster}
     assert [(r._from[0].namespace_selector.match_labels if r._from[0].namespace_selector else None,
-             [p.port for p in r.ports or []]) for r in policy.ingress] == [
-        (None, []), ({"kubernetes.io/metadata.name": SYSTEM}, [8265])]
+             r._from[0].pod_selector.match_labels, [p.port for p in r.ports or []])
+            for r in policy.ingress] == [
+        (None, {"ray.io/cluster": cluster}, []),
+        ({"kubernetes.io/metadata.name": SYSTEM}, operator_pod(installed).metadata.labels, [8265])]
     def answers(headers: dict[str, str]) -> int | None:
         try:
             return httpx.get(jobs_api, timeout=10, headers=headers).status_code
@@ -285,6 +287,76 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
         ns, field_selector=f"metadata.name={cluster}").items
         and not core.list_namespaced_secret(ns, field_selector=f"metadata.name={cluster}").items)
     eventually(gone, 120, "the cluster's NetworkPolicy and token Secret to go with it")
+
+
+# ----------------------------------------------------------------------------- network policies
+# Connects to (address, port) from inside a pod; prints what happened. A policy's refusal drops
+# the connection's first packet: the attempt times out.
+CONNECT = ("import socket, sys\n"
+           "try:\n"
+           "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4).close()\n"
+           "    print('connected')\n"
+           "except OSError as error:\n"
+           "    print(type(error).__name__)\n")
+
+
+def connection(bed, namespace: str, pod: str, address: str, port: int) -> str:
+    return kubectl(bed, "exec", "-n", namespace, pod, "--", "python", "-c", CONNECT, address,
+                   str(port)).strip()
+
+
+def refused(bed, namespace: str, pod: str, address: str, port: int) -> bool:
+    """Eventually refused (the enforcer learns a new pod's address from the API within seconds),
+    and refused again on a second try."""
+    eventually(lambda: connection(bed, namespace, pod, address, port) != "connected", 60,
+               f"{namespace}/{pod} to be refused at {address}:{port}", interval=2)
+    return connection(bed, namespace, pod, address, port) != "connected"
+
+
+def bystander(bed, installed: Installed, namespace: str) -> str:
+    """A pod that no policy selects, in a namespace of its own on the real node."""
+    real_node_namespace(bed, namespace)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bystander", "namespace": namespace},
+           "spec": {"containers": [{"name": "python", "image": "modeleval/operator:0.1.0",
+                                    "imagePullPolicy": "Never",
+                                    "command": ["python", "-c", "import time; time.sleep(3600)"]}],
+                    "terminationGracePeriodSeconds": 0}}
+    kubectl(bed, "apply", "-f", "-", input=json.dumps(pod))
+    eventually(lambda: [p for p in installed.pods(namespace=namespace) if p.status.phase == "Running"],
+               180, "the bystander pod to run")
+    return "bystander"
+
+
+def test_network_policies_hold_on_the_real_node(bed, installed):
+    """kube-network-policies enforces on the real node: Ray pods and the operator cannot reach
+    the cloud metadata address (a listener answers there: a pod no policy selects connects), a
+    pod of another namespace reaches neither a Ray head's Jobs API nor the operator's metrics,
+    and the operator's pod reaches the Jobs API."""
+    ns, other = installed.namespace, f"{installed.namespace}-other"
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["name"] = "netpol"
+    body["spec"]["keepCluster"] = True  # the cluster stays for the checks however soon the job ends
+    kubectl(bed, "apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    try:
+        head = eventually(lambda: (running_cluster_pods(installed, "netpol-ray", "head") or [None])[0],
+                          600, "the Ray head pod to run")
+        peer = bystander(bed, installed, other)
+        operator = operator_pod(installed)
+        metadata = (METADATA_ADDRESS, METADATA_PORT)
+        assert connection(bed, other, peer, *metadata) == "connected"
+        assert refused(bed, ns, head.metadata.name, *metadata)
+        assert refused(bed, SYSTEM, operator.metadata.name, *metadata)
+        assert refused(bed, other, peer, head.status.pod_ip, 8265)
+        assert connection(bed, SYSTEM, operator.metadata.name, head.status.pod_ip, 8265) == "connected"
+        assert refused(bed, other, peer, operator.status.pod_ip, 9090)  # metrics.allowedFrom: []
+        # Egress stays open where the platform's services are: MinIO on the host's address.
+        minio = int(bed.s3_endpoint.rsplit(":", 1)[1])
+        assert connection(bed, ns, head.metadata.name, bed.host_ip, minio) == "connected"
+        log = Path(bed.dir, "logs", "kube-network-policies.log").read_text()
+        assert METADATA_ADDRESS in log  # the enforcer judged those packets itself
+    finally:
+        kubectl(bed, "delete", "-n", ns, "modelevaluation", "netpol", "--ignore-not-found", "--wait=false")
+        kubectl(bed, "delete", "namespace", other, "--ignore-not-found", "--wait=false")
 
 
 # ----------------------------------------------------------------------------- faults

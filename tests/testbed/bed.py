@@ -148,6 +148,7 @@ class TestBed:
             "kuberay-health", "minio", "minio-console", "ferretdb", "ray-gcs", "ray-dashboard",
             "ray-client", "ray-dashboard-agent", "ray-metrics-export", "kubelet", "kubelet-healthz",
             "kube-proxy-healthz", "kube-proxy-metrics", "coredns-ready",
+            "kube-network-policies-metrics",
         )}
         host = node.HOST_IP
         apiserver = f"https://{host}:{ports['apiserver']}"

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,18 @@ NAMESPACE_ANNOTATIONS = {
     "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
         [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]),
 }
+# A stand-in for the cloud metadata service: its address in a network namespace of its own behind
+# a veth pair, with an HTTP listener, so a pod's connection to it is forwarded (and judged by the
+# policy enforcer) like one leaving the node, and "refused by policy" differs from "nothing there".
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_PORT = 80
+METADATA_NETNS = "modeleval-metadata"
+METADATA_VETH = ("memeta0", "memeta1")  # host side, namespace side
+METADATA_LINK = ("10.78.0.1", "10.78.0.2")
+# The NetworkPolicy enforcer's nftables table and its identity in the bed.
+POLICY_TABLE = ("inet", "kube-network-policies")
+POLICY_ACCOUNT = "kube-network-policies"
+SERVICE_ACCOUNT_DIR = Path("/run/secrets/kubernetes.io/serviceaccount")
 SANDBOX_IMAGE = "modeleval.local/pause:1.0"
 LOCK_FILE = Path("/run/modeleval-real-node.json")
 RUNC = "/usr/sbin/runc"
@@ -115,6 +128,28 @@ def setup_network() -> None:
             raise NodeError(f"real node, network: {path} is missing (kernel module br_netfilter?)")
         if path.read_text().strip() != value:
             path.write_text(value)
+    setup_metadata_stand_in()
+
+
+def setup_metadata_stand_in() -> None:
+    """The metadata address in its own network namespace, routed from the host through a veth
+    pair (a listener is started with the bed)."""
+    host, inside = METADATA_VETH
+    host_ip, inside_ip = METADATA_LINK
+    if METADATA_NETNS not in run("metadata", ["ip", "netns", "list"]).stdout.split():
+        run("metadata", ["ip", "netns", "add", METADATA_NETNS])
+    if run("metadata", ["ip", "link", "show", host], check=False).returncode != 0:
+        run("metadata", ["ip", "link", "add", host, "type", "veth", "peer", "name", inside,
+                         "netns", METADATA_NETNS])
+    run("metadata", ["ip", "addr", "replace", f"{host_ip}/30", "dev", host])
+    run("metadata", ["ip", "link", "set", host, "up"])
+    inside_ns = ["ip", "-n", METADATA_NETNS]
+    run("metadata", [*inside_ns, "addr", "replace", f"{inside_ip}/30", "dev", inside])
+    run("metadata", [*inside_ns, "addr", "replace", f"{METADATA_ADDRESS}/32", "dev", "lo"])
+    run("metadata", [*inside_ns, "link", "set", inside, "up"])
+    run("metadata", [*inside_ns, "link", "set", "lo", "up"])
+    run("metadata", [*inside_ns, "route", "replace", "default", "via", host_ip])
+    run("metadata", ["ip", "route", "replace", f"{METADATA_ADDRESS}/32", "via", inside_ip])
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -280,10 +315,69 @@ def start(bed: "TestBed", ports: dict[str, int], kubeconfigs: dict[str, Path]) -
     proxy_yaml.write_text(json.dumps(kube_proxy_config(
         kubeconfigs["kube-proxy"], ports["kube-proxy-healthz"], ports["kube-proxy-metrics"]), indent=2))
     bed._spawn("kube-proxy", [str(tools.kube_node("kube-proxy")), f"--config={proxy_yaml}", "--v=1"])
+    start_metadata_listener(bed)
+    start_policy_enforcer(bed, ports)
 
     bed._wait_http("coredns", f"http://127.0.0.1:{ports['coredns-ready']}/ready", timeout=90)
     bed._wait_http("kube-proxy", f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz", timeout=90)
     bed._wait("kubelet", lambda: _node_ready(bed), timeout=180)
+    bed._wait_http("kube-network-policies",
+                   f"http://127.0.0.1:{ports['kube-network-policies-metrics']}/metrics", timeout=90)
+    bed._wait_tcp("metadata-listener", f"{METADATA_ADDRESS}:{METADATA_PORT}", timeout=60)
+
+
+def start_metadata_listener(bed: "TestBed") -> None:
+    root = bed.dir / "metadata"
+    root.mkdir(exist_ok=True)
+    (root / "latest").write_text("the test bed's stand-in for the cloud metadata service\n")
+    bed._spawn("metadata-listener", ["ip", "netns", "exec", METADATA_NETNS, sys.executable, "-m",
+                                     "http.server", "--bind", METADATA_ADDRESS, str(METADATA_PORT)],
+               cwd=root)
+
+
+# What kube-network-policies reads (its informers), and its Events.
+POLICY_ENFORCER_RBAC = [
+    {"apiVersion": "v1", "kind": "ServiceAccount",
+     "metadata": {"name": POLICY_ACCOUNT, "namespace": "kube-system"}},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": POLICY_ACCOUNT},
+     "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"],
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
+                "verbs": ["create", "patch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": POLICY_ACCOUNT},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": POLICY_ACCOUNT},
+     "subjects": [{"kind": "ServiceAccount", "name": POLICY_ACCOUNT, "namespace": "kube-system"}]},
+]
+
+
+def start_policy_enforcer(bed: "TestBed", ports: dict[str, int]) -> None:
+    """kube-network-policies as a host process. It reads only the in-cluster configuration, so
+    it runs in a mount namespace of its own where the service account directory holds a token
+    of its account and the bed's CA (the host's directory stays empty)."""
+    bed.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": POLICY_ENFORCER_RBAC}))
+    account = bed.dir / "kube-network-policies"
+    account.mkdir(exist_ok=True)
+    token = bed.kubectl("create", "token", POLICY_ACCOUNT, "-n", "kube-system", "--duration=48h")
+    (account / "token").write_text(token.strip())
+    shutil.copyfile(bed.pki_ca, account / "ca.crt")
+    (account / "namespace").write_text("kube-system")
+    SERVICE_ACCOUNT_DIR.mkdir(parents=True, exist_ok=True)
+    assert bed.endpoints is not None
+    host, port = bed.endpoints.apiserver.removeprefix("https://").rsplit(":", 1)
+    enforcer = [str(bed.tools.kube_network_policies), f"--hostname-override={NODE_NAME}",
+                f"--metrics-bind-address=127.0.0.1:{ports['kube-network-policies-metrics']}",
+                "--disable-nri",  # pod addresses from the API: the bed's containerd has no NRI
+                "--netfilter-bug-1766-fix=false", "--v=2"]
+    script = 'mount --bind "$0" "$1" && shift && exec "$@"'
+    bed._spawn("kube-network-policies",
+               ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(account),
+                str(SERVICE_ACCOUNT_DIR), *enforcer],
+               env={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port})
 
 
 def ctr(directory: Path, *args: str) -> list[str]:
@@ -350,6 +444,9 @@ def cleanup(directory: Path) -> None:
     if proxy:
         subprocess.run([proxy, "--cleanup"], capture_output=True, timeout=60)
     _remove_kubelet_chains()
+    # The enforcer's table queues pod packets to a listener that is gone: remove it.
+    subprocess.run(["nft", "delete", "table", *POLICY_TABLE], capture_output=True)
+    subprocess.run(["ip", "netns", "del", METADATA_NETNS], capture_output=True)  # and its veth
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
     with contextlib.suppress(OSError, ValueError, KeyError):

@@ -42,8 +42,10 @@ def images_dir() -> Path:
     return _cache_dir("MODELEVAL_IMAGES_DIR", "images")
 
 
-# Debian packages the real node runs (`make tools` installs them with apt-get when missing).
-SYSTEM_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "ip")
+# Debian packages the real node runs (`make tools` installs them with apt-get when missing); nft
+# removes the policy enforcer's table when a bed stops.
+SYSTEM_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "ip",
+                   "nft")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class Tools:
     @property
     def coredns(self) -> Path:
         return self._dir("coredns", "COREDNS_VERSION") / "coredns"
+
+    @property
+    def kube_network_policies(self) -> Path:
+        """The real node's NetworkPolicy enforcer (nfqueue), the one kind ships."""
+        return self._dir("kube-network-policies", "KUBE_NETWORK_POLICIES_VERSION") / "kube-network-policies"
 
     @property
     def runc_wrapper(self) -> Path:
@@ -142,6 +149,7 @@ class Tools:
             self.kube_node("kubelet"),
             self.kube_node("kube-proxy"),
             self.coredns,
+            self.kube_network_policies,
             self.runc_wrapper,
             self.etcd,
             self.kwok,
