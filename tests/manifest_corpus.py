@@ -218,6 +218,20 @@ CASES: list[Case] = [
     # Names that become other objects' names and label values.
     refused("name-64", "metadata.name", {"metadata.name": "n" * 64}),
     refused("name-dot", "metadata.name", {"metadata.name": "team.ranker"}),
+    # Labels and annotations as the API server checks them (api/metadata.py).
+    *refused_each("metadata.labels", {"label-key-space": {"bad key": "x"},
+                                      "label-key-two-slashes": {"a/b/c": "x"},
+                                      "label-key-prefix-upper": {"Example.com/team": "x"},
+                                      "label-key-prefix-254": {"a" * 254 + "/x": "y"},
+                                      "label-key-name-64": {"n" * 64: "x"},
+                                      "label-value-space": {"app": "a b"},
+                                      "label-value-64": {"app": "v" * 64},
+                                      "label-value-number": {"app": 1},
+                                      "label-value-nul": {"app": "a\0"}}),
+    *refused_each("metadata.annotations", {"annotation-key-space": {"bad key": "x"},
+                                           "annotation-key-empty-prefix": {"/x": "y"},
+                                           "annotation-value-number": {"note": 1},
+                                           "annotations-over-256KiB": {"big": "x" * 2**18}}),
     # Pod fields Kubernetes or the container runtime would refuse later.
     *refused_each("spec.rayImage", {"image-space": "ray image:2.9", "image-upper": "Team/Ray:2.9",
                                     "image-empty-tag": "rayproject/ray:",
@@ -276,6 +290,12 @@ CASES: list[Case] = [
     accepted("dots-in-a-name", {"spec.model.uri": "s3://models/v1..2/ranker.json",
                                 "spec.output.predictionsUri": "s3://out-bucket/preds/"}),
     accepted("name-63", {"metadata.name": "n" * 63}),
+    accepted("labels-and-annotations", {
+        "metadata.labels": {"app.kubernetes.io/name": "ranker", "team": "", "a" * 63: "b" * 63,
+                            "x" * 253 + "/y": "z"},
+        "metadata.annotations": {"Example.com/Note": "annotation keys are checked lowercased",
+                                 "note": "free text: spaces, 'quotes', a newline\nand a tab\t",
+                                 "big": "x" * 100_000}}),
     accepted("image-references", {"spec.rayImage": "registry.example.com:5000/team/ray:2.9.0-py311"
                                   "@sha256:" + "a" * 64}),
     accepted("image-short", {"spec.rayImage": "modeleval/ray:0.1.0"}),
@@ -331,4 +351,17 @@ RAW: list[RawCase] = [
         f"  x{i}: &a{i} [*{'a' if i == 0 else f'a{i - 1}'}, *{'a' if i == 0 else f'a{i - 1}'}]\n"
         for i in range(200))).encode(), "YAML aliases"),
     RawCase("not-yaml", b"kind: [", "not valid YAML"),
+    # Control characters: as bytes YAML refuses them (kubectl too); written as escapes they
+    # reach the server, which keeps one in a free string (a URI): the CLI refuses them anywhere.
+    RawCase("nul-byte", GOOD_YAML.replace("task: ranking", "task: rank\0ing").encode(),
+            "line 5, column 13: control character U+0000 is not allowed"),
+    RawCase("escape-byte", GOOD_YAML.replace("ndcg@10", "ndcg\x1b@10").encode(),
+            "line 8, column 17: control character U+001B is not allowed"),
+    RawCase("escaped-nul-in-a-uri", GOOD_YAML.replace("{uri: s3://datasets/test.txt}",
+                                                      '{uri: "s3://datasets/test\\0.txt"}').encode(),
+            "spec.dataset.uri (line 7): control character U+0000 is not allowed",
+            kubectl_refuses=False),
+    RawCase("escaped-bell-in-a-label", GOOD_YAML.replace("{name: ok}",
+                                                          '{name: ok, labels: {"a\\a": x}}').encode(),
+            "metadata.labels: a key (line 3): control character U+0007 is not allowed"),
 ]

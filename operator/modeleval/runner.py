@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import threading
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -83,6 +84,62 @@ class _ManifestLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Unicode's control characters (category Cc) but tab, line feed and carriage return.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _first_control(text: str) -> int | None:
+    """Where the first control character other than tab and line breaks is: a NUL or an
+    escape sequence in a manifest is a mistake or an attack, never a value anyone means."""
+    match = _CONTROL.search(text)
+    return match.start() if match else None
+
+
+def _control_message(text: str, at: int) -> str:
+    return f"control character U+{ord(text[at]):04X} is not allowed"
+
+
+def _refuse_raw_controls(text: str) -> None:
+    at = _first_control(text)
+    if at is not None:
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        raise ManifestError(f"line {line}, column {column}: {_control_message(text, at)}")
+
+
+def _refuse_escaped_controls(root: yaml.Node) -> None:
+    """A control character written as an escape ("\\0", "\\x01") in any key or value, the
+    first in the text named by its field path and line. Each node is looked at once (aliases
+    share nodes, and a chain of them would otherwise be walked exponentially often)."""
+    seen: set[int] = set()
+    stack: list[tuple[str, yaml.Node]] = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            at = _first_control(node.value)
+            if at is not None:
+                raise ManifestError(f"{path or 'document'} (line {node.start_mark.line + 1}): "
+                                    f"{_control_message(node.value, at)}")
+        stack.extend(reversed(_children(path, node)))
+
+
+def _children(path: str, node: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    """A collection node's keys and values with their field paths, in the text's order."""
+    if isinstance(node, yaml.SequenceNode):
+        return [(f"{path}[{i}]", item) for i, item in enumerate(node.value)]
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    children = []
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+        children += [(f"{path + ': ' if path else ''}a key", key),
+                     (f"{path}.{name}" if path else name, value)]
+    return children
+
+
 def _documents(text: str | bytes, source: str) -> list[Any]:
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{source}: larger than {MAX_MANIFEST_BYTES // 2**20} MiB")
@@ -92,11 +149,19 @@ def _documents(text: str | bytes, source: str) -> list[Any]:
         except UnicodeDecodeError as error:
             raise ManifestError(f"{source}: not UTF-8 text (byte 0x{text[error.start]:02x} at "
                                 f"offset {error.start})") from None
-    loader = _ManifestLoader(text)
+    try:
+        _refuse_raw_controls(text)
+        loader = _ManifestLoader(text)
+    except ManifestError as error:
+        raise ManifestError(f"{source}: {error}") from None
+    except yaml.YAMLError as error:  # a character YAML refuses (checked before parsing)
+        raise ManifestError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
         documents = []
-        while loader.check_data():
-            documents.append(loader.get_data())
+        while loader.check_node():
+            node = loader.get_node()
+            _refuse_escaped_controls(node)
+            documents.append(loader.construct_document(node))
         return documents
     except ManifestError as error:
         raise ManifestError(f"{source}: {error}") from None

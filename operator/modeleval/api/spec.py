@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError, core_schema
 
 from .direction import higher_is_better
+from .metadata import annotations_problem, labels_problem
 from .results import PROGRESS_COLLECTION
 
 API_GROUP = "modeleval.dev"
@@ -669,6 +670,26 @@ class ObjectMeta(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     namespace: str | None = Field(None, pattern=NAME_PATTERN, max_length=63)
     uid: str | None = Field(None, pattern=UID_PATTERN)
+    # Checked as the API server checks them (api/metadata.py): the CLI refuses what kubectl
+    # apply would have refused.
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        problem = labels_problem(labels or {})
+        if problem:
+            raise refusal("", problem)
+        return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str] | None) -> dict[str, str] | None:
+        problem = annotations_problem(annotations or {})
+        if problem:
+            raise refusal("", problem)
+        return annotations
 
 
 class ModelEvaluation(BaseModel):
