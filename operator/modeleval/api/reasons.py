@@ -137,7 +137,9 @@ class Reason(StrEnum):
     CreateRefused = ("CreateRefused", f"{FAILURE}, schedule Ready=False, {EVENT}", "the API "
                      "server refused to create the evaluation's RayCluster or a schedule's child "
                      "(HTTP 4xx: invalid, too large, forbidden by a quota or an admission "
-                     "webhook); not retried", "fix what the message names, then create it again")
+                     "webhook), or a NetworkPolicy the evaluation does not own already has its "
+                     "RayCluster's name (never adopted); not retried", "fix what the message "
+                     "names, then create it again")
     NotOwned = ("NotOwned", EVENT, "a RayCluster or NetworkPolicy the evaluation would delete "
                 "is not owned by it (another evaluation's, or made by someone else): left alone",
                 "-")
