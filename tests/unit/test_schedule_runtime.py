@@ -181,6 +181,17 @@ def test_a_prefix_is_listed_once_a_minute_for_every_schedule_with_the_same_crede
     assert len(s3.listed) == 3
 
 
+def test_an_s3_client_is_made_once_per_credentials_and_few_are_kept(monkeypatch):
+    monkeypatch.setattr("modeleval.controller.schedule_runtime.MAX_S3_CLIENTS", 2)
+    s3 = FakeS3()
+    rt, _ = runtime([], s3)
+    for key_id in ("a", "b", "a", "c", "a"):
+        rt.s3_client(key_id, "secret")
+    assert [made[1] for made in s3.made] == ["a", "b", "c"]  # "b" went when "c" came
+    rt.s3_client("b", "secret")
+    assert [made[1] for made in s3.made] == ["a", "b", "c", "b"]
+
+
 def test_listings_are_jittered_and_bounded():
     clock = Clock()
     listings = PrefixListings(clock=clock, rng=lambda: 0.5, size=2)

@@ -44,6 +44,7 @@ MAX_LISTED = 10_000
 # A prefix is listed at most once per interval (settings.trigger_list_interval), each time up to
 # LIST_JITTER of it later, so schedules made together do not list together.
 LIST_JITTER = 0.25
+MAX_S3_CLIENTS = 32
 # What a listing gives a round: the objects, or why there are none.
 Listing = tuple["tuple[ModelObject, ...] | None", "str | None"]
 # (endpoint, bucket, prefix, hash of the credentials): schedules sharing one share a listing.
@@ -112,6 +113,21 @@ class ScheduleRuntime:
         self._make_s3 = s3_client
         self.listings = listings or PrefixListings(settings.trigger_list_interval)
         self.secrets = secrets or NamespaceSecrets(kube)
+        self._clients: OrderedDict[str, Any] = OrderedDict()
+        self._clients_lock = threading.Lock()
+
+    def s3_client(self, key_id: str, secret: str) -> Any:
+        """One client per credentials, reused (each holds botocore's service model); the least
+        recently used beyond MAX_S3_CLIENTS are dropped."""
+        key = hashlib.sha256(f"{key_id}\0{secret}".encode()).hexdigest()
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self._make_s3(self.settings.s3_endpoint, key_id, secret)
+            self._clients.move_to_end(key)
+            while len(self._clients) > MAX_S3_CLIENTS:
+                self._clients.popitem(last=False)
+            return client
 
     # ------------------------------------------------------------------------- observe
     def observe(self, sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
@@ -145,8 +161,7 @@ class ScheduleRuntime:
     def _list(self, uri: str, secret_name: str, key_id: str, secret: str) -> Listing:
         bucket, prefix = split_prefix(uri)
         try:
-            return self.list_models(self._make_s3(self.settings.s3_endpoint, key_id, secret),
-                                    bucket, prefix), None
+            return self.list_models(self.s3_client(key_id, secret), bucket, prefix), None
         except ClientError as error:
             log.info("listing %s with Secret %s: %s", uri, secret_name, error)
             if int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400) < 500:
