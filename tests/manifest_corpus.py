@@ -103,6 +103,11 @@ COMPARED = mutate({"spec.baseline.model.uri": "s3://models/champion.json",
 _NAN, _INF = float("nan"), float("inf")
 
 CASES: list[Case] = [
+    # Size: the feature columns' names are bounded in all (6,000 names of 221 characters, 1.3 MB
+    # in all; the whole manifest stays under what the API server reads).
+    refused("featureColumns-too-long-in-all", "spec.dataset.featureColumns", {"spec.dataset": {
+        "uri": "s3://datasets/t.parquet", "format": "parquet", "groupColumn": "qid",
+        "featureColumns": [f"f{i:05d}" + "x" * 215 for i in range(6000)]}}),
     # Loose types: a string is not a number or a boolean, a number is not a boolean.
     refused("allowPickle-yes", "spec.model.allowPickle", {"spec.model.allowPickle": "yes"}),
     refused("allowPickle-1", "spec.model.allowPickle", {"spec.model.allowPickle": 1}),

@@ -15,6 +15,7 @@ tests/manifest_corpus.py checks that both sides refuse the same manifests naming
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -343,6 +344,16 @@ class MissingFeatures(str, Enum):
     zero = "zero"
 
 
+# How large a spec may be. The API server stores at most about 1.5 MiB per object (etcd's request
+# limit) and reads requests of at most 3 MiB; each bound of the schema (items, characters) is
+# small except the feature columns', so bounding their total bounds the whole object at
+# admission, and the operator and the CLI also measure the whole spec (SpecModel cannot be
+# measured in CEL). A schedule's children copy its template: the same bound serves both.
+MAX_FEATURE_COLUMNS = 20_000
+MAX_FEATURE_COLUMN_CHARS = 1_300_000
+MAX_SPEC_BYTES = 1_400_000
+
+
 class DatasetSource(SpecModel):
     uri: Uri = Field(description="Where the dataset is: s3://bucket/key or file:///path.")
     format: DatasetFormat = Field(DatasetFormat.letor, strict=False, description="letor "
@@ -353,9 +364,13 @@ class DatasetSource(SpecModel):
     group_column: str | None = Field(None, description="Column holding the query id (parquet/csv; "
                                      "LETOR files carry it as qid:). Required for ranking.",
                                      max_length=256)
-    feature_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+    feature_columns: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]],
+        Rule(f"self.map(c, c.size()).sum() <= {MAX_FEATURE_COLUMN_CHARS}",
+             f"at most {MAX_FEATURE_COLUMN_CHARS} characters of column names in all",
+             lambda columns: sum(map(len, columns)) <= MAX_FEATURE_COLUMN_CHARS)] | None = Field(
         None, description="Feature columns in model order (parquet/csv). Default: every column "
-        "except the label, group and slice columns.", max_length=100_000)
+        "except the label, group and slice columns.", max_length=MAX_FEATURE_COLUMNS)
     num_features: int | None = Field(None, ge=1, le=1_000_000, description="Feature count for "
                                      "LETOR files; default: the model's expected feature count.")
     missing_features: MissingFeatures = Field(
@@ -544,9 +559,26 @@ def _first(items: list[Any], wrong: Callable[[Any], bool]) -> str:
 class ModelEvaluationSpec(SpecModel):
     """What to evaluate, on what data, with which metrics, on how much compute."""
 
+def spec_size_refusal(raw: Any) -> str | None:
+    """Why a spec (as read: a dict) is too large to hold, or None."""
+    size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > MAX_SPEC_BYTES:
+        return (f"{size} bytes as JSON, more than the {MAX_SPEC_BYTES} a spec may hold (the API "
+                "server stores about 1.5 MiB per object)")
+    return None
+
+
     model: ModelSource
     dataset: DatasetSource
     task: TaskType = Field(strict=False, description="ranking, binary, multiclass or regression.")
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_size(cls, raw: Any) -> Any:
+        refused = spec_size_refusal(raw) if isinstance(raw, dict) else None
+        if refused:
+            raise refusal("", refused)
+        return raw
+
     metrics: Annotated[list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]],
                        UniqueItems()] = Field(
         min_length=1, max_length=32, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "

@@ -29,7 +29,7 @@ from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import Evaluation, decide, parse_spec, plan
 from .kube import RAY
-from .schedule import decide_schedule, parse_schedule_spec
+from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
 from .schedule_runtime import ScheduleRuntime
 from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
 from .settings import OperatorSettings
@@ -187,17 +187,34 @@ def _record(body: kopf.Body, patch: kopf.Patch, before: ModelEvaluationStatus,
 SCHEDULES = ScheduleRuntime(SETTINGS, lambda: RUNTIME.kube)
 
 
+LIMITS = ScheduleLimits(max_active=SETTINGS.max_active_per_schedule,
+                        max_per_namespace=SETTINGS.max_schedules_per_namespace)
+
+
+@kopf.index(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="schedules_by_namespace")
+def schedules_by_namespace(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict:
+    """Each namespace's schedules, (creation time, name), to find the oldest that make runs."""
+    return {namespace: (meta.get("creationTimestamp") or "", name)}
+
+
+def older_schedules(index: kopf.Index, sched: Evaluation, created: str) -> int:
+    return sum(1 for entry in index.get(sched.namespace, []) if entry < (created, sched.name))
+
+
 @kopf.timer(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_reconcile",
             interval=SETTINGS.schedule_poll_interval, initial_delay=0,
             backoff=SETTINGS.error_retry)
-def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch,
+                                 schedules_by_namespace: kopf.Index, **_: Any) -> None:
     now = datetime.now(timezone.utc)
     sched = evaluation(body)  # the same identity fields
     before = EvaluationScheduleStatus.model_validate(body.get("status") or {})
     spec = parse_schedule_spec(dict(body.get("spec") or {}), SETTINGS)
-    observed = SCHEDULES.observe(sched, spec, before)
-    after, actions = decide_schedule(sched, spec, before, observed, now)
-    SCHEDULES.act(body, sched, actions)
+    older = older_schedules(schedules_by_namespace, sched,
+                            body.metadata.get("creationTimestamp") or "")
+    observed = SCHEDULES.observe(sched, spec, before, older)
+    after, actions = decide_schedule(sched, spec, before, observed, now, LIMITS)
+    record_refusals(after, SCHEDULES.act(body, sched, actions), sched.generation, now)
     _patch_status(body, patch, after)
     telemetry.observe_schedule(sched.namespace, sched.name, after.last_primary_metric,
                                after.is_true(ScheduleConditionType.Degraded))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 import kopf
 from kubernetes import client, config
@@ -13,6 +14,8 @@ from ..api.crd import PLURAL
 from ..api.spec import API_GROUP, API_VERSION
 
 RAY = ("ray.io", "v1", "rayclusters")
+# ModelEvaluations per list request (each may be as large as a spec may be).
+LIST_PAGE = 10
 # How much of the API server's message a refusal keeps (it can quote the refused object).
 MAX_REFUSAL = 300
 # Waiting reasons of a container that will not start by itself (ContainerCreating and
@@ -225,13 +228,22 @@ class Kube:
                                     f"{manifest['metadata']['name']}", error) from None
             raise _temporary(error, "create ModelEvaluation") from None
 
-    def list_evaluations(self, namespace: str, label_selector: str) -> list[dict]:
-        try:
-            found = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
-                                                              PLURAL, label_selector=label_selector)
-        except ApiException as error:
-            raise _temporary(error, "list ModelEvaluations") from None
-        return list(found.get("items") or [])
+    def list_evaluations(self, namespace: str, label_selector: str,
+                         page: int = LIST_PAGE) -> Iterator[dict]:
+        """The matching ModelEvaluations, read ``page`` at a time: a caller that keeps only a
+        few fields of each holds one page of whole objects at most (a spec can be 1.4 MB)."""
+        token = None
+        while True:
+            try:
+                found = self.custom.list_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, label_selector=label_selector,
+                    limit=page, **({"_continue": token} if token else {}))
+            except ApiException as error:
+                raise _temporary(error, "list ModelEvaluations") from None
+            yield from found.get("items") or []
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
 
 __all__ = ["CreateRefused", "Kube", "owned_by"]

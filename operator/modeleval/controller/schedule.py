@@ -102,8 +102,17 @@ class ModelObject:
 
 
 @dataclass(frozen=True)
+class ScheduleLimits:
+    """The platform's bounds on schedules (policy values; 0: no limit)."""
+
+    max_active: int = 0              # active children per schedule
+    max_per_namespace: int = 0       # schedules per namespace that make runs
+
+
+@dataclass(frozen=True)
 class ScheduleObserved:
     children: tuple[Child, ...] = ()
+    older_schedules: int = 0  # schedules of its namespace created before it
     models: tuple[ModelObject, ...] | None = None  # None: not listed this round
     bucket: str | None = None
     models_error: str | None = None
@@ -192,6 +201,7 @@ class _ScheduleRound:
     s: EvaluationScheduleStatus
     o: ScheduleObserved
     now: datetime
+    limits: ScheduleLimits = field(default_factory=ScheduleLimits)
     actions: list[ScheduleAction] = field(default_factory=list)
     active: list[str] = field(default_factory=list)
 
@@ -207,6 +217,24 @@ class _ScheduleRound:
     def delete(self, name: str, why: str) -> None:
         self.actions.append(DeleteChild(name, why))
 
+    @property
+    def room(self) -> int:
+        """How many more children may be active now (policy.maxActivePerSchedule)."""
+        limit = self.limits.max_active
+        return max(limit - len(self.active), 0) if limit else MAX_NEW_PER_ROUND
+
+    def full(self) -> str:
+        return (f"{len(self.active)} children are active, the most one schedule may have "
+                f"(policy.maxActivePerSchedule: {self.limits.max_active})")
+
+    def too_many_schedules(self) -> str | None:
+        limit = self.limits.max_per_namespace
+        if not limit or self.o.older_schedules < limit:
+            return None
+        return (f"namespace {self.sched.namespace} has {self.o.older_schedules} older "
+                f"EvaluationSchedules; at most {limit} make runs "
+                "(policy.maxSchedulesPerNamespace): this one makes none")
+
     def create(self, name: str, message: str, annotations: dict[str, str],
                model_uri: str | None = None) -> None:
         self.actions.append(CreateChild(build_child(self.sched, self.spec, name, annotations,
@@ -220,7 +248,10 @@ class _ScheduleRound:
         self.active = [c.name for c in children if not c.finished and not c.deleting]
         self.track_metric(children)
         self.prune(children)
-        if self.spec.suspend:
+        over = self.too_many_schedules()
+        if over:
+            self.condition(SC.Ready, False, Reason.TooManySchedules, over)
+        elif self.spec.suspend:
             self.condition(SC.Ready, False, Reason.ScheduleSuspended, "spec.suspend is true: "
                            "no new runs")
             if self.o.models is not None and not self.s.models_listed:
@@ -316,6 +347,9 @@ class _ScheduleRound:
         if self.active and spec.concurrency_policy == ConcurrencyPolicy.Replace:
             self.replace_active(f"the run of {rfc3339(latest)} replaces it "
                                 "(concurrencyPolicy: Replace)")
+        if not self.room:
+            return self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} is skipped: "
+                             f"{self.full()}", warning=True)
         name = cron_child_name(self.sched.name, latest)
         self.create(name, f"created {name} for the cron time {rfc3339(latest)}{earlier}",
                     {SCHEDULED_TIME_ANNOTATION: rfc3339(latest)})
@@ -349,7 +383,7 @@ class _ScheduleRound:
                 self.replace_active(f"a new model {chosen[0].key} replaces it "
                                     "(concurrencyPolicy: Replace)")
         else:
-            chosen, skipped = new[:MAX_NEW_PER_ROUND], []
+            chosen, skipped = new[:min(MAX_NEW_PER_ROUND, self.room)], []
         for m in skipped:
             self.emit(Reason.RunSkipped, f"new model {m.key} (ETag {m.etag}) is skipped: a newer "
                       f"one replaces it (concurrencyPolicy: Replace)")
@@ -381,7 +415,8 @@ class _ScheduleRound:
 
 
 def decide_schedule(sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
-                    status: EvaluationScheduleStatus, observed: ScheduleObserved, now: datetime
+                    status: EvaluationScheduleStatus, observed: ScheduleObserved, now: datetime,
+                    limits: ScheduleLimits = ScheduleLimits()
                     ) -> tuple[EvaluationScheduleStatus, list[ScheduleAction]]:
     """The next status and what to do, from what a round observed. Pure."""
     s = status.model_copy(deep=True)
@@ -391,6 +426,15 @@ def decide_schedule(sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
         st.set_condition(s, SC.Ready, False, spec.reason, spec.message, sched.generation, now)
         changed = before is None or before.reason != spec.reason or before.message != spec.message
         return s, [Emit(spec.reason, spec.message, True)] if changed else []
-    round_ = _ScheduleRound(sched, spec, s, observed, now)
+    round_ = _ScheduleRound(sched, spec, s, observed, now, limits)
     round_.run()
     return round_.s, round_.actions
+
+
+def record_refusals(status: EvaluationScheduleStatus, refusals: list[str], generation: int | None,
+                    now: datetime) -> None:
+    """Children the API server refused to create (HTTP 4xx): Ready=False with why, until a
+    later round makes a run. Each was one run's (a cron time, a new model): it is not retried."""
+    if refusals:
+        st.set_condition(status, SC.Ready, False, Reason.CreateRefused, refusals[-1], generation,
+                         now)

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..api.reasons import Reason
 from ..api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
 from .decide import Emit, InvalidSpec
-from .kube import Kube
+from .kube import CreateRefused, Kube
 from .schedule import (Child, CreateChild, DeleteChild, ModelObject, Schedule, ScheduleAction,
                        ScheduleObserved, wants_models)
 from .secrets import S3_KEYS, MissingCredentials, NamespaceSecrets
@@ -131,19 +131,25 @@ class ScheduleRuntime:
 
     # ------------------------------------------------------------------------- observe
     def observe(self, sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
-                status: EvaluationScheduleStatus) -> ScheduleObserved:
+                status: EvaluationScheduleStatus, older_schedules: int = 0) -> ScheduleObserved:
         if isinstance(spec, InvalidSpec):
             return ScheduleObserved()
-        items = self._kube().list_evaluations(sched.namespace, f"{SCHEDULE_LABEL}={sched.name}")
-        # Only this schedule's own children (a label can be copied; an owner uid cannot).
-        children = tuple(Child.of(obj) for obj in items if any(
-            ref.get("uid") == sched.uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []))
+        children = self.children(sched)
         if not wants_models(spec, status):
-            return ScheduleObserved(children=children)
+            return ScheduleObserved(children=children, older_schedules=older_schedules)
         uri = spec.trigger.new_model.prefix
         models, error = self.models(sched.namespace, uri)
         return ScheduleObserved(children=children, models=models, bucket=split_prefix(uri)[0],
-                                models_error=None if error is None else cap(error, 512))
+                                models_error=None if error is None else cap(error, 512),
+                                older_schedules=older_schedules)
+
+    def children(self, sched: Schedule) -> tuple[Child, ...]:
+        """What a round needs of each child, taken page by page: a child's spec (a copy of the
+        template, up to 1.4 MB) is never kept. Only this schedule's own children count (a label
+        can be copied; an owner uid cannot)."""
+        items = self._kube().list_evaluations(sched.namespace, f"{SCHEDULE_LABEL}={sched.name}")
+        return tuple(Child.of(obj) for obj in items if any(
+            ref.get("uid") == sched.uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []))
 
     def models(self, namespace: str, uri: str) -> Listing:
         """The objects under ``uri`` as the namespace's own S3 credentials list them."""
@@ -189,15 +195,22 @@ class ScheduleRuntime:
         return tuple(found)
 
     # ------------------------------------------------------------------------- act
-    def act(self, body: kopf.Body, sched: Schedule, actions: list[ScheduleAction]) -> None:
+    def act(self, body: kopf.Body, sched: Schedule, actions: list[ScheduleAction]) -> list[str]:
+        """Does what the round decided; the children the API server refused to create, why."""
         kube = self._kube()
+        refused = []
         for action in actions:
             match action:
                 case CreateChild(manifest=manifest, message=message):
-                    if kube.create_evaluation(manifest):
-                        kopf.info(body, reason=Reason.RunCreated, message=cap(message))
+                    try:
+                        if kube.create_evaluation(manifest):
+                            kopf.info(body, reason=Reason.RunCreated, message=cap(message))
+                    except CreateRefused as error:  # a retry would be refused the same way
+                        refused.append(cap(error.message))
+                        kopf.warn(body, reason=Reason.CreateRefused, message=cap(error.message))
                 case DeleteChild(name=name, why=why):
                     kube.delete_evaluation(sched.namespace, name)
                     log.info("deleted %s/%s: %s", sched.namespace, name, why)
                 case Emit(reason=reason, message=message, warning=warning):
                     (kopf.warn if warning else kopf.info)(body, reason=reason, message=cap(message))
+        return refused

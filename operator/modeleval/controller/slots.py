@@ -28,6 +28,7 @@ class _Line:
     active: set[str] = field(default_factory=set)
     granted_at: dict[str, float] = field(default_factory=dict)
     read_at: float = float("-inf")
+    used_at: float = 0.0  # the last ask, grant or release
     # waiter -> (its place in line, when it last asked)
     waiting: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
@@ -49,10 +50,26 @@ class Slots:
         self.clock = clock
         self._lines: dict[str, _Line] = {}
         self._guard = threading.Lock()
+        self._pruned_at = float("-inf")
 
     def _line(self, key: str) -> _Line:
         with self._guard:
-            return self._lines.setdefault(key, _Line())
+            now = self.clock()
+            if now - self._pruned_at >= self.forget_after:
+                self._prune(now)
+            line = self._lines.setdefault(key, _Line())
+            line.used_at = now
+            return line
+
+    def _prune(self, now: float) -> None:
+        """Forgets the lines nobody holds, waits in or asked for a while (a namespace or a Ray
+        head that is gone): keys come and go with tenants, the operator stays up."""
+        self._pruned_at = now
+        idle = [key for key, line in self._lines.items()
+                if now - line.used_at >= self.forget_after and not line.active
+                and not line.granted_at and not line.waiting]
+        for key in idle:
+            del self._lines[key]
 
     def acquire(self, key: str, holder: str, waiter: str, place: Any,
                 read_active: Callable[[], Iterable[str]]) -> Decision:
