@@ -106,13 +106,6 @@ class OperatorSettings(BaseSettings):
                           "no limit.")
     max_worker_memory: str = Field("256Gi", description="Most memory per worker (and head); "
                                    "empty: no limit.")
-    max_active_per_namespace: int = Field(0, ge=0, description="At most this many evaluations "
-                                          "of one namespace hold a RayCluster at once; the rest "
-                                          "queue. 0: no limit.")
-    poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
-    error_retry: float = Field(5.0, gt=0, le=300, description="Seconds before a reconcile (or a "
-                               "deletion's clean-up) that failed because the API server or "
-                               "another service did not answer runs again (kopf's own default "
     max_worker_cpu: str = Field("64", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$", description="Most "
                                 "CPU per worker (and head); empty: no limit.")
     allowed_tolerations: list[AllowedToleration] = Field(
@@ -122,6 +115,13 @@ class OperatorSettings(BaseSettings):
     allowed_node_selectors: dict[str, list[str]] = Field(
         default_factory=dict, description="Node labels spec.nodeSelector may name, each with the "
         "values it may take (\"*\": any); empty: no nodeSelector.")
+    max_active_per_namespace: int = Field(0, ge=0, description="At most this many evaluations "
+                                          "of one namespace hold a RayCluster at once; the rest "
+                                          "queue. 0: no limit.")
+    poll_interval: float = Field(2.0, gt=0, description="Seconds between reconciles of a live run.")
+    error_retry: float = Field(5.0, gt=0, le=300, description="Seconds before a reconcile (or a "
+                               "deletion's clean-up) that failed because the API server or "
+                               "another service did not answer runs again (kopf's own default "
                                "is 60: an evaluation would sit a minute after an API outage).")
     pending_timeout: float = Field(300.0, gt=0, description="Seconds a RayCluster may stay not "
                                    "ready before its job started (unschedulable pods, images "
@@ -135,13 +135,6 @@ class OperatorSettings(BaseSettings):
                                      "before the attempt counts as lost (RayHeadLost) and is "
                                      "retried on a fresh cluster. A replaced head is detected "
                                      "at once when it answers without the job.")
-    schedule_poll_interval: float = Field(10.0, gt=0, le=60, description="How often each "
-                                          "EvaluationSchedule is looked at (cron times fall on "
-                                          "whole minutes; a new model is seen within this "
-                                          "once its prefix is listed).")
-    trigger_list_interval: float = Field(60.0, gt=0, description="Seconds between two listings "
-                                         "of one new-model trigger prefix with one namespace's "
-                                         "credentials, however many schedules name it (each "
     max_active_per_schedule: int = Field(5, ge=0, description="At most this many children of "
                                          "one EvaluationSchedule are active at once: a cron run "
                                          "due beyond it is skipped, a new model waits. 0: no "
@@ -150,6 +143,13 @@ class OperatorSettings(BaseSettings):
                                              "EvaluationSchedules of one namespace make runs "
                                              "(the oldest); the rest stay Ready=False. 0: no "
                                              "limit.")
+    schedule_poll_interval: float = Field(10.0, gt=0, le=60, description="How often each "
+                                          "EvaluationSchedule is looked at (cron times fall on "
+                                          "whole minutes; a new model is seen within this "
+                                          "once its prefix is listed).")
+    trigger_list_interval: float = Field(60.0, gt=0, description="Seconds between two listings "
+                                         "of one new-model trigger prefix with one namespace's "
+                                         "credentials, however many schedules name it (each "
                                          "listing up to a quarter of this later, at random).")
     backoff_base: float = Field(10.0, ge=0, description="First retry delay; doubles per attempt.")
     backoff_max: float = Field(300.0, ge=0)
