@@ -221,6 +221,9 @@ def test_a_manifest_too_big_for_a_command_line_reaches_the_runner(bed, api, name
     ("other-image", {"rayImage": "attacker.example/ray:latest"}, "spec.rayImage"),
     ("pickled", {"model": {"uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json", "format": "pickle",
                            "allowPickle": True}}, "spec.model.format"),
+    ("pickled-challenger", {"challengers": [{"name": "c", "model": {
+        "uri": f"s3://{EXAMPLES_BUCKET}/models/ranker.json", "format": "pickle",
+        "allowPickle": True}}]}, "spec.challengers[0].model.format"),
     ("too-wide", {"resources": {"workers": 65}}, "spec.resources.workers"),
 ])
 def test_the_operator_policy_refuses_what_a_tenant_may_not_run(bed, api, namespace, name, extra, field):
