@@ -556,9 +556,6 @@ def _first(items: list[Any], wrong: Callable[[Any], bool]) -> str:
     return next(f"[{i}]" for i, item in enumerate(items) if wrong(item))
 
 
-class ModelEvaluationSpec(SpecModel):
-    """What to evaluate, on what data, with which metrics, on how much compute."""
-
 def spec_size_refusal(raw: Any) -> str | None:
     """Why a spec (as read: a dict) is too large to hold, or None."""
     size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=str).encode())
@@ -568,9 +565,9 @@ def spec_size_refusal(raw: Any) -> str | None:
     return None
 
 
-    model: ModelSource
-    dataset: DatasetSource
-    task: TaskType = Field(strict=False, description="ranking, binary, multiclass or regression.")
+class ModelEvaluationSpec(SpecModel):
+    """What to evaluate, on what data, with which metrics, on how much compute."""
+
     @model_validator(mode="before")
     @classmethod
     def _bounded_size(cls, raw: Any) -> Any:
@@ -579,6 +576,9 @@ def spec_size_refusal(raw: Any) -> str | None:
             raise refusal("", refused)
         return raw
 
+    model: ModelSource
+    dataset: DatasetSource
+    task: TaskType = Field(strict=False, description="ranking, binary, multiclass or regression.")
     metrics: Annotated[list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]],
                        UniqueItems()] = Field(
         min_length=1, max_length=32, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "
