@@ -205,3 +205,7 @@ def test_listings_are_jittered_and_bounded():
     clock.now += 0.001
     listings.get(("", "bucket", "a", "creds"), lambda: calls.append("again") or ((), None))
     assert calls[-1] == "again"
+    assert len(listings._entries) == 2
+    clock.now += 2 * 60 + 1  # neither asked for in two intervals: both forgotten but the asker
+    listings.get(("", "bucket", "z", "creds"), lambda: ((), None))
+    assert list(listings._entries) == [("", "bucket", "z", "creds")]

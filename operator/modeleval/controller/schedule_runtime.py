@@ -61,12 +61,14 @@ def split_prefix(prefix: str) -> tuple[str, str]:
 class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     due: float = float("-inf")
+    used: float = 0.0
     listing: Listing = (None, None)
 
 
 class PrefixListings:
     """The last listing of each (endpoint, bucket, prefix, credentials), reused until it is due
-    again; the least recently used beyond ``size`` are forgotten."""
+    again; one no schedule asked for in two intervals is forgotten, and the least recently used
+    beyond ``size`` too."""
 
     def __init__(self, interval: float = 60.0, jitter: float = LIST_JITTER,
                  size: int = 512, clock: Callable[[], float] = time.monotonic,
@@ -82,6 +84,7 @@ class PrefixListings:
             if entry is None:
                 entry = self._entries[key] = _Entry()
             self._entries.move_to_end(key)
+            entry.used = now
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
             return entry
