@@ -79,13 +79,15 @@ class PrefixListings:
         self._lock = threading.Lock()
 
     def _entry(self, key: ListingKey) -> _Entry:
+        now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = _Entry()
-            self._entries.move_to_end(key)
             entry.used = now
-            while len(self._entries) > self.size:
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size or \
+                    next(iter(self._entries.values())).used < now - 2 * self.interval:
                 self._entries.popitem(last=False)
             return entry
 
