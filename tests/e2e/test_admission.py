@@ -186,3 +186,26 @@ def test_the_server_refuses_a_repeated_key_it_receives(bed, crd):
         input=body, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0, result.stdout
     assert 'duplicate field "spec.task"' in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("field, value", [("rayClusterName", "platform-cluster"),
+                                          ("keepCluster", True)])
+def test_the_cluster_fields_cannot_change_after_creation(bed, crd, field, value):
+    """Whose RayCluster an evaluation runs on, and whether it is deleted after, is fixed when it
+    is created: the API server refuses an edit (the operator refuses one it sees anyway)."""
+    name = f"fixed-{field.lower()}"
+    manifest = copy.deepcopy(GOOD)
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["suspend"] = True  # nothing runs: only the edit is judged
+    kubectl(bed, "create", "-n", "default", "-f", "-", input=yaml.safe_dump(manifest))
+    try:
+        patch = json.dumps({"spec": {field: value}})
+        edited = kubectl(bed, "patch", "-n", "default", "modelevaluation", name, "--type=merge",
+                         "-p", patch, check=False)
+        assert f"spec.{field}: Invalid value" in edited and \
+            f"{field} cannot change after creation" in edited, edited
+        # Any other field still may (the rules compare only these two).
+        kubectl(bed, "patch", "-n", "default", "modelevaluation", name, "--type=merge",
+                "-p", json.dumps({"spec": {"batchSize": 1024}}))
+    finally:
+        kubectl(bed, "delete", "-n", "default", "modelevaluation", name, "--wait=false", check=False)

@@ -192,3 +192,15 @@ def test_a_line_with_holders_or_waiters_is_kept():
     clock[0] = 100.0
     slots.acquire("other", "u2", "u2", 0.0, lambda: [])
     assert "held" in slots._lines
+
+
+def test_the_cli_refuses_an_oversized_manifest_in_one_line():
+    from modeleval.runner import ManifestError, parse_manifest
+    spec = table_spec([f"f{i:05d}" + "x" * 120 for i in range(10_000)])
+    spec["dataset"]["featureColumns"] += ["g" * 250] * 600
+    manifest = {"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+                "metadata": {"name": "big"}, "spec": spec}
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(json.dumps(manifest))
+    message = str(error.value)
+    assert "\n" not in message and "spec: " in message and "a spec may hold" in message
