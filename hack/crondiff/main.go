@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -36,7 +37,24 @@ type response struct {
 	Recent        *int64     `json:"recent"`
 	Missed        int64      `json:"missed"`
 	RecentError   string     `json:"recentError,omitempty"`
-	Transitions   [][3]int64 `json:"transitions"` // instant, offset before, offset after
+	Transitions   [][3]int64 `json:"transitions"`       // instant, offset before, offset after
+	Endless       bool       `json:"endless,omitempty"` // a Next call did not return
+}
+
+// errEndless: robfig's search does not end for some days whose midnight a zone skips.
+var errEndless = errors.New("Next did not return")
+
+// next is sched.Next, given up on after a while (the goroutine is left spinning; such cases
+// are rare and the process is short-lived).
+func next(sched cron.Schedule, t time.Time) (time.Time, error) {
+	done := make(chan time.Time, 1)
+	go func() { done <- sched.Next(t) }()
+	select {
+	case found := <-done:
+		return found, nil
+	case <-time.After(2 * time.Second):
+		return time.Time{}, errEndless
+	}
 }
 
 func main() {
@@ -52,6 +70,7 @@ func main() {
 		}
 		line, _ := json.Marshal(answer(req))
 		out.Write(append(line, '\n'))
+		out.Flush() // a caller may wait for each answer
 	}
 }
 
@@ -83,7 +102,10 @@ func answer(req request) response {
 	t := time.Unix(req.Start, 0).UTC()
 	last := t
 	for i := 0; i < req.Runs; i++ {
-		t = sched.Next(t)
+		if t, err = next(sched, t); err != nil {
+			resp.Endless = true
+			return resp
+		}
 		if t.IsZero() {
 			break
 		}
@@ -91,7 +113,10 @@ func answer(req request) response {
 		last = t
 	}
 	recent, missed, err := mostRecent(sched, time.Unix(req.Start, 0).UTC(), time.Unix(req.Now, 0).UTC(), req.Deadline)
-	if err != nil {
+	if errors.Is(err, errEndless) {
+		resp.Endless = true
+		return resp
+	} else if err != nil {
 		resp.RecentError = err.Error()
 	} else if recent != nil {
 		u := recent.Unix()
@@ -155,8 +180,14 @@ func mostRecent(sched cron.Schedule, earliest, now time.Time, deadline *int64) (
 			earliest = floor
 		}
 	}
-	t1 := sched.Next(earliest)
-	t2 := sched.Next(t1)
+	t1, err := next(sched, earliest)
+	if err != nil {
+		return nil, 0, err
+	}
+	t2, err := next(sched, t1)
+	if err != nil {
+		return nil, 0, err
+	}
 	if now.Before(t1) {
 		return nil, 0, nil
 	}
@@ -170,7 +201,13 @@ func mostRecent(sched cron.Schedule, earliest, now time.Time, deadline *int64) (
 	due := int64(now.Sub(t1).Seconds())/between + 1
 	from := t1.Add(time.Duration((due-2)*between) * time.Second)
 	var latest time.Time
-	for t := sched.Next(from); !t.IsZero() && !t.After(now); t = sched.Next(t) {
+	for t := from; ; {
+		if t, err = next(sched, t); err != nil {
+			return nil, 0, err
+		}
+		if t.IsZero() || t.After(now) {
+			break
+		}
 		latest = t
 	}
 	if latest.IsZero() {
@@ -192,6 +229,11 @@ func transitions(loc *time.Location, from, to time.Time) [][3]int64 {
 		_, after := end.Zone()
 		if before != after {
 			found = append(found, [3]int64{end.Unix(), int64(before), int64(after)})
+		}
+		if !end.After(t) {
+			// Past a zone's last listed change Go answers from its rule a year at a time,
+			// and may return the same year end again: step over it.
+			end = t.Add(time.Second)
 		}
 		t = end
 	}

@@ -194,6 +194,44 @@ def test_cron_in_a_time_zone():
     assert status.last_schedule_time == at(12) and len(created(actions)) == 1
 
 
+@pytest.mark.parametrize("schedule, zone", [
+    ("0 0 * * 0/2", None), ("? * * * *", None), ("@every 90m", None), ("0 12 * * *,1", None),
+    ("0 1 * * *", "America/Argentina/ComodRivadavia"), ("0 1 * * *", "Etc/GMT+5"),
+])
+def test_what_a_cronjob_accepts_a_schedule_accepts(schedule, zone):
+    assert isinstance(parse_schedule_spec({"schedule": schedule, "timeZone": zone,
+                                           "template": TEMPLATE}), EvaluationScheduleSpec)
+
+
+@pytest.mark.parametrize("schedule, says", [
+    ("0 0 * * 7", "day of week: 7 is above 6"), ("*/ * * * *", "minute step"),
+    ("0 0 1-5/ * *", "day of month step"), ("TZ=UTC 0 0 * * *", "TZ or CRON_TZ"),
+    ("@every 1 hour", "@every"),
+])
+def test_what_a_cronjob_refuses_a_schedule_refuses(schedule, says):
+    parsed = parse_schedule_spec({"schedule": schedule, "template": TEMPLATE})
+    assert isinstance(parsed, InvalidSpec) and f"spec.schedule: {says}" in parsed.message
+
+
+def test_a_schedule_that_never_fires_says_so_once_and_makes_nothing():
+    s = spec(schedule="0 0 30 2 *")  # accepted by the API server, as a CronJob's
+    status, actions = decide(s)
+    assert created(actions) == [] and emitted(actions) == [Reason.InvalidSpec]
+    ready = status.condition(SC.Ready)
+    assert not ready.true and "never fires" in ready.message and status.next_schedule_time is None
+    assert decide(s, status)[1] == []
+
+
+def test_hourly_across_the_repeated_hour_runs_each_elapsed_hour():
+    # New York, 2026-11-01: 01:00 EDT (05:00 UTC) and 01:00 EST (06:00 UTC) both run.
+    s = spec(schedule="@hourly", timeZone="America/New_York")
+    status = EvaluationScheduleStatus(last_schedule_time=datetime(2026, 11, 1, 5, tzinfo=UTC))
+    status, actions = decide(s, status, now=datetime(2026, 11, 1, 6, 0, 5, tzinfo=UTC))
+    assert status.last_schedule_time == datetime(2026, 11, 1, 6, tzinfo=UTC)
+    assert len(created(actions)) == 1
+    assert status.next_schedule_time == datetime(2026, 11, 1, 7, tzinfo=UTC)
+
+
 # ----------------------------------------------------------------------------- history
 
 

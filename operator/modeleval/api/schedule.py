@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from .cron import CRON_PATTERN, Cron, CronError, zone
+from .cron import ZONE_PATTERN, Cron, CronError, zone
 from .spec import (BUCKET, ModelEvaluationSpec, ModelFormat, ModelSource, Rule,
                    SpecModel, matching)
 from .status import _CONDITIONS_LIST_MAP, Condition, StatusModel, Time
@@ -88,13 +88,15 @@ class EvaluationScheduleSpec(SpecModel):
     """Creates ModelEvaluations from a template on a cron schedule and/or for each new model
     under an S3 prefix; tracks the primary metric and says when it degrades."""
 
-    schedule: Annotated[str, matching(CRON_PATTERN, "must be a cron expression of 5 fields or a "
-                                      "macro such as @daily"), AfterValidator(_cron)] | None = Field(
-        None, max_length=256, description="Cron (minute hour day-of-month month day-of-week, or "
-        "@hourly, @daily, ...), in timeZone.")
+    # The API server cannot parse cron: the operator (and the CLI) check it exactly as the API
+    # server checks a CronJob's, so the CRD holds no pattern that could refuse what it accepts.
+    schedule: Annotated[str, AfterValidator(_cron)] | None = Field(
+        None, min_length=1, max_length=256, description="Cron, read as a CronJob's schedule "
+        "(minute hour day-of-month month day-of-week, @hourly, @daily, @every 90m, ...), in "
+        "timeZone.")
     time_zone: Annotated[str, AfterValidator(_zone)] | None = Field(
-        None, max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
-        description="IANA time zone of schedule (default UTC).")
+        None, max_length=64, pattern=ZONE_PATTERN,
+        description="IANA time zone of schedule, as a CronJob's timeZone (default UTC).")
     starting_deadline_seconds: int | None = Field(
         None, ge=1, description="A run missed (operator down, suspended) by more than this is "
         "skipped; unset: the latest missed run is made once, however late.")

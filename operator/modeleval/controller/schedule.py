@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.cron import Cron, last_run, next_run, zone
+from ..api.cron import Cron, CronError, Zone, most_recent, next_run, zone
 from ..api.direction import improvement
 from ..api.reasons import Reason
 from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
@@ -259,7 +259,7 @@ class _ScheduleRound:
         else:
             ready = (Reason.Scheduled, "making runs")
             if self.spec.schedule is not None:
-                self.cron()
+                ready = self.cron() or ready
             if self.spec.trigger is not None:
                 ready = self.new_models() or ready
             self.condition(SC.Ready, ready[0] == Reason.Scheduled, *ready)
@@ -325,22 +325,25 @@ class _ScheduleRound:
             self.emit(Reason.RunReplaced, f"deleted active run {name}: {why}")
         self.active = []
 
-    def cron(self) -> None:
+    def cron(self) -> tuple[Reason, str] | None:
+        """Makes the run a CronJob would make now; a reason for Ready=False when the schedule
+        never fires."""
         spec, s, now = self.spec, self.s, self.now
-        cron, tz = Cron.parse(spec.schedule), zone(spec.time_zone)
+        c, tz = Cron.parse(spec.schedule), zone(spec.time_zone)
         since = s.last_schedule_time or self.sched.created or now
-        latest, missed = last_run(cron, tz, since, now)
-        s.next_schedule_time = next_run(cron, tz, now)
+        try:
+            s.next_schedule_time = next_run(c, tz, now)
+            missed = most_recent(c, tz, self.earliest(since), now)
+        except CronError as error:
+            return self.never_fires(str(error))
+        latest = missed.latest
         if latest is None:
-            return
+            return self.skipped_past_deadline(c, tz, since)
         s.last_schedule_time = latest
-        earlier = f" ({missed} earlier cron time(s) missed)" if missed else ""
-        late = (now - latest).total_seconds()
-        deadline = spec.starting_deadline_seconds
-        if deadline is not None and late > deadline:
-            return self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} was missed by "
-                             f"{late:.0f}s (> startingDeadlineSeconds {deadline}){earlier}",
-                             warning=True)
+        earlier = f" ({missed.due - 1} earlier cron time(s) missed)" if missed.due > 1 else ""
+        if missed.too_many:
+            earlier += ("; too many missed start times: set or lower startingDeadlineSeconds, "
+                        "or check the clocks")
         if self.active and spec.concurrency_policy == ConcurrencyPolicy.Forbid:
             return self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} is skipped: "
                              f"{', '.join(self.active)} still active (concurrencyPolicy: Forbid)")
@@ -353,6 +356,33 @@ class _ScheduleRound:
         name = cron_child_name(self.sched.name, latest)
         self.create(name, f"created {name} for the cron time {rfc3339(latest)}{earlier}",
                     {SCHEDULED_TIME_ANNOTATION: rfc3339(latest)})
+
+    def earliest(self, since: datetime) -> datetime:
+        """Where the CronJob controller starts looking: the last run, or the start of
+        ``startingDeadlineSeconds`` when that is later."""
+        deadline = self.spec.starting_deadline_seconds
+        return since if deadline is None else max(since, self.now - timedelta(seconds=deadline))
+
+    def skipped_past_deadline(self, c: Cron, tz: Zone, since: datetime) -> None:
+        """A run due but older than the deadline is not made (as a CronJob); said once."""
+        if self.spec.starting_deadline_seconds is None:
+            return
+        latest = most_recent(c, tz, since, self.now).latest
+        if latest is None:
+            return
+        self.s.last_schedule_time = latest
+        late = (self.now - latest).total_seconds()
+        self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} was missed by {late:.0f}s "
+                  f"(> startingDeadlineSeconds {self.spec.starting_deadline_seconds})",
+                  warning=True)
+
+    def never_fires(self, why: str) -> tuple[Reason, str]:
+        message = f"spec.schedule: {why}"
+        before = self.s.condition(SC.Ready)
+        if before is None or before.message != message:
+            self.emit(Reason.InvalidSpec, message, warning=True)
+        self.s.next_schedule_time = None
+        return Reason.InvalidSpec, message
 
     def new_models(self) -> tuple[Reason, str] | None:
         """Evaluates new objects; a reason for Ready=False when the prefix cannot be listed."""
