@@ -506,7 +506,10 @@ class Resources(SpecModel):
 class MongoTarget(SpecModel):
     database: Annotated[str, not_matching(
         r"^(?i:admin|local|config)$", "admin, local and config are MongoDB's own databases")] = \
-        Field("modeleval", pattern=r"^[A-Za-z0-9_\-]{1,63}$", description="MongoDB database.")
+        Field("modeleval", pattern=r"^[A-Za-z0-9_\-]{1,63}$", description="MongoDB database. The "
+              "operator reads and writes it with its own credentials only when the platform "
+              "lists it for the namespace (the chart's mongodb.operatorDatabases); any other is "
+              "served with the namespace's own MongoDB Secret.")
     collection: Annotated[str, not_matching(
         r"^(?i:system)\.", "system.* collections are MongoDB's own"), not_matching(
         f"^{PROGRESS_COLLECTION}$", f"'{PROGRESS_COLLECTION}' is where the engine keeps "
