@@ -378,6 +378,47 @@ def start_policy_enforcer(bed: "TestBed", ports: dict[str, int]) -> None:
                ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(account),
                 str(SERVICE_ACCOUNT_DIR), *enforcer],
                env={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port})
+    if not nft_queue_supported():
+        queue_new_pod_connections()
+
+
+# The enforcer's nfqueue number (its default) and the chain that feeds it where nftables cannot.
+POLICY_QUEUE = 100
+QUEUE_CHAIN = "MODELEVAL-POLICY-QUEUE"
+NFT_QUEUE_PROBE = ("add table inet probe; add chain inet probe c { type filter hook postrouting "
+                   "priority 0; }; add rule inet probe c queue num 100 bypass")
+
+
+def nft_queue_supported() -> bool:
+    """Whether the kernel has nftables' queue expression (CONFIG_NFT_QUEUE), tried in a network
+    namespace of its own. Some VM kernels have only the iptables NFQUEUE target."""
+    probe = subprocess.run(["unshare", "--net", "nft", NFT_QUEUE_PROBE], capture_output=True)
+    return probe.returncode == 0
+
+
+def queue_new_pod_connections() -> None:
+    """What the enforcer's own nftables rules do, with the iptables NFQUEUE target: the first
+    packet of each connection to or from a pod goes to the enforcer, which accepts or drops it;
+    the node's own root processes (the kubelet's probes) are not judged, as in its rules."""
+    run("policy queue", ["iptables", "-t", "mangle", "-N", QUEUE_CHAIN], check=False)
+    run("policy queue", ["iptables", "-t", "mangle", "-F", QUEUE_CHAIN])
+    for rule in (["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+                 ["-m", "conntrack", "!", "--ctstate", "NEW", "-j", "RETURN"],
+                 ["-s", POD_CIDR, "-j", "NFQUEUE", "--queue-num", str(POLICY_QUEUE)],
+                 ["-d", POD_CIDR, "-j", "NFQUEUE", "--queue-num", str(POLICY_QUEUE)]):
+        run("policy queue", ["iptables", "-t", "mangle", "-A", QUEUE_CHAIN, *rule])
+    jump = ["POSTROUTING", "-j", QUEUE_CHAIN]
+    if run("policy queue", ["iptables", "-t", "mangle", "-C", *jump], check=False).returncode != 0:
+        run("policy queue", ["iptables", "-t", "mangle", "-A", *jump])
+
+
+def _remove_queue_chain() -> None:
+    for _ in range(10):
+        if subprocess.run(["iptables", "-t", "mangle", "-D", "POSTROUTING", "-j", QUEUE_CHAIN],
+                          capture_output=True).returncode != 0:
+            break
+    subprocess.run(["iptables", "-t", "mangle", "-F", QUEUE_CHAIN], capture_output=True)
+    subprocess.run(["iptables", "-t", "mangle", "-X", QUEUE_CHAIN], capture_output=True)
 
 
 def ctr(directory: Path, *args: str) -> list[str]:
@@ -444,8 +485,9 @@ def cleanup(directory: Path) -> None:
     if proxy:
         subprocess.run([proxy, "--cleanup"], capture_output=True, timeout=60)
     _remove_kubelet_chains()
-    # The enforcer's table queues pod packets to a listener that is gone: remove it.
+    # The enforcer's rules queue pod packets to a listener that is gone: remove them.
     subprocess.run(["nft", "delete", "table", *POLICY_TABLE], capture_output=True)
+    _remove_queue_chain()
     subprocess.run(["ip", "netns", "del", METADATA_NETNS], capture_output=True)  # and its veth
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
