@@ -29,7 +29,8 @@ PREFIX_PATTERN = rf"^s3://{BUCKET}/(.*/)?$"
 
 
 def _cron(text: str) -> str:
-    """Checked by the operator (and the CLI); the API server checks the shape only."""
+    """Checked by the operator as the API server checks a CronJob's schedule; the CRD bounds
+    only the length (a pattern there could refuse what a CronJob accepts)."""
     try:
         Cron.parse(text)
     except CronError as error:

@@ -10,9 +10,11 @@ What it decides, in the order of a round:
   delta the child computed as its baseline) ``metricChange``, and ``Degraded`` turns true when
   the metric is worse by more than ``degradation.maxDrop`` (an Event when it turns true);
 - history: finished children beyond the history limits are deleted, oldest first;
-- cron: the latest cron time in (lastScheduleTime, now] is run once, however many were missed
-  while the operator was down or the schedule suspended (a CronJob's rule), unless it is later
-  than ``startingDeadlineSeconds``; the first time counted from is the schedule's creation;
+- cron: the run the CronJob controller would make (api/cron.py's ``most_recent``): the latest
+  cron time since ``lastScheduleTime`` (at first, the schedule's creation), once, however many
+  were missed while the operator was down or the schedule suspended; with
+  ``startingDeadlineSeconds`` only times that recent count (an older one is skipped, said once);
+  a schedule that never fires (30 February) is Ready=False;
 - new models: the prefix's objects are compared with the seen ones (key and ETag, in status, so
   a restarted operator evaluates none twice); what was there at the first listing is only
   recorded. With Forbid a new model waits while a child is active (it is never lost); with
