@@ -248,11 +248,13 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     # Its NetworkPolicy: the pods accept each other, and the Jobs API the operator's own pods.
     policy = client.NetworkingV1Api(installed.api).read_namespaced_network_policy(cluster, ns).spec
     assert policy.pod_selector.match_labels == {"ray.io/cluster": cluster}
+    operator_labels = {"app.kubernetes.io/name": "modeleval", "app.kubernetes.io/instance": RELEASE}
+    assert operator_labels.items() <= operator_pod(installed).metadata.labels.items()
     assert [(r._from[0].namespace_selector.match_labels if r._from[0].namespace_selector else None,
              r._from[0].pod_selector.match_labels, [p.port for p in r.ports or []])
             for r in policy.ingress] == [
         (None, {"ray.io/cluster": cluster}, []),
-        ({"kubernetes.io/metadata.name": SYSTEM}, operator_pod(installed).metadata.labels, [8265])]
+        ({"kubernetes.io/metadata.name": SYSTEM}, operator_labels, [8265])]
     def answers(headers: dict[str, str]) -> int | None:
         try:
             return httpx.get(jobs_api, timeout=10, headers=headers).status_code
@@ -352,8 +354,10 @@ def test_network_policies_hold_on_the_real_node(bed, installed):
         # Egress stays open where the platform's services are: MinIO on the host's address.
         minio = int(bed.s3_endpoint.rsplit(":", 1)[1])
         assert connection(bed, ns, head.metadata.name, bed.host_ip, minio) == "connected"
+        # The enforcer itself dropped them: its log names the head pod's packet to the address.
         log = Path(bed.dir, "logs", "kube-network-policies.log").read_text()
-        assert METADATA_ADDRESS in log  # the enforcer judged those packets itself
+        assert f'srcPod="{ns}/{head.metadata.name}"' in log and f"{METADATA_ADDRESS}:80" in log
+        assert 'verdict="drop"' in log
     finally:
         kubectl(bed, "delete", "-n", ns, "modelevaluation", "netpol", "--ignore-not-found", "--wait=false")
         kubectl(bed, "delete", "namespace", other, "--ignore-not-found", "--wait=false")
