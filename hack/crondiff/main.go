@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	_ "time/tzdata" // as kube-apiserver and kube-controller-manager: zones without a system copy
 
 	"github.com/robfig/cron/v3"
 )

@@ -315,4 +315,3 @@ def test_schedules_are_read_and_fired_as_kubernetes_reads_and_fires_them():
     # The cases reach every kind of answer, the documented one included.
     assert tally.counts["refused"] > 300 and tally.counts["compared exactly"] > 1000
     assert tally.counts["compared across a change"] > 100
-    print(tally.counts)
