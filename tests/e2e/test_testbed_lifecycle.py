@@ -96,6 +96,11 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert "KUBE-" not in rules, "kube-proxy's and the kubelet's iptables chains are removed"
+    assert "MODELEVAL-POLICY-QUEUE" not in rules, "no pod packet is queued to a gone enforcer"
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert "kube-network-policies" not in tables
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "modeleval-metadata" not in namespaces, "the metadata stand-in's namespace is removed"
     assert str(directory) not in Path("/proc/self/mountinfo").read_text(), "no mount is left"
     shutil.rmtree(directory)
 
