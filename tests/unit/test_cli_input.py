@@ -48,7 +48,7 @@ BAD = {
     "annotation-key": (with_metadata("  annotations: {'a/b/c': x}\n"),
                        "metadata.annotations: Invalid value: 'a/b/c': a qualified name"),
     "annotations-too-long": (with_metadata(f"  annotations: {{big: {'x' * ANNOTATIONS_MAX_BYTES}}}\n"),
-                             "metadata.annotations: Too long: must have at most 262144 bytes"),
+                             "metadata.annotations: Too long: may not be more than 262144 bytes"),
 }
 
 

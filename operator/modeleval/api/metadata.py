@@ -13,7 +13,8 @@ _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 NAME_PART_MAX = 63
 PREFIX_MAX = 253
 LABEL_VALUE_MAX = 63
-# apimachinery/pkg/api/validation: TotalAnnotationSizeLimitB, keys and values together.
+# apimachinery/pkg/api/validation: TotalAnnotationSizeLimitB, keys and values together (the
+# message is the v1.35 API server's).
 ANNOTATIONS_MAX_BYTES = 256 * 2**10
 
 _NAME_CHARS = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
@@ -86,6 +87,6 @@ def annotations_problem(annotations: dict[str, str]) -> str | None:
             return _invalid(key, problems)
     size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
     if size > ANNOTATIONS_MAX_BYTES:
-        return (f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (keys and values "
+        return (f"Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes (keys and values "
                 f"together; these have {size})")
     return None
