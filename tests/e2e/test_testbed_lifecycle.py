@@ -1,6 +1,7 @@
 """`make cluster-up` / `make cluster-down` (python -m testbed) start a bed in a directory of
 their own and stop every process they started: the kubelet, containerd, every pod's containers
-and the real node's network too. (conftest.py runs this module before the session's bed starts:
+and the real node's network too. A bed started from Python (as the session's is) dies with the
+process that started it, even one killed with SIGKILL. (conftest.py runs this module before the session's bed starts:
 a machine has one real node at a time.)"""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.node import BRIDGE, HOST_IP
+from testbed.node import BRIDGE, HOST_IP, LOCK_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +40,81 @@ def _processes_mentioning(text: str, pgids: set[int]) -> list[str]:
         if text in cmdline or int(stat[2]) in pgids:
             found.append(f"{entry.name}: {cmdline[:120]}")
     return found
+
+
+def _run_sleeper_pod(directory: Path, state: dict) -> None:
+    """A pod with real containers (and their shims) on the real node."""
+    kubeconfig = str(directory / "kubeconfig")
+    kubectl = state["specs"]["kube-apiserver"]["argv"][0].replace("kube-apiserver", "kubectl")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"}, "spec": {
+        "nodeSelector": {"modeleval.dev/node": "real"},
+        "tolerations": [{"key": "modeleval.dev/real-node", "operator": "Exists"}],
+        "containers": [{"name": "c", "image": "modeleval/operator:0.1.0",
+                        "command": ["python", "-c", "import time; time.sleep(3600)"]}]}}
+    subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-"], input=json.dumps(pod),
+                   text=True, check=True, capture_output=True)
+    waited = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Ready",
+                             "pod/sleeper", "--timeout=180s"], capture_output=True, text=True)
+    assert waited.returncode == 0, waited.stderr
+    assert _processes_mentioning("time.sleep(3600)", set()), "the container's process runs"
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p == str(directory) or p.startswith(f"{directory}/")]
+
+
+# What the session's `bed` fixture does (conftest.py): start a bed from Python and keep running.
+_OWNER = """
+import sys, time
+from pathlib import Path
+from testbed import TestBed
+TestBed(Path(sys.argv[1]), ray_cpus=1).up()
+print("up", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_bed_dies_with_a_killed_owner(tmp_path):
+    """SIGKILL to the process that started a bed (nothing of it runs after that) stops, within
+    30 s, every process of the bed (the API server included), the real node's containers and
+    shims, and removes the kubelet's mounts and the machine's claim, so the next bed can start."""
+    directory = Path(tempfile.mkdtemp(prefix="mebed-owned-", dir="/tmp"))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    errors = tmp_path / "owner.err"
+    with errors.open("w") as stderr:
+        owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(directory)], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=stderr)
+    try:
+        assert owner.stdout.readline().strip() == "up", errors.read_text()[-3000:]
+        state = json.loads((directory / "state.json").read_text())
+        _run_sleeper_pod(directory, state)
+        pgids = set(state["pids"].values())
+        assert any("kube-apiserver" in p for p in _processes_mentioning(str(directory), pgids))
+        assert _mounts_under(directory), "the real node has mounts in the bed's directory"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    killed = time.monotonic()
+
+    def leftovers() -> list[str]:
+        return (_processes_mentioning(str(directory), pgids) + _processes_mentioning("time.sleep(3600)", set())
+                + _mounts_under(directory) + ([str(LOCK_FILE)] if str(directory) in _lock_owner() else []))
+    while leftovers() and time.monotonic() - killed < 30:
+        time.sleep(0.5)
+    assert leftovers() == [], f"left {time.monotonic() - killed:.0f} s after the owner was killed"
+    print(f"bed stopped {time.monotonic() - killed:.1f} s after its owner was killed")
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert "owner" in (directory / "logs" / "watchdog.log").read_text()
+    shutil.rmtree(directory)
+
+
+def _lock_owner() -> str:
+    try:
+        return LOCK_FILE.read_text()
+    except OSError:
+        return ""
 
 
 def test_cluster_up_then_down_leaves_no_process(tmp_path):
@@ -67,20 +144,7 @@ def test_cluster_up_then_down_leaves_no_process(tmp_path):
             if any(f"pid={pid}," in line for pid in pids):
                 assert line.split()[4].startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:",
                                                    f"{HOST_IP}:")), line
-        # A pod runs real containers on the real node.
-        kubeconfig = str(directory / "kubeconfig")
-        kubectl = state["specs"]["kube-apiserver"]["argv"][0].replace("kube-apiserver", "kubectl")
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"}, "spec": {
-            "nodeSelector": {"modeleval.dev/node": "real"},
-            "tolerations": [{"key": "modeleval.dev/real-node", "operator": "Exists"}],
-            "containers": [{"name": "c", "image": "modeleval/operator:0.1.0",
-                            "command": ["python", "-c", "import time; time.sleep(3600)"]}]}}
-        subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-"], input=json.dumps(pod),
-                       text=True, check=True, capture_output=True)
-        waited = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Ready",
-                                 "pod/sleeper", "--timeout=180s"], capture_output=True, text=True)
-        assert waited.returncode == 0, waited.stderr
-        assert _processes_mentioning("time.sleep(3600)", set()), "the container's process runs"
+        _run_sleeper_pod(directory, state)
     finally:
         down = subprocess.run([sys.executable, "-m", "testbed", "down", "--dir", str(directory)],
                               env=env, capture_output=True, text=True, timeout=120)

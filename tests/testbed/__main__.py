@@ -1,5 +1,7 @@
 """`python -m testbed up|down|status|images --dir DIR` (what `make cluster-up` / `cluster-down`
-run; `images` loads what `make images` built last into a running bed's real node)."""
+run; `images` loads what `make images` built last into a running bed's real node). The bed `up`
+starts outlives the command. `watch --dir DIR --owner PID` is the watchdog a bed started from
+Python runs: it stops the bed when PID exits (see watchdog.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,23 @@ from pathlib import Path
 
 from . import BedError, TestBed, ToolMissing, stop_recorded
 from .node import NodeError, import_images
+from .watchdog import watch
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "images"])
+    parser.add_argument("command", choices=["up", "down", "status", "images", "watch"])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/modeleval-bed"))
     parser.add_argument("--ray-cpus", type=int, default=2)
+    parser.add_argument("--owner", type=int, help="watch: the pid whose exit stops the bed")
     args = parser.parse_args(argv)
     directory = args.dir.resolve()
 
+    if args.command == "watch":
+        if args.owner is None:
+            parser.error("watch needs --owner PID")
+        print(watch(directory, args.owner), flush=True)
+        return 0
     if args.command == "down":
         stopped = stop_recorded(directory)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"no test bed recorded in {directory}")
@@ -44,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        endpoints = TestBed(directory, ray_cpus=args.ray_cpus).up()
+        endpoints = TestBed(directory, ray_cpus=args.ray_cpus).up(die_with_caller=False)
     except (BedError, NodeError, ToolMissing) as error:
         print(f"cluster-up failed: {error}", file=sys.stderr)
         return 1

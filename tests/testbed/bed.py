@@ -5,7 +5,8 @@ Every component is a local process started from the binaries `make tools` built 
 from the project venv). Components listen on 127.0.0.1, except those pods must reach (the API
 server, MinIO, FerretDB, CoreDNS, the kubelet), which listen on the real node's host-only bridge. Each runs in its own process group, logs to ``<dir>/logs/<name>.log``
 and is recorded in ``<dir>/state.json`` so that ``down`` (or a later run) can stop exactly what
-was started, even after the starting process has gone.
+was started, even after the starting process has gone. A bed started by ``up()`` dies with the
+process that called it (see watchdog.py); ``make cluster-up``'s outlives its command.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import node
+from . import node, watchdog
 from .certs import Pki, make_pki
 from .tools import REPO_ROOT, Tools
 
@@ -121,12 +122,16 @@ class TestBed:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def up(self) -> Endpoints:
+    def up(self, die_with_caller: bool = True) -> Endpoints:
+        """Starts the bed. With ``die_with_caller`` (the default) a watchdog stops it when the
+        calling process exits in any way, ``kill -9`` included."""
         stop_recorded(self.dir)  # a previous bed left in this directory is stopped first
         if self.dir.exists():
             node.cleanup(self.dir)  # never remove a directory through a leftover mount
             shutil.rmtree(self.dir)
         self.logs.mkdir(parents=True)
+        if die_with_caller:  # before anything starts: a kill during start-up is covered too
+            watchdog.start(self.dir, os.getpid())
         try:
             self._start_all()
         except BaseException:
@@ -197,6 +202,8 @@ class TestBed:
         self._write_state()
 
     def _write_state(self) -> None:
+        """Replaces state.json in one step: a watchdog reading it after the owner was killed
+        mid-write still finds every pid recorded so far."""
         if self.endpoints is None:
             state = {"pids": self._pids, "logs": self._log_paths}
         else:
@@ -204,7 +211,7 @@ class TestBed:
             self.endpoints.logs = dict(self._log_paths)
             state = asdict(self.endpoints)
         state["specs"] = self._specs
-        self.state_file.write_text(json.dumps(state, indent=2))
+        _replace_file(self.state_file, json.dumps(state, indent=2))
         if self.endpoints is not None:
             lines = [f"export {k}={v}" for k, v in self.endpoints.env().items()]
             # kubectl and helm of the pinned versions come first on PATH for a shell using the bed.
@@ -478,8 +485,14 @@ def start_component(directory: Path | str, name: str) -> int:
     spec = state["specs"][name]
     pid = _launch(directory / "logs" / f"{name}.log", spec["argv"], spec["env"], spec["cwd"])
     state["pids"][name] = pid
-    state_file.write_text(json.dumps(state, indent=2))
+    _replace_file(state_file, json.dumps(state, indent=2))
     return pid
+
+
+def _replace_file(path: Path, text: str) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _insecure() -> ssl.SSLContext:
@@ -523,7 +536,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def stop_recorded(directory: Path, grace: float = 10.0) -> list[str]:
-    """Stops every process group recorded in ``directory/state.json``; returns the names stopped."""
+    """Stops every process group recorded in ``directory/state.json`` and the bed's watchdog;
+    returns the names stopped."""
+    watchdog.stop(directory)  # first: stopping on purpose must not race the watchdog's own stop
     state_file = directory / "state.json"
     if not state_file.exists():
         return []
