@@ -10,6 +10,9 @@
 #   pause     modeleval.local/pause:1.0: hack/pause, the sandbox image for containerd
 #   operator  modeleval/operator:0.1.0 and ray  modeleval/ray:0.1.0: images/*/Dockerfile built
 #             by `buildah bud --build-arg BASE_IMAGE=<base>`; the tags are the Dockerfiles' own
+#   minio     modeleval.local/minio:VERSION and ferretdb  modeleval.local/ferretdb:VERSION: the
+#             static binaries `make tools` built, alone in an image, for hack/stack-up.sh's
+#             in-cluster dependencies on the real node; skipped (with a line) until make tools ran
 #
 # CACHE is ${MODELEVAL_IMAGES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modeleval/images}. Each image
 # is keyed on a sha256 of its inputs (Dockerfile, lock, pyproject.toml, README.md, the sources
@@ -31,6 +34,10 @@ PACKAGES=python3,python3-venv,ca-certificates
 BASE_REPO=modeleval.local/python
 PAUSE_REF=modeleval.local/pause:1.0
 PYTHON_PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+# shellcheck source-path=SCRIPTDIR source=versions.env
+source "$here/versions.env"
+tools=${MODELEVAL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modeleval/tools}
+DEPENDENCY_IMAGES=(minio ferretdb)
 
 say() { printf '[images] %s\n' "$*" >&2; }
 
@@ -127,6 +134,19 @@ compute_keys() {
   operator_ref=$(dockerfile_ref operator)
   ray_key=$(app_key ray)
   ray_ref=$(dockerfile_ref ray)
+  minio_ref=modeleval.local/minio:$MINIO_VERSION
+  minio_key=$(binary_key minio)
+  ferretdb_ref=modeleval.local/ferretdb:$FERRETDB_VERSION
+  ferretdb_key=$(binary_key ferretdb)
+}
+
+binary_of() { local v="${1^^}_VERSION"; echo "$tools/$1-${!v}/$1"; }
+
+# binary_key NAME: the key of an image holding only `make tools`' NAME binary ("" when not built).
+binary_key() {
+  local binary; binary=$(binary_of "$1")
+  [ -f "$binary" ] || return 0
+  { sha256sum <"$binary"; declare -f build_binary_image; } | sha
 }
 
 key_of() { local v="${1}_key"; echo "${!v}"; }
@@ -189,6 +209,14 @@ build_pause() {
   rm -f "$out/pause"
 }
 
+build_binary_image() {
+  local name=$1 ref=$2 ctr
+  ctr=$(buildah from --name "modeleval-$name-$$" scratch)
+  buildah copy --chmod 0755 "$ctr" "$(binary_of "$name")" "/$name"
+  buildah config --entrypoint "[\"/$name\"]" --cmd '' "$ctr"
+  buildah commit --format docker --rm "$ctr" "$ref"
+}
+
 # Chroot isolation needs no OCI runtime (buildah only recommends runc); RUN steps use the host's
 # network for pip, and trust the host's CA bundle while they run (where HTTPS goes through a
 # proxy with its own CA, that CA is in the host's bundle only): the bundle and a pip.conf naming
@@ -233,12 +261,13 @@ export_images() {
 local_tag() {
   case $1 in
     pause) echo "$PAUSE_REF" ;;
+    minio|ferretdb) ref_of "$1" ;;
     *) sed -n 's/^#.* -t \([^ ]*\) .*$/\1/p' "$root/images/$1/Dockerfile" | head -n 1 ;;
   esac
 }
 
 write_index() {
-  python3 - "$cache" pause operator ray <<'EOF'
+  python3 - "$cache" pause operator ray "${DEPENDENCY_IMAGES[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 cache = Path(sys.argv[1])
@@ -273,7 +302,7 @@ run_step() {
 
 cleanup() {
   local c
-  for c in "modeleval-base-$$" "modeleval-pause-$$"; do
+  for c in "modeleval-base-$$" "modeleval-pause-$$" "modeleval-minio-$$" "modeleval-ferretdb-$$"; do
     buildah rm "$c" >/dev/null 2>&1 || true
   done
   if [ -d "$work" ]; then
@@ -287,7 +316,8 @@ main() {
   case ${1:-} in
     --print-keys)
       compute_keys
-      printf '%s %s\n' base "$base_key" pause "$pause_key" operator "$operator_key" ray "$ray_key"
+      printf '%s %s\n' base "$base_key" pause "$pause_key" operator "$operator_key" ray "$ray_key" \
+        minio "${minio_key:-none}" ferretdb "${ferretdb_key:-none}"
       return ;;
     "") ;;
     *) echo "usage: hack/build-images.sh [--print-keys]" >&2; exit 2 ;;
@@ -305,13 +335,22 @@ main() {
       todo+=("$name")
     fi
   done
+  for name in "${DEPENDENCY_IMAGES[@]}"; do
+    if [ -z "$(key_of "$name")" ]; then
+      say "$name: no binary at $(binary_of "$name") yet (make tools): skipped"
+    elif [ -f "$(archive_of "$name")" ]; then
+      say "$name: cached (key $(key_of "$name"))"
+    else
+      todo+=("$name")
+    fi
+  done
   if [ ${#todo[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
       echo "make images: building ${todo[*]} needs root (debootstrap, chroot, buildah's storage)" >&2
       exit 1
     fi
     trap cleanup EXIT
-    local pkgs; read -ra pkgs <<<"$(. "$here/versions.env"; echo "$IMAGE_PACKAGES")"
+    local pkgs; read -ra pkgs <<<"$IMAGE_PACKAGES"
     [ -x /usr/local/go/bin/go ] && PATH=$PATH:/usr/local/go/bin
     if [[ " ${todo[*]} " == *" pause "* ]] && ! command -v go >/dev/null 2>&1; then pkgs+=(golang-go); fi
     run_step apt env APT_INSTALL_LOG="$logs/apt-get.log" "$here/apt-install.sh" "${pkgs[@]}"
@@ -331,6 +370,7 @@ main() {
     for name in "${todo[@]}"; do
       case $name in
         pause) run_step pause build_pause "$work/pause-$$" "$PAUSE_REF" ;;
+        minio|ferretdb) run_step "$name" build_binary_image "$name" "$(ref_of "$name")" ;;
         *) run_step "$name" build_app "$name" "$(local_tag "$name")" "$base_ref" ;;
       esac
       say "$name: built in $step_time s (key $(key_of "$name"))"
@@ -338,7 +378,8 @@ main() {
     run_step export export_images "${todo[@]}"
     say "export: ${todo[*]} written in $step_time s"
     # The keys were taken before the builds read the tree: say so if it changed meanwhile.
-    local -A before=([pause]=$pause_key [operator]=$operator_key [ray]=$ray_key)
+    local -A before=([pause]=$pause_key [operator]=$operator_key [ray]=$ray_key
+                     [minio]=$minio_key [ferretdb]=$ferretdb_key)
     compute_keys
     for name in "${todo[@]}"; do
       [ "${before[$name]}" = "$(key_of "$name")" ] ||

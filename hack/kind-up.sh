@@ -1,51 +1,70 @@
 #!/usr/bin/env bash
-# The same stack as the local test bed, for a user who has Docker: a kind cluster, KubeRay from
-# its Helm chart, MinIO and FerretDB as in-cluster services, the modeleval images built and
-# loaded, and the modeleval chart installed.
-#
-# It needs Docker, kind, kubectl and helm on PATH. It cannot run on machines without a Docker
-# engine (such as the project's CI); `make test` uses the process-based bed instead.
+# `make kind-up`: the kind-specific part of the stack for a user with Docker: a kind cluster,
+# KubeRay from its Helm chart (unless the cluster already runs it), the modeleval images built
+# with Docker and loaded into the cluster. The rest (dependencies, Secrets, the chart, the
+# examples, one evaluation followed until it Succeeded) is hack/stack-up.sh, which the test bed
+# runs too. Needs docker, kind, kubectl and helm on PATH. `make kind-down` deletes the cluster.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$here/versions.env"
 cluster=${KIND_CLUSTER:-modeleval}
-kuberay_chart_version=${KUBERAY_VERSION#v}
-k8s_image="kindest/node:${KUBERNETES_VERSION}"
+node_image=${KIND_NODE_IMAGE:-kindest/node:$KUBERNETES_VERSION}
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "kind-up: '$1' is required but not on PATH" >&2; exit 1; }; }
-for tool in docker kind kubectl helm; do need "$tool"; done
-docker info >/dev/null 2>&1 || { echo "kind-up: no Docker engine is reachable (docker info failed)" >&2; exit 1; }
+step() {
+  local what=$1 started=$SECONDS
+  shift
+  printf '[kind-up] %s ...\n' "$what"
+  "$@" || { printf '[kind-up] %s: failed after %d s\n' "$what" $((SECONDS - started)) >&2; exit 1; }
+  printf '[kind-up] %s: done in %d s\n' "$what" $((SECONDS - started))
+}
 
-if ! kind get clusters | grep -qx "$cluster"; then
-  echo "[kind-up] creating kind cluster $cluster ($k8s_image)"
-  kind create cluster --name "$cluster" --image "$k8s_image" --wait 120s
-fi
-kubectl config use-context "kind-$cluster"
+# The tag an image's Dockerfile gives itself (its `-t NAME` comment): the chart's default.
+image_tag() { sed -n 's/^#.* -t \([^ ]*\) .*$/\1/p' "$root/images/$1/Dockerfile" | head -n 1; }
 
-echo "[kind-up] installing KubeRay $KUBERAY_VERSION from its Helm chart"
-helm repo add kuberay https://ray-project.github.io/kuberay-helm/ >/dev/null
-helm repo update kuberay >/dev/null
-helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "$kuberay_chart_version" \
-  --namespace kuberay-system --create-namespace --wait
+check_tools() {
+  local tool
+  for tool in docker kind kubectl helm; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "kind-up: '$tool' is required but not on PATH" >&2; return 1; }
+  done
+  docker info >/dev/null 2>&1 || { echo "kind-up: no Docker engine is reachable (docker info failed)" >&2; return 1; }
+}
 
-echo "[kind-up] building and loading the modeleval images"
-docker build -t modeleval/operator:dev -f "$root/images/operator/Dockerfile" "$root"
-docker build -t modeleval/ray:dev -f "$root/images/ray/Dockerfile" "$root"
-kind load docker-image --name "$cluster" modeleval/operator:dev modeleval/ray:dev
+create_cluster() {
+  if kind get clusters | grep -qx "$cluster"; then
+    echo "kind cluster $cluster exists"
+  else
+    kind create cluster --name "$cluster" --image "$node_image" --wait 120s
+  fi
+  kubectl config use-context "kind-$cluster"
+}
 
-echo "[kind-up] starting MinIO and FerretDB in namespace modeleval-deps"
-kubectl apply -f "$here/kind/dependencies.yaml"
-kubectl -n modeleval-deps rollout status deploy/minio deploy/ferretdb --timeout=180s
+install_kuberay() {
+  if kubectl get crd rayclusters.ray.io >/dev/null 2>&1; then
+    echo "KubeRay's CRDs are installed already: left as they are"
+    return
+  fi
+  helm repo add kuberay https://ray-project.github.io/kuberay-helm/ >/dev/null
+  helm repo update kuberay >/dev/null
+  helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "${KUBERAY_VERSION#v}" \
+    --namespace kuberay-system --create-namespace --wait
+}
 
-echo "[kind-up] installing the modeleval chart"
-helm upgrade --install modeleval "$root/charts/modeleval" --namespace modeleval-system \
-  --create-namespace --wait \
-  --set image.repository=modeleval/operator --set image.tag=dev \
-  --set ray.image=modeleval/ray:dev \
-  --set s3.endpoint=http://minio.modeleval-deps:9000 \
-  --set mongodb.uriSecret.name=modeleval-mongodb
+build_and_load_images() {
+  local name tags=()
+  for name in operator ray; do
+    tags+=("$(image_tag "$name")")
+    docker build -t "${tags[-1]}" -f "$root/images/$name/Dockerfile" "$root"
+  done
+  kind load docker-image --name "$cluster" "${tags[@]}"
+}
 
-echo "[kind-up] ready: kubectl apply -f examples/ && kubectl get evaluations -w"
+total=$SECONDS
+step "checking docker, kind, kubectl and helm" check_tools
+step "kind cluster $cluster ($node_image)" create_cluster
+step "KubeRay $KUBERAY_VERSION" install_kuberay
+step "building the operator and Ray images and loading them into $cluster" build_and_load_images
+"$here/stack-up.sh"
+printf '[kind-up] done in %d s; remove it all with: make kind-down\n' $((SECONDS - total))

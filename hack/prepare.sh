@@ -8,7 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 # shellcheck disable=SC2086  # lists of package names
-"$here/apt-install.sh" $NODE_PACKAGES $IMAGE_PACKAGES || exit 1
+"$here/apt-install.sh" $NODE_PACKAGES $IMAGE_PACKAGES $TEST_PACKAGES || exit 1
 "$here/build-tools.sh" & tools=$!
 "$here/build-images.sh" & images=$!
 wait "$tools"; tools_rc=$?
@@ -20,3 +20,6 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "make: ${failed[*]} failed; the step and its log are named above" >&2
   exit 1
 fi
+# The MinIO and FerretDB images hold binaries `make tools` builds: made now that those exist
+# (the rest of the images is cached, so this takes seconds).
+"$here/build-images.sh" || { echo "make: make images (dependency images) failed" >&2; exit 1; }

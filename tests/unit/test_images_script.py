@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-INPUTS = ["hack/build-images.sh", "hack/pause", "images", "operator", "requirements.lock",
+INPUTS = ["hack/build-images.sh", "hack/versions.env", "hack/pause", "images", "operator", "requirements.lock",
           "pyproject.toml", "README.md", ".dockerignore"]
 
 
@@ -32,8 +32,9 @@ def keys(repo: Path, mirror: str = "http://mirror.invalid/debian") -> dict[str, 
                                     "MODELEVAL_DEBIAN_MIRROR": mirror})
     assert result.returncode == 0, result.stderr
     pairs = dict(line.split() for line in result.stdout.splitlines())
-    assert set(pairs) == {"base", "pause", "operator", "ray"}
-    assert all(len(key) == 16 and int(key, 16) >= 0 for key in pairs.values())
+    assert set(pairs) == {"base", "pause", "operator", "ray", "minio", "ferretdb"}
+    # The dependency images' keys exist once `make tools` built their binaries (none here).
+    assert all(len(key) == 16 and int(key, 16) >= 0 for key in pairs.values() if key != "none")
     return pairs
 
 
@@ -68,13 +69,26 @@ def test_each_key_changes_with_its_inputs_only(tmp_path):
     before, now = now, keys(repo, mirror="http://other.invalid/debian")
     assert changed(before, now) == {"base", "operator", "ray"}, "a new base rebuilds both images"
 
+    now = keys(repo)
+    assert now["minio"] == "none", "no binary built: no image"
+    version = next(line.split("=", 1)[1] for line in (repo / "hack/versions.env").read_text().splitlines()
+                   if line.startswith("MINIO_VERSION="))
+    binary = repo.parent / ".cache/modeleval/tools" / f"minio-{version}" / "minio"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"first build")
+    before, now = now, keys(repo)
+    assert changed(before, now) == {"minio"} and now["minio"] != "none"
+    binary.write_bytes(b"another build")
+    before, now = now, keys(repo)
+    assert changed(before, now) == {"minio"}, "the image follows its binary"
+
 
 def test_keys_of_this_checkout_and_usage(tmp_path):
     result = subprocess.run(["/bin/bash", str(ROOT / "hack/build-images.sh"), "--print-keys"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == \
-        ["base", "pause", "operator", "ray"]
+        ["base", "pause", "operator", "ray", "minio", "ferretdb"]
     result = subprocess.run(["/bin/bash", str(ROOT / "hack/build-images.sh"), "--bogus"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: hack/build-images.sh" in result.stderr
