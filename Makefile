@@ -76,10 +76,10 @@ COUNT ?= 100
 bench-control-plane: venv prepare ## 100 evaluations at once on the test bed (COUNT=100)
 	@$(VENV)/bin/python bench/control_plane.py --count $(COUNT)
 
-kind-up: ## the same stack on kind for users with Docker (cannot run without a Docker engine)
+kind-up: ## for users with Docker: a kind cluster, the chart and one example evaluation until it Succeeded
 	@hack/kind-up.sh
 
-kind-down: ## delete the kind cluster made by kind-up
+kind-down: ## delete the kind cluster made by kind-up (and everything in it)
 	@kind delete cluster --name $${KIND_CLUSTER:-modeleval}
 
 clean: ## remove the venv (the tool cache outside the checkout is kept)
