@@ -204,3 +204,13 @@ def test_the_cli_refuses_an_oversized_manifest_in_one_line():
         parse_manifest(json.dumps(manifest))
     message = str(error.value)
     assert "\n" not in message and "spec: " in message and "a spec may hold" in message
+
+
+def test_kopf_lists_evaluations_a_page_at_a_time():
+    """kopf's own listing (at start, after a watch expires) would otherwise read every
+    evaluation of a namespace in one response: 100 children of a 1.3 MB template are 130 MB of
+    JSON, above the operator's memory limit once parsed."""
+    import kopf
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    assert settings.watching.chunk_size == 10

@@ -28,7 +28,7 @@ from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import Evaluation, decide, parse_spec, plan
-from .kube import RAY
+from .kube import LIST_PAGE, RAY
 from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
 from .schedule_runtime import ScheduleRuntime
 from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
@@ -60,6 +60,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 32
     settings.watching.server_timeout = 300
+    # kopf lists (at start, after a watch expires) a page at a time: a namespace's evaluations
+    # in one response can be hundreds of MB (a spec may be 1.4 MB); this way one page at most is
+    # held in memory besides what kopf keeps of each object.
+    settings.watching.chunk_size = LIST_PAGE
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     # A deleted evaluation keeps its finalizer until its timers have stopped; one caught inside
