@@ -76,7 +76,7 @@ COUNT ?= 100
 bench-control-plane: venv prepare ## 100 evaluations at once on the test bed (COUNT=100)
 	@$(VENV)/bin/python bench/control_plane.py --count $(COUNT)
 
-kind-up: ## for users with Docker: a kind cluster, the chart and one example evaluation until it Succeeded
+kind-up: venv ## for users with Docker: a kind cluster, the chart and one example evaluation until it Succeeded
 	@hack/kind-up.sh
 
 kind-down: ## delete the kind cluster made by kind-up (and everything in it)

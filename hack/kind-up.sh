@@ -13,11 +13,16 @@ source "$here/versions.env"
 cluster=${KIND_CLUSTER:-modeleval}
 node_image=${KIND_NODE_IMAGE:-kindest/node:$KUBERNETES_VERSION}
 
+# step 'WHAT' COMMAND...: as in stack-up.sh (COMMAND in a subshell with errexit).
 step() {
-  local what=$1 started=$SECONDS
+  local what=$1 started=$SECONDS rc
   shift
   printf '[kind-up] %s ...\n' "$what"
-  "$@" || { printf '[kind-up] %s: failed after %d s\n' "$what" $((SECONDS - started)) >&2; exit 1; }
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || { printf '[kind-up] %s: failed after %d s\n' "$what" $((SECONDS - started)) >&2; exit 1; }
   printf '[kind-up] %s: done in %d s\n' "$what" $((SECONDS - started))
 }
 

@@ -2,7 +2,7 @@
 # Everything after "a cluster exists, KubeRay runs in it and the modeleval images are in it",
 # shared by `make kind-up` (hack/kind-up.sh) and the test bed (tests/e2e/test_kind_up.py):
 # MinIO and FerretDB as pods, the Secrets the operator and the example's namespace need, the
-# chart, the examples' data published from inside the cluster, one example applied and followed
+# chart, the examples' data published through a port-forward, one example applied and followed
 # until it Succeeded, then `kubectl get evaluations`. Each step says what it does and how long
 # it took. Uses kubectl and helm on PATH, against the current context.
 #
@@ -28,11 +28,16 @@ s3_endpoint=http://minio.$deps.svc.cluster.local:9000
 mongodb_uri=mongodb://ferretdb.$deps.svc.cluster.local:27017/
 
 # step 'WHAT' COMMAND...: announces WHAT, runs COMMAND, says how long it took (or that it failed).
+# COMMAND runs in a subshell with errexit, which bash ignores inside an `if` or `||` test.
 step() {
-  local what=$1 started=$SECONDS
+  local what=$1 started=$SECONDS rc
   shift
   printf '[stack] %s ...\n' "$what"
-  if ! "$@"; then
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
     printf '[stack] %s: failed after %d s\n' "$what" $((SECONDS - started)) >&2
     exit 1
   fi
@@ -87,34 +92,37 @@ chart() {
     --set "s3.endpoint=$s3_endpoint" --set "watchNamespaces={$namespace}" --wait --timeout 5m
 }
 
-# The examples' model and data, written to MinIO by a Job that runs the Ray image's modeleval
-# CLI with the namespace's S3 Secret (so no port of the cluster needs to reach this machine).
+# The examples' model and data, written to MinIO through a port-forward by the modeleval CLI
+# (`make venv` installs it): training the example ranker needs scikit-learn, which the images
+# leave out.
 publish_examples() {
-  local image
-  image=$(helm get values modeleval -n "$system" --all -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["ray"]["image"])')
-  kubectl -n "$namespace" delete job publish-examples --ignore-not-found --wait=true >/dev/null
-  kubectl -n "$namespace" apply -f - <<EOF
-apiVersion: batch/v1
-kind: Job
-metadata: {name: publish-examples}
-spec:
-  backoffLimit: 2
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: publish
-          image: $image
-          command: [python, -m, modeleval.cli, publish-examples]
-          env: [{name: AWS_ENDPOINT_URL_S3, value: "$s3_endpoint"}]
-          envFrom: [{secretRef: {name: modeleval-s3}}]
-          resources: {requests: {cpu: 100m, memory: 256Mi}}
-EOF
-  if ! kubectl -n "$namespace" wait --for=condition=Complete job/publish-examples --timeout=300s; then
-    kubectl -n "$namespace" logs job/publish-examples --tail=20 >&2 || true
-    return 1
+  local cli log port="" pf
+  cli=$(command -v modeleval || true)
+  if [ -x "$root/.venv/bin/modeleval" ]; then cli=$root/.venv/bin/modeleval; fi
+  [ -n "$cli" ] || { echo "no modeleval CLI on PATH or in .venv: run make venv" >&2; return 1; }
+  log=$(mktemp)
+  kubectl -n "$deps" port-forward svc/minio :9000 >"$log" 2>&1 &
+  pf=$!
+  for _ in $(seq 100); do
+    port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.2
+  done
+  local rc=0
+  if [ -z "$port" ]; then
+    echo "kubectl port-forward to MinIO did not start:" >&2
+    cat "$log" >&2
+    rc=1
+  else
+    AWS_ENDPOINT_URL_S3=http://127.0.0.1:$port AWS_DEFAULT_REGION=us-east-1 \
+      AWS_ACCESS_KEY_ID=$(secret_value "$deps" minio-root MINIO_ROOT_USER) \
+      AWS_SECRET_ACCESS_KEY=$(secret_value "$deps" minio-root MINIO_ROOT_PASSWORD) \
+      "$cli" publish-examples || rc=$?
   fi
-  kubectl -n "$namespace" logs job/publish-examples
+  kill "$pf" 2>/dev/null || true
+  wait "$pf" 2>/dev/null || true
+  rm -f "$log"
+  return "$rc"
 }
 
 apply_example() {
@@ -144,7 +152,7 @@ total=$SECONDS
 step "MinIO and FerretDB as pods in $deps" dependencies
 step "Secrets for the operator ($system) and the example's namespace ($namespace)" secrets
 step "the modeleval chart (release modeleval in $system, watching $namespace)" chart
-step "the examples' data published to MinIO (a Job in $namespace)" publish_examples
+step "the examples' data published to MinIO (modeleval publish-examples, through a port-forward)" publish_examples
 step "$(basename "$example") applied in $namespace" apply_example
 step "waiting for the evaluation to succeed (at most $timeout s)" wait_for_success
 kubectl -n "$namespace" get evaluations
