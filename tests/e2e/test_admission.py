@@ -98,9 +98,15 @@ def crd(bed):
     kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
 
 
+# kubectl apply keeps the whole manifest in an annotation, which the API server bounds at 256 KiB
+# (and then checks no CEL rule): a larger manifest is sent as kubectl create sends it.
+APPLY_LIMIT = 200_000
+
+
 def server_dry_run(bed, manifest: dict | bytes) -> subprocess.CompletedProcess:
     text = manifest if isinstance(manifest, bytes) else yaml.safe_dump(manifest).encode()
-    result = subprocess.run([str(Tools.locate().kubectl), f"--kubeconfig={bed.kubeconfig}", "apply",
+    verb = "apply" if len(text) < APPLY_LIMIT else "create"
+    result = subprocess.run([str(Tools.locate().kubectl), f"--kubeconfig={bed.kubeconfig}", verb,
                              "--dry-run=server", "-f", "-"], input=text, capture_output=True,
                             timeout=60)
     return subprocess.CompletedProcess(result.args, result.returncode,
