@@ -97,3 +97,36 @@ def test_no_cluster_is_made_under_a_policy_the_evaluation_does_not_own(monkeypat
     final, _ = decide(EV, spec(), after, observed, NOW, POLICY_SETTINGS)
     assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
     assert f"NetworkPolicy ns/{CLUSTER} exists and is not this evaluation's" in final.message
+
+
+class RefusingNetworking(Networking):
+    """The API server refuses the policy for good (an admission webhook, a quota: HTTP 403/422)."""
+
+    def __init__(self, status: int):
+        super().__init__(None)
+        self.status = status
+
+    def create_namespaced_network_policy(self, namespace, body, **_):
+        raise ApiException(status=self.status, reason="Forbidden")
+
+
+@pytest.mark.parametrize("code", [403, 422])
+def test_a_policy_the_api_server_refuses_fails_the_evaluation_instead_of_retrying(monkeypatch, code):
+    warned = []
+    monkeypatch.setattr(rt.kopf, "warn", lambda body, reason, message: warned.append((reason, message)))
+    monkeypatch.setattr(rt.kopf, "info", lambda body, reason, message: None)
+    kube = kube_with(None)
+    kube.networking = RefusingNetworking(code)
+    made: list[dict] = []
+    kube.create_raycluster = lambda manifest: made.append(manifest) or True
+    runtime = rt.Runtime(POLICY_SETTINGS, kube=lambda: kube)
+    after, actions = decide(EV, spec(), status(attempt=0), Observed(), NOW, POLICY_SETTINGS)
+    creates = [a for a in actions if isinstance(a, CreateCluster)]
+    runtime.act(rt.Round(EV, spec(), after), None, creates)  # no TemporaryError: no retry loop
+    assert made == []
+    assert [reason for reason, _ in warned] == [Reason.CreateRefused]
+    r = rt.Round(EV, spec(), after)
+    observed = runtime.observe(r, plan(EV, spec(), after, NOW), lambda key: [])
+    final, _ = decide(EV, spec(), after, observed, NOW, POLICY_SETTINGS)
+    assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
+    assert f"NetworkPolicy ns/{CLUSTER} was refused: HTTP {code}" in final.message

@@ -128,6 +128,9 @@ class Kube:
                                                              _preload_content=False)
             return True
         except ApiException as error:
+            if _refused_for_good(error):
+                raise CreateRefused(f"NetworkPolicy {meta['namespace']}/{meta['name']}",
+                                    error) from None
             if error.status != 409:
                 raise _temporary(error, "create NetworkPolicy") from None
         try:

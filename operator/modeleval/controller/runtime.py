@@ -264,16 +264,17 @@ class Runtime:
         ns = r.ev.namespace
         match action:
             case CreateCluster(manifest=manifest, message=message, network_policy=policy):
-                if policy is not None and not self.kube.ensure_network_policy(policy):
-                    # Never adopted: a policy someone else made could open the Ray pods to
-                    # anything, so no RayCluster is made under it.
-                    why = (f"NetworkPolicy {ns}/{policy['metadata']['name']} exists and is not "
-                           "this evaluation's (no owner reference to it); the RayCluster was not "
-                           "created. Delete or rename that policy, then create the evaluation again")
-                    self.refused[r.ev.uid] = why
-                    kopf.warn(body, reason=Reason.CreateRefused, message=why)
-                    return
                 try:
+                    if policy is not None and not self.kube.ensure_network_policy(policy):
+                        # Never adopted: a policy someone else made could open the Ray pods to
+                        # anything, so no RayCluster is made under it.
+                        why = (f"NetworkPolicy {ns}/{policy['metadata']['name']} exists and is "
+                               "not this evaluation's (no owner reference to it); the RayCluster "
+                               "was not created. Delete or rename that policy, then create the "
+                               "evaluation again")
+                        self.refused[r.ev.uid] = why
+                        kopf.warn(body, reason=Reason.CreateRefused, message=why)
+                        return
                     if self.kube.create_raycluster(manifest):
                         kopf.info(body, reason=Reason.RayClusterCreated, message=message)
                 except CreateRefused as error:  # the next round fails the evaluation
