@@ -96,7 +96,7 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
             assert stored["status"] == "Succeeded" and stored["metrics"] == status["metrics"]
             assert stored["attempt"] == status["attempt"] == 1
             reasons = [c["reason"] for c in status["conditions"] if c["status"] == "True"]
-            assert "Succeeded" in reasons and "RayClusterReady" in reasons
+            assert "Succeeded" in reasons and "RayClusterReady" in reasons, (name, status["conditions"])
             if doc["spec"].get("baseline"):
                 assert set(status["baseline"]["deltas"]) == set(status["metrics"])
                 gate_passed = local.gate["passed"] if local.gate else None
