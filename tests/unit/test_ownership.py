@@ -130,7 +130,7 @@ class RefusingKube:
         self.status_code = status_code
 
     def ensure_network_policy(self, manifest):
-        pass
+        return True  # the evaluation's own policy: the refusal is the RayCluster's
 
     def create_raycluster(self, manifest):
         error = ApiException(status=self.status_code, reason="Unprocessable Entity")
@@ -151,6 +151,7 @@ def test_a_refused_create_fails_the_evaluation_with_an_event_instead_of_retrying
     observed = runtime.observe(r, plan(EV, spec(), after, NOW), lambda key: [])
     final, _ = decide(EV, spec(), after, observed, NOW, SETTINGS)
     assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
+    assert "RayCluster ns/ev-ray was refused: HTTP 422" in final.message
     assert "HTTP 422 Unprocessable Entity: spec.headGroupSpec: Invalid value" in final.message
 
 
