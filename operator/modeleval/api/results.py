@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .curves import ModelCurves
 from .reasons import Reason
 
 # A result document the runner could not store is printed to the job's log after this marker;
@@ -137,6 +138,9 @@ class ResultDocument(_Document):
     timings: dict[str, float] = Field(default_factory=dict)
     cache_hit: bool = False
     predictions_uri: str | None = None
+    curves: list[ModelCurves] | None = Field(
+        None, description="per model, what a report plots (ROC, PR, calibration, confusion, "
+        "histograms, ranking cut-offs); absent in documents written before they existed")
     finished_at: str = Field(default_factory=utc_now)
 
     @property

@@ -15,16 +15,18 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, reduce
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..api.curves import ModelCurves
 from ..api.results import ResultDocument, document_id
 from ..api.spec import ModelEvaluationSpec, ModelFormat, ModelSource, parse_quantity
 from ..settings import EngineSettings
+from . import curves as curve_fns
 from . import intervals as bootstrap
 from . import metrics as metric_fns
 from .cache import CacheManifest, DatasetCache, PartStore
@@ -71,6 +73,7 @@ class EvaluationResult:
     confidence: dict[str, Any] | None = None
     challengers: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    curves: list[ModelCurves] | None = None
 
     def document(self) -> ResultDocument:
         """The attempt's result document (keyed by uid + attempt)."""
@@ -83,7 +86,7 @@ class EvaluationResult:
             gate=self.gate, challengers=self.challengers, warnings=self.warnings,
             rows=self.rows, queries=self.queries,
             model=self.model, dataset=self.dataset, timings=self.timings,
-            cache_hit=self.cache_hit, predictions_uri=self.predictions_uri)
+            cache_hit=self.cache_hit, predictions_uri=self.predictions_uri, curves=self.curves)
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,11 @@ class Evaluator:
         slices = self._slices(names, labels, predictions[0], qids, columns)
         self._timed("metrics", t)
         t = time.perf_counter()
+        curves, curve_warnings = self._curves(
+            names, shards, labels, predictions, qids,
+            per_query is not None and all(s.per_query and s.per_query.curves for s in shards))
+        self._timed("curves", t)
+        t = time.perf_counter()
         outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
                               self._resampled(names, labels, predictions, qids, per_query))
         if spec.confidence is not None:
@@ -502,8 +510,43 @@ class Evaluator:
             predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
             primary_metric=spec.primary_metric, intervals=outcome.intervals,
             confidence=outcome.confidence, challengers=outcome.challengers,
-            warnings=self._gpu_warnings + self._warnings(shards, manifest.num_features),
+            warnings=(self._gpu_warnings + self._warnings(shards, manifest.num_features)
+                      + curve_warnings),
+            curves=curves,
         )
+
+    def _model_names(self) -> list[str]:
+        """Each model's name in the result, in prediction order."""
+        return (["model"] + (["baseline"] if self.spec.baseline is not None else [])
+                + [c.name for c in self.spec.challengers])
+
+    def _curves(self, names: list[str], shards: list[ShardPrediction], labels: np.ndarray,
+                predictions: list[np.ndarray], qids: np.ndarray | None,
+                shards_ranked: bool) -> tuple[list[ModelCurves] | None, list[str]]:
+        """Every model's curve aggregates for the report. Ranking: the shards' states merged
+        (``shards_ranked``: every shard computed its queries alone), else computed here over
+        every row. A failure here costs the report its curves, never the evaluation."""
+        task = self.spec.task
+        try:
+            out = []
+            for m, model in enumerate(self._model_names()):
+                if task == "binary":
+                    aggregate: Any = curve_fns.binary_curves(labels, predictions[m])
+                elif task == "multiclass":
+                    aggregate = curve_fns.multiclass_curves(labels, predictions[m])
+                elif task == "regression":
+                    aggregate = curve_fns.regression_curves([(s.labels, s.predictions[m])
+                                                             for s in shards if s.rows])
+                else:
+                    state = (reduce(curve_fns.RankingState.merge,
+                                    [s.per_query.curves[m]  # type: ignore[union-attr,index]
+                                     for s in shards]) if shards_ranked
+                             else curve_fns.RankingState.of(names, labels, predictions[m], qids))
+                    aggregate = curve_fns.ranking_curves(state)
+                out.append(ModelCurves(model=model, **{task: aggregate}))
+            return out, []
+        except EvaluationError as error:
+            return None, [f"the report's curves could not be computed: {error.message}"]
 
     def _start_actors(self, predictor: Predictor) -> tuple[Predictor, list[Any]]:
         """Starts (or finds) the predicting actors and has them load the models while the

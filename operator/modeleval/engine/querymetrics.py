@@ -21,15 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics as metric_fns
+from .rankingcurves import RankingState
 from .errors import EvaluationError
 
 
 @dataclass(frozen=True)
 class QueryValues:
-    """One shard's query ids (ascending) and, per model, each metric's per-query values."""
+    """One shard's query ids (ascending) and, per model, each metric's per-query values and
+    the shard's ranking curve aggregates (merged on the driver)."""
 
     qids: np.ndarray
     models: list[dict[str, np.ndarray]]
+    curves: list[RankingState] | None = None
 
 
 def shard_values(names: Sequence[str], labels: np.ndarray, qids: np.ndarray | None,
@@ -40,9 +43,10 @@ def shard_values(names: Sequence[str], labels: np.ndarray, qids: np.ndarray | No
         return None
     try:
         models = [metric_fns.ranking_per_query(list(names), labels, p, qids) for p in predictions]
+        curves = [RankingState.of(list(names), labels, p, qids) for p in predictions]
     except EvaluationError:
         return None
-    return QueryValues(np.unique(qids), models)
+    return QueryValues(np.unique(qids), models, curves)
 
 
 def assemble(names: Sequence[str],
