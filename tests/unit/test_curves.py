@@ -311,3 +311,21 @@ def test_a_ranking_evaluation_merges_its_shards_curves(tmp_path):
     assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
     assert ranking.precision_at[4] == pytest.approx(doc.metrics["precision@5"], abs=1e-12)
     assert sum(ranking.ndcg_distribution.counts) == doc.queries
+
+
+def test_a_relayed_document_drops_curves_that_would_exceed_the_line_limit():
+    from modeleval.api.curves import ModelCurves, MulticlassCurves
+    from modeleval.api.results import MAX_DOCUMENT_LINE
+
+    big = C.multiclass_curves(np.arange(200.0) % 200, np.eye(200))  # a 200 x 200 matrix
+    doc = ResultDocument(_id="u:1", uid="u", attempt=1, name="n", namespace="ns",
+                         status="Succeeded", metrics={"accuracy": 1.0},
+                         curves=[ModelCurves(model=f"m{i}", multiclass=big) for i in range(8)])
+    assert isinstance(big, MulticlassCurves) and len(doc.to_json()) > MAX_DOCUMENT_LINE
+    line = doc.log_line()
+    assert len(line) <= MAX_DOCUMENT_LINE
+    relayed = ResultDocument.from_log(line, "u", 1, "n", "ns")
+    assert relayed.metrics == {"accuracy": 1.0} and relayed.curves is None
+    assert "curves were left out" in relayed.warnings[-1]
+    small = doc.model_copy(update={"curves": doc.curves[:1]})
+    assert ResultDocument.from_log(small.log_line(), "u", 1, "n", "ns").curves == small.curves

@@ -152,6 +152,10 @@ class QueryLengthBucket(_Aggregate):
 
 
 class WorstQuery(_Aggregate):
+    """A query among the lowest NDCG (ties: the lower qid first). ``qid``: as the engine reads
+    it (LETOR's qid; a table's integer group column, or a string column's code in order of
+    appearance)."""
+
     qid: float
     ndcg: float
     documents: int

@@ -157,8 +157,16 @@ class ResultDocument(_Document):
                    finished_at=finished_at or utc_now())
 
     def log_line(self) -> str:
-        """The line the runner prints when the store is down (read back by the operator)."""
-        return DOCUMENT_MARKER + json.dumps(self.to_mongo())
+        """The line the runner prints when the store is down (read back by the operator). The
+        operator relays no line over MAX_DOCUMENT_LINE: one that its curves would push over
+        goes without them (the metrics matter more), saying so."""
+        line = DOCUMENT_MARKER + json.dumps(self.to_mongo())
+        if len(line) > MAX_DOCUMENT_LINE and self.curves:
+            note = ("the report's curves were left out of this document: relayed through the "
+                    "job's log, it would have exceeded the relayed line's size limit")
+            return self.model_copy(update={"curves": None,
+                                           "warnings": [*self.warnings, note]}).log_line()
+        return line
 
     @classmethod
     def from_log(cls, text: str, uid: str, attempt: int, name: str,

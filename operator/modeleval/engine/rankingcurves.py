@@ -54,8 +54,9 @@ class RankingState:
         histogram = np.histogram(at_cutoff, np.linspace(0.0, 1.0, NDCG_BINS + 1))[0]
         bucket = _length_bucket(sizes)
         width = int(bucket.max()) + 1 if len(bucket) else 1
-        order = np.lexsort((np.unique(qids), at_cutoff))[:WORST_QUERIES]
-        worst = np.stack((np.unique(qids)[order].astype(np.float64), at_cutoff[order],
+        ids = np.unique(qids)  # the queries in ascending qid order, as the lists' groups
+        order = np.lexsort((ids, at_cutoff))[:WORST_QUERIES]
+        worst = np.stack((ids[order].astype(np.float64), at_cutoff[order],
                           sizes[order].astype(np.float64)), axis=1)
         return cls(ndcg.sum(axis=0), precision.sum(axis=0), lists.queries, cutoff, histogram,
                    np.bincount(bucket, weights=at_cutoff, minlength=width),
