@@ -287,7 +287,7 @@ def test_an_evaluation_stores_every_models_curves(tmp_path):
     assert again.curves == doc.curves
 
 
-def test_a_ranking_evaluation_merges_its_shards_curves(tmp_path):
+def test_a_ranking_evaluation_merges_its_shards_curves(tmp_path, monkeypatch):
     """The shards' ranking states, merged on the driver, give the reported metric at its
     cut-off."""
     import yaml
@@ -305,8 +305,13 @@ def test_a_ranking_evaluation_merges_its_shards_curves(tmp_path):
     manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
                                               "kind": "ModelEvaluation",
                                               "metadata": {"name": "ranked"}, "spec": spec}))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r")
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r",
+                              shard_bytes=4096)
+    merges = []
+    merge = C.RankingState.merge
+    monkeypatch.setattr(C.RankingState, "merge", lambda a, b: merges.append(1) or merge(a, b))
     doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    assert len(merges) == doc.dataset["shards"] - 1 > 0
     ranking = doc.curves[0].ranking
     assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
     assert ranking.precision_at[4] == pytest.approx(doc.metrics["precision@5"], abs=1e-12)
@@ -329,3 +334,38 @@ def test_a_relayed_document_drops_curves_that_would_exceed_the_line_limit():
     assert "curves were left out" in relayed.warnings[-1]
     small = doc.model_copy(update={"curves": doc.curves[:1]})
     assert ResultDocument.from_log(small.log_line(), "u", 1, "n", "ns").curves == small.curves
+
+
+def test_queries_split_between_shards_get_their_curves_computed_over_every_row(tmp_path,
+                                                                                monkeypatch):
+    """A LETOR file whose queries' lines are interleaved: no shard holds a whole query, so the
+    shards' states cannot be merged; the driver computes the curves over every row instead."""
+    import yaml
+
+    from modeleval.demo import letor_bytes, make_letor, train_ranker
+    from modeleval.engine.evaluate import Identity
+    from modeleval.runner import parse_manifest, run_manifest
+    from modeleval.settings import EngineSettings
+
+    train_ranker(make_letor(800, 8, mean_group=20, seed=1), rounds=5).save_model(tmp_path / "m.json")
+    lines = letor_bytes(make_letor(2000, 8, mean_group=10, seed=2)).decode().splitlines()
+    interleaved = lines[0::2] + lines[1::2]  # every query's lines in both halves of the file
+    (tmp_path / "data.txt").write_text("\n".join(interleaved) + "\n")
+    root = tmp_path.as_uri()
+    spec = {"task": "ranking", "metrics": ["ndcg@10"], "model": {"uri": f"{root}/m.json"},
+            "dataset": {"uri": f"{root}/data.txt"}}
+    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
+                                              "kind": "ModelEvaluation",
+                                              "metadata": {"name": "split"}, "spec": spec}))
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r",
+                              shard_bytes=4096)
+
+    def merged(*_):
+        raise AssertionError("the shards' states of split queries were merged")
+
+    monkeypatch.setattr(C.RankingState, "merge", merged)
+    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    assert doc.dataset["shards"] > 1
+    ranking = doc.curves[0].ranking
+    assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
+    assert sum(ranking.ndcg_distribution.counts) == doc.queries
