@@ -157,7 +157,7 @@ def test_multiclass_confusion_normalises_and_per_class_scores_match(over):
 
 
 def test_confusion_document_round_trips():
-    matrix = Confusion(classes=[0, 1], counts=[[3, 1], [0, 0]])
+    matrix = Confusion(classes=[0, 1], cells=[3, 1, 0, 0])
     assert Confusion.model_validate(matrix.model_dump(by_alias=True)).normalised() == [[0.75, 0.25],
                                                                                        [0.0, 0.0]]
 
@@ -175,7 +175,7 @@ def test_regression_histograms_merge_across_shards_exactly(scale):
     joint = merged.predicted_vs_actual
     assert len(joint.x_edges) - 1 <= C.REGRESSION_BINS and len(joint.y_edges) - 1 <= C.REGRESSION_BINS
     expected, _, _ = np.histogram2d(y[finite], p[finite], [joint.x_edges, joint.y_edges])
-    assert joint.counts == expected.astype(int).tolist()
+    assert joint.matrix() == expected.astype(int).tolist()
     residual = y[finite] - p[finite]
     assert merged.residuals.counts == np.histogram(residual, merged.residuals.edges)[0].tolist()
     assert merged.dropped == 1 and sum(merged.residuals.counts) == len(y) - 1
@@ -369,3 +369,33 @@ def test_queries_split_between_shards_get_their_curves_computed_over_every_row(t
     ranking = doc.curves[0].ranking
     assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
     assert sum(ranking.ndcg_distribution.counts) == doc.queries
+
+
+def _nested_arrays(value, path="$"):
+    """The paths of arrays that hold an array (FerretDB v1 refuses such documents)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nested_arrays(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        inner = [f"{path}[{i}]" for i, v in enumerate(value) if isinstance(v, list)]
+        return inner + [p for i, v in enumerate(value) for p in _nested_arrays(v, f"{path}[{i}]")]
+    return []
+
+
+def test_no_task_stores_an_array_of_arrays():
+    """Every task's aggregates are storable in the bed's MongoDB (FerretDB v1 refuses nested
+    arrays): the confusion matrix and the 2-D histogram are flat, row-major."""
+    from modeleval.api.curves import ModelCurves
+
+    y, s = _scores("rounded", 2000)
+    labels = RNG.integers(0, 4, 500)
+    probabilities = RNG.dirichlet(np.ones(4), 500)
+    regression = C.RegressionState.of(RNG.normal(size=800), RNG.normal(size=800)).curves()
+    every = [ModelCurves(model="b", binary=C.binary_curves(y, s)),
+             ModelCurves(model="m", multiclass=C.multiclass_curves(labels, probabilities)),
+             ModelCurves(model="r", regression=regression)]
+    dumped = [c.model_dump(by_alias=True, mode="json") for c in every]
+    assert _nested_arrays(dumped[0]) == [] and _nested_arrays(dumped) == []
+    matrix = every[1].multiclass.confusion.counts
+    assert matrix == skm.confusion_matrix(labels, probabilities.argmax(axis=1),
+                                          labels=[0, 1, 2, 3]).tolist()
+    assert len(regression.predicted_vs_actual.matrix()) == len(regression.predicted_vs_actual.x_edges) - 1

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
+def _rows(cells: list, width: int) -> list[list]:
+    return [cells[i:i + width] for i in range(0, len(cells), width)] if width > 0 else []
+
+
 class _Aggregate(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -43,11 +47,17 @@ class Histogram(_Aggregate):
 
 
 class Histogram2D(_Aggregate):
-    """``counts[i][j]``: rows with x in bin i (``x_edges``) and y in bin j (``y_edges``)."""
+    """``cells[i * (len(y_edges) - 1) + j]``: rows with x in bin i (``x_edges``) and y in bin j
+    (``y_edges``). Row-major and flat: MongoDB-compatible stores such as FerretDB refuse nested
+    arrays."""
 
     x_edges: list[float]
     y_edges: list[float]
-    counts: list[list[int]]
+    cells: list[int]
+
+    def matrix(self) -> list[list[int]]:
+        """``cells`` as rows of x bins: ``matrix()[i][j]``."""
+        return _rows(self.cells, len(self.y_edges) - 1)
 
 
 class ReliabilityBin(_Aggregate):
@@ -70,11 +80,17 @@ class Reliability(_Aggregate):
 
 
 class Confusion(_Aggregate):
-    """A confusion matrix: ``counts[t][p]`` rows of true class ``classes[t]`` predicted as
-    ``classes[p]`` (scikit-learn's confusion_matrix layout)."""
+    """A confusion matrix: ``cells[t * len(classes) + p]`` rows of true class ``classes[t]``
+    predicted as ``classes[p]``; ``matrix()`` gives scikit-learn's confusion_matrix layout. Flat
+    for the same reason as Histogram2D's cells."""
 
     classes: list[int]
-    counts: list[list[int]]
+    cells: list[int]
+
+    @property
+    def counts(self) -> list[list[int]]:
+        """``counts[t][p]``, as confusion_matrix."""
+        return _rows(self.cells, len(self.classes))
 
     def normalised(self, over: Literal["true", "pred", "all"] = "true") -> list[list[float]]:
         """The matrix as fractions of each true class's rows ("true"), of each predicted

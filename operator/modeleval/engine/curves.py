@@ -203,7 +203,7 @@ def binary_curves(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
 # ------------------------------------------------------------------ multiclass
 def _confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> Confusion:
     cells = np.bincount(truth * classes + predicted, minlength=classes * classes)
-    return Confusion(classes=list(range(classes)), counts=cells.reshape(classes, classes).tolist())
+    return Confusion(classes=list(range(classes)), cells=cells.tolist())
 
 
 def multiclass_curves(labels: np.ndarray, probabilities: np.ndarray) -> MulticlassCurves:
@@ -322,7 +322,7 @@ class RegressionState:
 
     def curves(self) -> RegressionCurves:
         joint = Histogram2D(x_edges=self.joint.edges(0), y_edges=self.joint.edges(1),
-                            counts=self.joint.counts.tolist())
+                            cells=self.joint.counts.ravel().tolist())
         residuals = Histogram(edges=self.residuals.edges(0),
                               counts=self.residuals.counts.tolist())
         return RegressionCurves(predicted_vs_actual=joint, residuals=residuals, dropped=self.dropped)
