@@ -127,6 +127,9 @@ class ResultDocument(_Document):
     intervals: dict[str, Interval] = Field(default_factory=dict)
     confidence: ConfidenceResult | None = None
     slices: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    slice_intervals: dict[str, dict[str, dict[str, Interval]]] = Field(
+        default_factory=dict, description="slice name -> value -> metric -> the bootstrap "
+        "interval of the candidate's metric on that slice's rows (or queries)")
     baseline: BaselineResult | None = None
     gate: GateResult | None = None
     challengers: list[ChallengerResult] = Field(default_factory=list)
@@ -136,8 +139,16 @@ class ResultDocument(_Document):
     model: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict, description="what the evaluation "
+                                      "ran with: mode (local or cluster), CPUs, GPUs, actors")
+    versions: dict[str, str] = Field(default_factory=dict, description="the versions of "
+                                     "modeleval, Python and the libraries that scored it")
     cache_hit: bool = False
     predictions_uri: str | None = None
+    report_uri: str | None = Field(None, description="where this attempt's HTML report was "
+                                   "written (file:// locally, s3:// in a cluster)")
+    schedule: str | None = Field(None, description="the EvaluationSchedule that created the "
+                                 "evaluation, if one did")
     curves: list[ModelCurves] | None = Field(
         None, description="per model, what a report plots (ROC, PR, calibration, confusion, "
         "histograms, ranking cut-offs); absent in documents written before they existed")
