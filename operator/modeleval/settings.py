@@ -61,6 +61,10 @@ class EngineSettings(BaseSettings):
                                              "within 1e-6; false: every shard waits for a GPU.")
     shard_bytes: int = Field(32 * 2**20, ge=4096, description="Target size of a LETOR shard "
                              "(one parse task and one cached part).")
+    report: bool = Field(True, description="Whether an evaluation computes the curve "
+                         "aggregates its HTML report plots (ROC, PR, calibration, confusion, "
+                         "histograms, ranking cut-offs) and writes the report; false: neither, "
+                         "the result document has no curves and no report URI.")
 
     def resolved_cache_uri(self, dataset_uri: str | None = None, namespace: str | None = None) -> str:
         """Where parsed parts go. In a cluster (file:// refused) the pods share no disk, so with

@@ -451,7 +451,8 @@ class Evaluator:
         # Ranking metrics per query are computed by the tasks, shard by shard (querymetrics).
         predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]),
                               missing_as_zero=spec.dataset.missing_features == "zero",
-                              query_metrics=tuple(names) if spec.task == "ranking" else ())
+                              query_metrics=tuple(names) if spec.task == "ranking" else (),
+                              query_curves=self.settings.report)
         predictor, starting = self._start_actors(predictor)
         self._timed("prepareDataset", t)
 
@@ -479,11 +480,14 @@ class Evaluator:
             scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
         slices = self._slices(names, labels, predictions[0], qids, columns)
         self._timed("metrics", t)
-        t = time.perf_counter()
-        curves, curve_warnings = self._curves(
-            names, shards, labels, predictions, qids,
-            per_query is not None and all(s.per_query and s.per_query.curves for s in shards))
-        self._timed("curves", t)
+        curves: list[ModelCurves] | None = None
+        curve_warnings: list[str] = []
+        if self.settings.report:  # without a report, nothing plots the curves
+            t = time.perf_counter()
+            curves, curve_warnings = self._curves(
+                names, shards, labels, predictions, qids,
+                per_query is not None and all(s.per_query and s.per_query.curves for s in shards))
+            self._timed("curves", t)
         t = time.perf_counter()
         outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
                               self._resampled(names, labels, predictions, qids, per_query))

@@ -177,7 +177,8 @@ class Predictor:
     """What every task of an evaluation predicts with: its models (candidate first, then the
     baseline and the challengers; the shard is parsed once for all), the batch size, the
     features slices need from each shard, whether an absent feature is read as 0, the ranking
-    metrics whose per-query values each shard computes, and, in a GPU evaluation, the
+    metrics whose per-query values each shard computes (and whether it computes their curve
+    aggregates for the report), and, in a GPU evaluation, the
     predicting actors (:mod:`.scoring`) that hold the GPUs and, when tasks may predict on the
     CPU while an actor starts, each actor's start (the ref of its models' load)."""
 
@@ -186,6 +187,7 @@ class Predictor:
     keep_features: tuple[int, ...] = ()
     missing_as_zero: bool = False
     query_metrics: tuple[str, ...] = ()
+    query_curves: bool = True
     scorers: tuple[Any, ...] = ()
     starting: tuple[Any, ...] = ()
 
@@ -207,7 +209,7 @@ class Predictor:
                                             lambda handle: _model(handle, threads))
         if self.query_metrics:
             result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
-                                            result.predictions)
+                                            result.predictions, self.query_curves)
         return result
 
     def actor_slot(self, index: int) -> int | None:

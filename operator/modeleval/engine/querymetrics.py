@@ -36,17 +36,19 @@ class QueryValues:
 
 
 def shard_values(names: Sequence[str], labels: np.ndarray, qids: np.ndarray | None,
-                 predictions: Sequence[np.ndarray]) -> QueryValues | None:
-    """A shard's per-query values; None where the shard cannot be computed alone (the
+                 predictions: Sequence[np.ndarray], curves: bool = True) -> QueryValues | None:
+    """A shard's per-query values, and its curve aggregates unless ``curves`` is false (an
+    evaluation without a report); None where the shard cannot be computed alone (the
     whole-dataset path decides, and reports what is wrong)."""
     if qids is None or len(labels) == 0 or not np.all(np.isfinite(labels)):
         return None
     try:
         models = [metric_fns.ranking_per_query(list(names), labels, p, qids) for p in predictions]
-        curves = [RankingState.of(list(names), labels, p, qids) for p in predictions]
+        states = ([RankingState.of(list(names), labels, p, qids) for p in predictions]
+                  if curves else None)
     except EvaluationError:
         return None
-    return QueryValues(np.unique(qids), models, curves)
+    return QueryValues(np.unique(qids), models, states)
 
 
 def assemble(names: Sequence[str],
