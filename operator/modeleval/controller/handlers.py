@@ -27,7 +27,7 @@ from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
-from .decide import Evaluation, decide, parse_spec, plan
+from .decide import Evaluation, decide, kuberay_ready, parse_spec, plan
 from .kube import LIST_PAGE, RAY
 from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
 from .schedule_runtime import ScheduleRuntime
@@ -89,6 +89,26 @@ def holding_clusters(namespace: str, meta: kopf.Meta, **_: Any) -> dict:
     if owner is None or meta.get("deletionTimestamp"):
         return {}
     return {ADMISSION_KEY: owner, NAMESPACE_KEY.format(namespace): owner}
+
+
+@kopf.on.event(*RAY, id="raycluster_telemetry", labels={LABEL_MANAGED_BY: MANAGER})
+def raycluster_telemetry(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """The RayClusters gauge: each cluster the operator made, by its state, until it is gone
+    (the first listing after a start sees every existing one)."""
+    if type == "DELETED":
+        telemetry.forget_raycluster(body.metadata.uid)
+    else:
+        telemetry.observe_raycluster(body.metadata.uid, raycluster_state(body))
+
+
+def raycluster_state(obj: kopf.Body | dict) -> str:
+    """provisioning, ready, suspended, failed or deleting: KubeRay's state, in a few words."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return "deleting"
+    if kuberay_ready(obj):
+        return "ready"
+    state = (obj.get("status") or {}).get("state")
+    return state if state in ("suspended", "failed") else "provisioning"
 
 
 def evaluation_owner(meta: kopf.Meta | dict) -> str | None:
@@ -156,6 +176,24 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key:
     finally:
         telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _record(body, patch, before, after, now)
+    for stage, seconds in queue_waits(ev, before, after, now):
+        telemetry.observe_queue_wait(stage, seconds)
+
+
+def queue_waits(ev: Evaluation, before: ModelEvaluationStatus, after: ModelEvaluationStatus,
+                now: datetime) -> list[tuple[str, float]]:
+    """The waits this round ended, in seconds since the evaluation was created: its RayCluster
+    turned ready, its Ray job was found. The first attempt's only: a retry's or a resumed
+    attempt's time since creation holds the attempts before it, not a wait."""
+    if ev.created is None or after.attempt != 1:
+        return []
+    waited = (now - ev.created).total_seconds()
+    ended = []
+    if after.is_true(ConditionType.Provisioned) and not before.is_true(ConditionType.Provisioned):
+        ended.append(("cluster_ready", waited))
+    if after.job_id is not None and before.job_id is None:
+        ended.append(("job_started", waited))
+    return ended
 
 
 def _patch_status(body: kopf.Body, patch: kopf.Patch, after: BaseModel) -> None:

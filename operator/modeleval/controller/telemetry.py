@@ -1,4 +1,6 @@
-"""Prometheus metrics of the operator: evaluations by phase, reconcile and job durations, rows."""
+"""Prometheus metrics of the operator: evaluations by phase, reconcile and job durations, queue
+waits, RayClusters by state, rows, schedules. The Grafana dashboard the chart ships
+(charts/modeleval/dashboards/modeleval.json) charts each of them."""
 
 from __future__ import annotations
 
@@ -20,28 +22,65 @@ SCHEDULE_METRIC = Gauge("modeleval_schedule_primary_metric", "The watched metric
                         "EvaluationSchedule's latest successful run", ["namespace", "schedule"])
 SCHEDULE_DEGRADED = Gauge("modeleval_schedule_degraded", "1 while an EvaluationSchedule's "
                           "Degraded condition is true, else 0", ["namespace", "schedule"])
+# How long the first attempt of an evaluation waited, from its creation: until its RayCluster
+# was ready (stage cluster_ready; the cluster slots, the scheduler, image pulls) and until its
+# Ray job was found on the head (stage job_started; also the head's job slots).
+QUEUE_WAIT = Histogram("modeleval_queue_wait_seconds", "Time from an evaluation's creation "
+                       "until its RayCluster was ready or its Ray job started", ["stage"],
+                       buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+RAYCLUSTERS = Gauge("modeleval_rayclusters", "RayClusters the operator created that exist, by "
+                    "state (provisioning, ready, suspended, failed, deleting)", ["state"])
 
-_phases: dict[str, str] = {}
-_lock = threading.Lock()
+
+class Tally:
+    """A gauge by one label that counts objects by their latest value of it (an object moves
+    from one series to another, each object counted once)."""
+
+    def __init__(self, gauge: Gauge):
+        self.gauge = gauge
+        self._values: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, key: str, value: str) -> None:
+        with self._lock:
+            previous = self._values.get(key)
+            if previous == value:
+                return
+            if previous is not None:
+                self.gauge.labels(previous).dec()
+            self.gauge.labels(value).inc()
+            self._values[key] = value
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            previous = self._values.pop(key, None)
+            if previous is not None:
+                self.gauge.labels(previous).dec()
+
+
+_PHASES = Tally(EVALUATIONS)
+_CLUSTERS = Tally(RAYCLUSTERS)
 _started = False
 
 
 def observe_phase(uid: str, phase: str) -> None:
-    with _lock:
-        previous = _phases.get(uid)
-        if previous == phase:
-            return
-        if previous is not None:
-            EVALUATIONS.labels(previous).dec()
-        EVALUATIONS.labels(phase).inc()
-        _phases[uid] = phase
+    _PHASES.observe(uid, phase)
 
 
 def forget(uid: str) -> None:
-    with _lock:
-        previous = _phases.pop(uid, None)
-        if previous is not None:
-            EVALUATIONS.labels(previous).dec()
+    _PHASES.forget(uid)
+
+
+def observe_raycluster(uid: str, state: str) -> None:
+    _CLUSTERS.observe(uid, state)
+
+
+def forget_raycluster(uid: str) -> None:
+    _CLUSTERS.forget(uid)
+
+
+def observe_queue_wait(stage: str, seconds: float) -> None:
+    QUEUE_WAIT.labels(stage).observe(max(0.0, seconds))
 
 
 def observe_schedule(namespace: str, name: str, metric: float | None, degraded: bool) -> None:
