@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from .cron import ZONE_PATTERN, Cron, CronError, zone
+from .direction import improvement
 from .spec import (BUCKET, ModelEvaluationSpec, ModelFormat, ModelSource, Rule,
                    SpecModel, matching)
 from .status import _CONDITIONS_LIST_MAP, Condition, StatusModel, Time
@@ -83,6 +84,17 @@ class Degradation(SpecModel):
     champion_model: ModelSource | None = Field(None, description="The champion (against: "
                                                "champion); default: the template's "
                                                "baseline.model.")
+
+    def exceeded(self, drop: float) -> bool:
+        """Whether a drop (:func:`metric_drop`) makes the schedule Degraded."""
+        return drop > self.max_drop
+
+
+def metric_drop(metric: str, value: float, reference: float) -> float:
+    """How much worse ``value`` is than ``reference`` (negative: better), whichever way the
+    metric improves: what a schedule's degradation rule compares with maxDrop (the operator's
+    Degraded condition and the dashboard's marks both read it)."""
+    return -improvement(metric, value, reference)
 
 
 class EvaluationScheduleSpec(SpecModel):

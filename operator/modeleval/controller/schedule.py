@@ -35,11 +35,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.cron import Cron, CronError, Zone, most_recent, next_run, zone
-from ..api.direction import improvement
 from ..api.reasons import Reason
 from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
                             EvaluationScheduleSpec, EvaluationScheduleStatus,
-                            ScheduleConditionType as SC, SeenModel)
+                            ScheduleConditionType as SC, SeenModel, metric_drop)
 from ..api.status import rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st
@@ -300,10 +299,10 @@ class _ScheduleRound:
             what = "the run before's"
         if d is None or reference is None:
             return
-        drop = -improvement(metric, s.last_primary_metric, reference)
+        drop = metric_drop(metric, s.last_primary_metric, reference)
         text = (f"{metric} of {latest.name} is {s.last_primary_metric:.4f}, {what} "
                 f"{reference:.4f}: ")
-        if drop > d.max_drop:
+        if d.exceeded(drop):
             text += f"worse by {drop:.4f} (> maxDrop {d.max_drop:g})"
             if self.condition(SC.Degraded, True, Reason.MetricDegraded, text):
                 self.emit(Reason.MetricDegraded, text, warning=True)
