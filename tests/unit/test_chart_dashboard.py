@@ -49,7 +49,7 @@ def test_off_by_default_renders_nothing_of_the_dashboard():
 def test_on_it_runs_modeleval_ui_on_one_database_with_credentials_from_secrets():
     rendered = objects(*ON, 'dashboard.database="team-results"')
     c = container(rendered)
-    assert c["command"] + c["args"] == ["modeleval", "ui", "--host", "0.0.0.0", "--port", "8765",
+    assert c["command"] + c["args"] == ["python", "-m", "modeleval.ui", "--host", "0.0.0.0", "--port", "8765",
                                         "--database", "team-results"]
     assert c["image"] == rendered["Deployment/me-modeleval"]["spec"]["template"]["spec"][
         "containers"][0]["image"]
