@@ -3,6 +3,7 @@
   modeleval demo                 generate MSLR-shaped data, train an XGBRanker, evaluate it
   modeleval run MANIFEST         evaluate a ModelEvaluation manifest on local Ray
   modeleval results list|show    past results (MongoDB if configured, else the local dir)
+  modeleval report UID           write (or --open) the HTML report of a stored result
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ import os
 import sys
 import tempfile
 import uuid
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 if not os.environ.get("RAY_ADDRESS"):
     # A Ray started here serves this machine only: keep it on loopback (read when ray is imported).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Token auth on, said explicitly: Ray then starts it without a warning to opt out of it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import click  # noqa: E402
 from rich import box
 from rich.console import Console
+from rich.cells import cell_len
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,10 +33,15 @@ from .api.spec import MongoTarget, checked_uid
 from .engine.errors import EvaluationError, Reason
 from .store import ResultsStoreError
 from .engine.evaluate import EvaluationResult, Identity
+from .engine.storage import file_path
+from .files import atomic_write
+from .report_output import ReportNotWritten, local_report_path, render_report
 from .runner import ManifestError, parse_manifest, result_store, run_manifest
 from .settings import EngineSettings
 
-console = Console()
+# Output piped to a file or a CI log has no terminal width and rich would assume 80 columns,
+# squeezing wide tables; there a line is as long as its content (COLUMNS still rules).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 errors = Console(stderr=True)
 
 
@@ -70,10 +80,10 @@ def _metrics_table(result: EvaluationResult) -> Table:
     """One row per model and metric: value, interval, and the (paired) delta to the baseline."""
     level = f"{result.confidence['level']:.0%} interval" if result.confidence else None
     # With intervals the table is wide: four decimals and no inner rules keep it in 80 columns.
-    table = Table(title=f"{result.identity.name}: {result.rows:,} rows"
-                  + (f", {result.queries:,} queries" if result.queries else ""),
-                  box=box.SIMPLE_HEAD if level else box.HEAVY_HEAD, pad_edge=not level,
-                  collapse_padding=bool(level))
+    table = _titled_table(f"{result.identity.name}: {result.rows:,} rows"
+                          + (f", {result.queries:,} queries" if result.queries else ""),
+                          box=box.SIMPLE_HEAD if level else box.HEAVY_HEAD, pad_edge=not level,
+                          collapse_padding=bool(level))
     digits = 4 if level else 6
     models = _models(result)
     if len(models) > 1:
@@ -103,6 +113,12 @@ def _metrics_table(result: EvaluationResult) -> Table:
     return table
 
 
+def _titled_table(title: str, **options: Any) -> Table:
+    """A table at least as wide as its title: rich wraps a title to the table's width, which
+    broke "queries" over two lines under a narrow table."""
+    return Table(title=title, min_width=cell_len(title), **options)
+
+
 def _evaluate(manifest, settings: EngineSettings, uid: str | None) -> EvaluationResult:
     identity = Identity(uid=uid or manifest.metadata.uid or uuid.uuid4().hex[:12],
                         name=manifest.metadata.name, namespace=manifest.metadata.namespace)
@@ -125,7 +141,7 @@ def _evaluate(manifest, settings: EngineSettings, uid: str | None) -> Evaluation
 def _show(result: EvaluationResult) -> None:
     console.print(_metrics_table(result))
     for name, groups in result.slices.items():
-        table = Table(title=f"slice {name}")
+        table = _titled_table(f"slice {name}")
         table.add_column("group")
         table.add_column("rows", justify="right")
         for metric in result.metrics:
@@ -173,6 +189,14 @@ def run(manifest: Path, uid: str | None, as_json: bool) -> None:
         click.echo(result.document().to_json())
     else:
         _show(result)
+        _print_report(result.report_uri)
+
+
+def _print_report(uri: str | None) -> None:
+    """The report's path (a local file) or URI, on a line of its own to copy."""
+    if uri:
+        where = file_path(uri) if uri.startswith("file://") else uri
+        console.print(f"report: {where}", soft_wrap=True, highlight=False)
 
 
 @main.command()
@@ -199,8 +223,11 @@ def demo(rows: int, features: int, workdir: Path | None) -> None:
     manifest.write_text(DEMO_MANIFEST.format(model=model_path.as_uri(), data=data_path.as_uri(),
                                              features=features))
     evaluation = parse_manifest(manifest.read_bytes(), str(manifest))
-    _show(_evaluate(evaluation, EngineSettings(), None))
-    console.print(f"\nmanifest: {manifest}\nrun it again: modeleval run {manifest}")
+    result = _evaluate(evaluation, EngineSettings(), None)
+    _show(result)
+    console.print(f"\nmanifest: {manifest}\nrun it again: modeleval run {manifest}",
+                  soft_wrap=True, highlight=False)
+    _print_report(result.report_uri)
 
 
 DEMO_MANIFEST = """\
@@ -278,6 +305,45 @@ def results_show(uid: str, attempt: int | None) -> None:
     if doc is None:
         _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else ""))
     click.echo(doc.to_json())
+
+
+@main.command()
+@click.argument("uid", callback=_checked_uid)
+@click.option("--attempt", type=int, help="Default: the latest attempt.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it. Default: beside the result in the local results dir, "
+              "./UID-ATTEMPT.html when the results are in MongoDB.")
+@click.option("--open", "open_it", is_flag=True, help="Open it in the system's web browser.")
+@click.option("--mongo-uri", envvar="MODELEVAL_MONGODB_URI", help="Read the result from this "
+              "MongoDB (default: MODELEVAL_MONGODB_URI; unset: the local results dir).")
+@click.option("--database", default="modeleval", show_default=True)
+@click.option("--collection", default="results", show_default=True)
+def report(uid: str, attempt: int | None, out: Path | None, open_it: bool, mongo_uri: str | None,
+           database: str, collection: str) -> None:
+    """Write the HTML report of the stored result of evaluation UID and print its path."""
+    settings = EngineSettings(mongodb_uri=mongo_uri or None)
+    try:
+        doc = result_store(settings, MongoTarget(database=database, collection=collection)).get(
+            uid, attempt)
+    except (ResultsStoreError, ValueError) as error:
+        _fail(getattr(error, "message", str(error)))
+    if doc is None:
+        where = f"MongoDB {database}.{collection}" if mongo_uri else str(settings.results_dir)
+        _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else "")
+              + f" in {where}")
+    path = (out.expanduser().resolve() if out else
+            local_report_path(settings.results_dir if not mongo_uri else Path.cwd(), doc.uid,
+                              doc.attempt))
+    try:
+        atomic_write(path, render_report(doc.model_copy(update={"report_uri": path.as_uri()})))
+    except ReportNotWritten as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{path}: {error.strerror or error}")
+    click.echo(str(path))
+    if open_it and not webbrowser.open(path.as_uri()):
+        errors.print(f"no web browser found here; open {path} in one", soft_wrap=True,
+                     highlight=False)
 
 
 if __name__ == "__main__":

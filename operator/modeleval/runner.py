@@ -2,7 +2,9 @@
 
 Cluster mode runs it as the Ray job's entry point (``python -m modeleval.runner``); the CLI's
 ``run`` and ``demo`` call :func:`run_manifest` in-process. Either way every attempt ends with a
-document in the results store: the metrics on success, the reason and message on failure.
+document in the results store: the metrics on success, the reason and message on failure. A
+successful attempt's HTML report is written first (beside the result locally, to S3 in a
+cluster: see :mod:`modeleval.report_output`), so its document says where it is.
 
 Exit codes: 0 succeeded, 1 the evaluation failed (the last stdout line is a JSON object with
 ``reason`` and ``message``), 2 bad arguments.
@@ -28,9 +30,12 @@ from pydantic import ValidationError
 
 from .api.reasons import Reason
 from .api.results import PROGRESS_MARKER, RESULT_MARKER, ProgressDocument, ResultDocument, document_id
+from .api.schedule import SCHEDULE_LABEL
 from .api.spec import ModelEvaluation, MongoTarget, checked_uid, format_validation_error
 from .engine.errors import EvaluationError
 from .engine.evaluate import EvaluationResult, Evaluator, Identity
+from .engine.storage import Storage
+from .report_output import publish_report
 from .settings import EngineSettings
 from .store import (LocalResultStore, MongoResultStore, ResultStore, ResultsStoreError, replay_spool,
                     write_with_retry)
@@ -196,15 +201,25 @@ def result_store(settings: EngineSettings, target: MongoTarget) -> ResultStore:
 
 
 def failure_document(identity: Identity, manifest: ModelEvaluation, error: EvaluationError) -> ResultDocument:
-    return ResultDocument.failure(identity.uid, identity.attempt, identity.name, identity.namespace,
-                                  Reason(error.reason), error.message, error.retryable,
-                                  manifest.spec.model.uri, manifest.spec.dataset.uri)
+    document = ResultDocument.failure(identity.uid, identity.attempt, identity.name,
+                                      identity.namespace, Reason(error.reason), error.message,
+                                      error.retryable, manifest.spec.model.uri,
+                                      manifest.spec.dataset.uri)
+    document.schedule = schedule_of(manifest)
+    return document
+
+
+def schedule_of(manifest: ModelEvaluation) -> str | None:
+    """The EvaluationSchedule that created the evaluation: its children carry its name in a
+    label (the operator passes it on in the job's manifest)."""
+    return (manifest.metadata.labels or {}).get(SCHEDULE_LABEL)
 
 
 def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: EngineSettings | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 store: ResultStore | None = None) -> EvaluationResult:
-    """Evaluates and records one attempt; raises EvaluationError after recording a failure."""
+                 store: ResultStore | None = None, local: bool = True) -> EvaluationResult:
+    """Evaluates and records one attempt; raises EvaluationError after recording a failure.
+    ``local``: the report goes beside the result (the CLI); else to S3 (a cluster's job)."""
     settings = settings or EngineSettings()
     store = store or result_store(settings, manifest.spec.output.mongodb)
     spool = settings.results_dir / "spool"
@@ -217,8 +232,24 @@ def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: Engine
     except EvaluationError as error:
         _record(store, failure_document(identity, manifest, error), spool)
         raise
+    result.schedule = schedule_of(manifest)
+    if settings.report:
+        add_report(result, manifest, settings, local)
     _record(store, result.document(), spool)
     return result
+
+
+def add_report(result: EvaluationResult, manifest: ModelEvaluation, settings: EngineSettings,
+               local: bool) -> None:
+    """Writes the attempt's report before its document is stored, so the document says where
+    the report is, or why there is none (a warning: the evaluation itself still succeeded)."""
+    started = time.perf_counter()
+    outcome = publish_report(result.document(), manifest.spec, Storage.from_settings(settings),
+                             settings.results_dir if local else None)
+    result.report_uri, result.report_error = outcome.uri, outcome.error
+    if outcome.warning:
+        result.warnings.append(outcome.warning)
+    result.timings["writeReport"] = round(time.perf_counter() - started, 4)
 
 
 def _record(store: ResultStore, document: ResultDocument, spool: Path) -> None:
@@ -301,12 +332,14 @@ def main(argv: list[str] | None = None) -> int:
             reporter.update(done, total, unit)
 
     try:
-        result = run_manifest(manifest, identity, settings, progress=report, store=store)
+        result = run_manifest(manifest, identity, settings, progress=report, store=store,
+                              local=False)
     except EvaluationError as error:
         print(RESULT_MARKER + json.dumps({"status": "Failed", **error.to_dict()}), flush=True)
         return 1
     print(RESULT_MARKER + json.dumps({"status": "Succeeded", "metrics": result.metrics,
-                                      "rows": result.rows}), flush=True)
+                                      "rows": result.rows, "report": result.report_uri}),
+          flush=True)
     return 0
 
 

@@ -154,6 +154,7 @@ def crd() -> dict[str, Any]:
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent"},
             {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
             {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Report", "type": "string", "jsonPath": ".status.reportURI", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "Evaluates a stored model on a stored dataset on Ray and records the metrics.",

@@ -28,6 +28,7 @@ PROVISIONED = "Provisioned=False"
 JOB = "JobSubmitted"
 COMPLETE = "Complete"
 EVENT = "Event"
+REPORT = "ReportWritten"
 
 
 class Reason(StrEnum):
@@ -125,6 +126,14 @@ class Reason(StrEnum):
                  "the cluster released", "set `spec.suspend: false` to run a fresh attempt")
     Resumed = ("Resumed", "Suspended=False", "the evaluation was resumed", "-")
     Succeeded = ("Succeeded", f"{COMPLETE}=True", "the metrics are in status and MongoDB", "-")
+    ReportWritten = ("ReportWritten", f"{REPORT}=True", "the evaluation's HTML report was "
+                     "written where `status.reportURI` says", "-")
+    ReportNotWritten = ("ReportNotWritten", f"{REPORT}=False, {EVENT}", "the evaluation succeeded (its "
+                        "metrics are in status and MongoDB) but its HTML report could not be "
+                        "written: S3 refused it, no such bucket, a full disk, a rendering error; "
+                        "the message says which", "give the `modeleval-s3` Secret write access "
+                        "to `spec.output.reportUri` (default: next to the predictions, else the "
+                        "dataset's bucket), or run `modeleval report UID` from the stored result")
     # ----------------------------------------------------------------- Events only
     RayClusterCreated = ("RayClusterCreated", EVENT, "the operator created the RayCluster", "-")
     JobSubmitted = ("JobSubmitted", EVENT, "the operator submitted the attempt's Ray job", "-")

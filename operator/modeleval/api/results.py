@@ -147,6 +147,9 @@ class ResultDocument(_Document):
     predictions_uri: str | None = None
     report_uri: str | None = Field(None, description="where this attempt's HTML report was "
                                    "written (file:// locally, s3:// in a cluster)")
+    report_error: str | None = Field(None, description="why the report could not be written "
+                                     "(the evaluation still succeeded); None when it was, or "
+                                     "when reports are off")
     schedule: str | None = Field(None, description="the EvaluationSchedule that created the "
                                  "evaluation, if one did")
     curves: list[ModelCurves] | None = Field(

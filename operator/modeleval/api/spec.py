@@ -523,6 +523,10 @@ class Output(SpecModel):
                                  "document goes (the URI comes from settings, never the spec).")
     predictions_uri: Uri | None = Field(None, description="If set, predictions are written here "
                                         "as Parquet (a prefix; one file per attempt).")
+    report_uri: Uri | None = Field(None, description="Where the HTML report goes (a prefix; "
+                                   "one file per attempt, NAME-UID-ATTEMPT.html). Default: next "
+                                   "to the predictions, else modeleval-reports/NAMESPACE/ in the "
+                                   "dataset's bucket; locally, beside the result.")
 
 
 class Toleration(SpecModel):
@@ -661,12 +665,14 @@ class ModelEvaluationSpec(SpecModel):
                   for i, c in enumerate(self.challengers))]
 
     def named_uris(self, prefix: str = "spec") -> list[tuple[str, str]]:
-        """Every storage URI the spec names, with its field path: the models', the dataset's and
-        the predictions'."""
+        """Every storage URI the spec names, with its field path: the models', the dataset's, the
+        predictions' and the report's."""
         return [*((f"{where}.uri", model.uri) for where, model in self.named_models(prefix)),
                 (f"{prefix}.dataset.uri", self.dataset.uri),
                 *([(f"{prefix}.output.predictionsUri", self.output.predictions_uri)]
-                  if self.output.predictions_uri else [])]
+                  if self.output.predictions_uri else []),
+                *([(f"{prefix}.output.reportUri", self.output.report_uri)]
+                  if self.output.report_uri else [])]
 
     @property
     def metric_names(self) -> list[MetricName]:

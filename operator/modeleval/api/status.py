@@ -43,6 +43,7 @@ class ConditionType(StrEnum):
     Complete = "Complete"
     Failed = "Failed"
     Suspended = "Suspended"
+    ReportWritten = "ReportWritten"  # the HTML report is where status.reportURI says
 
 
 class StatusModel(BaseModel):
@@ -50,7 +51,8 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: str = Field(description="Provisioned, JobSubmitted, Complete, Failed or Suspended.")
+    type: str = Field(description="Provisioned, JobSubmitted, Complete, Failed, Suspended or "
+                      "ReportWritten.")
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(description="A Reason (see the README's troubleshooting table).")
     message: str = ""
@@ -119,6 +121,8 @@ class ModelEvaluationStatus(StatusModel):
     baseline: BaselineStatus | None = None
     results_ref: ResultsRef | None = None
     predictions_uri: str | None = Field(None, alias="predictionsURI")
+    report_uri: str | None = Field(None, alias="reportURI", description="Where the evaluation's "
+                                   "HTML report was written (see the ReportWritten condition).")
     warnings: list[Annotated[str, Field(max_length=WARNING_CHARS)]] = Field(default_factory=list, max_length=WARNINGS_LIMIT, description=(
         f"What the result warns of (e.g. a GPU asked for but not used), at most "
         f"{WARNINGS_LIMIT} of {WARNING_CHARS} characters; the full list is in the result document."))

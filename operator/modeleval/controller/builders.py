@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..api.results import submission_id
+from ..api.schedule import SCHEDULE_LABEL
 from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
 from .settings import METADATA_NETWORKS, OperatorSettings
 
@@ -245,9 +246,14 @@ class JobPackage:
     data: bytes
 
 
-def job_package(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec) -> JobPackage:
-    document = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
-                "metadata": {"name": name, "namespace": namespace, "uid": uid},
+def job_package(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec,
+                schedule: str | None = None) -> JobPackage:
+    """``schedule``: the EvaluationSchedule that created the evaluation, passed on as its label
+    so the runner records it in the result."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid}
+    if schedule:
+        metadata["labels"] = {SCHEDULE_LABEL: schedule}
+    document = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": metadata,
                 "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json")}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

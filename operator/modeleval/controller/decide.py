@@ -41,6 +41,7 @@ class Evaluation:
     uid: str
     generation: int | None = None
     created: datetime | None = None
+    schedule: str | None = None  # the EvaluationSchedule that created it (its label), if any
 
 
 @dataclass(frozen=True)
@@ -610,7 +611,7 @@ class _Round:
         if job is None:
             if o.job_slot is None or not o.job_slot.granted:
                 return self.queued(ConditionType.JobSubmitted, self._job_queue_text())
-            package = job_package(ev.name, ev.namespace, ev.uid, self.spec)
+            package = job_package(ev.name, ev.namespace, ev.uid, self.spec, ev.schedule)
             self.actions.append(SubmitJob(package, build_job_submission(
                 ev.name, ev.namespace, ev.uid, s.attempt, package, self.settings.allow_pickle),
                 s.attempt))
@@ -689,6 +690,7 @@ class _Round:
                                    id=document.id)
         s.predictions_uri = document.predictions_uri
         s.warnings = capped_warnings(document.warnings)
+        self.report(document)
         if document.baseline is not None:
             s.baseline = BaselineStatus(deltas=self.asked(document.baseline.deltas),
                                         gate_passed=document.gate.passed if document.gate else None)
@@ -696,6 +698,19 @@ class _Round:
         self.release_cluster()
         st.succeed(s, f"{s.primary_metric or 'done'} on {document.rows} rows", self.ev.generation,
                    self.now)
+
+    def report(self, document: ResultDocument) -> None:
+        """Where the report is; a report that could not be written is a warning condition (the
+        evaluation succeeded all the same). Reports turned off leave no condition."""
+        s = self.s
+        s.report_uri = document.report_uri
+        if document.report_uri:
+            self.condition(ConditionType.ReportWritten, True, Reason.ReportWritten,
+                           f"the report is at {document.report_uri}")
+        elif document.report_error:
+            message = f"the report was not written: {document.report_error}"
+            self.condition(ConditionType.ReportWritten, False, Reason.ReportNotWritten, message)
+            self.actions.append(Emit(Reason.ReportNotWritten, message, warning=True))
 
     def lost(self, message: str) -> None:
         """The attempt's Ray head went away with its job. The attempt is recorded as failed (a

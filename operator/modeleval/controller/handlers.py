@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..api.crd import PLURAL
 from ..api.reasons import Reason
-from ..api.schedule import SCHEDULE_PLURAL, EvaluationScheduleStatus, ScheduleConditionType
+from ..api.schedule import (SCHEDULE_LABEL, SCHEDULE_PLURAL, EvaluationScheduleStatus,
+                            ScheduleConditionType)
 from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st, telemetry
@@ -158,6 +159,7 @@ def evaluation(body: kopf.Body) -> Evaluation:
     created = meta.get("creationTimestamp")
     return Evaluation(name=meta.name, namespace=meta.namespace, uid=meta.uid,
                       generation=meta.get("generation"),
+                      schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
                       created=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None)
 
 

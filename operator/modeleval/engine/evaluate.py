@@ -74,6 +74,11 @@ class EvaluationResult:
     challengers: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     curves: list[ModelCurves] | None = None
+    # Filled by the runner after the evaluation: where its report went (or why it did not) and
+    # the EvaluationSchedule that created it.
+    report_uri: str | None = None
+    report_error: str | None = None
+    schedule: str | None = None
 
     def document(self) -> ResultDocument:
         """The attempt's result document (keyed by uid + attempt)."""
@@ -86,7 +91,8 @@ class EvaluationResult:
             gate=self.gate, challengers=self.challengers, warnings=self.warnings,
             rows=self.rows, queries=self.queries,
             model=self.model, dataset=self.dataset, timings=self.timings,
-            cache_hit=self.cache_hit, predictions_uri=self.predictions_uri, curves=self.curves)
+            cache_hit=self.cache_hit, predictions_uri=self.predictions_uri, curves=self.curves,
+            report_uri=self.report_uri, report_error=self.report_error, schedule=self.schedule)
 
 
 @dataclass(frozen=True)
