@@ -1,0 +1,301 @@
+"""Where the dashboard reads results: MongoDB or the local results directory, behind one small
+interface. Both only read.
+
+MongoDB filters, sorts and pages on the server and sends only the list's columns; it creates no
+index (the server may hold a read-only user): the indexes that keep the list fast are listed in
+:data:`RECOMMENDED_INDEXES` for whoever owns the database. The directory keeps an in-memory
+index of the list columns, refreshed when the directory changes, reading only new or changed
+files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from pydantic import ValidationError
+
+from ..api.results import ResultDocument, document_id
+from ..store import ResultsStoreError
+from .listing import LIST_FIELDS, PAGE_SIZE, ListPage, ListQuery, Row, row_from_document
+
+# The indexes of the results collection that keep the list's filters and sorts fast (created by
+# the chart's or the database's owner, never by this read-only server).
+RECOMMENDED_INDEXES = (
+    [("finishedAt", -1)],
+    [("namespace", 1), ("finishedAt", -1)],
+    [("schedule", 1), ("namespace", 1), ("finishedAt", -1)],
+    [("status", 1), ("finishedAt", -1)],
+    [("name", 1), ("finishedAt", -1)],
+    [("uid", 1), ("attempt", -1)],
+)
+# A schedule's page plots at most this many of its newest runs.
+MAX_RUNS = 500
+
+
+@dataclass
+class Loaded:
+    """A stored attempt read whole: its document, or why it could not be read."""
+
+    key: str
+    document: ResultDocument | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Choices:
+    """What the list's filters can choose from (most common first for metrics)."""
+
+    namespaces: list[str] = field(default_factory=list)
+    schedules: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+
+
+class ResultSource(Protocol):
+    def list(self, query: ListQuery) -> ListPage: ...
+    def get(self, uid: str, attempt: int | None = None) -> Loaded | None: ...
+    def attempts(self, uid: str) -> list[int]: ...
+    def runs(self, namespace: str, schedule: str) -> list[Loaded]: ...
+    def choices(self) -> Choices: ...
+
+
+def _validated(raw: Any, key: str) -> Loaded:
+    try:
+        return Loaded(key, ResultDocument.model_validate(raw))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        return Loaded(key, problem=f"unreadable: {where}: {first['msg']}")
+
+
+def _cached(seconds: float) -> Callable:
+    """Reuses a method's answer for ``seconds`` (the filters' choices: a scan of every row)."""
+    def wrap(method: Callable) -> Callable:
+        def cached(self) -> Any:
+            now = time.monotonic()
+            held = self.__dict__.get(f"_cache_{method.__name__}")
+            if held is None or now - held[0] > seconds:
+                held = (now, method(self))
+                self.__dict__[f"_cache_{method.__name__}"] = held
+            return held[1]
+        return cached
+    return wrap
+
+
+class MongoSource:
+    def __init__(self, uri: str, database: str, collection: str, timeout_ms: int = 5_000):
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        try:
+            self._client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
+                                       connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 3)
+        except (PyMongoError, ValueError) as error:  # its words may quote the password
+            raise ResultsStoreError(f"the MongoDB URI is not valid ({type(error).__name__})") from None
+        self._collection = self._client[database][collection]
+        self._errors = PyMongoError
+
+    def _read(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except self._errors as error:
+            raise ResultsStoreError(f"MongoDB {what} failed: {str(error).splitlines()[0][:300]}",
+                                    public=f"MongoDB {what} failed") from None
+
+    @staticmethod
+    def _filter(query: ListQuery) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name in ("namespace", "status", "schedule"):
+            if getattr(query, name) is not None:
+                found[name] = getattr(query, name)
+        if query.model is not None:
+            found["model.uri"] = {"$regex": re.escape(query.model), "$options": "i"}
+        return found
+
+    @staticmethod
+    def _sort(query: ListQuery) -> list[tuple[str, int]]:
+        way = 1 if query.order == "asc" else -1
+        if query.sort == "name":
+            return [("name", way), ("finishedAt", -1), ("_id", 1)]
+        if query.sort == "metric" and query.metric:
+            return [(f"metrics.{query.metric}", way), ("finishedAt", -1), ("_id", 1)]
+        return [("finishedAt", way), ("_id", way)]
+
+    def list(self, query: ListQuery) -> ListPage:
+        where = self._filter(query)
+        projection = dict.fromkeys(LIST_FIELDS, 1)
+
+        def page() -> list[dict]:
+            return list(self._collection.find(where, projection).sort(self._sort(query))
+                        .skip(query.skip).limit(PAGE_SIZE))
+
+        found = self._read("list", page)
+        total = self._read("count", lambda: self._collection.count_documents(where))
+        return ListPage([row_from_document(d, str(d.get("_id"))) for d in found], total, query)
+
+    def get(self, uid: str, attempt: int | None = None) -> Loaded | None:
+        if attempt is not None:
+            found = self._read("read", lambda: self._collection.find_one(
+                {"_id": document_id(uid, attempt)}))
+        else:
+            found = self._read("read", lambda: next(iter(
+                self._collection.find({"uid": uid}).sort("attempt", -1).limit(1)), None))
+        return None if found is None else _validated(found, str(found.get("_id")))
+
+    def attempts(self, uid: str) -> list[int]:
+        found = self._read("read", lambda: list(self._collection.find({"uid": uid},
+                                                                       {"attempt": 1})))
+        return sorted({d["attempt"] for d in found if isinstance(d.get("attempt"), int)})
+
+    def runs(self, namespace: str, schedule: str) -> list[Loaded]:
+        found = self._read("read", lambda: list(self._collection.find(
+            {"namespace": namespace, "schedule": schedule}, {"curves": 0})
+            .sort("finishedAt", -1).limit(MAX_RUNS)))
+        return [_validated(d, str(d.get("_id"))) for d in reversed(found)]
+
+    @_cached(30.0)
+    def choices(self) -> Choices:
+        def distinct(name: str) -> list[str]:
+            values = self._read("read", lambda: self._collection.distinct(name))
+            return sorted(v for v in values if isinstance(v, str))
+
+        return Choices(distinct("namespace"), distinct("schedule"), distinct("primaryMetric"))
+
+
+@dataclass
+class _Entry:
+    stamp: tuple[int, int]  # (mtime_ns, size): a file whose stamp changed is read again
+    row: Row
+
+
+def _uid_of(name: str) -> tuple[str, int | None]:
+    stem = name.removesuffix(".json")
+    uid, _, attempt = stem.rpartition("-")
+    return (uid, int(attempt)) if uid and attempt.isdigit() else (stem, None)
+
+
+class DirectorySource:
+    """LocalResultStore's directory: one ``<uid>-<attempt>.json`` per attempt."""
+
+    def __init__(self, directory: Path, rescan_seconds: float = 10.0):
+        self.directory = Path(directory)
+        self.rescan_seconds = rescan_seconds
+        self._index: dict[str, _Entry] = {}
+        self._seen: tuple[int, float] | None = None  # (directory mtime_ns, when scanned)
+        self._lock = threading.Lock()
+
+    def _read_row(self, path: Path) -> Row:
+        uid, attempt = _uid_of(path.name)
+        try:
+            raw = json.loads(path.read_bytes())
+        except (OSError, ValueError) as error:
+            return Row(uid=uid, attempt=attempt, problem=f"unreadable: {error}")
+        if not isinstance(raw, dict):
+            return Row(uid=uid, attempt=attempt, problem="unreadable: not a JSON object")
+        row = row_from_document(raw, path.name)
+        row.attempt = row.attempt if row.attempt is not None else attempt
+        return row
+
+    def refresh(self) -> None:
+        """Reads the files added or changed since the last look (the directory's mtime moves
+        when a file is written whole, as the store does; a rescan every ``rescan_seconds``
+        catches files edited in place)."""
+        with self._lock:
+            try:
+                mtime = os.stat(self.directory).st_mtime_ns
+            except FileNotFoundError:
+                self._index, self._seen = {}, None
+                return
+            now = time.monotonic()
+            if self._seen and self._seen[0] == mtime and now - self._seen[1] < self.rescan_seconds:
+                return
+            fresh: dict[str, _Entry] = {}
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".json") or entry.name.startswith("."):
+                        continue
+                    info = entry.stat()
+                    stamp = (info.st_mtime_ns, info.st_size)
+                    held = self._index.get(entry.name)
+                    fresh[entry.name] = held if held and held.stamp == stamp else \
+                        _Entry(stamp, self._read_row(Path(entry.path)))
+            self._index, self._seen = fresh, (mtime, now)
+
+    def _rows(self) -> list[Row]:
+        self.refresh()
+        return [entry.row for entry in self._index.values()]
+
+    @staticmethod
+    def _matches(row: Row, query: ListQuery) -> bool:
+        if row.problem is not None:  # shown while no filter is set (nothing known to filter on)
+            return not any((query.namespace, query.status, query.schedule, query.model))
+        return ((query.namespace is None or row.namespace == query.namespace)
+                and (query.status is None or row.status == query.status)
+                and (query.schedule is None or row.schedule == query.schedule)
+                and (query.model is None or query.model.casefold()
+                     in (row.model_uri or "").casefold()))
+
+    @staticmethod
+    def _ordered(rows: list[Row], query: ListQuery) -> list[Row]:
+        reverse = query.order == "desc"
+        rows = sorted(rows, key=lambda r: (r.finished_at, r.uid), reverse=reverse)
+        if query.sort == "name":
+            rows.sort(key=lambda r: r.name, reverse=reverse)
+        elif query.sort == "metric" and query.metric:
+            known = [r for r in rows if query.metric in r.metrics]
+            known.sort(key=lambda r: r.metrics[query.metric], reverse=reverse)
+            rows = known + [r for r in rows if query.metric not in r.metrics]
+        # Unreadable documents first: what needs looking at is not left on page 200.
+        return [r for r in rows if r.problem] + [r for r in rows if not r.problem]
+
+    def list(self, query: ListQuery) -> ListPage:
+        rows = self._ordered([r for r in self._rows() if self._matches(r, query)], query)
+        return ListPage(rows[query.skip:query.skip + PAGE_SIZE], len(rows), query)
+
+    def _load(self, path: Path) -> Loaded:
+        try:
+            raw = json.loads(path.read_bytes())
+        except (OSError, ValueError) as error:
+            return Loaded(path.name, problem=f"unreadable: {error}")
+        return _validated(raw, path.name)
+
+    def get(self, uid: str, attempt: int | None = None) -> Loaded | None:
+        if attempt is None:
+            attempts = self.attempts(uid)
+            if not attempts:
+                return None
+            attempt = attempts[-1]
+        path = self.directory / f"{uid}-{attempt}.json"
+        return self._load(path) if path.exists() else None
+
+    def attempts(self, uid: str) -> list[int]:
+        if not self.directory.exists():
+            return []
+        found = (_uid_of(p.name) for p in self.directory.glob(f"{glob_escape(uid)}-*.json"))
+        return sorted(a for u, a in found if u == uid and a is not None)
+
+    def runs(self, namespace: str, schedule: str) -> list[Loaded]:
+        rows = [r for r in self._rows() if r.problem is None and r.namespace == namespace
+                and r.schedule == schedule]
+        rows.sort(key=lambda r: r.finished_at)
+        return [self._load(self.directory / f"{r.uid}-{r.attempt}.json")
+                for r in rows[-MAX_RUNS:]]
+
+    def choices(self) -> Choices:
+        rows = [r for r in self._rows() if r.problem is None]
+        metrics = Counter(r.primary_metric for r in rows if r.primary_metric)
+        return Choices(sorted({r.namespace for r in rows if r.namespace}),
+                       sorted({r.schedule for r in rows if r.schedule}),
+                       [m for m, _ in metrics.most_common()])
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by glob (a uid is letters, digits and '-', but be exact)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
