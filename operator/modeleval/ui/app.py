@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import re
-from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -18,6 +17,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..api.spec import checked_uid
+from ..report import render as render_report
+from ..report import vega_bundle
 from ..store import ResultsStoreError
 from .cluster import ClusterView, Phases, ScheduleRule
 from .config import UIConfig
@@ -28,24 +29,6 @@ from .views import MAX_COMPARED, MIN_COMPARED, compare_metrics, schedule_chart, 
 COOKIE = "modeleval_ui_token"
 OPEN_PATHS = ("/login", "/healthz")
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"  # a Kubernetes object's name
-
-
-@cache
-def vega_bundle() -> str:
-    """Vega, Vega-Lite and vega-embed, served from here: the dashboard needs no network."""
-    try:
-        from ..report import vega_bundle as bundled
-    except ImportError:  # the report package not installed: the same bundle, made here
-        import vl_convert
-
-        return vl_convert.javascript_bundle()
-    return bundled()
-
-
-def render_report(document: Any) -> str:
-    from ..report import render
-
-    return render(document)
 
 
 def _templates() -> Environment:
@@ -117,9 +100,6 @@ class Pages:
             return self.problem(200, "Result unreadable", f"result {loaded.key} {loaded.problem}")
         try:
             return HTMLResponse(render_report(loaded.document))
-        except ImportError as error:
-            return self.problem(200, "Report unavailable", f"the report renderer is not "
-                                f"installed here ({error})")
         except Exception as error:  # noqa: BLE001 - an odd document shows why, not a 500
             return self.problem(200, "Report unavailable", f"the report could not be rendered "
                                 f"from result {loaded.key}: {type(error).__name__}: {error}")
