@@ -1,17 +1,239 @@
-"""The report's Jinja2 template and stylesheet. Kept as Python strings, not package data files,
-so a plain (non-editable) install of the package carries them."""
+"""The report's Jinja2 template, stylesheet and script. Kept as Python strings, not package data
+files, so a plain (non-editable) install of the package carries them. Autoescaping is on: every
+value the template prints is escaped unless marked safe, and only the Vega bundle, the
+stylesheet, the script and the charts' JSON (escaped by ``script_json``) are."""
+
+STYLE = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa; --good: #1a7f37;
+  --bad: #cf222e; --warn: #9a6700; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; line-height: 1.45;
+  font: 14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI", "Noto Sans", Helvetica, Arial,
+  sans-serif; }
+main { max-width: 1280px; margin: 0 auto; padding: 20px 28px 48px; }
+header { border-bottom: 1px solid var(--line); padding-bottom: 12px; margin-bottom: 16px; }
+h1 { font-size: 22px; margin: 0 0 4px; word-break: break-all; }
+h2 { font-size: 17px; margin: 28px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 14px; margin: 14px 0 6px; }
+.sub { color: var(--muted); }
+.badge { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 12px;
+  font-weight: 600; color: #fff; vertical-align: middle; }
+.badge.ok, .badge.better { background: var(--good); } .badge.bad, .badge.worse { background: var(--bad); }
+.badge.unclear, .badge.none, .badge.unknown, .badge.unchanged { background: #6e7781; }
+.badge.better\\? { background: #57ab5a; } .badge.worse\\? { background: #e5534b; }
+.glance { display: grid; grid-template-columns: repeat(auto-fit, minmax(250px, 1fr)); gap: 12px; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; background: var(--soft); }
+.card .big { font-size: 22px; font-weight: 600; }
+.card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.failure { border: 2px solid var(--bad); background: #ffebe9; border-radius: 8px; padding: 12px 16px; }
+.failure .reason { font-size: 18px; font-weight: 700; color: var(--bad); }
+.failure pre { white-space: pre-wrap; word-break: break-word; margin: 8px 0 0; font-size: 13px; }
+.warnings { border: 1px solid #d4a72c; background: #fff8c5; border-radius: 8px; padding: 8px 14px; margin-top: 12px; }
+.warnings ul { margin: 4px 0; padding-left: 20px; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+th:first-child, td:first-child, td.text { text-align: left; }
+td.text { word-break: break-all; max-width: 520px; }
+.iv { color: var(--muted); font-size: 12px; white-space: nowrap; }
+.pass { color: var(--good); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; margin: 0; }
+.facts dt { color: var(--muted); } .facts dd { margin: 0; word-break: break-all; }
+.charts { display: flex; flex-wrap: wrap; gap: 18px 28px; align-items: flex-start; }
+figure { margin: 0; } figcaption { color: var(--muted); font-size: 12px; max-width: 520px; }
+figure h3 { margin-top: 4px; }
+.scroll { max-height: 420px; overflow: auto; display: inline-block; border: 1px solid var(--line);
+  border-radius: 6px; } .scroll table { margin: 0; }
+.scroll th { position: sticky; top: 0; }
+tr.at-threshold td { background: #ddf4ff; font-weight: 600; }
+footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
+"""
+
+# Embeds every chart whose spec sits in a <script type="application/json" data-chart=ID>,
+# registers its view as window.modelevalViews[ID], and marks the page ready once all are drawn
+# (tests and screenshot tools wait for body[data-ready="1"]).
+SCRIPT = """
+(function () {
+  "use strict";
+  window.modelevalViews = window.modelevalViews || {};
+  var blocks = document.querySelectorAll('script[type="application/json"][data-chart]');
+  var drawn = Array.prototype.map.call(blocks, function (block) {
+    var id = block.getAttribute("data-chart");
+    var spec = JSON.parse(block.textContent);
+    var target = document.getElementById("chart-" + id);
+    return vegaEmbed(target, spec, {mode: "vega-lite", actions: false, renderer: "svg"})
+      .then(function (result) { window.modelevalViews[id] = result.view; });
+  });
+  Promise.all(drawn).then(function () { document.body.dataset.ready = "1"; },
+    function (error) { document.body.dataset.ready = "error"; console.error(error); });
+})();
+"""
 
 TEMPLATE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{{ document.name }} · modeleval report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ d.name }} · modeleval report</title>
+<style>{{ style | safe }}</style>
 </head>
 <body>
-<h1>{{ document.name }}</h1>
-<p>{{ document.status }}</p>
+<main>
+{% macro iv(interval) -%}
+{% if interval %}<span class="iv">[{{ interval.lower | num }}, {{ interval.upper | num }}]</span>{% endif %}
+{%- endmacro %}
+{% macro div(interval) -%}
+{% if interval %}<span class="iv">[{{ interval.lower | signed }}, {{ interval.upper | signed }}]</span>{% endif %}
+{%- endmacro %}
+{% macro chart(c) -%}
+<figure>
+<h3>{{ c.title }}</h3>
+<div id="chart-{{ c.id }}" class="chart" data-chart-id="{{ c.id }}"></div>
+<script type="application/json" data-chart="{{ c.id }}">{{ c.spec | script_json }}</script>
+<figcaption>{{ c.caption }}</figcaption>
+</figure>
+{%- endmacro %}
+<header>
+<h1>{{ d.name }}</h1>
+<div class="sub">
+{% if d.namespace %}namespace <b>{{ d.namespace }}</b> · {% endif %}
+{% if d.schedule %}schedule <b>{{ d.schedule }}</b> · {% endif %}
+attempt {{ d.attempt }} · finished {{ d.finished_at }} ·
+<span class="badge {{ 'ok' if d.succeeded else 'bad' }}">{{ d.status }}</span>
+</div>
+</header>
+
+{% if not d.succeeded %}
+<section class="failure" id="failure">
+<div class="reason">Failed: {{ d.reason or "no reason recorded" }}</div>
+<pre>{{ d.message or "no message recorded" }}</pre>
+<div class="sub">{% if d.retryable %}Retryable: the operator retries this failure while
+spec.backoffLimit allows.{% elif d.retryable is not none %}Not retryable.{% endif %}</div>
+</section>
+{% endif %}
+
+{% if d.warnings %}
+<section class="warnings" id="warnings"><b>Warnings</b>
+<ul>{% for w in d.warnings %}<li>{{ w }}</li>{% endfor %}</ul>
+</section>
+{% endif %}
+
+{% if d.metrics %}
+<h2 id="glance">At a glance</h2>
+<div class="glance">
+{% if primary %}
+<div class="card"><div class="label">{{ primary }} (candidate)</div>
+<div class="big">{{ d.metrics[primary] | num }}</div>{{ iv(d.intervals.get(primary)) }}
+{% if d.confidence %}<div class="sub">{{ "%g" | format(d.confidence.level * 100) }}% interval,
+{{ d.confidence.resamples }} bootstrap resamples of {{ d.confidence.unit }}</div>{% endif %}
+</div>
+{% endif %}
+<div class="card"><div class="label">gate</div>
+{% if d.gate %}<div class="big {{ 'pass' if d.gate.passed else 'fail' }}">{{ "passed" if d.gate.passed else "failed" }}</div>
+<div class="sub">{{ d.gate.rules | selectattr("passed") | list | length }} of {{ d.gate.rules | length }} rules hold</div>
+{% else %}<div class="big">no gate</div><div class="sub">spec.gate sets none</div>{% endif %}
+</div>
+{% for c in comparisons %}
+<div class="card"><div class="label">{{ c.model }} versus the baseline</div>
+<div class="big">{{ c.delta | signed }} <span class="badge {{ c.verdict }}">{{ c.verdict }}</span></div>
+{{ div(c.interval) }} <span class="sub">{{ c.metric }}</span>
+</div>
+{% endfor %}
+{% if worst_slice %}
+<div class="card"><div class="label">worst slice ({{ worst_slice.metric }})</div>
+<div class="big">{{ worst_slice.value | num }}</div>
+<div class="sub">{{ worst_slice.slice }} = {{ worst_slice.name }}</div>
+</div>
+{% endif %}
+</div>
+
+<h2 id="metrics">Metrics</h2>
+<table class="metrics">
+<tr><th>metric</th>{% for m in models %}<th>{{ m.name }}<br><span class="sub">{{ m.role }}</span></th>{% endfor %}</tr>
+{% for name in metric_names %}
+<tr><td>{{ name }}</td>{% for m in models %}<td>{% if name in m.metrics %}{{ m.metrics[name] | num }}
+{{ iv(m.intervals.get(name)) }}{% else %}<span class="sub">–</span>{% endif %}</td>{% endfor %}</tr>
+{% endfor %}
+</table>
+{% endif %}
+
+{% if gates %}
+<h2 id="gate">Gate</h2>
+{% for m in gates %}
+<h3>{{ m.name }}: <span class="{{ 'pass' if m.gate.passed else 'fail' }}">{{ "passed" if m.gate.passed else "failed" }}</span></h3>
+<table class="gate">
+<tr><th>metric</th><th>value</th><th>baseline</th><th>result</th><th>why</th></tr>
+{% for r in m.gate.rules %}
+<tr><td>{{ r.metric }}</td><td>{{ r.value | num }}</td><td>{{ r.baseline | num }}</td>
+<td class="{{ 'pass' if r.passed else 'fail' }}">{{ "pass" if r.passed else "fail" }}</td>
+<td class="text">{{ r.message }}</td></tr>
+{% endfor %}
+</table>
+{% endfor %}
+{% endif %}
+
+{% if forest %}
+<h2 id="comparison">Challengers against the champion</h2>
+<div class="charts">{{ chart(forest) }}</div>
+{% endif %}
+
+{% if task_charts or tables %}
+<h2 id="curves">{{ task_title }}</h2>
+<div class="charts">
+{% for c in task_charts %}{{ chart(c) }}{% endfor %}
+</div>
+{% for t in tables %}
+<h3>{{ t.title }}</h3>
+{% if t.caption %}<div class="sub">{{ t.caption }}</div>{% endif %}
+<div class="scroll"><table id="table-{{ t.id }}">
+<tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in t.rows %}<tr{% if t.marked == loop.index0 %} class="at-threshold"{% endif %}>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}
+</table></div>
+{% endfor %}
+{% elif d.succeeded %}
+<h2 id="curves">Curves</h2>
+<p class="sub">This result has no curves (written before they existed, or with reports
+turned off).</p>
+{% endif %}
+
+{% if slices %}
+<h2 id="slices">Slices</h2>
+{% for s in slices %}
+<h3>{{ s.table.name }}</h3>
+{% if s.chart %}<div class="charts">{{ chart(s.chart) }}</div>{% endif %}
+<div class="scroll"><table class="slice">
+<tr><th>value</th><th>rows</th>{% for metric in s.table.metrics %}<th>{{ metric }}</th>{% endfor %}</tr>
+{% for r in s.table.rows %}
+<tr><td class="text">{{ r.value }}</td><td>{{ r.rows | num }}</td>
+{% for metric in s.table.metrics %}<td>{% if r.metrics.get(metric) is not none %}{{ r.metrics[metric] | num }} {{ iv(r.intervals.get(metric)) }}{% elif r.error %}<span class="sub">{{ r.error }}</span>{% else %}<span class="sub">–</span>{% endif %}</td>{% endfor %}</tr>
+{% endfor %}
+</table></div>
+{% endfor %}
+{% endif %}
+
+<h2 id="dataset">Dataset</h2>
+<dl class="facts">{% for k, v in dataset.facts %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
+{% if dataset.missing %}
+<h3>Features with the most missing values</h3>
+<table><tr><th>feature</th><th>missing</th></tr>
+{% for k, v in dataset.missing %}<tr><td class="text">{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+
+<h2 id="run">Run</h2>
+<dl class="facts">{% for k, v in run %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
+{% if models | length > 1 %}
+<h3>Models</h3>
+<table><tr><th>name</th><th>role</th><th>URI</th><th>fingerprint</th></tr>
+{% for m in models %}<tr><td>{{ m.name }}</td><td class="text">{{ m.role }}</td><td class="text">{{ m.uri or "not recorded" }}</td><td class="text">{{ m.fingerprint or "not recorded" }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+
+<footer>modeleval report · {{ d.id }} · self-contained: opens offline, fetches nothing.</footer>
+</main>
 <script>{{ bundle | safe }}</script>
-<script>document.body.dataset.ready = "1";</script>
+<script>{{ script | safe }}</script>
 </body>
 </html>
 """
