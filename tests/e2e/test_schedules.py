@@ -4,7 +4,8 @@ its children (kube-controller-manager's garbage collector, through owner referen
 uploaded to MinIO under a trigger prefix makes exactly one child, also after the operator
 restarts (the prefix is listed with the namespace's own S3 Secret: with keys MinIO refuses, the
 schedule reports ModelListFailed naming that Secret); a worse model turns Degraded true with an
-Event."""
+Event. A real Prometheus scrapes the operator all the while: at the end every query of the chart's
+Grafana dashboard returns data from it."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from kubernetes import client
 from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, train_ranker
 from modeleval.engine.storage import Storage
 
+import grafana_dashboard
+
 from .kube import eventually
 from .operator_fixture import (CRD, EVALUATIONS, ROOT, OperatorProcess, events_of, gone, kubectl,
                                new_namespace)
+from .prometheus import Prometheus, positive_values
 
 pytestmark = pytest.mark.e2e
 SCHEDULE_CRD = ROOT / "crds" / "evaluationschedules.modeleval.dev.yaml"
@@ -45,6 +49,17 @@ def operator(bed, tmp_path_factory):
                               MODELEVAL_TRIGGER_LIST_INTERVAL="4").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prometheus(operator, tmp_path_factory):
+    """Debian's Prometheus scraping the operator's metrics port every second while the module's
+    evaluations and schedules run (the operator is a process on this host)."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"),
+                        [f"127.0.0.1:{operator.metrics_port}"]).start()
+    yield server
+    server.stop()
+    assert server.process.poll() is not None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -208,3 +223,19 @@ def test_cron_schedule_runs_records_prunes_and_owns_its_children(bed, api, every
     eventually(lambda: len(succeeded()) <= 1, 30, "one succeeded child kept (successfulHistoryLimit 1)")
     patch_schedule(api, namespace, "every-minute", {"successfulHistoryLimit": 0})
     eventually(lambda: not succeeded(), 30, "the succeeded children to be pruned")
+
+
+def test_every_grafana_panel_query_returns_data(prometheus):
+    """The module's runs (cron and trigger children, a degraded schedule, an operator restart) as
+    the chart's dashboard shows them: each panel's query, as Grafana sends it, over the module's
+    time has values above zero (a phase count, a p95, a rate, a schedule's metric, a Degraded 1)."""
+    assert prometheus.targets_up(), prometheus.log()
+    dashboard = grafana_dashboard.load()
+    start, end = prometheus.started, time.time()
+    empty = {}
+    for title, expr in grafana_dashboard.panel_queries(dashboard):
+        query = grafana_dashboard.substitute(expr, dashboard, rate_interval="30s")
+        series = prometheus.query_range(query, start, end)
+        if not positive_values(series):
+            empty[title] = (query, series[:3])
+    assert not empty, f"panels without data: {empty}"
