@@ -154,6 +154,14 @@ def test_job_submission_is_deterministic_and_carries_no_secret():
     assert "AWS" not in json.dumps(first) and b"mongodb://" not in package.data
 
 
+def test_a_schedules_child_tells_the_runner_its_schedule():
+    package = job_package("nightly-1", "ns", "u", spec(), schedule="nightly")
+    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:
+        manifest = yaml.safe_load(archive.read("manifest.yaml"))
+    assert manifest["metadata"]["labels"] == {"modeleval.dev/schedule": "nightly"}
+    assert package != job_package("nightly-1", "ns", "u", spec())
+
+
 def test_a_manifest_of_any_size_stays_off_the_command_line():
     columns = [f"feature_with_a_long_name_{i:05d}" for i in range(5000)]
     big = spec(dataset={"uri": "s3://data/t.parquet", "format": "parquet", "groupColumn": "qid",

@@ -244,6 +244,27 @@ ROWS: dict[str, Row] = {
                             and a.warnings[0].startswith("spec.resources.gpu asks for a GPU")
                             and a.warnings[0].endswith("...") and a.warnings[1:] == [
                                 f"w{i}" for i in range(9)])),
+    "succeeded with its report: status points to it": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc(
+            report_uri="s3://data/modeleval-reports/ns/ev-u1-1.html")), Phase.Succeeded,
+        conditions={C.Complete: (True, Reason.Succeeded),
+                    C.ReportWritten: (True, Reason.ReportWritten)},
+        check=lambda a, acts: (a.report_uri == "s3://data/modeleval-reports/ns/ev-u1-1.html"
+                               and not any(isinstance(e, Emit) for e in acts))),
+    "succeeded, its report not written: still Succeeded, a warning condition says why": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc(
+            report_error="s3://nobucket/r/ev-u1-1.html: no such bucket")), Phase.Succeeded,
+        conditions={C.Complete: (True, Reason.Succeeded),
+                    C.ReportWritten: (False, Reason.ReportNotWritten)},
+        check=lambda a, acts: (
+            a.report_uri is None and a.metrics == {"ndcg@10": 0.81234, "map": 0.7}
+            and a.condition(C.ReportWritten).message
+            == "the report was not written: s3://nobucket/r/ev-u1-1.html: no such bucket"
+            and any(isinstance(e, Emit) and e.reason == Reason.ReportNotWritten and e.warning
+                    for e in acts))),
+    "succeeded with reports off: no report, no report condition": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc()), Phase.Succeeded,
+        check=lambda a, _: a.report_uri is None and a.condition(C.ReportWritten) is None),
     "failed for good (not retryable)": Row(
         RUNNING, seen(ready(), job=job("FAILED", 1), document=doc(ok=False)), Phase.Failed,
         conditions={C.Failed: (True, Reason.SchemaMismatch)},
@@ -488,3 +509,18 @@ def test_the_job_carries_the_platforms_pickle_permission_only_when_the_policy_gr
                         seen(ready(), job_slot=Slot(True, 8)), NOW, settings)
     submit = next(a for a in actions if isinstance(a, SubmitJob))
     assert submit.request["entrypoint"].endswith(" --allow-pickle") is allow_pickle
+
+
+def test_a_schedules_child_submits_its_schedule_to_the_runner() -> None:
+    import io
+    import zipfile
+
+    import yaml
+
+    child = Evaluation(name="nightly-1", namespace="ns", uid="u1", generation=3, schedule="nightly")
+    _, actions = decide(child, spec(), status(Phase.Provisioning, cluster=CLUSTER),
+                        seen(ready(), job_slot=Slot(True, 8)), NOW, SETTINGS)
+    submit = next(a for a in actions if isinstance(a, SubmitJob))
+    with zipfile.ZipFile(io.BytesIO(submit.package.data)) as archive:
+        manifest = yaml.safe_load(archive.read("manifest.yaml"))
+    assert manifest["metadata"]["labels"] == {"modeleval.dev/schedule": "nightly"}
