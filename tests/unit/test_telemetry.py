@@ -12,10 +12,10 @@ from prometheus_client import REGISTRY
 
 from modeleval.api.reasons import Reason
 from modeleval.api.status import ConditionType as C, Phase
-from modeleval.controller import handlers, telemetry
+from modeleval.controller import handlers, status as st, telemetry
 from modeleval.controller.decide import Evaluation, Slot, decide
 
-from .test_decide import CLUSTER, EV, NOW, SETTINGS, job, ready, seen, spec, status
+from .test_decide import CLUSTER, EV, NOW, RUNNING, SETTINGS, job, ready, seen, spec, status
 
 
 def sample(name: str, **labels: str) -> float:
@@ -60,6 +60,13 @@ def test_later_attempts_and_unknown_creation_times_are_not_waits():
     after, _ = decide(unknown, spec(), PROVISIONING, seen(ready(), job_slot=Slot(True, 8)), NOW,
                       SETTINGS)
     assert handlers.queue_waits(unknown, PROVISIONING, after, NOW) == []
+
+
+def test_a_cluster_ready_again_under_its_running_job_is_no_wait():
+    flapped = RUNNING.model_copy(deep=True)
+    st.set_condition(flapped, C.Provisioned, False, Reason.Provisioning, "not ready", 3, NOW)
+    after, _ = decide(EV, spec(), flapped, seen(ready(), job=job("RUNNING")), NOW, SETTINGS)
+    assert after.is_true(C.Provisioned) and handlers.queue_waits(EV, flapped, after, NOW) == []
 
 
 def test_a_wait_reaches_the_histogram_of_its_stage():

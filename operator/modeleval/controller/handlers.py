@@ -186,8 +186,9 @@ def queue_waits(ev: Evaluation, before: ModelEvaluationStatus, after: ModelEvalu
                 now: datetime) -> list[tuple[str, float]]:
     """The waits this round ended, in seconds since the evaluation was created: its RayCluster
     turned ready, its Ray job was found. The first attempt's only: a retry's or a resumed
-    attempt's time since creation holds the attempts before it, not a wait."""
-    if ev.created is None or after.attempt != 1:
+    attempt's time since creation holds the attempts before it, not a wait; nor is a cluster
+    ready again under a running job."""
+    if ev.created is None or after.attempt != 1 or before.job_id is not None:
         return []
     waited = (now - ev.created).total_seconds()
     ended = []
