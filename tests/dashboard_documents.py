@@ -95,6 +95,6 @@ def many(count: int, seed: int = 29) -> list[ResultDocument]:
             continue
         found.append(document(uid, name=f"eval-{i}", namespace=namespace, seed=i % 8,
                               model_uri=f"s3://models/m{i % 37}/model.json",
-                              schedule=f"nightly-{i % 5}" if i % 3 == 0 else None,
+                              schedule=f"nightly-{i % 2}" if i % 3 == 0 else None,
                               finished=finished, auc=float(rng.uniform(0.6, 0.9))))
     return found

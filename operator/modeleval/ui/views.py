@@ -71,8 +71,7 @@ def schedule_chart(points: list[RunPoint], metric: str) -> dict[str, Any]:
     import altair as alt
 
     values = [{**asdict(p), "state": "degraded" if p.degraded else "ok"} for p in points]
-    data = alt.Data(values=values, name="runs")
-    base = alt.Chart(data).encode(x=alt.X("finished:T", title="finished"))
+    base = alt.Chart(alt.NamedData(name="runs")).encode(x=alt.X("finished:T", title="finished"))
     band = base.mark_area(opacity=0.25).encode(y=alt.Y("lower:Q", title=metric,
                                                        scale=alt.Scale(zero=False)),
                                                y2="upper:Q")
@@ -87,8 +86,11 @@ def schedule_chart(points: list[RunPoint], metric: str) -> dict[str, Any]:
         tooltip=[alt.Tooltip("name:N"), alt.Tooltip("model:N"), alt.Tooltip("value:Q", format=".4f"),
                  alt.Tooltip("lower:Q", format=".4f"), alt.Tooltip("upper:Q", format=".4f"),
                  alt.Tooltip("drop:Q", format=".4f"), alt.Tooltip("finished:T")])
-    chart = alt.layer(band, line, marks).properties(width="container", height=320)
-    return chart.to_dict()
+    spec = alt.layer(band, line, marks).properties(width="container", height=320).to_dict()
+    spec.pop("$schema", None)  # nothing to fetch: the page embeds it as Vega-Lite
+    # Named, so a reader (and the browser tests) find the runs as view.data("runs").
+    spec["datasets"] = {"runs": values}
+    return spec
 
 
 @dataclass
