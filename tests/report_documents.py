@@ -97,7 +97,9 @@ def document(task: str, challengers: int = 1, baseline: bool = True, slices: int
     labels, qids, predict = _rows(task, rows, rng)
     names = ["model"] + (["baseline"] if baseline else []) + [
         text(f"challenger{i}") for i in range(challengers)]
-    noise = [0.6] + ([0.8] if baseline else []) + [0.5 + 0.15 * i for i in range(challengers)]
+    # A better, a worse and an indistinguishable challenger, then more of the same.
+    noise = [0.6] + ([0.8] if baseline else []) + [(0.5, 1.0, 0.79, 0.65, 0.9, 0.7)[i % 6]
+                                                   for i in range(challengers)]
     predictions = [predict(n) for n in noise]
     metric_names = METRICS[task]
     scored = [M.compute(task, metric_names, labels, p, qids) for p in predictions]

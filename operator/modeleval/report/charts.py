@@ -82,26 +82,36 @@ def forest(models: list[Model]) -> Chart | None:
                          else "lower is better"})
     if not rows:
         return None
-    base = alt.Chart().encode(y=alt.Y("model:N", title=None, sort=None))
-    layered = alt.layer(
-        alt.Chart().mark_rule(color="#8c959f", strokeDash=[4, 3]).encode(x=alt.datum(0)),
-        base.mark_rule(strokeWidth=2).encode(x=alt.X("lower:Q", title="delta versus the baseline"),
-                                             x2="upper:Q", color=alt.Color("verdict:N",
-                                                                           scale=VERDICT_COLOURS)),
-        base.mark_point(filled=True, size=70).encode(
-            x="delta:Q", color=alt.Color("verdict:N", scale=VERDICT_COLOURS, title="verdict"),
-            tooltip=["model:N", "metric:N", alt.Tooltip("delta:Q", format="+.4f"),
-                     alt.Tooltip("lower:Q", format="+.4f"), alt.Tooltip("upper:Q", format="+.4f"),
-                     "direction:N"]),
-    ).properties(width=520, height=alt.Step(18))
-    chart = layered.facet(row=alt.Row("metric:N", title=None, sort=None,
-                                      header=alt.Header(labelAngle=0, labelAlign="left")),
-                          data=_data("forest")).resolve_scale(x="independent", y="independent")
+    verdicts = [v for v in VERDICT_COLOURS.domain if any(r["verdict"] == v for r in rows)]
+    panels = [_forest_panel(metric, models, verdicts)
+              for metric in dict.fromkeys(r["metric"] for r in rows)]
+    chart = alt.vconcat(*panels, data=_data("forest"), spacing=14)
     return Chart("forest", "Against the baseline (the champion)",
                  "Each model's metric minus the baseline's; the bar is the paired bootstrap "
                  "interval. Green: better with the interval wholly on the better side of 0; red: "
                  "worse; grey: not distinguishable from the baseline.",
                  _spec(chart, {"forest": rows}))
+
+
+def _forest_panel(metric: str, models: list[Model], verdicts: list[str]) -> alt.LayerChart:
+    """One metric's rows of the forest plot (its own x scale: metrics differ in size)."""
+    direction = "higher is better" if higher_is_better(metric) else "lower is better"
+    base = alt.Chart().transform_filter(
+        alt.FieldOneOfPredicate(field="metric", oneOf=[metric])).encode(
+        y=alt.Y("model:N", title=None, sort=[m.name for m in models]))
+    colour = alt.Color("verdict:N", scale=VERDICT_COLOURS, title=None,
+                       legend=alt.Legend(orient="top", values=verdicts))
+    return alt.layer(
+        alt.Chart().mark_rule(color="#8c959f", strokeDash=[4, 3]).encode(x=alt.datum(0)),
+        base.mark_rule(strokeWidth=2).encode(x=alt.X("lower:Q", title=f"{metric} delta "
+                                                      f"({direction})"),
+                                             x2="upper:Q", color=colour),
+        base.mark_point(filled=True, size=70).encode(
+            x="delta:Q", color=colour,
+            tooltip=["model:N", "metric:N", alt.Tooltip("delta:Q", format="+.4f"),
+                     alt.Tooltip("lower:Q", format="+.4f"), alt.Tooltip("upper:Q", format="+.4f"),
+                     "direction:N"]),
+    ).properties(width=330, height=alt.Step(18))
 
 
 def slice_chart(index: int, table: SliceTable, intervals_present: bool) -> Chart | None:

@@ -50,6 +50,21 @@ def models(document: ResultDocument) -> list[Model]:
     return found
 
 
+def best_models(scored: list[Model]) -> dict[str, str]:
+    """Per metric, the model with the best value (whichever way the metric improves), when
+    there is more than one model."""
+    if len(scored) < 2:
+        return {}
+    best = {}
+    for metric in dict.fromkeys(m for model in scored for m in model.metrics):
+        values = [(model.metrics[metric], model.name) for model in scored
+                  if is_number(model.metrics.get(metric))]
+        if values:
+            pick = max if higher_is_better(metric) else min
+            best[metric] = pick(values, key=lambda v: v[0])[1]
+    return best
+
+
 def display_name(curves_model: str) -> str:
     """A ModelCurves.model as the report names it ("model" is the candidate)."""
     return CANDIDATE if curves_model == "model" else curves_model

@@ -10,7 +10,7 @@ STYLE = """
 body { margin: 0; color: var(--fg); background: #fff; line-height: 1.45;
   font: 14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI", "Noto Sans", Helvetica, Arial,
   sans-serif; }
-main { max-width: 1280px; margin: 0 auto; padding: 20px 28px 48px; }
+main { max-width: 1360px; margin: 0 auto; padding: 20px 28px 48px; }
 header { border-bottom: 1px solid var(--line); padding-bottom: 12px; margin-bottom: 16px; }
 h1 { font-size: 22px; margin: 0 0 4px; word-break: break-all; }
 h2 { font-size: 17px; margin: 28px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
@@ -21,7 +21,7 @@ h3 { font-size: 14px; margin: 14px 0 6px; }
 .badge.ok, .badge.better { background: var(--good); } .badge.bad, .badge.worse { background: var(--bad); }
 .badge.unclear, .badge.none, .badge.unknown, .badge.unchanged { background: #6e7781; }
 .badge.better\\? { background: #57ab5a; } .badge.worse\\? { background: #e5534b; }
-.glance { display: grid; grid-template-columns: repeat(auto-fit, minmax(250px, 1fr)); gap: 12px; }
+.glance { display: grid; grid-template-columns: repeat(auto-fit, minmax(220px, 1fr)); gap: 12px; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; background: var(--soft); }
 .card .big { font-size: 22px; font-weight: 600; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
@@ -40,12 +40,16 @@ td.text { word-break: break-all; max-width: 520px; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; margin: 0; }
 .facts dt { color: var(--muted); } .facts dd { margin: 0; word-break: break-all; }
 .charts { display: flex; flex-wrap: wrap; gap: 18px 28px; align-items: flex-start; }
-figure { margin: 0; } figcaption { color: var(--muted); font-size: 12px; max-width: 520px; }
+figure { margin: 0; } figcaption { color: var(--muted); font-size: 12px; max-width: 460px; }
 figure h3 { margin-top: 4px; }
 .scroll { max-height: 420px; overflow: auto; display: inline-block; border: 1px solid var(--line);
   border-radius: 6px; } .scroll table { margin: 0; }
 .scroll th { position: sticky; top: 0; }
 tr.at-threshold td { background: #ddf4ff; font-weight: 600; }
+.side { display: flex; flex-wrap: wrap; gap: 0 32px; align-items: flex-start; }
+.side > section { min-width: 0; }
+td.best { font-weight: 700; }
+td[rowspan] { vertical-align: middle; border-right: 1px solid var(--line); }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 """
 
@@ -147,34 +151,40 @@ spec.backoffLimit allows.{% elif d.retryable is not none %}Not retryable.{% endi
 {% endif %}
 </div>
 
+<div class="side">
+<section>
 <h2 id="metrics">Metrics</h2>
 <table class="metrics">
-<tr><th>metric</th>{% for m in models %}<th>{{ m.name }}<br><span class="sub">{{ m.role }}</span></th>{% endfor %}</tr>
+<tr><th>metric</th>{% for m in models %}<th>{{ m.name }}{% if m.role != m.name %}<br><span class="sub">{{ m.role }}</span>{% endif %}</th>{% endfor %}</tr>
 {% for name in metric_names %}
-<tr><td>{{ name }}</td>{% for m in models %}<td>{% if name in m.metrics %}{{ m.metrics[name] | num }}
+<tr><td>{{ name }}</td>{% for m in models %}<td{% if best.get(name) == m.name %} class="best" title="best of the models"{% endif %}>{% if name in m.metrics %}{{ m.metrics[name] | num }}
 {{ iv(m.intervals.get(name)) }}{% else %}<span class="sub">–</span>{% endif %}</td>{% endfor %}</tr>
 {% endfor %}
 </table>
+{% if models | length > 1 %}<div class="sub">Bold: the best model on the metric.</div>{% endif %}
+</section>
+{% if forest %}
+<section>
+<h2 id="comparison">Challengers against the champion</h2>
+<div class="charts">{{ chart(forest) }}</div>
+</section>
+{% endif %}
+</div>
 {% endif %}
 
 {% if gates %}
 <h2 id="gate">Gate</h2>
-{% for m in gates %}
-<h3>{{ m.name }}: <span class="{{ 'pass' if m.gate.passed else 'fail' }}">{{ "passed" if m.gate.passed else "failed" }}</span></h3>
 <table class="gate">
-<tr><th>metric</th><th>value</th><th>baseline</th><th>result</th><th>why</th></tr>
-{% for r in m.gate.rules %}
-<tr><td>{{ r.metric }}</td><td>{{ r.value | num }}</td><td>{{ r.baseline | num }}</td>
-<td class="{{ 'pass' if r.passed else 'fail' }}">{{ "pass" if r.passed else "fail" }}</td>
-<td class="text">{{ r.message }}</td></tr>
-{% endfor %}
+<tr><th>model</th><th>gate</th><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>rule</th><th>why</th></tr>
+{% for m in gates %}{% for r in m.gate.rules %}
+<tr>{% if loop.first %}<td rowspan="{{ m.gate.rules | length }}">{{ m.name }}</td>
+<td rowspan="{{ m.gate.rules | length }}" class="{{ 'pass' if m.gate.passed else 'fail' }}">{{ "passed" if m.gate.passed else "failed" }}</td>{% endif %}
+<td>{{ r.metric }}</td><td>{{ r.value | num }}</td><td>{{ r.baseline | num }}</td>
+<td>{% if r.baseline is not none %}{{ (r.value - r.baseline) | signed }}{% else %}<span class="sub">–</span>{% endif %}</td>
+<td class="{{ 'pass' if r.passed else 'fail' }}">{{ "holds" if r.passed else "fails" }}</td>
+<td class="text">{{ "every condition of the rule holds" if r.passed and r.message == "ok" else r.message }}</td></tr>
+{% endfor %}{% endfor %}
 </table>
-{% endfor %}
-{% endif %}
-
-{% if forest %}
-<h2 id="comparison">Challengers against the champion</h2>
-<div class="charts">{{ chart(forest) }}</div>
 {% endif %}
 
 {% if task_charts or tables %}

@@ -148,7 +148,8 @@ def render(document: ResultDocument) -> str:
     slices = _slices(document)
     return _TEMPLATE.render(
         d=document, models=models, primary=content.primary_metric(document),
-        metric_names=content.metric_names(document), comparisons=content.comparisons(document),
+        metric_names=content.metric_names(document), best=content.best_models(models),
+        comparisons=content.comparisons(document),
         worst_slice=_worst_slice(slices), gates=[m for m in models if m.gate is not None],
         forest=chart_specs.forest(models) if document.baseline else None,
         task_title=TASK_TITLES.get(task or "", "Curves"),
