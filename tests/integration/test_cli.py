@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -30,11 +31,25 @@ def cli_env(bed, tmp_path):
 
 
 def test_demo_then_results(cli_env, tmp_path):
-    cli_env = {k: v for k, v in cli_env.items() if k != "RAY_ADDRESS"}  # a newcomer's local Ray
-    demo = run(["demo", "--rows", "3000", "--features", "136", "--workdir", str(tmp_path / "demo")], cli_env)
+    # A newcomer's machine: no Ray to join, no Ray settings, output piped (no terminal, no
+    # COLUMNS); the evaluation runs on Ray tasks as a full-size demo's does.
+    newcomer = {k: v for k, v in cli_env.items()
+                if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "COLUMNS")}
+    demo = run(["demo", "--rows", "3000", "--features", "136", "--workdir", str(tmp_path / "demo")],
+               {**newcomer, "MODELEVAL_INLINE_BYTES": "0"})
     assert demo.returncode == 0, demo.stderr
     assert "ndcg@10" in demo.stdout and "map@10" in demo.stdout and "mrr" in demo.stdout
     assert (tmp_path / "demo" / "evaluation.yaml").exists()
+    # Nothing a newcomer must learn to ignore: no Ray notice, a table title on one line.
+    said = demo.stdout + demo.stderr
+    assert "Token authentication" not in said and "RAY_AUTH_MODE" not in said, said
+    assert re.search(r"^ *demo-ranker: 750 rows, \d+ queries *$", demo.stdout, re.M), demo.stdout
+    # It ends with the report's path.
+    last = demo.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("report: "), demo.stdout
+    report = Path(last.removeprefix("report: "))
+    assert report.parent == Path(cli_env["MODELEVAL_RESULTS_DIR"]).resolve()
+    assert "demo-ranker" in report.read_text()
     listed = run(["results", "list"], cli_env)
     assert listed.returncode == 0 and "demo-ranker" in listed.stdout and "Succeeded" in listed.stdout
     again = run(["run", str(tmp_path / "demo" / "evaluation.yaml"), "--json", "--uid", "u1"], cli_env)

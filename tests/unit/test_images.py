@@ -52,7 +52,9 @@ def test_ray_image_has_the_engine_closure():
                       # GPU evaluations: CuPy, and the CUDA runtime it loads (cuda-toolkit's
                       # cudart and nvrtc extras, which the closure of its own name leaves out).
                       "cupy-cuda12x", "cuda-toolkit", "nvidia-cuda-runtime-cu12",
-                      "nvidia-cuda-nvrtc-cu12"])
+                      "nvidia-cuda-nvrtc-cu12",
+                      # The runner renders each evaluation's HTML report.
+                      "altair", "jinja2", "vl-convert-python"])
     listed = installed_by(ROOT / "images/ray/Dockerfile")
     assert wanted <= listed, f"missing from the Ray image: {sorted(wanted - listed)}"
     assert listed <= LOCK
