@@ -94,7 +94,10 @@ def test_pages_hold_fifty_and_link_the_next(client):
                                         ("/?status=Running", "status"), ("/?colour=red", "colour"),
                                         ("/?metric=a.b", "metric"), ("/evaluations/bad_uid", "uid"),
                                         ("/evaluations/e000001?attempt=-1", "attempt"),
-                                        ("/schedules/Team_A/x", "namespace")])
+                                        ("/schedules/Team_A/x", "namespace"),
+                                        ("/schedules/a/b?maxDrop=lots", "maxDrop"),
+                                        ("/schedules/a/b?maxDrop=-1", "maxDrop"),
+                                        ("/schedules/a/b?maxDrop=1&against=best", "against")])
 def test_a_bad_parameter_is_a_400_page_naming_it(client, url, param):
     answer = client.get(url)
     assert answer.status_code == 400 and f"Bad query parameter: {param}" in answer.text
@@ -169,6 +172,8 @@ def test_schedule_page_plots_its_runs_and_links_them(client):
     assert '"name": "runs"' in spec and spec.count('"uid"') == 5  # team-a's runs of nightly-0
     assert "no kubeconfig given" in page.text
     assert len(re.findall(r'<a href="/evaluations/e\d+\?attempt=1">', page.text)) == 5
+    marked = client.get("/schedules/team-a/nightly-0", params={"maxDrop": "0"}).text
+    assert "rule from the URL&#39;s maxDrop" in marked and 'class="run degraded"' in marked
     empty = client.get("/schedules/team-a/none")
     assert empty.status_code == 200 and "no run with a metric yet" in empty.text
 

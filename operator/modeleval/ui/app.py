@@ -7,15 +7,18 @@ Read-only: every route is a GET. With a token configured, every request but /hea
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
+from pydantic import ValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ..api.schedule import Degradation
 from ..api.spec import checked_uid
 from ..report import render as render_report
 from ..report import vega_bundle
@@ -54,7 +57,7 @@ class Pages:
     def __init__(self, config: UIConfig, source: ResultSource):
         self.config, self.source = config, source
         self.cluster = ClusterView(config.kubeconfig, config.cache_seconds) \
-            if config.kubeconfig else None
+            if config.kubeconfig or config.in_cluster else None
         self.env = _templates()
 
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -110,9 +113,10 @@ class Pages:
                 raise QueryError(param, "not a Kubernetes name (lower case letters, digits, "
                                  "'-' and '.')")
         runs = self.source.runs(namespace, name)
-        rule = self.cluster.schedule_rule(namespace, name) if self.cluster else \
-            ScheduleRule(unknown_because="no kubeconfig given: the schedule's degradation "
-                         "rule is not known")
+        rule = _asked_rule(params) or (self.cluster.schedule_rule(namespace, name)
+                                       if self.cluster else ScheduleRule(
+            unknown_because="no kubeconfig given: the schedule's degradation rule is not "
+            "known (add ?maxDrop= to mark runs by one)"))
         asked = params.get("metric")
         if asked is not None and not 0 < len(asked) <= 64:
             raise QueryError("metric", "a metric name of 1 to 64 characters")
@@ -135,6 +139,26 @@ class Pages:
         documents = [entry.document if entry else None for _, entry in loaded]
         return self.page("compare.html", loaded=loaded, documents=documents,
                          metrics=compare_metrics(documents))
+
+
+def _asked_rule(params: Any) -> ScheduleRule | None:
+    """A degradation rule given in the URL (``maxDrop``, ``against``): to see what a rule would
+    mark, or to mark runs without a kubeconfig."""
+    if params.get("maxDrop") is None:
+        return None
+    try:
+        max_drop = float(params["maxDrop"])
+    except ValueError:
+        raise QueryError("maxDrop", f"not a number: {params['maxDrop'][:40]!r}") from None
+    if not math.isfinite(max_drop):
+        raise QueryError("maxDrop", "must be a finite number")
+    try:
+        degradation = Degradation.model_validate({"maxDrop": max_drop,
+                                                  "against": params.get("against") or "previous"})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise QueryError(str(first["loc"][0]), first["msg"]) from None
+    return ScheduleRule(degradation, source="the URL's maxDrop")
 
 
 def _uid(value: str) -> str:

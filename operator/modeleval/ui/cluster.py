@@ -48,6 +48,7 @@ class ScheduleRule:
     degradation: Degradation | None = None
     metric: str | None = None
     unknown_because: str | None = None
+    source: str = "the EvaluationSchedule's spec"
 
 
 def _why(error: Exception) -> str:
@@ -60,8 +61,9 @@ def _why(error: Exception) -> str:
 
 
 class ClusterView:
-    def __init__(self, kubeconfig: Path, cache_seconds: float = 10.0):
-        self.kubeconfig = Path(kubeconfig)
+    def __init__(self, kubeconfig: Path | None, cache_seconds: float = 10.0):
+        """``kubeconfig`` None: the pod's own ServiceAccount (in-cluster config)."""
+        self.kubeconfig = Path(kubeconfig) if kubeconfig is not None else None
         self.cache_seconds = cache_seconds
         self._api: Any = None
         self._held: dict[str, tuple[float, dict[str, str] | str]] = {}
@@ -71,8 +73,13 @@ class ClusterView:
         if self._api is None:
             from kubernetes import client, config
 
-            self._api = client.CustomObjectsApi(
-                config.new_client_from_config(config_file=str(self.kubeconfig)))
+            if self.kubeconfig is None:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api_client = client.ApiClient(configuration)
+            else:
+                api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
+            self._api = client.CustomObjectsApi(api_client)
         return self._api
 
     def _listed(self, namespace: str | None) -> dict[str, str] | str:

@@ -16,6 +16,8 @@ class UIConfig:
     collection: str = "results"
     results_dir: Path | None = None
     kubeconfig: Path | None = None
+    # The live phase from the pod's own ServiceAccount (in-cluster config), with no kubeconfig.
+    in_cluster: bool = False
     token: str | None = None
     mongo_timeout_ms: int = 5_000
     # How long the cluster's phases and the filters' choices are reused before asked again.
@@ -24,5 +26,7 @@ class UIConfig:
     def __post_init__(self) -> None:
         if (self.mongo_uri is None) == (self.results_dir is None):
             raise ValueError("give either a MongoDB URI or a results directory, not both")
+        if self.in_cluster and self.kubeconfig is not None:
+            raise ValueError("give a kubeconfig or use the in-cluster config, not both")
         if self.token is not None and not self.token.strip():
             raise ValueError("the token is empty")
