@@ -67,7 +67,7 @@ def test_filters_narrow_the_list(client):
 
 def test_sorts_by_finished_name_and_metric(client):
     newest = client.get("/").text
-    finished = re.findall(r"<td>(2026-[^<]*)</td>", newest)
+    finished = column(newest, "finished")
     # the two unreadable documents come first
     assert finished == sorted(finished, reverse=True) and len(finished) == PAGE_SIZE - 2
     by_name = names(client.get("/", params={"sort": "name"}).text)
@@ -123,9 +123,9 @@ def test_compare_shows_deltas_against_the_first(client):
 
 def test_missing_and_unreadable_results_are_said_never_a_500(client):
     listed = client.get("/").text
-    assert "broken attempt 1: result missing/unreadable: unreadable: Expecting property name" \
+    assert "broken attempt 1: result missing/unreadable: not JSON: Expecting property name" \
         in listed
-    assert "typed attempt 1: result missing/unreadable: unreadable: attempt" in listed
+    assert "typed attempt 1: result missing/unreadable: attempt: Input should be a valid integer" in listed
     broken = client.get("/evaluations/broken")
     assert broken.status_code == 200 and "result missing/unreadable" in broken.text
     assert client.get("/evaluations/broken/report").status_code == 200
@@ -133,7 +133,7 @@ def test_missing_and_unreadable_results_are_said_never_a_500(client):
     assert missing.status_code == 404 and "result missing: no result for uid nosuch" in missing.text
     assert client.get("/evaluations/e000001?attempt=7").status_code == 404
     compared = client.get("/compare", params={"uid": ["e000000", "broken"]})
-    assert compared.status_code == 200 and "unreadable: Expecting property name" in compared.text
+    assert compared.status_code == 200 and "result missing/unreadable: not JSON: Expecting property name" in compared.text
 
 
 def test_one_evaluation_embeds_its_report_and_lists_its_attempts(tmp_path):

@@ -148,7 +148,7 @@ def row_from_document(raw: Mapping[str, Any], key: str) -> Row:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
         uid = raw.get("uid") if isinstance(raw.get("uid"), str) else key
-        return Row(uid=uid, problem=f"unreadable: {where}: {first['msg']}")
+        return Row(uid=uid, problem=f"{where}: {first['msg']}")
     uri = columns.model.get("uri")
     return Row(uid=columns.uid, attempt=columns.attempt, name=columns.name,
                namespace=columns.namespace, status=columns.status, reason=columns.reason,

@@ -72,7 +72,7 @@ def _validated(raw: Any, key: str) -> Loaded:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
-        return Loaded(key, problem=f"unreadable: {where}: {first['msg']}")
+        return Loaded(key, problem=f"{where}: {first['msg']}")
 
 
 def _cached(seconds: float) -> Callable:
@@ -196,9 +196,9 @@ class DirectorySource:
         try:
             raw = json.loads(path.read_bytes())
         except (OSError, ValueError) as error:
-            return Row(uid=uid, attempt=attempt, problem=f"unreadable: {error}")
+            return Row(uid=uid, attempt=attempt, problem=f"not JSON: {error}")
         if not isinstance(raw, dict):
-            return Row(uid=uid, attempt=attempt, problem="unreadable: not a JSON object")
+            return Row(uid=uid, attempt=attempt, problem="not a JSON object")
         row = row_from_document(raw, path.name)
         row.attempt = row.attempt if row.attempt is not None else attempt
         return row
@@ -263,7 +263,7 @@ class DirectorySource:
         try:
             raw = json.loads(path.read_bytes())
         except (OSError, ValueError) as error:
-            return Loaded(path.name, problem=f"unreadable: {error}")
+            return Loaded(path.name, problem=f"not JSON: {error}")
         return _validated(raw, path.name)
 
     def get(self, uid: str, attempt: int | None = None) -> Loaded | None:
