@@ -24,13 +24,14 @@ if not os.environ.get("RAY_ADDRESS"):
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import click  # noqa: E402
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.cells import cell_len
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api.spec import MongoTarget, checked_uid
+from .api.spec import MongoTarget, checked_uid, format_validation_error
 from .engine.errors import EvaluationError, Reason
 from .store import ResultsStoreError
 from .engine.evaluate import EvaluationResult, Identity
@@ -39,6 +40,7 @@ from .files import atomic_write
 from .report_output import ReportNotWritten, local_report_path, render_report
 from .runner import ManifestError, parse_manifest, result_store, run_manifest
 from .settings import EngineSettings
+from .ui.command import ui as ui_command
 
 # Output piped to a file or a CI log has no terminal width and rich would assume 80 columns,
 # squeezing wide tables; there a line is as long as its content (COLUMNS still rules).
@@ -324,10 +326,13 @@ def report(uid: str, attempt: int | None, out: Path | None, open_it: bool, mongo
     """Write the HTML report of the stored result of evaluation UID and print its path."""
     settings = EngineSettings(mongodb_uri=mongo_uri or None)
     try:
-        doc = result_store(settings, MongoTarget(database=database, collection=collection)).get(
-            uid, attempt)
-    except (ResultsStoreError, ValueError) as error:
-        _fail(getattr(error, "message", str(error)))
+        target = MongoTarget(database=database, collection=collection)
+    except ValidationError as error:
+        _fail(f"--{format_validation_error(error)}")
+    try:
+        doc = result_store(settings, target).get(uid, attempt)
+    except ResultsStoreError as error:
+        _fail(error.message)
     if doc is None:
         where = f"MongoDB {database}.{collection}" if mongo_uri else str(settings.results_dir)
         _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else "")
@@ -347,65 +352,9 @@ def report(uid: str, attempt: int | None, out: Path | None, open_it: bool, mongo
                      highlight=False)
 
 
-def _ui_token(token_file: Path | None) -> str | None:
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as error:
-            _fail(f"--token-file {token_file}: {error.strerror or error}")
-        if not token:
-            _fail(f"--token-file {token_file}: the file is empty")
-        return token
-    return os.environ.get("MODELEVAL_UI_TOKEN") or None
-
-
-@main.command()
-@click.option("--mongo-uri", metavar="URI",
-              help="Read results from this MongoDB (default: MODELEVAL_MONGODB_URI, unless "
-              "--results-dir is given). A read-only "
-              "user suffices: the dashboard only reads (find, count, distinct).")
-@click.option("--database", default="modeleval", show_default=True, help="With --mongo-uri.")
-@click.option("--collection", default="results", show_default=True, help="With --mongo-uri.")
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Read the local results directory instead (default, without a MongoDB URI: "
-              "the one `modeleval run` writes to).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Show each evaluation's live phase from this cluster (read-only: lists "
-              "ModelEvaluations where you may).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Require this token (or env MODELEVAL_UI_TOKEN): 'Authorization: Bearer "
-              "<token>' or a visit to /login?token=<token> (which sets a cookie).")
-def ui(mongo_uri: str | None, database: str, collection: str, results_dir: Path | None,
-       kubeconfig: Path | None, host: str, port: int, token_file: Path | None) -> None:
-    """Serve the read-only web dashboard of the stored results.
-
-    Every page only reads: a MongoDB user with the read role on DATABASE is enough. For a
-    fast list of many results, give the collection the indexes listed in the README (the
-    dashboard creates none)."""
-    import uvicorn
-
-    from .ui.app import create_app
-    from .ui.config import UIConfig
-
-    if mongo_uri and results_dir:
-        _fail("give --mongo-uri or --results-dir, not both")
-    settings = EngineSettings()
-    if not mongo_uri and not results_dir and settings.mongodb_uri is not None:
-        mongo_uri = settings.mongodb_uri.get_secret_value()
-    try:
-        config = UIConfig(mongo_uri=mongo_uri or None, database=database, collection=collection,
-                          results_dir=None if mongo_uri else (results_dir
-                                                              or settings.results_dir),
-                          kubeconfig=kubeconfig, token=_ui_token(token_file))
-        app = create_app(config)
-    except (ValueError, ResultsStoreError) as error:
-        _fail(str(error))
-    where = f"MongoDB database {database}" if mongo_uri else f"{config.results_dir}"
-    errors.print(f"modeleval ui: http://{host}:{port}/ (results: {where}"
-                 + (", token required" if config.token else "") + ")", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+# `modeleval ui` lives with the dashboard, apart from the engine's imports (the chart runs it as
+# `python -m modeleval.ui` from the operator's image).
+main.add_command(ui_command, name="ui")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,8 @@ def test_report_writes_again_from_the_stored_result(assets, tmp_path, cli_env, m
     (["report", "nobody"], "no result for uid nobody in "),
     (["report", "nobody", "--attempt", "2"], "no result for uid nobody attempt 2"),
     (["report", "../x"], "Invalid value for 'UID'"),
+    (["report", "u", "--mongo-uri", "mongodb://127.0.0.1:1/", "--database", "admin"],
+     "--database: admin, local and config are MongoDB's own databases"),
 ])
 def test_report_of_an_unknown_uid_says_so(cli_env, args, message):
     result = CliRunner().invoke(main, args)
