@@ -53,7 +53,7 @@ def finite(value: Any) -> Any:
 
 
 def _spec(chart: alt.TopLevelMixin, datasets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)
     spec.pop("$schema", None)  # nothing to fetch: vega-embed is told the mode
     spec["datasets"] = finite(datasets)
     return spec
@@ -102,15 +102,15 @@ def _forest_panel(metric: str, models: list[Model], verdicts: list[str]) -> alt.
     colour = alt.Color("verdict:N", scale=VERDICT_COLOURS, title=None,
                        legend=alt.Legend(orient="top", values=verdicts))
     return alt.layer(
-        alt.Chart().mark_rule(color="#8c959f", strokeDash=[4, 3]).encode(x=alt.datum(0)),
+        alt.Chart().mark_rule(color="#8c959f", strokeDash=[4, 3]).encode(x=alt.XDatum(0)),
         base.mark_rule(strokeWidth=2).encode(x=alt.X("lower:Q", title=f"{metric} delta "
                                                       f"({direction})"),
-                                             x2="upper:Q", color=colour),
+                                             x2=alt.X2("upper"), color=colour),
         base.mark_point(filled=True, size=70).encode(
-            x="delta:Q", color=colour,
-            tooltip=["model:N", "metric:N", alt.Tooltip("delta:Q", format="+.4f"),
+            x=alt.X("delta:Q"), color=colour,
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("metric:N"), alt.Tooltip("delta:Q", format="+.4f"),
                      alt.Tooltip("lower:Q", format="+.4f"), alt.Tooltip("upper:Q", format="+.4f"),
-                     "direction:N"]),
+                     alt.Tooltip("direction:N")]),
     ).properties(width=330, height=alt.Step(18))
 
 
@@ -127,13 +127,13 @@ def slice_chart(index: int, table: SliceTable, intervals_present: bool) -> Chart
         return None
     name = f"slice-{index}"
     base = alt.Chart().encode(y=alt.Y("value:N", title=None, sort=None))
-    tooltip = ["value:N", alt.Tooltip("metric:Q", title=metric, format=".4f"), "rows:Q",
+    tooltip = [alt.Tooltip("value:N"), alt.Tooltip("metric:Q", title=metric, format=".4f"), alt.Tooltip("rows:Q"),
                alt.Tooltip("lower:Q", format=".4f"), alt.Tooltip("upper:Q", format=".4f")]
     layers = [base.mark_point(filled=True, size=60, color="#0969da").encode(
         x=alt.X("metric:Q", title=metric, scale=alt.Scale(zero=False)), tooltip=tooltip)]
     if intervals_present:
         layers.insert(0, base.mark_rule(color="#54aeff", strokeWidth=2).encode(
-            x="lower:Q", x2="upper:Q"))
+            x=alt.X("lower:Q"), x2=alt.X2("upper")))
     chart = alt.layer(*layers, data=_data(name)).properties(width=520, height=alt.Step(16))
     return Chart(name, f"{table.name}: {metric} by value",
                  "Worst first" + (", with the bootstrap interval of each value's rows"
@@ -161,14 +161,14 @@ def _curve_chart(name: str, curves: list[ModelCurves], pick, area: str, x_title:
         y=alt.Y("y:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("legend:N", title=f"model · {area}", sort=list(legend.values()),
                         legend=alt.Legend(orient="bottom-right", labelLimit=260)),
-        order="order:Q",
-        tooltip=["model:N", alt.Tooltip("x:Q", title=x_title, format=".4f"),
+        order=alt.Order("order:Q"),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("x:Q", title=x_title, format=".4f"),
                  alt.Tooltip("y:Q", title=y_title, format=".4f"),
                  alt.Tooltip("threshold:Q", format=".4g")])
     layers = [lines.transform_window(order="row_number()", groupby=["model"])]
     if diagonal:
         layers.insert(0, alt.Chart().mark_rule(color="#d0d7de", strokeDash=[4, 3]).encode(
-            x=alt.datum(0), y=alt.datum(0), x2=alt.datum(1), y2=alt.datum(1)))
+            x=alt.XDatum(0), y=alt.YDatum(0), x2=alt.X2Datum(1), y2=alt.Y2Datum(1)))
     chart = alt.layer(*layers, data=_data(name)).properties(width=330, height=330)
     title = "ROC" if name == "roc" else "Precision-recall"
     return Chart(name, title, f"Every model's curve over every row; {area} in the legend.",
@@ -201,12 +201,12 @@ def reliability(curves: list[ModelCurves]) -> Chart | None:
                 scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("legend:N", title="model · ECE", sort=list(legend.values()),
                         legend=alt.Legend(orient="bottom-right", labelLimit=260)),
-        tooltip=["model:N", alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"),
-                 "rows:Q", alt.Tooltip("meanPredicted:Q", format=".4f"),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"),
+                 alt.Tooltip("rows:Q"), alt.Tooltip("meanPredicted:Q", format=".4f"),
                  alt.Tooltip("fractionPositive:Q", format=".4f")])
     chart = alt.layer(
         alt.Chart().mark_rule(color="#d0d7de", strokeDash=[4, 3]).encode(
-            x=alt.datum(0), y=alt.datum(0), x2=alt.datum(1), y2=alt.datum(1)),
+            x=alt.XDatum(0), y=alt.YDatum(0), x2=alt.X2Datum(1), y2=alt.Y2Datum(1)),
         base.mark_line(point=True), data=_data("reliability")).properties(width=330, height=330)
     return Chart("reliability", "Reliability",
                  "Fraction of positives against the mean predicted probability in uniform bins "
@@ -234,12 +234,12 @@ def _heatmap(name: str, title: str, caption: str, rows: list[dict[str, Any]], va
     chart = alt.layer(
         base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"),
                                                 legend=None),
-                                tooltip=["actual:O", "predicted:O", "count:Q",
-                                         *(["fraction:Q"] if value == "fraction" else [])]),
+                                tooltip=[alt.Tooltip("actual:O"), alt.Tooltip("predicted:O"), alt.Tooltip("count:Q"),
+                                         *([alt.Tooltip("fraction:Q")] if value == "fraction" else [])]),
         base.mark_text(fontSize=11).encode(
             text=alt.Text(f"{value}:Q", format=text_format),
-            color=alt.condition(f"datum.{value} > 0.5 * {_max(rows, value)}", alt.value("white"),
-                                alt.value("#24292f"))),
+            color=alt.ColorValue("#24292f", condition={
+                "test": f"datum.{value} > 0.5 * {_max(rows, value)}", "value": "white"})),
         data=_data(name)).properties(width=size, height=size)
     return Chart(name, title, caption, _spec(chart, {name: rows}))
 
@@ -255,12 +255,12 @@ def score_distributions(curve: ModelCurves) -> Chart:
                                      ("negative", binary.scores_negative))
             for a, b, n in zip(histogram.edges, histogram.edges[1:], histogram.counts)]
     chart = alt.Chart(_data("scores")).mark_bar(opacity=0.6, binSpacing=0).encode(
-        x=alt.X("lower:Q", title="score", bin="binned"), x2="upper:Q",
+        x=alt.X("lower:Q", title="score", bin="binned"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows", stack=None),
         color=alt.Color("class:N", scale=alt.Scale(domain=["negative", "positive"],
                                                    range=["#8c959f", "#0969da"])),
-        tooltip=["class:N", alt.Tooltip("lower:Q", format=".4g"),
-                 alt.Tooltip("upper:Q", format=".4g"), "count:Q"],
+        tooltip=[alt.Tooltip("class:N"), alt.Tooltip("lower:Q", format=".4g"),
+                 alt.Tooltip("upper:Q", format=".4g"), alt.Tooltip("count:Q")],
     ).properties(width=330, height=220)
     return Chart("scores", f"Scores by class ({display_name(curve.model)})",
                  f"Rows per score bin, by actual class; the threshold is {binary.threshold:g}.",
@@ -294,10 +294,10 @@ def multiclass_charts(curve: ModelCurves) -> list[Chart]:
                   "support": c.support}
                  for c in multiclass.per_class for score in ("precision", "recall", "f1")]
     bars = alt.Chart(_data("per-class")).mark_bar().encode(
-        x=alt.X("label:N", title="class", sort=None), xOffset="score:N",
+        x=alt.X("label:N", title="class", sort=None), xOffset=alt.XOffset("score:N"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("score:N", sort=["precision", "recall", "f1"]),
-        tooltip=["label:N", "score:N", alt.Tooltip("value:Q", format=".4f"), "support:Q"],
+        tooltip=[alt.Tooltip("label:N"), alt.Tooltip("score:N"), alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("support:Q")],
     ).properties(width=max(200, min(900, 36 * len(multiclass.per_class))), height=220)
     return [heatmap, Chart("per-class", f"Per-class precision, recall and F1 "
                            f"({display_name(curve.model)})", "0 where undefined.",
@@ -317,25 +317,25 @@ def regression_charts(curve: ModelCurves) -> list[Chart]:
     heat = alt.layer(
         alt.Chart().mark_rect().encode(
             x=alt.X("actualLower:Q", title="actual", scale=alt.Scale(domain=[low, high])),
-            x2="actualUpper:Q",
+            x2=alt.X2("actualUpper"),
             y=alt.Y("predictedLower:Q", title="predicted", scale=alt.Scale(domain=[low, high])),
-            y2="predictedUpper:Q",
+            y2=alt.Y2("predictedUpper"),
             color=alt.Color("count:Q", scale=alt.Scale(type="log", scheme="blues"), title="rows"),
             tooltip=[alt.Tooltip("actualLower:Q", format=".4g"),
                      alt.Tooltip("actualUpper:Q", format=".4g"),
                      alt.Tooltip("predictedLower:Q", format=".4g"),
-                     alt.Tooltip("predictedUpper:Q", format=".4g"), "count:Q"]),
+                     alt.Tooltip("predictedUpper:Q", format=".4g"), alt.Tooltip("count:Q")]),
         alt.Chart().mark_rule(color="#cf222e", strokeDash=[4, 3]).encode(
-            x=alt.datum(low), y=alt.datum(low), x2=alt.datum(high), y2=alt.datum(high)),
+            x=alt.XDatum(low), y=alt.YDatum(low), x2=alt.X2Datum(high), y2=alt.Y2Datum(high)),
         data=_data("predicted-vs-actual")).properties(width=360, height=360)
     residuals = [{"lower": a, "upper": b, "count": n}
                  for a, b, n in zip(regression.residuals.edges, regression.residuals.edges[1:],
                                     regression.residuals.counts)]
     bars = alt.Chart(_data("residuals")).mark_bar(binSpacing=0, color="#0969da").encode(
-        x=alt.X("lower:Q", bin="binned", title="residual (actual - predicted)"), x2="upper:Q",
+        x=alt.X("lower:Q", bin="binned", title="residual (actual - predicted)"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows"),
         tooltip=[alt.Tooltip("lower:Q", format=".4g"), alt.Tooltip("upper:Q", format=".4g"),
-                 "count:Q"]).properties(width=360, height=240)
+                 alt.Tooltip("count:Q")]).properties(width=360, height=240)
     dropped = (f" {regression.dropped:,} rows without a finite label or prediction are left out."
                if regression.dropped else "")
     name = display_name(curve.model)
@@ -356,7 +356,7 @@ def _at_k(name: str, curves: list[ModelCurves], pick, title: str, cutoff_caption
         y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
                         legend=alt.Legend(orient="bottom-right", labelLimit=200)),
-        tooltip=["model:N", "k:Q", alt.Tooltip("value:Q", format=".4f")],
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("k:Q"), alt.Tooltip("value:Q", format=".4f")],
     ).properties(width=330, height=260)
     return Chart(name, f"{title} by cut-off", cutoff_caption, _spec(chart, {name: rows}))
 
@@ -372,10 +372,10 @@ def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
     at = f"NDCG@{candidate.cutoff}"
     distribution = alt.Chart(_data("ndcg-distribution")).mark_bar(
         binSpacing=1, color="#0969da").encode(
-        x=alt.X("lower:Q", bin="binned", title=f"per-query {at}"), x2="upper:Q",
+        x=alt.X("lower:Q", bin="binned", title=f"per-query {at}"), x2=alt.X2("upper"),
         y=alt.Y("queries:Q", title="queries"),
         tooltip=[alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"),
-                 "queries:Q"]).properties(width=330, height=220)
+                 alt.Tooltip("queries:Q")]).properties(width=330, height=220)
     found.append(Chart("ndcg-distribution", f"Per-query {at} ({display_name(curves[0].model)})",
                        "Queries per NDCG bin.", _spec(distribution, {"ndcg-distribution": rows})))
     length_rows = [{"model": display_name(c.model),
@@ -389,7 +389,7 @@ def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
         y=alt.Y("meanNdcg:Q", title=f"mean {at}", scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
                         legend=alt.Legend(orient="bottom-right")),
-        tooltip=["model:N", "length:O", "queries:Q", alt.Tooltip("meanNdcg:Q", format=".4f")],
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("length:O"), alt.Tooltip("queries:Q"), alt.Tooltip("meanNdcg:Q", format=".4f")],
     ).properties(width=330, height=220)
     found.append(Chart("ndcg-by-length", f"{at} by query length",
                        "Queries bucketed by their number of documents (powers of two).",
