@@ -180,3 +180,4 @@ def test_no_network_policy_for_the_dashboard_when_policies_are_off():
 def test_bad_dashboard_values_are_refused_naming_them(values, message):
     result = render(*values)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+
