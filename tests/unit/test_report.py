@@ -207,7 +207,7 @@ def test_slices_are_listed_worst_first_with_their_intervals():
 
 
 def test_the_gate_is_shown_rule_by_rule_with_why():
-    built = document("binary", challengers=2)
+    built = report("binary", challengers=2)[0].model_copy(deep=True)
     built.challengers[1].gate.rules[0].message = "auc regressed by 0.05 (> 0.001)"
     html = render(built)
     section = html[html.index('id="gate"'):]
@@ -230,7 +230,7 @@ def test_dataset_and_run_facts():
 
 
 def test_old_documents_say_what_was_not_recorded():
-    old = document("binary").model_copy(update={
+    old = report("binary")[0].model_copy(update={
         "curves": None, "dataset": {"uri": "s3://data/x"}, "resources": {}, "versions": {},
         "slice_intervals": {}, "timings": {}})
     html = render(old)
@@ -239,7 +239,7 @@ def test_old_documents_say_what_was_not_recorded():
     assert "<dt>features</dt><dd>136" in html  # the model's feature count stands in
     assert "<dt>missing values</dt><dd>not recorded" in html
     assert "<dt>duration</dt><dd>not recorded" in html
-    assert set(page.specs) == {"forest", "slice-0"}
+    assert set(page.specs) == {"forest", "slice-0", "slice-1"}
     assert all(r["lower"] is None for r in rows_of(page.specs["slice-0"], "slice-0"))
 
 
@@ -341,7 +341,8 @@ def test_script_json_cannot_close_its_element():
 # ------------------------------------------------------------------ size
 @pytest.mark.parametrize("task", ["binary", "ranking"])
 def test_eight_models_and_fifty_slices_stay_under_five_megabytes(task):
-    built = document(task, challengers=6, slices=5, slice_values=10, rows=8_000)
+    built = document(task, challengers=6, slices=5, slice_values=10, rows=8_000,
+                     bootstrapped=False)
     assert len(built.curves) == 8 and sum(len(v) for v in built.slices.values()) == 50
     size = len(render(built).encode())
     print(f"{task} report, 8 models, 50 slices: {size / 1e6:.2f} MB "
