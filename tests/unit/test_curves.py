@@ -399,3 +399,84 @@ def test_no_task_stores_an_array_of_arrays():
     assert matrix == skm.confusion_matrix(labels, probabilities.argmax(axis=1),
                                           labels=[0, 1, 2, 3]).tolist()
     assert len(regression.predicted_vs_actual.matrix()) == len(regression.predicted_vs_actual.x_edges) - 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk", [5, 1 << 18])
+def test_score_counts_are_exact_in_any_chunking(dtype, chunk, monkeypatch):
+    """The counts (float32 scores sorted as packed keys, others by an argsort) are
+    scikit-learn's, read in steps of any size; the AUC from them is roc_auc_score's."""
+    monkeypatch.setattr(M, "CHUNK_ROWS", chunk)
+    y = RNG.integers(0, 2, 3000)
+    for s in (RNG.normal(size=3000), RNG.integers(-3, 3, 3000) * 0.5, np.zeros(3000),
+              np.where(RNG.random(3000) < 0.5, -0.0, 0.0)):
+        s = s.astype(dtype)
+        counts = M.ScoreCounts.of(y, s)
+        fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+        assert counts.thresholds.tolist() == thresholds[1:].tolist()  # (its first is inf)
+        assert counts.tps.tolist() == np.rint(tpr[1:] * y.sum()).tolist()
+        assert counts.fps.tolist() == np.rint(fpr[1:] * (len(y) - y.sum())).tolist()
+        assert counts.auc() == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+
+
+def test_curves_match_at_small_chunks_and_an_adversarial_curve_thins_every_point(monkeypatch):
+    """Read in steps of 1,000 points, the curves are the ones read at once (the points kept may
+    differ: each step's ends are grid points); a curve whose grid points miss too much area
+    (pairs of tied-class zigzags far below a grid cell) falls back to thinning every point, and
+    still keeps its area within the bound."""
+    y, s = _scores("noisy-unique", 20_000)
+    s = np.clip(s, 0, 1)
+    whole = C.binary_curves(y, s)
+    monkeypatch.setattr(M, "CHUNK_ROWS", 1000)
+    steps = C.binary_curves(y, s)
+    assert steps.model_dump(exclude={"roc", "pr", "reliability"}) == \
+        whole.model_dump(exclude={"roc", "pr", "reliability"})
+    for a, b in ((steps.roc, whole.roc), (steps.pr, whole.pr)):
+        assert (a.area, a.exact_points) == (pytest.approx(b.area, abs=1e-12), b.exact_points)
+    roc = steps.roc
+    assert abs(np.trapezoid(roc.y, roc.x) - roc.area) <= roc.area_error <= C.CURVE_AREA_TOLERANCE
+    assert steps.reliability.expected_calibration_error == pytest.approx(
+        whole.reliability.expected_calibration_error, abs=1e-12)
+    calls = []
+    thin = C.thin
+    monkeypatch.setattr(C, "thin", lambda x, yy, *a: calls.append(len(x)) or thin(x, yy, *a))
+    # By descending score: 5 negatives, then runs of 10 positives and 10 negatives, so the
+    # exact ROC is a staircase of grid-cell-sized steps with its corners in the cells' middles.
+    cell = 10 * C.PLOT_GRID
+    y = np.concatenate(([0] * 5, np.tile([1] * 10 + [0] * 10, C.PLOT_GRID), [0] * 5)) \
+        [:2 * cell]
+    s = np.arange(len(y), 0, -1) / len(y)
+    roc = C.binary_curves(y, s).roc
+    assert calls[-2] == len(y) + 1  # the ROC (then the PR curve): every point
+    assert abs(np.trapezoid(roc.y, roc.x) - roc.area) <= roc.area_error + 1e-12
+    assert roc.area_error <= C.CURVE_AREA_TOLERANCE
+
+
+def test_an_evaluation_sorts_each_binary_models_scores_once(tmp_path, monkeypatch):
+    """The AUC and the report's curves read the same counts: one ScoreCounts per model."""
+    import xgboost as xgb
+    import yaml
+
+    from modeleval.engine.evaluate import Identity
+    from modeleval.runner import parse_manifest, run_manifest
+    from modeleval.settings import EngineSettings
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(500, 3))
+    labels = (features[:, 0] > 0).astype(int)
+    xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(features, labels).save_model(tmp_path / "m.json")
+    (tmp_path / "d.txt").write_text("".join(f"{y} 1:{a:.4f} 2:{b:.4f} 3:{c:.4f}\n"
+                                            for y, (a, b, c) in zip(labels, features)))
+    made = []
+    of = M.ScoreCounts.of.__func__
+    monkeypatch.setattr(M.ScoreCounts, "of", classmethod(lambda cls, *a: made.append(1) or of(cls, *a)))
+    spec = {"task": "binary", "metrics": ["auc"], "model": {"uri": f"{tmp_path.as_uri()}/m.json"},
+            "baseline": {"model": {"uri": f"{tmp_path.as_uri()}/m.json"}},
+            "dataset": {"uri": f"{tmp_path.as_uri()}/d.txt"}}
+    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
+                                              "kind": "ModelEvaluation",
+                                              "metadata": {"name": "once"}, "spec": spec}))
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r")
+    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    assert len(made) == 2 and len(doc.curves) == 2
+    assert doc.curves[0].binary.roc.area == pytest.approx(doc.metrics["auc"], abs=1e-12)

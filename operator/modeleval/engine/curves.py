@@ -15,7 +15,9 @@ thousand numbers per model).
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 
@@ -85,83 +87,175 @@ def thin(x: np.ndarray, y: np.ndarray, tolerance: float = CURVE_AREA_TOLERANCE,
 
 
 # ------------------------------------------------------------------ binary
-@dataclass(frozen=True)
-class ScoreCounts:
-    """Per distinct score, descending: the score, and the positive and negative rows scoring at
-    least it (scikit-learn's _binary_clf_curve)."""
+ScoreCounts = metric_fns.ScoreCounts
 
-    thresholds: np.ndarray
-    tps: np.ndarray
-    fps: np.ndarray
+# The exact curve is first cut to the points where it moves to another cell of a PLOT_GRID x
+# PLOT_GRID grid (and the point before): the points between two of those lie in one cell, so
+# they stray at most a cell's diagonal from the line through them. A few thousand points are
+# left; :func:`thin` works on those. The areas are tracked exactly throughout.
+PLOT_GRID = 2048
+_CELL_DIAGONAL = float(np.sqrt(2.0) / PLOT_GRID)
 
-    @classmethod
-    def of(cls, truth: np.ndarray, scores: np.ndarray) -> "ScoreCounts":
-        order = np.argsort(-scores, kind="stable")
-        ordered = scores[order]
-        last = np.concatenate((np.flatnonzero(ordered[1:] != ordered[:-1]), [len(ordered) - 1]))
-        tps = np.cumsum(truth[order])[last]
-        return cls(ordered[last], tps, last + 1 - tps)
+Points = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # points a..b-1 of a polyline
 
 
-def _curve(x: np.ndarray, y: np.ndarray, thresholds: np.ndarray, exact_area: float) -> Curve:
-    """The thinned curve; ``thresholds[i]`` is point i + 1's (the first point has none)."""
-    keep, bound = thin(x, y)
-    marks = [float(thresholds[i - 1]) if i else None for i in keep.tolist()]
-    return Curve(x=x[keep].tolist(), y=y[keep].tolist(), thresholds=marks, area=exact_area,
-                 area_error=bound, exact_points=len(x))
+def _grid_points(points: Points, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                        np.ndarray]:
+    """The indices, coordinates and cumulative trapezoid areas (from point 0) of the points of
+    a polyline of ``length`` points where it enters another grid cell, the points just before
+    those, and its two ends; read ``metrics.CHUNK_ROWS`` points at a time."""
+    kept: list[tuple[np.ndarray, ...]] = []
+    area = 0.0  # under the polyline up to the chunk's first point
+    for start in range(0, length, metric_fns.CHUNK_ROWS):
+        lo, hi = max(start - 1, 0), min(length, start + metric_fns.CHUNK_ROWS)
+        x, y = points(lo, hi)  # from the previous chunk's last point on
+        cells = np.floor(x * PLOT_GRID) * (PLOT_GRID + 2) + np.floor(y * PLOT_GRID)
+        entered = np.flatnonzero(cells[1:] != cells[:-1]) + 1
+        marks = np.union1d(entered, entered - 1)
+        marks = np.union1d(marks, [0, len(x) - 1])
+        cumulative = np.concatenate(([0.0], np.cumsum(np.diff(x) * (y[1:] + y[:-1]) / 2.0)))
+        kept.append((lo + marks, x[marks], y[marks], area + cumulative[marks]))
+        area += float(cumulative[-1])
+    index, x, y, areas = (np.concatenate(column) for column in zip(*kept))
+    index, first = np.unique(index, return_index=True)
+    return index, x[first], y[first], areas[first]
+
+
+def _thinned(points: Points, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The kept indices and points of the polyline, and a bound on how far the trapezoidal area
+    under them is from the whole polyline's (:func:`thin`'s, over every point)."""
+    index, x, y, areas = _grid_points(points, length)
+    # Between two grid points the polyline's own area is known exactly: what their chord
+    # misses, summed, is the first stage's error.
+    chords = np.diff(x) * (y[1:] + y[:-1]) / 2.0
+    first_error = float(np.sum(np.abs(np.diff(areas) - chords)))
+    if first_error > CURVE_AREA_TOLERANCE / 2:  # an adversarial curve: thin every point
+        x, y = points(0, length)
+        keep, bound = thin(x, y)
+        return keep, x[keep], y[keep], bound
+    keep, bound = thin(x, y, CURVE_AREA_TOLERANCE - first_error,
+                       MAX_PLOT_DEVIATION - _CELL_DIAGONAL)
+    return index[keep], x[keep], y[keep], bound + first_error
+
+
+def _from_origin(first: float, values: Callable[[int, int], np.ndarray],
+                 a: int, b: int) -> np.ndarray:
+    """Points a..b-1 of a curve whose point 0 is ``first`` and point i is ``values`` at i - 1."""
+    rest = values(max(a - 1, 0), b - 1)
+    return np.concatenate(([first], rest)) if a == 0 else rest
+
+
+def _curve(counts: ScoreCounts, points: Points, length: int, exact_area: float) -> Curve:
+    """The thinned curve; point i > 0 is at ``counts.thresholds[i - 1]`` (point 0 has none)."""
+    keep, x, y, bound = _thinned(points, length)
+    marks = [float(counts.thresholds[i - 1]) if i else None for i in keep.tolist()]
+    return Curve(x=x.tolist(), y=y.tolist(), thresholds=marks, area=exact_area,
+                 area_error=bound, exact_points=length)
 
 
 def roc_curve(counts: ScoreCounts) -> Curve | None:
-    positives, negatives = int(counts.tps[-1]), int(counts.fps[-1])
+    positives, negatives = counts.positives, counts.negatives
     if not positives or not negatives:
         return None
-    fpr = np.concatenate(([0.0], counts.fps / negatives))
-    tpr = np.concatenate(([0.0], counts.tps / positives))
-    # The trapezoids under the exact curve are the AUC with tied scores sharing ranks.
-    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-    return _curve(fpr, tpr, counts.thresholds, auc)
+
+    def points(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return (_from_origin(0.0, lambda i, j: counts.fps[i:j] / negatives, a, b),
+                _from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b))
+
+    # The area under the exact curve is the AUC with tied scores sharing ranks.
+    return _curve(counts, points, len(counts.tps) + 1, counts.auc())
 
 
 def pr_curve(counts: ScoreCounts) -> Curve | None:
-    positives = int(counts.tps[-1])
+    positives = counts.positives
     if not positives:
         return None
     # Beyond the first point at full recall the curve only loses precision (scikit-learn
     # stops there too).
     end = int(np.searchsorted(counts.tps, positives)) + 1
-    tps, fps = counts.tps[:end], counts.fps[:end]
-    precision = tps / (tps + fps)
-    recall = tps / positives
-    average_precision = float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
-    x = np.concatenate(([0.0], recall))
-    y = np.concatenate(([1.0], precision))
-    return _curve(x, y, counts.thresholds[:end], average_precision)
+
+    def precision(i: int, j: int) -> np.ndarray:
+        tps = counts.tps[i:j].astype(np.float64)
+        return tps / (tps + counts.fps[i:j])
+
+    def points(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return (_from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b),
+                _from_origin(1.0, precision, a, b))
+
+    average_precision = 0.0
+    for a in range(0, end, metric_fns.CHUNK_ROWS):
+        b = min(end, a + metric_fns.CHUNK_ROWS)
+        gained = np.diff(counts.tps[a:b], prepend=counts.tps[a - 1] if a else 0)
+        average_precision += float(np.dot(gained / positives, precision(a, b)))
+    return _curve(counts, points, end + 1, average_precision)
 
 
-def reliability(truth: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS) -> Reliability | None:
-    if scores.min() < 0 or scores.max() > 1:
+def _distinct_above(counts: ScoreCounts, edge: float, inclusive: bool = False) -> int:
+    """How many distinct scores lie above ``edge`` (at or above it, ``inclusive``): a binary
+    search of the descending scores, comparing exactly (``numpy.searchsorted`` would copy
+    float32 scores to float64 first)."""
+    search = bisect.bisect_right if inclusive else bisect.bisect_left
+    return search(counts.thresholds, -float(edge), key=lambda t: -float(t))
+
+
+def _score_sum(counts: ScoreCounts, a: int, b: int) -> float:
+    """The sum of the scores of the rows at distinct scores a..b-1."""
+    total = 0.0
+    for lo in range(a, b, metric_fns.CHUNK_ROWS):
+        hi = min(b, lo + metric_fns.CHUNK_ROWS)
+        rows = counts.tps[lo:hi] + counts.fps[lo:hi]  # rows at or above each (at most n)
+        before = int(counts.tps[lo - 1]) + int(counts.fps[lo - 1]) if lo else 0
+        total += float(np.dot(counts.thresholds[lo:hi].astype(np.float64),
+                              np.diff(rows, prepend=before).astype(np.float64)))
+    return total
+
+
+def reliability(counts: ScoreCounts, bins: int = CALIBRATION_BINS) -> Reliability | None:
+    if counts.thresholds[-1] < 0 or counts.thresholds[0] > 1:
         return None
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.searchsorted(edges[1:-1], scores)  # as calibration_curve bins them
-    total = np.bincount(index, minlength=bins)
-    predicted = np.bincount(index, weights=scores, minlength=bins)
-    positive = np.bincount(index, weights=truth, minlength=bins)
-    out = [ReliabilityBin(lower=float(edges[b]), upper=float(edges[b + 1]), rows=int(total[b]),
-                          mean_predicted=float(predicted[b] / total[b]),
-                          fraction_positive=float(positive[b] / total[b]))
-           for b in np.flatnonzero(total)]
-    ece = float(np.sum(np.abs(positive - predicted)) / len(scores))
-    return Reliability(bins=out, expected_calibration_error=ece)
+    # As calibration_curve bins them: bin b holds the scores in (edges[b], edges[b + 1]]
+    # (the first bin also 0, the last one anything above its lower edge).
+    bounds = [len(counts.thresholds)] + [_distinct_above(counts, e) for e in edges[1:-1]] + [0]
+    out, error = [], 0.0
+    for b in range(bins):
+        upper, lower = bounds[b + 1], bounds[b]  # distinct scores upper..lower-1 (descending)
+        tps, fps = _cumulative(counts, lower, upper)
+        positive, negative = int(tps[0] - tps[1]), int(fps[0] - fps[1])
+        total = positive + negative
+        if not total:
+            continue
+        predicted = _score_sum(counts, upper, lower)
+        error += abs(positive - predicted)
+        out.append(ReliabilityBin(lower=float(edges[b]), upper=float(edges[b + 1]), rows=int(total),
+                                  mean_predicted=predicted / total,
+                                  fraction_positive=positive / total))
+    rows = counts.positives + counts.negatives
+    return Reliability(bins=out, expected_calibration_error=float(error / rows))
 
 
-def _score_edges(scores: np.ndarray, bins: int) -> np.ndarray:
-    lo, hi = (0.0, 1.0) if scores.min() >= 0 and scores.max() <= 1 else (float(scores.min()),
-                                                                       float(scores.max()))
+def _cumulative(counts: ScoreCounts, *distinct: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative rows at the first ``d`` distinct scores, for each ``d``."""
+    at = np.asarray(distinct)
+    tps = np.where(at > 0, counts.tps[np.maximum(at - 1, 0)], 0).astype(np.int64)
+    fps = np.where(at > 0, counts.fps[np.maximum(at - 1, 0)], 0).astype(np.int64)
+    return tps, fps
+
+
+def _score_edges(counts: ScoreCounts, bins: int) -> np.ndarray:
+    lo, hi = float(counts.thresholds[-1]), float(counts.thresholds[0])
+    if lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
     return np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
 
 
-def _histogram(values: np.ndarray, edges: np.ndarray) -> Histogram:
-    return Histogram(edges=edges.tolist(), counts=np.histogram(values, edges)[0].tolist())
+def _histograms(counts: ScoreCounts, edges: np.ndarray) -> tuple[Histogram, Histogram]:
+    """The positive and negative rows' scores in ``edges``' bins, as ``numpy.histogram``
+    counts them ([a, b), the last bin [a, b])."""
+    at_least = [_distinct_above(counts, e, inclusive=True) for e in edges[:-1]]
+    tps, fps = _cumulative(counts, *at_least, _distinct_above(counts, edges[-1]))
+    return (Histogram(edges=edges.tolist(), counts=(tps[:-1] - tps[1:]).tolist()),
+            Histogram(edges=edges.tolist(), counts=(fps[:-1] - fps[1:]).tolist()))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -170,10 +264,8 @@ def _ratio(a: float, b: float) -> float:
 
 def sweep(counts: ScoreCounts, thresholds: np.ndarray) -> list[ThresholdRow]:
     """The four counts at each threshold, read off the exact curve's cumulative counts."""
-    above = np.searchsorted(-counts.thresholds, -thresholds, side="left")  # distinct scores > t
-    tps = np.where(above > 0, counts.tps[np.maximum(above - 1, 0)], 0)
-    fps = np.where(above > 0, counts.fps[np.maximum(above - 1, 0)], 0)
-    positives, negatives = int(counts.tps[-1]), int(counts.fps[-1])
+    tps, fps = _cumulative(counts, *[_distinct_above(counts, t) for t in thresholds])
+    positives, negatives = counts.positives, counts.negatives
     rows = []
     for t, tp, fp in zip(thresholds, tps.tolist(), fps.tolist()):
         fn, tn = positives - tp, negatives - fp
@@ -183,20 +275,26 @@ def sweep(counts: ScoreCounts, thresholds: np.ndarray) -> list[ThresholdRow]:
     return rows
 
 
-def binary_curves(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> BinaryCurves:
-    truth = metric_fns.binary_labels(labels)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(scores)):
+def binary_curves(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5,
+                  counts: ScoreCounts | None = None) -> BinaryCurves:
+    """Every binary aggregate, read off the rows' :class:`ScoreCounts` (``counts``: already
+    made, for the AUC: the rows are not sorted again)."""
+    if counts is None:
+        counts = ScoreCounts.of(metric_fns.binary_labels(labels), scores)
+    ends = counts.thresholds[[0, -1]] if len(counts.thresholds) else np.zeros(0)
+    if not len(ends) or not np.all(np.isfinite(ends)):  # NaN sorts first, infinities at the ends
         raise EvaluationError("the model's scores include NaN or infinite values: no curves",
                               Reason.SchemaMismatch)
-    counts = ScoreCounts.of(truth, scores)
-    edges = _score_edges(scores, SCORE_BINS)
-    predicted = (scores > threshold).astype(np.int64)
+    edges = _score_edges(counts, SCORE_BINS)
+    tp, fp = _cumulative(counts, _distinct_above(counts, threshold))
+    tp, fp = int(tp[0]), int(fp[0])
+    confusion = Confusion(classes=[0, 1], cells=[counts.negatives - fp, fp,
+                                                 counts.positives - tp, tp])
+    positive, negative = _histograms(counts, edges)
     return BinaryCurves(
-        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(truth, scores),
-        confusion=_confusion(truth, predicted, 2), threshold=threshold,
-        scores_positive=_histogram(scores[truth == 1], edges),
-        scores_negative=_histogram(scores[truth == 0], edges),
+        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(counts),
+        confusion=confusion, threshold=threshold, scores_positive=positive,
+        scores_negative=negative,
         sweep=sweep(counts, np.linspace(edges[0], edges[-1], SWEEP_THRESHOLDS + 2)[1:-1]))
 
 

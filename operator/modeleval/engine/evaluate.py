@@ -479,21 +479,26 @@ class Evaluator:
         predictions = [np.concatenate([s.predictions[m] for s in shards]) for m in range(len(handles))]
         columns = {name: np.concatenate([s.columns[name] for s in shards])
                    for name in (shards[0].columns if shards else {})}
+        binary: list[Any] = []
+        binary_seconds = 0.0
         if per_query is not None:
             scored = [{name: metric_fns.query_mean(values[name]) for name in names}
                       for values in per_query]
+        elif spec.task == "binary":
+            scored, binary, binary_seconds = self._binary(names, labels, predictions)
         else:
             scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
         slices = self._slices(names, labels, predictions[0], qids, columns)
-        self._timed("metrics", t)
+        self._timed("metrics", t + binary_seconds)
         curves: list[ModelCurves] | None = None
         curve_warnings: list[str] = []
         if self.settings.report:  # without a report, nothing plots the curves
             t = time.perf_counter()
             curves, curve_warnings = self._curves(
                 names, shards, labels, predictions, qids,
-                per_query is not None and all(s.per_query and s.per_query.curves for s in shards))
-            self._timed("curves", t)
+                per_query is not None and all(s.per_query and s.per_query.curves for s in shards),
+                binary)
+            self._timed("curves", t - binary_seconds)
         t = time.perf_counter()
         outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
                               self._resampled(names, labels, predictions, qids, per_query))
@@ -530,18 +535,42 @@ class Evaluator:
         return (["model"] + (["baseline"] if self.spec.baseline is not None else [])
                 + [c.name for c in self.spec.challengers])
 
+    def _binary(self, names: list[str], labels: np.ndarray, predictions: list[np.ndarray]
+                ) -> tuple[list[dict[str, float]], list[Any], float]:
+        """Each binary model's metrics and, with a report, its curve aggregates (or the error
+        that kept it from having them), both read off one sort of its scores; and the seconds
+        the aggregates took. A model's counts go before the next model's are made: they can be
+        as large as its predictions."""
+        scored, aggregates, seconds = [], [], 0.0
+        for p in predictions:
+            counts = (metric_fns.binary_score_counts(labels, p)
+                      if self.settings.report or "auc" in names else None)
+            scored.append(metric_fns.compute("binary", names, labels, p, counts=counts))
+            if self.settings.report:
+                started = time.perf_counter()
+                try:
+                    aggregates.append(curve_fns.binary_curves(labels, p, counts=counts))
+                except EvaluationError as error:
+                    aggregates.append(error)
+                seconds += time.perf_counter() - started
+            del counts
+        return scored, aggregates, seconds
+
     def _curves(self, names: list[str], shards: list[ShardPrediction], labels: np.ndarray,
                 predictions: list[np.ndarray], qids: np.ndarray | None,
-                shards_ranked: bool) -> tuple[list[ModelCurves] | None, list[str]]:
-        """Every model's curve aggregates for the report. Ranking: the shards' states merged
-        (``shards_ranked``: every shard computed its queries alone), else computed here over
-        every row. A failure here costs the report its curves, never the evaluation."""
+                shards_ranked: bool, binary: list[Any]) -> tuple[list[ModelCurves] | None, list[str]]:
+        """Every model's curve aggregates for the report. Binary: ``binary``, made beside the
+        metrics. Ranking: the shards' states merged (``shards_ranked``: every shard computed
+        its queries alone), else computed here over every row. A failure here costs the report
+        its curves, never the evaluation."""
         task = self.spec.task
         try:
             out = []
             for m, model in enumerate(self._model_names()):
                 if task == "binary":
-                    aggregate: Any = curve_fns.binary_curves(labels, predictions[m])
+                    if isinstance(binary[m], EvaluationError):
+                        raise binary[m]
+                    aggregate: Any = binary[m]
                 elif task == "multiclass":
                     aggregate = curve_fns.multiclass_curves(labels, predictions[m])
                 elif task == "regression":

@@ -48,7 +48,7 @@ def _descending_key(values: np.ndarray) -> np.ndarray | None:
     """32 bits per value whose ascending order is ``values``' descending order (equal values
     equal keys), or None where a value is not exactly a float32 (the sort falls back)."""
     with np.errstate(over="ignore"):  # beyond float32's range: inf, unequal, the fallback
-        narrow = values.astype(np.float32)
+        narrow = values if values.dtype == np.float32 else values.astype(np.float32)
     if not np.array_equal(narrow, values):  # float64 precision, or NaN (NaN != NaN)
         return None
     bits = (narrow + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (they compare equal)
@@ -182,26 +182,127 @@ def recall_at(lists: RankedLists, k: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ classification
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    distinct = np.concatenate(([True], sorted_values[1:] != sorted_values[:-1]))
-    run = np.cumsum(distinct) - 1
-    starts = np.flatnonzero(distinct)
-    ends = np.concatenate((starts[1:], [len(values)]))
-    average = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1..end
-    ranks = np.empty(len(values))
-    ranks[order] = average[run]
-    return ranks
+# Rows handled per step of a pass over sorted scores: its temporaries stay a few MB whatever
+# the dataset's size.
+CHUNK_ROWS = 1 << 18
 
 
-def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
-    positive = truth.astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise LabelError("AUC needs both classes in the labels; only one is present")
-    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+def _from_descending_key(keys: np.ndarray) -> np.ndarray:
+    """The float32 values whose :func:`_descending_key` is ``keys`` (its inverse)."""
+    keys = keys.astype(np.uint32)
+    return np.where(keys < np.uint32(1 << 31), keys ^ np.uint32(0x7FFFFFFF), keys).view(np.float32)
+
+
+@dataclass(frozen=True)
+class ScoreCounts:
+    """Per distinct score, descending: the score, and the positive and negative rows scoring at
+    least it (scikit-learn's _binary_clf_curve); and twice the Mann-Whitney count of the
+    positive-negative pairs the positive wins (a tie counts half). The AUC, the ROC and PR
+    curves, the calibration bins, the score histograms and the confusion at any threshold are
+    all read off it, so the rows are sorted once per model.
+
+    The scores are sorted once, without an argsort where they are float32 values (XGBoost's,
+    ONNX's): each score's order-preserving 32-bit key and its label are packed into one
+    64-bit integer and those are sorted in place. The counts are then tallied in steps of
+    ``CHUNK_ROWS`` rows, so no other row-sized array is made."""
+
+    thresholds: np.ndarray  # float32 where the scores were float32 values, else float64
+    tps: np.ndarray
+    fps: np.ndarray
+    doubled_wins: float
+
+    @property
+    def positives(self) -> int:
+        return int(self.tps[-1]) if len(self.tps) else 0
+
+    @property
+    def negatives(self) -> int:
+        return int(self.fps[-1]) if len(self.fps) else 0
+
+    def auc(self) -> float:
+        """The ROC AUC, ties sharing ranks (exactly the area under the exact ROC curve)."""
+        if not self.positives or not self.negatives:
+            raise LabelError("AUC needs both classes in the labels; only one is present")
+        return self.doubled_wins / (2.0 * self.positives * self.negatives)
+
+    @classmethod
+    def of(cls, truth: np.ndarray, scores: np.ndarray) -> "ScoreCounts":
+        scores = np.asarray(scores).reshape(-1)
+        negative = np.asarray(truth).reshape(-1) == 0
+        negatives = int(np.count_nonzero(negative))
+        key = _descending_key(scores) if len(scores) else None
+        if key is not None:
+            packed = key.astype(np.uint64)
+            del key
+            packed <<= np.uint64(1)
+            np.bitwise_or(packed, negative, out=packed)
+            del negative
+            packed.sort()  # ascending keys: descending scores
+
+            def rows(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                chunk = packed[a:b]
+                return chunk >> np.uint64(1), (chunk & np.uint64(1)).astype(bool)
+
+            def values(keys: np.ndarray) -> np.ndarray:
+                return _from_descending_key(keys)
+        else:
+            order = np.argsort(np.asarray(scores, dtype=np.float64))[::-1]
+
+            def rows(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                at = order[a:b]
+                return scores[at].astype(np.float64), negative[at]
+
+            def values(keys: np.ndarray) -> np.ndarray:
+                return keys
+        return cls._tally(rows, values, len(scores), negatives)
+
+    @classmethod
+    def _tally(cls, rows, values, n: int, negatives: int) -> "ScoreCounts":
+        """The counts from rows sorted by descending score: ``rows(a, b)`` gives rows a..b-1's
+        score identities and whether each is negative; ``values`` turns identities into
+        scores. Two passes of ``CHUNK_ROWS`` rows: the first counts the distinct scores, so
+        the second writes straight into arrays of their size."""
+        chunks = [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
+
+        def run_ends(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            keys, negative = rows(a, min(n, b + 1))  # one row more: is row b-1 a run's last?
+            last = np.flatnonzero(keys[1:] != keys[:-1])
+            return (np.append(last, b - a - 1) if b == n else last), keys, negative[:b - a]
+
+        distinct = sum(len(run_ends(a, b)[0]) for a, b in chunks)
+        counts = np.int32 if n < 2**31 else np.int64
+        tps, fps = np.empty(distinct, counts), np.empty(distinct, counts)
+        thresholds = None
+        # Runs written so far, negatives before the chunk, the counts at the last run's end.
+        done = negatives_before = tp = fp = 0
+        doubled_wins = 0.0
+        for a, b in chunks:
+            last, keys, negative = run_ends(a, b)
+            running = np.cumsum(negative, dtype=np.int64)
+            fp_runs = running[last] + negatives_before
+            negatives_before += int(running[-1])
+            del running
+            tp_runs = a + last + 1 - fp_runs
+            new_tp = np.diff(tp_runs, prepend=tp).astype(np.float64)
+            # Each new positive beats every negative below its score and half of those tied.
+            doubled_wins += float(np.dot(new_tp, 2.0 * (negatives - fp_runs)
+                                         + np.diff(fp_runs, prepend=fp)))
+            scores = values(keys[last])
+            if thresholds is None:
+                thresholds = np.empty(distinct, scores.dtype)
+            end = done + len(last)
+            thresholds[done:end], tps[done:end], fps[done:end] = scores, tp_runs, fp_runs
+            done = end
+            if len(last):
+                tp, fp = int(tp_runs[-1]), int(fp_runs[-1])
+        return cls(thresholds if thresholds is not None else np.zeros(0), tps, fps, doubled_wins)
+
+
+def roc_auc(truth: np.ndarray, scores: np.ndarray,
+            counts: ScoreCounts | None = None) -> float:
+    """``counts``: the rows' :class:`ScoreCounts` when already made (the report's curves share
+    them)."""
+    return (counts or ScoreCounts.of(truth, scores)).auc()
 
 
 def binary_labels(labels: np.ndarray) -> np.ndarray:
@@ -256,12 +357,15 @@ def _classification(names: list[str], truth: np.ndarray, predicted: np.ndarray, 
     return {name: available[name]() for name in names if name in available}
 
 
-def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray,
+                   counts: ScoreCounts | None = None) -> dict[str, float]:
+    """``counts``: the rows' :class:`ScoreCounts`, when already made (the AUC reads them)."""
     truth = binary_labels(labels)
     p = np.asarray(probabilities, dtype=np.float64)
 
     return _classification(names, truth, (p > 0.5).astype(np.int64), [1],
-                           lambda: roc_auc(truth, p), lambda: float(np.mean(log_losses(truth, p))))
+                           lambda: roc_auc(truth, p, counts),
+                           lambda: float(np.mean(log_losses(truth, p))))
 
 
 def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -336,19 +440,31 @@ def ranking_metrics(names: list[str], labels: np.ndarray, scores: np.ndarray,
             for name, values in ranking_per_query(names, labels, scores, qids).items()}
 
 
-def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
-            qids: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric in ``names`` (canonical text, e.g. ``ndcg@10``) for one task."""
+def _check_rows(labels: np.ndarray) -> None:
     if len(labels) == 0:
         raise EvaluationError("no rows to evaluate", Reason.EmptyDataset)
     bad = ~np.isfinite(labels)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise LabelError(f"labels must be finite numbers; row {row + 1} has {labels[row]}")
+
+
+def binary_score_counts(labels: np.ndarray, predictions: np.ndarray) -> ScoreCounts:
+    """A binary model's :class:`ScoreCounts`, after the checks :func:`compute` makes (so a bad
+    label gets the same error): made once, for the AUC and the report's curves."""
+    _check_rows(labels)
+    return ScoreCounts.of(binary_labels(labels), predictions)
+
+
+def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
+            qids: np.ndarray | None = None, counts: ScoreCounts | None = None) -> dict[str, float]:
+    """Every metric in ``names`` (canonical text, e.g. ``ndcg@10``) for one task; ``counts``:
+    a binary model's :class:`ScoreCounts` when already made."""
+    _check_rows(labels)
     if task == "ranking":
         return ranking_metrics(names, labels, predictions, qids)
     if task == "binary":
-        return binary_metrics(names, labels, predictions)
+        return binary_metrics(names, labels, predictions, counts)
     if task == "multiclass":
         return multiclass_metrics(names, labels, predictions)
     return regression_metrics(names, labels, predictions)
