@@ -153,7 +153,7 @@ def document(task: str, challengers: int = 1, baseline: bool = True, slices: int
         "resources": {"mode": "local", "cpus": 8, "gpus": 0, "actors": 2},
         "versions": {"modeleval": "0.1.0", "python": "3.11.2", "xgboost": "3.0.0"},
         "cacheHit": True, "predictionsUri": text("s3://out/predictions/"),
-        "schedule": text("nightly"),
+        "schedule": text("nightly"), "finishedAt": "2026-12-06T08:00:00+00:00",
         "curves": [_curves(task, n, labels, p, qids).model_dump(by_alias=True, mode="json")
                    for n, p in zip(names, predictions)],
     })
@@ -165,4 +165,5 @@ def failed_document(text: Callable[[str], str] = _plain) -> ResultDocument:
     return ResultDocument.failure("uid-2", 1, text("broken-eval"), text("team"),
                                   Reason.ModelNotFound, text("s3://models/missing.json: no such key"),
                                   False, text("s3://models/missing.json"),
-                                  text("s3://data/test.parquet"))
+                                  text("s3://data/test.parquet"),
+                                  finished_at="2026-12-06T08:00:00+00:00")
