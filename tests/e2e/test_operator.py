@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from html import escape as html_escape
 import threading
 import time
 import urllib.request
@@ -77,7 +78,13 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
     assert len(manifests) >= 6
     for path in manifests:
         kubectl(bed, "apply", "-n", namespace, "-f", str(path))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results")
+    # Beside the examples, on the shared cluster: a report S3 refuses (no such bucket).
+    apply_manifest(bed, namespace, spec_text(
+        "report-refused", rayClusterName="shared-ray",
+        output={"reportUri": "s3://no-such-bucket-e2e/reports"}))
+    # The local runs are for their metrics: no reports (the cluster's are checked below).
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results",
+                              report=False)
     try:
         for path in manifests:
             doc = evaluation_docs(path)[0]
@@ -103,6 +110,7 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
                 assert status["baseline"].get("gatePassed") is gate_passed, name
     finally:
         recorder.stop()
+    check_reports(bed, api, namespace, [evaluation_docs(p)[0]["metadata"]["name"] for p in manifests])
 
     table = kubectl(bed, "get", "evaluations", "-n", namespace)
     header = table.splitlines()[0].split()
@@ -128,6 +136,35 @@ def test_every_example_succeeds_like_modeleval_run(bed, api, namespace, tmp_path
     eventually(lambda: not [p for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items
                             if not p.metadata.name.startswith("shared-ray")], 60,
                "the deleted clusters' pods to be garbage-collected")
+
+
+def check_reports(bed, api, namespace: str, names: list[str]) -> None:
+    """Every evaluation's report is in MinIO where status.reportURI says, as the self-contained
+    HTML (the inline Vega bundle); `kubectl get -o wide` shows where; a report S3 refuses
+    leaves its evaluation Succeeded with the ReportWritten=False warning condition."""
+    from modeleval.report import vega_bundle
+
+    s3 = Storage().s3
+    wide = kubectl(bed, "get", "evaluations", "-n", namespace, "-o", "wide")
+    assert "REPORT" in wide.splitlines()[0].split()
+    for name in names:
+        obj = get_evaluation(api, namespace, name)
+        uri = obj["status"]["reportURI"]
+        assert uri.endswith(f"/{name}-{obj['metadata']['uid']}-1.html"), uri
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        html = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        assert html_escape(name) in html and vega_bundle() in html, name
+        assert any(line.split()[0] == name and uri in line.split() for line in wide.splitlines())
+        written = next(c for c in obj["status"]["conditions"] if c["type"] == "ReportWritten")
+        assert (written["status"], written["reason"]) == ("True", "ReportWritten")
+    refused = wait_phase(api, namespace, "report-refused", ("Succeeded", "Failed"))["status"]
+    assert refused["phase"] == "Succeeded" and refused["metrics"]["ndcg@10"] > 0
+    assert "reportURI" not in refused
+    condition = next(c for c in refused["conditions"] if c["type"] == "ReportWritten")
+    assert (condition["status"], condition["reason"]) == ("False", "ReportNotWritten")
+    assert "no-such-bucket-e2e" in condition["message"] and "no such bucket" in condition["message"]
+    eventually(lambda: "ReportNotWritten" in events_of(api, namespace, "report-refused"), 30,
+               "the ReportNotWritten warning Event")
 
 
 def _leaves(node, prefix: str = "") -> dict:
