@@ -137,7 +137,12 @@ class ResultDocument(_Document):
     rows: int = 0
     queries: int | None = None
     model: dict[str, Any] = Field(default_factory=dict)
-    dataset: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] = Field(default_factory=dict, description="the dataset read: uri, "
+                                    "format, fingerprint, bytes, shards, features (the feature "
+                                    "count) and missingValues (the feature values absent from "
+                                    "the rows as parsed, before any missingFeatures: zero "
+                                    "filling: NaN cells of a table, and features a sparse "
+                                    "LETOR/SVMlight line leaves out)")
     timings: dict[str, float] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict, description="what the evaluation "
                                       "ran with: mode (local or cluster), CPUs, GPUs, actors")

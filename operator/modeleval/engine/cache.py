@@ -203,9 +203,10 @@ def _part_table(shard: ParsedShard) -> pa.Table:
     if width:
         flat = from_numpy(np.ascontiguousarray(shard.features, dtype=np.float32).reshape(-1))
         columns[_FEATURES] = pa.FixedSizeListArray.from_arrays(flat, width)
-    incomplete = shard.counted().incomplete
+    counted = shard.counted()
     return pa.table(columns).replace_schema_metadata({"width": str(width), "rows": str(rows),
-                                                      "incomplete": str(incomplete)})
+                                                      "incomplete": str(counted.incomplete),
+                                                      "missing": str(counted.missing)})
 
 
 def write_part(shard: ParsedShard, path: Path) -> None:
@@ -242,9 +243,14 @@ def decode_part(source, num_features: int, keep: Sequence[str], where: str) -> P
         raise StorageError(f"{where}: a cached part has {features.shape[1]} features, its manifest "
                            f"{num_features}", Reason.StorageUnavailable, retryable=True)
     extra = {c: _column_numpy(table, c) for c in keep}
-    counted = (table.schema.metadata or {}).get(b"incomplete")  # parts written before: None
-    return ParsedShard(labels, qids, features, extra,
-                       int(counted) if counted is not None and counted.isdigit() else None)
+    return ParsedShard(labels, qids, features, extra, *(_recorded(table, key)
+                                                        for key in (b"incomplete", b"missing")))
+
+
+def _recorded(table: pa.Table, key: bytes) -> int | None:
+    """A count the part's writer recorded (None in parts written before it was)."""
+    value = (table.schema.metadata or {}).get(key)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:

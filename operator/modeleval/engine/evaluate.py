@@ -31,6 +31,7 @@ from . import intervals as bootstrap
 from . import metrics as metric_fns
 from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
+from .facts import library_versions
 from .gate import evaluate_gate
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
                         TaskResources, batched, parse_and_predict, parse_letor_range,
@@ -74,6 +75,9 @@ class EvaluationResult:
     challengers: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     curves: list[ModelCurves] | None = None
+    slice_intervals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
     # Filled by the runner after the evaluation: where its report went (or why it did not) and
     # the EvaluationSchedule that created it.
     report_uri: str | None = None
@@ -87,12 +91,31 @@ class EvaluationResult:
             attempt=self.identity.attempt, name=self.identity.name,
             namespace=self.identity.namespace, status="Succeeded",
             primary_metric=self.primary_metric, metrics=self.metrics, intervals=self.intervals,
-            confidence=self.confidence, slices=self.slices, baseline=self.baseline,
+            confidence=self.confidence, slices=self.slices,
+            slice_intervals=self.slice_intervals, baseline=self.baseline,
             gate=self.gate, challengers=self.challengers, warnings=self.warnings,
             rows=self.rows, queries=self.queries,
             model=self.model, dataset=self.dataset, timings=self.timings,
             cache_hit=self.cache_hit, predictions_uri=self.predictions_uri, curves=self.curves,
+            resources=self.resources, versions=self.versions,
             report_uri=self.report_uri, report_error=self.report_error, schedule=self.schedule)
+
+
+# Bootstrap intervals are drawn for at most this many values of each slice, those with the most
+# rows: each value costs a resampling of its rows, so a slice of a thousand small values would
+# cost many times the headline intervals. A warning names each slice that has more values.
+SLICE_INTERVAL_VALUES = 100
+
+
+@dataclass
+class _SliceTable:
+    """The candidate's metrics per slice value, their intervals, the warnings, and the seconds
+    the intervals took."""
+
+    metrics: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    intervals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -489,7 +512,7 @@ class Evaluator:
         else:
             scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
         slices = self._slices(names, labels, predictions[0], qids, columns)
-        self._timed("metrics", t + binary_seconds)
+        self._timed("metrics", t + binary_seconds + slices.seconds)
         curves: list[ModelCurves] | None = None
         curve_warnings: list[str] = []
         if self.settings.report:  # without a report, nothing plots the curves
@@ -502,8 +525,8 @@ class Evaluator:
         t = time.perf_counter()
         outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
                               self._resampled(names, labels, predictions, qids, per_query))
-        if spec.confidence is not None:
-            self._timed("confidence", t)
+        if spec.confidence is not None:  # the slices' intervals included
+            self._timed("confidence", t - slices.seconds)
 
         predictions_uri = None
         if spec.output.predictions_uri:
@@ -520,13 +543,16 @@ class Evaluator:
                    **self._predicted_by(shards)},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
                      "fingerprint": dataset.info.fingerprint, "bytes": dataset.info.size,
-                     "shards": len(manifest.parts)},
-            timings=self.timings, slices=slices, baseline=outcome.baseline, gate=outcome.gate,
+                     "shards": len(manifest.parts), "features": manifest.num_features,
+                     "missingValues": sum(s.missing_values for s in shards)},
+            timings=self.timings, slices=slices.metrics, slice_intervals=slices.intervals,
+            baseline=outcome.baseline, gate=outcome.gate,
             predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
             primary_metric=spec.primary_metric, intervals=outcome.intervals,
             confidence=outcome.confidence, challengers=outcome.challengers,
             warnings=(self._gpu_warnings + self._warnings(shards, manifest.num_features)
-                      + curve_warnings),
+                      + slices.warnings + curve_warnings),
+            resources=self._resources_used(len(manifest.parts)), versions=library_versions(),
             curves=curves,
         )
 
@@ -610,6 +636,29 @@ class Evaluator:
         ready = set(ray.wait(starting, num_returns=len(starting), timeout=0)[0])
         return [result_of(ref) for slot, ref in enumerate(starting) if slot in used or ref in ready]
 
+    def _resources_used(self, shards: int) -> dict[str, Any]:
+        """What the evaluation ran with. ``mode``: cluster where file:// URIs are refused (the
+        operator's Ray jobs), else local; ``inline``: in this process, without Ray tasks.
+        ``cpus``/``gpus``/``nodes``: the Ray cluster's (this machine's inline); per task, its
+        requests; ``tasks``: the Ray tasks the shards went to, ``taskSlots``: how many of them
+        the cluster runs at once; ``actors``: a GPU evaluation's predicting actors."""
+        mode = "local" if self.settings.allow_file_uris else "cluster"
+        if self._inline:
+            return {"mode": mode, "inline": True, "cpus": os.cpu_count() or 1, "gpus": 0,
+                    "nodes": 1, "taskCpus": 0, "taskGpus": 0, "tasks": 0, "taskSlots": 0,
+                    "actors": 0, "shards": shards}
+        import ray
+
+        total = ray.cluster_resources()
+        task = self._task_resources
+        return {"mode": mode, "inline": False, "cpus": _whole(total.get("CPU", 0)),
+                "gpus": _whole(total.get("GPU", 0)),
+                "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
+                "taskCpus": _whole(task.num_cpus), "taskGpus": _whole(task.num_gpus),
+                "tasks": -(-shards // self._shards_per_task),
+                "taskSlots": self._task_slots // self._shards_per_task,
+                "actors": len(self._actors), "shards": shards}
+
     def _predicted_by(self, shards: list[ShardPrediction]) -> dict[str, Any]:
         """A GPU evaluation's shards counted by who predicted them: the actors, or the tasks
         on the CPU while the actors started (nothing for an evaluation without actors)."""
@@ -639,34 +688,67 @@ class Evaluator:
         return [f"{self.spec.dataset.uri}: {incomplete:,} of {rows:,} lines omit some of the "
                 f"{width} features; omitted features were read as {read_as}"]
 
+    def _slice_groups(self, s: Any, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A slice's values (or buckets) and the mask of each one's rows."""
+        values = columns[s.column] if s.column else columns[f"feature:{s.feature}"]
+        groups: dict[str, np.ndarray] = {}
+        if s.buckets:
+            numeric = np.asarray(values, dtype=np.float64)
+            edges = np.asarray(s.buckets)
+            bucket = np.digitize(numeric, edges)
+            labels_text = ([f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:])]
+                           + [f">= {edges[-1]:g}"])
+            for b in np.unique(bucket[~np.isnan(numeric)]):
+                groups[labels_text[b]] = (bucket == b) & ~np.isnan(numeric)
+            if np.isnan(numeric).any():
+                groups["missing"] = np.isnan(numeric)
+        else:
+            for value in np.unique(values.astype(str))[:1000]:
+                groups[str(value)] = values.astype(str) == value
+        return groups
+
     def _slices(self, names: list[str], labels: np.ndarray, predictions: np.ndarray,
-                qids: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+                qids: np.ndarray | None, columns: dict[str, np.ndarray]) -> "_SliceTable":
+        """The candidate's metrics on each slice value's rows and, with spec.confidence, their
+        bootstrap intervals (for the SLICE_INTERVAL_VALUES values of each slice with the most
+        rows; a warning names a slice that has more)."""
+        table = _SliceTable()
         for s in self.spec.slices:
-            values = columns[s.column] if s.column else columns[f"feature:{s.feature}"]
-            groups: dict[str, np.ndarray] = {}
-            if s.buckets:
-                numeric = np.asarray(values, dtype=np.float64)
-                edges = np.asarray(s.buckets)
-                bucket = np.digitize(numeric, edges)
-                labels_text = ([f"< {edges[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:])]
-                               + [f">= {edges[-1]:g}"])
-                for b in np.unique(bucket[~np.isnan(numeric)]):
-                    groups[labels_text[b]] = (bucket == b) & ~np.isnan(numeric)
-                if np.isnan(numeric).any():
-                    groups["missing"] = np.isnan(numeric)
-            else:
-                for value in np.unique(values.astype(str))[:1000]:
-                    groups[str(value)] = values.astype(str) == value
-            out[s.name] = {}
+            groups = self._slice_groups(s, columns)
+            sizes = {group: int(mask.sum()) for group, mask in groups.items()}
+            drawn = set(sorted(sizes, key=lambda g: -sizes[g])[:SLICE_INTERVAL_VALUES])
+            if self.spec.confidence is not None and len(groups) > SLICE_INTERVAL_VALUES:
+                table.warnings.append(
+                    f"slice {s.name}: bootstrap intervals for its {SLICE_INTERVAL_VALUES} values "
+                    f"with the most rows only, of {len(groups)}")
+            table.metrics[s.name] = {}
             for group, mask in groups.items():
+                rows = (labels[mask], predictions[mask], None if qids is None else qids[mask])
                 try:
-                    entry = metric_fns.compute(self.spec.task, names, labels[mask], predictions[mask],
-                                               None if qids is None else qids[mask])
+                    entry = metric_fns.compute(self.spec.task, names, *rows)
                 except EvaluationError as error:  # e.g. AUC on a one-class slice
                     entry = {"error": error.message}
-                out[s.name][group] = {"rows": int(mask.sum()), **entry}
-        return out
+                table.metrics[s.name][group] = {"rows": sizes[group], **entry}
+                if self.spec.confidence is not None and group in drawn and "error" not in entry:
+                    started = time.perf_counter()
+                    drawn_intervals = self._slice_intervals(names, *rows)
+                    if drawn_intervals:
+                        table.intervals.setdefault(s.name, {})[group] = drawn_intervals
+                    table.seconds += time.perf_counter() - started
+        return table
+
+    def _slice_intervals(self, names: list[str], labels: np.ndarray, predictions: np.ndarray,
+                         qids: np.ndarray | None) -> dict[str, Any]:
+        """The bootstrap intervals of one slice value's metrics: its rows (or queries)
+        resampled as the headline intervals are, with the same level, resamples and seed."""
+        confidence = self.spec.confidence
+        assert confidence is not None
+        try:
+            resampled = bootstrap.bootstrap(self.spec.task, names, labels, [predictions], qids,
+                                            confidence)[0]
+        except EvaluationError:
+            return {}
+        return bootstrap.intervals(resampled, confidence.level)
 
     def _write_predictions(self, labels: np.ndarray, qids: np.ndarray | None,
                            predictions: list[np.ndarray]) -> str:
@@ -741,6 +823,11 @@ class _Outcome:
         confidence = None if spec.confidence is None else {
             **spec.confidence.model_dump(), "unit": "queries" if spec.task == "ranking" else "rows"}
         return cls(intervals(0), confidence, baseline_doc, gate(0), challengers)
+
+
+def _whole(value: float) -> float | int:
+    """A resource amount as an int when whole (4.0 CPUs: 4), else as it is (0.5)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _cluster_cpus() -> int:

@@ -95,6 +95,7 @@ class ShardPrediction:
     predictions: list[np.ndarray]  # one per model: candidate, baseline, then the challengers
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     incomplete_rows: int = 0  # rows without a value for every feature (before any filling)
+    missing_values: int = 0  # absent (NaN) feature values, before any filling
     per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
     actor: int | None = None  # the predicting actor (its slot) that predicted it; None: the task
 
@@ -248,8 +249,9 @@ class Predictor:
             column = shard.features[:, j]
             columns[f"feature:{j}"] = np.where(np.isnan(column), 0, column) \
                 if self.missing_as_zero else column.copy()
-        return ShardPrediction(index, shard.labels, shard.qids, [], columns,
-                               shard.counted().incomplete)
+        counted = shard.counted()
+        return ShardPrediction(index, shard.labels, shard.qids, [], columns, counted.incomplete,
+                               counted.missing)
 
     def score(self, features: np.ndarray, where: str,
               adapters: Callable[[ModelHandle], ModelAdapter] | None = None,

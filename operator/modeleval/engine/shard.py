@@ -18,24 +18,31 @@ class ParsedShard:
     qids: np.ndarray | None
     features: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
-    # Rows without a value for every feature, where known (a cached part records it, so a read
-    # of the part need not look at every value again); None: not counted yet.
+    # Rows without a value for every feature, and absent (NaN) values, where known (a cached
+    # part records both, so a read of the part need not look at every value again); None: not
+    # counted yet.
     incomplete: int | None = None
+    missing: int | None = None
 
     @property
     def rows(self) -> int:
         return len(self.labels)
 
     def counted(self) -> "ParsedShard":
-        """This shard with its incomplete rows counted."""
-        if self.incomplete is not None:
+        """This shard with its incomplete rows and absent values counted."""
+        if self.incomplete is not None and self.missing is not None:
             return self
-        return replace(self, incomplete=incomplete_rows(self.features))
+        incomplete, missing = absent_values(self.features)
+        return replace(self, incomplete=incomplete, missing=missing)
 
 
-def incomplete_rows(features: np.ndarray) -> int:
-    """Rows of ``features`` with an absent (NaN) value."""
-    return int(np.isnan(features).any(axis=1).sum()) if features.size else 0
+def absent_values(features: np.ndarray) -> tuple[int, int]:
+    """The rows of ``features`` with an absent (NaN) value, and its absent values: one look at
+    every value for both."""
+    if not features.size:
+        return 0, 0
+    absent = np.isnan(features)
+    return int(absent.any(axis=1).sum()), int(np.count_nonzero(absent))
 
 
 _NUMPY_TYPES = {pa.float32(): np.float32, pa.float64(): np.float64, pa.int64(): np.int64,
