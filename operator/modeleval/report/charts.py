@@ -59,6 +59,18 @@ def _spec(chart: alt.TopLevelMixin, datasets: dict[str, list[dict[str, Any]]]) -
     return spec
 
 
+def _stacked(panels: list[alt.TopLevelMixin], data: str) -> dict[str, Any]:
+    """Panels (each naming its data) one above the other. Assembled as plain JSON: Altair's
+    vconcat deep-copies every panel on each step, which costs more than all other charts."""
+    specs = [panel.to_dict(validate=False) for panel in panels]
+    config = specs[0].get("config", {})
+    for spec in specs:
+        spec.pop("$schema", None)
+        spec.pop("config", None)
+        assert spec.get("data") == {"name": data} and "datasets" not in spec, spec
+    return {"config": config, "spacing": 14, "vconcat": specs}
+
+
 def _data(name: str) -> alt.NamedData:
     return alt.NamedData(name=name)
 
@@ -85,12 +97,12 @@ def forest(models: list[Model]) -> Chart | None:
     verdicts = [v for v in VERDICT_COLOURS.domain if any(r["verdict"] == v for r in rows)]
     panels = [_forest_panel(metric, models, verdicts)
               for metric in dict.fromkeys(r["metric"] for r in rows)]
-    chart = alt.vconcat(*panels, data=_data("forest"), spacing=14)
+    spec = _stacked(panels, "forest")
     return Chart("forest", "Against the baseline (the champion)",
                  "Each model's metric minus the baseline's; the bar is the paired bootstrap "
                  "interval. Green: better with the interval wholly on the better side of 0; red: "
                  "worse; grey: not distinguishable from the baseline.",
-                 _spec(chart, {"forest": rows}))
+                 {**spec, "datasets": finite({"forest": rows})})
 
 
 def _forest_panel(metric: str, models: list[Model], verdicts: list[str]) -> alt.LayerChart:
@@ -111,7 +123,7 @@ def _forest_panel(metric: str, models: list[Model], verdicts: list[str]) -> alt.
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("metric:N"), alt.Tooltip("delta:Q", format="+.4f"),
                      alt.Tooltip("lower:Q", format="+.4f"), alt.Tooltip("upper:Q", format="+.4f"),
                      alt.Tooltip("direction:N")]),
-    ).properties(width=330, height=alt.Step(18))
+        data=_data("forest"), width=330, height=alt.Step(18))
 
 
 def slice_chart(index: int, table: SliceTable, intervals_present: bool) -> Chart | None:
@@ -134,7 +146,7 @@ def slice_chart(index: int, table: SliceTable, intervals_present: bool) -> Chart
     if intervals_present:
         layers.insert(0, base.mark_rule(color="#54aeff", strokeWidth=2).encode(
             x=alt.X("lower:Q"), x2=alt.X2("upper")))
-    chart = alt.layer(*layers, data=_data(name)).properties(width=520, height=alt.Step(16))
+    chart = alt.layer(*layers, data=_data(name), width=520, height=alt.Step(16))
     return Chart(name, f"{table.name}: {metric} by value",
                  "Worst first" + (", with the bootstrap interval of each value's rows"
                                   if intervals_present else "") + ".",
@@ -169,7 +181,7 @@ def _curve_chart(name: str, curves: list[ModelCurves], pick, area: str, x_title:
     if diagonal:
         layers.insert(0, alt.Chart().mark_rule(color="#d0d7de", strokeDash=[4, 3]).encode(
             x=alt.XDatum(0), y=alt.YDatum(0), x2=alt.X2Datum(1), y2=alt.Y2Datum(1)))
-    chart = alt.layer(*layers, data=_data(name)).properties(width=330, height=330)
+    chart = alt.layer(*layers, data=_data(name), width=330, height=330)
     title = "ROC" if name == "roc" else "Precision-recall"
     return Chart(name, title, f"Every model's curve over every row; {area} in the legend.",
                  _spec(chart, {name: rows}))
@@ -207,7 +219,7 @@ def reliability(curves: list[ModelCurves]) -> Chart | None:
     chart = alt.layer(
         alt.Chart().mark_rule(color="#d0d7de", strokeDash=[4, 3]).encode(
             x=alt.XDatum(0), y=alt.YDatum(0), x2=alt.X2Datum(1), y2=alt.Y2Datum(1)),
-        base.mark_line(point=True), data=_data("reliability")).properties(width=330, height=330)
+        base.mark_line(point=True), data=_data("reliability"), width=330, height=330)
     return Chart("reliability", "Reliability",
                  "Fraction of positives against the mean predicted probability in uniform bins "
                  "(empty bins left out); on the diagonal is calibrated. ECE: expected "
@@ -240,7 +252,7 @@ def _heatmap(name: str, title: str, caption: str, rows: list[dict[str, Any]], va
             text=alt.Text(f"{value}:Q", format=text_format),
             color=alt.ColorValue("#24292f", condition={
                 "test": f"datum.{value} > 0.5 * {_max(rows, value)}", "value": "white"})),
-        data=_data(name)).properties(width=size, height=size)
+        data=_data(name), width=size, height=size)
     return Chart(name, title, caption, _spec(chart, {name: rows}))
 
 
@@ -254,14 +266,14 @@ def score_distributions(curve: ModelCurves) -> Chart:
             for label, histogram in (("positive", binary.scores_positive),
                                      ("negative", binary.scores_negative))
             for a, b, n in zip(histogram.edges, histogram.edges[1:], histogram.counts)]
-    chart = alt.Chart(_data("scores")).mark_bar(opacity=0.6, binSpacing=0).encode(
+    chart = alt.Chart(_data("scores"), width=330, height=220).mark_bar(opacity=0.6, binSpacing=0).encode(
         x=alt.X("lower:Q", title="score", bin="binned"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows", stack=None),
         color=alt.Color("class:N", scale=alt.Scale(domain=["negative", "positive"],
                                                    range=["#8c959f", "#0969da"])),
         tooltip=[alt.Tooltip("class:N"), alt.Tooltip("lower:Q", format=".4g"),
                  alt.Tooltip("upper:Q", format=".4g"), alt.Tooltip("count:Q")],
-    ).properties(width=330, height=220)
+    )
     return Chart("scores", f"Scores by class ({display_name(curve.model)})",
                  f"Rows per score bin, by actual class; the threshold is {binary.threshold:g}.",
                  _spec(chart, {"scores": rows}))
@@ -293,12 +305,12 @@ def multiclass_charts(curve: ModelCurves) -> list[Chart]:
     per_class = [{"label": str(c.label), "score": score, "value": getattr(c, score),
                   "support": c.support}
                  for c in multiclass.per_class for score in ("precision", "recall", "f1")]
-    bars = alt.Chart(_data("per-class")).mark_bar().encode(
+    bars = alt.Chart(_data("per-class"), width=max(200, min(900, 36 * len(multiclass.per_class))), height=220).mark_bar().encode(
         x=alt.X("label:N", title="class", sort=None), xOffset=alt.XOffset("score:N"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("score:N", sort=["precision", "recall", "f1"]),
         tooltip=[alt.Tooltip("label:N"), alt.Tooltip("score:N"), alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("support:Q")],
-    ).properties(width=max(200, min(900, 36 * len(multiclass.per_class))), height=220)
+    )
     return [heatmap, Chart("per-class", f"Per-class precision, recall and F1 "
                            f"({display_name(curve.model)})", "0 where undefined.",
                            _spec(bars, {"per-class": per_class}))]
@@ -327,15 +339,15 @@ def regression_charts(curve: ModelCurves) -> list[Chart]:
                      alt.Tooltip("predictedUpper:Q", format=".4g"), alt.Tooltip("count:Q")]),
         alt.Chart().mark_rule(color="#cf222e", strokeDash=[4, 3]).encode(
             x=alt.XDatum(low), y=alt.YDatum(low), x2=alt.X2Datum(high), y2=alt.Y2Datum(high)),
-        data=_data("predicted-vs-actual")).properties(width=360, height=360)
+        data=_data("predicted-vs-actual"), width=360, height=360)
     residuals = [{"lower": a, "upper": b, "count": n}
                  for a, b, n in zip(regression.residuals.edges, regression.residuals.edges[1:],
                                     regression.residuals.counts)]
-    bars = alt.Chart(_data("residuals")).mark_bar(binSpacing=0, color="#0969da").encode(
+    bars = alt.Chart(_data("residuals"), width=360, height=240).mark_bar(binSpacing=0, color="#0969da").encode(
         x=alt.X("lower:Q", bin="binned", title="residual (actual - predicted)"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows"),
         tooltip=[alt.Tooltip("lower:Q", format=".4g"), alt.Tooltip("upper:Q", format=".4g"),
-                 alt.Tooltip("count:Q")]).properties(width=360, height=240)
+                 alt.Tooltip("count:Q")])
     dropped = (f" {regression.dropped:,} rows without a finite label or prediction are left out."
                if regression.dropped else "")
     name = display_name(curve.model)
@@ -351,13 +363,13 @@ def _at_k(name: str, curves: list[ModelCurves], pick, title: str, cutoff_caption
     models = [display_name(c.model) for c in curves]
     rows = [{"model": display_name(c.model), "k": k, "value": v}
             for c in curves for k, v in enumerate(pick(c.ranking), start=1)]
-    chart = alt.Chart(_data(name)).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
+    chart = alt.Chart(_data(name), width=330, height=260).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
         x=alt.X("k:Q", title="cut-off k", axis=alt.Axis(tickMinStep=1)),
         y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
                         legend=alt.Legend(orient="bottom-right", labelLimit=200)),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("k:Q"), alt.Tooltip("value:Q", format=".4f")],
-    ).properties(width=330, height=260)
+    )
     return Chart(name, f"{title} by cut-off", cutoff_caption, _spec(chart, {name: rows}))
 
 
@@ -370,12 +382,12 @@ def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
     rows = [{"lower": a, "upper": b, "queries": n}
             for a, b, n in zip(histogram.edges, histogram.edges[1:], histogram.counts)]
     at = f"NDCG@{candidate.cutoff}"
-    distribution = alt.Chart(_data("ndcg-distribution")).mark_bar(
+    distribution = alt.Chart(_data("ndcg-distribution"), width=330, height=220).mark_bar(
         binSpacing=1, color="#0969da").encode(
         x=alt.X("lower:Q", bin="binned", title=f"per-query {at}"), x2=alt.X2("upper"),
         y=alt.Y("queries:Q", title="queries"),
         tooltip=[alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"),
-                 alt.Tooltip("queries:Q")]).properties(width=330, height=220)
+                 alt.Tooltip("queries:Q")])
     found.append(Chart("ndcg-distribution", f"Per-query {at} ({display_name(curves[0].model)})",
                        "Queries per NDCG bin.", _spec(distribution, {"ndcg-distribution": rows})))
     length_rows = [{"model": display_name(c.model),
@@ -383,14 +395,14 @@ def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
                     "meanNdcg": b.mean_ndcg, "order": b.min_documents}
                    for c in curves for b in c.ranking.by_query_length]
     models = [display_name(c.model) for c in curves]
-    by_length = alt.Chart(_data("ndcg-by-length")).mark_line(point=True).encode(
+    by_length = alt.Chart(_data("ndcg-by-length"), width=330, height=220).mark_line(point=True).encode(
         x=alt.X("length:O", title="documents in the query",
                 sort=alt.EncodingSortField("order", op="min")),
         y=alt.Y("meanNdcg:Q", title=f"mean {at}", scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
                         legend=alt.Legend(orient="bottom-right")),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("length:O"), alt.Tooltip("queries:Q"), alt.Tooltip("meanNdcg:Q", format=".4f")],
-    ).properties(width=330, height=220)
+    )
     found.append(Chart("ndcg-by-length", f"{at} by query length",
                        "Queries bucketed by their number of documents (powers of two).",
                        _spec(by_length, {"ndcg-by-length": length_rows})))

@@ -33,7 +33,7 @@ h3 { font-size: 14px; margin: 14px 0 6px; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right; vertical-align: top; }
 th { background: var(--soft); font-weight: 600; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th:first-child, td:first-child, td.text, th.text { text-align: left; }
 td.text { word-break: break-all; max-width: 520px; }
 .iv { color: var(--muted); font-size: 12px; white-space: nowrap; }
 .pass { color: var(--good); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; }
@@ -175,7 +175,7 @@ spec.backoffLimit allows.{% elif d.retryable is not none %}Not retryable.{% endi
 {% if gates %}
 <h2 id="gate">Gate</h2>
 <table class="gate">
-<tr><th>model</th><th>gate</th><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>rule</th><th>why</th></tr>
+<tr><th>model</th><th>gate</th><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>rule</th><th class="text">why</th></tr>
 {% for m in gates %}{% for r in m.gate.rules %}
 <tr>{% if loop.first %}<td rowspan="{{ m.gate.rules | length }}">{{ m.name }}</td>
 <td rowspan="{{ m.gate.rules | length }}" class="{{ 'pass' if m.gate.passed else 'fail' }}">{{ "passed" if m.gate.passed else "failed" }}</td>{% endif %}
@@ -235,7 +235,7 @@ turned off).</p>
 <dl class="facts">{% for k, v in run %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
 {% if models | length > 1 %}
 <h3>Models</h3>
-<table><tr><th>name</th><th>role</th><th>URI</th><th>fingerprint</th></tr>
+<table><tr><th>name</th><th class="text">role</th><th class="text">URI</th><th class="text">fingerprint</th></tr>
 {% for m in models %}<tr><td>{{ m.name }}</td><td class="text">{{ m.role }}</td><td class="text">{{ m.uri or "not recorded" }}</td><td class="text">{{ m.fingerprint or "not recorded" }}</td></tr>{% endfor %}
 </table>
 {% endif %}

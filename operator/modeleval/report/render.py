@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from altair.utils.schemapi import debug_mode
 from jinja2 import Environment
 from markupsafe import Markup
 
@@ -145,14 +146,19 @@ def render(document: ResultDocument) -> str:
     models = content.models(document)
     task = content.task_of(document)
     curves = _ordered_curves(document)
-    slices = _slices(document)
+    # Altair checks every object against the schema as it is built (its debug mode), which
+    # costs more than the rest of the report; the specs' validity is a unit test's job.
+    with debug_mode(False):
+        slices = _slices(document)
+        forest = chart_specs.forest(models) if document.baseline else None
+        task_charts = chart_specs.task_charts(task, curves)
     return _TEMPLATE.render(
         d=document, models=models, primary=content.primary_metric(document),
         metric_names=content.metric_names(document), best=content.best_models(models),
         comparisons=content.comparisons(document),
         worst_slice=_worst_slice(slices), gates=[m for m in models if m.gate is not None],
-        forest=chart_specs.forest(models) if document.baseline else None,
+        forest=forest,
         task_title=TASK_TITLES.get(task or "", "Curves"),
-        task_charts=chart_specs.task_charts(task, curves), tables=_task_tables(task, curves),
+        task_charts=task_charts, tables=_task_tables(task, curves),
         slices=slices, dataset=content.dataset_summary(document),
         run=content.run_facts(document), style=STYLE, script=SCRIPT, bundle=vega_bundle())
