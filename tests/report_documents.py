@@ -148,7 +148,7 @@ def document(task: str, challengers: int = 1, baseline: bool = True, slices: int
                   "fingerprint": "a" * 16, "features": 136},
         "dataset": {"uri": text("s3://data/test.parquet"), "format": "parquet",
                     "fingerprint": "d" * 16, "bytes": 123_456_789, "shards": 4,
-                    "features": 136, "missingValues": {text("f1"): 12, "f2": 0, "f3": 5}},
+                    "features": 136, "missingValues": 17},
         "timings": {"prepareDataset": 1.2, "inference": 0.8, "metrics": 0.1, "total": 2.5},
         "resources": {"mode": "local", "cpus": 8, "gpus": 0, "actors": 2},
         "versions": {"modeleval": "0.1.0", "python": "3.11.2", "xgboost": "3.0.0"},

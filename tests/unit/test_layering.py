@@ -21,6 +21,9 @@ FORBIDDEN = {
             "ray", "pymongo"),
     "controller": ("modeleval.engine", "ray", "numpy", "pyarrow", "xgboost", "onnxruntime"),
     "engine": ("kopf", "kubernetes", "modeleval.controller"),
+    # The report renders a result document: it reads the contract, nothing that computes it.
+    "report": ("modeleval.engine", "modeleval.controller", "modeleval.store", "kopf",
+               "kubernetes", "ray", "pymongo", "numpy"),
 }
 
 
@@ -74,7 +77,8 @@ def loaded_after(module: str) -> set[str]:
 
 @pytest.mark.parametrize("layer, module", [("controller", "modeleval.controller.handlers"),
                                            ("api", "modeleval.api.crd"),
-                                           ("engine", "modeleval.engine.evaluate")])
+                                           ("engine", "modeleval.engine.evaluate"),
+                                           ("report", "modeleval.report")])
 def test_importing_a_layer_loads_nothing_it_must_not(layer: str, module: str) -> None:
     loaded = loaded_after(module)
     crossed = sorted(m for m in loaded if any(_within(m, b) for b in FORBIDDEN[layer]))

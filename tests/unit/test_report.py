@@ -223,7 +223,7 @@ def test_the_gate_is_shown_rule_by_rule_with_why():
 
 def test_dataset_and_run_facts():
     built, html, _ = report("ranking")
-    for fact in (f"{built.rows:,}", f"{built.queries:,}", "136", "17 in 2 of 3",
+    for fact in (f"{built.rows:,}", f"{built.queries:,}", "136", "17 (0.01% of",
                  "2.50 s", f"{built.rows / 2.5:,.0f}", "mode: local, cpus: 8",
                  "a" * 16, "d" * 16, "xgboost: 3.0.0", "hit", "s3://out/predictions/"):
         assert re.search(f"<dd>[^<]*{re.escape(fact)}", html), fact
@@ -348,3 +348,36 @@ def test_eight_models_and_fifty_slices_stay_under_five_megabytes(task):
     print(f"{task} report, 8 models, 50 slices: {size / 1e6:.2f} MB "
           f"(the Vega bundle: {len(vega_bundle().encode()) / 1e6:.2f} MB)")
     assert size <= 5 * 1024 * 1024
+
+
+def test_many_classes_keep_the_heatmap_readable_and_small():
+    import numpy as np
+
+    from modeleval.api.curves import ModelCurves
+    from modeleval.engine.curves import multiclass_curves
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 200, 5000).astype(np.float64)
+    labels[:2000] = 7  # one frequent class
+    probabilities = rng.dirichlet(np.ones(200), 5000)
+    built = report("multiclass")[0].model_copy(update={"curves": [
+        ModelCurves(model="model", multiclass=multiclass_curves(labels, probabilities))]})
+    specs = Page(render(built)).specs
+    shown = {r["actual"] for r in rows_of(specs["confusion"], "confusion")}
+    assert len(shown) == 40 and "7" in shown
+    assert len(rows_of(specs["confusion"], "confusion")) == 40 * 40
+    assert len(rows_of(specs["per-class"], "per-class")) == 200 * 3
+
+
+def test_the_bundle_cache_keeps_only_a_whole_bundle(tmp_path, monkeypatch):
+    from modeleval.report import bundle
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = bundle.cache_path()
+    assert path.is_relative_to(tmp_path) and not path.exists()
+    assert bundle._read_cached(path) is None
+    path.parent.mkdir(parents=True)
+    path.write_text("alert(1)")  # a truncated or foreign file is not taken
+    assert bundle._read_cached(path) is None
+    bundle._write_cached(path, vega_bundle())
+    assert bundle._read_cached(path) == vega_bundle()

@@ -183,30 +183,20 @@ def slice_tables(document: ResultDocument) -> list[SliceTable]:
 
 
 def _count(value: Any) -> str:
-    """A recorded count, a list's length, a mapping's total, or "not recorded"."""
+    """A recorded count, or "not recorded"."""
     if value is None:
         return NOT_RECORDED
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, (int, float)):
+    if is_number(value):
         return f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
-    if isinstance(value, (list, tuple)):
-        return f"{len(value):,}"
-    if isinstance(value, dict):
-        numbers = [v for v in value.values() if is_number(v)]
-        if len(numbers) == len(value):
-            return f"{int(sum(numbers)):,} in {sum(1 for v in numbers if v):,} of {len(value):,}"
-        return f"{len(value):,}"
     return str(value)
 
 
-def _top_missing(value: Any, limit: int = 10) -> list[tuple[str, str]]:
-    """The features with the most missing values, when they were recorded per feature."""
-    if not isinstance(value, dict):
-        return []
-    counted = [(str(k), v) for k, v in value.items() if is_number(v) and v]
-    counted.sort(key=lambda item: -item[1])
-    return [(k, f"{v:,}") for k, v in counted[:limit]]
+def _missing(missing: Any, features: Any, rows: int) -> str:
+    """The absent feature values, and their share of all feature cells when that is known."""
+    text = _count(missing)
+    if is_number(missing) and is_number(features) and features and rows:
+        text += f" ({missing / (features * rows):.2%} of {features * rows:,} feature values)"
+    return text
 
 
 def dataset_summary(document: ResultDocument) -> dict[str, Any]:
@@ -216,13 +206,13 @@ def dataset_summary(document: ResultDocument) -> dict[str, Any]:
                   ("queries", f"{document.queries:,}" if document.queries is not None
                    else "none (not a ranking dataset)" if document.rows else NOT_RECORDED),
                   ("features", _count(dataset.get("features", document.model.get("features")))),
-                  ("missing values", _count(dataset.get("missingValues"))),
+                  ("missing values", _missing(dataset.get("missingValues"),
+                                              dataset.get("features"), document.rows)),
                   ("format", str(dataset.get("format") or NOT_RECORDED)),
                   ("size", _bytes(dataset.get("bytes"))),
                   ("shards", _count(dataset.get("shards"))),
                   ("URI", str(dataset.get("uri") or NOT_RECORDED)),
                   ("fingerprint", str(dataset.get("fingerprint") or NOT_RECORDED))],
-        "missing": _top_missing(dataset.get("missingValues")),
     }
 
 

@@ -224,12 +224,6 @@ turned off).</p>
 
 <h2 id="dataset">Dataset</h2>
 <dl class="facts">{% for k, v in dataset.facts %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
-{% if dataset.missing %}
-<h3>Features with the most missing values</h3>
-<table><tr><th>feature</th><th>missing</th></tr>
-{% for k, v in dataset.missing %}<tr><td class="text">{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
-</table>
-{% endif %}
 
 <h2 id="run">Run</h2>
 <dl class="facts">{% for k, v in run %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
