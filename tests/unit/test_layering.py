@@ -24,6 +24,8 @@ FORBIDDEN = {
     # The report renders a result document: it reads the contract, nothing that computes it.
     "report": ("modeleval.engine", "modeleval.controller", "modeleval.store", "kopf",
                "kubernetes", "ray", "pymongo", "numpy"),
+    # The dashboard reads stored results and the cluster; it never computes or reconciles.
+    "ui": ("modeleval.engine", "modeleval.controller", "kopf", "ray", "numpy"),
 }
 
 
@@ -78,7 +80,8 @@ def loaded_after(module: str) -> set[str]:
 @pytest.mark.parametrize("layer, module", [("controller", "modeleval.controller.handlers"),
                                            ("api", "modeleval.api.crd"),
                                            ("engine", "modeleval.engine.evaluate"),
-                                           ("report", "modeleval.report")])
+                                           ("report", "modeleval.report"),
+                                           ("ui", "modeleval.ui.app")])
 def test_importing_a_layer_loads_nothing_it_must_not(layer: str, module: str) -> None:
     loaded = loaded_after(module)
     crossed = sorted(m for m in loaded if any(_within(m, b) for b in FORBIDDEN[layer]))

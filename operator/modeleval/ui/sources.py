@@ -96,7 +96,10 @@ class MongoSource:
 
         try:
             self._client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
-                                       connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 3)
+                                       connectTimeoutMS=timeout_ms,
+                                       # a slow answer (a big collection without the indexes)
+                                       # still beats a page saying the store is down
+                                       socketTimeoutMS=max(timeout_ms * 3, 60_000))
         except (PyMongoError, ValueError) as error:  # its words may quote the password
             raise ResultsStoreError(f"the MongoDB URI is not valid ({type(error).__name__})") from None
         self._collection = self._client[database][collection]
