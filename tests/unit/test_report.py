@@ -249,6 +249,7 @@ def test_a_failed_document_shows_its_reason_and_message_first():
     page = Page(html)
     failure = html[html.index('id="failure"'):]
     assert failure.index("ModelNotFound") < failure.index("no such key") < failure.index("</section>")
+    assert failed.reason.doc.action.replace("'", "&#39;") in failure  # what to do about it
     assert html.index('id="failure"') < html.index('id="dataset"')
     assert page.specs == {}
     assert "s3://models/missing.json" in html

@@ -111,6 +111,8 @@ attempt {{ d.attempt }} · finished {{ d.finished_at }} ·
 <section class="failure" id="failure">
 <div class="reason">Failed: {{ d.reason or "no reason recorded" }}</div>
 <pre>{{ d.message or "no message recorded" }}</pre>
+{% if d.reason %}<p><b>What it means:</b> {{ d.reason.doc.meaning }}.<br>
+<b>What to do:</b> {{ d.reason.doc.action }}.</p>{% endif %}
 <div class="sub">{% if d.retryable %}Retryable: the operator retries this failure while
 spec.backoffLimit allows.{% elif d.retryable is not none %}Not retryable.{% endif %}</div>
 </section>
