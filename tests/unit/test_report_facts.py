@@ -171,3 +171,20 @@ def test_resources_and_versions_say_what_scored_the_evaluation(tmp_path):
     assert doc.versions["python"] == platform.python_version()
     for name in ("modeleval", "numpy", "pyarrow", "xgboost"):
         assert doc.versions[name] == importlib.metadata.version(name)
+
+
+def test_a_slice_value_where_a_metric_is_undefined_leaves_out_that_metric(tmp_path):
+    """One row beyond the last bucket edge: its AUC is undefined (one class), its accuracy is
+    not; the document stores the accuracy, leaves out the AUC and says why."""
+    _binary_files(tmp_path)
+    with open(tmp_path / "data.txt", "a") as data:
+        data.write("1 1:20.0 2:0.0 3:0.0 4:0.0\n")
+    spec = _binary_spec(tmp_path, slices=[{"name": "far", "feature": 0, "buckets": [10.0]}],
+                        confidence={"resamples": 100})
+    doc = _run(tmp_path, spec)
+    far = doc.slices["far"][">= 10"]
+    assert far["rows"] == 1 and far["accuracy"] in (0.0, 1.0) and "auc" not in far
+    assert set(doc.slices["far"]["< 10"]) == {"rows", "auc", "accuracy"}
+    assert set(doc.slice_intervals["far"][">= 10"]) == {"accuracy"}
+    assert any(w.startswith("slice far: auc is left out where it is undefined: AUC needs both")
+               for w in doc.warnings)

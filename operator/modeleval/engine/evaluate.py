@@ -722,20 +722,36 @@ class Evaluator:
                     f"slice {s.name}: bootstrap intervals for its {SLICE_INTERVAL_VALUES} values "
                     f"with the most rows only, of {len(groups)}")
             table.metrics[s.name] = {}
+            undefined: dict[str, str] = {}
             for group, mask in groups.items():
                 rows = (labels[mask], predictions[mask], None if qids is None else qids[mask])
-                try:
-                    entry = metric_fns.compute(self.spec.task, names, *rows)
-                except EvaluationError as error:  # e.g. AUC on a one-class slice
-                    entry = {"error": error.message}
+                entry = self._slice_metrics(names, rows, undefined)
                 table.metrics[s.name][group] = {"rows": sizes[group], **entry}
-                if self.spec.confidence is not None and group in drawn and "error" not in entry:
+                if self.spec.confidence is not None and group in drawn and entry:
                     started = time.perf_counter()
                     drawn_intervals = self._slice_intervals(names, *rows)
                     if drawn_intervals:
                         table.intervals.setdefault(s.name, {})[group] = drawn_intervals
                     table.seconds += time.perf_counter() - started
+            table.warnings += [f"slice {s.name}: {name} is left out where it is undefined: "
+                               f"{message}" for name, message in undefined.items()]
         return table
+
+    def _slice_metrics(self, names: list[str], rows: tuple, undefined: dict[str, str]
+                       ) -> dict[str, float]:
+        """A slice value's metrics; one undefined on its rows (AUC on a one-class value) is
+        left out, its reason kept in ``undefined`` (metric -> message) for the warning."""
+        try:
+            return metric_fns.compute(self.spec.task, names, *rows)
+        except EvaluationError:
+            pass
+        entry: dict[str, float] = {}
+        for name in names:
+            try:
+                entry.update(metric_fns.compute(self.spec.task, [name], *rows))
+            except EvaluationError as error:
+                undefined.setdefault(name, error.message)
+        return entry
 
     def _slice_intervals(self, names: list[str], labels: np.ndarray, predictions: np.ndarray,
                          qids: np.ndarray | None) -> dict[str, Any]:
