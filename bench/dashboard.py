@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from dashboard_documents import many  # noqa: E402
+from dashboard_documents import ferretdb, free_port, many  # noqa: E402
 from modeleval.store import LocalResultStore  # noqa: E402
 from modeleval.ui.app import create_app  # noqa: E402
 from modeleval.ui.config import UIConfig  # noqa: E402
@@ -45,40 +42,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def ferretdb() -> Iterator[str]:
-    """The test bed's FerretDB (SQLite backend) on a free loopback port, in a temp dir."""
-    from testbed.tools import Tools, read_versions, tools_dir
-
-    binary = Tools(tools_dir(), read_versions()).ferretdb
-    data = Path(tempfile.mkdtemp(prefix="bench-ferretdb-"))
-    port = free_port()
-    process = subprocess.Popen([str(binary), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-                                f"--listen-addr=127.0.0.1:{port}"], cwd=data,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("FerretDB did not start") from None
-                time.sleep(0.2)
-        yield f"mongodb://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @contextmanager

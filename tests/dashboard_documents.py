@@ -4,8 +4,16 @@ tested on documents shaped exactly like stored ones."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -98,3 +106,38 @@ def many(count: int, seed: int = 29) -> list[ResultDocument]:
                               schedule=f"nightly-{i % 2}" if i % 3 == 0 else None,
                               finished=finished, auc=float(rng.uniform(0.6, 0.9))))
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def ferretdb() -> Iterator[str]:
+    """The test bed's FerretDB (v1, SQLite backend) alone, on a free loopback port, its data
+    in a temp dir removed afterwards; yields its URI."""
+    from testbed.tools import Tools, read_versions, tools_dir
+
+    binary = Tools(tools_dir(), read_versions()).ferretdb
+    data = Path(tempfile.mkdtemp(prefix="ferretdb-"))
+    port = free_port()
+    process = subprocess.Popen([str(binary), "--handler=sqlite", f"--sqlite-url=file:{data}/",
+                                f"--listen-addr=127.0.0.1:{port}"], cwd=data,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"FerretDB ({binary}) did not start") from None
+                time.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
