@@ -11,7 +11,11 @@ Prints one table: median seconds of --runs rounds (paths interleaved in each rou
 (a) and to (e), rows/s, and peak memory above the idle baseline (the driver plus every Ray
 worker process, sampled every 20 ms). Fails if the paths disagree on NDCG@10.
 
-  python bench/engine.py [--rows 240000] [--runs 3]        (make bench)
+  python bench/engine.py [--rows 240000] [--runs 3] [--report-rows 3000000]   (make bench)
+
+Then, in the same run, what the report adds to an evaluation (bench/report_cost.py: the report
+off and on, side by side, for this ranking evaluation and binary ones of --rows and
+--report-rows rows; the size of a report of 8 models and 50 slice values).
 
 --local needs no MinIO and no test bed (see main_local): file:// URIs in a temporary directory,
 a local Ray with every CPU and any visible GPU, and modeleval's cold, warm and limit paths on
@@ -499,6 +503,10 @@ def main() -> int:
                         "1 and every core, a process per CPU against one process of all of them)")
     parser.add_argument("--actors-on-cpu", action="store_true", help="also the GPU path's wiring "
                         "with its predicting actors on the CPU (--local): what it costs, no GPU needed")
+    parser.add_argument("--report-rows", type=int, default=3_000_000, help="what the report "
+                        "adds (bench/report_cost.py): the ranking evaluation and binary ones of "
+                        "--rows and of this many rows, the report off and on; 0: --rows only; "
+                        "-1: not measured")
     args = parser.parse_args()
     if args.local:
         return main_local(args)
@@ -579,6 +587,15 @@ def main() -> int:
             print(f"NDCG@{K} differs between paths: {disagree}", file=sys.stderr)
             return 1
         print(f"every path computed NDCG@{K} = {reference:.6f}")
+        if args.report_rows >= 0:  # what the report adds (bench/report_cost.py)
+            from report_cost import report_cost
+
+            manifest = _manifest(f"s3://{ctx.bucket}/models/ranker.json",
+                                 f"s3://{ctx.bucket}/mslr/test.txt", ctx.features)
+            (directory / "report-cost").mkdir()
+            for line in report_cost(directory / "report-cost", manifest, args.rows, args.report_rows,
+                                    args.runs, PeakMemory, args.seed):
+                print(line)
         return 0
     finally:
         ray.shutdown()
