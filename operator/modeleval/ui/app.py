@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -206,7 +207,12 @@ def _add_auth(app: FastAPI, pages: Pages, token: str) -> None:
 
 def create_app(config: UIConfig, source: ResultSource | None = None) -> FastAPI:
     """The dashboard over ``config``'s source (``source``: one already open)."""
-    pages = Pages(config, source or open_source(config))
+    source = source or open_source(config)
+    if isinstance(source, DirectorySource):
+        # The first index of a big directory reads every file (10,000: seconds): begun now, so
+        # the first visitor waits for what is left of it, not for all of it.
+        threading.Thread(target=source.refresh, name="results-index", daemon=True).start()
+    pages = Pages(config, source)
     app = FastAPI(title="modeleval", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pages = pages
     if config.token is not None:
