@@ -8,9 +8,12 @@ Ranking aggregates are mergeable states computed shard by shard, in the tasks be
 per-query metrics (:mod:`.querymetrics`), and added up on the driver. Regression histograms use
 power-of-two bin widths aligned to 0, so each shard picks its own bins and any two merge exactly.
 
-Memory beyond the arrays the driver already holds: one sort of each model's scores (as the
-AUC's), a few arrays of the distinct scores' count, and the aggregates themselves (a few
-thousand numbers per model).
+A binary model's :class:`ScoreCounts` (one sort of its scores, per distinct score the rows at
+or above it) are made once and serve the AUC and every binary aggregate; the passes over them
+read ``metrics.CHUNK_ROWS`` distinct scores at a time. Memory beyond the arrays the driver
+already holds: the counts (three arrays of the distinct scores' count, float32 and int32 for
+float32 scores), a few MB of each pass, and the aggregates themselves (a few thousand numbers
+per model).
 """
 
 from __future__ import annotations
