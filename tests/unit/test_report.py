@@ -382,3 +382,19 @@ def test_the_bundle_cache_keeps_only_a_whole_bundle(tmp_path, monkeypatch):
     assert bundle._read_cached(path) is None
     bundle._write_cached(path, vega_bundle())
     assert bundle._read_cached(path) == vega_bundle()
+
+
+def test_a_slice_of_many_values_lists_its_worst_ones():
+    built = report("regression")[0].model_copy(deep=True)
+    values = {f"v{i}": {"rows": 10, "rmse": float(i)} for i in range(1000)}
+    built.slices = {"user": values}
+    built.slice_intervals = {}
+    html = render(built)
+    page = Page(html)
+    assert "The 200 worst of its 1,000 values." in html
+    table = html[html.index("<h3>user</h3>"):]
+    table = table[:table.index("</table>")]
+    assert table.count('<td class="text">') == 200
+    assert '<td class="text">v999</td>' in table and '<td class="text">v799</td>' not in table
+    plotted = rows_of(page.specs["slice-0"], "slice-0")
+    assert [r["value"] for r in plotted[:2]] == ["v999", "v998"]  # rmse: the largest first

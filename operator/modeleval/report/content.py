@@ -13,6 +13,9 @@ from ..api.direction import higher_is_better
 from ..api.results import GateResult, Interval, ResultDocument
 
 NOT_RECORDED = "not recorded"
+# A slice's table lists at most its this many worst values: a slice of a high-cardinality column
+# (the engine keeps up to 1,000 values) must not make the report large.
+MAX_SLICE_ROWS = 200
 # The candidate's name in curves and deltas ("model" in ModelCurves), as the report shows it.
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -140,7 +143,8 @@ class SliceTable:
     name: str
     metric: str | None  # the metric the rows are ordered by (worst first)
     metrics: list[str]
-    rows: list[SliceRow]
+    rows: list[SliceRow]  # the worst MAX_SLICE_ROWS
+    values: int  # how many values the slice has in all
 
 
 def _slice_row(value: str, entry: dict[str, Any], intervals: dict[str, Interval]) -> SliceRow:
@@ -178,7 +182,8 @@ def slice_tables(document: ResultDocument) -> list[SliceTable]:
         present += sorted({m for r in rows for m in r.metrics} - set(present))
         metric = primary_metric(document)
         order_by = metric if metric in present else (present[0] if present else None)
-        tables.append(SliceTable(name, order_by, present, _worst_first(rows, order_by)))
+        tables.append(SliceTable(name, order_by, present,
+                                 _worst_first(rows, order_by)[:MAX_SLICE_ROWS], len(rows)))
     return tables
 
 

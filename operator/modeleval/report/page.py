@@ -213,6 +213,7 @@ turned off).</p>
 <h2 id="slices">Slices</h2>
 {% for s in slices %}
 <h3>{{ s.table.name }}</h3>
+{% if s.table.values > s.table.rows | length %}<div class="sub">The {{ s.table.rows | length }} worst of its {{ s.table.values | num }} values.</div>{% endif %}
 {% if s.chart %}<div class="charts">{{ chart(s.chart) }}</div>{% endif %}
 <div class="scroll"><table class="slice">
 <tr><th>value</th><th>rows</th>{% for metric in s.table.metrics %}<th>{{ metric }}</th>{% endfor %}</tr>
