@@ -402,15 +402,17 @@ def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.nda
 
 
 def ranking_per_query(names: list[str], labels: np.ndarray, scores: np.ndarray,
-                      qids: np.ndarray) -> dict[str, np.ndarray]:
+                      qids: np.ndarray, lists: RankedLists | None = None) -> dict[str, np.ndarray]:
     """Each ranking metric's value per query (queries in ascending qid order; NaN where a
-    query has no value, e.g. recall without a relevant document). A metric is their mean."""
+    query has no value, e.g. recall without a relevant document). A metric is their mean.
+    ``lists``: the rows already ranked (a shard's report curves rank them too)."""
     if qids is None:
         raise EvaluationError("ranking metrics need query ids (qid: in LETOR, or groupColumn)",
                               Reason.SchemaMismatch)
     if np.any(labels < 0):
         raise LabelError("ranking labels (relevance grades) must not be negative")
-    lists = RankedLists.build(labels, np.asarray(scores, dtype=np.float64).reshape(-1), qids)
+    if lists is None:
+        lists = RankedLists.build(labels, np.asarray(scores, dtype=np.float64).reshape(-1), qids)
     out: dict[str, np.ndarray] = {}
     for text in names:
         base, _, k_text = text.partition("@")

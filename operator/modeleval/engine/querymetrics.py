@@ -40,15 +40,19 @@ def shard_values(names: Sequence[str], labels: np.ndarray, qids: np.ndarray | No
     """A shard's per-query values, and its curve aggregates unless ``curves`` is false (an
     evaluation without a report); None where the shard cannot be computed alone (the
     whole-dataset path decides, and reports what is wrong)."""
-    if qids is None or len(labels) == 0 or not np.all(np.isfinite(labels)):
+    if qids is None or len(labels) == 0 or not np.all(np.isfinite(labels)) or np.any(labels < 0):
         return None
     try:
-        models = [metric_fns.ranking_per_query(list(names), labels, p, qids) for p in predictions]
-        states = ([RankingState.of(list(names), labels, p, qids) for p in predictions]
-                  if curves else None)
+        models, states = [], []
+        for p in predictions:  # each model's rows ranked once, for its metrics and its curves
+            lists = metric_fns.RankedLists.build(
+                labels, np.asarray(p, dtype=np.float64).reshape(-1), qids)
+            models.append(metric_fns.ranking_per_query(list(names), labels, p, qids, lists))
+            if curves:
+                states.append(RankingState.of(list(names), labels, p, qids, lists))
     except EvaluationError:
         return None
-    return QueryValues(np.unique(qids), models, states)
+    return QueryValues(np.unique(qids), models, states if curves else None)
 
 
 def assemble(names: Sequence[str],

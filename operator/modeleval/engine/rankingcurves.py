@@ -45,10 +45,12 @@ class RankingState:
 
     @classmethod
     def of(cls, names: list[str], labels: np.ndarray, scores: np.ndarray,
-           qids: np.ndarray) -> "RankingState":
+           qids: np.ndarray, lists: metric_fns.RankedLists | None = None) -> "RankingState":
+        """``lists``: the rows already ranked (by the shard's per-query metrics)."""
         deepest, cutoff = ranking_cutoffs(names)
-        lists = metric_fns.RankedLists.build(labels, np.asarray(scores, dtype=np.float64).reshape(-1),
-                                             qids)
+        if lists is None:
+            lists = metric_fns.RankedLists.build(
+                labels, np.asarray(scores, dtype=np.float64).reshape(-1), qids)
         ndcg, precision, sizes = _at_every_cutoff(lists, deepest)
         at_cutoff = ndcg[:, cutoff - 1]
         histogram = np.histogram(at_cutoff, np.linspace(0.0, 1.0, NDCG_BINS + 1))[0]
