@@ -120,7 +120,8 @@ def _forest_panel(metric: str, models: list[Model], verdicts: list[str]) -> alt.
                                              x2=alt.X2("upper"), color=colour),
         base.mark_point(filled=True, size=70).encode(
             x=alt.X("delta:Q"), color=colour,
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("metric:N"), alt.Tooltip("delta:Q", format="+.4f"),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("metric:N"),
+                     alt.Tooltip("delta:Q", format="+.4f"),
                      alt.Tooltip("lower:Q", format="+.4f"), alt.Tooltip("upper:Q", format="+.4f"),
                      alt.Tooltip("direction:N")]),
         data=_data("forest"), width=330, height=alt.Step(18))
@@ -139,7 +140,8 @@ def slice_chart(index: int, table: SliceTable, intervals_present: bool) -> Chart
         return None
     name = f"slice-{index}"
     base = alt.Chart().encode(y=alt.Y("value:N", title=None, sort=None))
-    tooltip = [alt.Tooltip("value:N"), alt.Tooltip("metric:Q", title=metric, format=".4f"), alt.Tooltip("rows:Q"),
+    tooltip = [alt.Tooltip("value:N"), alt.Tooltip("metric:Q", title=metric, format=".4f"),
+               alt.Tooltip("rows:Q"),
                alt.Tooltip("lower:Q", format=".4f"), alt.Tooltip("upper:Q", format=".4f")]
     layers = [base.mark_point(filled=True, size=60, color="#0969da").encode(
         x=alt.X("metric:Q", title=metric, scale=alt.Scale(zero=False)), tooltip=tooltip)]
@@ -213,7 +215,8 @@ def reliability(curves: list[ModelCurves]) -> Chart | None:
                 scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("legend:N", title="model · ECE", sort=list(legend.values()),
                         legend=alt.Legend(orient="bottom-right", labelLimit=260)),
-        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lower:Q", format=".2f"),
+                 alt.Tooltip("upper:Q", format=".2f"),
                  alt.Tooltip("rows:Q"), alt.Tooltip("meanPredicted:Q", format=".4f"),
                  alt.Tooltip("fractionPositive:Q", format=".4f")])
     chart = alt.layer(
@@ -246,8 +249,10 @@ def _heatmap(name: str, title: str, caption: str, rows: list[dict[str, Any]], va
     chart = alt.layer(
         base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"),
                                                 legend=None),
-                                tooltip=[alt.Tooltip("actual:O"), alt.Tooltip("predicted:O"), alt.Tooltip("count:Q"),
-                                         *([alt.Tooltip("fraction:Q")] if value == "fraction" else [])]),
+                                tooltip=[alt.Tooltip("actual:O"), alt.Tooltip("predicted:O"),
+                                         alt.Tooltip("count:Q"),
+                                         *([alt.Tooltip("fraction:Q")] if value == "fraction"
+                                           else [])]),
         base.mark_text(fontSize=11).encode(
             text=alt.Text(f"{value}:Q", format=text_format),
             color=alt.ColorValue("#24292f", condition={
@@ -266,7 +271,8 @@ def score_distributions(curve: ModelCurves) -> Chart:
             for label, histogram in (("positive", binary.scores_positive),
                                      ("negative", binary.scores_negative))
             for a, b, n in zip(histogram.edges, histogram.edges[1:], histogram.counts)]
-    chart = alt.Chart(_data("scores"), width=330, height=220).mark_bar(opacity=0.6, binSpacing=0).encode(
+    chart = alt.Chart(_data("scores"), width=330, height=220).mark_bar(
+        opacity=0.6, binSpacing=0).encode(
         x=alt.X("lower:Q", title="score", bin="binned"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows", stack=None),
         color=alt.Color("class:N", scale=alt.Scale(domain=["negative", "positive"],
@@ -305,11 +311,13 @@ def multiclass_charts(curve: ModelCurves) -> list[Chart]:
     per_class = [{"label": str(c.label), "score": score, "value": getattr(c, score),
                   "support": c.support}
                  for c in multiclass.per_class for score in ("precision", "recall", "f1")]
-    bars = alt.Chart(_data("per-class"), width=max(200, min(900, 36 * len(multiclass.per_class))), height=220).mark_bar().encode(
+    width = max(200, min(900, 36 * len(multiclass.per_class)))
+    bars = alt.Chart(_data("per-class"), width=width, height=220).mark_bar().encode(
         x=alt.X("label:N", title="class", sort=None), xOffset=alt.XOffset("score:N"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("score:N", sort=["precision", "recall", "f1"]),
-        tooltip=[alt.Tooltip("label:N"), alt.Tooltip("score:N"), alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("support:Q")],
+        tooltip=[alt.Tooltip("label:N"), alt.Tooltip("score:N"),
+                 alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("support:Q")],
     )
     return [heatmap, Chart("per-class", f"Per-class precision, recall and F1 "
                            f"({display_name(curve.model)})", "0 where undefined.",
@@ -343,7 +351,8 @@ def regression_charts(curve: ModelCurves) -> list[Chart]:
     residuals = [{"lower": a, "upper": b, "count": n}
                  for a, b, n in zip(regression.residuals.edges, regression.residuals.edges[1:],
                                     regression.residuals.counts)]
-    bars = alt.Chart(_data("residuals"), width=360, height=240).mark_bar(binSpacing=0, color="#0969da").encode(
+    bars = alt.Chart(_data("residuals"), width=360, height=240).mark_bar(
+        binSpacing=0, color="#0969da").encode(
         x=alt.X("lower:Q", bin="binned", title="residual (actual - predicted)"), x2=alt.X2("upper"),
         y=alt.Y("count:Q", title="rows"),
         tooltip=[alt.Tooltip("lower:Q", format=".4g"), alt.Tooltip("upper:Q", format=".4g"),
@@ -363,7 +372,8 @@ def _at_k(name: str, curves: list[ModelCurves], pick, title: str, cutoff_caption
     models = [display_name(c.model) for c in curves]
     rows = [{"model": display_name(c.model), "k": k, "value": v}
             for c in curves for k, v in enumerate(pick(c.ranking), start=1)]
-    chart = alt.Chart(_data(name), width=330, height=260).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
+    chart = alt.Chart(_data(name), width=330, height=260).mark_line(
+        point=alt.OverlayMarkDef(size=18)).encode(
         x=alt.X("k:Q", title="cut-off k", axis=alt.Axis(tickMinStep=1)),
         y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
@@ -395,13 +405,15 @@ def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
                     "meanNdcg": b.mean_ndcg, "order": b.min_documents}
                    for c in curves for b in c.ranking.by_query_length]
     models = [display_name(c.model) for c in curves]
-    by_length = alt.Chart(_data("ndcg-by-length"), width=330, height=220).mark_line(point=True).encode(
+    by_length = alt.Chart(_data("ndcg-by-length"), width=330, height=220).mark_line(
+        point=True).encode(
         x=alt.X("length:O", title="documents in the query",
                 sort=alt.EncodingSortField("order", op="min")),
         y=alt.Y("meanNdcg:Q", title=f"mean {at}", scale=alt.Scale(zero=False)),
         color=alt.Color("model:N", scale=_model_colour(models),
                         legend=alt.Legend(orient="bottom-right")),
-        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("length:O"), alt.Tooltip("queries:Q"), alt.Tooltip("meanNdcg:Q", format=".4f")],
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("length:O"), alt.Tooltip("queries:Q"),
+                 alt.Tooltip("meanNdcg:Q", format=".4f")],
     )
     found.append(Chart("ndcg-by-length", f"{at} by query length",
                        "Queries bucketed by their number of documents (powers of two).",

@@ -100,7 +100,8 @@ def _task_tables(task: str | None, curves: list[ModelCurves]) -> list[Table]:
     if task == "ranking":
         ranking = curves[0].ranking
         return [Table("worst-queries", f"Worst queries ({name})",
-                      f"The queries with the lowest NDCG@{ranking.cutoff} (ties: lowest qid first).",
+                      f"The queries with the lowest NDCG@{ranking.cutoff} (ties: lowest qid "
+                      "first).",
                       ["qid", f"NDCG@{ranking.cutoff}", "documents"],
                       [[f"{q.qid:g}", number(q.ndcg), number(q.documents)]
                        for q in ranking.worst_queries])]
