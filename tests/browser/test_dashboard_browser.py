@@ -116,7 +116,8 @@ def test_compare_two_chosen_in_the_list(page, dashboard, screenshot):
     page.click("#compare-button")
     page.wait_for_url("**/compare?uid=run0&uid=run2")
     auc = page.locator('tr.metric[data-metric="auc"] td').all_inner_texts()
-    assert auc[1] == "0.8000" and auc[2].split() == ["0.7000", "(-0.1000)"]
+    assert auc[1].split() == ["0.8000", "[0.7900,", "0.8100]"]
+    assert auc[2].split() == ["0.7000", "(-0.1000)", "[0.6900,", "0.7100]"]
     assert page.locator('tr.metric[data-metric="auc"] .delta.worse').count() == 1
     screenshot("compare")
 

@@ -116,6 +116,8 @@ def test_compare_shows_deltas_against_the_first(client):
     rows = {m.name: m for m in compare_metrics([a, b, None])}
     assert rows["auc"].deltas == [0.0, pytest.approx(-0.05), None]
     assert rows["auc"].better == [None, False, None]
+    assert rows["auc"].intervals[:2] == [(pytest.approx(0.79), pytest.approx(0.81)),
+                                         (pytest.approx(0.74), pytest.approx(0.76))]
     html = client.get("/compare", params={"uid": ["e000000", "e000003", "nosuch"]}).text
     assert "result missing: no result for uid nosuch" in html
     assert html.count('class="metric"') == 2  # auc and accuracy

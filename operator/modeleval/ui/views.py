@@ -102,6 +102,7 @@ class ComparedMetric:
     values: list[float | None]
     deltas: list[float | None]
     better: list[bool | None]
+    intervals: list[tuple[float, float] | None]
 
 
 def compare_metrics(documents: list[ResultDocument | None]) -> list[ComparedMetric]:
@@ -118,5 +119,7 @@ def compare_metrics(documents: list[ResultDocument | None]) -> list[ComparedMetr
         deltas = [None if first is None or v is None else v - first for v in values]
         better = [None if first is None or v is None or v == first
                   else improvement(name, v, first) > 0 for v in values]
-        rows.append(ComparedMetric(name, values, deltas, better))
+        intervals = [(doc.intervals[name].lower, doc.intervals[name].upper)
+                     if doc and name in doc.intervals else None for doc in documents]
+        rows.append(ComparedMetric(name, values, deltas, better, intervals))
     return rows
