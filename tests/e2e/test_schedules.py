@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from kubernetes import client
+from pymongo import MongoClient
 
 from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, train_ranker
 from modeleval.engine.storage import Storage
@@ -192,6 +193,14 @@ def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operato
     assert "MetricDegraded" in events_of(api, namespace, "watch")
     table = kubectl(bed, "get", "evalsched", "-n", namespace)
     assert "True" in table.splitlines()[1]
+    # Each run's result names the schedule that made it.
+    refs = [c["status"]["resultsRef"] for c in children(api, namespace, "watch")
+            if (c.get("status") or {}).get("resultsRef")]
+    assert len(refs) >= 2
+    with MongoClient(bed.mongodb_uri) as mongo:
+        for ref in refs:
+            assert mongo[ref["database"]][ref["collection"]].find_one(
+                {"_id": ref["id"]})["schedule"] == "watch"
 
 
 @pytest.mark.timeout(600)
