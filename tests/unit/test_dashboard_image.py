@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import distribution
 from pathlib import Path
 
@@ -106,3 +107,13 @@ def test_the_readme_creates_the_indexes_the_list_page_wants():
     documented = [[(field, int(order)) for field, order in re.findall(r"(\w+): (-?1)", keys)]
                   for keys in re.findall(r"^db\.results\.createIndex\(\{([^}]*)\}\)$", text, re.M)]
     assert documented == [list(keys) for keys in RECOMMENDED_INDEXES]
+
+
+def test_the_dashboards_templates_are_installed_with_the_package():
+    """An installed modeleval (the operator image's) carries every page template: PackageLoader
+    reads them from the package, not from the checkout."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "operator/modeleval/ui"
+    templates = [p.relative_to(package) for p in (package / "templates").rglob("*") if p.is_file()]
+    assert templates
+    assert [t for t in templates if not any(t.match(g) for g in data.get("modeleval.ui", []))] == []
