@@ -26,6 +26,7 @@ from pymongo import MongoClient
 from modeleval.demo import EXAMPLES_BUCKET, letor_bytes, make_letor, publish_example_assets
 from modeleval.engine.evaluate import Identity
 from modeleval.engine.storage import Storage
+from modeleval.report import vega_bundle
 from modeleval.runner import parse_manifest, run_manifest
 from modeleval.settings import EngineSettings
 from testbed import Tools
@@ -172,7 +173,8 @@ def local_metrics(manifest_text: str, tmp_path: Path) -> dict[str, float]:
     that differ only in their names share the answer)."""
     key = json.dumps(yaml.safe_load(manifest_text)["spec"], sort_keys=True)
     if key not in _LOCAL_METRICS:
-        settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "results")
+        settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(),
+                                  results_dir=tmp_path / "results", report=False)
         _LOCAL_METRICS[key] = run_manifest(parse_manifest(manifest_text), Identity(uuid.uuid4().hex),
                                            settings).metrics
     return _LOCAL_METRICS[key]
@@ -280,6 +282,12 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     assert len(documents) == 1 and documents[0]["status"] == "Succeeded"
     assert documents[0]["metrics"] == status["metrics"]
     assert "JobSubmitted" in events_of(installed.api, ns, "mslr-ranker")
+    # Its report, rendered in the Ray image and written with the namespace's own S3 keys.
+    report = status.get("reportURI")
+    assert report and report == documents[0]["reportUri"], status["conditions"]
+    bucket, key = report.removeprefix("s3://").split("/", 1)
+    html = Storage().s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert "mslr-ranker" in html and vega_bundle() in html
     # The parsed dataset was cached under this namespace's own prefix of the data's bucket.
     cached = Storage().s3.list_objects_v2(Bucket=EXAMPLES_BUCKET, Prefix=f"modeleval-cache/{ns}/")
     assert cached["KeyCount"] > 0
