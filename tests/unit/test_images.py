@@ -60,6 +60,14 @@ def test_ray_image_has_the_engine_closure():
     assert listed <= LOCK
 
 
+def test_ray_image_builds_the_reports_vega_bundle_once():
+    """Every job is a fresh process: without the bundle in the image each report would spend
+    seconds building it (vl-convert), over the report's 0.5 s budget."""
+    ray = (ROOT / "images/ray/Dockerfile").read_text()
+    assert re.search(r"^ && python -m modeleval\.report\.bundle \\$", ray, re.M)
+    assert ray.index("modeleval.report.bundle") > ray.index("wheels/modeleval-")
+
+
 def test_images_run_as_non_root_and_match_chart_defaults():
     operator = (ROOT / "images/operator/Dockerfile").read_text()
     ray = (ROOT / "images/ray/Dockerfile").read_text()
