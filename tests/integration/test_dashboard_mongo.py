@@ -40,8 +40,12 @@ def mongo() -> Iterator[str]:
         yield uri
 
 
-def test_the_server_filters_sorts_and_pages(mongo):
+@pytest.mark.parametrize("indexed", [False, True], ids=["by-the-server", "from-the-index"])
+def test_the_list_filters_sorts_and_pages(mongo, indexed):
     source = MongoSource(mongo, "dash", "results")
+    if indexed:
+        source.refresh_index()
+    assert source.indexed is indexed
     page = source.list(ListQuery(namespace="team-a", sort="name", order="asc"))
     assert page.total == 31 and [r.name for r in page.rows][:3] == ["broken-model", "eval-00",
                                                                     "eval-02"]
@@ -64,3 +68,34 @@ def test_a_malformed_document_is_a_row_and_its_page_says_why(mongo):
     page = client.get("/evaluations/odd")
     assert page.status_code == 200 and "result missing/unreadable" in page.text
     assert client.get("/compare", params={"uid": ["m1", "odd"]}).status_code == 200
+
+
+QUERIES = [ListQuery(namespace="team-a"), ListQuery(namespace="team-b", page=2),
+           ListQuery(namespace="team-b", status="Succeeded", sort="metric", metric="auc",
+                     order="asc"),
+           ListQuery(model="v1.json", sort="finished", order="asc"), ListQuery(schedule="nightly")]
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=range(len(QUERIES)))
+def test_the_index_lists_what_the_server_lists(mongo, query):
+    server, indexed = MongoSource(mongo, "dash", "results"), MongoSource(mongo, "dash", "results")
+    indexed.refresh_index()
+    expected, found = server.list(query), indexed.list(query)
+    assert found.total == expected.total
+    assert [(r.uid, r.attempt) for r in found.rows] == [(r.uid, r.attempt) for r in expected.rows]
+
+
+def test_the_index_takes_in_what_finished_since(mongo):
+    source = MongoSource(mongo, "dash", "results")
+    source.refresh_index()
+    late = document("late1", name="late", namespace="team-z", curves=False,
+                    finished=START + timedelta(days=40))
+    collection = MongoClient(mongo)["dash"]["results"]
+    collection.insert_one(late.to_mongo())
+    try:
+        assert source.list(ListQuery(namespace="team-z")).total == 0  # not yet read
+        source.refresh_index()
+        assert [r.name for r in source.list(ListQuery(namespace="team-z")).rows] == ["late"]
+        assert "team-z" in source.choices().namespaces
+    finally:
+        collection.delete_one({"_id": late.id})

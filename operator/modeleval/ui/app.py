@@ -47,7 +47,7 @@ def _templates() -> Environment:
 def open_source(config: UIConfig) -> ResultSource:
     if config.mongo_uri is not None:
         return MongoSource(config.mongo_uri, config.database, config.collection,
-                           config.mongo_timeout_ms)
+                           config.mongo_timeout_ms, refresh_seconds=config.cache_seconds)
     assert config.results_dir is not None
     return DirectorySource(config.results_dir, rescan_seconds=config.cache_seconds)
 
@@ -212,6 +212,8 @@ def create_app(config: UIConfig, source: ResultSource | None = None) -> FastAPI:
         # The first index of a big directory reads every file (10,000: seconds): begun now, so
         # the first visitor waits for what is left of it, not for all of it.
         threading.Thread(target=source.refresh, name="results-index", daemon=True).start()
+    elif isinstance(source, MongoSource) and config.index_mongodb:
+        threading.Thread(target=source.keep_index, name="results-index", daemon=True).start()
     pages = Pages(config, source)
     app = FastAPI(title="modeleval", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pages = pages

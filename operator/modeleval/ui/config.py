@@ -22,6 +22,9 @@ class UIConfig:
     mongo_timeout_ms: int = 5_000
     # How long the cluster's phases and the filters' choices are reused before asked again.
     cache_seconds: float = 10.0
+    # MongoDB: list from an in-memory index of the list columns, kept fresh in the background
+    # (False: every list page is a query, as a server with the README's indexes answers fast).
+    index_mongodb: bool = True
 
     def __post_init__(self) -> None:
         if (self.mongo_uri is None) == (self.results_dir is None):

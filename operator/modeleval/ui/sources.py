@@ -11,6 +11,7 @@ files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -25,6 +26,8 @@ from pydantic import ValidationError
 from ..api.results import ResultDocument, document_id
 from ..store import ResultsStoreError
 from .listing import LIST_FIELDS, PAGE_SIZE, ListPage, ListQuery, Row, row_from_document
+
+log = logging.getLogger(__name__)
 
 # The indexes of the results collection that keep the list's filters and sorts fast (created by
 # the chart's or the database's owner, never by this read-only server).
@@ -89,8 +92,60 @@ def _cached(seconds: float) -> Callable:
     return wrap
 
 
+def _matches(row: Row, query: ListQuery) -> bool:
+    if row.problem is not None:  # shown while no filter is set (nothing known to filter on)
+        return not any((query.namespace, query.status, query.schedule, query.model))
+    return ((query.namespace is None or row.namespace == query.namespace)
+            and (query.status is None or row.status == query.status)
+            and (query.schedule is None or row.schedule == query.schedule)
+            and (query.model is None or query.model.casefold()
+                 in (row.model_uri or "").casefold()))
+
+
+def _ordered(rows: list[Row], query: ListQuery) -> list[Row]:
+    reverse = query.order == "desc"
+    rows = sorted(rows, key=lambda r: (r.finished_at, r.uid), reverse=reverse)
+    if query.sort == "name":
+        rows.sort(key=lambda r: r.name, reverse=reverse)
+    elif query.sort == "metric" and query.metric:
+        known = [r for r in rows if query.metric in r.metrics]
+        known.sort(key=lambda r: r.metrics[query.metric], reverse=reverse)
+        rows = known + [r for r in rows if query.metric not in r.metrics]
+    # Unreadable documents first: what needs looking at is not left on page 200.
+    return [r for r in rows if r.problem] + [r for r in rows if not r.problem]
+
+
+def page_of(rows: list[Row], query: ListQuery) -> ListPage:
+    """The query's page of rows held in memory (the directory's index, MongoDB's list index)."""
+    found = _ordered([r for r in rows if _matches(r, query)], query)
+    return ListPage(found[query.skip:query.skip + PAGE_SIZE], len(found), query)
+
+
+def choices_of(rows: list[Row]) -> Choices:
+    readable = [r for r in rows if r.problem is None]
+    metrics = Counter(r.primary_metric for r in readable if r.primary_metric)
+    return Choices(sorted({r.namespace for r in readable if r.namespace}),
+                   sorted({r.schedule for r in readable if r.schedule}),
+                   [m for m, _ in metrics.most_common()])
+
+
+# MongoDB's list index holds the list columns of at most this many documents (about 1 KB each);
+# a bigger collection is listed by the server alone.
+MAX_INDEXED = 100_000
+# How often the list index is read whole again (documents deleted since, or rewritten with an
+# older finish time); between, only documents finished since the newest seen are read.
+FULL_RESCAN_SECONDS = 300.0
+
+
 class MongoSource:
-    def __init__(self, uri: str, database: str, collection: str, timeout_ms: int = 5_000):
+    """Lists from an in-memory index of every document's list columns once it is built (one scan
+    at start, then only documents finished since the newest seen, every ``refresh_seconds``);
+    until then, and for a collection over :data:`MAX_INDEXED`, the server filters, sorts and
+    pages. The index is what keeps the list fast on a server that cannot use indexes for these
+    queries (FerretDB v1 reads every document for each)."""
+
+    def __init__(self, uri: str, database: str, collection: str, timeout_ms: int = 5_000,
+                 refresh_seconds: float = 10.0):
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError
 
@@ -104,6 +159,10 @@ class MongoSource:
             raise ResultsStoreError(f"the MongoDB URI is not valid ({type(error).__name__})") from None
         self._collection = self._client[database][collection]
         self._errors = PyMongoError
+        self.refresh_seconds = refresh_seconds
+        self._index: dict[str, Row] | None = None
+        self._newest = ""  # the newest finishedAt the index holds
+        self._scanned = 0.0  # when the index was last read whole (monotonic)
 
     def _read(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -131,7 +190,45 @@ class MongoSource:
             return [(f"metrics.{query.metric}", way), ("finishedAt", -1), ("_id", 1)]
         return [("finishedAt", way), ("_id", way)]
 
+    @property
+    def indexed(self) -> bool:
+        return self._index is not None
+
+    def _list_columns(self, where: dict[str, Any]) -> dict[str, Row]:
+        found = self._read("list", lambda: list(self._collection.find(
+            where, dict.fromkeys(LIST_FIELDS, 1))))
+        return {str(d.get("_id")): row_from_document(d, str(d.get("_id"))) for d in found}
+
+    def refresh_index(self) -> None:
+        """Reads the whole list index, or what finished since the newest it holds."""
+        whole = self._index is None or time.monotonic() - self._scanned > FULL_RESCAN_SECONDS
+        if whole:
+            count = self._read("count", self._collection.estimated_document_count)
+            if count > MAX_INDEXED:
+                self._index = None
+                return
+            started, rows = time.monotonic(), self._list_columns({})
+            self._scanned = started
+        else:
+            rows = {**self._index, **self._list_columns({"finishedAt": {"$gte": self._newest}})}
+        self._newest = max((r.finished_at for r in rows.values()), default="")
+        self._index = rows  # replaced whole: a request reads one index or the other
+
+    def keep_index(self, stop: threading.Event | None = None) -> None:
+        """Builds the index and keeps it fresh until ``stop`` (a daemon thread's loop); a
+        failed read is tried again at the next round, the index kept as it was."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.refresh_index()
+            except ResultsStoreError as error:
+                log.warning("the list index was not refreshed: %s", error.message)
+            stop.wait(self.refresh_seconds)
+
     def list(self, query: ListQuery) -> ListPage:
+        index = self._index
+        if index is not None:
+            return page_of(list(index.values()), query)
         where = self._filter(query)
         projection = dict.fromkeys(LIST_FIELDS, 1)
 
@@ -163,8 +260,12 @@ class MongoSource:
             .sort("finishedAt", -1).limit(MAX_RUNS)))
         return [_validated(d, str(d.get("_id"))) for d in reversed(found)]
 
-    @_cached(30.0)
     def choices(self) -> Choices:
+        index = self._index
+        return choices_of(list(index.values())) if index is not None else self._distinct()
+
+    @_cached(30.0)
+    def _distinct(self) -> Choices:
         def distinct(name: str) -> list[str]:
             values = self._read("read", lambda: self._collection.distinct(name))
             return sorted(v for v in values if isinstance(v, str))
@@ -235,32 +336,8 @@ class DirectorySource:
         self.refresh()
         return [entry.row for entry in self._index.values()]
 
-    @staticmethod
-    def _matches(row: Row, query: ListQuery) -> bool:
-        if row.problem is not None:  # shown while no filter is set (nothing known to filter on)
-            return not any((query.namespace, query.status, query.schedule, query.model))
-        return ((query.namespace is None or row.namespace == query.namespace)
-                and (query.status is None or row.status == query.status)
-                and (query.schedule is None or row.schedule == query.schedule)
-                and (query.model is None or query.model.casefold()
-                     in (row.model_uri or "").casefold()))
-
-    @staticmethod
-    def _ordered(rows: list[Row], query: ListQuery) -> list[Row]:
-        reverse = query.order == "desc"
-        rows = sorted(rows, key=lambda r: (r.finished_at, r.uid), reverse=reverse)
-        if query.sort == "name":
-            rows.sort(key=lambda r: r.name, reverse=reverse)
-        elif query.sort == "metric" and query.metric:
-            known = [r for r in rows if query.metric in r.metrics]
-            known.sort(key=lambda r: r.metrics[query.metric], reverse=reverse)
-            rows = known + [r for r in rows if query.metric not in r.metrics]
-        # Unreadable documents first: what needs looking at is not left on page 200.
-        return [r for r in rows if r.problem] + [r for r in rows if not r.problem]
-
     def list(self, query: ListQuery) -> ListPage:
-        rows = self._ordered([r for r in self._rows() if self._matches(r, query)], query)
-        return ListPage(rows[query.skip:query.skip + PAGE_SIZE], len(rows), query)
+        return page_of(self._rows(), query)
 
     def _load(self, path: Path) -> Loaded:
         try:
@@ -292,11 +369,7 @@ class DirectorySource:
                 for r in rows[-MAX_RUNS:]]
 
     def choices(self) -> Choices:
-        rows = [r for r in self._rows() if r.problem is None]
-        metrics = Counter(r.primary_metric for r in rows if r.primary_metric)
-        return Choices(sorted({r.namespace for r in rows if r.namespace}),
-                       sorted({r.schedule for r in rows if r.schedule}),
-                       [m for m, _ in metrics.most_common()])
+        return choices_of(self._rows())
 
 
 def glob_escape(text: str) -> str:
