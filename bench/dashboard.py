@@ -33,7 +33,7 @@ import uvicorn  # noqa: E402
 
 from dashboard_documents import ferretdb, free_port, many  # noqa: E402
 from modeleval.store import LocalResultStore  # noqa: E402
-from modeleval.ui.app import create_app  # noqa: E402
+from modeleval.ui.app import create_app, open_source  # noqa: E402
 from modeleval.ui.config import UIConfig  # noqa: E402
 from modeleval.ui.sources import RECOMMENDED_INDEXES  # noqa: E402
 
@@ -45,9 +45,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def serving(config: UIConfig) -> Iterator[str]:
+def serving(config: UIConfig, source=None) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(config, source), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -152,8 +152,15 @@ def measure_mongodb(mongo_uri: str | None, bodies: list[dict], requests: int, se
     database = f"bench{uuid.uuid4().hex[:8]}"
     with (nullcontext_uri(mongo_uri) if mongo_uri else ferretdb()) as uri:
         stored = store_in_mongo(uri, database, bodies)
-        with serving(UIConfig(mongo_uri=uri, database=database)) as base:
+        config = UIConfig(mongo_uri=uri, database=database)
+        source = open_source(config)
+        with serving(config, source) as base:
+            start = time.perf_counter()
+            while not source.indexed:
+                time.sleep(0.5)
+            indexed = time.perf_counter() - start
             cold, times = measure(base, requests, seed)
+        print(f"(the list index of {len(bodies):,} documents was built in {indexed:.1f} s)")
         report("MongoDB" if mongo_uri else "FerretDB v1 (SQLite)", stored, cold, times)
         if mongo_uri:
             from pymongo import MongoClient

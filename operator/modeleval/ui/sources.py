@@ -158,6 +158,10 @@ class MongoSource:
         except (PyMongoError, ValueError) as error:  # its words may quote the password
             raise ResultsStoreError(f"the MongoDB URI is not valid ({type(error).__name__})") from None
         self._collection = self._client[database][collection]
+        # The index's scans read every document: on a server that decodes them all (FerretDB v1)
+        # that takes minutes at 10,000, so they wait as long as it takes, in the background.
+        self._scanning = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
+                                     connectTimeoutMS=timeout_ms)[database][collection]
         self._errors = PyMongoError
         self.refresh_seconds = refresh_seconds
         self._index: dict[str, Row] | None = None
@@ -195,15 +199,15 @@ class MongoSource:
         return self._index is not None
 
     def _list_columns(self, where: dict[str, Any]) -> dict[str, Row]:
-        found = self._read("list", lambda: list(self._collection.find(
-            where, dict.fromkeys(LIST_FIELDS, 1))))
+        found = self._read("list", lambda: list(self._scanning.find(
+            where, dict.fromkeys(LIST_FIELDS, 1), batch_size=1000)))
         return {str(d.get("_id")): row_from_document(d, str(d.get("_id"))) for d in found}
 
     def refresh_index(self) -> None:
         """Reads the whole list index, or what finished since the newest it holds."""
         whole = self._index is None or time.monotonic() - self._scanned > FULL_RESCAN_SECONDS
         if whole:
-            count = self._read("count", self._collection.estimated_document_count)
+            count = self._read("count", self._scanning.estimated_document_count)
             if count > MAX_INDEXED:
                 self._index = None
                 return
