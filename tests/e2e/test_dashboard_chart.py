@@ -1,8 +1,9 @@
 """The chart's dashboard on the real node: its rendered objects (ServiceAccount, ClusterIP
-Service, Deployment, NetworkPolicy) run the operator's image as `python -m modeleval.ui` on one
-results database; through `kubectl port-forward` to the Service (the documented way in) the list
-page shows a stored evaluation with the token and answers 401 without it; the NetworkPolicy
-lets the pod reach MongoDB's port and nothing else."""
+Service, Deployment, NetworkPolicy, and with dashboard.livePhase its read-only Role) run the
+operator's image as `python -m modeleval.ui` on one results database; through `kubectl
+port-forward` to the Service (the documented way in) the list page shows a stored evaluation,
+with its live phase read by the pod's own ServiceAccount, with the token, and answers 401
+without it; the NetworkPolicy keeps the pod from the cloud metadata address."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import secrets
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,18 +23,21 @@ from pymongo import MongoClient
 from modeleval.api.results import ResultDocument, document_id
 from modeleval.store import MongoResultStore
 from testbed import Tools
+from testbed.node import METADATA_ADDRESS, METADATA_PORT
 
 from .kube import api_client, eventually
-from .operator_fixture import kubectl
-from .test_real_node import CHART, connection, helm, real_node_namespace, refused, secret
+from .operator_fixture import CRD, EVALUATIONS, kubectl
+from .test_real_node import CHART, helm, real_node_namespace, refused, secret
 
 pytestmark = pytest.mark.e2e
 RELEASE = "dash"
 NAME = f"{RELEASE}-modeleval-dashboard"
+LIVE_SPEC = {"task": "binary", "model": {"uri": "s3://models/m.json"},
+             "dataset": {"uri": "s3://data/d.parquet", "format": "parquet", "labelColumn": "y"},
+             "metrics": ["auc"], "suspend": True}
 
 
-def stored_result(bed, database: str, namespace: str) -> ResultDocument:
-    uid = uuid.uuid4().hex[:12]
+def stored_result(bed, database: str, namespace: str, uid: str) -> ResultDocument:
     document = ResultDocument(_id=document_id(uid, 1), uid=uid, attempt=1, name="dash-listed",
                               namespace=namespace, status="Succeeded", primary_metric="ndcg@10",
                               metrics={"ndcg@10": 0.8426}, rows=6000,
@@ -44,15 +49,30 @@ def stored_result(bed, database: str, namespace: str) -> ResultDocument:
 
 def rendered_dashboard(bed, namespace: str, database: str) -> str:
     """The chart's dashboard objects, as `helm install` with these values would create them
-    (the operator's objects left out: one operator per bed)."""
-    mongo_port = urlsplit(bed.mongodb_uri).port
+    (the operator's objects left out: one operator per bed). The pods reach the API server at
+    the kubernetes Service's 443, which kube-proxy turns into the bed's API server port."""
+    mongo_port, api_port = urlsplit(bed.mongodb_uri).port, urlsplit(bed.apiserver).port
     return helm(bed, "template", RELEASE, str(CHART), "-n", namespace,
                 "--set", "dashboard.enabled=true", "--set", f"dashboard.database={database}",
                 "--set", "dashboard.mongodb.existingSecret=dash-mongodb",
                 "--set", "dashboard.auth.tokenSecret=dash-token",
                 "--set-json", f"dashboard.mongodb.ports=[{mongo_port}]",
+                "--set", "dashboard.livePhase=true", "--set", f"watchNamespaces[0]={namespace}",
+                "--set-json", f"dashboard.apiServerPorts=[443, {api_port}]",
                 "--show-only", "templates/dashboard.yaml",
-                "--show-only", "templates/dashboard-networkpolicy.yaml")
+                "--show-only", "templates/dashboard-networkpolicy.yaml",
+                "--show-only", "templates/dashboard-rbac.yaml")
+
+
+def live_evaluation(api: client.ApiClient, namespace: str) -> str:
+    """A ModelEvaluation no operator acts on (suspended), its phase set by hand; its uid."""
+    custom = client.CustomObjectsApi(api)
+    made = custom.create_namespaced_custom_object(*EVALUATIONS[:2], namespace, EVALUATIONS[2], {
+        "apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+        "metadata": {"name": "dash-listed"}, "spec": LIVE_SPEC})
+    custom.patch_namespaced_custom_object_status(*EVALUATIONS[:2], namespace, EVALUATIONS[2],
+                                                 "dash-listed", {"status": {"phase": "Running"}})
+    return made["metadata"]["uid"]
 
 
 def ready_pod(bed, api: client.ApiClient, namespace: str) -> client.V1Pod:
@@ -97,7 +117,9 @@ def test_the_charts_dashboard_lists_results_with_its_token_only(bed):
     real_node_namespace(bed, namespace)
     forward = None
     try:
-        document = stored_result(bed, database, namespace)
+        kubectl(bed, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        kubectl(bed, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
+        document = stored_result(bed, database, namespace, live_evaluation(api, namespace))
         kubectl(bed, "apply", "-n", namespace, "-f", "-",
                 input=secret("dash-mongodb", {"MONGODB_URI": bed.mongodb_uri}))
         kubectl(bed, "apply", "-n", namespace, "-f", "-", input=secret("dash-token", {"token": token}))
@@ -112,12 +134,15 @@ def test_the_charts_dashboard_lists_results_with_its_token_only(bed):
         listed = httpx.get(f"{forward.url}/", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert listed.status_code == 200, listed.text[:2000]
         assert "dash-listed" in listed.text and document.uid in listed.text
-        # The NetworkPolicy: MongoDB's port (the page above came from it), nothing else, e.g.
-        # not MinIO on the same host.
-        mongo = urlsplit(bed.mongodb_uri)
-        name = pod.metadata.name
-        assert connection(bed, namespace, name, mongo.hostname, mongo.port) == "connected"
-        assert refused(bed, namespace, name, bed.host_ip, urlsplit(bed.s3_endpoint).port)
+        # The live phase, read with the pod's ServiceAccount (its Role in this namespace only).
+        assert '<td class="phase">Running</td>' in listed.text, listed.text[:4000]
+        # The NetworkPolicy admits DNS, MongoDB and the API server only: the cloud metadata
+        # address (a listener answers there) is refused. (The bed's enforcer judges routed
+        # traffic; the node's own address, where MongoDB and MinIO listen, is never judged, as
+        # with many CNIs.)
+        assert refused(bed, namespace, pod.metadata.name, METADATA_ADDRESS, METADATA_PORT)
+        log = Path(bed.dir, "logs", "kube-network-policies.log").read_text()
+        assert f'srcPod="{namespace}/{pod.metadata.name}"' in log, "the enforcer judged the pod"
         print(f"dashboard from apply to checked: {time.monotonic() - started:.1f}s")
     finally:
         if forward is not None:
