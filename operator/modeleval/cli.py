@@ -220,11 +220,13 @@ def demo(rows: int, features: int, workdir: Path | None) -> None:
     test = make_letor(max(rows // 4, 100), features, seed=2)
     data_path = write_letor(test, workdir / "test.txt")
     errors.print("training an XGBRanker (rank:ndcg)")
-    model_path = workdir / "ranker.json"
+    model_path, baseline_path = workdir / "ranker.json", workdir / "baseline.json"
     train_ranker(train).save_model(model_path)
+    # A shallower model to compare with: the report then shows what the candidate gains.
+    train_ranker(train, rounds=3, seed=2).save_model(baseline_path)
     manifest = workdir / "evaluation.yaml"
     manifest.write_text(DEMO_MANIFEST.format(model=model_path.as_uri(), data=data_path.as_uri(),
-                                             features=features))
+                                             baseline=baseline_path.as_uri(), features=features))
     evaluation = parse_manifest(manifest.read_bytes(), str(manifest))
     result = _evaluate(evaluation, EngineSettings(), None)
     _show(result)
@@ -247,7 +249,13 @@ spec:
     uri: {data}
     format: letor
     numFeatures: {features}
+  baseline:
+    model:
+      uri: {baseline}
+      format: xgboost
   metrics: [ndcg@10, map@10, mrr, ndcg@5, precision@10]
+  confidence:
+    resamples: 200
   slices:
     - name: feature-1
       feature: 0
