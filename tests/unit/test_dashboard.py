@@ -292,8 +292,8 @@ def test_ui_command_says_a_read_only_user_suffices_and_refuses_two_sources(tmp_p
 
 
 def test_a_results_store_that_does_not_answer_is_a_503_page_saying_so():
-    client = TestClient(create_app(UIConfig(mongo_uri="mongodb://127.0.0.1:9/",
-                                            mongo_timeout_ms=200)))
-    page = client.get("/")
+    app = create_app(UIConfig(mongo_uri="mongodb://127.0.0.1:9/", mongo_timeout_ms=200))
+    with TestClient(app) as client:  # its shutdown stops the list index's retries
+        page = client.get("/")
     assert page.status_code == 503 and "Results store unavailable" in page.text
     assert "MongoDB read failed" in page.text

@@ -11,6 +11,8 @@ import math
 import re
 import threading
 from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -205,17 +207,32 @@ def _add_auth(app: FastAPI, pages: Pages, token: str) -> None:
         return response
 
 
-def create_app(config: UIConfig, source: ResultSource | None = None) -> FastAPI:
-    """The dashboard over ``config``'s source (``source``: one already open)."""
-    source = source or open_source(config)
+def _start_indexing(config: UIConfig, source: ResultSource) -> threading.Event:
+    """Begins the list's index in the background; the event stops its refreshes."""
+    stop = threading.Event()
     if isinstance(source, DirectorySource):
         # The first index of a big directory reads every file (10,000: seconds): begun now, so
         # the first visitor waits for what is left of it, not for all of it.
         threading.Thread(target=source.refresh, name="results-index", daemon=True).start()
     elif isinstance(source, MongoSource) and config.index_mongodb:
-        threading.Thread(target=source.keep_index, name="results-index", daemon=True).start()
+        threading.Thread(target=source.keep_index, args=(stop,), name="results-index",
+                         daemon=True).start()
+    return stop
+
+
+def create_app(config: UIConfig, source: ResultSource | None = None) -> FastAPI:
+    """The dashboard over ``config``'s source (``source``: one already open)."""
+    source = source or open_source(config)
+    stop = _start_indexing(config, source)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        stop.set()  # the server stops: so does the index's refresh
+
     pages = Pages(config, source)
-    app = FastAPI(title="modeleval", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="modeleval", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.pages = pages
     if config.token is not None:
         _add_auth(app, pages, config.token)

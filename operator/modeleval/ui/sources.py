@@ -220,14 +220,18 @@ class MongoSource:
 
     def keep_index(self, stop: threading.Event | None = None) -> None:
         """Builds the index and keeps it fresh until ``stop`` (a daemon thread's loop); a
-        failed read is tried again at the next round, the index kept as it was."""
+        failed read is tried again later (waiting twice as long after each failure, up to
+        :data:`FULL_RESCAN_SECONDS`), the index kept as it was."""
         stop = stop or threading.Event()
+        wait = self.refresh_seconds
         while not stop.is_set():
             try:
                 self.refresh_index()
+                wait = self.refresh_seconds
             except ResultsStoreError as error:
                 log.warning("the list index was not refreshed: %s", error.message)
-            stop.wait(self.refresh_seconds)
+                wait = min(wait * 2, FULL_RESCAN_SECONDS)
+            stop.wait(wait)
 
     def list(self, query: ListQuery) -> ListPage:
         index = self._index
