@@ -62,12 +62,13 @@ def test_the_list_filters_sorts_and_pages(mongo, indexed):
 
 
 def test_a_malformed_document_is_a_row_and_its_page_says_why(mongo):
-    client = TestClient(create_app(UIConfig(mongo_uri=mongo, database="dash")))
-    listed = client.get("/").text
+    with TestClient(create_app(UIConfig(mongo_uri=mongo, database="dash"))) as client:
+        listed = client.get("/").text
+        page = client.get("/evaluations/odd")
+        compared = client.get("/compare", params={"uid": ["m1", "odd"]})
     assert "odd: result missing/unreadable: attempt: Input should be a valid integer" in listed
-    page = client.get("/evaluations/odd")
     assert page.status_code == 200 and "result missing/unreadable" in page.text
-    assert client.get("/compare", params={"uid": ["m1", "odd"]}).status_code == 200
+    assert compared.status_code == 200
 
 
 QUERIES = [ListQuery(namespace="team-a"), ListQuery(namespace="team-b", page=2),
