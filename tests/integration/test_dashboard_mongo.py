@@ -100,3 +100,15 @@ def test_the_index_takes_in_what_finished_since(mongo):
         assert "team-z" in source.choices().namespaces
     finally:
         collection.delete_one({"_id": late.id})
+
+
+def test_the_index_finds_attempts_and_runs_as_the_server_does(mongo):
+    server, indexed = MongoSource(mongo, "dash", "results"), MongoSource(mongo, "dash", "results")
+    indexed.refresh_index()
+    for uid in ("m7", "m1", "nosuch"):
+        assert indexed.attempts(uid) == server.attempts(uid)
+        ours, theirs = indexed.get(uid), server.get(uid)
+        assert (ours and ours.document) == (theirs and theirs.document)
+    runs = [(r.document.uid, r.document.attempt) for r in indexed.runs("team-a", "nightly")]
+    assert runs == [(r.document.uid, r.document.attempt) for r in server.runs("team-a", "nightly")]
+    assert len(runs) == 10

@@ -248,21 +248,38 @@ class MongoSource:
         total = self._read("count", lambda: self._collection.count_documents(where))
         return ListPage([row_from_document(d, str(d.get("_id"))) for d in found], total, query)
 
+    def _by_id(self, key: str) -> Loaded | None:
+        found = self._read("read", lambda: self._collection.find_one({"_id": key}))
+        return None if found is None else _validated(found, key)
+
     def get(self, uid: str, attempt: int | None = None) -> Loaded | None:
+        if attempt is None and self._index is not None:
+            # The index knows the attempts: one read by _id (which every server answers from
+            # its primary key) instead of a query on uid; one it lacks (newer than the index,
+            # or unreadable) is asked of the server.
+            attempt = max(self.attempts(uid), default=None)
         if attempt is not None:
-            found = self._read("read", lambda: self._collection.find_one(
-                {"_id": document_id(uid, attempt)}))
-        else:
-            found = self._read("read", lambda: next(iter(
-                self._collection.find({"uid": uid}).sort("attempt", -1).limit(1)), None))
+            return self._by_id(document_id(uid, attempt))
+        found = self._read("read", lambda: next(iter(
+            self._collection.find({"uid": uid}).sort("attempt", -1).limit(1)), None))
         return None if found is None else _validated(found, str(found.get("_id")))
 
     def attempts(self, uid: str) -> list[int]:
+        index = self._index
+        if index is not None:
+            return sorted(r.attempt for r in index.values()
+                          if r.uid == uid and r.attempt is not None)
         found = self._read("read", lambda: list(self._collection.find({"uid": uid},
                                                                        {"attempt": 1})))
         return sorted({d["attempt"] for d in found if isinstance(d.get("attempt"), int)})
 
     def runs(self, namespace: str, schedule: str) -> list[Loaded]:
+        index = self._index
+        if index is not None:
+            keys = sorted((r.finished_at, key) for key, r in index.items()
+                          if r.problem is None and r.namespace == namespace
+                          and r.schedule == schedule)[-MAX_RUNS:]
+            return [run for _, key in keys if (run := self._by_id(key)) is not None]
         found = self._read("read", lambda: list(self._collection.find(
             {"namespace": namespace, "schedule": schedule}, {"curves": 0})
             .sort("finishedAt", -1).limit(MAX_RUNS)))
