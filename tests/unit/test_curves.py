@@ -480,3 +480,31 @@ def test_an_evaluation_sorts_each_binary_models_scores_once(tmp_path, monkeypatc
     doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
     assert len(made) == 2 and len(doc.curves) == 2
     assert doc.curves[0].binary.roc.area == pytest.approx(doc.metrics["auc"], abs=1e-12)
+
+
+def test_the_binary_curves_are_built_from_the_tallys_aggregates_alone(monkeypatch):
+    """The report's binary aggregates are gathered in the pass that tallies the sorted rows for
+    the AUC: the curves read nothing of the counts' per-score arrays afterwards (taken away
+    here) and sort nothing again, and they are the curves of a tally read in one step."""
+    import dataclasses
+
+    y, s = _scores("rounded", 6000)
+    whole = C.binary_curves(y, s)
+    monkeypatch.setattr(M, "CHUNK_ROWS", 700)  # the tally hands its aggregates over in steps
+    counts = M.ScoreCounts.of(y, s, C.BinaryTally())
+    blind = dataclasses.replace(counts, thresholds=None, tps=None, fps=None)
+    made = []
+    of = M.ScoreCounts.of.__func__
+    monkeypatch.setattr(M.ScoreCounts, "of", classmethod(lambda cls, *a: made.append(1) or of(cls, *a)))
+    curves = C.binary_curves(None, None, counts=blind)
+    assert made == [] and counts.curves.distinct == len(np.unique(s)) > 700
+    exact = {"confusion", "scores_positive", "scores_negative", "sweep", "threshold"}
+    assert curves.model_dump(include=exact) == whole.model_dump(include=exact)
+    assert [b.model_dump() for b in curves.reliability.bins] == \
+        [pytest.approx(b.model_dump(), abs=1e-12) for b in whole.reliability.bins]
+    for part, full in ((curves.roc, whole.roc), (curves.pr, whole.pr)):
+        assert (part.area, part.exact_points) == (pytest.approx(full.area, abs=1e-12),
+                                                  full.exact_points)
+    roc = curves.roc
+    assert abs(np.trapezoid(roc.y, roc.x) - roc.area) <= roc.area_error
+    assert abs(np.trapezoid(roc.y, roc.x) - skm.roc_auc_score(y, s)) <= 1e-4

@@ -9,17 +9,22 @@ per-query metrics (:mod:`.querymetrics`), and added up on the driver. Regression
 power-of-two bin widths aligned to 0, so each shard picks its own bins and any two merge exactly.
 
 A binary model's :class:`ScoreCounts` (one sort of its scores, per distinct score the rows at
-or above it) are made once and serve the AUC and every binary aggregate; the passes over them
-read ``metrics.CHUNK_ROWS`` distinct scores at a time. Memory beyond the arrays the driver
-already holds: the counts (three arrays of the distinct scores' count, float32 and int32 for
-float32 scores), a few MB of each pass, and the aggregates themselves (a few thousand numbers
-per model).
+or above it) are made once and serve the AUC; where the report is wanted, a
+:class:`BinaryTally` gathers every binary aggregate in that same tally, step by step (the grid
+points of the ROC and PR curves with their exact areas, the average precision, the rows above
+the thresholds and edges, the calibration bins' score sums), so the curves are built from at
+most a few tens of thousands of numbers (about 8,000 ROC and 30,000 PR points at 240k rows as at
+3M) and never read the rows or the distinct scores again (but for an adversarial
+curve whose grid points miss too much area: it is thinned from every point). Memory beyond the
+arrays the driver already holds: the counts (three arrays of the distinct scores' count,
+float32 and int32 for float32 scores), a few MB of each step, and the aggregates themselves (at
+most about 2 MB per model).
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
@@ -92,53 +97,216 @@ def thin(x: np.ndarray, y: np.ndarray, tolerance: float = CURVE_AREA_TOLERANCE,
 # ------------------------------------------------------------------ binary
 ScoreCounts = metric_fns.ScoreCounts
 
-# The exact curve is first cut to the points where it moves to another cell of a PLOT_GRID x
-# PLOT_GRID grid (and the point before): the points between two of those lie in one cell, so
-# they stray at most a cell's diagonal from the line through them. A few thousand points are
-# left; :func:`thin` works on those. The areas are tracked exactly throughout.
+# The exact curve is first cut, in the tally, to the points where it moves to another box (a
+# cell of a PLOT_GRID x PLOT_GRID grid; for the PR curve, a grid column and a band of rows: see
+# :func:`_row_bands`) and the point before: the points between two of those lie in one box, so
+# they stray at most a cell's diagonal from the line through them. Thousands of points are
+# left (tens of thousands for a PR curve); :func:`thin` works on those. The areas are tracked
+# exactly throughout.
 PLOT_GRID = 2048
 _CELL_DIAGONAL = float(np.sqrt(2.0) / PLOT_GRID)
 
 Points = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # points a..b-1 of a polyline
 
 
-def _grid_points(points: Points, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                        np.ndarray]:
-    """The indices, coordinates and cumulative trapezoid areas (from point 0) of the points of
-    a polyline of ``length`` points where it enters another grid cell, the points just before
-    those, and its two ends; read ``metrics.CHUNK_ROWS`` points at a time."""
-    kept: list[tuple[np.ndarray, ...]] = []
-    area = 0.0  # under the polyline up to the chunk's first point
-    for start in range(0, length, metric_fns.CHUNK_ROWS):
-        lo, hi = max(start - 1, 0), min(length, start + metric_fns.CHUNK_ROWS)
-        x, y = points(lo, hi)  # from the previous chunk's last point on
-        cells = np.floor(x * PLOT_GRID) * (PLOT_GRID + 2) + np.floor(y * PLOT_GRID)
-        entered = np.flatnonzero(cells[1:] != cells[:-1]) + 1
-        marks = np.union1d(entered, entered - 1)
-        marks = np.union1d(marks, [0, len(x) - 1])
-        cumulative = np.concatenate(([0.0], np.cumsum(np.diff(x) * (y[1:] + y[:-1]) / 2.0)))
-        kept.append((lo + marks, x[marks], y[marks], area + cumulative[marks]))
-        area += float(cumulative[-1])
-    index, x, y, areas = (np.concatenate(column) for column in zip(*kept))
-    index, first = np.unique(index, return_index=True)
-    return index, x[first], y[first], areas[first]
+class _GridPoints:
+    """A polyline's points, handed over in steps, where it leaves the box of the point before
+    (a grid cell, at most 1/PLOT_GRID a side), the points just before those, each step's last
+    point and point 0: each with its index, coordinates, threshold and the trapezoid area under
+    the polyline from point 0 (exact: the share of every point is summed, then scaled by
+    ``scale``)."""
+
+    def __init__(self, x: float, y: float, scale: float) -> None:
+        self.scale = scale
+        self.index = 0  # the last point handed over
+        self.units = 0  # the area up to it, before scaling
+        self.kept = [(np.zeros(1, dtype=np.int64), np.array([x]), np.array([y]),
+                      np.array([np.nan]), np.zeros(1))]
+
+    def add(self, entered: np.ndarray, at: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+            shares: np.ndarray) -> None:
+        """The polyline's next ``len(shares)`` points: ``entered``, the positions of those in
+        another box than the point before (in any order, repeated or not); ``at``, the x, y and threshold of the
+        points at some positions; ``shares``, each one's trapezoid from the point before."""
+        keep = np.zeros(len(shares), dtype=bool)
+        keep[entered] = True
+        keep[entered[entered > 0] - 1] = True
+        keep[-1] = True
+        kept = np.flatnonzero(keep)
+        units = self.units + np.cumsum(np.add.reduceat(shares, np.append(0, kept[:-1] + 1)))
+        self.kept.append((self.index + 1 + kept, *at(kept), units * self.scale))
+        self.units, self.index = units[-1], self.index + len(shares)
+
+    def points(self) -> tuple[np.ndarray, ...]:
+        """Index, x, y, threshold and cumulative area of each point kept, by index."""
+        return tuple(np.concatenate(column) for column in zip(*self.kept))
 
 
-def _thinned(points: Points, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """The kept indices and points of the polyline, and a bound on how far the trapezoidal area
-    under them is from the whole polyline's (:func:`thin`'s, over every point)."""
-    index, x, y, areas = _grid_points(points, length)
+def _column_entries(counts: np.ndarray, before: int, total: int) -> np.ndarray:
+    """The positions in ``counts`` (ascending, all above ``before``) where the grid column of
+    ``count / total`` (``floor(count * PLOT_GRID / total)``, exact) grows: a binary search for
+    the least count of each column passed, not a look at every count."""
+    first, last = before * PLOT_GRID // total + 1, int(counts[-1]) * PLOT_GRID // total
+    least = (np.arange(first, last + 1, dtype=np.int64) * total + PLOT_GRID - 1) // PLOT_GRID
+    return np.searchsorted(counts, least, side="left")
+
+
+def _row_bands(rows: int) -> np.ndarray:
+    """The least row count of each band of the PR curve's boxes, up to ``rows``: every count
+    below PLOT_GRID, then bands of width at most count / PLOT_GRID. Within a band and a grid
+    column the precision moves by at most 1/PLOT_GRID (tp/r against (tp+a)/(r+b), a <= b,
+    differ by at most b/r), so a box is at most a cell."""
+    bands, width = [np.arange(1, PLOT_GRID)], 1
+    while width * PLOT_GRID <= rows:
+        bands.append(np.arange(width * PLOT_GRID, 2 * width * PLOT_GRID, width))
+        width *= 2
+    return np.concatenate(bands)
+
+
+def _band_entries(rows: np.ndarray, before: int, bands: np.ndarray) -> np.ndarray:
+    """The positions in ``rows`` (ascending, all above ``before``) where the band grows."""
+    passed = bands[np.searchsorted(bands, before, side="right"):
+                   np.searchsorted(bands, rows[-1], side="right")]
+    return np.searchsorted(rows, passed, side="left")
+
+
+def _neighbour_sums(values: np.ndarray, before: float) -> np.ndarray:
+    """Each value plus the one before it (``before`` for the first)."""
+    out = np.empty(len(values), dtype=values.dtype)
+    out[0] = values[0] + before
+    np.add(values[1:], values[:-1], out=out[1:])
+    return out
+
+
+class BinaryTally:
+    """A binary model's report aggregates, gathered in the pass that tallies its sorted rows for
+    the AUC (:class:`ScoreCounts`, given as its ``curves``): the ROC and PR curves' grid
+    points with their exact areas, the average precision, the rows above the confusion
+    matrix's, the sweep's, the calibration bins' and the histograms' edges, and the calibration
+    bins' score sums. Each step of the tally hands over its distinct scores; what is kept grows
+    with the grid (and the PR curve's row bands, with the log of the rows), and the curves are
+    built from it alone."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.highest = self.lowest = float("nan")  # no rows: no curves
+        self.distinct = 0
+        self.seconds = 0.0  # spent gathering, inside the tally: the report's share of it
+
+    def start(self, highest: float, lowest: float, positives: int, negatives: int) -> None:
+        """Before the tally: the highest and lowest score, and both classes' rows."""
+        self.highest, self.lowest = float(highest), float(lowest)
+        self.positives, self.negatives = positives, negatives
+        if not self.finite:
+            return
+        self.edges = _score_edges(self.lowest, self.highest, SCORE_BINS)
+        self.sweep_at = np.linspace(self.edges[0], self.edges[-1], SWEEP_THRESHOLDS + 2)[1:-1]
+        calibration = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1]
+        # Rows scoring above each value (the confusion's threshold, the sweep's, the inner
+        # calibration edges, the last histogram edge), and at or above each histogram edge but
+        # the last: negated, as the negated scores ascend.
+        self._above = -np.concatenate(([self.threshold], self.sweep_at, calibration, self.edges[-1:]))
+        self._at_least = -self.edges[:-1]
+        self.above = np.zeros((2, len(self._above)), dtype=np.int64)  # positives, negatives
+        self.at_least = np.zeros((2, len(self._at_least)), dtype=np.int64)
+        self.score_sums = np.zeros(CALIBRATION_BINS)  # of each calibration bin's rows
+        self.roc = _GridPoints(0.0, 0.0, 1.0 / (2.0 * positives * negatives or 1))
+        self.pr = _GridPoints(0.0, 1.0, 1.0 / (2.0 * positives or 1))
+        self.pr_done = not positives
+        self.average_precision = 0.0
+        self._bands = _row_bands(positives + negatives)
+        self._tp = self._fp = 0
+        self._precision = 1.0
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.highest) and np.isfinite(self.lowest))
+
+    def add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray, gained_tp: np.ndarray,
+            gained_fp: np.ndarray, rows: np.ndarray) -> None:
+        """The tally's next distinct scores (descending); the positive and negative rows
+        scoring at least each, the ones each adds (float and integer) and all rows at or above
+        each."""
+        started = time.perf_counter()
+        self.distinct += len(scores)
+        if self.finite:
+            self._add(scores, tps, fps, gained_tp, gained_fp, rows)
+        self.seconds += time.perf_counter() - started
+
+    def _add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray, gained_tp: np.ndarray,
+             gained_fp: np.ndarray, rows: np.ndarray) -> None:
+        negated = np.negative(scores, dtype=np.float64)  # compared exactly with float64 edges
+        for values, side, counts in ((self._above, "left", self.above),
+                                     (self._at_least, "right", self.at_least)):
+            # Counts are cumulative: the last step with a score beyond a value has its count.
+            beyond = np.searchsorted(negated, values, side=side)
+            hit = beyond > 0
+            counts[0, hit], counts[1, hit] = tps[beyond[hit] - 1], fps[beyond[hit] - 1]
+        self._add_score_sums(scores, negated, gained_tp + gained_fp)
+        if self.positives and self.negatives:
+            shares = _neighbour_sums(tps, self._tp)
+            shares *= gained_fp  # twice the trapezoid, in rows squared
+            entered = np.concatenate((_column_entries(fps, self._fp, self.negatives),
+                                      _column_entries(tps, self._tp, self.positives)))
+            self.roc.add(entered, lambda at: (fps[at] / self.negatives, tps[at] / self.positives,
+                                              scores[at]), shares)
+        if not self.pr_done:
+            self._add_pr(scores, tps, gained_tp, rows)
+        self._tp, self._fp = int(tps[-1]), int(fps[-1])
+
+    def _add_score_sums(self, scores: np.ndarray, negated: np.ndarray, gained: np.ndarray) -> None:
+        """Each calibration bin's rows' scores, summed: bins as calibration_curve's, (a, b],
+        the first [0, b] (and below), the last above a; the highest scores come first."""
+        inner = -self._above[1 + SWEEP_THRESHOLDS:-1]
+        bounds = np.concatenate(([0], np.searchsorted(negated, -inner[::-1], side="left"),
+                                 [len(scores)]))
+        filled = bounds[:-1] < bounds[1:]
+        weighted = np.multiply(scores, gained, dtype=np.float64)
+        bins = np.arange(CALIBRATION_BINS - 1, -1, -1)[filled]
+        self.score_sums[bins] += np.add.reduceat(weighted, bounds[:-1][filled])
+
+    def _add_pr(self, scores: np.ndarray, tps: np.ndarray, gained: np.ndarray,
+                rows: np.ndarray) -> None:
+        # Beyond the first point at full recall the curve only loses precision (scikit-learn
+        # stops there too).
+        end = int(np.searchsorted(tps, self.positives, side="left")) + 1
+        self.pr_done = end <= len(tps)
+        scores, tps, gained, rows = scores[:end], tps[:end], gained[:end], rows[:end]
+        precision = tps / rows
+        self.average_precision += float(np.dot(gained, precision)) / self.positives
+        entered = np.concatenate((_band_entries(rows, self._tp + self._fp, self._bands),
+                                  _column_entries(tps, self._tp, self.positives)))
+        shares = _neighbour_sums(precision, self._precision)
+        shares *= gained  # twice the trapezoid, times the positives
+        self.pr.add(entered, lambda at: (tps[at] / self.positives, precision[at], scores[at]),
+                    shares)
+        self._precision = float(precision[-1])
+
+
+def _curve(grid: _GridPoints, counts: ScoreCounts, points: Points, exact_area: float) -> Curve:
+    """The thinned curve, from its grid points; point i > 0 is at the (i-1)-th distinct score
+    (point 0 has none). The trapezoidal area under it is within ``area_error`` (at most
+    ``CURVE_AREA_TOLERANCE``) of the exact curve's."""
+    length = grid.index + 1
+    index, x, y, marks, areas = grid.points()
     # Between two grid points the polyline's own area is known exactly: what their chord
     # misses, summed, is the first stage's error.
     chords = np.diff(x) * (y[1:] + y[:-1]) / 2.0
     first_error = float(np.sum(np.abs(np.diff(areas) - chords)))
-    if first_error > CURVE_AREA_TOLERANCE / 2:  # an adversarial curve: thin every point
+    if first_error > CURVE_AREA_TOLERANCE / 2:
+        # An adversarial curve: thin every point, read again off the counts (the one case
+        # where the curves read them).
         x, y = points(0, length)
-        keep, bound = thin(x, y)
-        return keep, x[keep], y[keep], bound
-    keep, bound = thin(x, y, CURVE_AREA_TOLERANCE - first_error,
-                       MAX_PLOT_DEVIATION - _CELL_DIAGONAL)
-    return index[keep], x[keep], y[keep], bound + first_error
+        index, bound = thin(x, y)
+        marks = counts.thresholds[np.maximum(index - 1, 0)]
+        x, y = x[index], y[index]
+    else:
+        keep, bound = thin(x, y, CURVE_AREA_TOLERANCE - first_error,
+                           MAX_PLOT_DEVIATION - _CELL_DIAGONAL)
+        index, x, y, marks, bound = index[keep], x[keep], y[keep], marks[keep], bound + first_error
+    thresholds = [float(m) if i else None for i, m in zip(index.tolist(), marks.tolist())]
+    return Curve(x=x.tolist(), y=y.tolist(), thresholds=thresholds, area=exact_area,
+                 area_error=bound, exact_points=length)
 
 
 def _from_origin(first: float, values: Callable[[int, int], np.ndarray],
@@ -148,16 +316,9 @@ def _from_origin(first: float, values: Callable[[int, int], np.ndarray],
     return np.concatenate(([first], rest)) if a == 0 else rest
 
 
-def _curve(counts: ScoreCounts, points: Points, length: int, exact_area: float) -> Curve:
-    """The thinned curve; point i > 0 is at ``counts.thresholds[i - 1]`` (point 0 has none)."""
-    keep, x, y, bound = _thinned(points, length)
-    marks = [float(counts.thresholds[i - 1]) if i else None for i in keep.tolist()]
-    return Curve(x=x.tolist(), y=y.tolist(), thresholds=marks, area=exact_area,
-                 area_error=bound, exact_points=length)
-
-
 def roc_curve(counts: ScoreCounts) -> Curve | None:
-    positives, negatives = counts.positives, counts.negatives
+    tally: BinaryTally = counts.curves
+    positives, negatives = tally.positives, tally.negatives
     if not positives or not negatives:
         return None
 
@@ -166,16 +327,15 @@ def roc_curve(counts: ScoreCounts) -> Curve | None:
                 _from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b))
 
     # The area under the exact curve is the AUC with tied scores sharing ranks.
-    return _curve(counts, points, len(counts.tps) + 1, counts.auc())
+    auc = counts.doubled_wins / (2.0 * positives * negatives)
+    return _curve(tally.roc, counts, points, auc)
 
 
 def pr_curve(counts: ScoreCounts) -> Curve | None:
-    positives = counts.positives
+    tally: BinaryTally = counts.curves
+    positives = tally.positives
     if not positives:
         return None
-    # Beyond the first point at full recall the curve only loses precision (scikit-learn
-    # stops there too).
-    end = int(np.searchsorted(counts.tps, positives)) + 1
 
     def precision(i: int, j: int) -> np.ndarray:
         tps = counts.tps[i:j].astype(np.float64)
@@ -185,92 +345,58 @@ def pr_curve(counts: ScoreCounts) -> Curve | None:
         return (_from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b),
                 _from_origin(1.0, precision, a, b))
 
-    average_precision = 0.0
-    for a in range(0, end, metric_fns.CHUNK_ROWS):
-        b = min(end, a + metric_fns.CHUNK_ROWS)
-        gained = np.diff(counts.tps[a:b], prepend=counts.tps[a - 1] if a else 0)
-        average_precision += float(np.dot(gained / positives, precision(a, b)))
-    return _curve(counts, points, end + 1, average_precision)
+    return _curve(tally.pr, counts, points, tally.average_precision)
 
 
-def _distinct_above(counts: ScoreCounts, edge: float, inclusive: bool = False) -> int:
-    """How many distinct scores lie above ``edge`` (at or above it, ``inclusive``): a binary
-    search of the descending scores, comparing exactly (``numpy.searchsorted`` would copy
-    float32 scores to float64 first)."""
-    search = bisect.bisect_right if inclusive else bisect.bisect_left
-    return search(counts.thresholds, -float(edge), key=lambda t: -float(t))
-
-
-def _score_sum(counts: ScoreCounts, a: int, b: int) -> float:
-    """The sum of the scores of the rows at distinct scores a..b-1."""
-    total = 0.0
-    for lo in range(a, b, metric_fns.CHUNK_ROWS):
-        hi = min(b, lo + metric_fns.CHUNK_ROWS)
-        rows = counts.tps[lo:hi] + counts.fps[lo:hi]  # rows at or above each (at most n)
-        before = int(counts.tps[lo - 1]) + int(counts.fps[lo - 1]) if lo else 0
-        total += float(np.dot(counts.thresholds[lo:hi].astype(np.float64),
-                              np.diff(rows, prepend=before).astype(np.float64)))
-    return total
-
-
-def reliability(counts: ScoreCounts, bins: int = CALIBRATION_BINS) -> Reliability | None:
-    if counts.thresholds[-1] < 0 or counts.thresholds[0] > 1:
+def reliability(tally: BinaryTally, bins: int = CALIBRATION_BINS) -> Reliability | None:
+    if tally.lowest < 0 or tally.highest > 1:
         return None
     edges = np.linspace(0.0, 1.0, bins + 1)
-    # As calibration_curve bins them: bin b holds the scores in (edges[b], edges[b + 1]]
-    # (the first bin also 0, the last one anything above its lower edge).
-    bounds = [len(counts.thresholds)] + [_distinct_above(counts, e) for e in edges[1:-1]] + [0]
+    # Rows above each edge: all above the first (the first bin takes 0 and below too), none
+    # above the last (the last bin takes anything above its lower edge).
+    above = np.concatenate(([[tally.positives], [tally.negatives]],
+                            tally.above[:, 1 + SWEEP_THRESHOLDS:-1], [[0], [0]]), axis=1)
+    positives, negatives = (above[:, :-1] - above[:, 1:]).tolist()
     out, error = [], 0.0
-    for b in range(bins):
-        upper, lower = bounds[b + 1], bounds[b]  # distinct scores upper..lower-1 (descending)
-        tps, fps = _cumulative(counts, lower, upper)
-        positive, negative = int(tps[0] - tps[1]), int(fps[0] - fps[1])
+    for b, (positive, negative, predicted) in enumerate(zip(positives, negatives,
+                                                            tally.score_sums.tolist())):
         total = positive + negative
         if not total:
             continue
-        predicted = _score_sum(counts, upper, lower)
         error += abs(positive - predicted)
-        out.append(ReliabilityBin(lower=float(edges[b]), upper=float(edges[b + 1]), rows=int(total),
+        out.append(ReliabilityBin(lower=float(edges[b]), upper=float(edges[b + 1]), rows=total,
                                   mean_predicted=predicted / total,
                                   fraction_positive=positive / total))
-    rows = counts.positives + counts.negatives
+    rows = tally.positives + tally.negatives
     return Reliability(bins=out, expected_calibration_error=float(error / rows))
 
 
-def _cumulative(counts: ScoreCounts, *distinct: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positive and negative rows at the first ``d`` distinct scores, for each ``d``."""
-    at = np.asarray(distinct)
-    tps = np.where(at > 0, counts.tps[np.maximum(at - 1, 0)], 0).astype(np.int64)
-    fps = np.where(at > 0, counts.fps[np.maximum(at - 1, 0)], 0).astype(np.int64)
-    return tps, fps
+def _histograms(tally: BinaryTally) -> tuple[Histogram, Histogram]:
+    """The positive and negative rows' scores in the histogram's bins, as ``numpy.histogram``
+    counts them ([a, b), the last bin [a, b])."""
+    at_least = np.concatenate((tally.at_least, tally.above[:, -1:]), axis=1)
+    edges = tally.edges.tolist()
+    positive, negative = (at_least[:, :-1] - at_least[:, 1:]).tolist()
+    return Histogram(edges=edges, counts=positive), Histogram(edges=edges, counts=negative)
 
 
-def _score_edges(counts: ScoreCounts, bins: int) -> np.ndarray:
-    lo, hi = float(counts.thresholds[-1]), float(counts.thresholds[0])
+def _score_edges(lo: float, hi: float, bins: int) -> np.ndarray:
     if lo >= 0 and hi <= 1:
         lo, hi = 0.0, 1.0
     return np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-
-
-def _histograms(counts: ScoreCounts, edges: np.ndarray) -> tuple[Histogram, Histogram]:
-    """The positive and negative rows' scores in ``edges``' bins, as ``numpy.histogram``
-    counts them ([a, b), the last bin [a, b])."""
-    at_least = [_distinct_above(counts, e, inclusive=True) for e in edges[:-1]]
-    tps, fps = _cumulative(counts, *at_least, _distinct_above(counts, edges[-1]))
-    return (Histogram(edges=edges.tolist(), counts=(tps[:-1] - tps[1:]).tolist()),
-            Histogram(edges=edges.tolist(), counts=(fps[:-1] - fps[1:]).tolist()))
 
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
-def sweep(counts: ScoreCounts, thresholds: np.ndarray) -> list[ThresholdRow]:
-    """The four counts at each threshold, read off the exact curve's cumulative counts."""
-    tps, fps = _cumulative(counts, *[_distinct_above(counts, t) for t in thresholds])
-    positives, negatives = counts.positives, counts.negatives
+def sweep(tally: BinaryTally) -> list[ThresholdRow]:
+    """The four counts at each of the sweep's thresholds, gathered in the tally."""
+    positives, negatives = tally.positives, tally.negatives
     rows = []
-    for t, tp, fp in zip(thresholds, tps.tolist(), fps.tolist()):
+    sweep_at = slice(1, 1 + SWEEP_THRESHOLDS)
+    for t, tp, fp in zip(tally.sweep_at.tolist(), tally.above[0, sweep_at].tolist(),
+                         tally.above[1, sweep_at].tolist()):
         fn, tn = positives - tp, negatives - fp
         rows.append(ThresholdRow(threshold=float(t), tp=tp, fp=fp, tn=tn, fn=fn,
                                  precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn),
@@ -280,25 +406,24 @@ def sweep(counts: ScoreCounts, thresholds: np.ndarray) -> list[ThresholdRow]:
 
 def binary_curves(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5,
                   counts: ScoreCounts | None = None) -> BinaryCurves:
-    """Every binary aggregate, read off the rows' :class:`ScoreCounts` (``counts``: already
-    made, for the AUC: the rows are not sorted again)."""
-    if counts is None:
-        counts = ScoreCounts.of(metric_fns.binary_labels(labels), scores)
-    ends = counts.thresholds[[0, -1]] if len(counts.thresholds) else np.zeros(0)
-    if not len(ends) or not np.all(np.isfinite(ends)):  # NaN sorts first, infinities at the ends
+    """Every binary aggregate, built from the :class:`BinaryTally` gathered while the rows'
+    :class:`ScoreCounts` were tallied (``counts``: made for the AUC with one, so the rows are
+    neither sorted nor read again; without one, they are tallied here)."""
+    tally = counts.curves if counts is not None else None
+    if not isinstance(tally, BinaryTally) or tally.threshold != threshold:
+        counts = ScoreCounts.of(metric_fns.binary_labels(labels), scores, BinaryTally(threshold))
+        tally = counts.curves
+    if not tally.finite:  # NaN sorts first, infinities at the ends; no rows: none
         raise EvaluationError("the model's scores include NaN or infinite values: no curves",
                               Reason.SchemaMismatch)
-    edges = _score_edges(counts, SCORE_BINS)
-    tp, fp = _cumulative(counts, _distinct_above(counts, threshold))
-    tp, fp = int(tp[0]), int(fp[0])
-    confusion = Confusion(classes=[0, 1], cells=[counts.negatives - fp, fp,
-                                                 counts.positives - tp, tp])
-    positive, negative = _histograms(counts, edges)
+    tp, fp = tally.above[:, 0].tolist()
+    confusion = Confusion(classes=[0, 1], cells=[tally.negatives - fp, fp,
+                                                 tally.positives - tp, tp])
+    positive, negative = _histograms(tally)
     return BinaryCurves(
-        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(counts),
+        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(tally),
         confusion=confusion, threshold=threshold, scores_positive=positive,
-        scores_negative=negative,
-        sweep=sweep(counts, np.linspace(edges[0], edges[-1], SWEEP_THRESHOLDS + 2)[1:-1]))
+        scores_negative=negative, sweep=sweep(tally))
 
 
 # ------------------------------------------------------------------ multiclass

@@ -566,10 +566,12 @@ class Evaluator:
         """Each binary model's metrics and, with a report, its curve aggregates (or the error
         that kept it from having them), both read off one sort of its scores; and the seconds
         the aggregates took. A model's counts go before the next model's are made: they can be
-        as large as its predictions."""
+        as large as its predictions. The aggregates are gathered in the counts' own tally
+        (a :class:`curve_fns.BinaryTally`): the curves then read only those."""
         scored, aggregates, seconds = [], [], 0.0
         for p in predictions:
-            counts = (metric_fns.binary_score_counts(labels, p)
+            tally = curve_fns.BinaryTally() if self.settings.report else None
+            counts = (metric_fns.binary_score_counts(labels, p, tally)
                       if self.settings.report or "auc" in names else None)
             scored.append(metric_fns.compute("binary", names, labels, p, counts=counts))
             if self.settings.report:
@@ -578,7 +580,7 @@ class Evaluator:
                     aggregates.append(curve_fns.binary_curves(labels, p, counts=counts))
                 except EvaluationError as error:
                     aggregates.append(error)
-                seconds += time.perf_counter() - started
+                seconds += time.perf_counter() - started + tally.seconds  # type: ignore[union-attr]
             del counts
         return scored, aggregates, seconds
 

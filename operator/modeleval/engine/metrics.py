@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -204,12 +205,19 @@ class ScoreCounts:
     The scores are sorted once, without an argsort where they are float32 values (XGBoost's,
     ONNX's): each score's order-preserving 32-bit key and its label are packed into one
     64-bit integer and those are sorted in place. The counts are then tallied in steps of
-    ``CHUNK_ROWS`` rows, so no other row-sized array is made."""
+    ``CHUNK_ROWS`` rows, so no other row-sized array is made.
+
+    ``curves``: where the report is wanted, what gathers its aggregates in that same pass
+    (``engine.curves.BinaryTally``): it is told the score range and both classes' sizes
+    before the tally (``start``), then handed each step's distinct scores and counts
+    (``add``: the scores, the positive and negative rows at or above each, those the score
+    adds, and all rows at or above it), so the curves never read the counts again."""
 
     thresholds: np.ndarray  # float32 where the scores were float32 values, else float64
     tps: np.ndarray
     fps: np.ndarray
     doubled_wins: float
+    curves: Any = None
 
     @property
     def positives(self) -> int:
@@ -226,7 +234,7 @@ class ScoreCounts:
         return self.doubled_wins / (2.0 * self.positives * self.negatives)
 
     @classmethod
-    def of(cls, truth: np.ndarray, scores: np.ndarray) -> "ScoreCounts":
+    def of(cls, truth: np.ndarray, scores: np.ndarray, curves: Any = None) -> "ScoreCounts":
         scores = np.asarray(scores).reshape(-1)
         negative = np.asarray(truth).reshape(-1) == 0
         negatives = int(np.count_nonzero(negative))
@@ -254,10 +262,10 @@ class ScoreCounts:
 
             def values(keys: np.ndarray) -> np.ndarray:
                 return keys
-        return cls._tally(rows, values, len(scores), negatives)
+        return cls._tally(rows, values, len(scores), negatives, curves)
 
     @classmethod
-    def _tally(cls, rows, values, n: int, negatives: int) -> "ScoreCounts":
+    def _tally(cls, rows, values, n: int, negatives: int, curves: Any = None) -> "ScoreCounts":
         """The counts from rows sorted by descending score: ``rows(a, b)`` gives rows a..b-1's
         score identities and whether each is negative; ``values`` turns identities into
         scores. Two passes of ``CHUNK_ROWS`` rows: the first counts the distinct scores, so
@@ -270,6 +278,9 @@ class ScoreCounts:
             return (np.append(last, b - a - 1) if b == n else last), keys, negative[:b - a]
 
         distinct = sum(len(run_ends(a, b)[0]) for a, b in chunks)
+        if curves is not None and n:
+            curves.start(values(rows(0, 1)[0])[0], values(rows(n - 1, n)[0])[0],
+                         n - negatives, negatives)
         counts = np.int32 if n < 2**31 else np.int64
         tps, fps = np.empty(distinct, counts), np.empty(distinct, counts)
         thresholds = None
@@ -282,20 +293,24 @@ class ScoreCounts:
             fp_runs = running[last] + negatives_before
             negatives_before += int(running[-1])
             del running
-            tp_runs = a + last + 1 - fp_runs
+            rows_at = a + last + 1  # rows scoring at least each distinct score
+            tp_runs = rows_at - fp_runs
             new_tp = np.diff(tp_runs, prepend=tp).astype(np.float64)
+            new_fp = np.diff(fp_runs, prepend=fp)
             # Each new positive beats every negative below its score and half of those tied.
-            doubled_wins += float(np.dot(new_tp, 2.0 * (negatives - fp_runs)
-                                         + np.diff(fp_runs, prepend=fp)))
+            doubled_wins += float(np.dot(new_tp, 2.0 * (negatives - fp_runs) + new_fp))
             scores = values(keys[last])
             if thresholds is None:
                 thresholds = np.empty(distinct, scores.dtype)
             end = done + len(last)
             thresholds[done:end], tps[done:end], fps[done:end] = scores, tp_runs, fp_runs
             done = end
+            if curves is not None and len(last):
+                curves.add(scores, tp_runs, fp_runs, new_tp, new_fp, rows_at)
             if len(last):
                 tp, fp = int(tp_runs[-1]), int(fp_runs[-1])
-        return cls(thresholds if thresholds is not None else np.zeros(0), tps, fps, doubled_wins)
+        return cls(thresholds if thresholds is not None else np.zeros(0), tps, fps, doubled_wins,
+                   curves)
 
 
 def roc_auc(truth: np.ndarray, scores: np.ndarray,
@@ -451,11 +466,13 @@ def _check_rows(labels: np.ndarray) -> None:
         raise LabelError(f"labels must be finite numbers; row {row + 1} has {labels[row]}")
 
 
-def binary_score_counts(labels: np.ndarray, predictions: np.ndarray) -> ScoreCounts:
+def binary_score_counts(labels: np.ndarray, predictions: np.ndarray,
+                        curves: Any = None) -> ScoreCounts:
     """A binary model's :class:`ScoreCounts`, after the checks :func:`compute` makes (so a bad
-    label gets the same error): made once, for the AUC and the report's curves."""
+    label gets the same error): made once, for the AUC and (``curves``: what gathers their
+    aggregates in the same pass) the report's curves."""
     _check_rows(labels)
-    return ScoreCounts.of(binary_labels(labels), predictions)
+    return ScoreCounts.of(binary_labels(labels), predictions, curves)
 
 
 def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
