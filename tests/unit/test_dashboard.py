@@ -236,6 +236,18 @@ def test_a_token_guards_every_page(results):
     assert client.get("/evaluations/e000001").status_code == 200  # the cookie now
 
 
+def test_every_response_carries_the_security_headers(client):
+    """No framing by other sites, no sniffing, no Referer; a report opened on its own still runs
+    in an opaque origin (the sandbox its frame gives it)."""
+    for path in ("/", "/evaluations/e000001", "/compare?uid=x", "/healthz", "/nowhere"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "no-referrer", path
+        assert headers["content-security-policy"] == "frame-ancestors 'self'", path
+    report = client.get("/evaluations/e000001/report")
+    assert report.headers["content-security-policy"] == "sandbox allow-scripts; frame-ancestors 'self'"
+
+
 def test_only_reads(client):
     assert client.post("/").status_code == 405
     assert client.delete("/evaluations/e000001").status_code == 405
