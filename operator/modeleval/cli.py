@@ -1,10 +1,12 @@
 """`modeleval`: evaluate models on a laptop with the same manifests the operator runs.
 
-  modeleval demo                 generate MSLR-shaped data, train an XGBRanker, evaluate it
-  modeleval run MANIFEST         evaluate a ModelEvaluation manifest on local Ray
-  modeleval results list|show    past results (MongoDB if configured, else the local dir)
-  modeleval ui                   a read-only web dashboard of the results
-  modeleval report UID           write (or --open) the HTML report of a stored result
+\b
+modeleval demo               MSLR-shaped data, an XGBRanker, evaluated
+modeleval run MANIFEST       evaluate a ModelEvaluation manifest on local Ray
+modeleval results list|show  past results (MongoDB if configured, else local)
+modeleval ui                 a read-only web dashboard of the results
+modeleval report UID         write (or --open) a stored result's HTML report
+modeleval publish-examples   upload the data and models examples/ reads
 """
 
 from __future__ import annotations
