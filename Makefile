@@ -9,7 +9,7 @@ TOOLS_DIR   ?= $(or $(MODELEVAL_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache
 BED_DIR     ?= $(or $(MODELEVAL_BED_DIR),/tmp/modeleval-bed)
 export MODELEVAL_TOOLS_DIR := $(TOOLS_DIR)
 
-.PHONY: help venv tools cluster-up cluster-down test test-unit test-integration test-e2e \
+.PHONY: help venv demo tools cluster-up cluster-down test test-unit test-integration test-e2e \
         lock crds docs images prepare smoke bench bench-control-plane kind-up kind-down clean
 
 help: ## list the targets
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock setup.py operator/modeleval
 	@touch $@
 
 venv: $(VENV)/.installed ## create the virtualenv from the lock
+
+DEMO_ROWS ?= 20000
+demo: venv ## the main job on this machine: generate data, train, evaluate, print metrics and the report's path
+	@$(VENV)/bin/modeleval demo --rows $(DEMO_ROWS)
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra operator --extra gpu --extra dev --python-version 3.11 -o requirements.lock
