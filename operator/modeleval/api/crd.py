@@ -32,6 +32,14 @@ CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
 _DROP = {"title", "default", "examples", "$defs"}
 
+# What `kubectl explain` says of the fields every object has (the Kubernetes API's own wording).
+_API_VERSION = ("APIVersion defines the versioned schema of this representation of an object. "
+                "Servers should convert recognized schemas to the latest internal value, and may "
+                "reject unrecognized values.")
+_KIND = ("Kind is a string value representing the REST resource this object represents. Servers "
+         "may infer this from the endpoint the client submits requests to. In CamelCase.")
+_METADATA = "Standard object's metadata (name, namespace, labels, annotations, ...)."
+
 
 def _key_rule(pattern: str, names: dict[str, Any]) -> dict[str, str]:
     """The CEL for a map whose keys pydantic constrains (patternProperties/propertyNames)."""
@@ -96,8 +104,9 @@ def metadata_schema() -> dict[str, Any]:
     and label values: a DNS label of 63 at most. name is the one metadata field a CRD may
     restrict."""
     name = ObjectMeta.model_json_schema()["properties"]["name"]
-    return {"type": "object", "properties": {"name": {
-        k: name[k] for k in ("type", "maxLength", "pattern")}}}
+    return {"type": "object", "description": _METADATA, "properties": {"name": {
+        **{k: name[k] for k in ("type", "maxLength", "pattern")},
+        "description": "A DNS label: it also names the evaluation's RayCluster and its pods."}}}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -133,8 +142,8 @@ def _definition(kind: str, plural: str, singular: str, short_names: list[str],
                     "description": description,
                     "required": ["spec"],
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
+                        "apiVersion": {"type": "string", "description": _API_VERSION},
+                        "kind": {"type": "string", "description": _KIND},
                         "metadata": metadata,
                         "spec": spec,
                         "status": {**status, "description": "Written by the operator."},
@@ -172,7 +181,9 @@ def schedule_crd() -> dict[str, Any]:
     """The EvaluationSchedule CRD: its template is a ModelEvaluation spec, with the same schema
     and rules as the ModelEvaluation CRD's."""
     metadata = metadata_schema()
-    metadata["properties"]["name"]["maxLength"] = SCHEDULE_NAME_MAX
+    metadata["properties"]["name"].update(maxLength=SCHEDULE_NAME_MAX, description=(
+        "A DNS label short enough that the names of its child ModelEvaluations (this name and a "
+        "suffix) are DNS labels too."))
     return _definition(
         SCHEDULE_KIND, SCHEDULE_PLURAL, SCHEDULE_SINGULAR, SCHEDULE_SHORT_NAMES, [
             {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},

@@ -113,14 +113,16 @@ class EvaluationScheduleSpec(SpecModel):
     starting_deadline_seconds: int | None = Field(
         None, ge=1, description="A run missed (operator down, suspended) by more than this is "
         "skipped; unset: the latest missed run is made once, however late.")
-    trigger: Trigger | None = None
+    trigger: Trigger | None = Field(None, description="Runs on events besides (or instead of) "
+                                    "the cron schedule: a new model object under an S3 prefix.")
     concurrency_policy: ConcurrencyPolicy = Field(ConcurrencyPolicy.Forbid, strict=False,
                                                   description="Allow, Forbid or Replace (as a "
                                                   "CronJob's).")
     suspend: bool = Field(False, description="No new runs while true; active runs go on.")
     successful_history_limit: int = Field(3, ge=0, le=100, description="Succeeded children kept.")
     failed_history_limit: int = Field(1, ge=0, le=100, description="Failed children kept.")
-    degradation: Degradation | None = None
+    degradation: Degradation | None = Field(None, description="When the runs' watched metric "
+                                            "makes the schedule Degraded.")
     template: ModelEvaluationSpec = Field(description="The spec of each child ModelEvaluation.")
 
     rules = (
@@ -164,13 +166,15 @@ class ScheduleConditionType(StrEnum):
 
 
 class SeenModel(StatusModel):
-    key: str
-    etag: str
-    last_modified: Time | None = None
+    key: str = Field(description="The model object's S3 key.")
+    etag: str = Field(description="Its ETag (the same key with another ETag is a new model).")
+    last_modified: Time | None = Field(None, description="Its Last-Modified time.")
 
 
 class EvaluationScheduleStatus(StatusModel):
-    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP,
+                                        description="Ready (valid and making runs) and Degraded "
+                                        "(the watched metric fell by more than maxDrop).")
     last_schedule_time: Time | None = Field(None, description="The cron time of the last run "
                                             "made (or skipped by concurrencyPolicy: Forbid).")
     next_schedule_time: Time | None = Field(None, description="The next cron time.")
@@ -183,7 +187,8 @@ class EvaluationScheduleStatus(StatusModel):
     last_completion_time: Time | None = Field(None, description="When lastCompletedRun "
                                               "finished.")
     metric_name: str | None = Field(None, description="The watched metric.")
-    previous_primary_metric: float | None = None
+    previous_primary_metric: float | None = Field(None, description="The watched metric of the "
+                                                  "completed run before lastCompletedRun.")
     metric_change: float | None = Field(None, description="lastPrimaryMetric minus the run "
                                         "before's (against: previous) or minus the champion's "
                                         "(against: champion).")
@@ -193,7 +198,8 @@ class EvaluationScheduleStatus(StatusModel):
                                      "before this count as seen.")
     models_listed: bool = Field(False, description="The trigger's prefix was listed once (what "
                                 "was there then is not evaluated).")
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(None, description="The metadata.generation this "
+                                            "status was last decided for.")
 
     def condition(self, type_: ScheduleConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -530,11 +530,17 @@ class Output(SpecModel):
 
 
 class Toleration(SpecModel):
-    key: str | None = Field(None, pattern=rf"^({_LABEL_KEY})?$", max_length=317)
-    operator: Literal["Exists", "Equal"] | None = None
-    value: LabelValue | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(None, pattern=rf"^({_LABEL_KEY})?$", max_length=317, description=
+                            "The taint key this tolerates; empty (with operator Exists): every key.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Equal (the default): "
+                                                        "the taint's value must be value; Exists: "
+                                                        "any value.")
+    value: LabelValue | None = Field(None, description="The taint value this tolerates (operator "
+                                     "Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="The taint effect this tolerates; empty: every effect.")
+    toleration_seconds: int | None = Field(None, description="With effect NoExecute: how long a "
+                                           "pod stays on the node after the taint appears.")
 
     rules = (
         Rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || "
@@ -583,15 +589,19 @@ class ModelEvaluationSpec(SpecModel):
             raise refusal("", refused)
         return raw
 
-    model: ModelSource
-    dataset: DatasetSource
+    model: ModelSource = Field(description="The model to evaluate (the candidate).")
+    dataset: DatasetSource = Field(description="The labelled data it is evaluated on.")
     task: TaskType = Field(strict=False, description="ranking, binary, multiclass or regression.")
     metrics: Annotated[list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]],
                        UniqueItems()] = Field(
         min_length=1, max_length=32, description="Metric names, e.g. ndcg@10, map@10, mrr, auc. "
         "The first is the primary metric shown by kubectl.")
-    slices: Annotated[list[SliceSpec], UniqueBy("name")] = Field(default_factory=list, max_length=32)
-    baseline: Baseline | None = None
+    slices: Annotated[list[SliceSpec], UniqueBy("name")] = Field(
+        default_factory=list, max_length=32, description="Groups of rows (a column's values or a "
+        "feature's buckets), each with its own metrics.")
+    baseline: Baseline | None = Field(None, description="A champion scored on the same data: the "
+                                      "candidate's deltas against it, and the gate's "
+                                      "maxRegression rules.")
     challengers: Annotated[list[Challenger], UniqueBy("name")] = Field(
         default_factory=list, max_length=8, description="Further models scored in the same run "
         "(the data is parsed once), each with its own metrics, deltas and gate.")
@@ -601,9 +611,12 @@ class ModelEvaluationSpec(SpecModel):
     confidence: Confidence | None = Field(None, description="Bootstrap percentile intervals for "
                                           "every metric (and for every delta, paired): queries are "
                                           "resampled for ranking, rows otherwise.")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="The Ray cluster's "
+                                 "size: workers and each one's CPU, memory and GPU, the head's "
+                                 "CPU and memory (locally: parallel tasks).")
     batch_size: int = Field(65536, ge=1, le=10_000_000, description="Rows per inference batch.")
-    output: Output = Field(default_factory=Output)
+    output: Output = Field(default_factory=Output, description="Where the result document, the "
+                           "predictions and the HTML report go.")
     # Cluster-only fields; local mode ignores them.
     ray_cluster_name: str | None = Field(None, pattern=NAME_PATTERN, max_length=63, description=
                                          "Reuse this existing RayCluster instead of creating one.")
@@ -617,13 +630,19 @@ class ModelEvaluationSpec(SpecModel):
                                           "Kubernetes tolerations for the Ray pods.")
     keep_cluster: bool = Field(False, description="Keep the RayCluster after the run.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries before Failed.")
-    active_deadline_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    active_deadline_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600, description=
+                                                "Fail (DeadlineExceeded) when the evaluation has "
+                                                "run this long since it was accepted, retries "
+                                                "included.")
     pending_timeout_seconds: int | None = Field(
         None, ge=10, le=24 * 3600, description="Fail (PodsNotReady, Unschedulable) when the "
         "RayCluster is not ready this long after it was created. The operator's "
         "pendingTimeoutSeconds is the most any evaluation waits: the smaller applies.")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 24 * 3600)
-    suspend: bool = False
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 24 * 3600, description=
+                                                   "Delete the ModelEvaluation this long after "
+                                                   "it Succeeded or Failed.")
+    suspend: bool = Field(False, description="While true the Ray job is stopped and the cluster "
+                          "released; set back to false, a fresh attempt runs.")
 
     rules = (
         *(_metrics_rule(task) for task in CUTOFFS_BY_TASK),

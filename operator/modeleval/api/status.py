@@ -55,9 +55,10 @@ class Condition(StatusModel):
                       "ReportWritten.")
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(description="A Reason (see the README's troubleshooting table).")
-    message: str = ""
-    last_transition_time: Time
-    observed_generation: int | None = None
+    message: str = Field("", description="The reason in words.")
+    last_transition_time: Time = Field(description="When status last changed.")
+    observed_generation: int | None = Field(None, description="The metadata.generation this "
+                                            "condition was decided for.")
 
     @property
     def true(self) -> bool:
@@ -65,8 +66,8 @@ class Condition(StatusModel):
 
 
 class Progress(StatusModel):
-    done: int = 0
-    total: int = 0
+    done: int = Field(0, description="Units processed so far by the current attempt.")
+    total: int = Field(0, description="Units in all (0 while not known yet).")
     unit: str = Field("rows", description="What done and total count: rows, or bytes of the "
                       "source while a dataset is parsed and predicted in one pass.")
     percent: str = Field("0%", description="done / total, for kubectl's PROGRESS column.")
@@ -74,13 +75,14 @@ class Progress(StatusModel):
 
 class BaselineStatus(StatusModel):
     deltas: dict[str, float] = Field(default_factory=dict, description="candidate - baseline")
-    gate_passed: bool | None = None
+    gate_passed: bool | None = Field(None, description="Whether the candidate's gate passed "
+                                     "(null without gate rules).")
 
 
 class ResultsRef(StatusModel):
-    database: str
-    collection: str
-    id: str
+    database: str = Field(description="The MongoDB database (spec.output.mongodb.database).")
+    collection: str = Field(description="Its collection (spec.output.mongodb.collection).")
+    id: str = Field(description="The result document's _id.")
 
 
 _CONDITIONS_LIST_MAP = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
@@ -99,35 +101,44 @@ class ClusterFields(StatusModel):
     """The spec fields that decide whose RayCluster an evaluation runs on and whether it is
     deleted after, fixed at creation."""
 
-    ray_cluster_name: str | None = None
-    keep_cluster: bool = False
+    ray_cluster_name: str | None = Field(None, description="spec.rayClusterName as first seen.")
+    keep_cluster: bool = Field(False, description="spec.keepCluster as first seen.")
 
 
 class ModelEvaluationStatus(StatusModel):
-    phase: Phase = Phase.Pending
-    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP)
-    attempt: int = 0
-    start_time: Time | None = None
-    completion_time: Time | None = None
-    ray_cluster: str | None = None
+    phase: Phase = Field(Phase.Pending, description="Pending, Provisioning, Running, Succeeded "
+                         "or Failed.")
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP,
+                                        description="The latest of each condition type (Provisioned, "
+                                        "JobSubmitted, Complete, Failed, Suspended, ReportWritten).")
+    attempt: int = Field(0, description="The current attempt, from 1; a retry or a resume adds one.")
+    start_time: Time | None = Field(None, description="When the operator accepted the evaluation.")
+    completion_time: Time | None = Field(None, description="When it Succeeded or Failed.")
+    ray_cluster: str | None = Field(None, description="The RayCluster the current attempt runs on.")
     cluster_fields: ClusterFields | None = Field(None, description="spec.rayClusterName and "
                                                  "spec.keepCluster as the evaluation was first "
                                                  "seen with: they cannot change after.")
-    job_id: str | None = None
-    dashboard_url: str | None = Field(None, alias="dashboardURL")
-    progress: Progress | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    job_id: str | None = Field(None, description="The Ray job submission id of the current attempt.")
+    dashboard_url: str | None = Field(None, alias="dashboardURL", description="The Ray dashboard "
+                                      "of the cluster running the job.")
+    progress: Progress | None = Field(None, description="How far the current attempt is.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="The candidate's value of "
+                                      "each metric in spec.metrics, once Succeeded.")
     primary_metric: str | None = Field(None, description="e.g. ndcg@10=0.8562, for kubectl.")
-    baseline: BaselineStatus | None = None
-    results_ref: ResultsRef | None = None
-    predictions_uri: str | None = Field(None, alias="predictionsURI")
+    baseline: BaselineStatus | None = Field(None, description="The candidate against "
+                                            "spec.baseline.")
+    results_ref: ResultsRef | None = Field(None, description="Where the result document is in "
+                                           "MongoDB.")
+    predictions_uri: str | None = Field(None, alias="predictionsURI", description="Where the "
+                                        "predictions were written, when spec.output.predictionsUri "
+                                        "asks for them.")
     report_uri: str | None = Field(None, alias="reportURI", description="Where the evaluation's "
                                    "HTML report was written (see the ReportWritten condition).")
     warnings: list[Annotated[str, Field(max_length=WARNING_CHARS)]] = Field(default_factory=list, max_length=WARNINGS_LIMIT, description=(
         f"What the result warns of (e.g. a GPU asked for but not used), at most "
         f"{WARNINGS_LIMIT} of {WARNING_CHARS} characters; the full list is in the result document."))
     reason: str | None = Field(None, description="Reason of the last failure, if any.")
-    message: str | None = None
+    message: str | None = Field(None, description="What the operator last did or saw, in words.")
     observed_generation: int | None = Field(None, description="The metadata.generation this "
                                             "status was last decided for.")
     next_retry_time: Time | None = Field(None, description="When a failed attempt is retried.")
