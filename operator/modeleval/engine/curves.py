@@ -222,15 +222,14 @@ class BinaryTally:
     def finite(self) -> bool:
         return bool(np.isfinite(self.highest) and np.isfinite(self.lowest))
 
-    def add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray, gained_tp: np.ndarray,
-            gained_fp: np.ndarray, rows: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray,
+            gained_tp: np.ndarray) -> None:
         """The tally's next distinct scores (descending); the positive and negative rows
-        scoring at least each, the ones each adds (float and integer) and all rows at or above
-        each."""
+        scoring at least each, and the positive rows each adds (as floats)."""
         started = time.perf_counter()
         self.distinct += len(scores)
         if self.finite:
-            self._add(scores, tps, fps, gained_tp, gained_fp, rows)
+            self._add(scores, tps, fps, gained_tp, np.diff(fps, prepend=self._fp), tps + fps)
         self.seconds += time.perf_counter() - started
 
     def _add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray, gained_tp: np.ndarray,
