@@ -46,8 +46,9 @@ def manifest_text(assets: Path, name: str = "wired", labels: dict | None = None,
 
 
 def settings_in(tmp_path: Path, **extra) -> EngineSettings:
+    """Local files whatever the environment says (in a full run the bed exports its MongoDB)."""
     return EngineSettings(results_dir=tmp_path / "results", cache_uri=(tmp_path / "cache").as_uri(),
-                          **extra)
+                          mongodb_uri=None, **extra)
 
 
 def stored(tmp_path: Path, uid: str) -> ResultDocument:
