@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the platform's permission to load pickle models (the operator "
                         "passes it only when its policy allows them); without it no pickle is "
                         "loaded, whatever the manifest says")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no HTML report and compute no curves (the platform turned "
+                        "reports off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         namespace=manifest.metadata.namespace)
 
     # Not from the environment: only the operator's command line grants it.
-    settings = EngineSettings(allow_pickle=args.allow_pickle)
+    settings = EngineSettings(allow_pickle=args.allow_pickle,
+                              **({"report": False} if args.no_report else {}))
     store = result_store(settings, manifest.spec.output.mongodb)
     reporter = ProgressReporter(store, identity) if isinstance(store, MongoResultStore) else None
 

@@ -126,3 +126,11 @@ def test_the_operator_may_read_a_same_named_policy_to_check_its_owner():
     for role in roles:
         policy_rule = next(r for r in role["rules"] if "networkpolicies" in r["resources"])
         assert "get" in policy_rule["verbs"]
+
+
+@pytest.mark.parametrize("reports", [True, False])
+def test_the_operator_reports_setting_reaches_the_operator(reports, monkeypatch):
+    rendered = objects() if reports else objects("operator.reports=false")
+    assert settings_of(rendered, monkeypatch).reports is reports
+    refused = render('operator.reports="no"')
+    assert refused.returncode != 0 and "reports" in refused.stderr

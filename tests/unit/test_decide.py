@@ -511,6 +511,15 @@ def test_the_job_carries_the_platforms_pickle_permission_only_when_the_policy_gr
     assert submit.request["entrypoint"].endswith(" --allow-pickle") is allow_pickle
 
 
+@pytest.mark.parametrize("reports", [True, False])
+def test_the_job_writes_no_report_only_when_the_platform_turned_reports_off(reports) -> None:
+    settings = SETTINGS.model_copy(update={"reports": reports})
+    _, actions = decide(EV, spec(), status(Phase.Provisioning, cluster=CLUSTER),
+                        seen(ready(), job_slot=Slot(True, 8)), NOW, settings)
+    submit = next(a for a in actions if isinstance(a, SubmitJob))
+    assert (" --no-report" in submit.request["entrypoint"]) is not reports
+
+
 def test_a_schedules_child_submits_its_schedule_to_the_runner() -> None:
     import io
     import zipfile

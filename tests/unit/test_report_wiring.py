@@ -200,3 +200,25 @@ def test_report_of_an_unknown_uid_says_so(cli_env, args, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-report"]])
+def test_the_runners_no_report_flag_writes_none(assets, tmp_path, monkeypatch, flag):
+    """The operator passes --no-report when the platform turned reports off: no curves, no
+    report, no report error. Without it, a job's report needs an S3 place (a file:// dataset
+    has none), which the document says."""
+    from modeleval.runner import main as runner_main
+
+    monkeypatch.setenv("MODELEVAL_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MODELEVAL_CACHE_URI", (tmp_path / "cache").as_uri())
+    monkeypatch.delenv("MODELEVAL_MONGODB_URI", raising=False)
+    monkeypatch.delenv("MODELEVAL_REPORT", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "m.yaml").write_text(manifest_text(assets))
+    assert runner_main(["--manifest", str(tmp_path / "m.yaml"), "--uid", "u-flag", *flag]) == 0
+    document = stored(tmp_path, "u-flag")
+    assert document.status == "Succeeded" and document.report_uri is None
+    if flag:
+        assert document.report_error is None and document.curves is None
+    else:
+        assert "reportUri" in document.report_error and document.curves

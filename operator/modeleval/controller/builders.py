@@ -265,14 +265,17 @@ def job_package(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec,
 
 
 def build_job_submission(name: str, namespace: str, uid: str, attempt: int,
-                         package: JobPackage, allow_pickle: bool = False) -> dict[str, Any]:
+                         package: JobPackage, allow_pickle: bool = False,
+                         report: bool = True) -> dict[str, Any]:
     """The Jobs API request body for one attempt: the runner reads the manifest from the job's
     working directory (the package). ``--allow-pickle`` is the platform's permission, passed
     only when the operator's policy allows pickle: without it the runner loads no pickle,
-    whatever the manifest says (a spec that slipped past the operator's check included)."""
+    whatever the manifest says (a spec that slipped past the operator's check included).
+    ``--no-report`` when the platform turned reports off."""
+    flags = (" --allow-pickle" if allow_pickle else "") + ("" if report else " --no-report")
     return {
         "entrypoint": f"python -m modeleval.runner --manifest {MANIFEST_FILE} --uid {uid} "
-                      f"--attempt {attempt}" + (" --allow-pickle" if allow_pickle else ""),
+                      f"--attempt {attempt}" + flags,
         "runtime_env": {"working_dir": package.uri},
         "submission_id": submission_id(uid, attempt),
         "metadata": {LABEL_EVALUATION: name, "modeleval.dev/namespace": namespace,

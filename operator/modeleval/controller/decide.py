@@ -613,7 +613,8 @@ class _Round:
                 return self.queued(ConditionType.JobSubmitted, self._job_queue_text())
             package = job_package(ev.name, ev.namespace, ev.uid, self.spec, ev.schedule)
             self.actions.append(SubmitJob(package, build_job_submission(
-                ev.name, ev.namespace, ev.uid, s.attempt, package, self.settings.allow_pickle),
+                ev.name, ev.namespace, ev.uid, s.attempt, package, self.settings.allow_pickle,
+                self.settings.reports),
                 s.attempt))
             s.message = f"submitting Ray job {sid}"
             return self.condition(ConditionType.JobSubmitted, False, Reason.Submitting,

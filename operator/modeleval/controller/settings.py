@@ -98,6 +98,9 @@ class OperatorSettings(BaseSettings):
     allowed_ray_images: list[str] = Field(default_factory=list, description="Images spec.rayImage "
                                           "may name (a trailing * matches a prefix). Empty: only "
                                           "ray_image, the chart's own.")
+    reports: bool = Field(True, description="Whether each evaluation's runner writes its HTML "
+                          "report (and computes the curves it plots); false: the runner is "
+                          "passed --no-report.")
     allow_pickle: bool = Field(False, description="Whether any evaluation may load a pickle "
                                "model (pickle runs code); spec.model.allowPickle alone is not "
                                "enough.")
