@@ -38,7 +38,6 @@ _API_VERSION = ("APIVersion defines the versioned schema of this representation 
                 "reject unrecognized values.")
 _KIND = ("Kind is a string value representing the REST resource this object represents. Servers "
          "may infer this from the endpoint the client submits requests to. In CamelCase.")
-_METADATA = "Standard object's metadata (name, namespace, labels, annotations, ...)."
 
 
 def _key_rule(pattern: str, names: dict[str, Any]) -> dict[str, str]:
@@ -104,9 +103,11 @@ def metadata_schema() -> dict[str, Any]:
     and label values: a DNS label of 63 at most. name is the one metadata field a CRD may
     restrict."""
     name = ObjectMeta.model_json_schema()["properties"]["name"]
-    return {"type": "object", "description": _METADATA, "properties": {"name": {
-        **{k: name[k] for k in ("type", "maxLength", "pattern")},
-        "description": "A DNS label: it also names the evaluation's RayCluster and its pods."}}}
+    # No description here: the API server refuses a CRD whose metadata schema says more than
+    # name's type and bounds ("must not specify anything other than name and generateName");
+    # kubectl explain describes metadata from ObjectMeta itself.
+    return {"type": "object", "properties": {"name": {
+        k: name[k] for k in ("type", "maxLength", "pattern")}}}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -181,9 +182,8 @@ def schedule_crd() -> dict[str, Any]:
     """The EvaluationSchedule CRD: its template is a ModelEvaluation spec, with the same schema
     and rules as the ModelEvaluation CRD's."""
     metadata = metadata_schema()
-    metadata["properties"]["name"].update(maxLength=SCHEDULE_NAME_MAX, description=(
-        "A DNS label short enough that the names of its child ModelEvaluations (this name and a "
-        "suffix) are DNS labels too."))
+    # Short enough that its children's names (this name and a suffix) are DNS labels too.
+    metadata["properties"]["name"].update(maxLength=SCHEDULE_NAME_MAX)
     return _definition(
         SCHEDULE_KIND, SCHEDULE_PLURAL, SCHEDULE_SINGULAR, SCHEDULE_SHORT_NAMES, [
             {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
