@@ -45,6 +45,22 @@ def _scores(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 KINDS = ["ties", "constant", "skewed", "margins", "separated", "noisy-unique", "rounded"]
 
 
+def _evaluate(tmp_path, name: str, spec: dict, **settings):
+    """Runs ``spec`` locally (file:// URIs, its own cache and results directory): its document."""
+    import yaml
+
+    from modeleval.engine.evaluate import Identity
+    from modeleval.runner import parse_manifest, run_manifest
+    from modeleval.settings import EngineSettings
+
+    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
+                                              "kind": "ModelEvaluation",
+                                              "metadata": {"name": name}, "spec": spec}))
+    engine = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r",
+                            **settings)
+    return run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), engine).document()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [50, 20_000])
 def test_the_area_under_the_plotted_roc_is_the_reported_auc(kind, n):
@@ -255,11 +271,7 @@ def test_an_evaluation_stores_every_models_curves(tmp_path):
     """A local binary evaluation (a candidate and a baseline) stores each model's aggregates,
     and the plotted ROC's area is the reported AUC."""
     import xgboost as xgb
-    import yaml
 
-    from modeleval.engine.evaluate import Identity
-    from modeleval.runner import parse_manifest, run_manifest
-    from modeleval.settings import EngineSettings
 
     rng = np.random.default_rng(5)
     features = rng.normal(size=(3000, 4))
@@ -274,11 +286,7 @@ def test_an_evaluation_stores_every_models_curves(tmp_path):
     spec = {"task": "binary", "metrics": ["auc", "f1"], "model": {"uri": f"{root}/strong.json"},
             "baseline": {"model": {"uri": f"{root}/weak.json"}},
             "dataset": {"uri": f"{root}/data.txt"}}
-    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
-                                              "kind": "ModelEvaluation",
-                                              "metadata": {"name": "curves"}, "spec": spec}))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r")
-    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    doc = _evaluate(tmp_path, "curves", spec)
     assert [c.model for c in doc.curves] == ["model", "baseline"]
     for curves, auc in zip(doc.curves, (doc.metrics["auc"], doc.baseline.metrics["auc"])):
         assert abs(np.trapezoid(curves.binary.roc.y, curves.binary.roc.x) - auc) <= 1e-4
@@ -290,27 +298,18 @@ def test_an_evaluation_stores_every_models_curves(tmp_path):
 def test_a_ranking_evaluation_merges_its_shards_curves(tmp_path, monkeypatch):
     """The shards' ranking states, merged on the driver, give the reported metric at its
     cut-off."""
-    import yaml
 
     from modeleval.demo import letor_bytes, make_letor, train_ranker
-    from modeleval.engine.evaluate import Identity
-    from modeleval.runner import parse_manifest, run_manifest
-    from modeleval.settings import EngineSettings
 
     train_ranker(make_letor(800, 8, mean_group=20, seed=1), rounds=5).save_model(tmp_path / "m.json")
     (tmp_path / "data.txt").write_bytes(letor_bytes(make_letor(2000, 8, mean_group=10, seed=2)))
     root = tmp_path.as_uri()
     spec = {"task": "ranking", "metrics": ["ndcg@10", "precision@5"],
             "model": {"uri": f"{root}/m.json"}, "dataset": {"uri": f"{root}/data.txt"}}
-    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
-                                              "kind": "ModelEvaluation",
-                                              "metadata": {"name": "ranked"}, "spec": spec}))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r",
-                              shard_bytes=4096)
     merges = []
     merge = C.RankingState.merge
     monkeypatch.setattr(C.RankingState, "merge", lambda a, b: merges.append(1) or merge(a, b))
-    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    doc = _evaluate(tmp_path, "ranked", spec, shard_bytes=4096)
     assert len(merges) == doc.dataset["shards"] - 1 > 0
     ranking = doc.curves[0].ranking
     assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
@@ -340,12 +339,8 @@ def test_queries_split_between_shards_get_their_curves_computed_over_every_row(t
                                                                                 monkeypatch):
     """A LETOR file whose queries' lines are interleaved: no shard holds a whole query, so the
     shards' states cannot be merged; the driver computes the curves over every row instead."""
-    import yaml
 
     from modeleval.demo import letor_bytes, make_letor, train_ranker
-    from modeleval.engine.evaluate import Identity
-    from modeleval.runner import parse_manifest, run_manifest
-    from modeleval.settings import EngineSettings
 
     train_ranker(make_letor(800, 8, mean_group=20, seed=1), rounds=5).save_model(tmp_path / "m.json")
     lines = letor_bytes(make_letor(2000, 8, mean_group=10, seed=2)).decode().splitlines()
@@ -354,17 +349,12 @@ def test_queries_split_between_shards_get_their_curves_computed_over_every_row(t
     root = tmp_path.as_uri()
     spec = {"task": "ranking", "metrics": ["ndcg@10"], "model": {"uri": f"{root}/m.json"},
             "dataset": {"uri": f"{root}/data.txt"}}
-    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
-                                              "kind": "ModelEvaluation",
-                                              "metadata": {"name": "split"}, "spec": spec}))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r",
-                              shard_bytes=4096)
 
     def merged(*_):
         raise AssertionError("the shards' states of split queries were merged")
 
     monkeypatch.setattr(C.RankingState, "merge", merged)
-    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    doc = _evaluate(tmp_path, "split", spec, shard_bytes=4096)
     assert doc.dataset["shards"] > 1
     ranking = doc.curves[0].ranking
     assert ranking.ndcg_at[9] == pytest.approx(doc.metrics["ndcg@10"], abs=1e-12)
@@ -455,11 +445,7 @@ def test_curves_match_at_small_chunks_and_an_adversarial_curve_thins_every_point
 def test_an_evaluation_sorts_each_binary_models_scores_once(tmp_path, monkeypatch):
     """The AUC and the report's curves read the same counts: one ScoreCounts per model."""
     import xgboost as xgb
-    import yaml
 
-    from modeleval.engine.evaluate import Identity
-    from modeleval.runner import parse_manifest, run_manifest
-    from modeleval.settings import EngineSettings
 
     rng = np.random.default_rng(3)
     features = rng.normal(size=(500, 3))
@@ -473,11 +459,7 @@ def test_an_evaluation_sorts_each_binary_models_scores_once(tmp_path, monkeypatc
     spec = {"task": "binary", "metrics": ["auc"], "model": {"uri": f"{tmp_path.as_uri()}/m.json"},
             "baseline": {"model": {"uri": f"{tmp_path.as_uri()}/m.json"}},
             "dataset": {"uri": f"{tmp_path.as_uri()}/d.txt"}}
-    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
-                                              "kind": "ModelEvaluation",
-                                              "metadata": {"name": "once"}, "spec": spec}))
-    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), results_dir=tmp_path / "r")
-    doc = run_manifest(manifest, Identity(uuid.uuid4().hex[:12]), settings).document()
+    doc = _evaluate(tmp_path, "once", spec)
     assert len(made) == 2 and len(doc.curves) == 2
     assert doc.curves[0].binary.roc.area == pytest.approx(doc.metrics["auc"], abs=1e-12)
 
