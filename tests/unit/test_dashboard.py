@@ -309,3 +309,14 @@ def test_a_results_store_that_does_not_answer_is_a_503_page_saying_so():
         page = client.get("/")
     assert page.status_code == 503 and "Results store unavailable" in page.text
     assert "MongoDB read failed" in page.text
+
+
+def test_the_list_columns_are_result_document_fields():
+    """The list's projection reads ResultDocument's own fields, by the same names."""
+    from modeleval.api.results import ResultDocument
+    from modeleval.ui.listing import _ListColumns
+
+    documents = ResultDocument.model_fields
+    for name, field in _ListColumns.model_fields.items():
+        assert name in documents, name
+        assert field.alias == documents[name].alias, name

@@ -384,6 +384,30 @@ def test_the_bundle_cache_keeps_only_a_whole_bundle(tmp_path, monkeypatch):
     assert bundle._read_cached(path) == vega_bundle()
 
 
+def test_a_bundle_that_cannot_be_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A full disk (or any write error) leaves neither the cached file nor its temporary one."""
+    from modeleval.report import bundle
+
+    target = tmp_path / "modeleval" / "vega-bundle-x.js"
+    monkeypatch.setattr(bundle.tempfile, "NamedTemporaryFile", _failing_on_write(
+        bundle.tempfile.NamedTemporaryFile))
+    bundle._write_cached(target, "window.vegaEmbed=1")
+    assert list(target.parent.iterdir()) == []
+
+
+def _failing_on_write(make):
+    """NamedTemporaryFile whose write fails as a full disk's does, after the file exists."""
+    def opened(*args, **kwargs):
+        handle = make(*args, **kwargs)
+
+        def write(_text):
+            raise OSError(28, "No space left on device")
+
+        handle.write = write
+        return handle
+    return opened
+
+
 def test_a_slice_of_many_values_lists_its_worst_ones():
     built = report("regression")[0].model_copy(deep=True)
     values = {f"v{i}": {"rows": 10, "rmse": float(i)} for i in range(1000)}

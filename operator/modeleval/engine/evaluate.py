@@ -743,11 +743,9 @@ class Evaluator:
                        ) -> dict[str, float]:
         """A slice value's metrics; one undefined on its rows (AUC on a one-class value) is
         left out, its reason kept in ``undefined`` (metric -> message) for the warning."""
-        try:
+        with contextlib.suppress(EvaluationError):  # the common case: all defined at once
             return metric_fns.compute(self.spec.task, names, *rows)
-        except EvaluationError:
-            pass
-        entry: dict[str, float] = {}
+        entry: dict[str, float] = {}  # one is not: find which, metric by metric
         for name in names:
             try:
                 entry.update(metric_fns.compute(self.spec.task, [name], *rows))

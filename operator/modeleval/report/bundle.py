@@ -34,15 +34,19 @@ def _read_cached(path: Path) -> str | None:
 
 
 def _write_cached(path: Path, text: str) -> None:
-    """Best effort: a read-only home only means the next process builds it again."""
+    """Best effort: a read-only or full home only means the next process builds it again (a
+    partly written temporary file is removed, never renamed into place)."""
+    temporary: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False,
                                          suffix=".tmp") as out:
+            temporary = Path(out.name)
             out.write(text)
-        os.replace(out.name, path)
+        os.replace(temporary, path)
     except OSError:
-        pass
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 @cache

@@ -98,6 +98,11 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
 
 
 class _ListColumns(BaseModel):
+    """The columns of ResultDocument the list reads (MongoDB returns only these: a whole
+    document with its curves is tens of KB). Its own model because a projection lacks the
+    fields ResultDocument requires; the names and aliases are ResultDocument's (a unit test
+    holds them together)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     uid: str
