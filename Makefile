@@ -38,8 +38,8 @@ crds: venv ## regenerate the CRDs (crds/ and the chart's copies) from the spec m
 	$(VENV)/bin/python -m modeleval.api.crd evaluationschedules > crds/evaluationschedules.modeleval.dev.yaml
 	cp crds/modelevaluations.modeleval.dev.yaml crds/evaluationschedules.modeleval.dev.yaml charts/modeleval/crds/
 
-docs: venv ## regenerate the README's field references and reasons table from the code
-	$(VENV)/bin/python hack/regen-readme.py
+docs: venv ## regenerate the docs site's reference pages (docs/reference/) from the code
+	$(VENV)/bin/python -m modeleval.api.docs write .
 
 tools: ## build the test bed's Go tools into $(TOOLS_DIR) (cached by version)
 	@hack/build-tools.sh
