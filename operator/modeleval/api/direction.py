@@ -1,11 +1,14 @@
-"""Which way each metric improves: the one table that gates, baseline deltas and schedules'
-regression checks read. Plain Python, no pydantic: Ray task workers import it (through the
-engine's metrics) and start faster without the spec models."""
+"""Which way each metric improves, as the metric declarations (api/metrics.py) say: the one rule
+that gates, baseline deltas, the report and schedules' regression checks read. Plain Python, no
+pydantic: Ray task workers import it (through the engine's metrics) and start faster without
+the spec models."""
 
 from __future__ import annotations
 
+from .metrics import lower_is_better
+
 # Metrics that improve downwards; every other metric improves upwards.
-LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae"})
+LOWER_IS_BETTER = frozenset(lower_is_better())
 
 
 def higher_is_better(metric: str) -> bool:

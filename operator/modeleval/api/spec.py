@@ -28,6 +28,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError, core_schema
 
 from .direction import higher_is_better
+from . import metrics as declared_metrics
+from .metrics import NONE, OPTIONAL, REQUIRED
 from .metadata import annotations_problem, labels_problem
 from .results import PROGRESS_COLLECTION
 
@@ -251,20 +253,13 @@ class DatasetFormat(str, Enum):
     csv = "csv"
 
 
-# Which metrics each task accepts, and whether each takes an "@k" cut-off. Cut-offs cut a ranked
-# list per query, so only ranking metrics have them.
-OPTIONAL, REQUIRED, NONE = "optional", "required", "none"
+# Which metrics each task accepts, and whether each takes an "@k" cut-off: read from the metric
+# declarations (api/metrics.py), in TaskType order (the order of the CRD's rules).
 CUTOFFS_BY_TASK: dict[str, dict[str, str]] = {
-    TaskType.ranking.value: {"ndcg": OPTIONAL, "map": OPTIONAL, "mrr": NONE,
-                             "precision": REQUIRED, "recall": REQUIRED},
-    TaskType.binary.value: dict.fromkeys(("auc", "logloss", "accuracy", "f1", "precision",
-                                          "recall"), NONE),
-    TaskType.multiclass.value: dict.fromkeys(("auc", "logloss", "accuracy", "f1", "precision",
-                                              "recall"), NONE),
-    TaskType.regression.value: dict.fromkeys(("rmse", "mae", "r2"), NONE),
-}
-CUTOFF_METRICS = {m for cutoffs in CUTOFFS_BY_TASK.values() for m, c in cutoffs.items() if c != NONE}
-ALL_METRICS = {m for cutoffs in CUTOFFS_BY_TASK.values() for m in cutoffs}
+    task.value: {m.name: m.cutoff for m in declared_metrics.of_task(task.value)}
+    for task in TaskType}
+CUTOFF_METRICS = {m.name for m in declared_metrics.METRICS if m.cutoff != NONE}
+ALL_METRICS = declared_metrics.names()
 _CUTOFF = r"@[1-9][0-9]{0,3}"
 METRIC_PATTERN = r"^(" + "|".join(sorted(ALL_METRICS)) + rf")({_CUTOFF})?$"
 
@@ -410,6 +405,7 @@ class SliceSpec(SpecModel):
     )
 
 
+_LOWER_IS_BETTER = " and ".join(", ".join(declared_metrics.lower_is_better()).rsplit(", ", 1))
 _POSITIVE_CHANGE = Rule("self > 0.0", "must be a positive number (MLflow's MetricThreshold "
                         "refuses a min_absolute_change <= 0)", lambda value: value > 0)
 
@@ -441,7 +437,7 @@ class GateRule(SpecModel):
                                               "a positive baseline this is MLflow's rule. A "
                                               "baseline of 0: the value must only be better.")
     higher_is_better: bool | None = Field(None, description="The metric's direction; default: "
-                                          "lower is better for logloss, rmse and mae, higher for "
+                                          f"lower is better for {_LOWER_IS_BETTER}, higher for "
                                           "every other metric.")
     require_significant: bool | None = Field(None, description="Also require the model to beat "
                                              "the baseline significantly: the confidence interval "
