@@ -17,8 +17,12 @@ per-row terms (classification, regression), so a block of resamples is a few mat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import cached_property
+from typing import Any
+
 import numpy as np
 
+from ..api.metrics import BINARY, MULTICLASS, REGRESSION, resampled_unit
 from ..api.results import Interval
 from ..api.spec import Confidence
 from . import metrics as metric_fns
@@ -90,76 +94,123 @@ def _weighted_auc(positive: np.ndarray, scores: np.ndarray) -> Callable[[np.ndar
     return auc
 
 
-def _classification(names: list[str], labels: np.ndarray, scores: np.ndarray,
-                    task: str) -> Statistic:
-    p = np.asarray(scores, dtype=np.float64)
-    if task == "binary":
-        truth = metric_fns.binary_labels(labels)
-        predicted = (p > 0.5).astype(np.int64)
-        classes = [1]
-        auc = _weighted_auc(truth.astype(bool), p)
-    else:
-        truth = metric_fns.class_labels(labels, p.shape[1])
-        predicted = p.argmax(axis=1)
-        classes = list(range(p.shape[1]))
-        per_class_auc = [_weighted_auc(truth == c, p[:, c]) for c in range(p.shape[1])]
+class ClassifiedTerms:
+    """A classification model's per-row terms, made once: each row's log loss, whether its
+    predicted class is right, and per class whether the row is a true positive, a false
+    positive, a false negative and whether it holds the class (true or predicted); and the
+    sorted scores the AUC reads. ``draws(counts)`` sums them for a block of resamples."""
 
-        def auc(counts: np.ndarray) -> np.ndarray:  # macro over classes with both outcomes
-            per_class = np.stack([class_auc(counts) for class_auc in per_class_auc])
-            defined = ~np.isnan(per_class)
-            return _ratio(np.where(defined, per_class, 0.0).sum(axis=0), defined.sum(axis=0))
-    # Every other metric is a function of sums of per-row terms: one product per block.
-    columns = [metric_fns.log_losses(truth, p), predicted == truth]
-    for c in classes:
-        is_true, is_predicted = truth == c, predicted == c
-        columns += [is_true & is_predicted, ~is_true & is_predicted, is_true & ~is_predicted,
-                    is_true | is_predicted]
-    terms = np.column_stack(columns).astype(np.float64)
-    held_only = task == "multiclass"  # binary: class 1 always counts, as metrics._prf
+    LOG_LOSS, CORRECT, PER_CLASS = 0, 1, 2  # columns: then 4 per class, from PER_CLASS
 
-    def statistic(counts: np.ndarray) -> dict[str, np.ndarray]:
-        sums = counts @ terms
-        drawn = counts.sum(axis=1)
-        # Macro precision, recall and F1 over the classes a resample holds (true or predicted),
-        # an undefined ratio counting 0, as metrics._prf on the resampled rows.
-        totals = np.zeros((3, len(counts)))
-        present = np.zeros(len(counts))
-        for i in range(len(classes)):
-            tp, fp, fn, held = sums[:, 2 + 4 * i:6 + 4 * i].T
-            held = held > 0 if held_only else np.ones(len(counts), bool)
+    def __init__(self, task: str, labels: np.ndarray, scores: np.ndarray) -> None:
+        p = np.asarray(scores, dtype=np.float64)
+        if task == BINARY:
+            truth = metric_fns.binary_labels(labels)
+            predicted = (p > 0.5).astype(np.int64)
+            self.classes = [1]
+            self.auc = _weighted_auc(truth.astype(bool), p)
+        else:
+            truth = metric_fns.class_labels(labels, p.shape[1])
+            predicted = p.argmax(axis=1)
+            self.classes = list(range(p.shape[1]))
+            self.auc = _macro_auc([_weighted_auc(truth == c, p[:, c]) for c in self.classes])
+        columns = [metric_fns.log_losses(truth, p), predicted == truth]
+        for c in self.classes:
+            is_true, is_predicted = truth == c, predicted == c
+            columns += [is_true & is_predicted, ~is_true & is_predicted, is_true & ~is_predicted,
+                        is_true | is_predicted]
+        self.matrix = np.column_stack(columns).astype(np.float64)
+        self.held_only = task == MULTICLASS  # binary: class 1 always counts, as metrics._prf
+
+    def draws(self, counts: np.ndarray) -> "ClassifiedDraws":
+        return ClassifiedDraws(self, counts)
+
+
+def _macro_auc(per_class_auc: list[Callable[[np.ndarray], np.ndarray]]
+               ) -> Callable[[np.ndarray], np.ndarray]:
+    def auc(counts: np.ndarray) -> np.ndarray:  # macro over classes with both outcomes
+        per_class = np.stack([class_auc(counts) for class_auc in per_class_auc])
+        defined = ~np.isnan(per_class)
+        return _ratio(np.where(defined, per_class, 0.0).sum(axis=0), defined.sum(axis=0))
+    return auc
+
+
+class ClassifiedDraws:
+    """A block of resamples of a classification model's rows: the counts-weighted sums of its
+    terms (one matrix product), from which each metric's value on each resample follows."""
+
+    def __init__(self, terms: ClassifiedTerms, counts: np.ndarray) -> None:
+        self.terms, self.counts = terms, counts
+
+    @cached_property
+    def sums(self) -> np.ndarray:
+        return self.counts @ self.terms.matrix
+
+    @cached_property
+    def drawn(self) -> np.ndarray:
+        return self.counts.sum(axis=1)
+
+    @property
+    def log_loss(self) -> np.ndarray:
+        return self.sums[:, ClassifiedTerms.LOG_LOSS]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.sums[:, ClassifiedTerms.CORRECT]
+
+    def auc(self) -> np.ndarray:
+        return self.terms.auc(self.counts)
+
+    @cached_property
+    def macro(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Macro precision, recall and F1 over the classes a resample holds (true or predicted),
+        an undefined ratio counting 0, as metrics._prf on the resampled rows."""
+        totals = np.zeros((3, len(self.counts)))
+        present = np.zeros(len(self.counts))
+        for i in range(len(self.terms.classes)):
+            at = ClassifiedTerms.PER_CLASS + 4 * i
+            tp, fp, fn, held = self.sums[:, at:at + 4].T
+            held = held > 0 if self.terms.held_only else np.ones(len(self.counts), bool)
             present += held
             for total, value in zip(totals, (_ratio(tp, tp + fp), _ratio(tp, tp + fn),
                                              _ratio(2 * tp, 2 * tp + fp + fn))):
                 total += np.where(held, np.nan_to_num(value), 0.0)
         precision, recall, f1 = (_ratio(total, present) for total in totals)
-        available = {"auc": lambda: auc(counts), "logloss": lambda: sums[:, 0] / drawn,
-                     "accuracy": lambda: sums[:, 1] / drawn,
-                     "precision": lambda: precision, "recall": lambda: recall, "f1": lambda: f1}
-        return {name: available[name]() for name in names if name in available}
-    return statistic
+        return precision, recall, f1
 
 
-def _regression(names: list[str], labels: np.ndarray, predictions: np.ndarray) -> Statistic:
-    y = labels.astype(np.float64)
-    residual = y - np.asarray(predictions, dtype=np.float64).reshape(-1)
+class RegressedDraws:
+    """A block of resamples of a regression model's rows: the counts, the rows drawn, and the
+    counts-weighted sum of squared residuals (the other sums are each metric's own)."""
+
+    def __init__(self, rows: metric_fns.RegressedRows, counts: np.ndarray) -> None:
+        self.counts, self.y, self.residual = counts, rows.y, rows.residual
+
+    @cached_property
+    def drawn(self) -> np.ndarray:
+        return self.counts.sum(axis=1)
+
+    @cached_property
+    def squared(self) -> np.ndarray:
+        return self.counts @ self.residual**2
+
+
+def _per_row(task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray
+             ) -> Statistic:
+    """Every metric of a task whose resamples draw rows: each follows from sums of per-row
+    terms (metrics.IMPLEMENTATIONS' ``resampled``), so a block is a few matrix products."""
+    if task == REGRESSION:
+        rows = metric_fns.RegressedRows(labels, predictions)
+
+        def draw(counts: np.ndarray) -> Any:
+            return RegressedDraws(rows, counts)
+    else:
+        draw = ClassifiedTerms(task, labels, predictions).draws
+    metrics = {name: metric_fns.row_metric(task, name) for name in names}
 
     def statistic(counts: np.ndarray) -> dict[str, np.ndarray]:
-        drawn = counts.sum(axis=1)
-        squared = counts @ residual**2
-        out: dict[str, np.ndarray] = {}
-        for name in names:
-            if name == "rmse":
-                out[name] = np.sqrt(squared / drawn)
-            elif name == "mae":
-                out[name] = (counts @ np.abs(residual)) / drawn
-            elif name == "r2":
-                mean = (counts @ y) / drawn
-                total = counts @ y**2 - drawn * mean**2
-                exact = np.where(squared == 0, 1.0, 0.0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[name] = np.where(total > 1e-12 * (counts @ y**2), 1.0 - squared / total,
-                                         exact)
-        return out
+        drawn = draw(counts)
+        return {name: metric.resampled(drawn) for name, metric in metrics.items()}
     return statistic
 
 
@@ -169,16 +220,13 @@ def bootstrap(task: str, names: list[str], labels: np.ndarray, predictions: list
     """Every metric of every model on each resample: per model, metric -> resampled values.
     All models share the draws (a paired bootstrap). Ranking: ``per_query`` gives each model's
     per-query values when they are already known (else they are computed here)."""
-    if task == "ranking":
+    if resampled_unit(task) == "queries":
         known = per_query or [None] * len(predictions)
         statistics = [_ranking(names, labels, p, qids, q)  # type: ignore[arg-type]
                       for p, q in zip(predictions, known)]
         units = len(next(iter(per_query[0].values()))) if per_query else len(np.unique(qids))
-    elif task == "regression":
-        statistics = [_regression(names, labels, p) for p in predictions]
-        units = len(labels)
     else:
-        statistics = [_classification(names, labels, p, task) for p in predictions]
+        statistics = [_per_row(task, names, labels, p) for p in predictions]
         units = len(labels)
     blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in statistics]
     for counts in draws(units, confidence.resamples, confidence.seed):

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ..api.metrics import BINARY, MULTICLASS, RANKING, REGRESSION, Metric, declared
 from .errors import EvaluationError, Reason
 
 _EPS = np.finfo(np.float64).eps
@@ -358,61 +360,78 @@ def _prf(truth: np.ndarray, predicted: np.ndarray, classes: list[int]) -> tuple[
     return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f1))
 
 
-def _classification(names: list[str], truth: np.ndarray, predicted: np.ndarray, classes: list[int],
-                    auc: Callable[[], float], logloss: Callable[[], float]) -> dict[str, float]:
-    """The metrics both classification tasks share; AUC and log loss are computed on demand
-    (AUC is undefined for a one-class slice, and only asked-for metrics may fail)."""
-    precision, recall, f1 = _prf(truth, predicted, classes)
-    available: dict[str, Callable[[], float]] = {
-        "auc": auc, "logloss": logloss,
-        "accuracy": lambda: float(np.mean(predicted == truth)),
-        "precision": lambda: precision, "recall": lambda: recall, "f1": lambda: f1,
-    }
-    return {name: available[name]() for name in names if name in available}
+class ClassifiedRows:
+    """A classification model's rows as its metrics read them: each row's true and predicted
+    class, the probabilities, the classes a macro average runs over, and the AUC, computed on
+    demand (it is undefined for a one-class slice, and only asked-for metrics may fail)."""
+
+    def __init__(self, truth: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray,
+                 classes: list[int], auc: Callable[[], float]) -> None:
+        self.truth, self.predicted, self.probabilities = truth, predicted, probabilities
+        self.classes, self.auc = classes, auc
+
+    @classmethod
+    def binary(cls, labels: np.ndarray, probabilities: np.ndarray,
+               counts: ScoreCounts | None = None) -> "ClassifiedRows":
+        """Class 1 when its probability is above 0.5; ``counts``: the rows' ScoreCounts, when
+        already made (the AUC reads them)."""
+        truth = binary_labels(labels)
+        p = np.asarray(probabilities, dtype=np.float64)
+        return cls(truth, (p > 0.5).astype(np.int64), p, [1], lambda: roc_auc(truth, p, counts))
+
+    @classmethod
+    def multiclass(cls, labels: np.ndarray, probabilities: np.ndarray) -> "ClassifiedRows":
+        """The most probable class; macro averages over the classes true or predicted."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        if p.ndim != 2:
+            raise EvaluationError("a multiclass model must output one probability per class",
+                                  Reason.SchemaMismatch)
+        truth = class_labels(labels, p.shape[1])
+        predicted = p.argmax(axis=1)
+        present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()))
+
+        def auc() -> float:  # one-vs-rest, macro average over classes present with both outcomes
+            return float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
+                                  if 0 < np.sum(truth == c) < len(truth)]))
+        return cls(truth, predicted, p, present, auc)
+
+    @cached_property
+    def macro(self) -> tuple[float, float, float]:
+        """Precision, recall and F1 of the predicted class, averaged over ``classes``."""
+        return _prf(self.truth, self.predicted, self.classes)
+
+
+class RegressedRows:
+    """A regression model's rows as its metrics read them: the labels and the residuals."""
+
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray) -> None:
+        self.y = labels.astype(np.float64)
+        self.residual = self.y - np.asarray(predictions, dtype=np.float64).reshape(-1)
+
+
+def _r2(rows: RegressedRows) -> float:
+    total = float(np.sum((rows.y - rows.y.mean()) ** 2))
+    residual_sum = float(np.sum(rows.residual**2))
+    return (1.0 - residual_sum / total) if total > 0 else (1.0 if residual_sum == 0 else 0.0)
+
+
+def row_metrics(task: str, names: list[str], rows: Any) -> dict[str, float]:
+    """Each metric in ``names`` on a model's rows (the task's ClassifiedRows or RegressedRows)."""
+    return {name: row_metric(task, name).point(rows) for name in names}
 
 
 def binary_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray,
                    counts: ScoreCounts | None = None) -> dict[str, float]:
     """``counts``: the rows' :class:`ScoreCounts`, when already made (the AUC reads them)."""
-    truth = binary_labels(labels)
-    p = np.asarray(probabilities, dtype=np.float64)
-
-    return _classification(names, truth, (p > 0.5).astype(np.int64), [1],
-                           lambda: roc_auc(truth, p, counts),
-                           lambda: float(np.mean(log_losses(truth, p))))
+    return row_metrics(BINARY, names, ClassifiedRows.binary(labels, probabilities, counts))
 
 
 def multiclass_metrics(names: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.ndim != 2:
-        raise EvaluationError("a multiclass model must output one probability per class",
-                              Reason.SchemaMismatch)
-    truth = class_labels(labels, p.shape[1])
-    predicted = p.argmax(axis=1)
-    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist()))
-
-    def auc() -> float:  # one-vs-rest, macro average over classes present with both outcomes
-        return float(np.mean([roc_auc(truth == c, p[:, c]) for c in range(p.shape[1])
-                              if 0 < np.sum(truth == c) < len(truth)]))
-
-    return _classification(names, truth, predicted, present, auc,
-                           lambda: float(np.mean(log_losses(truth, p))))
+    return row_metrics(MULTICLASS, names, ClassifiedRows.multiclass(labels, probabilities))
 
 
 def regression_metrics(names: list[str], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    y = labels.astype(np.float64)
-    residual = y - np.asarray(predictions, dtype=np.float64).reshape(-1)
-    out: dict[str, float] = {}
-    for name in names:
-        if name == "rmse":
-            out[name] = float(np.sqrt(np.mean(residual**2)))
-        elif name == "mae":
-            out[name] = float(np.mean(np.abs(residual)))
-        elif name == "r2":
-            total = float(np.sum((y - y.mean()) ** 2))
-            residual_sum = float(np.sum(residual**2))
-            out[name] = (1.0 - residual_sum / total) if total > 0 else (1.0 if residual_sum == 0 else 0.0)
-    return out
+    return row_metrics(REGRESSION, names, RegressedRows(labels, predictions))
 
 
 def ranking_per_query(names: list[str], labels: np.ndarray, scores: np.ndarray,
@@ -430,17 +449,7 @@ def ranking_per_query(names: list[str], labels: np.ndarray, scores: np.ndarray,
     out: dict[str, np.ndarray] = {}
     for text in names:
         base, _, k_text = text.partition("@")
-        k = int(k_text) if k_text else None
-        if base == "ndcg":
-            out[text] = ndcg(lists, k)
-        elif base == "map":
-            out[text] = average_precision(lists, k)
-        elif base == "mrr":
-            out[text] = reciprocal_rank(lists)
-        elif base == "precision":
-            out[text] = precision_at(lists, k)  # type: ignore[arg-type]
-        elif base == "recall":
-            out[text] = recall_at(lists, k)  # type: ignore[arg-type]
+        out[text] = query_metric(base).per_query(lists, int(k_text) if k_text else None)
     return out
 
 
@@ -486,3 +495,78 @@ def compute(task: str, names: list[str], labels: np.ndarray, predictions: np.nda
     if task == "multiclass":
         return multiclass_metrics(names, labels, predictions)
     return regression_metrics(names, labels, predictions)
+
+
+# ------------------------------------------------------------------ the declared metrics
+@dataclass(frozen=True)
+class QueryMetric:
+    """A ranking metric: a value per query, from the ranked lists and the cut-off (None: the
+    whole list), NaN where a query has none. The metric is their mean, and a bootstrap resample
+    draws whole queries and takes the mean of the drawn queries' values."""
+
+    per_query: Callable[[RankedLists, int | None], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RowMetric:
+    """A metric of the rows. ``point``: its value on a model's rows (the task's
+    :class:`ClassifiedRows` or :class:`RegressedRows`); ``resampled``: its value on each
+    bootstrap resample of a block, from the counts-weighted sums of the rows' terms
+    (``intervals.ClassifiedDraws`` or ``intervals.RegressedDraws``)."""
+
+    point: Callable[[Any], float]
+    resampled: Callable[[Any], np.ndarray]
+
+
+def _r2_resampled(draws: Any) -> np.ndarray:
+    mean = (draws.counts @ draws.y) / draws.drawn
+    total = draws.counts @ draws.y**2 - draws.drawn * mean**2
+    exact = np.where(draws.squared == 0, 1.0, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 1e-12 * (draws.counts @ draws.y**2),
+                        1.0 - draws.squared / total, exact)
+
+
+# Each declared metric (api/metrics.py) bound to its implementation; a test holds the keys to
+# the declarations. Binary and multiclass share their declarations: what differs between them
+# (which class is predicted, the classes averaged over, the AUC) is in their ClassifiedRows.
+IMPLEMENTATIONS: dict[Metric, QueryMetric | RowMetric] = {
+    declared(RANKING, "ndcg"): QueryMetric(ndcg),
+    declared(RANKING, "map"): QueryMetric(average_precision),
+    declared(RANKING, "mrr"): QueryMetric(lambda lists, k: reciprocal_rank(lists)),
+    declared(RANKING, "precision"): QueryMetric(precision_at),  # type: ignore[arg-type]
+    declared(RANKING, "recall"): QueryMetric(recall_at),  # type: ignore[arg-type]
+    declared(BINARY, "auc"): RowMetric(lambda rows: rows.auc(), lambda draws: draws.auc()),
+    declared(BINARY, "logloss"): RowMetric(
+        lambda rows: float(np.mean(log_losses(rows.truth, rows.probabilities))),
+        lambda draws: draws.log_loss / draws.drawn),
+    declared(BINARY, "accuracy"): RowMetric(
+        lambda rows: float(np.mean(rows.predicted == rows.truth)),
+        lambda draws: draws.correct / draws.drawn),
+    declared(BINARY, "f1"): RowMetric(lambda rows: rows.macro[2], lambda draws: draws.macro[2]),
+    declared(BINARY, "precision"): RowMetric(lambda rows: rows.macro[0],
+                                             lambda draws: draws.macro[0]),
+    declared(BINARY, "recall"): RowMetric(lambda rows: rows.macro[1],
+                                          lambda draws: draws.macro[1]),
+    declared(REGRESSION, "rmse"): RowMetric(
+        lambda rows: float(np.sqrt(np.mean(rows.residual**2))),
+        lambda draws: np.sqrt(draws.squared / draws.drawn)),
+    declared(REGRESSION, "mae"): RowMetric(
+        lambda rows: float(np.mean(np.abs(rows.residual))),
+        lambda draws: (draws.counts @ np.abs(draws.residual)) / draws.drawn),
+    declared(REGRESSION, "r2"): RowMetric(_r2, _r2_resampled),
+}
+
+
+def query_metric(name: str) -> QueryMetric:
+    """The implementation of ranking metric ``name`` (no cut-off)."""
+    found = IMPLEMENTATIONS[declared(RANKING, name)]
+    assert isinstance(found, QueryMetric), f"{name}: a ranking metric is a QueryMetric"
+    return found
+
+
+def row_metric(task: str, name: str) -> RowMetric:
+    """The implementation of metric ``name`` of a task whose bootstrap draws rows."""
+    found = IMPLEMENTATIONS[declared(task, name)]
+    assert isinstance(found, RowMetric), f"{task} {name}: a per-row metric is a RowMetric"
+    return found
