@@ -464,22 +464,30 @@ def test_an_evaluation_sorts_each_binary_models_scores_once(tmp_path, monkeypatc
     assert doc.curves[0].binary.roc.area == pytest.approx(doc.metrics["auc"], abs=1e-12)
 
 
-def test_the_binary_curves_are_built_from_the_tallys_aggregates_alone(monkeypatch):
-    """The report's binary aggregates are gathered in the pass that tallies the sorted rows for
-    the AUC: the curves read nothing of the counts' per-score arrays afterwards (taken away
-    here) and sort nothing again, and they are the curves of a tally read in one step."""
-    import dataclasses
+def test_the_binary_curves_read_the_counts_only_where_binary_searches_land(monkeypatch):
+    """The report's binary aggregates that need every distinct score are gathered in the pass
+    that tallies the sorted rows for the AUC; the curves then read the counts only at the points
+    binary searches find: building them from a million distinct scores makes no array of that
+    size (numpy's allocations peak below one count array's size: a look at every score would
+    make several that large), sorts nothing again, and gives the curves of a tally read in one step."""
+    import tracemalloc
 
-    y, s = _scores("rounded", 6000)
+    y = RNG.integers(0, 2, 1_000_000)
+    s = np.clip(RNG.normal(0.45 + 0.1 * y, 0.25), 0, 1).astype(np.float32)
     whole = C.binary_curves(y, s)
-    monkeypatch.setattr(M, "CHUNK_ROWS", 700)  # the tally hands its aggregates over in steps
+    monkeypatch.setattr(M, "CHUNK_ROWS", 70_000)  # the tally hands its scores over in steps
     counts = M.ScoreCounts.of(y, s, C.BinaryTally())
-    blind = dataclasses.replace(counts, thresholds=None, tps=None, fps=None)
     made = []
     of = M.ScoreCounts.of.__func__
     monkeypatch.setattr(M.ScoreCounts, "of", classmethod(lambda cls, *a: made.append(1) or of(cls, *a)))
-    curves = C.binary_curves(None, None, counts=blind)
-    assert made == [] and counts.curves.distinct == len(np.unique(s)) > 700
+    tracemalloc.start()
+    try:
+        curves = C.binary_curves(None, None, counts=counts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert made == [] and counts.curves.distinct == len(np.unique(s)) > 500_000
+    assert peak < counts.tps.nbytes, peak  # a look at every score: at least that much
     exact = {"confusion", "scores_positive", "scores_negative", "sweep", "threshold"}
     assert curves.model_dump(include=exact) == whole.model_dump(include=exact)
     assert [b.model_dump() for b in curves.reliability.bins] == \

@@ -9,16 +9,16 @@ per-query metrics (:mod:`.querymetrics`), and added up on the driver. Regression
 power-of-two bin widths aligned to 0, so each shard picks its own bins and any two merge exactly.
 
 A binary model's :class:`ScoreCounts` (one sort of its scores, per distinct score the rows at
-or above it) are made once and serve the AUC; where the report is wanted, a
-:class:`BinaryTally` gathers every binary aggregate in that same tally, step by step (the grid
-points of the ROC and PR curves with their exact areas, the average precision, the rows above
-the thresholds and edges, the calibration bins' score sums), so the curves are built from at
-most a few tens of thousands of numbers (about 8,000 ROC and 30,000 PR points at 240k rows as at
-3M) and never read the rows or the distinct scores again (but for an adversarial
-curve whose grid points miss too much area: it is thinned from every point). Memory beyond the
-arrays the driver already holds: the counts (three arrays of the distinct scores' count,
-float32 and int32 for float32 scores), a few MB of each step, and the aggregates themselves (at
-most about 2 MB per model).
+or above it) are made once and serve the AUC. Where the report is wanted, a :class:`BinaryTally`
+gathers in that same tally what needs every distinct score (the average precision with the PR
+curve's exact trapezoidal area, and the calibration bins' score sums: a handful of vectorised
+operations per step); everything else is read off the counts afterwards by binary searches (the
+rows beyond each threshold and edge, the points where the ROC and PR curves enter another grid
+cell), at a cost that grows with the grid, not the rows: the curves never look at every
+distinct score again (but for an adversarial curve whose grid points miss too much area: it is
+thinned from every point). Memory beyond the arrays the driver already holds: the counts
+(three arrays of the distinct scores' count, float32 and int32 for float32 scores), a few MB of
+each step, and the aggregates themselves (at most about 2 MB per model).
 """
 
 from __future__ import annotations
@@ -97,58 +97,53 @@ def thin(x: np.ndarray, y: np.ndarray, tolerance: float = CURVE_AREA_TOLERANCE,
 # ------------------------------------------------------------------ binary
 ScoreCounts = metric_fns.ScoreCounts
 
-# The exact curve is first cut, in the tally, to the points where it moves to another box (a
-# cell of a PLOT_GRID x PLOT_GRID grid; for the PR curve, a grid column and a band of rows: see
+# The exact curve is first cut to the points where it moves to another box (a cell of a
+# PLOT_GRID x PLOT_GRID grid; for the PR curve, a grid column and a band of rows: see
 # :func:`_row_bands`) and the point before: the points between two of those lie in one box, so
-# they stray at most a cell's diagonal from the line through them. Thousands of points are
-# left (tens of thousands for a PR curve); :func:`thin` works on those. The areas are tracked
-# exactly throughout.
+# they stray at most a cell's diagonal from the line through them. Those points are found by
+# binary searches of the counts (a few thousand, tens of thousands for a PR curve, at 240k rows
+# as at 3M), never by a look at every distinct score; :func:`thin` works on them.
 PLOT_GRID = 2048
 _CELL_DIAGONAL = float(np.sqrt(2.0) / PLOT_GRID)
 
-Points = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # points a..b-1 of a polyline
 
 
-class _GridPoints:
-    """A polyline's points, handed over in steps, where it leaves the box of the point before
-    (a grid cell, at most 1/PLOT_GRID a side), the points just before those, each step's last
-    point and point 0: each with its index, coordinates, threshold and the trapezoid area under
-    the polyline from point 0 (exact: the share of every point is summed, then scaled by
-    ``scale``)."""
-
-    def __init__(self, x: float, y: float, scale: float) -> None:
-        self.scale = scale
-        self.index = 0  # the last point handed over
-        self.units = 0  # the area up to it, before scaling
-        self.kept = [(np.zeros(1, dtype=np.int64), np.array([x]), np.array([y]),
-                      np.array([np.nan]), np.zeros(1))]
-
-    def add(self, entered: np.ndarray, at: Callable[[np.ndarray], tuple[np.ndarray, ...]],
-            shares: np.ndarray) -> None:
-        """The polyline's next ``len(shares)`` points: ``entered``, the positions of those in
-        another box than the point before (in any order, repeated or not); ``at``, the x, y and threshold of the
-        points at some positions; ``shares``, each one's trapezoid from the point before."""
-        keep = np.zeros(len(shares), dtype=bool)
-        keep[entered] = True
-        keep[entered[entered > 0] - 1] = True
-        keep[-1] = True
-        kept = np.flatnonzero(keep)
-        units = self.units + np.cumsum(np.add.reduceat(shares, np.append(0, kept[:-1] + 1)))
-        self.kept.append((self.index + 1 + kept, *at(kept), units * self.scale))
-        self.units, self.index = units[-1], self.index + len(shares)
-
-    def points(self) -> tuple[np.ndarray, ...]:
-        """Index, x, y, threshold and cumulative area of each point kept, by index."""
-        return tuple(np.concatenate(column) for column in zip(*self.kept))
+def _first_index(key: Callable[[np.ndarray], np.ndarray], size: int, targets: np.ndarray,
+                 strict: bool = False) -> np.ndarray:
+    """For each target, the first position i in 0..size-1 whose ``key(i)`` is at least it
+    (above it: ``strict``), ``size`` where none is: a binary search of all targets at once over
+    a non-decreasing key read at the probed positions only (no array of the positions' size is
+    made, where ``numpy.searchsorted`` would want its keys whole and contiguous)."""
+    low = np.zeros(len(targets), dtype=np.int64)
+    high = np.full(len(targets), size, dtype=np.int64)
+    while True:
+        open_ = low < high
+        if not open_.any():
+            return low
+        middle = (low + high) // 2
+        probed = key(np.minimum(middle, size - 1))
+        before = probed <= targets if strict else probed < targets
+        low = np.where(open_ & before, middle + 1, low)
+        high = np.where(open_ & ~before, middle, high)
 
 
-def _column_entries(counts: np.ndarray, before: int, total: int) -> np.ndarray:
-    """The positions in ``counts`` (ascending, all above ``before``) where the grid column of
+def _scores_beyond(thresholds: np.ndarray, values: np.ndarray, at_least: bool) -> np.ndarray:
+    """How many of the descending ``thresholds`` are above each value (at or above it:
+    ``at_least``); compared in float64, exactly."""
+    return _first_index(lambda i: -thresholds[i].astype(np.float64), len(thresholds),
+                        -np.asarray(values, dtype=np.float64), strict=at_least)
+
+
+def _column_entries(counts: np.ndarray, total: int) -> np.ndarray:
+    """The positions in ``counts`` (non-decreasing) where the grid column of
     ``count / total`` (``floor(count * PLOT_GRID / total)``, exact) grows: a binary search for
-    the least count of each column passed, not a look at every count."""
-    first, last = before * PLOT_GRID // total + 1, int(counts[-1]) * PLOT_GRID // total
-    least = (np.arange(first, last + 1, dtype=np.int64) * total + PLOT_GRID - 1) // PLOT_GRID
-    return np.searchsorted(counts, least, side="left")
+    the least count of each column, not a look at every count."""
+    if not len(counts) or not total:
+        return np.zeros(0, dtype=np.int64)
+    last = int(counts[-1]) * PLOT_GRID // total
+    least = (np.arange(1, last + 1, dtype=np.int64) * total + PLOT_GRID - 1) // PLOT_GRID
+    # In the counts' own type: numpy would otherwise convert every count to the least's.
+    return np.searchsorted(counts, least.astype(counts.dtype), side="left")
 
 
 def _row_bands(rows: int) -> np.ndarray:
@@ -156,163 +151,137 @@ def _row_bands(rows: int) -> np.ndarray:
     below PLOT_GRID, then bands of width at most count / PLOT_GRID. Within a band and a grid
     column the precision moves by at most 1/PLOT_GRID (tp/r against (tp+a)/(r+b), a <= b,
     differ by at most b/r), so a box is at most a cell."""
-    bands, width = [np.arange(1, PLOT_GRID)], 1
+    bands, width = [np.arange(1, min(rows, PLOT_GRID - 1) + 1)], 1
     while width * PLOT_GRID <= rows:
-        bands.append(np.arange(width * PLOT_GRID, 2 * width * PLOT_GRID, width))
+        bands.append(np.arange(width * PLOT_GRID, min(2 * width * PLOT_GRID, rows + 1), width))
         width *= 2
     return np.concatenate(bands)
 
 
-def _band_entries(rows: np.ndarray, before: int, bands: np.ndarray) -> np.ndarray:
-    """The positions in ``rows`` (ascending, all above ``before``) where the band grows."""
-    passed = bands[np.searchsorted(bands, before, side="right"):
-                   np.searchsorted(bands, rows[-1], side="right")]
-    return np.searchsorted(rows, passed, side="left")
+def _first_full_recall(tps: np.ndarray, positives: int) -> int:
+    """The first position of the (non-decreasing) true positive counts at every positive (in
+    their own type: numpy would otherwise convert every count to a Python int's)."""
+    return int(np.searchsorted(tps, tps.dtype.type(positives), side="left"))
 
 
-def _neighbour_sums(values: np.ndarray, before: float) -> np.ndarray:
-    """Each value plus the one before it (``before`` for the first)."""
-    out = np.empty(len(values), dtype=values.dtype)
-    out[0] = values[0] + before
-    np.add(values[1:], values[:-1], out=out[1:])
-    return out
+def _kept(entered: np.ndarray, length: int) -> np.ndarray:
+    """The positions 0..length-1 a curve keeps: those where it enters another box, the ones
+    just before those, and both ends."""
+    entered = entered[entered < length]
+    index = np.sort(np.concatenate(([0, length - 1], entered, entered[entered > 0] - 1)))
+    return index[np.concatenate(([True], index[1:] != index[:-1]))]
 
 
 class BinaryTally:
-    """A binary model's report aggregates, gathered in the pass that tallies its sorted rows for
-    the AUC (:class:`ScoreCounts`, given as its ``curves``): the ROC and PR curves' grid
-    points with their exact areas, the average precision, the rows above the confusion
-    matrix's, the sweep's, the calibration bins' and the histograms' edges, and the calibration
-    bins' score sums. Each step of the tally hands over its distinct scores; what is kept grows
-    with the grid (and the PR curve's row bands, with the log of the rows), and the curves are
-    built from it alone."""
+    """What of a binary model's report needs every distinct score, gathered in the pass that
+    tallies its sorted rows for the AUC (:class:`ScoreCounts`, given as its ``curves``): the
+    average precision with the exact trapezoidal area under the PR curve, and the calibration
+    bins' score sums. Each step of the tally hands over its distinct scores; a handful of
+    vectorised operations over them (the AUC's own take about as many). Everything else (the
+    confusion, sweep, histograms, calibration counts, the curves' points) is read off the counts
+    afterwards by binary searches, at a cost that grows with the grid, not the rows."""
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
         self.highest = self.lowest = float("nan")  # no rows: no curves
-        self.distinct = 0
+        self.positives = self.negatives = self.distinct = 0
         self.seconds = 0.0  # spent gathering, inside the tally: the report's share of it
 
     def start(self, highest: float, lowest: float, positives: int, negatives: int) -> None:
         """Before the tally: the highest and lowest score, and both classes' rows."""
         self.highest, self.lowest = float(highest), float(lowest)
         self.positives, self.negatives = positives, negatives
-        if not self.finite:
-            return
-        self.edges = _score_edges(self.lowest, self.highest, SCORE_BINS)
-        self.sweep_at = np.linspace(self.edges[0], self.edges[-1], SWEEP_THRESHOLDS + 2)[1:-1]
-        calibration = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1]
-        # Rows scoring above each value (the confusion's threshold, the sweep's, the inner
-        # calibration edges, the last histogram edge), and at or above each histogram edge but
-        # the last: negated, as the negated scores ascend.
-        self._above = -np.concatenate(([self.threshold], self.sweep_at, calibration, self.edges[-1:]))
-        self._at_least = -self.edges[:-1]
-        self.above = np.zeros((2, len(self._above)), dtype=np.int64)  # positives, negatives
-        self.at_least = np.zeros((2, len(self._at_least)), dtype=np.int64)
+        self.calibrated = self.finite and self.lowest >= 0 and self.highest <= 1
         self.score_sums = np.zeros(CALIBRATION_BINS)  # of each calibration bin's rows
-        self.roc = _GridPoints(0.0, 0.0, 1.0 / (2.0 * positives * negatives or 1))
-        self.pr = _GridPoints(0.0, 1.0, 1.0 / (2.0 * positives or 1))
+        # Inner calibration edges, descending: bins as calibration_curve's, (a, b], the first
+        # [0, b] (and below), the last above a.
+        self._calibration = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[-2:0:-1]
         self.pr_done = not positives
-        self.average_precision = 0.0
-        self._bands = _row_bands(positives + negatives)
-        self._tp = self._fp = 0
-        self._precision = 1.0
+        self.average_precision = self.pr_trapezoid = 0.0  # both times the positives
+        self._precision = 1.0  # the PR curve starts at (0, 1)
+        self._rows = 0
 
     @property
     def finite(self) -> bool:
         return bool(np.isfinite(self.highest) and np.isfinite(self.lowest))
 
-    def add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray,
-            gained_tp: np.ndarray) -> None:
-        """The tally's next distinct scores (descending); the positive and negative rows
-        scoring at least each, and the positive rows each adds (as floats)."""
+    def add(self, scores: np.ndarray, tps: np.ndarray, rows: np.ndarray,
+            gained_tp: np.ndarray, gained_fp: np.ndarray) -> None:
+        """The tally's next distinct scores (descending); the positive rows and all rows
+        scoring at least each, and the positive and negative rows each adds."""
         started = time.perf_counter()
         self.distinct += len(scores)
         if self.finite:
-            self._add(scores, tps, fps, gained_tp, np.diff(fps, prepend=self._fp), tps + fps)
+            if self.calibrated:
+                self._add_score_sums(scores, gained_tp + gained_fp)
+            if not self.pr_done:
+                self._add_pr(tps, rows, gained_tp)
         self.seconds += time.perf_counter() - started
 
-    def _add(self, scores: np.ndarray, tps: np.ndarray, fps: np.ndarray, gained_tp: np.ndarray,
-             gained_fp: np.ndarray, rows: np.ndarray) -> None:
-        negated = np.negative(scores, dtype=np.float64)  # compared exactly with float64 edges
-        for values, side, counts in ((self._above, "left", self.above),
-                                     (self._at_least, "right", self.at_least)):
-            # Counts are cumulative: the last step with a score beyond a value has its count.
-            beyond = np.searchsorted(negated, values, side=side)
-            hit = beyond > 0
-            counts[0, hit], counts[1, hit] = tps[beyond[hit] - 1], fps[beyond[hit] - 1]
-        self._add_score_sums(scores, negated, gained_tp + gained_fp)
-        if self.positives and self.negatives:
-            shares = _neighbour_sums(tps, self._tp)
-            shares *= gained_fp  # twice the trapezoid, in rows squared
-            entered = np.concatenate((_column_entries(fps, self._fp, self.negatives),
-                                      _column_entries(tps, self._tp, self.positives)))
-            self.roc.add(entered, lambda at: (fps[at] / self.negatives, tps[at] / self.positives,
-                                              scores[at]), shares)
-        if not self.pr_done:
-            self._add_pr(scores, tps, gained_tp, rows)
-        self._tp, self._fp = int(tps[-1]), int(fps[-1])
-
-    def _add_score_sums(self, scores: np.ndarray, negated: np.ndarray, gained: np.ndarray) -> None:
-        """Each calibration bin's rows' scores, summed: bins as calibration_curve's, (a, b],
-        the first [0, b] (and below), the last above a; the highest scores come first."""
-        inner = -self._above[1 + SWEEP_THRESHOLDS:-1]
-        bounds = np.concatenate(([0], np.searchsorted(negated, -inner[::-1], side="left"),
+    def _add_score_sums(self, scores: np.ndarray, gained: np.ndarray) -> None:
+        bounds = np.concatenate(([0], _scores_beyond(scores, self._calibration, False),
                                  [len(scores)]))
         filled = bounds[:-1] < bounds[1:]
         weighted = np.multiply(scores, gained, dtype=np.float64)
         bins = np.arange(CALIBRATION_BINS - 1, -1, -1)[filled]
         self.score_sums[bins] += np.add.reduceat(weighted, bounds[:-1][filled])
 
-    def _add_pr(self, scores: np.ndarray, tps: np.ndarray, gained: np.ndarray,
-                rows: np.ndarray) -> None:
+    def _add_pr(self, tps: np.ndarray, rows: np.ndarray, gained: np.ndarray) -> None:
         # Beyond the first point at full recall the curve only loses precision (scikit-learn
         # stops there too).
-        end = int(np.searchsorted(tps, self.positives, side="left")) + 1
+        end = _first_full_recall(tps, self.positives) + 1
         self.pr_done = end <= len(tps)
-        scores, tps, gained, rows = scores[:end], tps[:end], gained[:end], rows[:end]
-        precision = tps / rows
-        self.average_precision += float(np.dot(gained, precision)) / self.positives
-        entered = np.concatenate((_band_entries(rows, self._tp + self._fp, self._bands),
-                                  _column_entries(tps, self._tp, self.positives)))
-        shares = _neighbour_sums(precision, self._precision)
-        shares *= gained  # twice the trapezoid, times the positives
-        self.pr.add(entered, lambda at: (tps[at] / self.positives, precision[at], scores[at]),
-                    shares)
+        tps, gained = tps[:end], gained[:end]
+        precision = np.divide(tps, rows[:end], dtype=np.float64)
+        here = float(np.dot(gained, precision))
+        self.average_precision += here
+        # The trapezoids: each point's gain times its precision and the one before it.
+        self.pr_trapezoid += (here + float(gained[0]) * self._precision
+                              + float(np.dot(gained[1:], precision[:-1]))) / 2.0
         self._precision = float(precision[-1])
 
 
-def _curve(grid: _GridPoints, counts: ScoreCounts, points: Points, exact_area: float) -> Curve:
-    """The thinned curve, from its grid points; point i > 0 is at the (i-1)-th distinct score
-    (point 0 has none). The trapezoidal area under it is within ``area_error`` (at most
-    ``CURVE_AREA_TOLERANCE``) of the exact curve's."""
-    length = grid.index + 1
-    index, x, y, marks, areas = grid.points()
-    # Between two grid points the polyline's own area is known exactly: what their chord
-    # misses, summed, is the first stage's error.
-    chords = np.diff(x) * (y[1:] + y[:-1]) / 2.0
-    first_error = float(np.sum(np.abs(np.diff(areas) - chords)))
+def _curve(points: "_Polyline", length: int, entered: np.ndarray, counts: ScoreCounts,
+           exact_area: float, trapezoid: float) -> Curve:
+    """The thinned curve of ``length`` points; point i > 0 is at the (i-1)-th distinct score
+    (point 0 has none). ``entered``: the points where it enters another box; ``trapezoid``: the
+    exact trapezoidal area under every point. The trapezoidal area under the thinned curve is
+    within ``area_error`` (at most ``CURVE_AREA_TOLERANCE``) of ``trapezoid``."""
+    index = _kept(entered, length)
+    x, y = points.at(index)
+    # What the polyline through the box points misses of the exact area, all told.
+    first_error = abs(float(np.trapezoid(y, x)) - trapezoid)
     if first_error > CURVE_AREA_TOLERANCE / 2:
         # An adversarial curve: thin every point, read again off the counts (the one case
-        # where the curves read them).
+        # where the curves read every distinct score).
         x, y = points(0, length)
         index, bound = thin(x, y)
-        marks = counts.thresholds[np.maximum(index - 1, 0)]
         x, y = x[index], y[index]
     else:
         keep, bound = thin(x, y, CURVE_AREA_TOLERANCE - first_error,
                            MAX_PLOT_DEVIATION - _CELL_DIAGONAL)
-        index, x, y, marks, bound = index[keep], x[keep], y[keep], marks[keep], bound + first_error
+        index, x, y, bound = index[keep], x[keep], y[keep], bound + first_error
+    marks = counts.thresholds[np.maximum(index - 1, 0)]
     thresholds = [float(m) if i else None for i, m in zip(index.tolist(), marks.tolist())]
     return Curve(x=x.tolist(), y=y.tolist(), thresholds=thresholds, area=exact_area,
                  area_error=bound, exact_points=length)
 
 
-def _from_origin(first: float, values: Callable[[int, int], np.ndarray],
-                 a: int, b: int) -> np.ndarray:
-    """Points a..b-1 of a curve whose point 0 is ``first`` and point i is ``values`` at i - 1."""
-    rest = values(max(a - 1, 0), b - 1)
-    return np.concatenate(([first], rest)) if a == 0 else rest
+class _Polyline:
+    """A curve's points off the counts: point 0 is ``origin``, point i the ``(i-1)``-th
+    distinct score's ``coordinates``."""
+
+    def __init__(self, origin: tuple[float, float],
+                 coordinates: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.origin, self.coordinates = origin, coordinates
+
+    def at(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.coordinates(np.maximum(index - 1, 0))
+        first = index == 0
+        return np.where(first, self.origin[0], x), np.where(first, self.origin[1], y)
+
+    def __call__(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.at(np.arange(a, b))
 
 
 def roc_curve(counts: ScoreCounts) -> Curve | None:
@@ -320,14 +289,14 @@ def roc_curve(counts: ScoreCounts) -> Curve | None:
     positives, negatives = tally.positives, tally.negatives
     if not positives or not negatives:
         return None
-
-    def points(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        return (_from_origin(0.0, lambda i, j: counts.fps[i:j] / negatives, a, b),
-                _from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b))
-
-    # The area under the exact curve is the AUC with tied scores sharing ranks.
+    polyline = _Polyline((0.0, 0.0), lambda i: (counts.fps[i] / negatives,
+                                                counts.tps[i] / positives))
+    entered = np.concatenate((_column_entries(counts.fps, negatives),
+                              _column_entries(counts.tps, positives))) + 1
+    # The area under the exact curve (ties are straight lines) is the AUC with tied scores
+    # sharing ranks.
     auc = counts.doubled_wins / (2.0 * positives * negatives)
-    return _curve(tally.roc, counts, points, auc)
+    return _curve(polyline, len(counts.tps) + 1, entered, counts, auc, auc)
 
 
 def pr_curve(counts: ScoreCounts) -> Curve | None:
@@ -336,25 +305,38 @@ def pr_curve(counts: ScoreCounts) -> Curve | None:
     if not positives:
         return None
 
-    def precision(i: int, j: int) -> np.ndarray:
-        tps = counts.tps[i:j].astype(np.float64)
-        return tps / (tps + counts.fps[i:j])
+    def coordinates(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tps = counts.tps[i].astype(np.float64)
+        return tps / positives, tps / (tps + counts.fps[i])
 
-    def points(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        return (_from_origin(0.0, lambda i, j: counts.tps[i:j] / positives, a, b),
-                _from_origin(1.0, precision, a, b))
+    # Up to the first point at full recall, as the tally.
+    end = _first_full_recall(counts.tps, positives) + 1
+    rows = _row_bands(int(counts.tps[end - 1]) + int(counts.fps[end - 1]))
+    entered = np.concatenate((
+        _column_entries(counts.tps[:end], positives),
+        _first_index(lambda i: counts.tps[i].astype(np.int64) + counts.fps[i], end, rows))) + 1
+    return _curve(_Polyline((0.0, 1.0), coordinates), end + 1, entered, counts,
+                  tally.average_precision / positives, tally.pr_trapezoid / positives)
 
-    return _curve(tally.pr, counts, points, tally.average_precision)
+
+def _rows_beyond(counts: ScoreCounts, values: np.ndarray, at_least: bool = False) -> np.ndarray:
+    """The positive and negative rows scoring above each value (at or above: ``at_least``)."""
+    beyond = _scores_beyond(counts.thresholds, values, at_least)
+    last = np.maximum(beyond - 1, 0)
+    hit = beyond > 0
+    return np.stack((np.where(hit, counts.tps[last], 0), np.where(hit, counts.fps[last], 0))
+                    ).astype(np.int64)
 
 
-def reliability(tally: BinaryTally, bins: int = CALIBRATION_BINS) -> Reliability | None:
-    if tally.lowest < 0 or tally.highest > 1:
+def reliability(counts: ScoreCounts, bins: int = CALIBRATION_BINS) -> Reliability | None:
+    tally: BinaryTally = counts.curves
+    if not tally.calibrated:
         return None
     edges = np.linspace(0.0, 1.0, bins + 1)
     # Rows above each edge: all above the first (the first bin takes 0 and below too), none
     # above the last (the last bin takes anything above its lower edge).
     above = np.concatenate(([[tally.positives], [tally.negatives]],
-                            tally.above[:, 1 + SWEEP_THRESHOLDS:-1], [[0], [0]]), axis=1)
+                            _rows_beyond(counts, edges[1:-1]), [[0], [0]]), axis=1)
     positives, negatives = (above[:, :-1] - above[:, 1:]).tolist()
     out, error = [], 0.0
     for b, (positive, negative, predicted) in enumerate(zip(positives, negatives,
@@ -370,13 +352,14 @@ def reliability(tally: BinaryTally, bins: int = CALIBRATION_BINS) -> Reliability
     return Reliability(bins=out, expected_calibration_error=float(error / rows))
 
 
-def _histograms(tally: BinaryTally) -> tuple[Histogram, Histogram]:
+def _histograms(counts: ScoreCounts, edges: np.ndarray) -> tuple[Histogram, Histogram]:
     """The positive and negative rows' scores in the histogram's bins, as ``numpy.histogram``
     counts them ([a, b), the last bin [a, b])."""
-    at_least = np.concatenate((tally.at_least, tally.above[:, -1:]), axis=1)
-    edges = tally.edges.tolist()
+    at_least = np.concatenate((_rows_beyond(counts, edges[:-1], at_least=True),
+                               _rows_beyond(counts, edges[-1:])), axis=1)
     positive, negative = (at_least[:, :-1] - at_least[:, 1:]).tolist()
-    return Histogram(edges=edges, counts=positive), Histogram(edges=edges, counts=negative)
+    return (Histogram(edges=edges.tolist(), counts=positive),
+            Histogram(edges=edges.tolist(), counts=negative))
 
 
 def _score_edges(lo: float, hi: float, bins: int) -> np.ndarray:
@@ -389,13 +372,14 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
-def sweep(tally: BinaryTally) -> list[ThresholdRow]:
-    """The four counts at each of the sweep's thresholds, gathered in the tally."""
+def sweep(counts: ScoreCounts, edges: np.ndarray) -> list[ThresholdRow]:
+    """The four counts at each of the sweep's thresholds, evenly between the histogram's ends."""
+    tally: BinaryTally = counts.curves
     positives, negatives = tally.positives, tally.negatives
+    at = np.linspace(edges[0], edges[-1], SWEEP_THRESHOLDS + 2)[1:-1]
+    above = _rows_beyond(counts, at)
     rows = []
-    sweep_at = slice(1, 1 + SWEEP_THRESHOLDS)
-    for t, tp, fp in zip(tally.sweep_at.tolist(), tally.above[0, sweep_at].tolist(),
-                         tally.above[1, sweep_at].tolist()):
+    for t, tp, fp in zip(at.tolist(), above[0].tolist(), above[1].tolist()):
         fn, tn = positives - tp, negatives - fp
         rows.append(ThresholdRow(threshold=float(t), tp=tp, fp=fp, tn=tn, fn=fn,
                                  precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn),
@@ -415,14 +399,15 @@ def binary_curves(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
     if not tally.finite:  # NaN sorts first, infinities at the ends; no rows: none
         raise EvaluationError("the model's scores include NaN or infinite values: no curves",
                               Reason.SchemaMismatch)
-    tp, fp = tally.above[:, 0].tolist()
+    tp, fp = _rows_beyond(counts, np.array([threshold]))[:, 0].tolist()
     confusion = Confusion(classes=[0, 1], cells=[tally.negatives - fp, fp,
                                                  tally.positives - tp, tp])
-    positive, negative = _histograms(tally)
+    edges = _score_edges(tally.lowest, tally.highest, SCORE_BINS)
+    positive, negative = _histograms(counts, edges)
     return BinaryCurves(
-        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(tally),
+        roc=roc_curve(counts), pr=pr_curve(counts), reliability=reliability(counts),
         confusion=confusion, threshold=threshold, scores_positive=positive,
-        scores_negative=negative, sweep=sweep(tally))
+        scores_negative=negative, sweep=sweep(counts, edges))
 
 
 # ------------------------------------------------------------------ multiclass

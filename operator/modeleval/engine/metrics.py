@@ -212,8 +212,9 @@ class ScoreCounts:
     ``curves``: where the report is wanted, what gathers its aggregates in that same pass
     (``engine.curves.BinaryTally``): it is told the score range and both classes' sizes
     before the tally (``start``), then handed each step's distinct scores and counts
-    (``add``: the scores, the positive and negative rows at or above each, and the positive
-    rows each score adds), so the curves never read the counts again."""
+    (``add``: the scores, the positive rows and all rows at or above each, and the positive
+    and negative rows each score adds): what needs every distinct score is gathered there, and
+    the curves read the counts afterwards only at the points binary searches find."""
 
     thresholds: np.ndarray  # float32 where the scores were float32 values, else float64
     tps: np.ndarray
@@ -295,11 +296,12 @@ class ScoreCounts:
             fp_runs = running[last] + negatives_before
             negatives_before += int(running[-1])
             del running
-            tp_runs = a + last + 1 - fp_runs
+            rows_runs = last + (a + 1)  # the rows at or above each run's score
+            tp_runs = rows_runs - fp_runs
             new_tp = np.diff(tp_runs, prepend=tp).astype(np.float64)
+            new_fp = np.diff(fp_runs, prepend=fp)
             # Each new positive beats every negative below its score and half of those tied.
-            doubled_wins += float(np.dot(new_tp, 2.0 * (negatives - fp_runs)
-                                         + np.diff(fp_runs, prepend=fp)))
+            doubled_wins += float(np.dot(new_tp, 2.0 * (negatives - fp_runs) + new_fp))
             scores = values(keys[last])
             if thresholds is None:
                 thresholds = np.empty(distinct, scores.dtype)
@@ -307,7 +309,7 @@ class ScoreCounts:
             thresholds[done:end], tps[done:end], fps[done:end] = scores, tp_runs, fp_runs
             done = end
             if curves is not None and len(last):
-                curves.add(scores, tp_runs, fp_runs, new_tp)
+                curves.add(scores, tp_runs, rows_runs, new_tp, new_fp)
             if len(last):
                 tp, fp = int(tp_runs[-1]), int(fp_runs[-1])
         return cls(thresholds if thresholds is not None else np.zeros(0), tps, fps, doubled_wins,
