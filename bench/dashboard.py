@@ -8,7 +8,7 @@ sorts and pages, over HTTP. Target: p95 < 1 s.
     .venv/bin/python bench/dashboard.py                 # starts its own FerretDB (the bed's)
     .venv/bin/python bench/dashboard.py --mongo-uri mongodb://host:27017/
 
-With its own FerretDB the database gets the indexes the README recommends (the dashboard never
+With its own FerretDB the database gets the indexes the docs recommend (the dashboard never
 creates them: it may run as a read-only user).
 """
 

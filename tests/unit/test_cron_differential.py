@@ -3,7 +3,7 @@ controller uses it, and the API server's checks) answers thousands of generated 
 test holds our parser, our firing times and our missed-run rule to its answers.
 
 Where our firing times differ on purpose (daylight saving time with fixed hours, documented in
-cron.py and the README), the test asserts the documented behaviour instead, computed from
+cron.py and the docs' Schedules page), the test asserts the documented behaviour instead, computed from
 robfig's runs and the zone's transitions as Go reports them.
 """
 
@@ -196,7 +196,7 @@ def _first_occurrence_matches(c: cr.Cron, tz, seconds: int) -> bool:
 def _check_documented(c: cr.Cron, tz, case: dict, answer: dict, tally: Tally) -> None:
     """Every documented firing is ours; a firing of ours robfig lacks beyond those is a
     matching wall-clock time (first occurrence) that robfig's search stepped over (after a
-    change at midnight or by half an hour its steps drift off the hour: README)."""
+    change at midnight or by half an hour its steps drift off the hour: docs/guide/schedules.md)."""
     expected = documented(c, tz, answer, case["start"])
     ours = _ours(c, tz, case["start"], answer["runs"][-1])
     tally.check("firings (documented DST rule)", case, [r for r in expected if r not in ours], [])

@@ -1,7 +1,7 @@
 """The chart's dashboard runs `python -m modeleval.ui` from the operator's image, which installs
 only the operator's and the dashboard's dependencies (no numpy, Arrow or Ray): what serving the
 pages imports must all be in that image. And in a pod, with no kubeconfig, the live phase comes
-from the pod's own ServiceAccount when (and only when) its token is mounted. The README gives the
+from the pod's own ServiceAccount when (and only when) its token is mounted. The docs give the
 database's owner the indexes the list page wants."""
 
 from __future__ import annotations
@@ -100,10 +100,10 @@ def test_a_kubeconfig_and_the_in_cluster_config_are_not_both_taken(tmp_path):
         UIConfig(results_dir=tmp_path, kubeconfig=tmp_path / "k", in_cluster=True)
 
 
-def test_the_readme_creates_the_indexes_the_list_page_wants():
-    """The README's mongosh lines for the dashboard's collection are the dashboard's own list
+def test_the_docs_create_the_indexes_the_list_page_wants():
+    """The docs' mongosh lines for the dashboard's collection are the dashboard's own list
     (it creates none: its MongoDB user only reads)."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/guide/reports.md").read_text()
     documented = [[(field, int(order)) for field, order in re.findall(r"(\w+): (-?1)", keys)]
                   for keys in re.findall(r"^db\.results\.createIndex\(\{([^}]*)\}\)$", text, re.M)]
     assert documented == [list(keys) for keys in RECOMMENDED_INDEXES]

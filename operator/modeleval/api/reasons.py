@@ -2,7 +2,7 @@
 and Event reason is a member of :class:`Reason`, used alike by the engine, the runner and the
 controller.
 
-Each member carries where it shows, what it means and what to do; the README's troubleshooting
+Each member carries where it shows, what it means and what to do; the docs' reasons
 table is generated from that (``python -m modeleval.api.reasons``) and a test fails when the
 two differ.
 """

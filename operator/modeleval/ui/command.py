@@ -66,8 +66,8 @@ def ui(mongo_uri: str | None, database: str, collection: str, results_dir: Path 
     """Serve the read-only web dashboard of the stored results.
 
     Every page only reads: a MongoDB user with the read role on DATABASE is enough. For a
-    fast list of many results, give the collection the indexes listed in the README (the
-    dashboard creates none)."""
+    fast list of many results, give the collection the indexes the docs list (Reports and the
+    dashboard; the dashboard creates none)."""
     import uvicorn
 
     from .app import create_app

@@ -23,7 +23,7 @@ class UIConfig:
     # How long the cluster's phases and the filters' choices are reused before asked again.
     cache_seconds: float = 10.0
     # MongoDB: list from an in-memory index of the list columns, kept fresh in the background
-    # (False: every list page is a query, as a server with the README's indexes answers fast).
+    # (False: every list page is a query, as a server with the indexes the docs list answers fast).
     index_mongodb: bool = True
 
     def __post_init__(self) -> None:
