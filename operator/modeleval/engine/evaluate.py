@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..api.curves import ModelCurves
+from ..api.metrics import resampled_unit
 from ..api.results import ResultDocument, document_id
 from ..api.spec import ModelEvaluationSpec, ModelFormat, ModelSource, parse_quantity
 from ..settings import EngineSettings
@@ -571,8 +572,9 @@ class Evaluator:
         scored, aggregates, seconds = [], [], 0.0
         for p in predictions:
             tally = curve_fns.BinaryTally() if self.settings.report else None
-            counts = (metric_fns.binary_score_counts(labels, p, tally)
-                      if self.settings.report or "auc" in names else None)
+            # Without a report, the metrics sort the scores themselves if one needs them.
+            counts = (metric_fns.binary_score_counts(labels, p, tally) if tally is not None
+                      else None)
             scored.append(metric_fns.compute("binary", names, labels, p, counts=counts))
             if self.settings.report:
                 started = time.perf_counter()
@@ -837,7 +839,7 @@ class _Outcome:
              "metrics": scored[m], "intervals": intervals(m), **compared(m), "gate": gate(m)}
             for m, c in enumerate(spec.challengers, start=first)]
         confidence = None if spec.confidence is None else {
-            **spec.confidence.model_dump(), "unit": "queries" if spec.task == "ranking" else "rows"}
+            **spec.confidence.model_dump(), "unit": resampled_unit(spec.task)}
         return cls(intervals(0), confidence, baseline_doc, gate(0), challengers)
 
 
