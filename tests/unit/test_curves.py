@@ -498,3 +498,25 @@ def test_the_binary_curves_read_the_counts_only_where_binary_searches_land(monke
     roc = curves.roc
     assert abs(np.trapezoid(roc.y, roc.x) - roc.area) <= roc.area_error
     assert abs(np.trapezoid(roc.y, roc.x) - skm.roc_auc_score(y, s)) <= 1e-4
+
+
+def test_the_tallys_gathering_thread_ends_with_the_tally_and_raises_its_error(monkeypatch):
+    """What the tally hands over is gathered on a thread of its own: it is gone once the counts
+    are made, and an error in it is the tally's error (nothing is left running)."""
+    import threading
+
+    def tally_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("modeleval-report")]
+
+    monkeypatch.setattr(M, "CHUNK_ROWS", 500)
+    y, s = _scores("rounded", 5000)
+    counts = M.ScoreCounts.of(y, s, C.BinaryTally())
+    assert counts.curves.distinct == len(counts.tps) and tally_threads() == []
+
+    def broken(self, *args):
+        raise ValueError("a step that cannot be gathered")
+
+    monkeypatch.setattr(C.BinaryTally, "_add_pr", broken)
+    with pytest.raises(ValueError, match="cannot be gathered"):
+        M.ScoreCounts.of(y, s, C.BinaryTally())
+    assert tally_threads() == []

@@ -211,7 +211,8 @@ class ScoreCounts:
 
     ``curves``: where the report is wanted, what gathers its aggregates in that same pass
     (``engine.curves.BinaryTally``): it is told the score range and both classes' sizes
-    before the tally (``start``), then handed each step's distinct scores and counts
+    before the tally (``start``), told when it ends (``finish``), and handed each step's
+    distinct scores and counts
     (``add``: the scores, the positive rows and all rows at or above each, and the positive
     and negative rows each score adds): what needs every distinct score is gathered there, and
     the curves read the counts afterwards only at the points binary searches find."""
@@ -265,7 +266,11 @@ class ScoreCounts:
 
             def values(keys: np.ndarray) -> np.ndarray:
                 return keys
-        return cls._tally(rows, values, len(scores), negatives, curves)
+        try:
+            return cls._tally(rows, values, len(scores), negatives, curves)
+        finally:
+            if curves is not None:
+                curves.finish()  # what it gathers beside the tally is in (or its error raised)
 
     @classmethod
     def _tally(cls, rows, values, n: int, negatives: int, curves: Any = None) -> "ScoreCounts":
