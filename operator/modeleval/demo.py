@@ -124,14 +124,7 @@ def example_assets(seed: int = 7) -> dict[str, bytes]:
 
 def publish_example_assets(storage, bucket: str = EXAMPLES_BUCKET) -> list[str]:
     """Uploads :func:`example_assets` to ``s3://bucket/`` (creating the bucket if needed)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        storage.s3.create_bucket(Bucket=bucket)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",
-                                                                 "BucketAlreadyExists"):
-            raise
+    storage.create_bucket(bucket)
     uris = []
     for key, data in example_assets().items():
         uri = f"s3://{bucket}/{key}"

@@ -18,7 +18,7 @@ import pyarrow as pa
 from .errors import Reason, StorageError
 from ..files import StagedFile, atomic_write
 from .shard import ParsedShard, arrow_message, as_numpy, from_numpy
-from .storage import ObjectInfo, Storage, content_digest, file_path, join_uri
+from .storage import ObjectInfo, Storage, content_digest, join_uri
 
 LABEL = "label"
 QID = "qid"
@@ -114,9 +114,9 @@ class PartStore:
                 self._evict()
 
     def read(self, uri: str, num_features: int, keep: Sequence[str] = ()) -> ParsedShard:
-        if uri.startswith("file://"):
+        if (path := self.storage.local_path(uri)) is not None:
             self.storage.stat(uri)  # the same checks and errors as any read
-            return decode_part(pa.memory_map(str(file_path(uri))), num_features, keep, uri)
+            return decode_part(pa.memory_map(str(path)), num_features, keep, uri)
         local = self._local_path(uri)
         if local is not None and local.exists():
             try:
@@ -133,10 +133,7 @@ class PartStore:
         """The part from a file on this node (a file:// cache, or the node-local copy),
         memory-mapped; None where this node has none or cannot read it: it is never fetched
         here. (A part's URI names immutable content, so any node's copy is the part.)"""
-        if uri.startswith("file://"):
-            path = file_path(uri) if self.storage.allow_file else None
-        else:
-            path = self._local_path(uri)
+        path = self.storage.local_path(uri) or self._local_path(uri)
         if path is None:
             return None
         try:

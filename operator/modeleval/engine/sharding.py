@@ -123,7 +123,7 @@ def letor_ranges(storage: Storage, info: ObjectInfo, shard_bytes: int, slots: in
     def boundary(position: int) -> int:
         return group_boundary(storage, info.uri, position, info.size)
 
-    if info.uri.startswith("file://") or len(positions) < 2:
+    if storage.local_path(info.uri) is not None or len(positions) < 2:
         # A local file's reads take microseconds: threads would only take turns at the GIL.
         cuts = list(map(boundary, positions))
     else:

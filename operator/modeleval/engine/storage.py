@@ -1,7 +1,10 @@
-"""Object storage behind one small interface: ``s3://`` (boto3; MinIO works) and ``file://``.
+"""Object storage behind one small interface, on pyarrow's filesystems: ``s3://`` (S3FileSystem;
+MinIO works) and ``file://`` (LocalFileSystem). A URI is resolved once into a filesystem and a
+path; every method is then written once against ``pyarrow.fs``.
 
-Errors become typed :class:`StorageError`s whose reason tells a missing object from a denied
-one from an unreachable endpoint; the caller says what was missing (model or dataset).
+Every failure goes through :func:`storage_error`, the one place that turns what the filesystem
+raised into a typed :class:`StorageError` whose reason tells a missing object from a denied one
+from an unreachable endpoint; the caller says what was missing (model or dataset).
 """
 
 from __future__ import annotations
@@ -9,15 +12,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from pyarrow import fs as pafs
+
 from .errors import Reason, StorageError
-from ..files import StagedFile, atomic_write
+from ..files import StagedFile
 
 
 @dataclass(frozen=True)
@@ -47,37 +52,138 @@ def file_path(uri: str) -> Path:
     return Path(unquote(parsed.netloc + parsed.path))
 
 
-_CLIENTS: dict[tuple, object] = {}
-_CLIENTS_LOCK = threading.Lock()
+# ------------------------------------------------------------------------ errors to reasons
+_AWS_ERROR = re.compile(r"AWS Error (?P<code>[A-Z_]+)(?: \(HTTP status (?P<status>\d+)\))?")
+_MISSING = {"NO_SUCH_KEY", "NO_SUCH_BUCKET", "RESOURCE_NOT_FOUND", "NO_SUCH_UPLOAD"}
+_DENIED = {"ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID",
+           "MISSING_AUTHENTICATION_TOKEN", "INVALID_CLIENT_TOKEN_ID", "UNRECOGNIZED_CLIENT",
+           "EXPIRED_TOKEN", "INVALID_SIGNATURE"}
+_UNREACHABLE = {"NETWORK_CONNECTION", "REQUEST_TIMEOUT", "REQUEST_EXPIRED", "SLOW_DOWN",
+                "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE", "THROTTLING", "REQUEST_TIME_TOO_SKEWED"}
 
 
-def _s3_client(endpoint_url: str | None, region: str):
-    """One S3 client per endpoint and process: clients are thread-safe, and building one costs
-    more than most reads (every Ray task would otherwise build its own). Keyed by the credentials
-    in the environment too, so changing them takes effect."""
-    key = (endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"),
-           hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest())
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config
+def storage_error(error: Exception, uri: str, not_found: Reason,
+                  endpoint: str | None = None) -> StorageError:
+    """What ``error``, raised by a filesystem while it worked on ``uri``, means to a user: the
+    reason and a message that names the URI. ``not_found`` is the reason for a missing object
+    (ModelNotFound, DatasetNotFound; StorageUnavailable for a write); ``endpoint`` the S3
+    endpoint, named when it cannot be reached."""
+    if isinstance(error, StorageError):
+        return error
+    local = uri.startswith("file://")
+    if isinstance(error, FileNotFoundError):
+        return StorageError(f"{uri}: no such {'file' if local else 'object'}", not_found)
+    if isinstance(error, (NotADirectoryError, IsADirectoryError)):
+        return StorageError(f"{uri}: not a file ({_detail(error)})", not_found)
+    if isinstance(error, PermissionError):
+        return StorageError(f"{uri}: permission denied", Reason.AccessDenied)
+    match = _AWS_ERROR.search(str(error))
+    if match is None:
+        # A local disk's own trouble (full, read-only) is not fixed by trying again.
+        return StorageError(f"{uri}: {_detail(error)}", Reason.StorageUnavailable,
+                            retryable=not local)
+    return _s3_error(match["code"], int(match["status"] or 0), error, uri, not_found, endpoint)
 
-            # Checksums where an operation requires one, as botocore did before 1.36: its default
-            # (a CRC32 of every upload and of every whole-object download, on top of SigV4's
-            # payload hash over http and TLS over https) cost about 10 ms of CPU per 13 MiB
-            # part, and some S3-compatible stores refuse its headers. The AWS_* variables still
-            # choose, where set.
-            config = Config(retries={"max_attempts": 5, "mode": "standard"},
-                            connect_timeout=5, read_timeout=60, max_pool_connections=32,
-                            request_checksum_calculation=os.environ.get(
-                                "AWS_REQUEST_CHECKSUM_CALCULATION", "when_required"),
-                            response_checksum_validation=os.environ.get(
-                                "AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required"))
-            # A session of its own: boto3's default session is not thread-safe.
-            client = _CLIENTS[key] = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config)
-        return client
+
+def _s3_error(code: str, status: int, error: Exception, uri: str, not_found: Reason,
+              endpoint: str | None) -> StorageError:
+    """An S3 error code (as the AWS SDK names it) or HTTP status, as a reason."""
+    if code in _MISSING or status == 404:
+        what = "bucket" if code == "NO_SUCH_BUCKET" else "object"
+        return StorageError(f"{uri}: no such {what}", not_found)
+    if code in _DENIED or status == 403:
+        return StorageError(f"{uri}: access denied ({code}); check the S3 credentials",
+                            Reason.AccessDenied)
+    if code == "NETWORK_CONNECTION":
+        return StorageError(f"{uri}: cannot reach the S3 endpoint {endpoint or 'AWS'} "
+                            f"({_detail(error)})", Reason.StorageUnavailable, retryable=True)
+    if code in _UNREACHABLE or status >= 500:
+        return StorageError(f"{uri}: storage error {code}" + (f" (HTTP {status})" if status else ""),
+                            Reason.StorageUnavailable, retryable=True)
+    return StorageError(f"{uri}: {_detail(error)}", Reason.StorageUnavailable)
+
+
+def _detail(error: Exception) -> str:
+    """The part of a filesystem error a user can act on: the system's words for an errno, or
+    pyarrow's text after its own prefix ("When reading information for key ... :") without the
+    SDK's request id."""
+    if isinstance(error, OSError) and error.errno:
+        return os.strerror(error.errno)
+    text = str(error)
+    text = text.split(": ", 1)[1] if text.startswith("When ") and ": " in text else text
+    return re.sub(r" \(Request ID: [^)]*\)", "", text).strip()
+
+
+# ------------------------------------------------------------------------ filesystems
+_S3_FILESYSTEMS: dict[tuple, pafs.S3FileSystem] = {}
+_S3_LOCK = threading.Lock()
+_LOCAL = pafs.LocalFileSystem()
+# The AWS SDK reads these when a filesystem is made. Checksums only where an operation requires
+# one, as botocore did before 1.36: the SDK's default (a CRC of every upload and download, on
+# top of SigV4's payload hash over http and TLS over https) is refused by some S3-compatible
+# stores. The variables, where set, still choose.
+_CHECKSUM_POLICY = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+
+
+def _s3_filesystem(endpoint_url: str | None, region: str) -> pafs.S3FileSystem:
+    """One S3 filesystem per endpoint, credentials and process: it is thread-safe, and making
+    one costs more than most reads (every Ray task would otherwise make its own)."""
+    options = _s3_options(endpoint_url, region)
+    key = tuple(sorted((name, hashlib.sha256(str(value).encode()).hexdigest())
+                       for name, value in options.items() if name != "retry_strategy"))
+    with _S3_LOCK:
+        filesystem = _S3_FILESYSTEMS.get(key)
+        if filesystem is None:
+            filesystem = _S3_FILESYSTEMS[key] = _make_s3(options)
+        return filesystem
+
+
+def _s3_options(endpoint_url: str | None, region: str) -> dict:
+    """How to reach S3: the endpoint and the credentials in this process's environment (in a
+    cluster, the evaluation's namespace's Secret; never the operator's). Part of the key a
+    filesystem is kept under, so that changing them takes effect."""
+    key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    # Without both keys the AWS SDK looks for credentials the way botocore does (profile,
+    # web identity, instance metadata).
+    explicit = {"access_key": key_id, "secret_key": secret,
+                "session_token": os.environ.get("AWS_SESSION_TOKEN")} if key_id and secret else {}
+    # allow_delayed_open: an upload under 10 MiB is one PUT (not a multipart upload of three
+    # requests); a missing bucket is then reported when the write ends.
+    return {"region": region, "endpoint_override": endpoint_url, "connect_timeout": 5,
+            "request_timeout": 60, "allow_delayed_open": True,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5), **explicit}
+
+
+def _make_s3(options: dict) -> pafs.S3FileSystem:
+    with _environment_defaults(_CHECKSUM_POLICY):  # read by the SDK as the client is made
+        return pafs.S3FileSystem(**options)
+
+
+@contextlib.contextmanager
+def _environment_defaults(defaults: dict[str, str]) -> Iterator[None]:
+    """``defaults`` in the environment where it sets none of them, for the duration only."""
+    added = [name for name in defaults if name not in os.environ]
+    os.environ.update({name: defaults[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@dataclass(frozen=True)
+class _Location:
+    """A URI resolved: the filesystem that holds it and its path there."""
+
+    uri: str
+    filesystem: pafs.FileSystem
+    path: str
+    scheme: str  # "s3" or "file": the fingerprint's prefix
+
+    @property
+    def local(self) -> bool:
+        return self.scheme == "file"
 
 
 class Storage:
@@ -94,170 +200,149 @@ class Storage:
     def from_settings(cls, settings) -> "Storage":
         return cls(settings.s3_endpoint, settings.s3_region, settings.allow_file_uris)
 
-    def __getstate__(self):  # boto3 clients do not pickle; workers build their own
+    def __getstate__(self):  # workers make (or reuse) their own filesystem
         return {"endpoint_url": self.endpoint_url, "region": self.region,
                 "allow_file": self.allow_file}
 
     def __setstate__(self, state):
         self.__init__(state["endpoint_url"], state["region"], state["allow_file"])
 
-    # ---------------------------------------------------------------- s3 plumbing
+    # ---------------------------------------------------------------- resolving and errors
     @property
-    def s3(self):
-        return _s3_client(self.endpoint_url, self.region)
+    def s3(self) -> pafs.S3FileSystem:
+        return _s3_filesystem(self.endpoint_url, self.region)
 
-    def _translate(self, error: Exception, uri: str, not_found: Reason) -> StorageError:
-        from botocore.exceptions import (ClientError, EndpointConnectionError,
-                                         NoCredentialsError, ConnectTimeoutError, ReadTimeoutError)
-
-        if isinstance(error, ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in {"NoSuchKey", "NoSuchBucket", "404", "NotFound"} or status == 404:
-                what = "bucket" if code == "NoSuchBucket" else "object"
-                return StorageError(f"{uri}: no such {what}", not_found)
-            if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                        "Forbidden"} or status == 403:
-                return StorageError(f"{uri}: access denied ({code}); check the S3 credentials",
-                                    Reason.AccessDenied)
-            if status is not None and status >= 500:
-                return StorageError(f"{uri}: storage error {code} (HTTP {status})",
-                                    Reason.StorageUnavailable, retryable=True)
-            return StorageError(f"{uri}: {code or error}", Reason.StorageUnavailable)
-        if isinstance(error, NoCredentialsError):
-            return StorageError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID/"
-                                "AWS_SECRET_ACCESS_KEY)", Reason.AccessDenied)
-        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
-            return StorageError(f"{uri}: cannot reach the S3 endpoint {self.endpoint_url or 'AWS'}"
-                                f" ({error})", Reason.StorageUnavailable, retryable=True)
-        return StorageError(f"{uri}: {error}", Reason.StorageUnavailable, retryable=True)
-
-    def _local_path(self, uri: str, not_found: Reason) -> Path:
-        if not self.allow_file:
-            raise StorageError(f"{uri}: file:// URIs are refused here (cluster mode reads only "
-                               "object storage)", Reason.InvalidSpec)
-        path = file_path(uri)
-        if not path.exists():
-            raise StorageError(f"{uri}: no such file", not_found)
-        if not os.access(path, os.R_OK):
-            raise StorageError(f"{uri}: permission denied", Reason.AccessDenied)
-        return path
-
-    # ---------------------------------------------------------------- API
-    def stat(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> ObjectInfo:
+    def _locate(self, uri: str) -> _Location:
         if uri.startswith("file://"):
-            path = self._local_path(uri, not_found)
-            st = path.stat()
-            return ObjectInfo(uri, st.st_size, f"file-{st.st_size}-{st.st_mtime_ns}")
+            if not self.allow_file:
+                raise StorageError(f"{uri}: file:// URIs are refused here (cluster mode reads "
+                                   "only object storage)", Reason.InvalidSpec)
+            return _Location(uri, _LOCAL, str(file_path(uri)), "file")
         loc = parse_s3(uri)
+        return _Location(uri, self.s3, f"{loc.bucket}/{loc.key}", "s3")
+
+    @contextlib.contextmanager
+    def translated(self, uri: str, not_found: Reason) -> Iterator[None]:
+        """Any failure inside becomes the StorageError :func:`storage_error` makes of it."""
         try:
-            head = self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
+            yield
+        except StorageError:
+            raise
         except Exception as error:  # noqa: BLE001 - translated into a typed error
-            raise self._translate(error, uri, not_found) from error
-        return _s3_info(uri, int(head["ContentLength"]), head)
+            raise self._named(storage_error(error, uri, not_found, self.endpoint_url),
+                              uri) from error
+
+    def _named(self, error: StorageError, uri: str) -> StorageError:
+        """A missing S3 object whose bucket is missing says so (a HEAD cannot tell them apart)."""
+        if error.message != f"{uri}: no such object" or not uri.startswith("s3://"):
+            return error
+        with contextlib.suppress(Exception):
+            if self.s3.get_file_info(parse_s3(uri).bucket).type == pafs.FileType.NotFound:
+                return StorageError(f"{uri}: no such bucket", error.reason, error.retryable)
+        return error
+
+    def local_path(self, uri: str) -> Path | None:
+        """The file ``uri`` names on this machine (a ``file://`` URI, where they are allowed);
+        None for object storage. For readers that memory-map what is already on the node."""
+        if not uri.startswith("file://") or not self.allow_file:
+            return None
+        return file_path(uri)
+
+    # ---------------------------------------------------------------- reading
+    def stat(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> ObjectInfo:
+        with self.translated(uri, not_found):
+            where = self._locate(uri)
+            with where.filesystem.open_input_file(where.path) as handle:
+                return _info(where, handle)
 
     def fetch(self, uri: str, not_found: Reason = Reason.DatasetNotFound) -> tuple[ObjectInfo, bytes]:
-        """The whole object and its info, from one request in object storage (its fingerprint is
-        then the one of the bytes read, even if the object is replaced meanwhile)."""
-        if uri.startswith("file://"):
-            return self.stat(uri, not_found), self.read(uri, not_found=not_found)
-        loc = parse_s3(uri)
-        try:
-            response = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
-            data = response["Body"].read()
-        except Exception as error:  # noqa: BLE001
-            raise self._translate(error, uri, not_found) from error
-        return _s3_info(uri, len(data), response), data
+        """The whole object and the info of exactly those bytes: the info is looked at before
+        and after the read and the read repeated (a few times) if the object was replaced."""
+        for _ in range(3):
+            with self.translated(uri, not_found):
+                where = self._locate(uri)
+                with where.filesystem.open_input_file(where.path) as handle:
+                    info, data = _info(where, handle), handle.read()
+            if self.stat(uri, not_found) == info and len(data) == info.size:
+                return info, data
+        raise StorageError(f"{uri}: the object kept changing while it was read",
+                           Reason.StorageUnavailable, retryable=True)
 
     def read(self, uri: str, start: int | None = None, end: int | None = None,
              not_found: Reason = Reason.DatasetNotFound) -> bytes:
         """The object's bytes, or the range [start, end) of them."""
-        if uri.startswith("file://"):
-            path = self._local_path(uri, not_found)
-            with open(path, "rb") as f:
-                if start:
-                    f.seek(start)
-                return f.read(None if end is None else end - (start or 0))
-        loc = parse_s3(uri)
-        kwargs = {}
-        if start is not None or end is not None:
-            kwargs["Range"] = f"bytes={start or 0}-{'' if end is None else end - 1}"
-        try:
-            return self.s3.get_object(Bucket=loc.bucket, Key=loc.key, **kwargs)["Body"].read()
-        except Exception as error:  # noqa: BLE001
-            raise self._translate(error, uri, not_found) from error
+        with self.translated(uri, not_found):
+            where = self._locate(uri)
+            with where.filesystem.open_input_file(where.path) as handle:
+                begin = min(start or 0, handle.size())
+                stop = handle.size() if end is None else min(end, handle.size())
+                return handle.read_at(max(0, stop - begin), begin)
 
     @contextlib.contextmanager
     def open_range(self, uri: str, start: int, end: int,
                    not_found: Reason = Reason.DatasetNotFound) -> Iterator[Callable[[int], bytes]]:
         """Bytes [start, end) as a stream: yields ``read(n)``, which returns up to n bytes and
         b"" at the end, so a reader holds one piece at a time instead of the whole range."""
-        if uri.startswith("file://"):
-            with open(self._local_path(uri, not_found), "rb") as f:
-                f.seek(start)
-                left = end - start
+        with contextlib.ExitStack() as stack:
+            with self.translated(uri, not_found):
+                where = self._locate(uri)
+                handle = stack.enter_context(where.filesystem.open_input_file(where.path))
+                stop = min(end, handle.size())
+            position = min(start, stop)
 
-                def read_file(n: int) -> bytes:
-                    nonlocal left
-                    piece = f.read(min(n, left))
-                    left -= len(piece)
-                    return piece
+            def read(n: int) -> bytes:
+                nonlocal position
+                with self.translated(uri, not_found):  # a dropped connection mid-stream
+                    piece = handle.read_at(max(0, min(n, stop - position)), position)
+                position += len(piece)
+                return piece
 
-                yield read_file
-            return
-        loc = parse_s3(uri)
-        try:
-            body = self.s3.get_object(Bucket=loc.bucket, Key=loc.key,
-                                      Range=f"bytes={start}-{end - 1}")["Body"]
-        except Exception as error:  # noqa: BLE001
-            raise self._translate(error, uri, not_found) from error
+            yield read
 
-        def read_s3(n: int) -> bytes:
-            try:
-                return body.read(n)
-            except Exception as error:  # noqa: BLE001 - a dropped connection mid-stream
-                raise self._translate(error, uri, not_found) from error
-
-        try:
-            yield read_s3
-        finally:
-            body.close()
-
+    # ---------------------------------------------------------------- writing
     def write(self, uri: str, data: bytes) -> None:
-        if uri.startswith("file://"):
-            atomic_write(self._writable_path(uri), data)
-            return
-        loc = parse_s3(uri)
-        try:
-            self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
-        except Exception as error:  # noqa: BLE001
-            raise self._translate(error, uri, Reason.StorageUnavailable) from error
+        self._put(uri, lambda out: out.write(data))
 
     def write_file(self, uri: str, path: Path) -> None:
         """Uploads a local file, streamed from disk."""
-        if uri.startswith("file://"):
-            with StagedFile(self._writable_path(uri)) as staged:
-                shutil.copyfile(path, staged.temp)
+        def copy(out) -> None:
+            with _LOCAL.open_input_stream(str(path)) as source:
+                out.upload(source)
+
+        self._put(uri, copy)
+
+    def _put(self, uri: str, fill: Callable) -> None:
+        """Writes the whole object ``fill(stream)`` writes. A PUT to object storage is all or
+        nothing; a local file is filled under a temporary name and renamed into place, so a
+        reader (another task, process or node sharing the directory) never sees half of one."""
+        with self.translated(uri, Reason.StorageUnavailable):
+            where = self._locate(uri)
+            if not where.local:
+                with where.filesystem.open_output_stream(where.path) as out:
+                    fill(out)
+                return
+            with StagedFile(Path(where.path)) as staged:
+                with where.filesystem.open_output_stream(str(staged.temp)) as out:
+                    fill(out)
                 staged.commit()
-            return
-        loc = parse_s3(uri)
-        with open(path, "rb") as body:
-            try:
-                self.s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
-            except Exception as error:  # noqa: BLE001
-                raise self._translate(error, uri, Reason.StorageUnavailable) from error
 
-    def _writable_path(self, uri: str) -> Path:
-        """The file a ``file://`` URI names, where this storage may write files."""
-        if not self.allow_file:
-            raise StorageError(f"{uri}: file:// URIs are refused here", Reason.InvalidSpec)
-        return file_path(uri)
+    def create_bucket(self, bucket: str) -> None:
+        """Makes the bucket unless it exists (the filesystem reads and writes go through never
+        makes one: a write to a missing bucket fails)."""
+        with self.translated(f"s3://{bucket}/", Reason.StorageUnavailable):
+            if self.s3.get_file_info(bucket).type == pafs.FileType.NotFound:
+                options = _s3_options(self.endpoint_url, self.region)
+                _make_s3({**options, "allow_bucket_creation": True}).create_dir(bucket)
 
 
-def _s3_info(uri: str, size: int, response: dict) -> ObjectInfo:
-    """An object's info from a HEAD or GET response: its fingerprint is its size and ETag."""
-    etag = str(response.get("ETag", "")).strip('"')
-    return ObjectInfo(uri, size, f"s3-{size}-{etag}")
+def _info(where: _Location, handle) -> ObjectInfo:
+    """An object's info from its open handle: its fingerprint is its size and its version (S3's
+    ETag, from the HEAD that opened it; a local file's modification time)."""
+    size = handle.size()
+    etag = (handle.metadata() or {}).get("ETag")
+    version = etag.decode().strip('"') if etag else \
+        str(where.filesystem.get_file_info(where.path).mtime_ns)
+    return ObjectInfo(where.uri, size, f"{where.scheme}-{size}-{version}")
 
 
 def join_uri(prefix: str, *parts: str) -> str:
