@@ -61,7 +61,7 @@ def main() -> int:
         kubectl(endpoints, "apply", "--server-side", "-f", str(CRD))
         kubectl(endpoints, "wait", "--for=condition=Established", "crd/modelevaluations.modeleval.dev")
         storage = Storage()
-        storage.s3.create_bucket(Bucket="cp-bench")
+        storage.create_bucket("cp-bench")
         storage.write("s3://cp-bench/tiny.txt", letor_bytes(make_letor(200, 10, mean_group=20, seed=1)))
         storage.write("s3://cp-bench/model.json", bytes(
             train_ranker(make_letor(500, 10, seed=2), rounds=5).get_booster().save_raw("json")))

@@ -89,7 +89,7 @@ def corpus(bucket: str, storage: Storage) -> dict[str, tuple[dict, str, str]]:
 def test_bad_artefacts_each_fail_once_with_their_reason(bed, api, namespace, operator):
     bucket = f"bad-{uuid.uuid4().hex[:6]}"
     storage = Storage()
-    storage.s3.create_bucket(Bucket=bucket)
+    storage.create_bucket(bucket)
     cases = corpus(bucket, storage)
     base = {"task": "ranking", "model": {"uri": RANKER},
             "dataset": {"uri": f"s3://{EXAMPLES_BUCKET}/mslr/test.txt", "numFeatures": 136},

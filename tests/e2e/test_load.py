@@ -63,7 +63,7 @@ def operator(bed, tmp_path_factory):
 def test_many_evaluations_at_once_all_finish_once(bed, api, namespace, operator, capsys):
     bucket = f"load-{uuid.uuid4().hex[:6]}"
     storage = Storage()
-    storage.s3.create_bucket(Bucket=bucket)
+    storage.create_bucket(bucket)
     storage.write(f"s3://{bucket}/tiny.txt", letor_bytes(make_letor(300, 12, mean_group=15, seed=5)))
     # An ONNX model: its runtime starts in a fifth of XGBoost's import time, and 200 job drivers
     # start here. Every format's exactness is tested elsewhere; this test is about the operator.

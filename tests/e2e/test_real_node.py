@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client
+from pyarrow.fs import FileSelector, FileType
 from pymongo import MongoClient
 
 from modeleval.demo import EXAMPLES_BUCKET, letor_bytes, make_letor, publish_example_assets
@@ -285,12 +286,12 @@ def test_example_runs_on_real_ray_pods_with_exact_resources_and_metrics(bed, ins
     # Its report, rendered in the Ray image and written with the namespace's own S3 keys.
     report = status.get("reportURI")
     assert report and report == documents[0]["reportUri"], status["conditions"]
-    bucket, key = report.removeprefix("s3://").split("/", 1)
-    html = Storage().s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    html = Storage().read(report).decode()
     assert "mslr-ranker" in html and vega_bundle() in html
     # The parsed dataset was cached under this namespace's own prefix of the data's bucket.
-    cached = Storage().s3.list_objects_v2(Bucket=EXAMPLES_BUCKET, Prefix=f"modeleval-cache/{ns}/")
-    assert cached["KeyCount"] > 0
+    cached = Storage().s3.get_file_info(FileSelector(f"{EXAMPLES_BUCKET}/modeleval-cache/{ns}/",
+                                                     recursive=True, allow_not_found=True))
+    assert any(entry.type == FileType.File for entry in cached)
     eventually(lambda: not installed.pods(f"ray.io/cluster={cluster}"), 180,
                "the finished evaluation's Ray pods to be deleted")
     gone = (lambda: not client.NetworkingV1Api(installed.api).list_namespaced_network_policy(
