@@ -78,6 +78,25 @@ def test_the_readme_is_short_and_links_into_the_docs():
     assert "pip install" in text and "make venv" in text and "make test" in text
 
 
+PATH_IN_TEXT = re.compile(r"`((?:operator|tests|hack|charts|bench|examples|images|crds|docs|api|engine|"
+                          r"controller|modeleval|\.ci)/[A-Za-z0-9_./-]*|test_[a-z0-9_]+\.py)(?:::([a-z0-9_]+))?`")
+
+
+def test_every_file_the_docs_name_exists():
+    """A module, test or script named in the docs (`controller/decide.py`,
+    `tests/e2e/test_real_node.py::test_network_policies_hold_on_the_real_node`) is there: a file
+    moved or renamed fails here until the docs follow."""
+    missing = []
+    for path in DOCUMENTS:
+        for match in PATH_IN_TEXT.finditer(path.read_text()):
+            name, function = match[1], match[2]
+            found = [c for c in (ROOT / name, ROOT / "operator" / name, ROOT / "operator/modeleval" / name)
+                     if c.exists()] or (list((ROOT / "tests").rglob(name)) if name.startswith("test_") else [])
+            if not found or (function and not any(f"def {function}(" in f.read_text() for f in found)):
+                missing.append(f"{path.relative_to(ROOT)}: {match[0]}")
+    assert missing == []
+
+
 # --- the checks, one per kind of sample -------------------------------------------------------
 
 def check_manifest(text: str) -> None:
