@@ -97,6 +97,12 @@ def test_every_file_the_docs_name_exists():
     assert missing == []
 
 
+def test_the_monitoring_page_names_every_prometheus_metric_the_operator_serves():
+    served = set(re.findall(r'\(\s*"(modeleval_[a-z_]+)"', (ROOT / "operator/modeleval/controller/telemetry.py").read_text()))
+    named = set(re.findall(r"`(modeleval_[a-z_]+)", (ROOT / "docs/guide/monitoring.md").read_text()))
+    assert served and named == served
+
+
 # --- the checks, one per kind of sample -------------------------------------------------------
 
 def check_manifest(text: str) -> None:
