@@ -103,6 +103,7 @@ def test_the_point_value_is_the_bootstrap_value_of_the_data_itself(metric, task)
     assert drawn[0][name].shape == (100,) and np.isfinite(drawn[0][name]).all()
 
 
+@cache
 def _crd_metric_rules() -> tuple[str, dict[str, str]]:
     """The CRD's pattern for spec.metrics items, and each task's CEL regex for its metrics."""
     crd = yaml.safe_load((ROOT / "crds" / "modelevaluations.modeleval.dev.yaml").read_text())
