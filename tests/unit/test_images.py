@@ -54,7 +54,9 @@ def test_ray_image_has_the_engine_closure():
                       "cupy-cuda12x", "cuda-toolkit", "nvidia-cuda-runtime-cu12",
                       "nvidia-cuda-nvrtc-cu12",
                       # The runner renders each evaluation's HTML report.
-                      "altair", "jinja2", "vl-convert-python"])
+                      "altair", "jinja2", "vl-convert-python",
+                      # Data profiles and drift (engine/profile.py, engine/drift.py).
+                      "datasketches", "scipy"])
     listed = installed_by(ROOT / "images/ray/Dockerfile")
     assert wanted <= listed, f"missing from the Ray image: {sorted(wanted - listed)}"
     assert listed <= LOCK
