@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,9 +47,15 @@ class EngineSettings(BaseSettings):
                                "when its policy allows pickle models.")
     max_inflight_tasks: int | None = Field(None, ge=1, description="Default: 2 x CPUs in Ray.")
     task_retries: int = Field(3, ge=0, description="Retries of a task whose worker died.")
-    inline_bytes: int = Field(2 * 2**20, ge=0, description="Datasets up to this size (CPU-only "
-                              "evaluations) run in the job's own process, without Ray tasks; "
-                              "0: always Ray tasks.")
+    execution: Literal["auto", "inline", "ray"] = Field(
+        "auto", description="Where a CPU-only evaluation runs: inline (in the job's own "
+        "process, without Ray), on Ray, or auto: the plan's cost model compares the seconds "
+        "inline with Ray's start-up (none when Ray already runs) plus the work over Ray's CPUs. "
+        "A GPU evaluation always runs on Ray.")
+    inline_bytes: int | None = Field(None, ge=0, description="Set: datasets up to this size "
+                                     "(CPU-only evaluations) run inline, larger ones on Ray, "
+                                     "in place of the cost model (0: always Ray); unset: "
+                                     "execution decides.")
     scorers_per_gpu: int = Field(4, ge=1, le=16, description="Predicting actors sharing each "
                                  "GPU of a GPU evaluation: one process copying batches to the "
                                  "device keeps the GPU idle between them; several overlap.")

@@ -182,15 +182,22 @@ def test_several_predicting_actors_share_each_gpu(cluster, plan):
 def test_a_gpu_evaluation_starts_the_configured_actors_per_gpu(monkeypatch):
     import ray
 
-    from modeleval.engine import evaluate
-    from modeleval.engine.inference import TaskResources
+    from modeleval.api.spec import ModelEvaluationSpec
+    from modeleval.engine import plan
     from modeleval.settings import EngineSettings
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
-    evaluator = evaluate.Evaluator.__new__(evaluate.Evaluator)
-    evaluator._scoring, evaluator.settings = None, EngineSettings(scorers_per_gpu=3)
-    evaluator.__dict__.update(_inline=False, _resources=TaskResources(num_cpus=1, num_gpus=1))
-    assert evaluator._plan == ScoringPlan(actors=6, num_gpus=1 / 3)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}])
+    monkeypatch.setattr(plan, "ensure_ray", lambda: None)
+    spec = ModelEvaluationSpec.model_validate({
+        "task": "binary", "model": {"uri": "file:///m.json"}, "metrics": ["auc"],
+        "dataset": {"uri": "file:///d.parquet", "format": "parquet"},
+        "resources": {"cpu": "1", "gpu": 1}})
+    run = plan.plan_run(spec, EngineSettings(scorers_per_gpu=3),
+                        plan.Workload("parquet", 1000, 5, 1000, gpu=True))
+    assert run.scoring == ScoringPlan(actors=6, num_gpus=1 / 3)
+    # The tasks hold CPUs only: the actors hold the GPUs.
+    assert (run.task.num_cpus, run.task.num_gpus, run.inline) == (1.0, 0.0, False)
 
 
 def test_a_gpu_that_was_asked_for_but_not_used_is_a_warning():

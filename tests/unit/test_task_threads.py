@@ -79,9 +79,12 @@ def test_a_task_parses_its_range_in_as_many_threads_as_it_holds_cpus(tmp_path, m
 
     from modeleval.engine import inference
     from modeleval.engine.cache import PartStore
-    from modeleval.engine.evaluate import Evaluator, Identity, _DatasetEntry
-    from modeleval.engine.inference import _parse_range
     from modeleval.api.spec import ModelEvaluationSpec
+    from modeleval.engine import plan
+    from modeleval.engine.cache import PartStore
+    from modeleval.engine.datapaths import DatasetEntry, ShardScoring
+    from modeleval.engine.inference import _parse_range
+    from modeleval.engine.storage import Storage
     from modeleval.settings import EngineSettings
 
     data = make_letor(40_000, 8, mean_group=20, seed=9)
@@ -92,12 +95,17 @@ def test_a_task_parses_its_range_in_as_many_threads_as_it_holds_cpus(tmp_path, m
         "dataset": {"uri": path.as_uri(), "numFeatures": 8}, "resources": {"cpu": cpu}})
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 16.0}}])
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
-    evaluator = Evaluator(spec, Identity("u"), EngineSettings(cache_uri=(tmp_path / "c").as_uri()))
-    evaluator._inline = inline
-    storage = evaluator.storage
+    monkeypatch.setattr(plan, "ensure_ray", lambda: None)
+    settings = EngineSettings(cache_uri=(tmp_path / "c").as_uri(),
+                              execution="inline" if inline else "ray")
+    storage = Storage.from_settings(settings)
     info = storage.stat(path.as_uri())
-    entry = _DatasetEntry(info, _cache(storage, tmp_path), "key", 8, None)
-    [letor_range] = evaluator._letor_ranges(entry, 8)
+    run = plan.plan_run(spec, settings, plan.Workload("letor", info.size, 8, 1000))
+    assert run.inline is inline
+    scoring = ShardScoring(spec, run, PartStore(storage), None, lambda *_: None,  # type: ignore[arg-type]
+                           settings.shard_bytes)
+    entry = DatasetEntry(info, _cache(storage, tmp_path), "key", 8, None)
+    [letor_range] = scoring.letor_ranges(entry, 8)
     assert letor_range.threads == threads
 
     pieces: list[tuple[int, int]] = []

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property, reduce
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -25,26 +23,25 @@ import pyarrow.parquet as pq
 from ..api.curves import ModelCurves
 from ..api.metrics import resampled_unit
 from ..api.results import ResultDocument, document_id
-from ..api.spec import ModelEvaluationSpec, ModelFormat, ModelSource, parse_quantity
+from ..api.spec import ModelEvaluationSpec, ModelFormat, ModelSource
 from ..settings import EngineSettings
 from . import curves as curve_fns
 from . import intervals as bootstrap
 from . import metrics as metric_fns
 from .cache import CacheManifest, DatasetCache, PartStore
+from .datapaths import DatasetEntry, ShardScoring, slice_inputs
 from .errors import EvaluationError, Reason
 from .facts import library_versions
 from .gate import evaluate_gate
-from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
-                        TaskResources, batched, parse_and_predict, parse_letor_range,
-                        predict_part, put_model, remember_model, result_of, run_bounded)
+from .inference import (Predictor, Progress, ShardPrediction, put_model, remember_model,
+                        result_of)
 from .models import load_model
+from .plan import RunPlan, Workload, ensure_ray, plan_run
 from .querymetrics import assemble
 from .scoring import ScoringPlan, gpu_warnings, scorers, stop_scorers
-from .shard import ParsedShard
-from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo, Storage, join_uri
-from .tables import read_table, table_to_shard
 
+__all__ = ["EvaluationResult", "Evaluator", "Identity", "ensure_ray"]
 
 @dataclass
 class Identity:
@@ -119,20 +116,86 @@ class _SliceTable:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class _DatasetEntry:
-    """The dataset's object and its cache entry: the key, the feature count to parse with (None:
-    as many as the lines have), and the entry's manifest when it is complete (a cache hit)."""
 
-    info: ObjectInfo
-    cache: DatasetCache
-    key: str
-    num_features: int | None
-    manifest: CacheManifest | None
+@dataclass(frozen=True)
+class _Prepared:
+    """The prepare stage's output: each model's source, object and bytes (candidate, baseline,
+    challengers), the driver's load of them (running in a thread: checked, and the candidate's
+    feature count learnt, while the data is located), and the dataset's cache entry."""
+
+    sources: tuple[ModelSource, ...]
+    infos: tuple[ObjectInfo, ...]
+    blobs: tuple[bytes, ...]
+    models: Future
+    dataset: DatasetEntry
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The scoring stage's output: the dataset's manifest, every shard's predictions, a ranking
+    evaluation's per-query values, the GPU's warnings and the candidate's feature count."""
+
+    manifest: CacheManifest
+    shards: list[ShardPrediction]
+    per_query: list[dict[str, np.ndarray]] | None
+    gpu_warnings: list[str]
+    expected_features: int | None
+
+
+@dataclass(frozen=True)
+class _Pooled:
+    """Every shard's rows in one array each: labels, query ids, each model's predictions and
+    the slice columns."""
+
+    labels: np.ndarray
+    qids: np.ndarray | None
+    predictions: list[np.ndarray]
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, shards: list[ShardPrediction], has_qid: bool, models: int) -> "_Pooled":
+        return cls(np.concatenate([s.labels for s in shards]),
+                   np.concatenate([s.qids for s in shards]) if has_qid else None,
+                   [np.concatenate([s.predictions[m] for s in shards]) for m in range(models)],
+                   {name: np.concatenate([s.columns[name] for s in shards])
+                    for name in (shards[0].columns if shards else {})})
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """The metrics stage's output: each model's metrics, a binary evaluation's curve aggregates
+    (or the error that kept a model from having them) and the seconds they took, the slices."""
+
+    scored: list[dict[str, float]]
+    binary: list[Any]
+    binary_seconds: float
+    slices: _SliceTable
+
+
+class _Stopwatch:
+    """The evaluation's timings: each stage's seconds since the previous mark."""
+
+    def __init__(self) -> None:
+        self.started = self.mark = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str | None, adjust: float = 0.0) -> None:
+        """Records the seconds since the last mark (plus ``adjust``) under ``name`` (None:
+        not recorded) and marks now."""
+        now = time.perf_counter()
+        if name is not None:
+            self.timings[name] = round(now - self.mark + adjust, 4)
+        self.mark = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.started, 4)
+        return self.timings
 
 
 class Evaluator:
-    """Runs one spec. Construct, then call :meth:`run`."""
+    """Runs one spec. Construct, then call :meth:`run`: prepare (models fetched and loaded,
+    the dataset located), plan (inline or Ray, fixed once), score, metrics, curves, intervals
+    and gate, predictions written, result."""
 
     def __init__(self, spec: ModelEvaluationSpec, identity: Identity,
                  settings: EngineSettings | None = None, progress: Progress | None = None,
@@ -141,20 +204,77 @@ class Evaluator:
         wiring on the CPU, ``ScoringPlan(num_gpus=0, use_gpu=False)``; a benchmark: actors
         kept between evaluations, ``keep=True``)."""
         self.spec = spec
-        self._scoring = scoring
-        self._actors: list[Any] = []
-        self._gpu_warnings: list[str] = []
         self.identity = identity
         self.settings = settings or EngineSettings()
+        self.scoring = scoring
         self.storage = Storage.from_settings(self.settings)
         self.parts = PartStore(self.storage, str(self.settings.node_cache_dir),
                                self.settings.node_cache_bytes)
         self.progress = progress or (lambda done, total, unit: None)
-        self.timings: dict[str, float] = {}
 
-    # ------------------------------------------------------------------ steps
-    def _timed(self, name: str, started: float) -> None:
-        self.timings[name] = round(time.perf_counter() - started, 4)
+    def run(self) -> EvaluationResult:
+        clock = _Stopwatch()
+        with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
+            prepared = self._prepare(loader)
+            plan = self._plan(prepared)
+            actors = scorers(plan.scoring, self.settings.task_retries) if plan.scoring else []
+            try:
+                return self._stages(plan, prepared, actors, clock)
+            finally:
+                if plan.scoring is not None and not plan.scoring.keep and actors:
+                    stop_scorers(actors)
+
+    def _stages(self, plan: RunPlan, prepared: _Prepared, actors: list[Any],
+                clock: _Stopwatch) -> EvaluationResult:
+        spec = self.spec
+        names = [str(m) for m in spec.metric_names]
+        predictor, starting = self._predictor(plan, prepared, names, actors)
+        clock.lap("prepareDataset")
+        scored = self._score(plan, prepared, predictor, starting, names)
+        clock.lap("inference")
+        pooled = _Pooled.of(scored.shards, scored.manifest.has_qid, len(prepared.sources))
+        scores = self._metrics(names, pooled, scored.per_query)
+        clock.lap("metrics", -(scores.binary_seconds + scores.slices.seconds))
+        curves: list[ModelCurves] | None = None
+        curve_warnings: list[str] = []
+        if self.settings.report:  # without a report, nothing plots the curves
+            curves, curve_warnings = self._curves(
+                names, scored.shards, pooled.labels, pooled.predictions, pooled.qids,
+                scored.per_query is not None
+                and all(s.per_query and s.per_query.curves for s in scored.shards),
+                scores.binary)
+            clock.lap("curves", scores.binary_seconds)
+        outcome = _Outcome.of(spec, list(prepared.infos), scores.scored,
+                              self._resampled(names, pooled.labels, pooled.predictions,
+                                              pooled.qids, scored.per_query))
+        # the slices' intervals included
+        clock.lap("confidence" if spec.confidence is not None else None, scores.slices.seconds)
+        predictions_uri = None
+        if spec.output.predictions_uri:
+            predictions_uri = self._write_predictions(pooled.labels, pooled.qids, pooled.predictions)
+            clock.lap("writePredictions")
+        return self._result(plan, prepared, scored, pooled, scores, outcome, curves,
+                            curve_warnings, predictions_uri, len(actors), clock.total())
+
+    # ------------------------------------------------------------------ prepare
+    def _prepare(self, loader: ThreadPoolExecutor) -> _Prepared:
+        """Fetches every model (side by side, each a request or two to object storage) while
+        the dataset and its cache entry are looked up; the driver loads each model once, in
+        ``loader``, to check it and learn its feature count. One pass predicts every model:
+        the candidate, the baseline, then the challengers."""
+        spec = self.spec
+        sources = ([spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
+                   + [c.model for c in spec.challengers])
+        with ThreadPoolExecutor(len(sources), thread_name_prefix="model-fetch") as fetches:
+            fetching = [fetches.submit(self._fetch_model, source) for source in sources]
+            models = loader.submit(lambda: [self._load_model(source, f.result()[1])
+                                            for source, f in zip(sources, fetching)])
+            try:
+                dataset = self._open_cache(models)
+            finally:  # a model's error comes first, as when the models were fetched first
+                fetched = [f.result() for f in fetching]
+        return _Prepared(tuple(sources), tuple(info for info, _ in fetched),
+                         tuple(data for _, data in fetched), models, dataset)
 
     def _fetch_model(self, source: ModelSource) -> tuple[ObjectInfo, bytes]:
         return self.storage.fetch(source.uri, not_found=Reason.ModelNotFound)
@@ -177,386 +297,133 @@ class Evaluator:
             raise EvaluationError(f"{source.uri}: {error.message}", error.reason,
                                   error.retryable) from None
 
-    def _expected_features(self) -> int | None:
-        """The candidate model's feature count, once the driver has loaded it (its load error,
-        if it could not)."""
-        return self._loading.result()[0].expected_features
-
-    @cached_property
-    def _resources(self) -> TaskResources:
-        """Per-task requests: one worker's CPUs and GPUs. A request no node of the Ray cluster
-        can ever meet would wait forever, so it is an error instead."""
-        import ray
-
-        r = self.spec.resources
-        wanted = TaskResources(num_cpus=max(parse_quantity(r.cpu), 0.01), num_gpus=float(r.gpu),
-                               max_retries=self.settings.task_retries)
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        if not any(n.get("CPU", 0) >= wanted.num_cpus and n.get("GPU", 0) >= wanted.num_gpus
-                   for n in nodes):
-            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-            raise EvaluationError(
-                f"spec.resources asks {wanted.num_cpus:g} CPU and {wanted.num_gpus:g} GPU per worker; "
-                f"the largest Ray node has {largest.get('CPU', 0):g} CPU and "
-                f"{largest.get('GPU', 0):g} GPU", Reason.Unschedulable)
-        return wanted
-
-    @cached_property
-    def _plan(self) -> ScoringPlan | None:
-        """How a GPU evaluation's predicting actors are started; None: the tasks predict."""
-        if self._inline:
-            return None
-        if self._scoring is not None:
-            return self._scoring
-        import ray
-
-        if self._resources.num_gpus:  # (a cluster without the GPUs asked for fails there)
-            return ScoringPlan.for_cluster(ray.cluster_resources(), self.settings.scorers_per_gpu)
-        return None
-
-    @cached_property
-    def _task_resources(self) -> TaskResources:
-        """What each task requests: with predicting actors, CPUs only (the actors hold the GPUs)."""
-        return replace(self._resources, num_gpus=0.0) if self._plan else self._resources
-
-    @cached_property
-    def _task_slots(self) -> int:
-        """How many shards of this evaluation the Ray cluster works on at once: its tasks at
-        once, each on as many shards as it holds whole CPUs (the GPU path's tasks one each)."""
-        if self._inline:
-            return 1
-        import ray
-
-        total = ray.cluster_resources()
-        slots = total.get("CPU", 1) / self._task_resources.num_cpus
-        if self._task_resources.num_gpus:
-            slots = min(slots, total.get("GPU", 0) / self._task_resources.num_gpus)
-        return max(1, int(slots)) * self._shards_per_task
-
-    @cached_property
-    def _shards_per_task(self) -> int:
-        """The shards a task works on side by side: one per whole CPU it holds
-        (:func:`run_threaded`; on the GPU path too, each handing its shard to an actor)."""
-        return 1 if self._inline else self._task_resources.threads
-
-    @cached_property
-    def _max_inflight(self) -> int:
-        if self.settings.max_inflight_tasks:
-            return self.settings.max_inflight_tasks
-        return max(2, 2 * _cluster_cpus())
-
-    def _slice_inputs(self) -> tuple[list[str], list[int]]:
-        columns = [s.column for s in self.spec.slices if s.column]
-        features = [s.feature for s in self.spec.slices if s.feature is not None]
-        return columns, features
-
-    def _open_cache(self) -> _DatasetEntry:
+    def _open_cache(self, models: Future) -> DatasetEntry:
         ds = self.spec.dataset
         info = self.storage.stat(ds.uri, not_found=Reason.DatasetNotFound)
         if info.size == 0:
             raise EvaluationError(f"{ds.uri}: the dataset is empty", Reason.EmptyDataset)
         num_features = ds.num_features
         if num_features is None and ds.format == "letor":
-            num_features = self._expected_features()
-        keep_columns, _ = self._slice_inputs()
+            num_features = models.result()[0].expected_features
+        keep_columns, _ = slice_inputs(self.spec)
         options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
                    "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
         cache = DatasetCache(self.storage, self.settings.resolved_cache_uri(ds.uri, self.identity.namespace))
         key = cache.key(info, options)
-        return _DatasetEntry(info, cache, key, num_features, cache.load_manifest(key))
+        return DatasetEntry(info, cache, key, num_features, cache.load_manifest(key))
 
-    # ------------------------------------------------------------------ data paths
-    def _infer(self, dataset: _DatasetEntry,
-               predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
-        """Every shard's predictions, by one of three paths: from the cache (a hit); parsing and
-        predicting in the same tasks (a miss on a LETOR file whose feature count is known); or
-        parsing into the cache, then predicting from it (any other miss)."""
-        if dataset.manifest is not None:
-            return dataset.manifest, self._predict_cached(dataset.manifest, predictor)
-        if self.spec.dataset.format == "letor" and dataset.num_features is not None:
-            return self._parse_and_predict(dataset, predictor)
-        return self._parse_then_predict(dataset, predictor)
+    # ------------------------------------------------------------------ plan
+    def _workload(self, prepared: _Prepared) -> Workload:
+        """What the plan's cost model weighs: the data as it will be read (the cached parts on
+        a hit), its feature count where known without waiting for the models' load, and the
+        models' bytes."""
+        entry, ds = prepared.dataset, self.spec.dataset
+        model_bytes = sum(len(blob) for blob in prepared.blobs)
+        gpu = self.spec.resources.gpu > 0
+        if entry.manifest is not None:
+            width = entry.manifest.num_features
+            return Workload("cache", entry.manifest.total_rows * max(1, width) * 4, width,
+                            model_bytes, gpu)
+        width = entry.num_features or (len(ds.feature_columns) if ds.feature_columns else None)
+        return Workload(ds.format, entry.info.size, width, model_bytes, gpu)
 
-    def _predict_cached(self, manifest: CacheManifest, predictor: Predictor) -> list[ShardPrediction]:
-        """A task per cached part: reads it and predicts it."""
-        with self._model_errors_first(manifest.num_features):
-            self._check_rows(manifest)
-            self._check_slice_features(manifest.num_features)
-            keep_columns, _ = self._slice_inputs()
-            threads = self._shard_threads(len(manifest.parts))
-            calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns),
-                                             threads[i]), predictor)
-                     for i, uri in enumerate(manifest.parts)]
-            return self._run_shards(predict_part, calls, manifest.rows, "rows")
+    def _plan(self, prepared: _Prepared) -> RunPlan:
+        """The run's plan; inline, the driver's own load of the models is the one predicting
+        (loaded once, here)."""
+        plan = plan_run(self.spec, self.settings, self._workload(prepared), self.scoring)
+        if plan.inline:
+            for info, adapter in zip(prepared.infos, prepared.models.result()):
+                remember_model(info.fingerprint, adapter)
+        return plan
 
-    def _parse_and_predict(self, dataset: _DatasetEntry,
-                           predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
-        """The cold LETOR path when the feature count is known: each task parses a byte range,
-        writes its part to the cache and predicts it, so parsed data is never read back."""
-        info, width = dataset.info, dataset.num_features
-        with self._model_errors_first(width):
-            self._check_slice_features(width)
-            ranges = self._letor_ranges(dataset, width)
-            shards = self._run_shards(parse_and_predict, [(self.parts, r, predictor) for r in ranges],
-                                      [r.end - r.start for r in ranges], "bytes")
-            has_qid = _all_or_none(info.uri, [s.qids is not None for s in shards if s.rows])
-            manifest = CacheManifest(info.uri, info.fingerprint, [r.part_uri for r in ranges],
-                                     [s.rows for s in shards], width, has_qid)
-            self._check_rows(manifest)
-            dataset.cache.save_manifest(dataset.key, manifest)
-        return manifest, shards
-
-    def _parse_then_predict(self, dataset: _DatasetEntry,
-                            predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
-        """The other cold paths: the dataset is parsed into the cache first (a table, or a LETOR
-        file of unknown width), then predicted from it."""
-        with self._model_errors_first(dataset.num_features):
-            self._expected_features()  # a broken model fails here, before any data is parsed
-            manifest = (self._parse_letor(dataset) if self.spec.dataset.format == "letor"
-                        else self._parse_table(dataset))
-            dataset.cache.save_manifest(dataset.key, manifest)
-        return manifest, self._predict_cached(manifest, predictor)
-
-    def _parse_letor(self, dataset: _DatasetEntry) -> CacheManifest:
-        """Parses without a known feature count: the width is the widest part's."""
-        info = dataset.info
-        ranges = self._letor_ranges(dataset, None)
-        parsed: dict[int, ParsedRange] = {}
-
-        def collect(part: ParsedRange) -> None:
-            parsed[part.index] = part
-
-        self._execute(parse_letor_range, [(self.parts, r) for r in ranges], collect)
-        widths = {p.width for p in parsed.values() if p.rows}
-        if len(widths) > 1:
-            # Parts narrower than the widest are re-parsed at the common width.
-            width = max(widths)
-            self._execute(parse_letor_range, [(self.parts, replace(r, num_features=width))
-                                              for r in ranges if parsed[r.index].width != width],
-                          collect)
-        parts = [parsed[r.index] for r in ranges]
-        has_qid = _all_or_none(info.uri, [p.has_qid for p in parts if p.rows])
-        return CacheManifest(info.uri, info.fingerprint, [r.part_uri for r in ranges],
-                             [p.rows for p in parts], max(widths, default=0), has_qid)
-
-    def _letor_ranges(self, dataset: _DatasetEntry, num_features: int | None) -> list[LetorRange]:
-        """The LETOR file's byte ranges and the cached parts they become, each with its share
-        of its task's CPUs (all of them for a range alone in its task: parsed in pieces)."""
-        ranges = letor_ranges(self.storage, dataset.info, self.settings.shard_bytes, self._task_slots)
-        threads = self._shard_threads(len(ranges))
-        return [LetorRange(i, dataset.info.uri, start, end, num_features,
-                           dataset.cache.part_uri(dataset.key, i), threads[i])
-                for i, (start, end) in enumerate(ranges)]
-
-    def _shard_threads(self, count: int) -> list[int]:
-        """The CPUs the work on each of ``count`` shards may use: a task shares the CPUs it holds
-        among the shards it works on, in the groups ``batched`` makes (0 inline: the
-        runtime's defaults, in this process)."""
-        if self._inline:
-            return [0] * count
-        cpus = self._task_resources.threads
-        return [max(1, cpus // len(group))
-                for group in batched(range(count), self._shards_per_task) for _ in group]
-
-    def _parse_table(self, dataset: _DatasetEntry) -> CacheManifest:
-        ds = self.spec.dataset
-        info, cache, key = dataset.info, dataset.cache, dataset.key
-        keep_columns, _ = self._slice_inputs()
-        table = read_table(self.storage, info.uri, ds.format)
-        shard = table_to_shard(table, ds.label_column, ds.group_column, ds.feature_columns,
-                               keep_columns, where=info.uri)
-        if shard.rows == 0:
-            raise EvaluationError(f"{info.uri}: the dataset has no rows", Reason.EmptyDataset)
-        parts = 1 if self._inline else max(1, _cluster_cpus() * 2)
-        splits = group_aligned_splits(shard.qids, shard.rows, parts)
-        uris, rows = [], []
-        for i, (a, b) in enumerate(splits):
-            piece = ParsedShard(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
-                                shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()})
-            uri = cache.part_uri(key, i)
-            self.parts.write(uri, piece)
-            uris.append(uri)
-            rows.append(b - a)
-        return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
-                             shard.qids is not None)
-
-    def _execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
-        """Each call as a Ray task, or in this process when the evaluation runs inline."""
-        if self._inline:
-            for args in calls:
-                on_result(fn(*args))
-        else:
-            run_bounded(fn, calls, self._task_resources, self._max_inflight, on_result)
-
-    def _run_shards(self, fn: Callable, calls: list[tuple], sizes: list[int],
-                    unit: str) -> list[ShardPrediction]:
-        """Runs one task per shard, reporting progress as the sum of finished shards' sizes."""
-        done, total = 0, sum(sizes)
-        shards: dict[int, ShardPrediction] = {}
-
-        def collect(result: ShardPrediction) -> None:
-            nonlocal done
-            shards[result.index] = result
-            done += sizes[result.index]
-            self.progress(done, total, unit)
-
-        self.progress(0, total, unit)
-        self._execute(fn, calls, collect)
-        return [shards[i] for i in range(len(calls))]
-
-    # ------------------------------------------------------------------ checks
-    @contextlib.contextmanager
-    def _model_errors_first(self, width: int | None) -> Iterator[None]:
-        """Tasks start without waiting for the driver's own load of the model: the workers load
-        it too. When a step fails, the driver's verdict on the model (unreadable, or made for
-        another feature count than the data's ``width``) is the likelier cause and is the error
-        reported."""
-        try:
-            yield
-        except EvaluationError:
-            self._check_width(width, self._expected_features())
-            raise
-
-    def _check_width(self, width: int | None, expected: int | None) -> None:
-        if expected is not None and width is not None and width != expected:
-            raise EvaluationError(f"{self.spec.dataset.uri}: the data has {width} features, the "
-                                  f"model expects {expected}", Reason.SchemaMismatch)
-
-    def _check_rows(self, manifest: CacheManifest) -> None:
-        if manifest.total_rows == 0:
-            raise EvaluationError(f"{self.spec.dataset.uri}: the dataset has no rows",
-                                  Reason.EmptyDataset)
-        if self.spec.task == "ranking" and not manifest.has_qid:
-            raise EvaluationError(f"{self.spec.dataset.uri}: ranking needs query ids (qid:)",
-                                  Reason.SchemaMismatch)
-
-    def _check_slice_features(self, width: int) -> None:
-        for j in self._slice_inputs()[1]:
-            if j >= width:
-                raise EvaluationError(f"slices: feature {j} does not exist (the data has "
-                                      f"{width} features)", Reason.SchemaMismatch)
-
-    # ------------------------------------------------------------------ run
-    def run(self) -> EvaluationResult:
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="model-load") as pool:
-                return self._run(pool)
-        finally:
-            plan = self.__dict__.get("_plan")  # computed only once the data path was chosen
-            if plan is not None and not plan.keep and self._actors:
-                stop_scorers(self._actors)
-
-    def _run(self, pool: ThreadPoolExecutor) -> EvaluationResult:
+    # ------------------------------------------------------------------ score
+    def _predictor(self, plan: RunPlan, prepared: _Prepared, names: list[str],
+                   actors: list[Any]) -> tuple[Predictor, list[Any]]:
+        """What every task predicts with (ranking metrics per query are computed by the tasks,
+        shard by shard: querymetrics) and, with predicting actors, the refs of their starts:
+        they load the models while the first shards are parsed."""
         spec = self.spec
-        started = t = time.perf_counter()
-        use_gpu = spec.resources.gpu > 0
-        # The driver loads each model once, to check it and learn its feature count, in a thread
-        # while the data is located (and, on a cache hit, while the tasks already predict).
-        # One pass predicts every model: the candidate, the baseline, then the challengers.
-        sources = ([spec.model] + ([spec.baseline.model] if spec.baseline is not None else [])
-                   + [c.model for c in spec.challengers])
-        # Each a request or two to object storage: the models are fetched side by side, while
-        # the dataset and its cache entry are looked up.
-        with ThreadPoolExecutor(len(sources), thread_name_prefix="model-fetch") as fetches:
-            fetching = [fetches.submit(self._fetch_model, source) for source in sources]
-            self._loading = pool.submit(lambda: [self._load_model(source, f.result()[1])
-                                                 for source, f in zip(sources, fetching)])
-            try:
-                dataset = self._open_cache()
-            finally:  # a model's error comes first, as when the models were fetched first
-                fetched = [f.result() for f in fetching]
-        model_info = fetched[0][0]
-        # Small CPU-only data is evaluated here, in this process: starting Ray task workers
-        # would cost more than the work.
-        self._inline = use_gpu is False and dataset.info.size <= self.settings.inline_bytes
-        if self._inline:
-            for (info, _), adapter in zip(fetched, self._loading.result()):
-                remember_model(info.fingerprint, adapter)  # loaded once, here
-        else:
-            ensure_ray()
         handles = tuple(put_model(data, info.fingerprint, source.format, spec.task,
-                                  self._may_unpickle(source), local=self._inline)
-                        for source, (info, data) in zip(sources, fetched))
-        names = [str(m) for m in spec.metric_names]
-        # Ranking metrics per query are computed by the tasks, shard by shard (querymetrics).
-        predictor = Predictor(handles, spec.batch_size, tuple(self._slice_inputs()[1]),
+                                  self._may_unpickle(source), local=plan.inline)
+                        for source, info, data in zip(prepared.sources, prepared.infos,
+                                                      prepared.blobs))
+        predictor = Predictor(handles, spec.batch_size, tuple(slice_inputs(spec)[1]),
                               missing_as_zero=spec.dataset.missing_features == "zero",
                               query_metrics=tuple(names) if spec.task == "ranking" else (),
                               query_curves=self.settings.report)
-        predictor, starting = self._start_actors(predictor)
-        self._timed("prepareDataset", t)
+        if not actors:
+            return predictor, []
+        starting = [actor.start.remote(predictor) for actor in actors]
+        # With the starts in the predictor, a task whose actor has not started predicts itself.
+        may_start = tuple(starting) if self.settings.predict_while_actors_start else ()
+        return replace(predictor, scorers=tuple(actors), starting=may_start), starting
 
-        t = time.perf_counter()
-        manifest, shards = self._infer(dataset, predictor)
-        per_query = (assemble(names, [s.per_query for s in shards]) if spec.task == "ranking"
+    def _score(self, plan: RunPlan, prepared: _Prepared, predictor: Predictor,
+               starting: list[Any], names: list[str]) -> _Scored:
+        scoring = ShardScoring(self.spec, plan, self.parts, prepared.models, self.progress,
+                               self.settings.shard_bytes)
+        manifest, shards = scoring.predictions(prepared.dataset, predictor)
+        per_query = (assemble(names, [s.per_query for s in shards]) if self.spec.task == "ranking"
                      else None)
+        warnings = []
         if starting:
-            self._gpu_warnings = gpu_warnings(self._plan, self._actor_reports(starting, shards),
-                                              any(s.actor is not None for s in shards))
-        expected = self._expected_features()
-        self._check_width(manifest.num_features, expected)
-        self._timed("inference", t)
+            warnings = gpu_warnings(plan.scoring, self._actor_reports(starting, shards),
+                                    any(s.actor is not None for s in shards))
+        expected = scoring.expected_features()
+        scoring.check_width(manifest.num_features, expected)
+        return _Scored(manifest, shards, per_query, warnings, expected)
 
-        t = time.perf_counter()
-        labels = np.concatenate([s.labels for s in shards])
-        qids = np.concatenate([s.qids for s in shards]) if manifest.has_qid else None
-        predictions = [np.concatenate([s.predictions[m] for s in shards]) for m in range(len(handles))]
-        columns = {name: np.concatenate([s.columns[name] for s in shards])
-                   for name in (shards[0].columns if shards else {})}
+    # ------------------------------------------------------------------ metrics
+    def _metrics(self, names: list[str], pooled: _Pooled,
+                 per_query: list[dict[str, np.ndarray]] | None) -> _Scores:
+        """Each model's metrics (a ranking evaluation's from its per-query values; a binary
+        one's beside its curve aggregates) and the candidate's on each slice."""
+        labels, predictions, qids = pooled.labels, pooled.predictions, pooled.qids
         binary: list[Any] = []
         binary_seconds = 0.0
         if per_query is not None:
             scored = [{name: metric_fns.query_mean(values[name]) for name in names}
                       for values in per_query]
-        elif spec.task == "binary":
+        elif self.spec.task == "binary":
             scored, binary, binary_seconds = self._binary(names, labels, predictions)
         else:
-            scored = [metric_fns.compute(spec.task, names, labels, p, qids) for p in predictions]
-        slices = self._slices(names, labels, predictions[0], qids, columns)
-        self._timed("metrics", t + binary_seconds + slices.seconds)
-        curves: list[ModelCurves] | None = None
-        curve_warnings: list[str] = []
-        if self.settings.report:  # without a report, nothing plots the curves
-            t = time.perf_counter()
-            curves, curve_warnings = self._curves(
-                names, shards, labels, predictions, qids,
-                per_query is not None and all(s.per_query and s.per_query.curves for s in shards),
-                binary)
-            self._timed("curves", t - binary_seconds)
-        t = time.perf_counter()
-        outcome = _Outcome.of(spec, [info for info, _ in fetched], scored,
-                              self._resampled(names, labels, predictions, qids, per_query))
-        if spec.confidence is not None:  # the slices' intervals included
-            self._timed("confidence", t - slices.seconds)
+            scored = [metric_fns.compute(self.spec.task, names, labels, p, qids)
+                      for p in predictions]
+        slices = self._slices(names, labels, predictions[0], qids, pooled.columns)
+        return _Scores(scored, binary, binary_seconds, slices)
 
-        predictions_uri = None
-        if spec.output.predictions_uri:
-            t = time.perf_counter()
-            predictions_uri = self._write_predictions(labels, qids, predictions)
-            self._timed("writePredictions", t)
-        self._timed("total", started)
+    # ------------------------------------------------------------------ result
+    def _result(self, plan: RunPlan, prepared: _Prepared, scored: _Scored, pooled: _Pooled,
+                scores: _Scores, outcome: "_Outcome", curves: list[ModelCurves] | None,
+                curve_warnings: list[str], predictions_uri: str | None, actors: int,
+                timings: dict[str, float]) -> EvaluationResult:
+        spec, manifest, shards, per_query = self.spec, scored.manifest, scored.shards, scored.per_query
+        info = prepared.dataset.info
+        mode = "local" if self.settings.allow_file_uris else "cluster"
         return EvaluationResult(
-            identity=self.identity, metrics=scored[0], rows=int(len(labels)),
+            identity=self.identity, metrics=scores.scored[0], rows=int(len(pooled.labels)),
             queries=(len(next(iter(per_query[0].values()))) if per_query
-                     else int(len(np.unique(qids))) if qids is not None else None),
+                     else int(len(np.unique(pooled.qids))) if pooled.qids is not None else None),
             model={"uri": spec.model.uri, "format": spec.model.format,
-                   "fingerprint": model_info.fingerprint, "features": expected,
-                   **self._predicted_by(shards)},
+                   "fingerprint": prepared.infos[0].fingerprint,
+                   "features": scored.expected_features, **self._predicted_by(plan, shards)},
             dataset={"uri": spec.dataset.uri, "format": spec.dataset.format,
-                     "fingerprint": dataset.info.fingerprint, "bytes": dataset.info.size,
+                     "fingerprint": info.fingerprint, "bytes": info.size,
                      "shards": len(manifest.parts), "features": manifest.num_features,
                      "missingValues": sum(s.missing_values for s in shards)},
-            timings=self.timings, slices=slices.metrics, slice_intervals=slices.intervals,
-            baseline=outcome.baseline, gate=outcome.gate,
-            predictions_uri=predictions_uri, cache_hit=dataset.manifest is not None,
+            timings=timings, slices=scores.slices.metrics,
+            slice_intervals=scores.slices.intervals, baseline=outcome.baseline,
+            gate=outcome.gate, predictions_uri=predictions_uri,
+            cache_hit=prepared.dataset.manifest is not None,
             primary_metric=spec.primary_metric, intervals=outcome.intervals,
             confidence=outcome.confidence, challengers=outcome.challengers,
-            warnings=(self._gpu_warnings + self._warnings(shards, manifest.num_features)
-                      + slices.warnings + curve_warnings),
-            resources=self._resources_used(len(manifest.parts)), versions=library_versions(),
-            curves=curves,
+            warnings=(scored.gpu_warnings + self._warnings(shards, manifest.num_features)
+                      + scores.slices.warnings + curve_warnings),
+            resources=plan.resources_used(mode, len(manifest.parts), actors),
+            versions=library_versions(), curves=curves,
         )
 
+    # ------------------------------------------------------------------ stages' parts
     def _model_names(self) -> list[str]:
         """Each model's name in the result, in prediction order."""
         return (["model"] + (["baseline"] if self.spec.baseline is not None else [])
@@ -617,18 +484,6 @@ class Evaluator:
         except EvaluationError as error:
             return None, [f"the report's curves could not be computed: {error.message}"]
 
-    def _start_actors(self, predictor: Predictor) -> tuple[Predictor, list[Any]]:
-        """Starts (or finds) the predicting actors and has them load the models while the
-        first shards are parsed; returns the predictor the tasks hand their shards to the
-        actors with, and the refs of the actors' device reports."""
-        if self._plan is None:
-            return predictor, []
-        self._actors = scorers(self._plan, self.settings.task_retries)
-        starting = [actor.start.remote(predictor) for actor in self._actors]
-        # With the starts in the predictor, a task whose actor has not started predicts itself.
-        may_start = tuple(starting) if self.settings.predict_while_actors_start else ()
-        return replace(predictor, scorers=tuple(self._actors), starting=may_start), starting
-
     def _actor_reports(self, starting: list[Any],
                        shards: list[ShardPrediction]) -> list[tuple[str, list[str]]]:
         """The device reports of the actors that predicted a shard, and of any other whose
@@ -640,33 +495,10 @@ class Evaluator:
         ready = set(ray.wait(starting, num_returns=len(starting), timeout=0)[0])
         return [result_of(ref) for slot, ref in enumerate(starting) if slot in used or ref in ready]
 
-    def _resources_used(self, shards: int) -> dict[str, Any]:
-        """What the evaluation ran with. ``mode``: cluster where file:// URIs are refused (the
-        operator's Ray jobs), else local; ``inline``: in this process, without Ray tasks.
-        ``cpus``/``gpus``/``nodes``: the Ray cluster's (this machine's inline); per task, its
-        requests; ``tasks``: the Ray tasks the shards went to, ``taskSlots``: how many of them
-        the cluster runs at once; ``actors``: a GPU evaluation's predicting actors."""
-        mode = "local" if self.settings.allow_file_uris else "cluster"
-        if self._inline:
-            return {"mode": mode, "inline": True, "cpus": os.cpu_count() or 1, "gpus": 0,
-                    "nodes": 1, "taskCpus": 0, "taskGpus": 0, "tasks": 0, "taskSlots": 0,
-                    "actors": 0, "shards": shards}
-        import ray
-
-        total = ray.cluster_resources()
-        task = self._task_resources
-        return {"mode": mode, "inline": False, "cpus": _whole(total.get("CPU", 0)),
-                "gpus": _whole(total.get("GPU", 0)),
-                "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
-                "taskCpus": _whole(task.num_cpus), "taskGpus": _whole(task.num_gpus),
-                "tasks": -(-shards // self._shards_per_task),
-                "taskSlots": self._task_slots // self._shards_per_task,
-                "actors": len(self._actors), "shards": shards}
-
-    def _predicted_by(self, shards: list[ShardPrediction]) -> dict[str, Any]:
+    def _predicted_by(self, plan: RunPlan, shards: list[ShardPrediction]) -> dict[str, Any]:
         """A GPU evaluation's shards counted by who predicted them: the actors, or the tasks
         on the CPU while the actors started (nothing for an evaluation without actors)."""
-        if self._plan is None:
+        if plan.scoring is None:
             return {}
         actors = sum(s.actor is not None for s in shards)
         return {"predictedBy": {"actors": actors, "tasks": len(shards) - actors}}
@@ -785,13 +617,6 @@ class Evaluator:
         return uri
 
 
-def _all_or_none(uri: str, has_qid: list[bool]) -> bool:
-    """Whether the shards carry query ids; a file where only some lines do is refused."""
-    if any(has_qid) and not all(has_qid):
-        raise EvaluationError(f"{uri}: some lines have qid: and others do not", Reason.SchemaMismatch)
-    return bool(has_qid) and all(has_qid)
-
-
 @dataclass(frozen=True)
 class _Outcome:
     """What the result says about each model: the candidate's intervals and gate, the
@@ -842,28 +667,3 @@ class _Outcome:
             **spec.confidence.model_dump(), "unit": resampled_unit(spec.task)}
         return cls(intervals(0), confidence, baseline_doc, gate(0), challengers)
 
-
-def _whole(value: float) -> float | int:
-    """A resource amount as an int when whole (4.0 CPUs: 4), else as it is (0.5)."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def _cluster_cpus() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("CPU", 1))
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connects to Ray: RAY_ADDRESS or ``address`` if set, else starts a local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False,
-                              "configure_logging": False}
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)

@@ -48,7 +48,7 @@ class ModelHandle:
     allow_pickle: bool
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
