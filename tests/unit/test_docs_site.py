@@ -11,6 +11,7 @@ Every block must be of a kind this module checks: a new kind fails until it has 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -160,6 +161,7 @@ def commands(script: str) -> list[list[str]]:
     return out
 
 
+@functools.cache
 def makefile_targets() -> set[str]:
     return set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M))
 
@@ -218,10 +220,12 @@ BUILTIN_RESOURCES = {"pods", "pod", "nodes", "secret", "secrets", "deployment", 
                      "endpoints", "svc", "services", "events", "namespace", "namespaces"}
 
 
+@functools.cache
 def crd_resource_names() -> set[str]:
     names = set()
     for path in (ROOT / "crds").glob("*.yaml"):
-        spec_names = yaml.safe_load(path.read_text())["spec"]["names"]
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        spec_names = crd["spec"]["names"]
         names |= {spec_names["plural"], spec_names["singular"], *spec_names.get("shortNames", [])}
     return names
 
