@@ -79,8 +79,9 @@ def test_the_readme_is_short_and_links_into_the_docs():
     assert "pip install" in text and "make venv" in text and "make test" in text
 
 
-PATH_IN_TEXT = re.compile(r"`((?:operator|tests|hack|charts|bench|examples|images|crds|docs|api|engine|"
-                          r"controller|modeleval|\.ci)/[A-Za-z0-9_./-]*|test_[a-z0-9_]+\.py)(?:::([a-z0-9_]+))?`")
+PATH_IN_TEXT = re.compile(r"`((?:operator|tests|hack|charts|bench|examples|images|crds|docs|api|engine"
+                          r"|controller|modeleval|\.ci)/[A-Za-z0-9_./-]*|test_[a-z0-9_]+\.py)"
+                          r"(?:::([a-z0-9_]+))?`")
 
 
 def test_every_file_the_docs_name_exists():
@@ -92,14 +93,17 @@ def test_every_file_the_docs_name_exists():
         for match in PATH_IN_TEXT.finditer(path.read_text()):
             name, function = match[1], match[2]
             found = [c for c in (ROOT / name, ROOT / "operator" / name, ROOT / "operator/modeleval" / name)
-                     if c.exists()] or (list((ROOT / "tests").rglob(name)) if name.startswith("test_") else [])
+                     if c.exists()]
+            if not found and name.startswith("test_"):
+                found = list((ROOT / "tests").rglob(name))
             if not found or (function and not any(f"def {function}(" in f.read_text() for f in found)):
                 missing.append(f"{path.relative_to(ROOT)}: {match[0]}")
     assert missing == []
 
 
 def test_the_monitoring_page_names_every_prometheus_metric_the_operator_serves():
-    served = set(re.findall(r'\(\s*"(modeleval_[a-z_]+)"', (ROOT / "operator/modeleval/controller/telemetry.py").read_text()))
+    telemetry = (ROOT / "operator/modeleval/controller/telemetry.py").read_text()
+    served = set(re.findall(r'\(\s*"(modeleval_[a-z_]+)"', telemetry))
     named = set(re.findall(r"`(modeleval_[a-z_]+)", (ROOT / "docs/guide/monitoring.md").read_text()))
     assert served and named == served
 
@@ -125,7 +129,8 @@ def check_manifest(text: str) -> None:
 def _merged(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
     return out
 
 
@@ -142,7 +147,8 @@ def check_mongosh(text: str) -> None:
     """What the dashboard's database owner runs; the index list itself is held to the
     dashboard's by test_dashboard_image."""
     for line in text.splitlines():
-        assert re.fullmatch(r"//.*|use \w+|db\.createUser\(\{.*\}\)|db\.results\.createIndex\(\{[^}]*\}\)", line), line
+        assert re.fullmatch(r"//.*|use \w+|db\.createUser\(\{.*\}\)"
+                            r"|db\.results\.createIndex\(\{[^}]*\}\)", line), line
 
 
 def commands(script: str) -> list[list[str]]:
@@ -303,7 +309,8 @@ def test_every_sample_is_checked(sample):
     if sample.tag == "illustrative":
         return
     check = CHECKS.get((sample.lang, sample.tag))
-    assert check, f"{sample.where}: a {sample.lang or 'plain'} block tagged {sample.tag or 'nothing'} has no check"
+    assert check, (f"{sample.where}: a {sample.lang or 'plain'} block tagged {sample.tag or 'nothing'} "
+                   "has no check")
     check(sample.body)
 
 
