@@ -312,23 +312,9 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
             labels, qids = _grown(labels, estimate), _grown(qids, estimate)
             features = _grown(features, estimate)
         if width > features.shape[1]:  # only when the width is not given and a block widens it
-            wider = np.empty((len(features), width), dtype=np.float32)
-            wider[:rows, :features.shape[1]] = features[:rows]
-            wider[:rows, features.shape[1]:] = np.nan
-            features = wider
-        # Each block writes all of its rows: the values it has, NaN (absent) everywhere else.
-        block = features[rows:rows + n]
-        values = [as_numpy(c) for c in columns[first + 1::2]]
-        if placement == IN_ORDER:  # MSLR: features 1..N, in order (or none at all)
-            if values:
-                np.stack(values, axis=1, out=block[:, :width])
-            block[:, width:] = np.nan
-        else:
-            block.fill(np.nan)
-            if placement == SAME_COLUMNS:
-                block[:, low - 1] = np.stack(values, axis=1)
-            elif values:
-                block[np.arange(n)[:, None], index.T - 1] = np.stack(values, axis=1)
+            features = _widened(features, rows, width)
+        _fill_block(features[rows:rows + n], [as_numpy(c) for c in columns[first + 1::2]],
+                    placement, low, index, width)
         labels[rows:rows + n] = as_numpy(columns[0])
         if layout.has_qid:
             qids[rows:rows + n] = as_numpy(columns[1])
@@ -336,6 +322,30 @@ def _parse_blocks(blocks: Iterator[memoryview], size: int, num_features: int | N
     if layout is None:
         return _empty(num_features)
     return ParsedShard(labels[:rows], qids[:rows] if layout.has_qid else None, features[:rows])
+
+
+def _widened(features: np.ndarray, rows: int, width: int) -> np.ndarray:
+    """``features`` with columns up to ``width``: its first ``rows`` rows copied, the new
+    columns absent (NaN)."""
+    wider = np.empty((len(features), width), dtype=np.float32)
+    wider[:rows, :features.shape[1]] = features[:rows]
+    wider[:rows, features.shape[1]:] = np.nan
+    return wider
+
+
+def _fill_block(block: np.ndarray, values: list[np.ndarray], placement: int, low: np.ndarray,
+                index: np.ndarray, width: int) -> None:
+    """Writes all of a block's rows: the values it has, NaN (absent) everywhere else."""
+    if placement == IN_ORDER:  # MSLR: features 1..N, in order (or none at all)
+        if values:
+            np.stack(values, axis=1, out=block[:, :width])
+        block[:, width:] = np.nan
+    else:
+        block.fill(np.nan)
+        if placement == SAME_COLUMNS:
+            block[:, low - 1] = np.stack(values, axis=1)
+        elif values:
+            block[np.arange(len(block))[:, None], index.T - 1] = np.stack(values, axis=1)
 
 
 def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedShard:
@@ -360,21 +370,8 @@ def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedSh
     np.cumsum(counts[:-1], out=starts[1:])
 
     labels = _floats(pc.take(flat, pa.array(starts)), where, "label")
-    has_qid = counts >= 2
-    second = pc.take(flat, pa.array(np.minimum(starts + 1, len(flat) - 1)))
-    is_qid = pc.and_(pa.array(has_qid), pc.starts_with(second, "qid:")).to_numpy(zero_copy_only=False)
-    if is_qid.any() and not is_qid.all():
-        row = int(np.flatnonzero(~is_qid)[0])
-        raise DatasetError(f"{where}: line {row + 1} of a shard has no qid: while others do")
-    qids = None
-    first_feature = starts + 1
-    if is_qid.all():
-        qid_text = pc.utf8_slice_codeunits(second, 4)
-        try:
-            qids = pc.cast(qid_text, pa.int64()).to_numpy()
-        except pa.ArrowInvalid as error:
-            raise DatasetError(f"{where}: a qid is not an integer ({arrow_message(error)})") from None
-        first_feature = starts + 2
+    qids = _token_qids(flat, starts, counts, where)
+    first_feature = starts + (1 if qids is None else 2)
 
     # Every token after the label (and qid) is "index:value".
     per_line = counts - (first_feature - starts)
@@ -396,6 +393,35 @@ def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedSh
     if len(indices) and indices.min() < 1:
         raise DatasetError(f"{where}: feature index {int(indices.min())} found; LETOR feature "
                            "indices start at 1")
+    features = np.full((n, _token_width(indices, num_features, where)), np.nan, dtype=np.float32)
+    rows = np.repeat(np.arange(n), per_line)
+    features[rows, indices - 1] = values
+    return ParsedShard(labels.astype(np.float32), qids, features)
+
+
+def _token_qids(flat: pa.Array, starts: np.ndarray, counts: np.ndarray,
+                where: str) -> np.ndarray | None:
+    """The lines' query ids (each line's second token, "qid:Q"), or None when no line has
+    one; a shard where only some lines do is refused."""
+    import pyarrow.compute as pc
+
+    second = pc.take(flat, pa.array(np.minimum(starts + 1, len(flat) - 1)))
+    is_qid = pc.and_(pa.array(counts >= 2),
+                     pc.starts_with(second, "qid:")).to_numpy(zero_copy_only=False)
+    if is_qid.any() and not is_qid.all():
+        row = int(np.flatnonzero(~is_qid)[0])
+        raise DatasetError(f"{where}: line {row + 1} of a shard has no qid: while others do")
+    if not is_qid.all():
+        return None
+    try:
+        return pc.cast(pc.utf8_slice_codeunits(second, 4), pa.int64()).to_numpy()
+    except pa.ArrowInvalid as error:
+        raise DatasetError(f"{where}: a qid is not an integer ({arrow_message(error)})") from None
+
+
+def _token_width(indices: np.ndarray, num_features: int | None, where: str) -> int:
+    """The parsed matrix's width: the given feature count (no index may pass it), else the
+    largest index (at most MAX_FEATURES)."""
     width = int(indices.max()) if len(indices) else 0
     if num_features is None and width > MAX_FEATURES:
         raise DatasetError(f"{where}: feature index {width} found; a LETOR dataset has at most "
@@ -405,10 +431,7 @@ def _parse_tokens(data: bytes, num_features: int | None, where: str) -> ParsedSh
             raise DatasetError(f"{where}: feature index {width} exceeds the expected "
                                f"{num_features} features", Reason.SchemaMismatch)
         width = num_features
-    features = np.full((n, width), np.nan, dtype=np.float32)
-    rows = np.repeat(np.arange(n), per_line)
-    features[rows, indices - 1] = values
-    return ParsedShard(labels.astype(np.float32), qids, features)
+    return width
 
 
 def _floats(array: pa.Array, where: str, what: str) -> np.ndarray:

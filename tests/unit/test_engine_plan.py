@@ -1,0 +1,134 @@
+"""The evaluation's plan: chosen once (inline or Ray) by a cost model, frozen; and the engine's
+functions stay short (a newcomer reads each stage whole)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from modeleval.engine import plan
+from modeleval.engine.plan import Capacity, Choice, RunPlan, Workload, choose
+
+ENGINE = Path(__file__).resolve().parents[2] / "operator" / "modeleval" / "engine"
+MAX_FUNCTION_LINES = 60
+MODEL_100_TREES = 672_336  # bytes of bench/inline.py's model: 100 depth-6 trees, JSON
+
+
+def _parquet(rows: int, features: int = 50) -> Workload:
+    """A float32 Parquet table of ``rows`` x ``features`` (5.1 bytes a value, as written)."""
+    return Workload("parquet", int(rows * features * 5.1), features, MODEL_100_TREES)
+
+
+def _letor(rows: int, features: int = 50) -> Workload:
+    return Workload("letor", int(rows * features * 22), features, MODEL_100_TREES)
+
+
+LAPTOP = Capacity(local_cpus=8, ray_cpus=8, connected=False)
+
+
+def test_a_small_file_runs_inline():
+    choice = choose(_parquet(10_000), LAPTOP)
+    assert choice == Choice(True, "cost", choice.inline_seconds, choice.ray_seconds)
+    assert choice.inline_seconds < 0.1 < plan.RAY_START_SECONDS <= choice.ray_seconds
+
+
+def test_the_issue_laptop_case_runs_inline():
+    """500k x 50 Parquet, 100 trees, Ray not running: starting Ray costs more than the work."""
+    choice = choose(_parquet(500_000), LAPTOP)
+    assert choice.inline and choice.inline_seconds < choice.ray_seconds
+
+
+def test_3m_rows_of_text_on_many_cpus_run_on_ray():
+    """3M LETOR lines are parsed by one thread inline; on Ray by every CPU, worth the start-up."""
+    many = Capacity(local_cpus=64, ray_cpus=64, connected=False)
+    choice = choose(_letor(3_000_000), many)
+    assert not choice.inline and choice.ray_seconds < choice.inline_seconds
+    # A tenth of it on two CPUs does not win the start-up back: inline.
+    assert choose(_letor(300_000), Capacity(2, 2, False)).inline
+
+
+def test_3m_rows_on_a_connected_cluster_of_many_cpus_run_on_ray():
+    """A job on a Ray cluster (no start-up) whose driver has 2 CPUs and the cluster 32."""
+    choice = choose(_parquet(3_000_000), Capacity(local_cpus=2, ray_cpus=32, connected=True))
+    assert not choice.inline
+
+
+def test_being_connected_to_ray_already_makes_ray_cheaper():
+    work = _letor(300_000)
+    cold, running = choose(work, Capacity(8, 8, False)), choose(work, Capacity(8, 8, True))
+    assert cold.inline and not running.inline
+    assert cold.ray_seconds - running.ray_seconds == pytest.approx(
+        plan.RAY_START_SECONDS - plan.RAY_CONNECTED_SECONDS)
+
+
+def test_an_explicit_setting_overrides_the_cost_model():
+    small, large = _parquet(1_000), _letor(3_000_000)
+    many = Capacity(64, 64, True)
+    assert choose(small, many, execution="ray") == Choice(False, "setting")
+    assert choose(large, many, execution="inline") == Choice(True, "setting")
+    # The former fixed rule, when set: datasets up to inline_bytes inline, 0 always Ray.
+    assert choose(small, many, inline_bytes=0) == Choice(False, "setting")
+    assert choose(large, many, inline_bytes=large.data_bytes) == Choice(True, "setting")
+    # A GPU evaluation runs on Ray whatever the setting: its actors hold the GPUs.
+    gpu = dataclasses.replace(small, gpu=True)
+    assert choose(gpu, many, execution="inline") == Choice(False, "gpu")
+    with pytest.raises(ValueError, match="execution must be one of"):
+        choose(small, many, execution="sometimes")
+
+
+def test_a_cache_hit_counts_its_parts_rows_exactly():
+    work = Workload("cache", 500_000 * 50 * 4, 50, MODEL_100_TREES)
+    assert work.rows == 500_000 and not work.read_in_driver
+
+
+def test_a_tiny_evaluation_in_a_ray_job_stays_inline_without_touching_ray(monkeypatch):
+    """Below the least Ray could cost, the plan never asks the cluster (nor imports Ray)."""
+    from modeleval.api.spec import ModelEvaluationSpec
+    from modeleval.settings import EngineSettings
+
+    monkeypatch.setenv("RAY_ADDRESS", "ray://nowhere:1")
+
+    def refuse() -> None:
+        raise AssertionError("the plan joined Ray")
+
+    monkeypatch.setattr(plan, "ensure_ray", refuse)
+    spec = ModelEvaluationSpec.model_validate({
+        "task": "binary", "model": {"uri": "file:///m.json"}, "metrics": ["auc"],
+        "dataset": {"uri": "file:///d.parquet", "format": "parquet"}})
+    run = plan.plan_run(spec, EngineSettings(), _parquet(2_000))
+    assert run.inline and run.ray is None and run.choice.ray_seconds is None
+    assert run.resources_used("cluster", 1, 0)["plan"]["decidedBy"] == "cost"
+
+
+def test_the_plan_is_frozen():
+    run = RunPlan(Choice(True, "cost", 0.1, 4.2), local_cpus=2)
+    for name, value in (("choice", Choice(False, "setting")), ("max_inflight", 9)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(run, name, value)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.task.num_cpus = 4  # type: ignore[misc]
+    assert run.shard_threads(3) == [0, 0, 0] and run.task_slots == 1 and run.table_parts == 1
+
+
+def _long_functions(directory: Path) -> list[str]:
+    out = []
+    for path in sorted(directory.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > MAX_FUNCTION_LINES:
+                    out.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    return out
+
+
+def test_no_engine_function_is_over_60_lines():
+    assert _long_functions(ENGINE) == []
+
+
+def test_the_length_rule_sees_a_long_function(tmp_path):
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    (tmp_path / "short.py").write_text("def g():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1))
+    assert _long_functions(tmp_path) == [f"long.py:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
