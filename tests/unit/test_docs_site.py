@@ -101,6 +101,24 @@ def test_every_file_the_docs_name_exists():
     assert missing == []
 
 
+def test_the_defaults_the_manifest_guide_states_are_the_models():
+    spec = parse_manifest("apiVersion: modeleval.dev/v1alpha1\nkind: ModelEvaluation\nmetadata: {name: x}\n"
+                          "spec: {task: ranking, model: {uri: s3://bucket/m.json}, dataset: {uri: "
+                          "s3://bucket/d.txt}, metrics: [ndcg], confidence: {}}\n").spec
+    text = " ".join((ROOT / "docs/guide/manifests.md").read_text().split())
+    resources, output, confidence = spec.resources, spec.output.mongodb, spec.confidence
+    for stated in (f"`model.format` {spec.model.format.value}",
+                   f"`dataset.format` {spec.dataset.format.value}",
+                   f"`dataset.labelColumn` {spec.dataset.label_column}",
+                   f"`resources` {resources.workers} worker of {resources.cpu} CPU and {resources.memory}, "
+                   f"head {resources.head_cpu} CPU and {resources.head_memory}",
+                   f"`batchSize` {spec.batch_size}", f"`backoffLimit` {spec.backoff_limit}",
+                   f"database {output.database} collection {output.collection}",
+                   f"`dataset.missingFeatures` {spec.dataset.missing_features.value}",
+                   f"level {confidence.level}, {confidence.resamples} resamples, seed {confidence.seed}"):
+        assert stated in text
+
+
 def test_the_monitoring_page_names_every_prometheus_metric_the_operator_serves():
     telemetry = (ROOT / "operator/modeleval/controller/telemetry.py").read_text()
     served = set(re.findall(r'\(\s*"(modeleval_[a-z_]+)"', telemetry))
