@@ -119,6 +119,16 @@ def test_the_defaults_the_manifest_guide_states_are_the_models():
         assert stated in text
 
 
+def test_the_cli_settings_table_names_engine_settings():
+    from modeleval.settings import EngineSettings
+
+    text = (ROOT / "docs/guide/cli.md").read_text()
+    table = re.findall(r"^\| `MODELEVAL_([A-Z_]+)` \|", text, re.M)
+    assert table
+    for name in table:
+        assert name.lower() in EngineSettings.model_fields, f"MODELEVAL_{name} is no EngineSettings field"
+
+
 def test_the_monitoring_page_names_every_prometheus_metric_the_operator_serves():
     telemetry = (ROOT / "operator/modeleval/controller/telemetry.py").read_text()
     served = set(re.findall(r'\(\s*"(modeleval_[a-z_]+)"', telemetry))
