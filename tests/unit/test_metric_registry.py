@@ -218,4 +218,5 @@ def test_no_module_outside_the_registry_spells_a_metric_name():
                     and re.fullmatch(METRIC_PATTERN, node.value) and node.lineno not in allowed
                     and (where, node.value) not in NOT_METRIC_LISTS):
                 found.append(f"{where}:{node.lineno}: {node.value!r}")
-    assert not found, "metric names outside api/metrics.py and IMPLEMENTATIONS:\n" + "\n".join(found)
+    assert not found, ("metric names outside api/metrics.py and IMPLEMENTATIONS:\n"
+                       + "\n".join(found))

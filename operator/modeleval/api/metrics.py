@@ -120,8 +120,12 @@ def lower_is_better() -> tuple[str, ...]:
 
 
 def resampled_unit(task: str) -> str:
-    """What a bootstrap resample of ``task`` draws: ``queries`` or ``rows``."""
-    return "queries" if of_task(task)[0].terms == PER_QUERY else "rows"
+    """What a bootstrap resample of ``task`` draws: ``queries`` or ``rows`` (every metric of
+    a task draws the same: all its models share the draws)."""
+    metrics = of_task(task)
+    if not metrics:
+        raise UnknownMetric(f"no metric is declared for task {task!r}")
+    return "queries" if metrics[0].terms == PER_QUERY else "rows"
 
 
 _CUTOFF_SPELLING = {OPTIONAL: "optional (`{0}@10`; without it, the whole list)",
