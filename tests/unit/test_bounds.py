@@ -24,6 +24,7 @@ from modeleval.controller.settings import OperatorSettings
 from modeleval.controller.slots import Slots
 
 from .test_schedule import NOW, SCHED, child, created, emitted, model, trigger_spec
+from .test_slots import acquire
 from .test_schedule import cron_spec, spec as schedule_spec
 
 
@@ -178,19 +179,19 @@ def test_slot_lines_of_gone_keys_are_pruned():
     slots = Slots(1, refresh=0.0, forget_after=10.0, grace=5.0, clock=lambda: clock[0])
     for i in range(500):  # 500 namespaces (or Ray heads) that come and go
         key = f"namespace/ns{i}"
-        assert slots.acquire(key, f"u{i}", f"u{i}", 0.0, lambda: []).granted
+        assert acquire(slots, key, f"u{i}", f"u{i}", 0.0, lambda: []).granted
         slots.release(key, f"u{i}")
     clock[0] = 100.0
-    slots.acquire("namespace/last", "u", "u", 0.0, lambda: [])
+    acquire(slots, "namespace/last", "u", "u", 0.0, lambda: [])
     assert len(slots._lines) <= 2
 
 
 def test_a_line_with_holders_or_waiters_is_kept():
     clock = [0.0]
     slots = Slots(1, refresh=0.0, forget_after=10.0, grace=5.0, clock=lambda: clock[0])
-    slots.acquire("held", "u1", "u1", 0.0, lambda: ["u1"])
+    acquire(slots, "held", "u1", "u1", 0.0, lambda: ["u1"])
     clock[0] = 100.0
-    slots.acquire("other", "u2", "u2", 0.0, lambda: [])
+    acquire(slots, "other", "u2", "u2", 0.0, lambda: [])
     assert "held" in slots._lines
 
 

@@ -14,11 +14,14 @@ from modeleval.api.results import ProgressDocument, ResultDocument, document_id,
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.api.status import ConditionType as C, ModelEvaluationStatus, Phase
 from modeleval.controller import status as st
-from modeleval.controller.decide import (ClusterView, CreateCluster, DeleteCluster, Emit, Evaluation,
-                                         InvalidSpec, LeaveLines, Observed, RecordFailure,
-                                         ReleaseAdmission, ReleaseJobSlot, Slot, StopJob,
-                                         StoreLogged, SubmitJob, Wants, decide, kuberay_ready,
-                                         parse_spec, plan)
+from modeleval.controller.actions import (CreateCluster, DeleteCluster, Emit, LeaveLines,
+                                          QueueForClusterSlot, QueueForJobSlot, RecordFailure,
+                                          ReleaseAdmission, ReleaseJobSlot, StopJob, StoreLogged,
+                                          SubmitJob, TakeClusterSlot, TakeJobSlot)
+from modeleval.controller.decide import decide, plan
+from modeleval.controller.observed import (Evaluation, Observed, RayClusterView, Slot, Wants,
+                                           kuberay_ready)
+from modeleval.controller.policy import InvalidSpec, parse_spec
 from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.settings import OperatorSettings
 
@@ -53,11 +56,11 @@ def status(phase: Phase = Phase.Pending, attempt: int = 1, cluster: str | None =
     return s
 
 
-def ready(**extra: Any) -> ClusterView:
-    return ClusterView(name=CLUSTER, uid="c1", ready=True, created=ago(120), token_secret="t", **extra)
+def ready(**extra: Any) -> RayClusterView:
+    return RayClusterView(name=CLUSTER, uid="c1", ready=True, created=ago(120), token_secret="t", **extra)
 
 
-def seen(cluster: ClusterView | None = None, **extra: Any) -> Observed:
+def seen(cluster: RayClusterView | None = None, **extra: Any) -> Observed:
     return Observed(store=True, cluster_read=True, cluster=cluster, **extra)
 
 
@@ -111,13 +114,21 @@ ROWS: dict[str, Row] = {
     # -------------------------------------------------------------- admission and provisioning
     "new evaluation gets a cluster": Row(
         ModelEvaluationStatus(), Observed(store=True, admission=Slot(True, 4)), Phase.Provisioning,
-        conditions={C.Provisioned: (False, Reason.Creating)}, actions=(CreateCluster,),
+        conditions={C.Provisioned: (False, Reason.Creating)},
+        actions=(TakeClusterSlot, CreateCluster),
         check=lambda a, acts: (a.attempt == 1 and a.start_time == NOW and a.ray_cluster == CLUSTER
-                               and acts[0].manifest["metadata"]["name"] == CLUSTER)),
+                               and acts[1].manifest["metadata"]["name"] == CLUSTER)),
     "new evaluation queues for a cluster slot": Row(
         ModelEvaluationStatus(), Observed(store=True, admission=Slot(False, 4)), Phase.Pending,
-        conditions={C.Provisioned: (False, Reason.Queued)},
-        check=lambda a, _: "4 cluster slots" in a.message and a.ray_cluster is None),
+        conditions={C.Provisioned: (False, Reason.Queued)}, actions=(QueueForClusterSlot,),
+        check=lambda a, acts: ("4 cluster slots" in a.message and a.ray_cluster is None
+                               and acts == [QueueForClusterSlot("operator")])),
+    "new evaluation queues in its namespace's line": Row(
+        ModelEvaluationStatus(), Observed(store=True, admission=Slot(False, 2, "namespace")),
+        Phase.Pending, conditions={C.Provisioned: (False, Reason.Queued)},
+        actions=(QueueForClusterSlot,),
+        check=lambda a, acts: ("namespace ns's 2 cluster slots" in a.message
+                               and acts == [QueueForClusterSlot("namespace")])),
     "a spec beyond the operator's policy is forbidden": Row(
         ModelEvaluationStatus(), Observed(), Phase.Failed,
         spec=parse_spec({**spec().model_dump(by_alias=True, exclude_none=True),
@@ -139,55 +150,55 @@ ROWS: dict[str, Row] = {
         conditions={C.Failed: (True, Reason.InvalidSpec), C.Complete: (False, Reason.InvalidSpec)},
         actions=(LeaveLines, ReleaseAdmission), check=lambda a, _: a.message == "spec.metrics: bad"),
     "cluster not ready yet": Row(
-        status(Phase.Provisioning, cluster=CLUSTER), seen(ClusterView(CLUSTER, "c1", created=ago(5))),
+        status(Phase.Provisioning, cluster=CLUSTER), seen(RayClusterView(CLUSTER, "c1", created=ago(5))),
         Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Provisioning)}),
     "pods unschedulable, still within pendingTimeout": Row(
         status(Phase.Provisioning, cluster=CLUSTER),
-        seen(ClusterView(CLUSTER, "c1", created=ago(100), problem=(Reason.Unschedulable, "pod w-1 x"))),
+        seen(RayClusterView(CLUSTER, "c1", created=ago(100), problem=(Reason.Unschedulable, "pod w-1 x"))),
         Phase.Provisioning, conditions={C.Provisioned: (False, Reason.Unschedulable)}),
     "pods unschedulable past pendingTimeout (from this cluster's creation)": Row(
         status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
-        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:54:59Z"}},
+        seen(RayClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:54:59Z"}},
                             [("w-1", "Unschedulable", "0/3 nodes: gpu")])),
         Phase.Failed, conditions={C.Failed: (True, Reason.Unschedulable)},
         actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
         check=lambda a, _: a.message == "pod w-1 cannot be scheduled: 0/3 nodes: gpu"),
     "an image that cannot be pulled is reported": Row(
         status(Phase.Provisioning, cluster=CLUSTER),
-        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:59:00Z"}},
+        seen(RayClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:59:00Z"}},
                             [("h-0", "ImagePullBackOff", "container ray-head: pull denied")])),
         Phase.Provisioning, conditions={C.Provisioned: (False, Reason.PodsNotReady)},
         check=lambda a, _: a.condition(C.Provisioned).message ==
         "pod h-0: ImagePullBackOff: container ray-head: pull denied"),
     "pods never created (quota) past pendingTimeout": Row(
         status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
-        seen(ClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:50:00Z"},
+        seen(RayClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:50:00Z"},
                              "status": {"conditions": [{"type": "ReplicaFailure", "status": "True",
                                                         "message": "exceeded quota: pods=0"}]}})),
         Phase.Failed, conditions={C.Failed: (True, Reason.PodsNotReady)},
         actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
         check=lambda a, _: "exceeded quota" in a.message),
     "not ready past pendingTimeout with nothing to blame": Row(
-        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)), seen(ClusterView(CLUSTER, "c1", created=ago(301))),
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)), seen(RayClusterView(CLUSTER, "c1", created=ago(301))),
         Phase.Failed, conditions={C.Failed: (True, Reason.PodsNotReady)},
         check=lambda a, _: a.message == "RayCluster ev-ray was not ready 300s after it was created"),
     "a spec may shorten pendingTimeout": Row(
         status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
-        seen(ClusterView(CLUSTER, "c1", created=ago(61))), Phase.Failed,
+        seen(RayClusterView(CLUSTER, "c1", created=ago(61))), Phase.Failed,
         spec=spec(pendingTimeoutSeconds=60), conditions={C.Failed: (True, Reason.PodsNotReady)},
         actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
         check=lambda a, _: a.message == "RayCluster ev-ray was not ready 60s after it was created"),
     "a spec may not lengthen it past the operator's": Row(
         status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900)),
-        seen(ClusterView(CLUSTER, "c1", created=ago(301))), Phase.Failed,
+        seen(RayClusterView(CLUSTER, "c1", created=ago(301))), Phase.Failed,
         spec=spec(pendingTimeoutSeconds=3600), conditions={C.Failed: (True, Reason.PodsNotReady)},
         actions=(LeaveLines, DeleteCluster, ReleaseAdmission)),
     "within a spec's shorter pendingTimeout": Row(
-        status(Phase.Provisioning, cluster=CLUSTER), seen(ClusterView(CLUSTER, "c1", created=ago(50))),
+        status(Phase.Provisioning, cluster=CLUSTER), seen(RayClusterView(CLUSTER, "c1", created=ago(50))),
         Phase.Provisioning, spec=spec(pendingTimeoutSeconds=60),
         conditions={C.Provisioned: (False, Reason.Provisioning)}),
     "previous attempt's cluster still being deleted": Row(
-        status(cluster=CLUSTER), seen(ClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
+        status(cluster=CLUSTER), seen(RayClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.Replacing)}),
     "own cluster gone: created again": Row(
         status(Phase.Provisioning, cluster=CLUSTER), seen(None), Phase.Provisioning,
@@ -201,17 +212,19 @@ ROWS: dict[str, Row] = {
     # -------------------------------------------------------------- submission
     "ready cluster, slot free: submit": Row(
         status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job_slot=Slot(True, 8)),
-        Phase.Provisioning, actions=(SubmitJob,),
+        Phase.Provisioning, actions=(TakeJobSlot, SubmitJob),
         conditions={C.Provisioned: (True, Reason.RayClusterReady), C.JobSubmitted: (False, Reason.Submitting)},
-        check=lambda a, acts: acts[0].request["submission_id"] == SID1 and a.job_id is None),
+        check=lambda a, acts: (acts[0] == TakeJobSlot(HEAD, SID1)
+                               and acts[1].request["submission_id"] == SID1 and a.job_id is None)),
     "ready cluster, job slots full: queued": Row(
         status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job_slot=Slot(False, 8)),
         Phase.Provisioning, conditions={C.JobSubmitted: (False, Reason.Queued)},
-        check=lambda a, _: "8 job slots" in a.message),
+        actions=(QueueForJobSlot,),
+        check=lambda a, acts: "8 job slots" in a.message and acts == [QueueForJobSlot(HEAD)]),
     "queued for a job slot before any read": Row(
         status(cluster=CLUSTER, conditions={C.Provisioned: (True, Reason.RayClusterReady, 9)}),
         Observed(store=True, job_slot=Slot(False, 8)), Phase.Pending,
-        conditions={C.JobSubmitted: (False, Reason.Queued)}),
+        conditions={C.JobSubmitted: (False, Reason.Queued)}, actions=(QueueForJobSlot,)),
     "job found that status does not name (submitted before a restart): reattach": Row(
         status(Phase.Provisioning, cluster=CLUSTER), seen(ready(), job=job("RUNNING")), Phase.Running,
         conditions={C.JobSubmitted: (True, Reason.JobRunning)},
@@ -320,14 +333,15 @@ ROWS: dict[str, Row] = {
     "resumed: a fresh attempt asks for a cluster again": Row(
         status(conditions={C.Suspended: (True, Reason.Suspended, 30)}),
         Observed(store=True, admission=Slot(True)), Phase.Provisioning,
-        conditions={C.Suspended: (False, Reason.Resumed)}, actions=(CreateCluster,),
+        conditions={C.Suspended: (False, Reason.Resumed)}, actions=(TakeClusterSlot, CreateCluster),
         check=lambda a, _: a.attempt == 2),
     "waiting out a retry's backoff": Row(
         status(attempt=2, next_retry_time=NOW + timedelta(seconds=5)), Observed(store=True),
         Phase.Pending, check=lambda a, acts: a.next_retry_time is not None and not acts),
     "backoff over: the retry gets a cluster": Row(
         status(attempt=2, next_retry_time=ago(1)), Observed(store=True, admission=Slot(True)),
-        Phase.Provisioning, actions=(CreateCluster,), check=lambda a, _: a.next_retry_time is None),
+        Phase.Provisioning, actions=(TakeClusterSlot, CreateCluster),
+        check=lambda a, _: a.next_retry_time is None),
     # -------------------------------------------------------------- a lost Ray head
     "head replaced, job gone, no document: recorded and retried on a fresh cluster": Row(
         RUNNING, seen(ready()), Phase.Pending,
@@ -354,12 +368,12 @@ ROWS: dict[str, Row] = {
     "cluster not ready past headLostTimeout while its job ran": Row(
         status(Phase.Running, cluster=CLUSTER, job=SID1,
                conditions={C.Provisioned: (False, Reason.Provisioning, 601)}),
-        seen(ClusterView(CLUSTER, "c1", created=ago(900))), Phase.Pending,
+        seen(RayClusterView(CLUSTER, "c1", created=ago(900))), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.RayHeadLost)}, check=retried(2, 10)),
     "cluster briefly not ready while its job ran": Row(
         status(Phase.Running, cluster=CLUSTER, job=SID1,
                conditions={C.Provisioned: (False, Reason.Provisioning, 30)}),
-        seen(ClusterView(CLUSTER, "c1", created=ago(900))), Phase.Running),
+        seen(RayClusterView(CLUSTER, "c1", created=ago(900))), Phase.Running),
     "finished evaluations are left alone": Row(
         status(Phase.Succeeded), seen(ready(), job=job("FAILED", 1)), Phase.Succeeded),
 }
@@ -394,7 +408,7 @@ def test_decide_is_repeatable() -> None:
 
 def test_condition_transition_time_moves_only_when_its_value_changes() -> None:
     s = status(conditions={C.Provisioned: (False, Reason.Creating, 40)})
-    after, _ = decide(EV, spec(), s, seen(ClusterView(CLUSTER, "c1")), NOW, SETTINGS)
+    after, _ = decide(EV, spec(), s, seen(RayClusterView(CLUSTER, "c1")), NOW, SETTINGS)
     provisioned = after.condition(C.Provisioned)
     assert provisioned.reason == Reason.Provisioning and provisioned.last_transition_time == ago(40)
     after, _ = decide(EV, spec(), after, seen(ready(), job_slot=Slot(True)), NOW, SETTINGS)
@@ -445,10 +459,10 @@ def test_cluster_view_reads_auth_and_deletion_from_one_object() -> None:
     obj = {"metadata": {"name": "c", "uid": "9", "creationTimestamp": "2026-11-22T11:00:00Z",
                         "deletionTimestamp": "2026-11-22T11:59:00Z"},
            "spec": {"authOptions": {"mode": "token", "secretName": "c-auth"}}}
-    view = ClusterView.of(obj)
+    view = RayClusterView.of(obj)
     assert (view.uid, view.token_secret, view.deleting) == ("9", "c-auth", True)
     assert view.created == datetime(2026, 11, 22, 11, 0, tzinfo=timezone.utc)
-    assert ClusterView.of({"metadata": {"name": "c"}}).token_secret is None
+    assert RayClusterView.of({"metadata": {"name": "c"}}).token_secret is None
 
 
 def test_file_uris_are_refused_naming_the_field() -> None:

@@ -13,7 +13,9 @@ from modeleval.api.reasons import Reason
 from modeleval.api.status import Phase
 from modeleval.controller import runtime as rt
 from modeleval.controller.builders import build_network_policy
-from modeleval.controller.decide import CreateCluster, Observed, decide, plan
+from modeleval.controller.actions import CreateCluster
+from modeleval.controller.decide import decide, plan
+from modeleval.controller.observed import Observed
 from modeleval.controller.kube import Kube
 
 from .test_decide import EV, NOW, SETTINGS, spec, status
@@ -89,11 +91,11 @@ def test_no_cluster_is_made_under_a_policy_the_evaluation_does_not_own(monkeypat
     after, actions = decide(EV, spec(), status(attempt=0), Observed(), NOW, POLICY_SETTINGS)
     creates = [a for a in actions if isinstance(a, CreateCluster)]
     assert creates and creates[0].network_policy is not None
-    runtime.act(rt.Round(EV, spec(), after), None, creates)
+    runtime.act(rt.RoundContext(EV, spec(), after), None, creates)
     assert kube.created == []
     assert [reason for reason, _ in warned] == [Reason.CreateRefused]
-    r = rt.Round(EV, spec(), after)
-    observed = runtime.observe(r, plan(EV, spec(), after, NOW), lambda key: [])
+    r = rt.RoundContext(EV, spec(), after)
+    observed = runtime.observe(r, plan(EV, spec(), after, NOW))
     final, _ = decide(EV, spec(), after, observed, NOW, POLICY_SETTINGS)
     assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
     assert f"NetworkPolicy ns/{CLUSTER} exists and is not this evaluation's" in final.message
@@ -122,11 +124,11 @@ def test_a_policy_the_api_server_refuses_fails_the_evaluation_instead_of_retryin
     runtime = rt.Runtime(POLICY_SETTINGS, kube=lambda: kube)
     after, actions = decide(EV, spec(), status(attempt=0), Observed(), NOW, POLICY_SETTINGS)
     creates = [a for a in actions if isinstance(a, CreateCluster)]
-    runtime.act(rt.Round(EV, spec(), after), None, creates)  # no TemporaryError: no retry loop
+    runtime.act(rt.RoundContext(EV, spec(), after), None, creates)  # no TemporaryError: no retry loop
     assert made == []
     assert [reason for reason, _ in warned] == [Reason.CreateRefused]
-    r = rt.Round(EV, spec(), after)
-    observed = runtime.observe(r, plan(EV, spec(), after, NOW), lambda key: [])
+    r = rt.RoundContext(EV, spec(), after)
+    observed = runtime.observe(r, plan(EV, spec(), after, NOW))
     final, _ = decide(EV, spec(), after, observed, NOW, POLICY_SETTINGS)
     assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
     assert f"NetworkPolicy ns/{CLUSTER} was refused: HTTP {code}" in final.message

@@ -15,8 +15,10 @@ from modeleval.api import crd
 from modeleval.api.reasons import Reason
 from modeleval.api.status import ClusterFields, ConditionType as C, Phase
 from modeleval.controller import handlers
-from modeleval.controller.decide import (CreateCluster, DeleteCluster, InvalidSpec, Observed,
-                                         Wants, decide, plan)
+from modeleval.controller.actions import CreateCluster, DeleteCluster
+from modeleval.controller.decide import decide, plan
+from modeleval.controller.observed import Observed, Wants
+from modeleval.controller.policy import InvalidSpec
 from modeleval.controller.kube import CreateRefused, Kube
 from modeleval.controller.runtime import ADMISSION_KEY, NAMESPACE_KEY
 
@@ -119,7 +121,7 @@ def test_a_cluster_that_is_not_its_own_is_left_with_an_event(monkeypatch):
     runtime = rt.Runtime(SETTINGS.model_copy(update={"operator_namespace": "op",
                                                      "operator_pod_labels": {"app": "op"}}),
                          kube=lambda: kube_with([{**OWNER, "uid": "u2"}]))
-    runtime._do(rt.Round(EV, spec(), RUNNING), None, DeleteCluster(CLUSTER))
+    runtime._do(rt.RoundContext(EV, spec(), RUNNING), None, DeleteCluster(CLUSTER))
     assert warned == [(Reason.NotOwned, f"RayCluster {CLUSTER} and NetworkPolicy {CLUSTER} not "
                        "deleted: not owned by this evaluation")]
 
@@ -145,10 +147,10 @@ def test_a_refused_create_fails_the_evaluation_with_an_event_instead_of_retrying
     runtime = rt.Runtime(SETTINGS, kube=lambda: RefusingKube(422))
     before = status(attempt=0)
     after, actions = decide(EV, spec(), before, Observed(), NOW, SETTINGS)
-    runtime.act(rt.Round(EV, spec(), after), None, [a for a in actions if isinstance(a, CreateCluster)])
+    runtime.act(rt.RoundContext(EV, spec(), after), None, [a for a in actions if isinstance(a, CreateCluster)])
     assert warned == [Reason.CreateRefused]
-    r = rt.Round(EV, spec(), after)
-    observed = runtime.observe(r, plan(EV, spec(), after, NOW), lambda key: [])
+    r = rt.RoundContext(EV, spec(), after)
+    observed = runtime.observe(r, plan(EV, spec(), after, NOW))
     final, _ = decide(EV, spec(), after, observed, NOW, SETTINGS)
     assert final.phase == Phase.Failed and final.reason == Reason.CreateRefused
     assert "RayCluster ns/ev-ray was refused: HTTP 422" in final.message

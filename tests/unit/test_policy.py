@@ -11,7 +11,7 @@ import yaml
 
 from modeleval.api.reasons import Reason
 from modeleval.api.spec import ModelEvaluationSpec
-from modeleval.controller.decide import InvalidSpec, parse_spec
+from modeleval.controller.policy import InvalidSpec, parse_spec
 from modeleval.controller.settings import OperatorSettings
 
 from .test_decide import SETTINGS, spec

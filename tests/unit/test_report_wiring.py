@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from modeleval.api.results import ResultDocument
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.cli import main
-from modeleval.controller.decide import InvalidSpec, parse_spec
+from modeleval.controller.policy import InvalidSpec, parse_spec
 from modeleval.controller.handlers import evaluation
 from modeleval.controller.settings import OperatorSettings
 from modeleval.demo import make_letor, train_ranker, write_letor

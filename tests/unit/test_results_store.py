@@ -13,7 +13,8 @@ from modeleval.api.results import ResultDocument, document_id, submission_id
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.api.status import ModelEvaluationStatus, Phase
 from modeleval.controller import results_store, runtime as rt
-from modeleval.controller.decide import Evaluation, StoreLogged, Wants
+from modeleval.controller.actions import StoreLogged
+from modeleval.controller.observed import Evaluation, Wants
 from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.results_store import ResultsStores, tenant_uri_problem
 from modeleval.controller.secrets import NamespaceSecrets
@@ -127,8 +128,8 @@ def test_a_logged_result_is_written_with_the_tenant_s_credentials(recording, mon
     runtime = rt.Runtime(OperatorSettings(_env_file=None, mongodb_uri=OPERATOR_URI), kube=lambda: kube)
     document = ResultDocument(_id=document_id("u1", 1), uid="u1", attempt=1, name="ev",
                               namespace="team-a", status="Succeeded")
-    runtime._do(rt.Round(EV, spec("billing"), ModelEvaluationStatus()), None, StoreLogged(document))
-    runtime._do(rt.Round(EV, spec("modeleval"), ModelEvaluationStatus()), None, StoreLogged(document))
+    runtime._do(rt.RoundContext(EV, spec("billing"), ModelEvaluationStatus()), None, StoreLogged(document))
+    runtime._do(rt.RoundContext(EV, spec("modeleval"), ModelEvaluationStatus()), None, StoreLogged(document))
     assert recording.written == [(TENANT_URI, "u1:1"), (OPERATOR_URI, "u1:1")]
     assert events == ["ResultStored", "ResultStored"]
 
@@ -138,7 +139,7 @@ def test_a_logged_document_of_another_evaluation_is_never_written(recording):
                          kube=lambda: FakeKube())
     forged = ResultDocument(_id=document_id("u1", 1), uid="u1", attempt=1, name="victim",
                             namespace="team-b", status="Succeeded")
-    runtime._do(rt.Round(EV, spec(), ModelEvaluationStatus()), None, StoreLogged(forged))
+    runtime._do(rt.RoundContext(EV, spec(), ModelEvaluationStatus()), None, StoreLogged(forged))
     assert recording.written == []
 
 
@@ -157,10 +158,10 @@ class FinishedJobs:
         return FinishedJobs.log
 
 
-def finished_round() -> rt.Round:
+def finished_round() -> rt.RoundContext:
     status = ModelEvaluationStatus(phase=Phase.Running, attempt=1, ray_cluster="ev-ray",
                                    job_id=submission_id("u1", 1))
-    return rt.Round(EV, spec(), status)
+    return rt.RoundContext(EV, spec(), status)
 
 
 def test_a_store_outage_reaches_the_status_without_hosts(monkeypatch, caplog):
@@ -173,7 +174,7 @@ def test_a_store_outage_reaches_the_status_without_hosts(monkeypatch, caplog):
                           namespace="team-a", status="Succeeded")
     forged = mine.model_copy(update={"namespace": "team-b", "name": "victim"})
     FinishedJobs.log = "\n".join([mine.log_line(), forged.log_line()])  # the forged one is last
-    observed = runtime.observe(finished_round(), Wants(cluster=True, job=True), lambda key: [])
+    observed = runtime.observe(finished_round(), Wants(cluster=True, job=True))
     assert observed.store_error == "MongoDB read failed (the operator's log has the details)"
     assert "10.0.0.1" in caplog.text  # the details are in the operator's log
     assert observed.logged == mine

@@ -16,15 +16,17 @@ from modeleval.api.schedule import (SCHEDULE_LABEL, EvaluationScheduleSpec,
                                     EvaluationScheduleStatus, SeenModel)
 from modeleval.api.schedule import ScheduleConditionType as SC
 from modeleval.api.spec import format_validation_error
-from modeleval.controller.decide import Emit, InvalidSpec
+from modeleval.controller.actions import Emit
+from modeleval.controller.observed import Identity
+from modeleval.controller.policy import InvalidSpec
 from modeleval.controller.schedule import (SEEN_LIMIT, Child, CreateChild, DeleteChild, ModelObject,
-                                           Schedule, ScheduleObserved, cron_child_name,
+                                           ScheduleObserved, cron_child_name,
                                            decide_schedule, model_child_name, parse_schedule_spec,
                                            wants_models)
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
-SCHED = Schedule(name="nightly", namespace="ns", uid="s-uid", generation=2,
+SCHED = Identity(name="nightly", namespace="ns", uid="s-uid", generation=2,
                  created=datetime(2026, 11, 22, 11, 0, tzinfo=UTC))
 TEMPLATE = {"task": "ranking", "model": {"uri": "s3://models/champion.json"},
             "dataset": {"uri": "s3://data/fresh.txt"}, "metrics": ["ndcg@10", "map"]}

@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 from modeleval.api.reasons import Reason
 from modeleval.api.status import ConditionType as C, Phase
 from modeleval.controller import handlers, status as st, telemetry
-from modeleval.controller.decide import Evaluation, Slot, decide
+from modeleval.controller.decide import decide
+from modeleval.controller.observed import Evaluation, Slot
 
 from .test_decide import CLUSTER, EV, NOW, RUNNING, SETTINGS, job, ready, seen, spec, status
 

@@ -701,7 +701,7 @@ class ModelEvaluationSpec(SpecModel):
 # Spec fields fixed at creation: they decide whose RayCluster an evaluation runs on and whether
 # the operator deletes it after. The API server refuses a change (these transition rules, on the
 # ModelEvaluation's spec only: a schedule's template may change); the operator refuses one it
-# sees anyway (controller/decide.py's held_to_creation).
+# sees anyway (controller/policy.py's held_to_creation).
 FIXED_AFTER_CREATION = ("rayClusterName", "keepCluster")
 
 

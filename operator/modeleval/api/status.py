@@ -21,6 +21,12 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """A time as Kubernetes writes it (RFC 3339, ``Z``), aware; None for none. The one parser
+    of metadata and status times."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json"),
                  WithJsonSchema({"type": "string", "format": "date-time"})]
 
@@ -34,7 +40,16 @@ class Phase(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.Succeeded, Phase.Failed)
+        return is_terminal(self)
+
+
+# The phases an evaluation ends in (and a stored attempt's result is one of): the one list.
+TERMINAL_PHASES: tuple[Phase, ...] = (Phase.Succeeded, Phase.Failed)
+
+
+def is_terminal(phase: str | None) -> bool:
+    """Whether a phase (as read from an object's status: a string, or none yet) is final."""
+    return phase in TERMINAL_PHASES
 
 
 class ConditionType(StrEnum):

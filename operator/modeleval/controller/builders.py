@@ -130,15 +130,17 @@ def _pod_template(container: str, image: str, resources: dict[str, Any], env: li
 def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec,
                      settings: OperatorSettings, cluster: str | None = None) -> dict[str, Any]:
     """A RayCluster owned by the evaluation, whose pods request exactly the spec's resources."""
-    r = spec.resources
+    resources = spec.resources
     image = spec.ray_image or settings.ray_image
     env = _env(namespace, settings)
     cluster = cluster or cluster_name(name)
     labels = {LABEL_EVALUATION: name, LABEL_MANAGED_BY: MANAGER}
-    head = _pod_template("ray-head", image, _resources(r.head_cpu, r.head_memory, 0), env, spec,
+    head = _pod_template("ray-head", image,
+                         _resources(resources.head_cpu, resources.head_memory, 0), env, spec,
                          ports=[{"containerPort": DASHBOARD_PORT, "name": "dashboard"},
                                 {"containerPort": 6379, "name": "gcs"}])
-    worker = _pod_template("ray-worker", image, _resources(r.cpu, r.memory, r.gpu), env, spec)
+    worker = _pod_template("ray-worker", image,
+                           _resources(resources.cpu, resources.memory, resources.gpu), env, spec)
     head["metadata"]["labels"] = dict(labels)
     worker["metadata"]["labels"] = dict(labels)
     return {
@@ -158,9 +160,9 @@ def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationS
             },
             "workerGroupSpecs": [{
                 "groupName": "workers",
-                "replicas": r.workers,
-                "minReplicas": r.workers,
-                "maxReplicas": r.workers,
+                "replicas": resources.workers,
+                "minReplicas": resources.workers,
+                "maxReplicas": resources.workers,
                 "rayStartParams": {},
                 "template": worker,
             }],

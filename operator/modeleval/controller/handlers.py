@@ -25,14 +25,16 @@ from ..api.reasons import Reason
 from ..api.schedule import (SCHEDULE_LABEL, SCHEDULE_PLURAL, EvaluationScheduleStatus,
                             ScheduleConditionType)
 from ..api.spec import API_GROUP, API_VERSION, KIND, ModelEvaluationSpec
-from ..api.status import ConditionType, ModelEvaluationStatus, Phase
+from ..api.status import ConditionType, ModelEvaluationStatus, Phase, is_terminal, parse_time
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
-from .decide import Evaluation, decide, kuberay_ready, parse_spec, plan
+from .decide import decide, plan
+from .observed import Evaluation, Identity, kuberay_ready
+from .policy import parse_spec
 from .kube import LIST_PAGE, RAY
 from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
 from .schedule_runtime import ScheduleRuntime
-from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, Round, Runtime
+from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, RoundContext, Runtime
 from .settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
@@ -120,7 +122,7 @@ def evaluation_owner(meta: kopf.Meta | dict) -> str | None:
 
 
 def _live(status: dict | None, **_: Any) -> bool:
-    return (status or {}).get("phase") not in (Phase.Succeeded, Phase.Failed)
+    return not is_terminal((status or {}).get("phase"))
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
@@ -154,13 +156,20 @@ def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
     RUNTIME.forget(evaluation(body), spec, status)
 
 
+def identity(body: kopf.Body) -> Identity:
+    """An object's identity (an EvaluationSchedule's), from its metadata."""
+    meta = body.metadata
+    return Identity(name=meta.name, namespace=meta.namespace, uid=meta.uid,
+                    generation=meta.get("generation"),
+                    created=parse_time(meta.get("creationTimestamp")))
+
+
 def evaluation(body: kopf.Body) -> Evaluation:
     meta = body.metadata
-    created = meta.get("creationTimestamp")
     return Evaluation(name=meta.name, namespace=meta.namespace, uid=meta.uid,
                       generation=meta.get("generation"),
                       schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
-                      created=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None)
+                      created=parse_time(meta.get("creationTimestamp")))
 
 
 def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key: []) -> None:
@@ -171,10 +180,10 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key:
         ev = evaluation(body)
         before = ModelEvaluationStatus.model_validate(body.get("status") or {})
         spec = parse_spec(dict(body.get("spec") or {}), SETTINGS)
-        r = Round(ev, spec, before)
-        observed = RUNTIME.observe(r, plan(ev, spec, before, now), holders)
+        context = RoundContext(ev, spec, before, holders)
+        observed = RUNTIME.observe(context, plan(ev, spec, before, now))
         after, actions = decide(ev, spec, before, observed, now, SETTINGS)
-        RUNTIME.act(r, body, actions)
+        RUNTIME.act(context, body, actions)
     finally:
         telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _record(body, patch, before, after, now)
@@ -242,7 +251,7 @@ def schedules_by_namespace(namespace: str, name: str, meta: kopf.Meta, **_: Any)
     return {namespace: (meta.get("creationTimestamp") or "", name)}
 
 
-def older_schedules(index: kopf.Index, sched: Evaluation, created: str) -> int:
+def older_schedules(index: kopf.Index, sched: Identity, created: str) -> int:
     return sum(1 for entry in index.get(sched.namespace, []) if entry < (created, sched.name))
 
 
@@ -252,7 +261,7 @@ def older_schedules(index: kopf.Index, sched: Evaluation, created: str) -> int:
 def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch,
                                  schedules_by_namespace: kopf.Index, **_: Any) -> None:
     now = datetime.now(timezone.utc)
-    sched = evaluation(body)  # the same identity fields
+    sched = identity(body)
     before = EvaluationScheduleStatus.model_validate(body.get("status") or {})
     spec = parse_schedule_spec(dict(body.get("spec") or {}), SETTINGS)
     older = older_schedules(schedules_by_namespace, sched,

@@ -39,10 +39,12 @@ from ..api.reasons import Reason
 from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
                             EvaluationScheduleSpec, EvaluationScheduleStatus,
                             ScheduleConditionType as SC, SeenModel, metric_drop)
-from ..api.status import rfc3339
+from ..api.status import Phase, is_terminal, parse_time, rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st
-from .decide import Emit, Evaluation, InvalidSpec, model_refusal
+from .actions import Emit
+from .observed import Identity
+from .policy import InvalidSpec, model_refusal
 from .settings import OperatorSettings
 
 # Bounds of what a schedule keeps and does per round.
@@ -53,12 +55,6 @@ DIGITS = 6
 SCHEDULED_TIME_ANNOTATION = f"{API_GROUP}/scheduled-time"
 MODEL_KEY_ANNOTATION = f"{API_GROUP}/model-key"
 MODEL_ETAG_ANNOTATION = f"{API_GROUP}/model-etag"
-FINISHED = ("Succeeded", "Failed")
-
-
-# A schedule's identity (name, namespace, uid, generation, creation) is read from its metadata
-# exactly as an evaluation's.
-Schedule = Evaluation
 
 
 @dataclass(frozen=True)
@@ -75,21 +71,17 @@ class Child:
 
     @property
     def finished(self) -> bool:
-        return self.phase in FINISHED
+        return is_terminal(self.phase)
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> "Child":
         meta, status = obj.get("metadata") or {}, obj.get("status") or {}
         return cls(name=meta.get("name", ""), phase=status.get("phase"),
-                   created=_time(meta.get("creationTimestamp")),
-                   completed=_time(status.get("completionTime")),
+                   created=parse_time(meta.get("creationTimestamp")),
+                   completed=parse_time(status.get("completionTime")),
                    metrics=dict(status.get("metrics") or {}),
                    deltas=dict((status.get("baseline") or {}).get("deltas") or {}),
                    deleting=bool(meta.get("deletionTimestamp")))
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 @dataclass(frozen=True)
@@ -159,9 +151,9 @@ def wants_models(spec: EvaluationScheduleSpec | InvalidSpec,
         and (not spec.suspend or not status.models_listed)
 
 
-def owner_reference(s: Schedule) -> dict[str, Any]:
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": SCHEDULE_KIND, "name": s.name,
-            "uid": s.uid, "controller": True, "blockOwnerDeletion": True}
+def owner_reference(sched: Identity) -> dict[str, Any]:
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": SCHEDULE_KIND, "name": sched.name,
+            "uid": sched.uid, "controller": True, "blockOwnerDeletion": True}
 
 
 def cron_child_name(schedule: str, when: datetime) -> str:
@@ -173,7 +165,7 @@ def model_child_name(schedule: str, key: str, etag: str) -> str:
     return f"{schedule}-m{digest}"
 
 
-def build_child(s: Schedule, spec: EvaluationScheduleSpec, name: str,
+def build_child(sched: Identity, spec: EvaluationScheduleSpec, name: str,
                 annotations: dict[str, str], model_uri: str | None = None) -> dict[str, Any]:
     """The child ModelEvaluation: the template, the new model in place of its model, the
     champion as its baseline when degradation is judged against one."""
@@ -184,23 +176,25 @@ def build_child(s: Schedule, spec: EvaluationScheduleSpec, name: str,
         if trigger_format is not None:
             model["format"] = str(trigger_format)
         body["model"] = model
-    d = spec.degradation
-    if d is not None and d.against == Against.champion and d.champion_model is not None:
-        body["baseline"] = {"model": d.champion_model.model_dump(by_alias=True, mode="json",
-                                                                  exclude_unset=True)}
+    degradation = spec.degradation
+    if degradation is not None and degradation.against == Against.champion \
+            and degradation.champion_model is not None:
+        champion = degradation.champion_model
+        body["baseline"] = {"model": champion.model_dump(by_alias=True, mode="json",
+                                                         exclude_unset=True)}
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
-            "metadata": {"name": name, "namespace": s.namespace,
-                         "labels": {SCHEDULE_LABEL: s.name}, "annotations": annotations,
-                         "ownerReferences": [owner_reference(s)]},
+            "metadata": {"name": name, "namespace": sched.namespace,
+                         "labels": {SCHEDULE_LABEL: sched.name}, "annotations": annotations,
+                         "ownerReferences": [owner_reference(sched)]},
             "spec": body}
 
 
 @dataclass
 class _ScheduleRound:
-    sched: Schedule
+    sched: Identity
     spec: EvaluationScheduleSpec
-    s: EvaluationScheduleStatus
-    o: ScheduleObserved
+    status: EvaluationScheduleStatus
+    observed: ScheduleObserved
     now: datetime
     limits: ScheduleLimits = field(default_factory=ScheduleLimits)
     actions: list[ScheduleAction] = field(default_factory=list)
@@ -208,8 +202,9 @@ class _ScheduleRound:
 
     def condition(self, type_: SC, value: bool, reason: Reason, message: str) -> bool:
         """Sets a condition; True when its value changed."""
-        before = self.s.is_true(type_)
-        st.set_condition(self.s, type_, value, reason, message, self.sched.generation, self.now)
+        before = self.status.is_true(type_)
+        st.set_condition(self.status, type_, value, reason, message, self.sched.generation,
+                         self.now)
         return before != value
 
     def emit(self, reason: Reason, message: str, warning: bool = False) -> None:
@@ -230,9 +225,9 @@ class _ScheduleRound:
 
     def too_many_schedules(self) -> str | None:
         limit = self.limits.max_per_namespace
-        if not limit or self.o.older_schedules < limit:
+        if not limit or self.observed.older_schedules < limit:
             return None
-        return (f"namespace {self.sched.namespace} has {self.o.older_schedules} older "
+        return (f"namespace {self.sched.namespace} has {self.observed.older_schedules} older "
                 f"EvaluationSchedules; at most {limit} make runs "
                 "(policy.maxSchedulesPerNamespace): this one makes none")
 
@@ -240,12 +235,13 @@ class _ScheduleRound:
                model_uri: str | None = None) -> None:
         self.actions.append(CreateChild(build_child(self.sched, self.spec, name, annotations,
                                                     model_uri), message))
-        self.s.last_run = name
+        self.status.last_run = name
         self.active.append(name)
 
     # -- the rules
     def run(self) -> None:
-        children = sorted(self.o.children, key=lambda c: (c.created or self.now, c.name))
+        children = sorted(self.observed.children, key=lambda child: (child.created or self.now,
+                                                                      child.name))
         self.active = [c.name for c in children if not c.finished and not c.deleting]
         self.track_metric(children)
         self.prune(children)
@@ -255,8 +251,8 @@ class _ScheduleRound:
         elif self.spec.suspend:
             self.condition(SC.Ready, False, Reason.ScheduleSuspended, "spec.suspend is true: "
                            "no new runs")
-            if self.o.models is not None and not self.s.models_listed:
-                self.first_listing(self.o.models)
+            if self.observed.models is not None and not self.status.models_listed:
+                self.first_listing(self.observed.models)
         else:
             ready = (Reason.Scheduled, "making runs")
             if self.spec.schedule is not None:
@@ -264,57 +260,58 @@ class _ScheduleRound:
             if self.spec.trigger is not None:
                 ready = self.new_models() or ready
             self.condition(SC.Ready, ready[0] == Reason.Scheduled, *ready)
-        self.s.active = sorted(set(self.active))
+        self.status.active = sorted(set(self.active))
 
     def track_metric(self, children: list[Child]) -> None:
-        spec, s = self.spec, self.s
+        spec, status = self.spec, self.status
         metric = spec.watched_metric
-        s.metric_name = metric
+        status.metric_name = metric
         done = sorted((c for c in children if c.phase == "Succeeded" and c.completed
-                       and metric in c.metrics), key=lambda c: (c.completed, c.name))
+                       and metric in c.metrics), key=lambda child: (child.completed, child.name))
         # Ordered by (completion, name): what comes after the last one recorded is fresh (two
         # runs finishing in the same second are both counted).
-        since = (s.last_completion_time, s.last_completed_run or "")
+        since = (status.last_completion_time, status.last_completed_run or "")
         fresh = [c for c in done if since[0] is None or (c.completed, c.name) > since]
         if not fresh:
             return
         for child in fresh:
             value = round(child.metrics[metric], DIGITS)
-            s.previous_primary_metric = s.last_primary_metric
-            s.last_primary_metric = value
-            s.last_completed_run = child.name
-            s.last_completion_time = child.completed
-        d = spec.degradation
+            status.previous_primary_metric = status.last_primary_metric
+            status.last_primary_metric = value
+            status.last_completed_run = child.name
+            status.last_completion_time = child.completed
+        degradation = spec.degradation
         latest = fresh[-1]
-        if d is not None and d.against == Against.champion:
+        if degradation is not None and degradation.against == Against.champion:
             delta = latest.deltas.get(metric)
             delta = None if delta is None else round(delta, DIGITS)
-            s.metric_change = delta
-            reference = None if delta is None else s.last_primary_metric - delta
+            status.metric_change = delta
+            reference = None if delta is None else status.last_primary_metric - delta
             what = "the champion's"
         else:
-            reference = s.previous_primary_metric
-            s.metric_change = None if reference is None else round(s.last_primary_metric - reference,
-                                                                   DIGITS)
+            reference = status.previous_primary_metric
+            status.metric_change = None if reference is None \
+                else round(status.last_primary_metric - reference, DIGITS)
             what = "the run before's"
-        if d is None or reference is None:
+        if degradation is None or reference is None:
             return
-        drop = metric_drop(metric, s.last_primary_metric, reference)
-        text = (f"{metric} of {latest.name} is {s.last_primary_metric:.4f}, {what} "
+        drop = metric_drop(metric, status.last_primary_metric, reference)
+        text = (f"{metric} of {latest.name} is {status.last_primary_metric:.4f}, {what} "
                 f"{reference:.4f}: ")
-        if d.exceeded(drop):
-            text += f"worse by {drop:.4f} (> maxDrop {d.max_drop:g})"
+        if degradation.exceeded(drop):
+            text += f"worse by {drop:.4f} (> maxDrop {degradation.max_drop:g})"
             if self.condition(SC.Degraded, True, Reason.MetricDegraded, text):
                 self.emit(Reason.MetricDegraded, text, warning=True)
         else:
             self.condition(SC.Degraded, False, Reason.MetricWithinBounds,
-                           text + f"within maxDrop {d.max_drop:g}")
+                           text + f"within maxDrop {degradation.max_drop:g}")
 
     def prune(self, children: list[Child]) -> None:
         for phase, limit in (("Succeeded", self.spec.successful_history_limit),
                              ("Failed", self.spec.failed_history_limit)):
             done = sorted((c for c in children if c.phase == phase and not c.deleting),
-                          key=lambda c: (c.completed or c.created or self.now, c.name),
+                          key=lambda child: (child.completed or child.created or self.now,
+                                             child.name),
                           reverse=True)
             for child in done[limit:]:
                 self.delete(child.name, f"history limit: keeps the {limit} newest "
@@ -329,18 +326,18 @@ class _ScheduleRound:
     def cron(self) -> tuple[Reason, str] | None:
         """Makes the run a CronJob would make now; a reason for Ready=False when the schedule
         never fires."""
-        spec, s, now = self.spec, self.s, self.now
-        c, tz = Cron.parse(spec.schedule), zone(spec.time_zone)
-        since = s.last_schedule_time or self.sched.created or now
+        spec, status, now = self.spec, self.status, self.now
+        cron, tz = Cron.parse(spec.schedule), zone(spec.time_zone)
+        since = status.last_schedule_time or self.sched.created or now
         try:
-            s.next_schedule_time = next_run(c, tz, now)
-            missed = most_recent(c, tz, self.earliest(since), now)
+            status.next_schedule_time = next_run(cron, tz, now)
+            missed = most_recent(cron, tz, self.earliest(since), now)
         except CronError as error:
             return self.never_fires(str(error))
         latest = missed.latest
         if latest is None:
-            return self.skipped_past_deadline(c, tz, since)
-        s.last_schedule_time = latest
+            return self.skipped_past_deadline(cron, tz, since)
+        status.last_schedule_time = latest
         earlier = f" ({missed.due - 1} earlier cron time(s) missed)" if missed.due > 1 else ""
         if missed.too_many:
             earlier += ("; too many missed start times: set or lower startingDeadlineSeconds, "
@@ -364,14 +361,14 @@ class _ScheduleRound:
         deadline = self.spec.starting_deadline_seconds
         return since if deadline is None else max(since, self.now - timedelta(seconds=deadline))
 
-    def skipped_past_deadline(self, c: Cron, tz: Zone, since: datetime) -> None:
+    def skipped_past_deadline(self, cron: Cron, tz: Zone, since: datetime) -> None:
         """A run due but older than the deadline is not made (as a CronJob); said once."""
         if self.spec.starting_deadline_seconds is None:
             return
-        latest = most_recent(c, tz, since, self.now).latest
+        latest = most_recent(cron, tz, since, self.now).latest
         if latest is None:
             return
-        self.s.last_schedule_time = latest
+        self.status.last_schedule_time = latest
         late = (self.now - latest).total_seconds()
         self.emit(Reason.RunSkipped, f"the run of {rfc3339(latest)} was missed by {late:.0f}s "
                   f"(> startingDeadlineSeconds {self.spec.starting_deadline_seconds})",
@@ -379,28 +376,29 @@ class _ScheduleRound:
 
     def never_fires(self, why: str) -> tuple[Reason, str]:
         message = f"spec.schedule: {why}"
-        before = self.s.condition(SC.Ready)
+        before = self.status.condition(SC.Ready)
         if before is None or before.message != message:
             self.emit(Reason.InvalidSpec, message, warning=True)
-        self.s.next_schedule_time = None
+        self.status.next_schedule_time = None
         return Reason.InvalidSpec, message
 
     def new_models(self) -> tuple[Reason, str] | None:
         """Evaluates new objects; a reason for Ready=False when the prefix cannot be listed."""
-        o, s, spec = self.o, self.s, self.spec
-        if o.models_error is not None:
-            if s.condition(SC.Ready) is None or s.condition(SC.Ready).reason != Reason.ModelListFailed:
-                self.emit(Reason.ModelListFailed, o.models_error, warning=True)
-            return Reason.ModelListFailed, o.models_error
-        if o.models is None:
+        observed, status, spec = self.observed, self.status, self.spec
+        if observed.models_error is not None:
+            ready = status.condition(SC.Ready)
+            if ready is None or ready.reason != Reason.ModelListFailed:
+                self.emit(Reason.ModelListFailed, observed.models_error, warning=True)
+            return Reason.ModelListFailed, observed.models_error
+        if observed.models is None:
             return None
-        if not s.models_listed:
-            self.first_listing(o.models)
+        if not status.models_listed:
+            self.first_listing(observed.models)
             return None
-        seen = {(m.key, m.etag) for m in s.seen_models}
-        new = sorted((m for m in o.models if (m.key, m.etag) not in seen
-                      and (s.seen_before is None or m.last_modified > s.seen_before)),
-                     key=lambda m: (m.last_modified, m.key))
+        seen = {(model.key, model.etag) for model in status.seen_models}
+        new = sorted((model for model in observed.models if (model.key, model.etag) not in seen
+                      and (status.seen_before is None or model.last_modified > status.seen_before)),
+                     key=lambda model: (model.last_modified, model.key))
         if not new:
             return None
         policy = spec.concurrency_policy
@@ -415,51 +413,52 @@ class _ScheduleRound:
                                     "(concurrencyPolicy: Replace)")
         else:
             chosen, skipped = new[:min(MAX_NEW_PER_ROUND, self.room)], []
-        for m in skipped:
-            self.emit(Reason.RunSkipped, f"new model {m.key} (ETag {m.etag}) is skipped: a newer "
-                      f"one replaces it (concurrencyPolicy: Replace)")
-        for m in chosen:
-            name = model_child_name(self.sched.name, m.key, m.etag)
-            uri = f"s3://{o.bucket}/{m.key}"
-            self.create(name, f"created {name} for the new model {uri} (ETag {m.etag})",
-                        {MODEL_KEY_ANNOTATION: m.key, MODEL_ETAG_ANNOTATION: m.etag}, uri)
+        for model in skipped:
+            self.emit(Reason.RunSkipped, f"new model {model.key} (ETag {model.etag}) is skipped: "
+                      "a newer one replaces it (concurrencyPolicy: Replace)")
+        for model in chosen:
+            name = model_child_name(self.sched.name, model.key, model.etag)
+            uri = f"s3://{observed.bucket}/{model.key}"
+            self.create(name, f"created {name} for the new model {uri} (ETag {model.etag})",
+                        {MODEL_KEY_ANNOTATION: model.key, MODEL_ETAG_ANNOTATION: model.etag}, uri)
         self.remember([*chosen, *skipped])
         return None
 
     def first_listing(self, models: tuple[ModelObject, ...]) -> None:
         """What was there before the schedule is not "new": only recorded."""
-        self.s.models_listed = True
+        self.status.models_listed = True
         self.remember(list(models))
 
     def remember(self, models: list[ModelObject]) -> None:
         """Adds to the seen list, newest first; beyond its bound the oldest leave it and
         ``seenBefore`` rises past them."""
-        s = self.s
-        merged = [SeenModel(key=m.key, etag=m.etag, last_modified=m.last_modified)
-                  for m in models] + s.seen_models
-        merged.sort(key=lambda m: (m.last_modified or datetime.min.replace(tzinfo=self.now.tzinfo),
-                                   m.key), reverse=True)
-        s.seen_models, dropped = merged[:SEEN_LIMIT], merged[SEEN_LIMIT:]
-        for m in dropped:
-            if m.last_modified and (s.seen_before is None or m.last_modified > s.seen_before):
-                s.seen_before = m.last_modified
+        status = self.status
+        merged = [SeenModel(key=model.key, etag=model.etag, last_modified=model.last_modified)
+                  for model in models] + status.seen_models
+        earliest = datetime.min.replace(tzinfo=self.now.tzinfo)
+        merged.sort(key=lambda model: (model.last_modified or earliest, model.key), reverse=True)
+        status.seen_models, dropped = merged[:SEEN_LIMIT], merged[SEEN_LIMIT:]
+        for model in dropped:
+            if model.last_modified and (status.seen_before is None
+                                        or model.last_modified > status.seen_before):
+                status.seen_before = model.last_modified
 
 
-def decide_schedule(sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
+def decide_schedule(sched: Identity, spec: EvaluationScheduleSpec | InvalidSpec,
                     status: EvaluationScheduleStatus, observed: ScheduleObserved, now: datetime,
                     limits: ScheduleLimits = ScheduleLimits()
                     ) -> tuple[EvaluationScheduleStatus, list[ScheduleAction]]:
     """The next status and what to do, from what a round observed. Pure."""
-    s = status.model_copy(deep=True)
-    s.observed_generation = sched.generation
+    after = status.model_copy(deep=True)
+    after.observed_generation = sched.generation
     if isinstance(spec, InvalidSpec):
-        before = s.condition(SC.Ready)
-        st.set_condition(s, SC.Ready, False, spec.reason, spec.message, sched.generation, now)
+        before = after.condition(SC.Ready)
+        st.set_condition(after, SC.Ready, False, spec.reason, spec.message, sched.generation, now)
         changed = before is None or before.reason != spec.reason or before.message != spec.message
-        return s, [Emit(spec.reason, spec.message, True)] if changed else []
-    round_ = _ScheduleRound(sched, spec, s, observed, now, limits)
+        return after, [Emit(spec.reason, spec.message, True)] if changed else []
+    round_ = _ScheduleRound(sched, spec, after, observed, now, limits)
     round_.run()
-    return round_.s, round_.actions
+    return round_.status, round_.actions
 
 
 def record_refusals(status: EvaluationScheduleStatus, refusals: list[str], generation: int | None,

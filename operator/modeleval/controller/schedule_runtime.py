@@ -30,9 +30,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..api.reasons import Reason
 from ..api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
-from .decide import Emit, InvalidSpec
+from .actions import Emit
+from .observed import Identity
+from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
-from .schedule import (Child, CreateChild, DeleteChild, ModelObject, Schedule, ScheduleAction,
+from .schedule import (Child, CreateChild, DeleteChild, ModelObject, ScheduleAction,
                        ScheduleObserved, wants_models)
 from .secrets import S3_KEYS, MissingCredentials, NamespaceSecrets
 from .settings import OperatorSettings
@@ -58,7 +60,7 @@ def split_prefix(prefix: str) -> tuple[str, str]:
 
 
 @dataclass
-class _Entry:
+class _CachedListing:
     lock: threading.Lock = field(default_factory=threading.Lock)
     due: float = float("-inf")
     used: float = 0.0
@@ -75,15 +77,15 @@ class PrefixListings:
                  rng: Callable[[], float] = random.random):
         self.interval, self.jitter, self.size = interval, jitter, size
         self._clock, self._rng = clock, rng
-        self._entries: OrderedDict[ListingKey, _Entry] = OrderedDict()
+        self._entries: OrderedDict[ListingKey, _CachedListing] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _entry(self, key: ListingKey) -> _Entry:
+    def _entry(self, key: ListingKey) -> _CachedListing:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = _Entry()
+                entry = self._entries[key] = _CachedListing()
             entry.used = now
             self._entries.move_to_end(key)
             while len(self._entries) > self.size or \
@@ -135,7 +137,7 @@ class ScheduleRuntime:
             return client
 
     # ------------------------------------------------------------------------- observe
-    def observe(self, sched: Schedule, spec: EvaluationScheduleSpec | InvalidSpec,
+    def observe(self, sched: Identity, spec: EvaluationScheduleSpec | InvalidSpec,
                 status: EvaluationScheduleStatus, older_schedules: int = 0) -> ScheduleObserved:
         if isinstance(spec, InvalidSpec):
             return ScheduleObserved()
@@ -148,7 +150,7 @@ class ScheduleRuntime:
                                 models_error=None if error is None else cap(error, 512),
                                 older_schedules=older_schedules)
 
-    def children(self, sched: Schedule) -> tuple[Child, ...]:
+    def children(self, sched: Identity) -> tuple[Child, ...]:
         """What a round needs of each child, taken page by page: a child's spec (a copy of the
         template, up to 1.4 MB) is never kept. Only this schedule's own children count (a label
         can be copied; an owner uid cannot)."""
@@ -200,7 +202,7 @@ class ScheduleRuntime:
         return tuple(found)
 
     # ------------------------------------------------------------------------- act
-    def act(self, body: kopf.Body, sched: Schedule, actions: list[ScheduleAction]) -> list[str]:
+    def act(self, body: kopf.Body, sched: Identity, actions: list[ScheduleAction]) -> list[str]:
         """Does what the round decided; the children the API server refused to create, why."""
         kube = self._kube()
         refused = []

@@ -11,6 +11,10 @@ A source of truth gives the current holders (the head's Jobs API, or the operato
 evaluations), so an operator that restarts keeps the limit. It is re-read at most every
 ``refresh`` seconds; grants made since count at once, and a grant counts until the source shows
 it or it is released (a watch or a job list can lag behind the grant), for ``grace`` at most.
+
+Looking (:meth:`Slots.look`, what a round observes) grants nothing and queues no one: it says
+whether a slot is free for the evaluation in its turn. Taking a slot (:meth:`Slots.take`) and
+waiting in line (:meth:`Slots.wait`) are actions the controller decides.
 """
 
 from __future__ import annotations
@@ -21,6 +25,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# waiter -> (its place in line, when it last asked)
+Waiting = dict[str, tuple[Any, float]]
+
+
+@dataclass(frozen=True)
+class SlotAnswer:
+    granted: bool
+    in_use: int
+    position: int = 0  # 1-based place in line when not granted
+
 
 @dataclass
 class _Line:
@@ -28,16 +42,33 @@ class _Line:
     active: set[str] = field(default_factory=set)
     granted_at: dict[str, float] = field(default_factory=dict)
     read_at: float = float("-inf")
-    used_at: float = 0.0  # the last ask, grant or release
-    # waiter -> (its place in line, when it last asked)
-    waiting: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    used_at: float = 0.0  # the last look, take, wait, release or leave
+    waiting: Waiting = field(default_factory=dict)
 
+    def refresh(self, source: set[str], now: float, grace: float) -> None:
+        """The holders as the source shows them. A grant counts until the source shows it or
+        it is released: under load the source (a watch-fed index) can lag by more than any
+        fixed delay. One the source never shows (its holder went before it did) is forgotten
+        after ``grace``."""
+        self.granted_at = {holder: granted for holder, granted in self.granted_at.items()
+                           if holder not in source and now - granted < grace}
+        self.active = source | set(self.granted_at)
+        self.read_at = now
 
-@dataclass(frozen=True)
-class Decision:
-    granted: bool
-    in_use: int
-    position: int = 0  # 1-based place in line when not granted
+    def answer(self, holder: str, waiter: str, place: Any, now: float, limit: int,
+               forget_after: float) -> tuple[SlotAnswer, Waiting]:
+        """What taking a slot now would answer, and the line it would leave (the waiter in its
+        place, those that stopped asking gone). Changes nothing."""
+        if holder in self.active:
+            return SlotAnswer(True, len(self.active)), self.waiting
+        waiting = {name: value for name, value in {**self.waiting, waiter: (place, now)}.items()
+                   if now - value[1] <= forget_after}
+        order = sorted(waiting, key=lambda name: (waiting[name][0], name))
+        position = order.index(waiter) + 1
+        free = limit - len(self.active)
+        if position <= free:
+            return SlotAnswer(True, len(self.active) + 1), waiting
+        return SlotAnswer(False, len(self.active), position - max(free, 0)), waiting
 
 
 class Slots:
@@ -71,40 +102,49 @@ class Slots:
         for key in idle:
             del self._lines[key]
 
-    def acquire(self, key: str, holder: str, waiter: str, place: Any,
-                read_active: Callable[[], Iterable[str]]) -> Decision:
-        """Whether ``holder`` (a job's submission id, an evaluation's uid) may go ahead now.
-        ``waiter`` names the evaluation in line; ``place`` orders the line (lowest first: the
-        evaluation's creation time, or a tuple such as (slots its namespace holds, creation
-        time) for a line that is fair between namespaces). It is renewed on every ask."""
+    def look(self, key: str, holder: str, waiter: str, place: Any,
+             read_active: Callable[[], Iterable[str]]) -> SlotAnswer:
+        """Whether ``holder`` (a job's submission id, an evaluation's uid) could go ahead now;
+        it takes nothing. ``waiter`` names the evaluation in line; ``place`` orders the line
+        (lowest first: the evaluation's creation time, or a tuple such as (slots its namespace
+        holds, creation time) for a line that is fair between namespaces). The source of truth
+        is read again once its last read is ``refresh`` old."""
         if self.limit <= 0:
-            return Decision(True, 0)
+            return SlotAnswer(True, 0)
         line = self._line(key)
         with line.lock:
             now = self.clock()
             if now - line.read_at >= self.refresh:
-                source = set(read_active())
-                # A grant counts until the source shows it or it is released: under load the
-                # source (a watch-fed index) can lag by more than any fixed delay. One the source
-                # never shows (its holder went before it did) is forgotten after ``grace``.
-                line.granted_at = {h: t for h, t in line.granted_at.items()
-                                   if h not in source and now - t < self.grace}
-                line.active = source | set(line.granted_at)
-                line.read_at = now
-            if holder in line.active:
-                line.waiting.pop(waiter, None)
-                return Decision(True, len(line.active))
-            line.waiting[waiter] = (place, now)
-            line.waiting = {w: v for w, v in line.waiting.items() if now - v[1] <= self.forget_after}
-            order = sorted(line.waiting, key=lambda w: (line.waiting[w][0], w))
-            position = order.index(waiter) + 1
-            free = self.limit - len(line.active)
-            if position <= free:
+                line.refresh(set(read_active()), now, self.grace)
+            return line.answer(holder, waiter, place, now, self.limit, self.forget_after)[0]
+
+    def take(self, key: str, holder: str, waiter: str, place: Any) -> SlotAnswer:
+        """Grants ``holder`` a slot when one is free in the waiter's turn (as the source was
+        last read), else puts the waiter in line in its place (renewed on every ask)."""
+        if self.limit <= 0:
+            return SlotAnswer(True, 0)
+        line = self._line(key)
+        with line.lock:
+            now = self.clock()
+            answer, line.waiting = line.answer(holder, waiter, place, now, self.limit,
+                                               self.forget_after)
+            if answer.granted and holder not in line.active:
                 line.active.add(holder)
                 line.granted_at[holder] = now
-                del line.waiting[waiter]
-                return Decision(True, len(line.active))
-            return Decision(False, len(line.active), position - max(free, 0))
+            if answer.granted:
+                line.waiting.pop(waiter, None)
+            return answer
+
+    def wait(self, key: str, waiter: str, place: Any) -> None:
+        """The evaluation waits in line in its place (renewed on every ask)."""
+        if self.limit <= 0:
+            return
+        line = self._line(key)
+        with line.lock:
+            now = self.clock()
+            line.waiting = {name: value for name, value in
+                            {**line.waiting, waiter: (place, now)}.items()
+                            if now - value[1] <= self.forget_after}
 
     def release(self, key: str, holder: str) -> None:
         """The holder is done: its slot is free before the next re-read."""
@@ -118,3 +158,14 @@ class Slots:
         line = self._line(key)
         with line.lock:
             line.waiting.pop(waiter, None)
+
+    def state(self) -> dict[str, tuple[frozenset[str], Waiting]]:
+        """Every line's holders and waiters (lines with neither are left out)."""
+        with self._guard:
+            lines = list(self._lines.items())
+        found = {}
+        for key, line in lines:
+            with line.lock:
+                if line.active or line.waiting:
+                    found[key] = (frozenset(line.active), dict(line.waiting))
+        return found
