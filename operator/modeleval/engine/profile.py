@@ -1,0 +1,394 @@
+"""Data profiles, computed per shard in the pass that reads every row and merged on the driver.
+
+A column's state (:class:`ColumnState`) holds what merges exactly (counts, min, max, and the
+mean and the sum of squared deviations, merged with Chan et al.'s parallel update in float64)
+and two Apache DataSketches sketches that merge within their documented error: a KLL quantile
+sketch (``kll_floats_sketch``: the features are float32, so its items lose nothing) and an HLL
+distinct-count sketch. Where the bins are known before the pass (a reference profile's), each
+column is also counted exactly into them.
+
+Per shard the feature matrix is read a block of columns at a time: the block is transposed and
+sorted once, and everything else is read off each sorted column (NaN sorts last, infinities
+next to it, zeros by two binary searches, the bins' counts by a binary search per edge, the
+distinct values where neighbours differ); the KLL sketch takes the sorted column whole, which
+halves its update. The block bounds the memory a profile adds to a shard (one block's copy).
+
+Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
+leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
+count, mean, std, min, max, the sketches and the quantiles are over the finite values; +inf and
+-inf are counted as ``infinities`` and fall in the histogram's outer bins.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import datasketches as ds
+import numpy as np
+
+from ..api.profile import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS, QUANTILE_RANKS,
+                           ColumnProfile, DatasetProfile, Histogram)
+from .shard import ParsedShard
+
+# Columns transposed and sorted at a time: 16 columns of 3M rows is 192 MB of float32 at most,
+# against the shard's whole matrix for a transpose of all of it.
+BLOCK_COLUMNS = 16
+# Without a reference, the histogram's bins are the sketch's deciles.
+SKETCH_BIN_RANKS = tuple(i / 10 for i in range(1, 10))
+_HLL_TYPE = ds.HLL_4
+
+
+def _empty_kll() -> ds.kll_floats_sketch:
+    return ds.kll_floats_sketch(KLL_K)
+
+
+def _empty_hll() -> ds.hll_sketch:
+    return ds.hll_sketch(HLL_LG_K, _HLL_TYPE)
+
+
+@dataclass
+class ColumnState:
+    """The mergeable profile of one column over the rows seen so far."""
+
+    name: str
+    rows: int = 0
+    count: int = 0  # finite values
+    missing: int = 0
+    negative_infinities: int = 0
+    positive_infinities: int = 0
+    zeros: int = 0
+    min: float = np.inf
+    max: float = -np.inf
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean, over the finite values
+    kll: ds.kll_floats_sketch = field(default_factory=_empty_kll)
+    hll: ds.hll_sketch = field(default_factory=_empty_hll)
+    cuts: np.ndarray | None = None  # inner bin edges fixed before the pass
+    counts: np.ndarray | None = None  # values per bin, len(cuts) + 1
+    values: dict[float, int] | None = None  # exact counts while few distinct values
+
+    def __getstate__(self) -> dict:
+        # Ray moves states between processes by pickle; the sketches travel serialised.
+        state = dict(self.__dict__)
+        state["kll"], state["hll"] = self.kll.serialize(), self.hll.serialize_compact()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["kll"] = ds.kll_floats_sketch.deserialize(state["kll"])
+        state["hll"] = ds.hll_sketch.deserialize(state["hll"])
+        self.__dict__.update(state)
+
+    def merged(self, other: "ColumnState") -> "ColumnState":
+        """This state and ``other`` (the same column, other rows) as one."""
+        if self.name != other.name:
+            raise ValueError(f"cannot merge the profiles of columns {self.name!r} and {other.name!r}")
+        count = self.count + other.count
+        mean, m2 = self.mean, self.m2
+        if other.count:  # Chan et al.'s update: exact in float64 whatever the order of shards
+            delta = other.mean - self.mean
+            mean = self.mean + delta * other.count / count
+            m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
+        kll = ds.kll_floats_sketch.deserialize(self.kll.serialize())
+        kll.merge(other.kll)
+        union = ds.hll_union(HLL_LG_K)
+        union.update(self.hll)
+        union.update(other.hll)
+        return ColumnState(
+            self.name, self.rows + other.rows, count, self.missing + other.missing,
+            self.negative_infinities + other.negative_infinities,
+            self.positive_infinities + other.positive_infinities, self.zeros + other.zeros,
+            min(self.min, other.min), max(self.max, other.max), mean, m2, kll,
+            union.get_result(_HLL_TYPE), *self._merged_bins(other),
+            _merged_values(self.values, other.values))
+
+    def _merged_bins(self, other: "ColumnState") -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not other.rows:
+            return self.cuts, self.counts
+        if not self.rows:
+            return other.cuts, other.counts
+        if self.cuts is None or other.cuts is None or not np.array_equal(self.cuts, other.cuts):
+            return None, None  # bins that differ (or none) are read off the merged sketch
+        return self.cuts, self.counts + other.counts
+
+    def absent(self, rows: int) -> "ColumnState":
+        """The state of this column over ``rows`` rows that lack it (a shard narrower than the
+        dataset): all missing, in no bin."""
+        counts = None if self.counts is None else np.zeros_like(self.counts)
+        return ColumnState(self.name, rows=rows, missing=rows, cuts=self.cuts, counts=counts)
+
+
+def _merged_values(first: dict[float, int] | None,
+                   second: dict[float, int] | None) -> dict[float, int] | None:
+    if first is None or second is None:
+        return None
+    merged = dict(first)
+    for value, count in second.items():
+        merged[value] = merged.get(value, 0) + count
+    return merged if len(merged) <= MAX_VALUE_COUNTS else None
+
+
+def column_state(name: str, values: np.ndarray, cuts: np.ndarray | None = None, *,
+                 value_counts: bool = False, is_sorted: bool = False) -> ColumnState:
+    """The profile of one column's values (any float or integer dtype)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    ordered = values if is_sorted else np.sort(values)
+    return _sorted_column_state(name, ordered, cuts, value_counts)
+
+
+def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None,
+                         value_counts: bool) -> ColumnState:
+    """The profile of one column from its values in ascending order (NaN last)."""
+    present = int(np.searchsorted(ordered, np.nan, side="left"))  # NaN sorts after +inf
+    low = int(np.searchsorted(ordered[:present], -np.inf, side="right"))
+    high = int(np.searchsorted(ordered[:present], np.inf, side="left"))
+    finite = ordered[low:high]
+    state = ColumnState(name, rows=len(ordered), count=len(finite), missing=len(ordered) - present,
+                        negative_infinities=low, positive_infinities=present - high)
+    if len(finite):
+        state.zeros = int(np.searchsorted(finite, 0, side="right")
+                          - np.searchsorted(finite, 0, side="left"))
+        state.min, state.max = float(finite[0]), float(finite[-1])
+        state.mean = float(np.sum(finite, dtype=np.float64)) / len(finite)
+        deviations = finite.astype(np.float64) - state.mean
+        state.m2 = float(deviations @ deviations)
+        state.kll.update(finite if finite.dtype == np.float32 else finite.astype(np.float32))
+        distinct = _distinct_sorted(finite)
+        # The sketch takes a value at a time; the distinct values are usually far fewer.
+        for _ in map(state.hll.update, distinct.tolist()):
+            pass
+        if value_counts:
+            state.values = _value_counts(finite, distinct)
+    elif value_counts:
+        state.values = {}
+    if cuts is not None:
+        state.cuts = np.asarray(cuts, dtype=np.float64)
+        edges = np.searchsorted(ordered[:present], state.cuts, side="left")
+        state.counts = np.diff(np.concatenate([[0], edges, [present]])).astype(np.int64)
+    return state
+
+
+def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _value_counts(ordered: np.ndarray, distinct: np.ndarray) -> dict[float, int] | None:
+    if len(distinct) > MAX_VALUE_COUNTS:
+        return None
+    starts = np.searchsorted(ordered, distinct, side="left")
+    counts = np.diff(np.append(starts, len(ordered)))
+    return {float(value): int(count) for value, count in zip(distinct, counts)}
+
+
+def feature_states(features: np.ndarray, names: Sequence[str],
+                   cuts: Mapping[str, np.ndarray] | None = None) -> list[ColumnState]:
+    """The profile of every column of a (rows x features) matrix, a block of columns at a time."""
+    if features.shape[1] != len(names):
+        raise ValueError(f"{features.shape[1]} feature columns but {len(names)} names")
+    cuts = cuts or {}
+    states = []
+    for start in range(0, features.shape[1], BLOCK_COLUMNS):
+        block = np.ascontiguousarray(features[:, start:start + BLOCK_COLUMNS].T)
+        block.sort(axis=1)
+        for offset, ordered in enumerate(block):
+            name = names[start + offset]
+            states.append(_sorted_column_state(name, ordered, cuts.get(name), False))
+    return states
+
+
+def query_lengths(qids: np.ndarray) -> np.ndarray:
+    """Rows per query: the runs of equal query ids (a shard holds whole queries)."""
+    if not len(qids):
+        return np.empty(0, np.int64)
+    starts = np.flatnonzero(qids[1:] != qids[:-1]) + 1
+    return np.diff(np.concatenate([[0], starts, [len(qids)]]))
+
+
+@dataclass
+class ProfileState:
+    """The mergeable profile of a dataset's rows seen so far, and of each model's predictions
+    on them. The data's part (everything but ``predictions``) depends only on the data and the
+    bins, so the cache keeps it with the parsed parts."""
+
+    rows: int = 0
+    queries: int | None = None
+    features: list[ColumnState] = field(default_factory=list)
+    label: ColumnState | None = None
+    query_lengths: ColumnState | None = None
+    predictions: dict[str, ColumnState] = field(default_factory=dict)
+    slice_values: dict[str, set[str]] = field(default_factory=dict)
+    slices_truncated: set[str] = field(default_factory=set)
+
+    def merged(self, other: "ProfileState") -> "ProfileState":
+        """Both states' rows as one. Features are matched by name; one a shard lacks (a LETOR
+        shard narrower than the widest) is missing on all of that shard's rows."""
+        queries = None if self.queries is None and other.queries is None else \
+            (self.queries or 0) + (other.queries or 0)
+        slices = {name: self.slice_values.get(name, set()) | other.slice_values.get(name, set())
+                  for name in self.slice_values.keys() | other.slice_values.keys()}
+        truncated = self.slices_truncated | other.slices_truncated
+        for name, values in slices.items():
+            if len(values) > MAX_SLICE_VALUES:
+                slices[name] = set(sorted(values)[:MAX_SLICE_VALUES])
+                truncated.add(name)
+        return ProfileState(
+            self.rows + other.rows, queries, self._merged_features(other),
+            _merged_optional(self.label, other.label),
+            _merged_optional(self.query_lengths, other.query_lengths),
+            {name: _merged_optional(self.predictions.get(name), other.predictions.get(name))
+             for name in self.predictions.keys() | other.predictions.keys()},
+            slices, truncated)
+
+    def _merged_features(self, other: "ProfileState") -> list[ColumnState]:
+        mine = {state.name: state for state in self.features}
+        theirs = {state.name: state for state in other.features}
+        order = [state.name for state in self.features] + \
+            [state.name for state in other.features if state.name not in mine]
+        merged = []
+        for name in order:
+            present = mine.get(name) or theirs[name]
+            first = mine.get(name) or present.absent(self.rows)
+            second = theirs.get(name) or present.absent(other.rows)
+            merged.append(first.merged(second))
+        return merged
+
+
+def _merged_optional(first: ColumnState | None, second: ColumnState | None) -> ColumnState | None:
+    if first is None or second is None:
+        return first or second
+    return first.merged(second)
+
+
+def merge_all(states: Sequence[ProfileState]) -> ProfileState:
+    """The shards' states as one (the driver's merge; the order of shards does not matter)."""
+    merged = ProfileState()
+    for state in states:
+        merged = merged.merged(state) if merged.rows or merged.features else state
+    return merged
+
+
+def profile_data(shard: ParsedShard, names: Sequence[str] | None = None,
+                 cuts: Mapping[str, np.ndarray] | None = None,
+                 slice_columns: Sequence[str] = ()) -> ProfileState:
+    """The data's profile of one shard: its features (named by ``names``; LETOR's are their
+    1-based indices), labels, query lengths and the values of its slice columns (from
+    ``shard.extra``). ``cuts`` are the reference's bins, by feature name."""
+    names = list(names) if names is not None else \
+        [str(index + 1) for index in range(shard.features.shape[1])]
+    label_cuts = (cuts or {}).get("label")
+    state = ProfileState(rows=shard.rows, features=feature_states(shard.features, names, cuts),
+                         label=column_state("label", shard.labels, label_cuts, value_counts=True))
+    if shard.qids is not None:
+        lengths = query_lengths(shard.qids)
+        state.queries = len(lengths)
+        state.query_lengths = column_state("queryLength", lengths, (cuts or {}).get("queryLength"),
+                                           value_counts=True)
+    for column in slice_columns:
+        values = {str(value) for value in np.unique(np.asarray(shard.extra[column]).astype(str))}
+        if len(values) > MAX_SLICE_VALUES:
+            values = set(sorted(values)[:MAX_SLICE_VALUES])
+            state.slices_truncated.add(column)
+        state.slice_values[column] = values
+    return state
+
+
+def profile_predictions(predictions: Mapping[str, np.ndarray],
+                        cuts: Mapping[str, np.ndarray] | None = None) -> ProfileState:
+    """Each model's predictions on one shard (a score per row; a multiclass model's class
+    probabilities are profiled as their row maximum, its confidence), as a state with only
+    ``predictions`` set: merge it with the shard's data profile, cached or not."""
+    states = {}
+    for name, scores in predictions.items():
+        scores = np.asarray(scores)
+        if scores.ndim == 2:
+            scores = scores.max(axis=1)
+        states[name] = column_state(name, scores, (cuts or {}).get(f"prediction:{name}"),
+                                    value_counts=True)
+    return ProfileState(predictions=states)
+
+
+def encoded(sketch_bytes: bytes) -> str:
+    return base64.b64encode(sketch_bytes).decode("ascii")
+
+
+def decoded_kll(text: str) -> ds.kll_floats_sketch:
+    """A profile's KLL sketch, as the document keeps it."""
+    return ds.kll_floats_sketch.deserialize(base64.b64decode(text)) if text else _empty_kll()
+
+
+def column_profile(state: ColumnState) -> ColumnProfile:
+    """A column's merged state as the result document keeps it."""
+    finite = state.count > 0
+    return ColumnProfile(
+        name=state.name, rows=state.rows, count=state.count, missing=state.missing,
+        infinities=state.negative_infinities + state.positive_infinities, zeros=state.zeros,
+        min=state.min if finite else None, max=state.max if finite else None,
+        mean=state.mean if finite else None,
+        std=float(np.sqrt(state.m2 / state.count)) if finite else None,
+        distinct=float(state.hll.get_estimate()) if finite else 0.0,
+        quantiles=({str(rank): float(value) for rank, value in
+                    zip(QUANTILE_RANKS, state.kll.get_quantiles(list(QUANTILE_RANKS)))}
+                   if finite else {}),
+        histogram=_histogram(state),
+        value_counts=None if state.values is None else
+        {format(value, ".9g"): count for value, count in sorted(state.values.items())},
+        sketch=encoded(state.kll.serialize()) if finite else "",
+        distinct_sketch=encoded(state.hll.serialize_compact()) if finite else "")
+
+
+def _histogram(state: ColumnState) -> Histogram | None:
+    """Exact counts on the bins fixed before the pass; without them, the sketch's deciles as
+    bins and its masses in them (within its rank error), the infinities in the outer bins."""
+    if state.cuts is not None and state.counts is not None:
+        return Histogram(cuts=state.cuts.tolist(), counts=state.counts.astype(float).tolist(),
+                         exact=True)
+    if not state.count:
+        return None
+    cuts = sorted(set(state.kll.get_quantiles(list(SKETCH_BIN_RANKS))))
+    counts = sketch_counts(state.kll, cuts, state.count)
+    counts[0] += state.negative_infinities
+    counts[-1] += state.positive_infinities
+    return Histogram(cuts=cuts, counts=counts, exact=False)
+
+
+def sketch_counts(kll: ds.kll_floats_sketch, cuts: Sequence[float], count: int) -> list[float]:
+    """The values of a sketched column in the bins of ``cuts`` (bin i is [cuts[i-1], cuts[i])),
+    read off the sketch: within its rank error of the exact counts."""
+    if kll.is_empty():
+        return [0.0] * (len(cuts) + 1)
+    return [mass * count for mass in kll.get_pmf(list(cuts))]
+
+
+def to_profile(state: ProfileState) -> DatasetProfile:
+    """The merged state as the result document's profile."""
+    return DatasetProfile(
+        rows=state.rows, queries=state.queries,
+        features=[column_profile(column) for column in state.features],
+        label=column_profile(state.label) if state.label else None,
+        predictions={name: column_profile(column)
+                     for name, column in sorted(state.predictions.items())},
+        query_lengths=column_profile(state.query_lengths) if state.query_lengths else None,
+        slice_values={name: sorted(values) for name, values in sorted(state.slice_values.items())},
+        slice_values_truncated=sorted(state.slices_truncated))
+
+
+def reference_cuts(reference: DatasetProfile) -> dict[str, np.ndarray]:
+    """The bins a reference fixes for the next pass: each column's histogram edges, by the name
+    ``profile_data`` and ``profile_predictions`` look them up under."""
+    cuts = {column.name: np.asarray(column.histogram.cuts, dtype=np.float64)
+            for column in reference.features if column.histogram is not None}
+    if reference.label is not None and reference.label.histogram is not None:
+        cuts["label"] = np.asarray(reference.label.histogram.cuts, dtype=np.float64)
+    if reference.query_lengths is not None and reference.query_lengths.histogram is not None:
+        cuts["queryLength"] = np.asarray(reference.query_lengths.histogram.cuts, dtype=np.float64)
+    for name, column in reference.predictions.items():
+        if column.histogram is not None:
+            cuts[f"prediction:{name}"] = np.asarray(column.histogram.cuts, dtype=np.float64)
+    return cuts
