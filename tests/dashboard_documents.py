@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from modeleval.api.curves import ModelCurves
-from modeleval.api.results import (BaselineResult, ConfidenceResult, GateResult, GateRule,
+from modeleval.api.results import (BaselineResult, ConfidenceResult, GateResult, GateRuleResult,
                                    Interval, ResultDocument, document_id)
 from modeleval.engine import curves as C
 from modeleval.engine import metrics as M
@@ -70,8 +70,8 @@ def document(uid: str, *, name: str, namespace: str = "team-a", seed: int = 1,
         slice_intervals={"device": {slice_value: intervals}},
         baseline=BaselineResult(model={"uri": "s3://models/churn/champion.json"}, metrics=baseline,
                                 deltas={k: metrics[k] - baseline[k] for k in metrics}),
-        gate=GateResult(passed=True, rules=[GateRule(metric="auc", value=metrics["auc"],
-                                                     passed=True, message="auc >= 0.5")]),
+        gate=GateResult(passed=True, rules=[GateRuleResult(metric="auc", value=metrics["auc"],
+                                                           passed=True, message="auc >= 0.5")]),
         rows=2_000, model={"uri": model_uri, "format": "xgboost", "labels": {"team": label}},
         dataset={"uri": "s3://data/churn.parquet", "format": "parquet", "features": 12},
         timings={"total": 1.5, "inference": 0.2}, schedule=schedule,

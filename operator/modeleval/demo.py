@@ -31,15 +31,16 @@ def make_letor(rows: int = 20_000, features: int = 136, mean_group: int = 120, s
         sizes.append(int(rng.integers(max(1, mean_group // 4), mean_group * 2)))
     sizes[-1] -= sum(sizes) - rows
     qids = np.repeat(np.arange(1, len(sizes) + 1, dtype=np.int64) * 7 + 10, sizes)
-    x = rng.gamma(2.0, 1.0, size=(rows, features)).astype(np.float32)
+    values = rng.gamma(2.0, 1.0, size=(rows, features)).astype(np.float32)
     query_effect = np.repeat(rng.normal(0, 0.5, len(sizes)), sizes)
-    signal = 0.9 * x[:, 0] + 0.6 * x[:, min(7, features - 1)] - 0.4 * x[:, min(32, features - 1)] \
-        + 0.3 * x[:, min(100, features - 1)] + query_effect + rng.normal(0, 1.0, rows)
+    signal = 0.9 * values[:, 0] + 0.6 * values[:, min(7, features - 1)] \
+        - 0.4 * values[:, min(32, features - 1)] + 0.3 * values[:, min(100, features - 1)] \
+        + query_effect + rng.normal(0, 1.0, rows)
     cuts = np.quantile(signal, [0.55, 0.8, 0.92, 0.98])
     labels = np.digitize(signal, cuts).astype(np.int64)
     if sparse:
-        x[rng.random(x.shape) < sparse] = np.nan
-    return LetorData(np.round(x, 4), labels, qids)
+        values[rng.random(values.shape) < sparse] = np.nan
+    return LetorData(np.round(values, 4), labels, qids)
 
 
 def letor_bytes(data: LetorData, chunk_rows: int = 200_000) -> bytes:
@@ -53,12 +54,12 @@ def letor_bytes(data: LetorData, chunk_rows: int = 200_000) -> bytes:
 def _letor_chunk(data: LetorData, start: int, stop: int) -> bytes:
     labels, qids = data.labels[start:stop], data.qids[start:stop]
     parts = [pa.array(labels.astype(str)), pa.array(np.char.add("qid:", qids.astype(str)))]
-    for j in range(data.features.shape[1]):
-        column = data.features[start:stop, j]
+    for index in range(data.features.shape[1]):
+        column = data.features[start:stop, index]
         # Values were rounded to 4 decimals; printing the float64 of that rounding gives the
         # short text ("0.1234") which parses back to exactly the stored float32.
         text = pc.cast(pa.array(np.round(column.astype(np.float64), 4)), pa.string())
-        token = pc.binary_join_element_wise(pa.scalar(f"{j + 1}"), text, ":")
+        token = pc.binary_join_element_wise(pa.scalar(f"{index + 1}"), text, ":")
         # Sparse lines leave missing features out altogether.
         parts.append(pc.if_else(pa.array(np.isnan(column)), pa.scalar(None, pa.string()), token))
     lines = pc.binary_join_element_wise(*parts, " ", null_handling="skip")
@@ -102,11 +103,14 @@ def example_assets(seed: int = 7) -> dict[str, bytes]:
     assets["models/ranker-shallow.json"] = bytes(shallow.get_booster().save_raw("json"))
 
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(8000, 20)).astype(np.float32)
-    y = (x[:, 0] - 0.7 * x[:, 4] + rng.normal(scale=0.9, size=8000) > 0).astype(np.int64)
-    classifier = xgb.XGBClassifier(n_estimators=40, max_depth=4, random_state=seed).fit(x[:5000], y[:5000])
-    columns = {f"f{j}": x[5000:, j] for j in range(20)}
-    columns.update({"clicked": y[5000:], "country": np.where(x[5000:, 2] > 0, "de", "fr")})
+    features = rng.normal(size=(8000, 20)).astype(np.float32)
+    clicked = (features[:, 0] - 0.7 * features[:, 4] + rng.normal(scale=0.9, size=8000) > 0
+               ).astype(np.int64)
+    classifier = xgb.XGBClassifier(n_estimators=40, max_depth=4, random_state=seed).fit(
+        features[:5000], clicked[:5000])
+    columns = {f"f{j}": features[5000:, j] for j in range(20)}
+    columns.update({"clicked": clicked[5000:],
+                    "country": np.where(features[5000:, 2] > 0, "de", "fr")})
     sink = io.BytesIO()
     pq.write_table(pa.table(columns), sink)
     assets["clicks/test.parquet"] = sink.getvalue()

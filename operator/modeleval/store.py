@@ -165,14 +165,14 @@ class LocalResultStore:
             path = self._path(uid, attempt)
             return self._read(path) if path.exists() else None
         matches = sorted(self.directory.glob(f"{uid}-*.json"),
-                         key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+                         key=lambda path: int(path.stem.rsplit("-", 1)[1]))
         return self._read(matches[-1]) if matches else None
 
     def list(self, limit: int = 50) -> list[ResultDocument]:
         if not self.directory.exists():
             return []
         docs = [self._read(p) for p in self.directory.glob("*.json")]
-        return sorted(docs, key=lambda d: d.finished_at, reverse=True)[:limit]
+        return sorted(docs, key=lambda document: document.finished_at, reverse=True)[:limit]
 
 
 def write_with_retry(store: ResultStore, document: ResultDocument, spool: Path | None,

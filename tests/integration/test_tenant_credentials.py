@@ -15,14 +15,14 @@ from modeleval.api.results import ResultDocument, document_id
 from modeleval.api.schedule import EvaluationScheduleSpec, EvaluationScheduleStatus
 from modeleval.api.spec import MongoTarget
 from modeleval.controller.results_store import ResultsStores
-from modeleval.controller.observed import Identity
+from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.schedule_runtime import ScheduleRuntime
 from modeleval.controller.secrets import NamespaceSecrets
 from modeleval.controller.settings import OperatorSettings
 from modeleval.store import ResultsStoreError
 
 pytestmark = pytest.mark.integration
-SCHED = Identity(name="s", namespace="team-a", uid="u-1")
+SCHED = ObjectIdentity(name="s", namespace="team-a", uid="u-1")
 
 
 class Secrets:

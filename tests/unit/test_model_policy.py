@@ -14,7 +14,7 @@ from modeleval.api.reasons import Reason
 from modeleval.api.schedule import EvaluationScheduleSpec
 from modeleval.api.spec import ModelEvaluationSpec, ModelSource
 from modeleval.controller.policy import InvalidSpec, parse_spec
-from modeleval.controller.observed import Identity
+from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.schedule import build_child, parse_schedule_spec
 from modeleval.controller.settings import OperatorSettings
 from modeleval.runner import ManifestError, parse_manifest
@@ -104,7 +104,7 @@ def test_every_model_slot_of_a_schedule_is_checked_before_a_child_is_made(slot, 
     assert isinstance(refused, InvalidSpec), f"{slot} with {bad} got through"
     assert refused.message.startswith(f"{slot}.{message}") and refused.reason == reason
     # Its child would be refused by the operator as well (the second line of defence).
-    child = build_child(Identity("s", "team-a", "u1"), EvaluationScheduleSpec.model_validate(raw),
+    child = build_child(ObjectIdentity("s", "team-a", "u1"), EvaluationScheduleSpec.model_validate(raw),
                         "s-1", {})
     assert isinstance(parse_spec(child["spec"], SETTINGS), InvalidSpec)
 

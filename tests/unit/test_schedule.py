@@ -17,7 +17,7 @@ from modeleval.api.schedule import (SCHEDULE_LABEL, EvaluationScheduleSpec,
 from modeleval.api.schedule import ScheduleConditionType as SC
 from modeleval.api.spec import format_validation_error
 from modeleval.controller.actions import Emit
-from modeleval.controller.observed import Identity
+from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.policy import InvalidSpec
 from modeleval.controller.schedule import (SEEN_LIMIT, Child, CreateChild, DeleteChild, ModelObject,
                                            ScheduleObserved, cron_child_name,
@@ -26,7 +26,7 @@ from modeleval.controller.schedule import (SEEN_LIMIT, Child, CreateChild, Delet
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
-SCHED = Identity(name="nightly", namespace="ns", uid="s-uid", generation=2,
+SCHED = ObjectIdentity(name="nightly", namespace="ns", uid="s-uid", generation=2,
                  created=datetime(2026, 11, 22, 11, 0, tzinfo=UTC))
 TEMPLATE = {"task": "ranking", "model": {"uri": "s3://models/champion.json"},
             "dataset": {"uri": "s3://data/fresh.txt"}, "metrics": ["ndcg@10", "map"]}

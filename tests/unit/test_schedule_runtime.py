@@ -14,12 +14,12 @@ from botocore.stub import Stubber
 from modeleval.api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
 from modeleval.api.reasons import Reason
 from modeleval.api.schedule import ScheduleConditionType
-from modeleval.controller.observed import Identity
+from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.schedule import decide_schedule
 from modeleval.controller.schedule_runtime import PrefixListings, ScheduleRuntime, split_prefix
 from modeleval.controller.settings import OperatorSettings
 
-SCHED = Identity(name="s", namespace="ns", uid="u-1")
+SCHED = ObjectIdentity(name="s", namespace="ns", uid="u-1")
 SPEC = EvaluationScheduleSpec.model_validate({
     "trigger": {"newModel": {"prefix": "s3://models/in/"}},
     "template": {"task": "ranking", "model": {"uri": "s3://models/m.json"},
@@ -168,7 +168,7 @@ def test_a_prefix_is_listed_once_a_minute_for_every_schedule_with_the_same_crede
     kube = FakeKube([], {(ns, "modeleval-s3"): TENANT_KEYS for ns in ("ns", "team-b")})
     other = FakeKube([], {("ns", "modeleval-s3"): {**TENANT_KEYS, "AWS_SECRET_ACCESS_KEY": "x"}})
     rt, _ = runtime([], s3, kube=kube, clock=clock)
-    second = Identity(name="t", namespace="team-b", uid="u-2")
+    second = ObjectIdentity(name="t", namespace="team-b", uid="u-2")
     for _ in range(6):  # a round every 10 s for a minute, two schedules on one prefix
         rt.observe(SCHED, SPEC, EvaluationScheduleStatus())
         rt.observe(second, SPEC, EvaluationScheduleStatus())

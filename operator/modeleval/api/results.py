@@ -66,7 +66,9 @@ class Interval(_Document):
     upper: float
 
 
-class GateRule(_Document):
+class GateRuleResult(_Document):
+    """One gate rule as judged (the spec's rule is ``api.spec.GateRule``)."""
+
     metric: str
     value: float
     baseline: float | None = None
@@ -76,7 +78,7 @@ class GateRule(_Document):
 
 class GateResult(_Document):
     passed: bool
-    rules: list[GateRule] = Field(default_factory=list)
+    rules: list[GateRuleResult] = Field(default_factory=list)
 
 
 class BaselineResult(_Document):

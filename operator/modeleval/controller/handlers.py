@@ -29,7 +29,7 @@ from ..api.status import ConditionType, ModelEvaluationStatus, Phase, is_termina
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import decide, plan
-from .observed import Evaluation, Identity, kuberay_ready
+from .observed import Evaluation, ObjectIdentity, kuberay_ready
 from .policy import parse_spec
 from .kube import LIST_PAGE, RAY
 from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
@@ -156,10 +156,10 @@ def modelevaluation_delete(body: kopf.Body, **_: Any) -> None:
     RUNTIME.forget(evaluation(body), spec, status)
 
 
-def identity(body: kopf.Body) -> Identity:
+def identity(body: kopf.Body) -> ObjectIdentity:
     """An object's identity (an EvaluationSchedule's), from its metadata."""
     meta = body.metadata
-    return Identity(name=meta.name, namespace=meta.namespace, uid=meta.uid,
+    return ObjectIdentity(name=meta.name, namespace=meta.namespace, uid=meta.uid,
                     generation=meta.get("generation"),
                     created=parse_time(meta.get("creationTimestamp")))
 
@@ -251,7 +251,7 @@ def schedules_by_namespace(namespace: str, name: str, meta: kopf.Meta, **_: Any)
     return {namespace: (meta.get("creationTimestamp") or "", name)}
 
 
-def older_schedules(index: kopf.Index, sched: Identity, created: str) -> int:
+def older_schedules(index: kopf.Index, sched: ObjectIdentity, created: str) -> int:
     return sum(1 for entry in index.get(sched.namespace, []) if entry < (created, sched.name))
 
 

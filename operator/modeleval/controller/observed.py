@@ -16,7 +16,7 @@ from .rayjobs import JobInfo
 
 
 @dataclass(frozen=True)
-class Identity:
+class ObjectIdentity:
     """An object's identity, from its metadata (an EvaluationSchedule's, or the part of an
     evaluation's that every object has)."""
 
@@ -28,7 +28,7 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class Evaluation(Identity):
+class Evaluation(ObjectIdentity):
     """The evaluation's identity, from its metadata."""
 
     schedule: str | None = None  # the EvaluationSchedule that created it (its label), if any

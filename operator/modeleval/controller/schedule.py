@@ -43,7 +43,7 @@ from ..api.status import Phase, is_terminal, parse_time, rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st
 from .actions import Emit
-from .observed import Identity
+from .observed import ObjectIdentity
 from .policy import InvalidSpec, model_refusal
 from .settings import OperatorSettings
 
@@ -151,7 +151,7 @@ def wants_models(spec: EvaluationScheduleSpec | InvalidSpec,
         and (not spec.suspend or not status.models_listed)
 
 
-def owner_reference(sched: Identity) -> dict[str, Any]:
+def owner_reference(sched: ObjectIdentity) -> dict[str, Any]:
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": SCHEDULE_KIND, "name": sched.name,
             "uid": sched.uid, "controller": True, "blockOwnerDeletion": True}
 
@@ -165,7 +165,7 @@ def model_child_name(schedule: str, key: str, etag: str) -> str:
     return f"{schedule}-m{digest}"
 
 
-def build_child(sched: Identity, spec: EvaluationScheduleSpec, name: str,
+def build_child(sched: ObjectIdentity, spec: EvaluationScheduleSpec, name: str,
                 annotations: dict[str, str], model_uri: str | None = None) -> dict[str, Any]:
     """The child ModelEvaluation: the template, the new model in place of its model, the
     champion as its baseline when degradation is judged against one."""
@@ -191,7 +191,7 @@ def build_child(sched: Identity, spec: EvaluationScheduleSpec, name: str,
 
 @dataclass
 class _ScheduleRound:
-    sched: Identity
+    sched: ObjectIdentity
     spec: EvaluationScheduleSpec
     status: EvaluationScheduleStatus
     observed: ScheduleObserved
@@ -444,7 +444,7 @@ class _ScheduleRound:
                 status.seen_before = model.last_modified
 
 
-def decide_schedule(sched: Identity, spec: EvaluationScheduleSpec | InvalidSpec,
+def decide_schedule(sched: ObjectIdentity, spec: EvaluationScheduleSpec | InvalidSpec,
                     status: EvaluationScheduleStatus, observed: ScheduleObserved, now: datetime,
                     limits: ScheduleLimits = ScheduleLimits()
                     ) -> tuple[EvaluationScheduleStatus, list[ScheduleAction]]:

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..api.reasons import Reason
 from ..api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
 from .actions import Emit
-from .observed import Identity
+from .observed import ObjectIdentity
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
 from .schedule import (Child, CreateChild, DeleteChild, ModelObject, ScheduleAction,
@@ -137,7 +137,7 @@ class ScheduleRuntime:
             return client
 
     # ------------------------------------------------------------------------- observe
-    def observe(self, sched: Identity, spec: EvaluationScheduleSpec | InvalidSpec,
+    def observe(self, sched: ObjectIdentity, spec: EvaluationScheduleSpec | InvalidSpec,
                 status: EvaluationScheduleStatus, older_schedules: int = 0) -> ScheduleObserved:
         if isinstance(spec, InvalidSpec):
             return ScheduleObserved()
@@ -150,7 +150,7 @@ class ScheduleRuntime:
                                 models_error=None if error is None else cap(error, 512),
                                 older_schedules=older_schedules)
 
-    def children(self, sched: Identity) -> tuple[Child, ...]:
+    def children(self, sched: ObjectIdentity) -> tuple[Child, ...]:
         """What a round needs of each child, taken page by page: a child's spec (a copy of the
         template, up to 1.4 MB) is never kept. Only this schedule's own children count (a label
         can be copied; an owner uid cannot)."""
@@ -202,7 +202,7 @@ class ScheduleRuntime:
         return tuple(found)
 
     # ------------------------------------------------------------------------- act
-    def act(self, body: kopf.Body, sched: Identity, actions: list[ScheduleAction]) -> list[str]:
+    def act(self, body: kopf.Body, sched: ObjectIdentity, actions: list[ScheduleAction]) -> list[str]:
         """Does what the round decided; the children the API server refused to create, why."""
         kube = self._kube()
         refused = []

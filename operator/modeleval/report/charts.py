@@ -190,12 +190,12 @@ def _curve_chart(name: str, curves: list[ModelCurves], pick, area: str, x_title:
 
 
 def roc(curves: list[ModelCurves]) -> Chart | None:
-    return _curve_chart("roc", curves, lambda b: b.roc, "AUC", "false positive rate",
+    return _curve_chart("roc", curves, lambda model: model.roc, "AUC", "false positive rate",
                         "true positive rate", True)
 
 
 def precision_recall(curves: list[ModelCurves]) -> Chart | None:
-    return _curve_chart("pr", curves, lambda b: b.pr, "AP", "recall", "precision", False)
+    return _curve_chart("pr", curves, lambda model: model.pr, "AP", "recall", "precision", False)
 
 
 def reliability(curves: list[ModelCurves]) -> Chart | None:
@@ -297,7 +297,7 @@ def multiclass_charts(curve: ModelCurves) -> list[Chart]:
     multiclass: MulticlassCurves = curve.multiclass
     counts = multiclass.confusion.counts
     normalised = multiclass.confusion.normalised("true")
-    shown = sorted(range(len(counts)), key=lambda c: -sum(counts[c]))[:MAX_HEATMAP_CLASSES]
+    shown = sorted(range(len(counts)), key=lambda label: -sum(counts[label]))[:MAX_HEATMAP_CLASSES]
     shown.sort()
     labels = multiclass.confusion.classes
     rows = [{"actual": str(labels[t]), "predicted": str(labels[p]), "count": counts[t][p],
@@ -386,8 +386,9 @@ def _at_k(name: str, curves: list[ModelCurves], pick, title: str, cutoff_caption
 def ranking_charts(curves: list[ModelCurves]) -> list[Chart]:
     candidate: RankingCurves = curves[0].ranking
     caption = "The mean over queries at every cut-off k, one line per model."
-    found = [_at_k("ndcg-at", curves, lambda r: r.ndcg_at, "NDCG@k", caption),
-             _at_k("precision-at", curves, lambda r: r.precision_at, "precision@k", caption)]
+    found = [_at_k("ndcg-at", curves, lambda ranking: ranking.ndcg_at, "NDCG@k", caption),
+             _at_k("precision-at", curves, lambda ranking: ranking.precision_at, "precision@k",
+                   caption)]
     histogram = candidate.ndcg_distribution
     rows = [{"lower": a, "upper": b, "queries": n}
             for a, b, n in zip(histogram.edges, histogram.edges[1:], histogram.counts)]

@@ -64,7 +64,7 @@ def best_models(scored: list[Model]) -> dict[str, str]:
                   if is_number(model.metrics.get(metric))]
         if values:
             pick = max if higher_is_better(metric) else min
-            best[metric] = pick(values, key=lambda v: v[0])[1]
+            best[metric] = pick(values, key=lambda pair: pair[0])[1]
     return best
 
 

@@ -68,7 +68,8 @@ class Table:
 def _binary_tables(curves: list[ModelCurves]) -> list[Table]:
     candidate = curves[0].binary
     sweep = candidate.sweep
-    closest = min(range(len(sweep)), key=lambda i: abs(sweep[i].threshold - candidate.threshold),
+    closest = min(range(len(sweep)),
+                  key=lambda index: abs(sweep[index].threshold - candidate.threshold),
                   default=None)
     sweep_table = Table("sweep", f"Threshold sweep ({content.display_name(curves[0].model)})",
                         "Score > threshold is positive; the highlighted row is nearest the "
@@ -132,14 +133,14 @@ def _worst_slice(sections: list[SliceSection]) -> dict[str, Any] | None:
     metric = found[0][1]
     up = higher_is_better(metric)
     found = [f for f in found if f[1] == metric]
-    name, metric, row = min(found, key=lambda f: f[2].metrics[metric] * (1 if up else -1))
+    name, metric, row = min(found, key=lambda entry: entry[2].metrics[metric] * (1 if up else -1))
     return {"slice": name, "name": row.value, "metric": metric, "value": row.metrics[metric]}
 
 
 def _ordered_curves(document: ResultDocument) -> list[ModelCurves]:
     """The candidate's curves first, then the baseline's, then the challengers' (as scored)."""
     curves = content.curves_of(document)
-    return sorted(curves, key=lambda c: {"model": 0, "baseline": 1}.get(c.model, 2))
+    return sorted(curves, key=lambda curve: {"model": 0, "baseline": 1}.get(curve.model, 2))
 
 
 def render(document: ResultDocument) -> str:

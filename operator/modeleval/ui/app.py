@@ -41,8 +41,8 @@ def _templates() -> Environment:
     env = Environment(loader=PackageLoader("modeleval.ui", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["number"] = lambda v, digits=4: "" if v is None else f"{v:.{digits}f}"
-    env.filters["signed"] = lambda v, digits=4: "" if v is None else f"{v:+.{digits}f}"
+    env.filters["number"] = lambda value, digits=4: "" if value is None else f"{value:.{digits}f}"
+    env.filters["signed"] = lambda value, digits=4: "" if value is None else f"{value:+.{digits}f}"
     return env
 
 

@@ -12,10 +12,13 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from ..api.status import TERMINAL_PHASES
+
 PAGE_SIZE = 50
 SORTS = ("finished", "name", "metric")
 ORDERS = ("asc", "desc")
-STATUSES = ("Succeeded", "Failed")
+# A stored result is a finished attempt's: its status is one of the terminal phases.
+STATUSES = tuple(str(phase) for phase in TERMINAL_PHASES)
 # Longest text a filter may hold (a model URI is the longest a user types).
 MAX_FILTER = 1024
 # The document fields the list reads (MongoDB's projection; the directory index keeps these).

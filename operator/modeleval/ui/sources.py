@@ -104,12 +104,12 @@ def _matches(row: Row, query: ListQuery) -> bool:
 
 def _ordered(rows: list[Row], query: ListQuery) -> list[Row]:
     reverse = query.order == "desc"
-    rows = sorted(rows, key=lambda r: (r.finished_at, r.uid), reverse=reverse)
+    rows = sorted(rows, key=lambda row: (row.finished_at, row.uid), reverse=reverse)
     if query.sort == "name":
-        rows.sort(key=lambda r: r.name, reverse=reverse)
+        rows.sort(key=lambda row: row.name, reverse=reverse)
     elif query.sort == "metric" and query.metric:
         known = [r for r in rows if query.metric in r.metrics]
-        known.sort(key=lambda r: r.metrics[query.metric], reverse=reverse)
+        known.sort(key=lambda row: row.metrics[query.metric], reverse=reverse)
         rows = known + [r for r in rows if query.metric not in r.metrics]
     # Unreadable documents first: what needs looking at is not left on page 200.
     return [r for r in rows if r.problem] + [r for r in rows if not r.problem]
@@ -389,7 +389,7 @@ class DirectorySource:
     def runs(self, namespace: str, schedule: str) -> list[Loaded]:
         rows = [r for r in self._rows() if r.problem is None and r.namespace == namespace
                 and r.schedule == schedule]
-        rows.sort(key=lambda r: r.finished_at)
+        rows.sort(key=lambda row: row.finished_at)
         return [self._load(self.directory / f"{r.uid}-{r.attempt}.json")
                 for r in rows[-MAX_RUNS:]]
 
