@@ -69,6 +69,7 @@ def test_the_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "reference" / "helm-values" / "index.html").exists()
     benchmarks = (tmp_path / "site" / "benchmarks" / "index.html").read_text()
     assert "Engine: object store to NDCG@10" in benchmarks  # bench/RESULTS.md, included
+    assert "googleapis" not in (tmp_path / "site" / "index.html").read_text()  # no fetched fonts
 
 
 def test_the_readme_is_short_and_links_into_the_docs():
