@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from .curves import ModelCurves
 from .reasons import Reason
+from .status import TerminalPhase
 
 # A result document the runner could not store is printed to the job's log after this marker;
 # the operator stores it once MongoDB answers, so a store outage loses no result.
@@ -120,7 +121,7 @@ class ResultDocument(_Document):
     attempt: int
     name: str
     namespace: str | None = None
-    status: Literal["Succeeded", "Failed"]
+    status: TerminalPhase
     reason: Reason | None = None
     message: str | None = None
     retryable: bool | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -43,8 +43,10 @@ class Phase(StrEnum):
         return is_terminal(self)
 
 
-# The phases an evaluation ends in (and a stored attempt's result is one of): the one list.
-TERMINAL_PHASES: tuple[Phase, ...] = (Phase.Succeeded, Phase.Failed)
+# The phases an evaluation ends in, and so the status of a stored attempt's result: the one list
+# (a type for the documents' fields, a tuple for everything else).
+TerminalPhase = Literal["Succeeded", "Failed"]
+TERMINAL_PHASES: tuple[Phase, ...] = tuple(Phase(name) for name in get_args(TerminalPhase))
 
 
 def is_terminal(phase: str | None) -> bool:

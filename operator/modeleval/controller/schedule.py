@@ -266,7 +266,7 @@ class _ScheduleRound:
         spec, status = self.spec, self.status
         metric = spec.watched_metric
         status.metric_name = metric
-        done = sorted((c for c in children if c.phase == "Succeeded" and c.completed
+        done = sorted((c for c in children if c.phase == Phase.Succeeded and c.completed
                        and metric in c.metrics), key=lambda child: (child.completed, child.name))
         # Ordered by (completion, name): what comes after the last one recorded is fresh (two
         # runs finishing in the same second are both counted).
@@ -307,8 +307,8 @@ class _ScheduleRound:
                            text + f"within maxDrop {degradation.max_drop:g}")
 
     def prune(self, children: list[Child]) -> None:
-        for phase, limit in (("Succeeded", self.spec.successful_history_limit),
-                             ("Failed", self.spec.failed_history_limit)):
+        for phase, limit in ((Phase.Succeeded, self.spec.successful_history_limit),
+                             (Phase.Failed, self.spec.failed_history_limit)):
             done = sorted((c for c in children if c.phase == phase and not c.deleting),
                           key=lambda child: (child.completed or child.created or self.now,
                                              child.name),

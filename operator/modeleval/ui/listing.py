@@ -7,12 +7,12 @@ the wrong types becomes a row that says so (``problem``) instead of failing the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ..api.status import TERMINAL_PHASES
+from ..api.status import TERMINAL_PHASES, TerminalPhase
 
 PAGE_SIZE = 50
 SORTS = ("finished", "name", "metric")
@@ -112,7 +112,7 @@ class _ListColumns(BaseModel):
     attempt: int
     name: str
     namespace: str | None = None
-    status: Literal["Succeeded", "Failed"]
+    status: TerminalPhase
     reason: str | None = None
     primary_metric: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
