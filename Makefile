@@ -73,8 +73,9 @@ smoke: venv prepare ## the newcomer's path: bed, chart, examples, one evaluation
 
 ROWS ?= 240000
 RUNS ?= 3
-bench: venv prepare ## side-by-side engine benchmark (ROWS=240000 RUNS=3); prints one table
+bench: venv prepare ## side-by-side engine benchmark (ROWS=240000 RUNS=3), then modeleval run vs a pandas script
 	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
+	@$(VENV)/bin/python bench/inline.py --runs $(RUNS)
 
 COUNT ?= 100
 bench-control-plane: venv prepare ## 100 evaluations at once on the test bed (COUNT=100)

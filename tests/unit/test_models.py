@@ -111,7 +111,7 @@ def test_a_new_format_is_one_class():
 _LEAN = """
 import pickle, sys
 import numpy as np
-sys.argv = [{argv!r}]
+sys.argv = {argv!r}
 from modeleval.engine.models import import_xgboost, load_model
 xgb = import_xgboost()
 print(xgb.compat.SKLEARN_INSTALLED, "sklearn" in sys.modules)
@@ -120,9 +120,13 @@ np.save(sys.stdout.buffer, model.predict(np.eye(4, dtype=np.float32)))
 """
 
 
-@pytest.mark.parametrize("argv, lean", [("/ray/_private/workers/default_worker.py", True),
-                                        ("modeleval", False)])
-def test_ray_workers_import_xgboost_without_scikit_learn(argv, lean):
+@pytest.mark.parametrize("argv, lean", [
+    (["/ray/_private/workers/default_worker.py"], True),
+    (["/venv/bin/modeleval", "run", "evaluation.yaml"], True),  # evaluates only
+    (["/site-packages/modeleval/runner.py", "--manifest", "m.yaml"], True),  # the cluster's job
+    (["/venv/bin/modeleval", "demo"], False),  # trains through the scikit-learn API first
+    (["modeleval"], False)])
+def test_processes_that_only_evaluate_import_xgboost_without_scikit_learn(argv, lean):
     import io
     import os
     import subprocess

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,10 +107,33 @@ class ShardScoring:
         file of unknown width), then predicted from it."""
         with self.model_errors_first(dataset.num_features):
             self.expected_features()  # a broken model fails here, before any data is parsed
+            if self.spec.dataset.format != "letor" and self.plan.inline:
+                return self.table_inline(dataset, predictor)
             manifest = (self.parse_letor(dataset) if self.spec.dataset.format == "letor"
                         else self.parse_table(dataset))
             dataset.cache.save_manifest(dataset.key, manifest)
         return manifest, self.predict_cached(manifest, predictor)
+
+    def table_inline(self, dataset: DatasetEntry,
+                     predictor: Predictor) -> tuple[CacheManifest, list[ShardPrediction]]:
+        """An inline table: its one part is written to the cache while the models predict the
+        table already in memory (as the LETOR path's tasks do), not read back after it."""
+        shard = self.table_shard(dataset).counted()  # once, for the part and the predictions
+        info, uri = dataset.info, dataset.cache.part_uri(dataset.key, 0)
+        manifest = CacheManifest(info.uri, info.fingerprint, [uri], [shard.rows],
+                                 shard.features.shape[1], shard.qids is not None)
+        with ThreadPoolExecutor(1, thread_name_prefix="part-write") as pool:
+            written = pool.submit(self.parts.write, uri, shard)
+            try:
+                self.check_rows(manifest)
+                self.check_slice_features(manifest.num_features)
+                self.progress(0, shard.rows, "rows")
+                prediction = predictor.predict(0, shard, uri)
+            finally:  # the entry is complete once its part is, whatever the models did
+                written.result()
+                dataset.cache.save_manifest(dataset.key, manifest)
+        self.progress(shard.rows, shard.rows, "rows")
+        return manifest, [prediction]
 
     def parse_letor(self, dataset: DatasetEntry) -> CacheManifest:
         """Parses without a known feature count: the width is the widest part's."""
@@ -146,14 +169,8 @@ class ShardScoring:
 
     def parse_table(self, dataset: DatasetEntry) -> CacheManifest:
         """A table read whole by the driver and written to the cache in the plan's parts."""
-        ds = self.spec.dataset
         info, cache, key = dataset.info, dataset.cache, dataset.key
-        keep_columns, _ = slice_inputs(self.spec)
-        table = read_table(self.parts.storage, info.uri, ds.format)
-        shard = table_to_shard(table, ds.label_column, ds.group_column, ds.feature_columns,
-                               keep_columns, where=info.uri)
-        if shard.rows == 0:
-            raise EvaluationError(f"{info.uri}: the dataset has no rows", Reason.EmptyDataset)
+        shard = self.table_shard(dataset)
         splits = group_aligned_splits(shard.qids, shard.rows, self.plan.table_parts)
         uris, rows = [], []
         for i, (a, b) in enumerate(splits):
@@ -165,6 +182,17 @@ class ShardScoring:
             rows.append(b - a)
         return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
                              shard.qids is not None)
+
+    def table_shard(self, dataset: DatasetEntry) -> ParsedShard:
+        """The table read whole: its label, group, feature and slice columns."""
+        ds = self.spec.dataset
+        table = read_table(self.parts.storage, dataset.info.uri, ds.format)
+        shard = table_to_shard(table, ds.label_column, ds.group_column, ds.feature_columns,
+                               slice_inputs(self.spec)[0], where=dataset.info.uri)
+        if shard.rows == 0:
+            raise EvaluationError(f"{dataset.info.uri}: the dataset has no rows",
+                                  Reason.EmptyDataset)
+        return shard
 
     # ------------------------------------------------------------------ running
     def execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
