@@ -26,6 +26,10 @@ renormalised), and ``accuracy``, ``precision``, ``recall``, ``f1`` of the predic
 undefined precision/recall/F1 counts 0, as scikit-learn's default zero_division does).
 Regression: ``rmse``, ``mae``, ``r2`` (coefficient of determination; 1.0 for a perfect fit of a
 constant target and 0.0 otherwise, as scikit-learn).
+
+Which metrics exist, for which tasks, with which cut-off and direction is declared in
+api/metrics.py; ``IMPLEMENTATIONS`` at the end of this module binds each declaration to its
+value on all rows and on each bootstrap resample (engine/intervals.py draws the resamples).
 """
 
 from __future__ import annotations
