@@ -132,3 +132,23 @@ def test_the_length_rule_sees_a_long_function(tmp_path):
     (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
     (tmp_path / "short.py").write_text("def g():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1))
     assert _long_functions(tmp_path) == [f"long.py:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+def test_the_evaluator_sets_its_attributes_only_when_constructed():
+    """Its stages take what they need and return values: no method sets an attribute a later
+    one (or a cached property) reads."""
+    late = []
+    for name, owner in (("evaluate.py", "Evaluator"), ("datapaths.py", "ShardScoring")):
+        module = ast.parse((ENGINE / name).read_text())
+        [cls] = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name == owner]
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef):
+                continue
+            decorators = {getattr(d, "id", getattr(d, "attr", "")) for d in method.decorator_list}
+            assert "cached_property" not in decorators, f"{owner}.{method.name}"
+            if method.name == "__init__":
+                continue
+            late += [f"{owner}.{method.name}:{node.lineno}" for node in ast.walk(method)
+                     if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                     and isinstance(node.value, ast.Name) and node.value.id == "self"]
+    assert late == []

@@ -116,7 +116,6 @@ class _SliceTable:
     seconds: float = 0.0
 
 
-
 @dataclass(frozen=True)
 class _Prepared:
     """The prepare stage's output: each model's source, object and bytes (candidate, baseline,
