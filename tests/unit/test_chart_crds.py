@@ -79,7 +79,9 @@ def test_the_job_runs_the_operator_image_as_the_operator_runs():
     job = objects[f"Job/{NAME}"]["spec"]["template"]["spec"]
     [container] = job["containers"]
     assert container["image"] == operator["containers"][0]["image"] == "modeleval/operator:9.9.9"
-    assert container["args"] == ["python", "-m", "modeleval.controller.crds", "/crds"]
+    # The whole command: args alone would follow the image's entrypoint (the operator).
+    assert container["command"] == ["python", "-m", "modeleval.controller.crds", "/crds"]
+    assert "args" not in container
     assert {"name": "crds", "mountPath": "/crds", "readOnly": True} in container["volumeMounts"]
     assert {"name": "crds", "configMap": {"name": NAME}} in job["volumes"]
     assert job["serviceAccountName"] == NAME and job["restartPolicy"] == "Never"
