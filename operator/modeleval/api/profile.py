@@ -24,6 +24,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .spec import DriftThresholds
+
 KLL_K = 200
 HLL_LG_K = 11
 MAX_BINS = 20
@@ -115,19 +117,6 @@ class DatasetProfile(_Model):
             if column.name == name:
                 return column
         raise KeyError(name)
-
-
-class DriftThresholds(_Model):
-    """A feature drifts when any measure with a threshold passes it."""
-
-    psi: float | None = Field(0.2, ge=0, description="Population stability index above this.")
-    jensen_shannon: float | None = Field(0.1, ge=0, le=1, description="Jensen-Shannon distance "
-                                         "(base 2, 0 to 1) above this.")
-    ks: float | None = Field(0.1, ge=0, le=1, description="Kolmogorov-Smirnov statistic above "
-                             "this, with its p-value below ksPValue.")
-    ks_p_value: float = Field(0.05, gt=0, lt=1, description="The KS test's significance level.")
-    drift_share: float = Field(0.5, gt=0, le=1, description="The dataset drifts when at least "
-                               "this share of its features drift.")
 
 
 class FeatureDrift(_Model):

@@ -66,10 +66,20 @@ class Reason(StrEnum):
                          "the message names it", "fix the data")
     EmptyDataset = ("EmptyDataset", FAILURE, "the dataset has no rows", "check the URI")
     SchemaMismatch = ("SchemaMismatch", FAILURE, "feature count or columns differ from what the "
-                      "model expects, or the objective does not fit the task",
+                      "model expects (or from the `dataQuality.reference`'s features, which the "
+                      "message names), or the objective does not fit the task",
                       "set `dataset.numFeatures`/`featureColumns`, or the right task")
     LabelError = ("LabelError", FAILURE, "labels out of range for the task (e.g. not 0/1 for "
                   "binary)", "check `task` and the label column")
+    DataQualityFailed = ("DataQualityFailed", FAILURE, "a `dataQuality.rules` check with "
+                         "`action: fail` did not hold on the data's profile (a missing rate, a "
+                         "constant feature, a label out of range, a row or query count, a slice "
+                         "value the reference never had); the message names the rule and the "
+                         "features", "fix the data, or relax the rule (or make it `action: warn`)")
+    ReferenceNotFound = ("ReferenceNotFound", FAILURE, "`dataQuality.reference` names an "
+                         "evaluation without a recorded profile, a dataset that is not there, or "
+                         "a schedule run that does not exist yet", "check the reference's name "
+                         "or URI; a schedule's first run has no `previous`")
     InferenceError = ("InferenceError", FAILURE, "the model raised while predicting",
                       "check that the model and the dataset belong together")
     Unschedulable = ("Unschedulable", f"{PROVISIONED}, then {FAILURE}", "the Ray pods cannot be "

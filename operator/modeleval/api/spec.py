@@ -490,6 +490,105 @@ class Confidence(SpecModel):
                       "gives the same intervals.")
 
 
+def _exactly_one(fields: tuple[str, ...]) -> str:
+    """CEL: exactly one of ``fields`` is set."""
+    return " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in fields) + " == 1"
+
+
+class DataReference(SpecModel):
+    """The profile the data is compared with: exactly one of evaluation, uri, schedule."""
+
+    evaluation: str | None = Field(None, pattern=NAME_PATTERN, max_length=253, description="A "
+                                   "previous ModelEvaluation in the same namespace: its recorded "
+                                   "profile.")
+    uri: Uri | None = Field(None, description="A dataset, read with spec.dataset's format and "
+                            "options, profiled once and cached by its fingerprint.")
+    schedule: Literal["first", "previous"] | None = Field(None, description="In a schedule's "
+                                                          "template: the schedule's first run, "
+                                                          "or the run before this one.")
+
+    rules = (Rule(_exactly_one(("evaluation", "uri", "schedule")),
+                  "set exactly one of evaluation, uri or schedule",
+                  lambda r: [r.evaluation, r.uri, r.schedule].count(None) == 2),)
+
+
+class DriftThresholds(SpecModel):
+    """A feature drifts when any measure with a threshold passes it; null turns a measure off."""
+
+    psi: float | None = Field(0.2, ge=0, description="Population stability index above this.")
+    jensen_shannon: float | None = Field(0.1, ge=0, le=1, description="Jensen-Shannon distance "
+                                         "(base 2, 0 to 1) above this.")
+    ks: float | None = Field(0.1, ge=0, le=1, description="Kolmogorov-Smirnov statistic above "
+                             "this, with its p-value below ksPValue.")
+    ks_p_value: float = Field(0.05, gt=0, lt=1, description="The KS test's significance level.")
+    drift_share: float = Field(0.5, gt=0, le=1, description="The dataset drifts when at least "
+                               "this share of its features drift.")
+
+
+class Bounds(SpecModel):
+    min: float | None = Field(None, description="The value must be at least this.")
+    max: float | None = Field(None, description="The value must be at most this.")
+
+    rules = (Rule("has(self.min) || has(self.max)", "set min, max or both",
+                  lambda b: b.min is not None or b.max is not None),
+             Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
+                  "min must not be above max",
+                  lambda b: b.min is None or b.max is None or b.min <= b.max))
+
+
+QUALITY_CHECKS = ("maxMissingRate", "noConstantFeatures", "labelRange", "rows", "queries",
+                  "sliceValuesSeen")
+
+
+class QualityRule(SpecModel):
+    """One check of the data's profile: exactly one of the checks, and what a breach does."""
+
+    max_missing_rate: float | None = Field(None, ge=0, le=1, description="The largest share of "
+                                           "missing (NaN or absent) values a feature may have.")
+    features: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=1000, description="The features maxMissingRate applies to (LETOR: "
+        "1-based indices as text); default every feature.")
+    no_constant_features: bool | None = Field(None, description="true: every feature takes at "
+                                              "least two distinct finite values.")
+    label_range: Bounds | None = Field(None, description="Every label lies within these bounds.")
+    rows: Bounds | None = Field(None, description="The dataset's row count lies within these.")
+    queries: Bounds | None = Field(None, description="The query count (ranking) lies within "
+                                   "these.")
+    slice_values_seen: bool | None = Field(None, description="true: every value of each slice "
+                                           "column was seen in the reference.")
+    action: Literal["warn", "fail"] = Field("fail", description="fail: the evaluation fails "
+                                            "with DataQualityFailed before its metrics are "
+                                            "trusted; warn: a warning, and the metrics are "
+                                            "recorded.")
+
+    rules = (Rule(_exactly_one(QUALITY_CHECKS), f"set exactly one check: {', '.join(QUALITY_CHECKS)}",
+                  lambda r: len(r.checks()) == 1),
+             Rule("!has(self.features) || has(self.maxMissingRate)", "features goes with "
+                  "maxMissingRate", lambda r: r.features is None or r.max_missing_rate is not None,
+                  ".features"))
+
+    def checks(self) -> list[str]:
+        """The checks this rule sets (one, once validated)."""
+        values = {"maxMissingRate": self.max_missing_rate,
+                  "noConstantFeatures": self.no_constant_features,
+                  "labelRange": self.label_range, "rows": self.rows, "queries": self.queries,
+                  "sliceValuesSeen": self.slice_values_seen}
+        return [name for name, value in values.items() if value is not None]
+
+
+class DataQuality(SpecModel):
+    """The data's profile checked against rules and compared with a reference."""
+
+    reference: DataReference | None = Field(None, description="What to compare the data with "
+                                             "(drift); without it only the rules run.")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="When a "
+                                        "feature, and the dataset, count as drifted.")
+    # Named ``rules`` in the spec; ``rules`` in Python is SpecModel's cross-field rules.
+    quality_rules: list[QualityRule] = Field(default_factory=list, max_length=32, alias="rules",
+                                             description="Checks of the profile, each warning "
+                                             "or failing the evaluation.")
+
+
 class Resources(SpecModel):
     workers: int = Field(1, ge=1, le=1000, description="Ray worker pods (cluster) or parallel tasks.")
     cpu: Cpu = Field("1", description="CPU per worker, a Kubernetes quantity (e.g. 2, 500m).")
@@ -607,6 +706,9 @@ class ModelEvaluationSpec(SpecModel):
     confidence: Confidence | None = Field(None, description="Bootstrap percentile intervals for "
                                           "every metric (and for every delta, paired): queries are "
                                           "resampled for ranking, rows otherwise.")
+    data_quality: DataQuality | None = Field(None, description="Profile checks and drift: the "
+                                             "data's profile (always recorded) checked against "
+                                             "rules and compared with a reference.")
     resources: Resources = Field(default_factory=Resources, description="The Ray cluster's "
                                  "size: workers and each one's CPU, memory and GPU, the head's "
                                  "CPU and memory (locally: parallel tasks).")
