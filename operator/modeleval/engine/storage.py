@@ -109,8 +109,7 @@ def _s3_error(code: str, status: int, error: Exception, uri: str, not_found: Rea
 def _botocore_code(error: Exception) -> tuple[str, int]:
     """A botocore error (the stream of :meth:`Storage.open_range`) as the AWS SDK for C++ names
     it (``NoSuchKey`` -> ``NO_SUCH_KEY``), and its HTTP status (0 where none came back)."""
-    from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
@@ -118,9 +117,8 @@ def _botocore_code(error: Exception) -> tuple[str, int]:
         return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", code).upper(), status
     if isinstance(error, NoCredentialsError):
         return "MISSING_AUTHENTICATION_TOKEN", 0
-    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
-        return "NETWORK_CONNECTION", 0
-    return "UNKNOWN", 0
+    # The rest are the transport's: no connection, a timeout, a connection dropped mid-stream.
+    return "NETWORK_CONNECTION", 0
 
 
 def _detail(error: Exception) -> str:
@@ -149,20 +147,24 @@ _CHECKSUM_POLICY = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
 def _s3_filesystem(endpoint_url: str | None, region: str) -> pafs.S3FileSystem:
     """One S3 filesystem per endpoint, credentials and process: it is thread-safe, and making
     one costs more than most reads (every Ray task would otherwise make its own)."""
-    options = _s3_options(endpoint_url, region)
-    key = tuple(sorted((name, hashlib.sha256(str(value).encode()).hexdigest())
-                       for name, value in options.items() if name != "retry_strategy"))
+    key = (endpoint_url, region, *_credentials_key())
     with _S3_LOCK:
         filesystem = _S3_FILESYSTEMS.get(key)
         if filesystem is None:
-            filesystem = _S3_FILESYSTEMS[key] = _make_s3(options)
+            filesystem = _S3_FILESYSTEMS[key] = _make_s3(_s3_options(endpoint_url, region))
         return filesystem
+
+
+def _credentials_key() -> tuple[str, ...]:
+    """The environment's S3 credentials, as a key a client made with them is kept under (the
+    secrets hashed), so that changing them takes effect."""
+    return tuple(hashlib.sha256(os.environ.get(name, "").encode()).hexdigest() for name in
+                 ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
 
 
 def _s3_options(endpoint_url: str | None, region: str) -> dict:
     """How to reach S3: the endpoint and the credentials in this process's environment (in a
-    cluster, the evaluation's namespace's Secret; never the operator's). Part of the key a
-    filesystem is kept under, so that changing them takes effect."""
+    cluster, the evaluation's namespace's Secret; never the operator's)."""
     key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     # Without both keys the AWS SDK looks for credentials the way botocore does (profile,
     # web identity, instance metadata).
@@ -187,8 +189,7 @@ def _s3_stream_client(endpoint_url: str | None, region: str):
     """The boto3 client :meth:`Storage.open_range` streams with (see there why), one per
     endpoint, credentials and process, configured as the filesystem is: checksums only where
     required unless AWS_* says, 5 attempts, the environment's credentials."""
-    key = (endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"),
-           hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest())
+    key = (endpoint_url, region, *_credentials_key())
     with _S3_LOCK:
         client = _STREAM_CLIENTS.get(key)
         if client is None:
@@ -329,11 +330,12 @@ class Storage:
         """Bytes [start, end) as a stream: yields ``read(n)``, which returns up to n bytes and
         b"" at the end, so a reader holds one piece at a time instead of the whole range.
 
-        The cold read of a dataset (the LETOR parser reads every byte through here). In S3 it
-        is one GET of the whole range, streamed by boto3: pyarrow's file makes a HEAD and then a
-        GET for every ``read(n)`` (2 MiB pieces), and streamed 256 MiB at 402 MiB/s where this
-        streams 843 MiB/s (bench/storage.py, MinIO on loopback, 2 CPUs; bench/RESULTS.md), a
-        gap each round trip to a remote S3 widens."""
+        The cold read of a dataset (the LETOR parser reads every byte through here), so in S3
+        it keeps its fast path: one GET of the whole range, streamed by boto3. pyarrow's file
+        makes a HEAD and then one GET per ``read(n)`` (2 MiB pieces: 129 requests for 256 MiB
+        instead of one), and took 1.4 to 2.1 times as long to stream 256 MiB (402-534 MiB/s
+        against 727-931 MiB/s; bench/storage.py, MinIO on loopback, 2 CPUs, three runs in
+        bench/RESULTS.md), a gap each round trip to a remote S3 widens."""
         with self.translated(uri, not_found):
             where = self._locate(uri)
             source = _LocalRange(where, start, end) if where.local else \
