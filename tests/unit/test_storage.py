@@ -133,17 +133,35 @@ def test_a_path_through_a_file_is_not_found_and_a_directory_is_no_object(tmp_pat
     assert "directory" in directory.value.message
 
 
-def test_an_unreachable_endpoint_is_retried_and_named():
-    """A real connection refused by pyarrow's S3 client (one attempt, no wait)."""
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+def _refused_by_pyarrow(endpoint: str) -> Exception:
     s3 = pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=endpoint,
                            region="us-east-1",
                            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
     with pytest.raises(OSError) as refused:
         s3.open_input_file("bucket/key")
-    error = storage_error(refused.value, "s3://bucket/key", Reason.DatasetNotFound, endpoint)
+    return refused.value
+
+
+def _refused_by_boto3(endpoint: str) -> Exception:
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k",
+        aws_secret_access_key="s", config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+    with pytest.raises(Exception) as refused:
+        s3.get_object(Bucket="bucket", Key="key", Range="bytes=0-9")
+    return refused.value
+
+
+@pytest.mark.parametrize("refuse", [_refused_by_pyarrow, _refused_by_boto3],
+                         ids=["pyarrow", "boto3 (open_range)"])
+def test_an_unreachable_endpoint_is_retried_and_named(refuse):
+    """A real connection refused by each S3 client Storage uses (one attempt, no wait)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    error = storage_error(refuse(endpoint), "s3://bucket/key", Reason.DatasetNotFound, endpoint)
     assert error.reason == Reason.StorageUnavailable and error.retryable
     assert error.message.startswith(f"s3://bucket/key: cannot reach the S3 endpoint {endpoint} (")
 
