@@ -56,6 +56,28 @@ def test_crd_is_structural():
     assert "evaluations" in crd.crd()["spec"]["names"]["shortNames"]
 
 
+def _bounds(node, path=""):
+    """(path, key, value, the node) of every exclusiveMinimum/exclusiveMaximum in a schema."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("exclusiveMinimum", "exclusiveMaximum"):
+                yield path, key, value, node
+            else:
+                yield from _bounds(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for item in node:
+            yield from _bounds(item, path)
+
+
+def test_exclusive_bounds_are_flags_on_minimum_and_maximum():
+    """OpenAPI v3 (what the API server decodes a CRD with) has exclusiveMinimum as a flag beside
+    minimum; JSON Schema's number there made the API server refuse both CRDs."""
+    found = [*_bounds(crd.crd()), *_bounds(crd.schedule_crd())]
+    assert found, "no exclusive bound left to check (pydantic's gt/lt)"
+    for path, key, value, node in found:
+        assert value is True and key.replace("exclusiveM", "m") in node, (path, key, value)
+
+
 def test_rules_come_from_the_models_and_nothing_else():
     """Every CEL rule in the CRD is one a spec model declares (a Rule) or the key rule generated
     from a constrained map key; none is written in crd.py."""

@@ -31,6 +31,7 @@ SHORT_NAMES = ["evaluations", "evaluation", "meval"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
 _DROP = {"title", "default", "examples", "$defs"}
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 # What `kubectl explain` says of the fields every object has (the Kubernetes API's own wording).
 _API_VERSION = ("APIVersion defines the versioned schema of this representation of an object. "
@@ -82,6 +83,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = _structural(value, defs)
         elif key == "const":
             out["enum"] = [value]
+        elif key in _EXCLUSIVE and not isinstance(value, bool):
+            # JSON Schema's exclusive bound is a number (pydantic's gt/lt); OpenAPI v3's, which
+            # the API server reads, is a flag on minimum/maximum (a number there is refused).
+            out[_EXCLUSIVE[key]], out[key] = value, True
         else:
             out[key] = value
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out \
