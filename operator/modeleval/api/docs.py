@@ -45,6 +45,8 @@ def _limits(schema: dict[str, Any]) -> list[str]:
                        ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"),
                        ("maxProperties", "max entries")):
         if key in schema:
+            if schema.get(f"exclusive{key[0].upper()}{key[1:]}") is True:  # OpenAPI v3's flag
+                label = label.rstrip("=")
             parts.append(f"{label} {schema[key]}")
     if "pattern" in schema and len(schema["pattern"]) <= 60:
         parts.append(f"pattern `{schema['pattern']}`")
