@@ -5,9 +5,10 @@ size in the result document.
 
   python bench/profile.py [--rows 240000] [--features 136] [--runs 3]
 
-Prints the median seconds of --runs rounds of each step (the steps interleaved in each round)
-and the profile's share of the parse. One process, one core: a Ray task parses and profiles its
-shard on the one CPU it holds.
+Prints the median seconds of --runs rounds of each step (the steps interleaved in each round),
+both CPU seconds (the process's own time: on a machine others share, what the step costs) and
+wall seconds, and the profile's share of the parse in each. One process, one core: a Ray task
+parses and profiles its shard on the one CPU it holds.
 """
 
 from __future__ import annotations
@@ -37,28 +38,32 @@ def main() -> None:
     shard = parse_letor(text)
     reference = to_profile(profile_data(shard))
     cuts = reference_cuts(reference)
-    times: dict[str, list[float]] = {"parse (cold)": [], "profile": [],
-                                     "profile, reference bins": []}
+    steps = {
+        "parse (cold)": lambda: parse_letor(text),
+        "profile": lambda: to_profile(merge_all([profile_data(shard),
+                                                 profile_predictions({"model": scores})])),
+        "profile, reference bins": lambda: merge_all(
+            [profile_data(shard, cuts=cuts), profile_predictions({"model": scores}, cuts)]),
+    }
+    cpu: dict[str, list[float]] = {step: [] for step in steps}
+    wall: dict[str, list[float]] = {step: [] for step in steps}
     for _ in range(args.runs):
-        start = time.perf_counter()
-        shard = parse_letor(text)
-        times["parse (cold)"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        state = merge_all([profile_data(shard), profile_predictions({"model": scores})])
-        document = to_profile(state)
-        times["profile"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        merge_all([profile_data(shard, cuts=cuts), profile_predictions({"model": scores}, cuts)])
-        times["profile, reference bins"].append(time.perf_counter() - start)
-    parse = statistics.median(times["parse (cold)"])
+        for step, run in steps.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            run()
+            cpu[step].append(time.process_time() - started_cpu)
+            wall[step].append(time.perf_counter() - started)
+    document = steps["profile"]()
+    parse_cpu = statistics.median(cpu["parse (cold)"])
+    parse_wall = statistics.median(wall["parse (cold)"])
     print(f"{args.rows:,} rows x {args.features} features, {len(text) / 1e6:.0f} MB of LETOR text, "
           f"median of {args.runs}")
-    print(f"{'step':<26}{'seconds':>9}{'of the parse':>14}")
-    for step, values in times.items():
-        seconds = statistics.median(values)
-        print(f"{step:<26}{seconds:>9.3f}{seconds / parse:>13.0%}")
+    print(f"{'step':<26}{'CPU s':>8}{'of parse':>10}{'wall s':>9}{'of parse':>10}")
+    for step in steps:
+        seconds, elapsed = statistics.median(cpu[step]), statistics.median(wall[step])
+        print(f"{step:<26}{seconds:>8.3f}{seconds / parse_cpu:>10.0%}{elapsed:>9.3f}"
+              f"{elapsed / parse_wall:>10.0%}")
     print(f"profile in the result document: {len(document.model_dump_json(by_alias=True)):,} bytes")
-
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,8 @@ import pytest
 from modeleval.api.profile import COLUMN_BYTES, ColumnProfile, QUANTILE_RANKS, size_bound
 from modeleval.engine.letor import parse_letor
 from modeleval.engine.profile import (column_profile, column_state, decoded_kll, merge_all,
-                                      profile_data, profile_predictions, reference_cuts,
-                                      to_profile)
+                                      profile_data, profile_predictions, rank_error,
+                                      reference_cuts, sketch_sorted, to_profile)
 from modeleval.engine.shard import ParsedShard
 
 RELATIVE = 1e-9
@@ -69,7 +69,7 @@ def test_quantiles_are_within_the_sketchs_rank_error():
     state = merge_all([profile_data(piece) for piece in split(shard, [20_000, 40_000])])
     for j, column in enumerate(to_profile(state).features):
         finite = np.sort(shard.features[:, j][np.isfinite(shard.features[:, j])])
-        error = decoded_kll(column.sketch).normalized_rank_error(False)
+        error = rank_error(decoded_kll(column.sketch))
         for rank in QUANTILE_RANKS:
             value = column.quantiles[str(rank)]
             # The true ranks the returned value spans (repeated values span several).
@@ -165,3 +165,15 @@ def test_the_profile_stays_within_its_size_bound():
     size = len(profile.model_dump_json(by_alias=True))
     assert size <= size_bound(136) <= 1_000_000
     assert ColumnProfile.model_validate_json(one.model_dump_json(by_alias=True)) == one
+
+
+def test_a_long_column_is_sketched_from_runs_with_its_exact_count_and_error():
+    values = np.sort(np.random.default_rng(9).lognormal(0, 1, 1_000_003).astype(np.float32))
+    sketch = sketch_sorted(values)
+    assert sketch.n == len(values)
+    assert sketch.num_retained < 2_000  # a sketch, not the values
+    for rank in (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999):
+        value = sketch.get_quantile(rank)
+        low = np.searchsorted(values, value, "left") / len(values)
+        high = np.searchsorted(values, value, "right") / len(values)
+        assert low - rank_error(sketch) <= rank <= high + rank_error(sketch)

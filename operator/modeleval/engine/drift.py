@@ -20,7 +20,7 @@ from scipy import stats
 from ..api.profile import ColumnProfile, DataDrift, DatasetProfile, FeatureDrift
 from ..api.spec import DriftThresholds
 from .errors import DatasetError, Reason
-from .profile import decoded_kll, sketch_counts
+from .profile import decoded_kll, rank_error, sketch_counts
 
 # Bin shares are floored here before the logarithms of PSI: an empty bin on one side would
 # otherwise make the index infinite. (Evidently and NannyML floor at about 1e-4 to 1e-6.)
@@ -72,9 +72,10 @@ def ks_from_sketches(reference: ds.kll_floats_sketch, current: ds.kll_floats_ske
 
 
 def ks_error(reference: ds.kll_floats_sketch, current: ds.kll_floats_sketch) -> float:
-    """How far the sketched KS statistic may be from the exact one: the sum of the sketches'
-    documented normalised rank errors (DataSketches: at 99% confidence)."""
-    return reference.normalized_rank_error(False) + current.normalized_rank_error(False)
+    """How far the sketched KS statistic may be from the exact one: the sum of the profile
+    sketches' rank errors (DataSketches' documented error, at 99% confidence, and the share
+    that feeding a sketch runs' stand-ins adds: ``profile.rank_error``)."""
+    return rank_error(reference) + rank_error(current)
 
 
 def check_schema(current: DatasetProfile, reference: DatasetProfile, where: str) -> None:

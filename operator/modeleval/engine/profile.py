@@ -22,6 +22,8 @@ count, mean, std, min, max, the sketches and the quantiles are over the finite v
 from __future__ import annotations
 
 import base64
+import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -32,9 +34,12 @@ from ..api.profile import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS, 
                            ColumnProfile, DatasetProfile, Histogram)
 from .shard import ParsedShard
 
-# Columns transposed and sorted at a time: 16 columns of 3M rows is 192 MB of float32 at most,
-# against the shard's whole matrix for a transpose of all of it.
-BLOCK_COLUMNS = 16
+# The bytes of columns transposed and sorted at a time (at least one column): a bound on what a
+# profile adds to a shard's memory, against a copy of its whole matrix.
+BLOCK_BYTES = 64 * 2**20
+# The share of the KLL sketch's rank error that feeding it runs' stand-ins may add (sketch_sorted).
+SAMPLED_ERROR_SHARE = 1 / 64
+_KLL_ERROR = ds.kll_floats_sketch.get_normalized_rank_error(KLL_K, False)
 # Without a reference, the histogram's bins are the sketch's deciles.
 SKETCH_BIN_RANKS = tuple(i / 10 for i in range(1, 10))
 # Updated as HLL_8 (a byte per register: about 2.5x faster to update than HLL_4 here), kept and
@@ -146,33 +151,86 @@ def column_state(name: str, values: np.ndarray, cuts: np.ndarray | None = None, 
 def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None,
                          value_counts: bool) -> ColumnState:
     """The profile of one column from its values in ascending order (NaN last)."""
-    present = int(np.searchsorted(ordered, np.nan, side="left"))  # NaN sorts after +inf
-    low = int(np.searchsorted(ordered[:present], -np.inf, side="right"))
-    high = int(np.searchsorted(ordered[:present], np.inf, side="left"))
+    # Needles of the column's own type: a float64 needle would copy a float32 column to float64.
+    kind = ordered.dtype.type
+    present = int(np.searchsorted(ordered, kind(np.nan), side="left"))  # NaN sorts after +inf
+    low = int(np.searchsorted(ordered[:present], kind(-np.inf), side="right"))
+    high = int(np.searchsorted(ordered[:present], kind(np.inf), side="left"))
     finite = ordered[low:high]
     state = ColumnState(name, rows=len(ordered), count=len(finite), missing=len(ordered) - present,
                         negative_infinities=low, positive_infinities=present - high)
     if len(finite):
-        state.zeros = int(np.searchsorted(finite, 0, side="right")
-                          - np.searchsorted(finite, 0, side="left"))
+        state.zeros = int(np.searchsorted(finite, kind(0), side="right")
+                          - np.searchsorted(finite, kind(0), side="left"))
         state.min, state.max = float(finite[0]), float(finite[-1])
         state.mean = float(np.sum(finite, dtype=np.float64)) / len(finite)
-        deviations = finite.astype(np.float64) - state.mean
-        state.m2 = float(deviations @ deviations)
-        state.kll.update(finite if finite.dtype == np.float32 else finite.astype(np.float32))
+        # Squares summed by numpy's pairwise sum: a BLAS dot product would start its threads
+        # (CPU the shard's other work needs) for no better result.
+        deviations = np.subtract(finite, state.mean, dtype=np.float64)
+        state.m2 = float(np.multiply(deviations, deviations, out=deviations).sum())
+        state.kll = sketch_sorted(finite)
         distinct = _distinct_sorted(finite)
-        # The sketch takes a value at a time; the distinct values are usually far fewer.
-        for _ in map(state.hll.update, distinct.tolist()):
-            pass
+        _count_distinct(state.hll, distinct)
         if value_counts:
             state.values = _value_counts(finite, distinct)
     elif value_counts:
         state.values = {}
     if cuts is not None:
         state.cuts = np.asarray(cuts, dtype=np.float64)
-        edges = np.searchsorted(ordered[:present], state.cuts, side="left")
+        edges = np.searchsorted(ordered[:present], _at_least(state.cuts, ordered.dtype),
+                                side="left")
         state.counts = np.diff(np.concatenate([[0], edges, [present]])).astype(np.int64)
     return state
+
+
+def sketch_sorted(ordered: np.ndarray) -> ds.kll_floats_sketch:
+    """The KLL sketch of sorted finite values. Past a few thousand values, it takes the middle
+    value of each run of ``stride`` (a power of two) and then merges the sketch with a copy of
+    itself log2(stride) times: a sketch of exactly the same count in which each run counts as
+    its middle value, about 1/60 of the work of feeding every value. A value's rank in the
+    runs' stand-ins is within stride / 2 of its rank in the column, and stride is chosen at
+    most ``SAMPLED_ERROR_SHARE`` x 2 x n x the sketch's rank error, so the quantiles stay within
+    :func:`rank_error` (the sketch's documented error and that share of it)."""
+    values = ordered if ordered.dtype == np.float32 else ordered.astype(np.float32)
+    sketch = _empty_kll()
+    budget = len(values) * SAMPLED_ERROR_SHARE * 2 * _KLL_ERROR
+    stride = 1 << int(math.log2(budget)) if budget >= 2 else 1
+    if stride == 1:
+        sketch.update(values)
+        return sketch
+    runs = len(values) // stride
+    sketch.update(np.ascontiguousarray(values[stride // 2:runs * stride:stride]))
+    for _ in range(stride.bit_length() - 1):
+        sketch.merge(ds.kll_floats_sketch.deserialize(sketch.serialize()))
+    if runs * stride < len(values):
+        sketch.update(np.ascontiguousarray(values[runs * stride:]))
+    return sketch
+
+
+def rank_error(sketch: ds.kll_floats_sketch) -> float:
+    """How far a quantile of a profile's sketch may be from the exact one, in rank (at 99%
+    confidence): the KLL sketch's documented error and the share runs add."""
+    return sketch.normalized_rank_error(False) * (1 + SAMPLED_ERROR_SHARE)
+
+
+def _count_distinct(sketch: ds.hll_sketch, distinct: np.ndarray) -> None:
+    """Adds distinct finite values to an HLL sketch. The sketch takes a value per call, so it
+    gets each value's float32 bits as an integer (its first overload, about twice as fast as a
+    float) with -0.0 read as 0.0: the same key for the same float32 value in every shard."""
+    bits = (distinct.astype(np.float32) + np.float32(0)).view(np.int32)
+    deque(map(sketch.update, bits.tolist()), maxlen=0)
+
+
+def _at_least(cuts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Each cut as the smallest value of ``dtype`` at or above it: a value of that type is
+    below the one exactly when it is below the other, so the column is searched in its own
+    type (a float64 search would copy a float32 column)."""
+    if dtype == cuts.dtype:
+        return cuts
+    rounded = cuts.astype(dtype)
+    below = rounded.astype(cuts.dtype) < cuts
+    rounded[below] = np.nextafter(rounded[below], dtype.type(np.inf))
+    return rounded
 
 
 def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
@@ -197,13 +255,23 @@ def feature_states(features: np.ndarray, names: Sequence[str],
         raise ValueError(f"{features.shape[1]} feature columns but {len(names)} names")
     cuts = cuts or {}
     states = []
-    for start in range(0, features.shape[1], BLOCK_COLUMNS):
-        block = np.ascontiguousarray(features[:, start:start + BLOCK_COLUMNS].T)
+    width = max(1, BLOCK_BYTES // max(1, features.shape[0] * features.itemsize))
+    for start in range(0, features.shape[1], width):
+        block = _transposed(features[:, start:start + width])
         block.sort(axis=1)
         for offset, ordered in enumerate(block):
             name = names[start + offset]
             states.append(_sorted_column_state(name, ordered, cuts.get(name), False))
     return states
+
+
+def _transposed(columns: np.ndarray, tile_rows: int = 1024) -> np.ndarray:
+    """The columns as contiguous rows, copied a tile of rows at a time (a tile's rows stay in
+    the cache while they are spread over the columns: about twice as fast as one copy)."""
+    out = np.empty((columns.shape[1], columns.shape[0]), columns.dtype)
+    for start in range(0, columns.shape[0], tile_rows):
+        out[:, start:start + tile_rows] = columns[start:start + tile_rows].T
+    return out
 
 
 def query_lengths(qids: np.ndarray) -> np.ndarray:
