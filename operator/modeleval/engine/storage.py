@@ -275,17 +275,19 @@ class Storage:
         except StorageError:
             raise
         except Exception as error:  # noqa: BLE001 - translated into a typed error
-            raise self._named(storage_error(error, uri, not_found, self.endpoint_url),
-                              uri) from error
+            if isinstance(error, FileNotFoundError) and self._bucket_missing(uri):
+                raise StorageError(f"{uri}: no such bucket", not_found) from error
+            raise storage_error(error, uri, not_found, self.endpoint_url) from error
 
-    def _named(self, error: StorageError, uri: str) -> StorageError:
-        """A missing S3 object whose bucket is missing says so (a HEAD cannot tell them apart)."""
-        if error.message != f"{uri}: no such object" or not uri.startswith("s3://"):
-            return error
-        with contextlib.suppress(Exception):
-            if self.s3.get_file_info(parse_s3(uri).bucket).type == pafs.FileType.NotFound:
-                return StorageError(f"{uri}: no such bucket", error.reason, error.retryable)
-        return error
+    def _bucket_missing(self, uri: str) -> bool:
+        """Whether an S3 object is missing because its bucket is (pyarrow opens an object with
+        a HEAD, whose answer cannot tell them apart); False where that cannot be found out."""
+        if not uri.startswith("s3://"):
+            return False
+        try:
+            return self.s3.get_file_info(parse_s3(uri).bucket).type == pafs.FileType.NotFound
+        except Exception:  # noqa: BLE001 - the object is missing all the same
+            return False
 
     def local_path(self, uri: str) -> Path | None:
         """The file ``uri`` names on this machine (a ``file://`` URI, where they are allowed);
