@@ -152,3 +152,19 @@ def test_each_rule_holds_warns_or_fails(profiles, altered, holding, breached, na
     with pytest.raises(DatasetError) as raised:
         enforce(check(rules(breached), breaching, reference))  # fail is the default
     assert raised.value.reason == Reason.DataQualityFailed and named in raised.value.message
+
+
+def test_a_relayed_document_drops_the_profile_over_the_line_limit_and_keeps_the_drift(profiles):
+    from modeleval.api.results import MAX_DOCUMENT_LINE, ResultDocument
+
+    _, reference, _, current = profiles
+    wide = current.model_copy(update={"features": current.features * 40})  # 400 columns
+    drift = compare(current, reference, DriftThresholds(), "r")
+    doc = ResultDocument(_id="u:1", uid="u", attempt=1, name="n", namespace="ns",
+                         status="Succeeded", metrics={"ndcg@10": 0.5}, profile=wide, drift=drift)
+    assert len(doc.to_json()) > MAX_DOCUMENT_LINE
+    relayed = ResultDocument.from_log(doc.log_line(), "u", 1, "n", "ns")
+    assert relayed.profile is None and relayed.drift == drift
+    assert "profile was left out" in relayed.warnings[-1]
+    fits = doc.model_copy(update={"profile": current})
+    assert ResultDocument.from_log(fits.log_line(), "u", 1, "n", "ns").profile == current

@@ -24,8 +24,6 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .spec import DriftThresholds
-
 KLL_K = 200
 HLL_LG_K = 11
 MAX_BINS = 20
@@ -136,7 +134,8 @@ class DataDrift(_Model):
     """The profile compared with a reference profile, feature by feature."""
 
     reference: str = Field(description="What the reference was (an evaluation, a dataset URI).")
-    thresholds: DriftThresholds = Field(description="The thresholds applied.")
+    thresholds: dict[str, float | None] = Field(description="The thresholds applied "
+                                                "(spec.dataQuality.thresholds, by name).")
     features: list[FeatureDrift] = Field(default_factory=list, description="One per feature.")
     drifted_share: float = Field(description="Share of the features that drifted.")
     drifted: bool = Field(description="Whether the dataset drifted (driftedShare at least "

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .curves import ModelCurves
+from .profile import DataDrift, DatasetProfile
 from .reasons import Reason
 from .status import TerminalPhase
 
@@ -163,6 +164,11 @@ class ResultDocument(_Document):
     curves: list[ModelCurves] | None = Field(
         None, description="per model, what a report plots (ROC, PR, calibration, confusion, "
         "histograms, ranking cut-offs); absent in documents written before they existed")
+    profile: DatasetProfile | None = Field(None, description="the data's profile: every "
+                                           "feature, the labels, each model's predictions, the "
+                                           "query lengths (api/profile.py bounds its size)")
+    drift: DataDrift | None = Field(None, description="the profile compared with "
+                                    "spec.dataQuality.reference's, when one is named")
     finished_at: str = Field(default_factory=utc_now)
 
     @property
@@ -183,6 +189,12 @@ class ResultDocument(_Document):
         operator relays no line over MAX_DOCUMENT_LINE: one that its curves would push over
         goes without them (the metrics matter more), saying so."""
         line = DOCUMENT_MARKER + json.dumps(self.to_mongo())
+        if len(line) > MAX_DOCUMENT_LINE and self.profile is not None:
+            # The profile is the largest part (hundreds of KB at MSLR's width); its drift stays.
+            note = ("the data's profile was left out of this document: relayed through the "
+                    "job's log, it would have exceeded the relayed line's size limit")
+            return self.model_copy(update={"profile": None,
+                                           "warnings": [*self.warnings, note]}).log_line()
         if len(line) > MAX_DOCUMENT_LINE and self.curves:
             note = ("the report's curves were left out of this document: relayed through the "
                     "job's log, it would have exceeded the relayed line's size limit")

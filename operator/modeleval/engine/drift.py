@@ -141,5 +141,6 @@ def compare(current: DatasetProfile, reference: DatasetProfile, thresholds: Drif
     features = [feature_drift(column, by_name[column.name], thresholds)
                 for column in current.features]
     share = sum(f.drifted for f in features) / len(features) if features else 0.0
-    return DataDrift(reference=reference_name, thresholds=thresholds, features=features,
+    return DataDrift(reference=reference_name, thresholds=thresholds.model_dump(by_alias=True),
+                     features=features,
                      drifted_share=share, drifted=bool(features) and share >= thresholds.drift_share)
