@@ -259,8 +259,9 @@ def _local_evaluation(ctx, cache: str, gpu: int, cpu: int = 1,
     from modeleval.settings import EngineSettings
 
     manifest = _manifest(ctx.model_uri, ctx.data_uri, ctx.features, gpu, cpu)
+    # On Ray whatever the plan's cost model would choose: the shapes compare Ray's task sizes.
     settings = EngineSettings(cache_uri=(ctx.dir / cache).as_uri(), node_cache_dir=ctx.dir / "parts",
-                              results_dir=ctx.dir / "results")
+                              results_dir=ctx.dir / "results", execution="ray")
     scoring = dataclasses.replace(ScoringPlan.for_cluster(ray.cluster_resources(), settings.scorers_per_gpu),
                                   keep=True) if gpu else None
     if actors_on_cpu:
