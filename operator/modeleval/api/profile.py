@@ -46,7 +46,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
-class Histogram(_Model):
+class ColumnHistogram(_Model):
     """Counts of a column's values in bins. ``cuts`` are the inner edges: bin 0 is below
     ``cuts[0]`` (and holds -inf), bin i is [cuts[i-1], cuts[i]), the last bin is at or above
     ``cuts[-1]`` (and holds +inf). Missing values are in no bin."""
@@ -78,7 +78,7 @@ class ColumnProfile(_Model):
     distinct: float = Field(description="Estimated distinct finite values (HLL sketch).")
     quantiles: dict[str, float] = Field(default_factory=dict, description="Quantiles from the "
                                         "KLL sketch, keyed by rank ('0.5' is the median).")
-    histogram: Histogram | None = Field(None, description="Counts on the reference's bins, or "
+    histogram: ColumnHistogram | None = Field(None, description="Counts on the reference's bins, or "
                                         "on the sketch's deciles without a reference.")
     value_counts: dict[str, int] | None = Field(None, description="Exact counts of each value, "
                                                 f"kept while at most {MAX_VALUE_COUNTS} distinct.")

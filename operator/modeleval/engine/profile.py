@@ -35,7 +35,7 @@ import datasketches as ds
 import numpy as np
 
 from ..api.profile import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS, QUANTILE_RANKS,
-                           ColumnProfile, DatasetProfile, Histogram)
+                           ColumnHistogram, ColumnProfile, DatasetProfile)
 from .shard import ParsedShard
 
 # The bytes of columns transposed and sorted at a time (at least one column): a bound on what a
@@ -424,19 +424,19 @@ def _stored_hll(sketch: ds.hll_sketch) -> ds.hll_sketch:
     return union.get_result(_HLL_STORED)
 
 
-def _histogram(state: ColumnState) -> Histogram | None:
+def _histogram(state: ColumnState) -> ColumnHistogram | None:
     """Exact counts on the bins fixed before the pass; without them, the sketch's deciles as
     bins and its masses in them (within its rank error), the infinities in the outer bins."""
     if state.cuts is not None and state.counts is not None:
-        return Histogram(cuts=state.cuts.tolist(), counts=state.counts.astype(float).tolist(),
-                         exact=True)
+        return ColumnHistogram(cuts=state.cuts.tolist(),
+                               counts=state.counts.astype(float).tolist(), exact=True)
     if not state.count:
         return None
     cuts = sorted(set(state.kll.get_quantiles(list(SKETCH_BIN_RANKS))))
     counts = sketch_counts(state.kll, cuts, state.count)
     counts[0] += state.negative_infinities
     counts[-1] += state.positive_infinities
-    return Histogram(cuts=cuts, counts=counts, exact=False)
+    return ColumnHistogram(cuts=cuts, counts=counts, exact=False)
 
 
 def sketch_counts(kll: ds.kll_floats_sketch, cuts: Sequence[float], count: int) -> list[float]:
