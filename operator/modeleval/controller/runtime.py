@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 from ..api.reasons import Reason
 from ..api.results import ResultDocument, document_id, submission_id
 from ..api.spec import ModelEvaluationSpec
-from ..api.status import ConditionType, ModelEvaluationStatus
+from ..api.status import ModelEvaluationStatus
 from ..store import MongoResultStore, ResultsStoreError
 from . import telemetry
 from .status import cap
@@ -34,7 +34,7 @@ from .decide import decide_deletion
 from .observed import Evaluation, Observed, RayClusterView, Slot, Wants
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
-from .rayjobs import JobsApiError, RayJobsClient, running_jobs
+from .rayjobs import JobInfo, JobsApiError, RayJobsClient, running_jobs
 from .results_store import ResultsStores
 from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
