@@ -152,3 +152,41 @@ def test_the_evaluator_sets_its_attributes_only_when_constructed():
                      if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
                      and isinstance(node.value, ast.Name) and node.value.id == "self"]
     assert late == []
+
+
+def test_an_inline_table_predicted_in_memory_agrees_with_its_cached_part(tmp_path):
+    """Cold, an inline table is predicted from memory while its part is written; warm, from
+    that part: the same metrics, slices and counts, so the part is whole and equal."""
+    import uuid
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    from modeleval.api.spec import ModelEvaluationSpec
+    from modeleval.engine.evaluate import Evaluator, Identity
+    from modeleval.settings import EngineSettings
+
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((3000, 5)).astype(np.float32)
+    values[rng.random(values.shape) < 0.02] = np.nan
+    labels = (np.nan_to_num(values[:, 0]) + rng.standard_normal(3000) > 0).astype(np.int8)
+    country = rng.choice(["de", "fr", "<b>"], 3000)
+    pq.write_table(pa.table({**{f"f{j}": values[:, j] for j in range(5)}, "label": labels,
+                             "country": country}), tmp_path / "t.parquet")
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3},
+                        xgb.DMatrix(values, label=labels), num_boost_round=5)
+    booster.save_model(tmp_path / "m.json")
+    spec = ModelEvaluationSpec.model_validate({
+        "task": "binary", "model": {"uri": (tmp_path / "m.json").as_uri()},
+        "dataset": {"uri": (tmp_path / "t.parquet").as_uri(), "format": "parquet",
+                    "labelColumn": "label"},
+        "metrics": ["auc", "accuracy"], "slices": [{"name": "country", "column": "country"}]})
+    settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), report=False,
+                              results_dir=tmp_path / "results")
+    cold, warm = (Evaluator(spec, Identity(uuid.uuid4().hex), settings).run() for _ in range(2))
+    assert cold.resources["inline"] and not cold.cache_hit and warm.cache_hit
+    assert cold.metrics == warm.metrics and cold.slices == warm.slices
+    assert set(cold.slices["country"]) == {"de", "fr", "<b>"}
+    assert cold.dataset == warm.dataset and cold.dataset["missingValues"] > 0
