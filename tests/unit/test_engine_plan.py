@@ -154,7 +154,7 @@ def test_the_evaluator_sets_its_attributes_only_when_constructed():
     assert late == []
 
 
-def test_an_inline_table_predicted_in_memory_agrees_with_its_cached_part(tmp_path):
+def test_an_inline_table_predicted_in_memory_agrees_with_its_cached_part(tmp_path, monkeypatch):
     """Cold, an inline table is predicted from memory while its part is written; warm, from
     that part: the same metrics, slices and counts, so the part is whole and equal."""
     import uuid
@@ -165,6 +165,7 @@ def test_an_inline_table_predicted_in_memory_agrees_with_its_cached_part(tmp_pat
     import xgboost as xgb
 
     from modeleval.api.spec import ModelEvaluationSpec
+    from modeleval.engine.cache import PartStore
     from modeleval.engine.evaluate import Evaluator, Identity
     from modeleval.settings import EngineSettings
 
@@ -185,7 +186,14 @@ def test_an_inline_table_predicted_in_memory_agrees_with_its_cached_part(tmp_pat
         "metrics": ["auc", "accuracy"], "slices": [{"name": "country", "column": "country"}]})
     settings = EngineSettings(cache_uri=(tmp_path / "cache").as_uri(), report=False,
                               results_dir=tmp_path / "results")
-    cold, warm = (Evaluator(spec, Identity(uuid.uuid4().hex), settings).run() for _ in range(2))
+    reads: list[str] = []
+    read = PartStore.read
+    monkeypatch.setattr(PartStore, "read", lambda store, uri, *args, **kwargs: (
+        reads.append(uri), read(store, uri, *args, **kwargs))[1])
+    cold = Evaluator(spec, Identity(uuid.uuid4().hex), settings).run()
+    assert reads == []  # predicted from memory: the part written was not read back
+    warm = Evaluator(spec, Identity(uuid.uuid4().hex), settings).run()
+    assert len(reads) == 1
     assert cold.resources["inline"] and not cold.cache_hit and warm.cache_hit
     assert cold.metrics == warm.metrics and cold.slices == warm.slices
     assert set(cold.slices["country"]) == {"de", "fr", "<b>"}
