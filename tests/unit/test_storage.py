@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,6 +23,27 @@ def test_a_fetched_object_has_the_info_a_stat_gives(tmp_path):
     path.write_bytes(b'{"learner": {}}')
     info, data = Storage().fetch(path.as_uri())
     assert info == Storage().stat(path.as_uri()) and data == path.read_bytes()
+
+
+def test_a_fetch_gives_the_info_of_the_bytes_it_read_when_the_object_is_replaced(tmp_path,
+                                                                                   monkeypatch):
+    """Another writer replaces the object between its opening (its info) and its read: the
+    fetch reads again, and the info it returns is the one of the bytes it returns."""
+    path = tmp_path / "model.json"
+    path.write_bytes(b"version 1")
+    real_info, replaced = storage._info, []
+
+    def info_then_replaced(where, handle):
+        info = real_info(where, handle)
+        if not replaced:
+            replaced.append(True)
+            path.write_bytes(b"version 2, longer")
+            os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
+        return info
+
+    monkeypatch.setattr(storage, "_info", info_then_replaced)
+    info, data = Storage().fetch(path.as_uri())
+    assert data == b"version 2, longer" and info == Storage().stat(path.as_uri())
 
 
 class _RecordingS3(BaseHTTPRequestHandler):
