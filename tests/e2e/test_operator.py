@@ -144,15 +144,14 @@ def check_reports(bed, api, namespace: str, names: list[str]) -> None:
     leaves its evaluation Succeeded with the ReportWritten=False warning condition."""
     from modeleval.report import vega_bundle
 
-    s3 = Storage().s3
+    storage = Storage()
     wide = kubectl(bed, "get", "evaluations", "-n", namespace, "-o", "wide")
     assert "REPORT" in wide.splitlines()[0].split()
     for name in names:
         obj = get_evaluation(api, namespace, name)
         uri = obj["status"]["reportURI"]
         assert uri.endswith(f"/{name}-{obj['metadata']['uid']}-1.html"), uri
-        bucket, key = uri.removeprefix("s3://").split("/", 1)
-        html = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        html = storage.read(uri).decode()
         assert html_escape(name) in html and vega_bundle() in html, name
         assert any(line.split()[0] == name and uri in line.split() for line in wide.splitlines())
         written = next(c for c in obj["status"]["conditions"] if c["type"] == "ReportWritten")
