@@ -1,9 +1,11 @@
 """One evaluation, end to end: object store -> parsed (cached) shards -> Ray inference -> metrics.
 
 The same function runs inside a cluster (the Ray job the operator submits) and on a laptop
-(`modeleval run`); it knows nothing about Kubernetes. Ray is imported where it is first used:
-an evaluation small enough to run inline (in this process) never joins Ray and skips the
-import, about a quarter of a small job driver's CPU.
+(`modeleval run`); it knows nothing about Kubernetes. It runs as stages, each taking what it
+needs and returning a value: prepare, plan (:mod:`.plan`: inline or Ray, fixed once), score
+(:mod:`.datapaths`), metrics, curves, intervals and gate, predictions written, result. Ray is
+imported where it is first used: an evaluation the plan runs inline (in this process) never
+joins Ray and skips the import, about a quarter of a small job driver's CPU.
 """
 
 from __future__ import annotations
