@@ -323,7 +323,9 @@ class Evaluator:
         gpu = self.spec.resources.gpu > 0
         if entry.manifest is not None:
             width = entry.manifest.num_features
-            return Workload("cache", entry.manifest.total_rows * max(1, width) * 4, width,
+            on_disk = all(entry.cache.storage.local_path(uri) for uri in entry.manifest.parts[:1])
+            where = "cache" if on_disk else "remote-cache"
+            return Workload(where, entry.manifest.total_rows * max(1, width) * 4, width,
                             model_bytes, gpu)
         width = entry.num_features or (len(ds.feature_columns) if ds.feature_columns else None)
         return Workload(ds.format, entry.info.size, width, model_bytes, gpu)

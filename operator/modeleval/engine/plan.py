@@ -30,14 +30,17 @@ from .scoring import ScoringPlan
 # of Parquet (500k x 50 float32, bench/inline.py) in 1.38 s, about 93 MB/s. CSV: Arrow's reader
 # at 108-140 MB/s on one core (bench/RESULTS.md, issue 16), then the same conversion and write.
 # LETOR text: the compiled tokenizer, part write included, 153-307 MB/s per core in the cold
-# path (bench/RESULTS.md, issue 16's "cold path" figures). A cache hit maps Arrow IPC parts:
-# at memory speed, put at 1 GB/s.
-READ_BYTES_PER_SECOND = {"parquet": 93e6, "csv": 60e6, "letor": 250e6, "cache": 1e9}
+# path (bench/RESULTS.md, issue 16's "cold path" figures). A cache hit on this machine's disk
+# maps Arrow IPC parts: at memory speed, put at 1 GB/s. Parts in object storage (a cluster's
+# cache) are fetched first: not measured apart, put at the LETOR cold path's rate, which was
+# measured reading from MinIO.
+READ_BYTES_PER_SECOND = {"parquet": 93e6, "csv": 60e6, "letor": 250e6, "cache": 1e9,
+                         "remote-cache": 250e6}
 # Bytes one feature value takes in each encoding, to count rows from a file's size: random
 # float32 Parquet 5.1 (bench/inline.py's file: 128 MB for 25M values); MSLR-shaped LETOR text
 # 22 ("j:value " with qid and label; 732 MB for 240k x 136, DESIGN.md); CSV about 10; cached
 # parts hold float32 (4).
-BYTES_PER_VALUE = {"parquet": 5.1, "csv": 10.0, "letor": 22.0, "cache": 4.0}
+BYTES_PER_VALUE = {"parquet": 5.1, "csv": 10.0, "letor": 22.0, "cache": 4.0, "remote-cache": 4.0}
 # Prediction: XGBoost's inplace_predict, whose cost grows with the rows times the model's size
 # (its trees and their nodes; the serialized bytes stand for both): 500k rows through a 657 KiB
 # JSON model of 100 depth-6 trees took 0.68 s on 2 threads, 2.4e11 row-bytes per CPU-second.
@@ -60,7 +63,8 @@ EXECUTIONS = ("auto", "inline", "ray")
 @dataclass(frozen=True)
 class Workload:
     """What the evaluation will read and predict: the dataset's bytes in ``encoding`` (its
-    format, or "cache" for a complete cache entry), its feature count when known, the bytes of
+    format, or "cache" / "remote-cache" for a complete cache entry on this machine's disk / in
+    object storage), its feature count when known, the bytes of
     every model it predicts with (each model predicts every row), and whether it wants GPUs."""
 
     encoding: str
@@ -88,7 +92,7 @@ class Workload:
     def read_in_driver(self) -> bool:
         """Tables are read by the driver on either path (one reader; the parts go to the tasks);
         LETOR text and cached parts are read by the tasks, side by side."""
-        return self.encoding not in ("letor", "cache")
+        return self.encoding not in ("letor", "cache", "remote-cache")
 
 
 @dataclass(frozen=True)
