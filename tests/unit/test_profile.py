@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pickle
 
+import datasketches as ds
 import numpy as np
 import pytest
 
-from modeleval.api.profile import COLUMN_BYTES, ColumnProfile, QUANTILE_RANKS, size_bound
+from modeleval.api.profile import (COLUMN_BYTES, HLL_LG_K, QUANTILE_RANKS, ColumnProfile,
+                                   size_bound)
+from modeleval.engine.distinct import distinct_sketch, register_setters
 from modeleval.engine.letor import parse_letor
-from modeleval.engine.profile import (column_profile, column_state, decoded_kll, merge_all,
+from modeleval.engine.profile import (stored_hll, column_profile, column_state, decoded_kll, merge_all,
                                       profile_data, profile_predictions, rank_error,
                                       reference_cuts, sketch_sorted, to_profile)
 from modeleval.engine.shard import ParsedShard
@@ -177,3 +180,23 @@ def test_a_long_column_is_sketched_from_runs_with_its_exact_count_and_error():
         low = np.searchsorted(values, value, "left") / len(values)
         high = np.searchsorted(values, value, "right") / len(values)
         assert low - rank_error(sketch) <= rank <= high + rank_error(sketch)
+
+
+@pytest.mark.parametrize("distinct", [9_000, 60_000])
+def test_the_distinct_sketch_from_register_setters_is_the_sketch_of_every_value(distinct):
+    """Its registers, as DataSketches serialises them, are those of a sketch fed every value
+    (so the hash is DataSketches' own), and its estimate is within 3 standard errors."""
+    keys = np.unique(np.random.default_rng(distinct).random(distinct).astype(np.float32))
+    keys = keys.view(np.int32)
+    halves = [ds.hll_sketch(HLL_LG_K, ds.HLL_8) for _ in range(2)]
+    for sketch, half in zip(halves, (keys[::2], keys[1::2])):
+        for key in half.tolist():
+            sketch.update(key)
+    union = ds.hll_union(HLL_LG_K)
+    for sketch in halves:
+        union.update(sketch)
+    every = union.get_result(ds.HLL_4)
+    mine = distinct_sketch(keys, HLL_LG_K, ds.HLL_8)
+    assert len(register_setters(keys, HLL_LG_K)) < 3 * 2**HLL_LG_K
+    assert stored_hll(mine).serialize_compact() == every.serialize_compact()
+    assert mine.get_estimate() == pytest.approx(len(keys), rel=3 * 1.04 / np.sqrt(2**HLL_LG_K))

@@ -10,12 +10,12 @@ column is also counted exactly into them.
 Per shard the feature matrix is read a block of columns at a time: the block is transposed and
 sorted once, and everything else is read off each sorted column (NaN sorts last, infinities
 next to it, zeros by two binary searches, the bins' counts by a binary search per edge, the
-distinct values where neighbours differ, given to the HLL sketch once each); the KLL sketch
+distinct values where neighbours differ, for the HLL sketch: ``distinct.py``); the KLL sketch
 is built from the sorted column (``sketch_sorted``: runs' stand-ins, then merges to the exact
 count). The block bounds the memory a profile adds to a shard (one block's copy, 64 MB).
 
-Cost (bench/profile.py, 240k x 136 MSLR-shaped, one core): about the CPU time of the cold parse
-itself, half of it the HLL sketch's one call per distinct value.
+Cost (bench/profile.py, 240k x 136 MSLR-shaped, one core): about 0.8 of the cold parse's CPU
+time (sorting, the distinct values and the HLL sketch's calls are most of it).
 
 Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
 leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..api.profile import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS, QUANTILE_RANKS,
                            ColumnHistogram, ColumnProfile, DatasetProfile)
+from .distinct import distinct_sketch
 from .shard import ParsedShard
 
 # The bytes of columns transposed and sorted at a time (at least one column): a bound on what a
@@ -174,7 +174,10 @@ def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None
         state.m2 = float(np.multiply(deviations, deviations, out=deviations).sum())
         state.kll = sketch_sorted(finite)
         distinct = _distinct_sorted(finite)
-        _count_distinct(state.hll, distinct)
+        # float32 bits as integer keys (-0.0 read as 0.0): the same key for the same value in
+        # every shard, and the sketch's integer overload is its fastest.
+        keys = (distinct.astype(np.float32) + np.float32(0)).view(np.int32)
+        state.hll = distinct_sketch(keys, HLL_LG_K, _HLL_TYPE)
         if value_counts:
             state.values = _value_counts(finite, distinct)
     elif value_counts:
@@ -215,14 +218,6 @@ def rank_error(sketch: ds.kll_floats_sketch) -> float:
     """How far a quantile of a profile's sketch may be from the exact one, in rank (at 99%
     confidence): the KLL sketch's documented error and the share runs add."""
     return sketch.normalized_rank_error(False) * (1 + SAMPLED_ERROR_SHARE)
-
-
-def _count_distinct(sketch: ds.hll_sketch, distinct: np.ndarray) -> None:
-    """Adds distinct finite values to an HLL sketch. The sketch takes a value per call, so it
-    gets each value's float32 bits as an integer (its first overload, about twice as fast as a
-    float) with -0.0 read as 0.0: the same key for the same float32 value in every shard."""
-    bits = (distinct.astype(np.float32) + np.float32(0)).view(np.int32)
-    deque(map(sketch.update, bits.tolist()), maxlen=0)
 
 
 def _at_least(cuts: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -415,10 +410,11 @@ def column_profile(state: ColumnState) -> ColumnProfile:
         value_counts=None if state.values is None else
         {format(value, ".9g"): count for value, count in sorted(state.values.items())},
         sketch=encoded(state.kll.serialize()) if finite else "",
-        distinct_sketch=encoded(_stored_hll(state.hll).serialize_compact()) if finite else "")
+        distinct_sketch=encoded(stored_hll(state.hll).serialize_compact()) if finite else "")
 
 
-def _stored_hll(sketch: ds.hll_sketch) -> ds.hll_sketch:
+def stored_hll(sketch: ds.hll_sketch) -> ds.hll_sketch:
+    """The sketch as the document keeps it (HLL_4: half the bytes of HLL_8, the same registers)."""
     union = ds.hll_union(HLL_LG_K)
     union.update(sketch)
     return union.get_result(_HLL_STORED)
