@@ -203,7 +203,11 @@ class BinaryTally:
         self.pr_done = not positives
         self.average_precision = self.pr_trapezoid = 0.0  # both times the positives
         self._precision = 1.0  # the PR curve starts at (0, 1)
-        self._rows = 0
+        # Where the PR curve enters another band of rows (distinct-score positions): a search
+        # of each step's (contiguous) row counts for the bands it passes.
+        self._bands = _row_bands(positives + negatives)
+        self._entries: list[np.ndarray] = []
+        self._rows = self._seen = 0
 
     @property
     def finite(self) -> bool:
@@ -260,8 +264,9 @@ class BinaryTally:
     def _add_pr(self, tps: np.ndarray, rows: np.ndarray, gained: np.ndarray) -> None:
         # Beyond the first point at full recall the curve only loses precision (scikit-learn
         # stops there too).
-        end = _first_full_recall(tps, self.positives) + 1
-        self.pr_done = end <= len(tps)
+        found = _first_full_recall(tps, self.positives)
+        self.pr_done = found < len(tps)
+        end = min(found + 1, len(tps))
         tps, gained = tps[:end], gained[:end]
         precision = np.divide(tps, rows[:end], dtype=np.float64)
         here = float(np.dot(gained, precision))
@@ -270,6 +275,15 @@ class BinaryTally:
         self.pr_trapezoid += (here + float(gained[0]) * self._precision
                               + float(np.dot(gained[1:], precision[:-1]))) / 2.0
         self._precision = float(precision[-1])
+        passed = self._bands[np.searchsorted(self._bands, self._rows, side="right"):
+                             np.searchsorted(self._bands, rows[end - 1], side="right")]
+        self._entries.append(self._seen + np.searchsorted(rows[:end], passed, side="left"))
+        self._rows, self._seen = int(rows[end - 1]), self._seen + end
+
+    @property
+    def band_entries(self) -> np.ndarray:
+        """The distinct-score positions where the PR curve enters another band of rows."""
+        return np.concatenate(self._entries) if self._entries else np.zeros(0, dtype=np.int64)
 
 
 def _curve(points: "_Polyline", length: int, entered: np.ndarray, counts: ScoreCounts,
@@ -342,10 +356,8 @@ def pr_curve(counts: ScoreCounts) -> Curve | None:
 
     # Up to the first point at full recall, as the tally.
     end = _first_full_recall(counts.tps, positives) + 1
-    rows = _row_bands(int(counts.tps[end - 1]) + int(counts.fps[end - 1]))
-    entered = np.concatenate((
-        _column_entries(counts.tps[:end], positives),
-        _first_index(lambda i: counts.tps[i].astype(np.int64) + counts.fps[i], end, rows))) + 1
+    entered = np.concatenate((_column_entries(counts.tps[:end], positives),
+                              tally.band_entries)) + 1
     return _curve(_Polyline((0.0, 1.0), coordinates), end + 1, entered, counts,
                   tally.average_precision / positives, tally.pr_trapezoid / positives)
 
