@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -120,12 +121,24 @@ np.save(sys.stdout.buffer, model.predict(np.eye(4, dtype=np.float32)))
 """
 
 
-@pytest.mark.parametrize("argv, lean", [
+PROCESSES = [
     (["/ray/_private/workers/default_worker.py"], True),
     (["/venv/bin/modeleval", "run", "evaluation.yaml"], True),  # evaluates only
     (["/site-packages/modeleval/runner.py", "--manifest", "m.yaml"], True),  # the cluster's job
     (["/venv/bin/modeleval", "demo"], False),  # trains through the scikit-learn API first
-    (["modeleval"], False)])
+    (["modeleval"], False)]
+
+
+@pytest.mark.parametrize("argv, lean", PROCESSES)
+def test_which_processes_only_evaluate(argv, lean, monkeypatch):
+    from modeleval.engine import models
+
+    monkeypatch.setattr(sys, "argv", argv)
+    assert models._evaluates_only() is lean
+
+
+# One process of each kind imports for real (a process apiece: about 4 s each).
+@pytest.mark.parametrize("argv, lean", [PROCESSES[2], PROCESSES[3]])
 def test_processes_that_only_evaluate_import_xgboost_without_scikit_learn(argv, lean):
     import io
     import os
