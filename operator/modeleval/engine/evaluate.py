@@ -516,16 +516,18 @@ class Evaluator:
                                    self.spec.confidence, per_query)
 
     def _warnings(self, shards: list[ShardPrediction], width: int) -> list[str]:
+        out = ["spec.dataQuality is not evaluated yet in this release: no profile, drift or "
+               "quality rule was checked"] if self.spec.data_quality is not None else []
         incomplete = sum(s.incomplete_rows for s in shards)
         if not incomplete or self.spec.dataset.format != "letor":
-            return []
+            return out
         rows = sum(s.rows for s in shards)
         read_as = ("0 (dataset.missingFeatures: zero)"
                    if self.spec.dataset.missing_features == "zero"
                    else "missing, as XGBoost reads them (dataset.missingFeatures: missing; the "
                    "SVMlight format would read them as 0: set missingFeatures: zero)")
-        return [f"{self.spec.dataset.uri}: {incomplete:,} of {rows:,} lines omit some of the "
-                f"{width} features; omitted features were read as {read_as}"]
+        return out + [f"{self.spec.dataset.uri}: {incomplete:,} of {rows:,} lines omit some of "
+                      f"the {width} features; omitted features were read as {read_as}"]
 
     def _slice_groups(self, s: Any, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A slice's values (or buckets) and the mask of each one's rows."""
