@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from modeleval.engine import rankingcurves as R
@@ -193,16 +192,7 @@ def test_a_slice_value_where_a_metric_is_undefined_leaves_out_that_metric(tmp_pa
 def test_a_data_quality_spec_is_accepted_and_its_evaluation_says_it_was_not_checked(tmp_path):
     """spec.dataQuality validates, but this release does not evaluate it yet: the evaluation
     records a warning saying so, rather than letting a user believe the data was checked."""
-    import xgboost as xgb
-
-    rng = np.random.default_rng(31)
-    features = rng.normal(size=(300, 3))
-    labels = (features[:, 0] > 0).astype(int)
-    xgb.XGBClassifier(n_estimators=2, max_depth=2).fit(features, labels).save_model(tmp_path / "m.json")
-    (tmp_path / "d.txt").write_text("".join(f"{y} 1:{a:.4f} 2:{b:.4f} 3:{c:.4f}\n"
-                                            for y, (a, b, c) in zip(labels, features)))
-    spec = {"task": "binary", "metrics": ["auc"], "model": {"uri": f"{tmp_path.as_uri()}/m.json"},
-            "dataset": {"uri": f"{tmp_path.as_uri()}/d.txt"},
-            "dataQuality": {"reference": {"uri": f"{tmp_path.as_uri()}/d.txt"}}}
+    _binary_files(tmp_path, rows=300)
+    spec = _binary_spec(tmp_path, dataQuality={"reference": {"uri": f"{tmp_path.as_uri()}/data.txt"}})
     warned = [w for w in _run(tmp_path, spec).warnings if "spec.dataQuality" in w]
     assert warned and "not evaluated yet" in warned[0]

@@ -437,8 +437,9 @@ class Evaluator:
         """Each binary model's metrics and, with a report, its curve aggregates (or the error
         that kept it from having them), both read off one sort of its scores; and the seconds
         the aggregates took. A model's counts go before the next model's are made: they can be
-        as large as its predictions. The aggregates are gathered in the counts' own tally
-        (a :class:`curve_fns.BinaryTally`): the curves then read only those."""
+        as large as its predictions. What needs every distinct score is gathered in the
+        counts' own tally (a :class:`curve_fns.BinaryTally`); the rest is read off the counts
+        by binary searches."""
         scored, aggregates, seconds = [], [], 0.0
         for p in predictions:
             tally = curve_fns.BinaryTally() if self.settings.report else None
