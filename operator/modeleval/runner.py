@@ -32,12 +32,13 @@ from .api.reasons import Reason
 from .api.results import PROGRESS_MARKER, RESULT_MARKER, ProgressDocument, ResultDocument, document_id
 from .api.schedule import SCHEDULE_LABEL
 from .api.spec import ModelEvaluation, MongoTarget, checked_uid, format_validation_error
+from .engine.dataquality import Reference
 from .engine.errors import EvaluationError
 from .engine.evaluate import EvaluationResult, Evaluator, Identity
 from .engine.storage import Storage
 from .report_output import publish_report
 from .settings import EngineSettings
-from .store import (LocalResultStore, MongoResultStore, ResultStore, ResultsStoreError, replay_spool,
+from .store import (LocalResultStore, MongoResultStore, ProfiledQuery, ResultStore, ResultsStoreError, replay_spool,
                     write_with_retry)
 
 log = logging.getLogger("modeleval.runner")
@@ -215,6 +216,44 @@ def schedule_of(manifest: ModelEvaluation) -> str | None:
     return (manifest.metadata.labels or {}).get(SCHEDULE_LABEL)
 
 
+def find_reference(manifest: ModelEvaluation, identity: Identity,
+                   store: ResultStore) -> Reference | None:
+    """``spec.dataQuality.reference`` as this job finds it: a dataset URI (the engine profiles
+    it), or a succeeded evaluation's recorded profile, looked up in this evaluation's own
+    namespace only: by name, or among its schedule's runs (the first, or the one before this)."""
+    quality = manifest.spec.data_quality
+    wanted = quality.reference if quality is not None else None
+    if wanted is None:
+        return None
+    if wanted.uri is not None:
+        return Reference(name=wanted.uri, uri=wanted.uri)
+    where = f"namespace {identity.namespace}" if identity.namespace else "the local results"
+    if wanted.evaluation is not None:
+        name = f"evaluation {wanted.evaluation}"
+        query = ProfiledQuery(identity.namespace, name=wanted.evaluation,
+                              exclude_uid=identity.uid)
+    else:
+        schedule = schedule_of(manifest)
+        if schedule is None:
+            return Reference(name=f"schedule: {wanted.schedule}", missing=(
+                f"dataQuality.reference.schedule: {wanted.schedule} names a run of the "
+                "EvaluationSchedule that created this evaluation, and no schedule created it"))
+        name = f"the {wanted.schedule} run of schedule {schedule}"
+        query = ProfiledQuery(identity.namespace, schedule=schedule,
+                              oldest=wanted.schedule == "first", exclude_uid=identity.uid)
+    try:
+        found = store.find_profiled(query)
+    except ResultsStoreError as error:
+        raise EvaluationError(f"dataQuality.reference ({name}): the result store could not be "
+                              f"read: {error.public}", Reason.ResultsStoreUnavailable,
+                              retryable=True) from None
+    if found is None:
+        return Reference(name=name, expected=wanted.schedule is None, missing=(
+            f"{name}: no succeeded evaluation with a recorded profile in {where}"))
+    return Reference(name=f"{name} (uid {found.uid}, attempt {found.attempt})",
+                     profile=found.profile)
+
+
 def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: EngineSettings | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
                  store: ResultStore | None = None, local: bool = True) -> EvaluationResult:
@@ -228,7 +267,9 @@ def run_manifest(manifest: ModelEvaluation, identity: Identity, settings: Engine
     except ResultsStoreError as error:
         log.warning("spooled results not replayed yet: %s", error.message)
     try:
-        result = Evaluator(manifest.spec, identity, settings, progress).run()
+        reference = find_reference(manifest, identity, store)
+        result = Evaluator(manifest.spec, identity, settings, progress,
+                           reference=reference).run()
     except EvaluationError as error:
         _record(store, failure_document(identity, manifest, error), spool)
         raise

@@ -59,6 +59,9 @@ class EngineSettings(BaseSettings):
     scorers_per_gpu: int = Field(4, ge=1, le=16, description="Predicting actors sharing each "
                                  "GPU of a GPU evaluation: one process copying batches to the "
                                  "device keeps the GPU idle between them; several overlap.")
+    profile: bool = Field(True, description="Profile the data and the predictions in the pass "
+                          "(every evaluation does; off only to measure what profiling costs: "
+                          "spec.dataQuality is then not checked, and a warning says so).")
     predict_while_actors_start: bool = Field(True, description="A GPU evaluation's tasks "
                                              "predict their shards on the CPU while the "
                                              "predicting actors start (a process, CUDA and the "

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,10 +41,42 @@ class ResultsStoreError(Exception):
         self.public = public or message
 
 
+@dataclass(frozen=True)
+class ProfiledQuery:
+    """A succeeded evaluation with a recorded profile, in ``namespace`` only (a reference is
+    never looked up in another tenant's results): by evaluation ``name``, or among the runs of
+    ``schedule``, the newest (or the ``oldest``), other than ``exclude_uid`` (the asking run)."""
+
+    namespace: str | None
+    name: str | None = None
+    schedule: str | None = None
+    oldest: bool = False
+    exclude_uid: str | None = None
+
+    def mongo_filter(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"namespace": self.namespace, "status": "Succeeded",
+                                 "profile": {"$ne": None}}
+        if self.name is not None:
+            found["name"] = self.name
+        if self.schedule is not None:
+            found["schedule"] = self.schedule
+        if self.exclude_uid is not None:
+            found["uid"] = {"$ne": self.exclude_uid}
+        return found
+
+    def matches(self, document: ResultDocument) -> bool:
+        return (document.namespace == self.namespace and document.succeeded
+                and document.profile is not None
+                and (self.name is None or document.name == self.name)
+                and (self.schedule is None or document.schedule == self.schedule)
+                and document.uid != self.exclude_uid)
+
+
 class ResultStore(Protocol):
     def upsert(self, document: ResultDocument) -> None: ...
     def get(self, uid: str, attempt: int | None = None) -> ResultDocument | None: ...
     def list(self, limit: int = 50) -> list[ResultDocument]: ...
+    def find_profiled(self, query: ProfiledQuery) -> ResultDocument | None: ...
 
 
 # The operator may hold one client per namespace that brings its own MongoDB URI: the least
@@ -126,6 +159,17 @@ class MongoResultStore:
             raise _error("read", error) from None
         return [ResultDocument.model_validate(d) for d in found]
 
+    def find_profiled(self, query: ProfiledQuery) -> ResultDocument | None:
+        """The evaluation ``query`` asks for (the reference of a drift comparison)."""
+        from pymongo.errors import PyMongoError
+
+        try:
+            found = next(iter(self._collection.find(query.mongo_filter())
+                              .sort("finishedAt", 1 if query.oldest else -1).limit(1)), None)
+        except PyMongoError as error:
+            raise _error("read", error) from None
+        return ResultDocument.model_validate(found) if found else None
+
     def report_progress(self, progress: ProgressDocument) -> None:
         """Progress of a running attempt, read by the operator (best effort: never raises)."""
         from pymongo.errors import PyMongoError
@@ -173,6 +217,12 @@ class LocalResultStore:
             return []
         docs = [self._read(p) for p in self.directory.glob("*.json")]
         return sorted(docs, key=lambda document: document.finished_at, reverse=True)[:limit]
+
+    def find_profiled(self, query: ProfiledQuery) -> ResultDocument | None:
+        found = [document for document in self.list(limit=10**9) if query.matches(document)]
+        if not found:
+            return None
+        return found[-1] if query.oldest else found[0]
 
 
 def write_with_retry(store: ResultStore, document: ResultDocument, spool: Path | None,

@@ -187,12 +187,3 @@ def test_a_slice_value_where_a_metric_is_undefined_leaves_out_that_metric(tmp_pa
     assert set(doc.slice_intervals["far"][">= 10"]) == {"accuracy"}
     assert any(w.startswith("slice far: auc is left out where it is undefined: AUC needs both")
                for w in doc.warnings)
-
-
-def test_a_data_quality_spec_is_accepted_and_its_evaluation_says_it_was_not_checked(tmp_path):
-    """spec.dataQuality validates, but this release does not evaluate it yet: the evaluation
-    records a warning saying so, rather than letting a user believe the data was checked."""
-    _binary_files(tmp_path, rows=300)
-    spec = _binary_spec(tmp_path, dataQuality={"reference": {"uri": f"{tmp_path.as_uri()}/data.txt"}})
-    warned = [w for w in _run(tmp_path, spec).warnings if "spec.dataQuality" in w]
-    assert warned and "not evaluated yet" in warned[0]

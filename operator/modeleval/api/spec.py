@@ -706,10 +706,10 @@ class ModelEvaluationSpec(SpecModel):
     confidence: Confidence | None = Field(None, description="Bootstrap percentile intervals for "
                                           "every metric (and for every delta, paired): queries are "
                                           "resampled for ranking, rows otherwise.")
-    data_quality: DataQuality | None = Field(None, description="Profile checks and drift "
-                                             "against a reference. Validated, not yet evaluated "
-                                             "in this release: an evaluation that sets it "
-                                             "records a warning saying so.")
+    data_quality: DataQuality | None = Field(None, description="Rules checked on the data's "
+                                             "profile (every evaluation records one, from the "
+                                             "pass that reads every row) and drift against a "
+                                             "reference, before the metrics are recorded.")
     resources: Resources = Field(default_factory=Resources, description="The Ray cluster's "
                                  "size: workers and each one's CPU, memory and GPU, the head's "
                                  "CPU and memory (locally: parallel tasks).")

@@ -36,6 +36,8 @@ class CacheManifest:
     num_features: int
     has_qid: bool
     layout: int = CACHE_LAYOUT_VERSION
+    # A table's feature columns, in order (None: LETOR, whose features are their indices).
+    feature_names: list[str] | None = None
 
     @property
     def total_rows(self) -> int:

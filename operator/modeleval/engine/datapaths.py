@@ -15,8 +15,11 @@ from ..api.spec import ModelEvaluationSpec
 from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
-                        parse_and_predict, parse_letor_range, predict_part, run_bounded)
+                        parse_and_predict, parse_letor_range, predict_part, profile_part,
+                        run_bounded)
+from ..api.profile import DatasetProfile
 from .plan import RunPlan
+from .profile import ProfileRequest, ProfileState, data_only, merge_all, to_profile
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo
@@ -79,8 +82,9 @@ class ShardScoring:
             self.check_slice_features(manifest.num_features)
             keep_columns, _ = slice_inputs(self.spec)
             threads = self.plan.shard_threads(len(manifest.parts))
+            names = None if manifest.feature_names is None else tuple(manifest.feature_names)
             calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns),
-                                             threads[i]), predictor)
+                                             threads[i], names), predictor)
                      for i, uri in enumerate(manifest.parts)]
             return self.run_shards(predict_part, calls, manifest.rows, "rows")
 
@@ -121,7 +125,8 @@ class ShardScoring:
         shard = self.table_shard(dataset).counted()  # once, for the part and the predictions
         info, uri = dataset.info, dataset.cache.part_uri(dataset.key, 0)
         manifest = CacheManifest(info.uri, info.fingerprint, [uri], [shard.rows],
-                                 shard.features.shape[1], shard.qids is not None)
+                                 shard.features.shape[1], shard.qids is not None,
+                                 feature_names=_names(shard))
         with ThreadPoolExecutor(1, thread_name_prefix="part-write") as pool:
             written = pool.submit(self.parts.write, uri, shard)
             try:
@@ -175,13 +180,14 @@ class ShardScoring:
         uris, rows = [], []
         for i, (a, b) in enumerate(splits):
             piece = ParsedShard(shard.labels[a:b], None if shard.qids is None else shard.qids[a:b],
-                                shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()})
+                                shard.features[a:b], {k: v[a:b] for k, v in shard.extra.items()},
+                                feature_names=shard.feature_names)
             uri = cache.part_uri(key, i)
             self.parts.write(uri, piece)
             uris.append(uri)
             rows.append(b - a)
         return CacheManifest(info.uri, info.fingerprint, uris, rows, shard.features.shape[1],
-                             shard.qids is not None)
+                             shard.qids is not None, feature_names=_names(shard))
 
     def table_shard(self, dataset: DatasetEntry) -> ParsedShard:
         """The table read whole: its label, group, feature and slice columns."""
@@ -193,6 +199,24 @@ class ShardScoring:
             raise EvaluationError(f"{dataset.info.uri}: the dataset has no rows",
                                   Reason.EmptyDataset)
         return shard
+
+    def profile(self, dataset: DatasetEntry, request: ProfileRequest) -> DatasetProfile:
+        """A reference dataset's data profile: a task per cached part (the dataset parsed into
+        the cache first, as an evaluated one is, on a miss), merged here."""
+        manifest = dataset.manifest
+        if manifest is None:
+            manifest = (self.parse_letor(dataset) if self.spec.dataset.format == "letor"
+                        else self.parse_table(dataset))
+            self.check_rows(manifest)
+            dataset.cache.save_manifest(dataset.key, manifest)
+        keep_columns, _ = slice_inputs(self.spec)
+        names = None if manifest.feature_names is None else tuple(manifest.feature_names)
+        calls = [(self.parts, CachedPart(i, uri, manifest.num_features, tuple(keep_columns), 0,
+                                         names), request)
+                 for i, uri in enumerate(manifest.parts)]
+        states: list[ProfileState] = []
+        self.execute(profile_part, calls, states.append)
+        return data_only(to_profile(merge_all(states)))
 
     # ------------------------------------------------------------------ running
     def execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
@@ -250,6 +274,10 @@ class ShardScoring:
             if j >= width:
                 raise EvaluationError(f"slices: feature {j} does not exist (the data has "
                                       f"{width} features)", Reason.SchemaMismatch)
+
+
+def _names(shard: ParsedShard) -> list[str] | None:
+    return None if shard.feature_names is None else list(shard.feature_names)
 
 
 def all_or_none(uri: str, has_qid: list[bool]) -> bool:

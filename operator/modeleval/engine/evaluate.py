@@ -30,7 +30,11 @@ from ..settings import EngineSettings
 from . import curves as curve_fns
 from . import intervals as bootstrap
 from . import metrics as metric_fns
+from ..api.profile import DataDrift, DatasetProfile
+from . import dataquality
 from .cache import CacheManifest, DatasetCache, PartStore
+from .dataquality import Checked, Reference, load_profile, save_profile
+from .profile import ProfileRequest, cuts_digest, data_only
 from .datapaths import DatasetEntry, ShardScoring, slice_inputs
 from .errors import EvaluationError, Reason
 from .facts import library_versions
@@ -75,6 +79,8 @@ class EvaluationResult:
     challengers: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     curves: list[ModelCurves] | None = None
+    profile: DatasetProfile | None = None
+    drift: DataDrift | None = None
     slice_intervals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -98,7 +104,8 @@ class EvaluationResult:
             model=self.model, dataset=self.dataset, timings=self.timings,
             cache_hit=self.cache_hit, predictions_uri=self.predictions_uri, curves=self.curves,
             resources=self.resources, versions=self.versions,
-            report_uri=self.report_uri, report_error=self.report_error, schedule=self.schedule)
+            report_uri=self.report_uri, report_error=self.report_error, schedule=self.schedule,
+            profile=self.profile, drift=self.drift)
 
 
 # Bootstrap intervals are drawn for at most this many values of each slice, those with the most
@@ -141,6 +148,16 @@ class _Scored:
     per_query: list[dict[str, np.ndarray]] | None
     gpu_warnings: list[str]
     expected_features: int | None
+
+
+@dataclass(frozen=True)
+class _Profiling:
+    """What the pass profiles (None: profiling is off), the reference found, and the cache's
+    profile of this data on the reference's bins (None: the pass profiles the data)."""
+
+    request: ProfileRequest | None
+    reference: Reference | None
+    cached: DatasetProfile | None
 
 
 @dataclass(frozen=True)
@@ -200,11 +217,13 @@ class Evaluator:
 
     def __init__(self, spec: ModelEvaluationSpec, identity: Identity,
                  settings: EngineSettings | None = None, progress: Progress | None = None,
-                 scoring: ScoringPlan | None = None):
+                 scoring: ScoringPlan | None = None, reference: Reference | None = None):
         """``scoring`` overrides how predicting actors are started (tests: the GPU path's
         wiring on the CPU, ``ScoringPlan(num_gpus=0, use_gpu=False)``; a benchmark: actors
-        kept between evaluations, ``keep=True``)."""
+        kept between evaluations, ``keep=True``). ``reference``: spec.dataQuality.reference as
+        the job found it (``runner.find_reference``)."""
         self.spec = spec
+        self.reference = reference
         self.identity = identity
         self.settings = settings or EngineSettings()
         self.scoring = scoring
@@ -229,10 +248,13 @@ class Evaluator:
                 clock: _Stopwatch) -> EvaluationResult:
         spec = self.spec
         names = [str(m) for m in spec.metric_names]
-        predictor, starting = self._predictor(plan, prepared, names, actors)
+        profiling = self._profiling(plan, prepared)
+        predictor, starting = self._predictor(plan, prepared, names, actors, profiling.request)
         clock.lap("prepareDataset")
         scored = self._score(plan, prepared, predictor, starting, names)
         clock.lap("inference")
+        checked = self._checked(profiling, scored, prepared.dataset)
+        clock.lap("dataQuality")
         pooled = _Pooled.of(scored.shards, scored.manifest.has_qid, len(prepared.sources))
         scores = self._metrics(names, pooled, scored.per_query)
         clock.lap("metrics", -(scores.binary_seconds + scores.slices.seconds))
@@ -255,7 +277,8 @@ class Evaluator:
             predictions_uri = self._write_predictions(pooled.labels, pooled.qids, pooled.predictions)
             clock.lap("writePredictions")
         return self._result(plan, prepared, scored, pooled, scores, outcome, curves,
-                            curve_warnings, predictions_uri, len(actors), clock.total())
+                            curve_warnings + checked.warnings, predictions_uri, len(actors),
+                            clock.total(), checked)
 
     # ------------------------------------------------------------------ prepare
     def _prepare(self, loader: ThreadPoolExecutor) -> _Prepared:
@@ -306,10 +329,17 @@ class Evaluator:
         num_features = ds.num_features
         if num_features is None and ds.format == "letor":
             num_features = models.result()[0].expected_features
+        return self._cache_entry(info, num_features)
+
+    def _cache_entry(self, info: ObjectInfo, num_features: int | None) -> DatasetEntry:
+        """A dataset's cache entry, parsed with the spec's dataset options (the evaluated
+        dataset's, or a reference dataset's: read as the evaluated one is)."""
+        ds = self.spec.dataset
         keep_columns, _ = slice_inputs(self.spec)
         options = {"format": ds.format, "num_features": num_features, "label": ds.label_column,
                    "group": ds.group_column, "features": ds.feature_columns, "keep": keep_columns}
-        cache = DatasetCache(self.storage, self.settings.resolved_cache_uri(ds.uri, self.identity.namespace))
+        cache = DatasetCache(self.storage,
+                             self.settings.resolved_cache_uri(info.uri, self.identity.namespace))
         key = cache.key(info, options)
         return DatasetEntry(info, cache, key, num_features, cache.load_manifest(key))
 
@@ -339,9 +369,58 @@ class Evaluator:
                 remember_model(info.fingerprint, adapter)
         return plan
 
+    # ------------------------------------------------------------------ data quality
+    def _profiling(self, plan: RunPlan, prepared: _Prepared) -> _Profiling:
+        """What the pass profiles: the reference found (a dataset reference profiled now, or
+        from the cache), the cache's profile of this data on its bins (a warm read profiles
+        only the predictions), and each task's request. Nothing when profiling is off."""
+        if not self.settings.profile:
+            return _Profiling(None, None, None)
+        reference = self.reference
+        if reference is not None and reference.uri is not None:
+            reference = self._profiled_reference(plan, prepared, reference)
+        cuts = dataquality.cuts_of(reference)
+        entry = prepared.dataset
+        cached = (load_profile(entry.cache, entry.key, cuts_digest(cuts))
+                  if entry.manifest is not None else None)
+        return _Profiling(dataquality.request(self._model_names(), reference,
+                                              slice_inputs(self.spec)[0], cached),
+                          reference, cached)
+
+    def _profiled_reference(self, plan: RunPlan, prepared: _Prepared,
+                            reference: Reference) -> Reference:
+        """A reference dataset's profile: the cache's, or read (parsed into the cache as the
+        evaluated dataset would be) and profiled once, on the sketch's bins."""
+        try:
+            info = self.storage.stat(reference.uri or "", not_found=Reason.ReferenceNotFound)
+        except EvaluationError as error:
+            return replace(reference, uri=None, missing=error.message)
+        entry = self._cache_entry(info, prepared.dataset.num_features)
+        profile = load_profile(entry.cache, entry.key, cuts_digest({}))
+        if profile is None:
+            scoring = ShardScoring(self.spec, plan, self.parts, prepared.models,
+                                   lambda done, total, unit: None, self.settings.shard_bytes)
+            profile = scoring.profile(entry, dataquality.request((), None, (), None))
+            save_profile(entry.cache, entry.key, cuts_digest({}), profile)
+        return replace(reference, uri=None, profile=profile)
+
+    def _checked(self, profiling: _Profiling, scored: _Scored, dataset: DatasetEntry) -> Checked:
+        """The pass's profile merged, kept in the cache (the data's part, on its bins) when it
+        was computed, then compared with the reference and checked by the rules."""
+        if profiling.request is None:
+            warning = (["spec.dataQuality was not checked: profiling is off (MODELEVAL_PROFILE)"]
+                       if self.spec.data_quality is not None else [])
+            return Checked(warnings=warning)
+        profile = dataquality.merged(scored.shards, profiling.cached)
+        if profiling.cached is None:
+            save_profile(dataset.cache, dataset.key, cuts_digest(profiling.request.cuts),
+                         data_only(profile))
+        return dataquality.check(self.spec.data_quality, profile, profiling.reference)
+
     # ------------------------------------------------------------------ score
     def _predictor(self, plan: RunPlan, prepared: _Prepared, names: list[str],
-                   actors: list[Any]) -> tuple[Predictor, list[Any]]:
+                   actors: list[Any], profile: ProfileRequest | None
+                   ) -> tuple[Predictor, list[Any]]:
         """What every task predicts with (ranking metrics per query are computed by the tasks,
         shard by shard: querymetrics) and, with predicting actors, the refs of their starts:
         they load the models while the first shards are parsed."""
@@ -353,7 +432,7 @@ class Evaluator:
         predictor = Predictor(handles, spec.batch_size, tuple(slice_inputs(spec)[1]),
                               missing_as_zero=spec.dataset.missing_features == "zero",
                               query_metrics=tuple(names) if spec.task == "ranking" else (),
-                              query_curves=self.settings.report)
+                              query_curves=self.settings.report, profile=profile)
         if not actors:
             return predictor, []
         starting = [actor.start.remote(predictor) for actor in actors]
@@ -399,7 +478,7 @@ class Evaluator:
     def _result(self, plan: RunPlan, prepared: _Prepared, scored: _Scored, pooled: _Pooled,
                 scores: _Scores, outcome: "_Outcome", curves: list[ModelCurves] | None,
                 curve_warnings: list[str], predictions_uri: str | None, actors: int,
-                timings: dict[str, float]) -> EvaluationResult:
+                timings: dict[str, float], checked: Checked) -> EvaluationResult:
         spec, manifest, shards, per_query = self.spec, scored.manifest, scored.shards, scored.per_query
         info = prepared.dataset.info
         mode = "local" if self.settings.allow_file_uris else "cluster"
@@ -423,7 +502,8 @@ class Evaluator:
             warnings=(scored.gpu_warnings + self._warnings(shards, manifest.num_features)
                       + scores.slices.warnings + curve_warnings),
             resources=plan.resources_used(mode, len(manifest.parts), actors),
-            versions=library_versions(), curves=curves,
+            versions=library_versions(), curves=curves, profile=checked.profile,
+            drift=checked.drift,
         )
 
     # ------------------------------------------------------------------ stages' parts
@@ -517,8 +597,7 @@ class Evaluator:
                                    self.spec.confidence, per_query)
 
     def _warnings(self, shards: list[ShardPrediction], width: int) -> list[str]:
-        out = ["spec.dataQuality is not evaluated yet in this release: no profile, drift or "
-               "quality rule was checked"] if self.spec.data_quality is not None else []
+        out: list[str] = []
         incomplete = sum(s.incomplete_rows for s in shards)
         if not incomplete or self.spec.dataset.format != "letor":
             return out

@@ -27,6 +27,7 @@ from .device import CPU, Device, batches
 from .errors import EvaluationError, Reason
 from .letor import join_pieces, parse_letor_stream
 from .models import ModelAdapter, load_model
+from .profile import ProfileRequest, ProfileState, profile_data
 from .querymetrics import QueryValues, shard_values
 from .shard import ParsedShard
 from .sharding import line_pieces
@@ -98,6 +99,7 @@ class ShardPrediction:
     missing_values: int = 0  # absent (NaN) feature values, before any filling
     per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
     actor: int | None = None  # the predicting actor (its slot) that predicted it; None: the task
+    profile: ProfileState | None = None  # the shard's data and predictions profile
 
     @property
     def rows(self) -> int:
@@ -167,6 +169,7 @@ class CachedPart:
     num_features: int
     keep_columns: tuple[str, ...] = ()
     threads: int = 0
+    feature_names: tuple[str, ...] | None = None  # a table's columns (the manifest's)
 
     @property
     def where(self) -> str:
@@ -191,6 +194,7 @@ class Predictor:
     query_curves: bool = True
     scorers: tuple[Any, ...] = ()
     starting: tuple[Any, ...] = ()
+    profile: ProfileRequest | None = None
 
     def predict(self, index: int, shard: ParsedShard, where: str, threads: int = 0,
                 part: tuple[PartStore, CachedPart] | None = None) -> ShardPrediction:
@@ -208,6 +212,8 @@ class Predictor:
         else:
             result.predictions = self.score(self.model_input(shard), where,
                                             lambda handle: _model(handle, threads))
+        if self.profile is not None:
+            result.profile = self.profile.of(shard, result.predictions)
         if self.query_metrics:
             result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
                                             result.predictions, self.query_curves)
@@ -308,8 +314,16 @@ class ParsedRange:
 def predict_part(parts: PartStore, part: CachedPart, predictor: Predictor) -> ShardPrediction:
     """Reads one cached part, predicts it with every model, returns what metrics need."""
     _return_freed_memory()
-    shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
+    shard = replace(parts.read(part.uri, part.num_features, keep=list(part.keep_columns)),
+                    feature_names=part.feature_names)
     return predictor.predict(part.index, shard, part.uri, part.threads, (parts, part))
+
+
+def profile_part(parts: PartStore, part: CachedPart, request: ProfileRequest) -> ProfileState:
+    """Reads one cached part of a reference dataset and profiles its data (no model reads it)."""
+    _return_freed_memory()
+    shard = parts.read(part.uri, part.num_features, keep=list(part.keep_columns))
+    return profile_data(shard, part.feature_names, request.cuts, request.slice_columns)
 
 
 def parse_and_predict(parts: PartStore, letor: LetorRange, predictor: Predictor) -> ShardPrediction:

@@ -26,17 +26,23 @@ count, mean, std, min, max, the sketches and the quantiles are over the finite v
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import datasketches as ds
 import numpy as np
 
-from ..api.profile import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS, QUANTILE_RANKS,
-                           ColumnHistogram, ColumnProfile, DatasetProfile)
+from ..api.profile_limits import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS,
+                                  QUANTILE_RANKS)
 from .distinct import distinct_sketch
 from .shard import ParsedShard
+
+if TYPE_CHECKING:  # the document's models (pydantic): imported where a document is made, on the
+    # driver; a task process makes states only
+    from ..api.profile import ColumnHistogram, ColumnProfile, DatasetProfile
 
 # The bytes of columns transposed and sorted at a time (at least one column): a bound on what a
 # profile adds to a shard's memory, against a copy of its whole matrix.
@@ -340,7 +346,8 @@ def merge_all(states: Sequence[ProfileState]) -> ProfileState:
     """The shards' states as one (the driver's merge; the order of shards does not matter)."""
     merged = ProfileState()
     for state in states:
-        merged = merged.merged(state) if merged.rows or merged.features else state
+        merged = merged.merged(state) if merged.rows or merged.features or merged.predictions \
+            else state
     return merged
 
 
@@ -384,6 +391,44 @@ def profile_predictions(predictions: Mapping[str, np.ndarray],
     return ProfileState(predictions=states)
 
 
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What each task profiles of its shard, beside its predictions: each model's predictions
+    (named as the result names them), and the data too unless the cache already holds the
+    data's profile on these bins (``data`` False: a warm read computes only the predictions');
+    ``cuts``: the reference's bins by column name (none: the sketch's deciles); the slice
+    columns whose values a ``sliceValuesSeen`` rule compares."""
+
+    models: tuple[str, ...]
+    data: bool = True
+    cuts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    slice_columns: tuple[str, ...] = ()
+
+    def of(self, shard: ParsedShard, predictions: Sequence[np.ndarray]) -> ProfileState:
+        """The shard's profile, its absent features still NaN (before any missingFeatures:
+        zero filling: absent values count as missing)."""
+        scored = profile_predictions(dict(zip(self.models, predictions)), self.cuts)
+        if not self.data:
+            return scored
+        state = profile_data(shard, shard.feature_names, self.cuts, self.slice_columns)
+        state.predictions = scored.predictions
+        return state
+
+
+def cuts_digest(cuts: Mapping[str, np.ndarray]) -> str:
+    """A short digest of the data's bins (the predictions' excluded: they are not cached), for
+    the cache's profile entry: a data profile is reused only on the bins it was counted on."""
+    digest = hashlib.sha256()
+    for name in sorted(key for key in cuts if not key.startswith("prediction:")):
+        digest.update(name.encode() + b"\0" + np.asarray(cuts[name], np.float64).tobytes())
+    return digest.hexdigest()[:16] if cuts else "deciles"
+
+
+def data_only(profile: DatasetProfile) -> DatasetProfile:
+    """The profile without the models' predictions: what the cache keeps of a dataset."""
+    return profile.model_copy(update={"predictions": {}})
+
+
 def encoded(sketch_bytes: bytes) -> str:
     return base64.b64encode(sketch_bytes).decode("ascii")
 
@@ -395,6 +440,8 @@ def decoded_kll(text: str) -> ds.kll_floats_sketch:
 
 def column_profile(state: ColumnState) -> ColumnProfile:
     """A column's merged state as the result document keeps it."""
+    from ..api.profile import ColumnProfile
+
     finite = state.count > 0
     return ColumnProfile(
         name=state.name, rows=state.rows, count=state.count, missing=state.missing,
@@ -423,6 +470,8 @@ def stored_hll(sketch: ds.hll_sketch) -> ds.hll_sketch:
 def _histogram(state: ColumnState) -> ColumnHistogram | None:
     """Exact counts on the bins fixed before the pass; without them, the sketch's deciles as
     bins and its masses in them (within its rank error), the infinities in the outer bins."""
+    from ..api.profile import ColumnHistogram
+
     if state.cuts is not None and state.counts is not None:
         return ColumnHistogram(cuts=state.cuts.tolist(),
                                counts=state.counts.astype(float).tolist(), exact=True)
@@ -445,6 +494,8 @@ def sketch_counts(kll: ds.kll_floats_sketch, cuts: Sequence[float], count: int) 
 
 def to_profile(state: ProfileState) -> DatasetProfile:
     """The merged state as the result document's profile."""
+    from ..api.profile import DatasetProfile
+
     return DatasetProfile(
         rows=state.rows, queries=state.queries,
         features=[column_profile(column) for column in state.features],

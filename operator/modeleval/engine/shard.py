@@ -23,6 +23,9 @@ class ParsedShard:
     # counted yet.
     incomplete: int | None = None
     missing: int | None = None
+    # The features' names where the source has them (a table's columns); None: LETOR's 1-based
+    # indices. The profile names its features by them.
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def rows(self) -> int:

@@ -49,7 +49,7 @@ def table_to_shard(table: pa.Table, label_column: str, group_column: str | None,
     if group_column:
         qids = _as_group_ids(table.column(group_column))
     extra = {c: table.column(c).to_numpy(zero_copy_only=False) for c in keep}
-    return ParsedShard(labels, qids, features, extra)
+    return ParsedShard(labels, qids, features, extra, feature_names=tuple(feature_columns))
 
 
 def _as_group_ids(column: pa.ChunkedArray) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""The bounds of a data profile (``api.profile`` explains them): constants a task process reads
+without importing the document's models (pydantic)."""
+
+from __future__ import annotations
+
+KLL_K = 200
+HLL_LG_K = 11
+MAX_BINS = 20
+# The quantiles a column's profile lists (the sketch answers any other).
+QUANTILE_RANKS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+# Labels, predictions and query lengths with at most this many distinct values keep exact counts.
+MAX_VALUE_COUNTS = 64
+MAX_SLICE_VALUES = 1000
+COLUMN_BYTES = 7_000
+
+
+def size_bound(features: int, models: int = 1, slice_columns: int = 0) -> int:
+    """An upper bound on a profile's JSON bytes: every column at its widest, plus the slice
+    values (at most ``MAX_SLICE_VALUES`` per slice column, each at most 64 characters)."""
+    columns = features + 2 + models  # features, the labels, the query lengths, each model
+    return columns * COLUMN_BYTES + slice_columns * MAX_SLICE_VALUES * 70 + 2_000
