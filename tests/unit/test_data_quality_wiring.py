@@ -192,3 +192,20 @@ def test_table_features_keep_their_names_and_another_schema_is_named(root):
     assert failed.value.reason == Reason.SchemaMismatch
     assert "not in the reference: clicks" in failed.value.message
     assert "only in the reference: views" in failed.value.message
+
+
+def test_a_profile_too_large_for_the_document_is_kept_whole_beside_it(root, monkeypatch):
+    """Past the document's bound, the whole profile goes to the dataset's cache entry and the
+    document keeps each column's numbers; a later evaluation naming it as its reference reads
+    the whole one (its sketches and bins) and finds the drift."""
+    from modeleval.engine import dataquality
+
+    monkeypatch.setattr(dataquality, "DOCUMENT_PROFILE_BYTES", 4_000)
+    first = _run(root, "same.txt", name="wide", results="r-wide")
+    assert first.profile.stored_at and not first.profile.features[0].sketch
+    assert first.profile.features[0].mean is not None
+    whole = json.loads(Path(first.profile.stored_at.removeprefix("file://")).read_text())
+    assert whole["features"][0]["sketch"] and whole["storedAt"] is None
+    later = _run(root, "moved.txt", {"reference": {"evaluation": "wide"}}, name="wider",
+                 results="r-wide")
+    assert [f.name for f in later.drift.features if f.drifted] == ["2", "4"]

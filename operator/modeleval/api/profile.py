@@ -14,9 +14,10 @@ registers (about 1.1 KB, 1.4 KB in base64), nine quantiles and a histogram of at
 widest sketches). So a profile of F features is at most (F + 3 + M) x 7 KB plus ``MAX_SLICE_VALUES``
 short strings per slice column, for M models: 136 features (MSLR) and 3 models fit in
 about 1 MB (:func:`size_bound`), and 10,000 features need about 70 MB, past MongoDB's 16 MB
-document limit: a profile that wide is kept beside the document (the cache keeps it by the
-dataset's fingerprint), and the document keeps its drift, which is ~250 bytes a feature
-(2.5 MB at 10,000).
+document limit: a profile larger than ``DOCUMENT_PROFILE_BYTES`` (4 MiB, about 570 columns) is
+kept whole beside the document (in the dataset's cache entry, ``storedAt``), and the document
+keeps each column's numbers (about 530 bytes a column: 5.3 MB at 10,000 features, measured)
+and the drift (about 95 bytes a feature: 0.9 MB at 10,000).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .profile_limits import (COLUMN_BYTES, HLL_LG_K, KLL_K, MAX_BINS, MAX_SLICE_VALUES,
+from .profile_limits import (COLUMN_BYTES, DOCUMENT_PROFILE_BYTES, HLL_LG_K, KLL_K, MAX_BINS, MAX_SLICE_VALUES,
                              MAX_VALUE_COUNTS, QUANTILE_RANKS, size_bound)
 
-__all__ = ["COLUMN_BYTES", "HLL_LG_K", "KLL_K", "MAX_BINS", "MAX_SLICE_VALUES", "MAX_VALUE_COUNTS",
+__all__ = ["COLUMN_BYTES", "DOCUMENT_PROFILE_BYTES", "HLL_LG_K", "KLL_K", "MAX_BINS", "MAX_SLICE_VALUES", "MAX_VALUE_COUNTS",
            "QUANTILE_RANKS", "size_bound"]
 
 
@@ -98,6 +99,20 @@ class DatasetProfile(_Model):
                                                f"{MAX_SLICE_VALUES}; see sliceValuesTruncated).")
     slice_values_truncated: list[str] = Field(default_factory=list, description="Slice columns "
                                               f"with more than {MAX_SLICE_VALUES} values.")
+    stored_at: str | None = Field(None, description="Where the whole profile is kept when it "
+                                  f"is larger than {DOCUMENT_PROFILE_BYTES // 2**20} MiB: the "
+                                  "document's columns then leave out their sketches, histograms "
+                                  "and value counts (a later evaluation that names this one as "
+                                  "its reference reads the whole profile from here).")
+
+    def compacted(self, stored_at: str) -> "DatasetProfile":
+        """This profile as a document keeps it when it is too large: each column's numbers."""
+        def numbers(column: ColumnProfile) -> ColumnProfile:
+            return column.model_copy(update={"sketch": "", "distinct_sketch": "",
+                                             "histogram": None, "value_counts": None})
+
+        return self.model_copy(update={"features": [numbers(c) for c in self.features],
+                                       "stored_at": stored_at})
 
     def feature(self, name: str) -> ColumnProfile:
         for column in self.features:

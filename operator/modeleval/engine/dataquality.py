@@ -15,16 +15,17 @@ compare with, and no warning.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..api.profile import DataDrift, DatasetProfile
+from ..api.profile_limits import DOCUMENT_PROFILE_BYTES, size_bound
 from ..api.spec import DataQuality
 from . import drift as drift_fns
 from . import quality
 from .cache import DatasetCache
 from .errors import EvaluationError, Reason, StorageError
 from .inference import ShardPrediction
-from .storage import join_uri
+from .storage import Storage, join_uri
 from .profile import ProfileRequest, column_profile, merge_all, reference_cuts, to_profile
 
 
@@ -129,3 +130,35 @@ def save_profile(cache: DatasetCache, key: str, digest: str, profile: DatasetPro
     only the predictions' profile."""
     cache.storage.write(join_uri(cache.entry(key), profile_file(digest)),
                         profile.model_dump_json(by_alias=True).encode())
+
+
+def kept(checked: Checked, cache: DatasetCache, key: str, attempt_id: str) -> Checked:
+    """The checked profile as the document keeps it: whole, or, past
+    ``DOCUMENT_PROFILE_BYTES``, whole in the dataset's cache entry and compacted in the
+    document (drift was computed on the whole one)."""
+    profile = checked.profile
+    if profile is None or size_bound(len(profile.features), len(profile.predictions),
+                                      len(profile.slice_values)) <= DOCUMENT_PROFILE_BYTES:
+        return checked
+    text = profile.model_dump_json(by_alias=True)
+    if len(text) <= DOCUMENT_PROFILE_BYTES:
+        return checked
+    uri = join_uri(cache.entry(key), f"profiles/{attempt_id}.json")
+    cache.storage.write(uri, text.encode())
+    return replace(checked, profile=profile.compacted(uri))
+
+
+def whole(reference: Reference | None, storage: Storage) -> Reference | None:
+    """A reference evaluation's whole profile where its document kept a compacted one."""
+    if reference is None or reference.profile is None or reference.profile.stored_at is None:
+        return reference
+    where = reference.profile.stored_at
+    try:
+        profile = DatasetProfile.model_validate_json(storage.read(where))
+    except StorageError as error:
+        return replace(reference, profile=None, missing=f"{reference.name}: its whole profile "
+                       f"could not be read from {where}: {error.message}")
+    except ValueError:
+        return replace(reference, profile=None,
+                       missing=f"{reference.name}: its whole profile at {where} is unreadable")
+    return replace(reference, profile=profile)

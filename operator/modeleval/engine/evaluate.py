@@ -376,7 +376,7 @@ class Evaluator:
         only the predictions), and each task's request. Nothing when profiling is off."""
         if not self.settings.profile:
             return _Profiling(None, None, None)
-        reference = self.reference
+        reference = dataquality.whole(self.reference, self.storage)
         if reference is not None and reference.uri is not None:
             reference = self._profiled_reference(plan, prepared, reference)
         cuts = dataquality.cuts_of(reference)
@@ -415,7 +415,9 @@ class Evaluator:
         if profiling.cached is None:
             save_profile(dataset.cache, dataset.key, cuts_digest(profiling.request.cuts),
                          data_only(profile))
-        return dataquality.check(self.spec.data_quality, profile, profiling.reference)
+        checked = dataquality.check(self.spec.data_quality, profile, profiling.reference)
+        return dataquality.kept(checked, dataset.cache, dataset.key,
+                                f"{self.identity.uid}-{self.identity.attempt}")
 
     # ------------------------------------------------------------------ score
     def _predictor(self, plan: RunPlan, prepared: _Prepared, names: list[str],
