@@ -35,7 +35,8 @@ def test_schedule_crd_shape():
     version = schedule["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Schedule", "Last Run", "Last Metric", "Change", "Degraded", "Age"]
+    assert columns == ["Schedule", "Last Run", "Last Metric", "Change", "Degraded", "Drifted",
+                       "Age"]
     properties = version["schema"]["openAPIV3Schema"]["properties"]
     # The template is a ModelEvaluation spec, with the same schema and rules.
     assert properties["spec"]["properties"]["template"] == {

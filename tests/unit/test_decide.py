@@ -12,7 +12,8 @@ import pytest
 from modeleval.api.reasons import Reason
 from modeleval.api.results import ProgressDocument, ResultDocument, document_id, submission_id
 from modeleval.api.spec import ModelEvaluationSpec
-from modeleval.api.status import ConditionType as C, ModelEvaluationStatus, Phase
+from modeleval.api.profile import DataDrift
+from modeleval.api.status import ConditionType as C, DataDriftStatus, ModelEvaluationStatus, Phase
 from modeleval.controller import status as st
 from modeleval.controller.actions import (CreateCluster, DeleteCluster, Emit, LeaveLines,
                                           QueueForClusterSlot, QueueForJobSlot, RecordFailure,
@@ -24,6 +25,8 @@ from modeleval.controller.observed import (Evaluation, Observed, RayClusterView,
 from modeleval.controller.policy import InvalidSpec, parse_spec
 from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.settings import OperatorSettings
+
+from drift_documents import data_drift
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 SETTINGS = OperatorSettings(mongodb_uri="mongodb://store", backoff_base=10, backoff_max=300,
@@ -77,6 +80,30 @@ def doc(ok: bool = True, attempt: int = 1, **extra: Any) -> ResultDocument:
     return ResultDocument.failure("u1", attempt, "ev", "ns", extra.pop("reason", Reason.SchemaMismatch),
                                   "136 features, model wants 46", extra.pop("retryable", False),
                                   "s3://models/r.json", "s3://data/t.txt")
+
+
+def finished_with(drift: DataDrift) -> Observed:
+    """A succeeded job whose document has ``drift``, as the runtime reads it: the document
+    without its drift, and the drift as status carries it."""
+    return seen(ready(), job=job("SUCCEEDED", 1), document=doc(),
+                drift=DataDriftStatus.of(drift.model_dump(by_alias=True)))
+
+
+DRIFTED = data_drift(("2", "5", "7"))  # 3 of 8 features, past driftShare 0.3
+STEADY = data_drift()
+
+
+def drift_told(after: ModelEvaluationStatus, actions: list) -> None:
+    drift, condition = after.drift, after.condition(C.DataDrift)
+    assert drift.drifted and drift.drifted_share == 0.375 and drift.features == 8
+    assert [f.name for f in drift.most_drifted] == [f.name for f in DRIFTED.most_drifted(5)]
+    assert {f.name for f in drift.most_drifted} == {"2", "5", "7"}
+    top = drift.most_drifted[0]
+    assert condition.message.startswith("the data drifted from evaluation weekly-1: 3 of 8 "
+                                        "features drifted (38%); most drifted: "
+                                        f"{top.name} (PSI {top.psi:.3g}), ")
+    warnings = [a for a in actions if isinstance(a, Emit) and a.reason == Reason.DataDrifted]
+    assert [(e.message, e.warning) for e in warnings] == [(condition.message, True)]
 
 
 RUNNING = status(Phase.Running, cluster=CLUSTER, job=SID1,
@@ -278,6 +305,21 @@ ROWS: dict[str, Row] = {
     "succeeded with reports off: no report, no report condition": Row(
         RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc()), Phase.Succeeded,
         check=lambda a, _: a.report_uri is None and a.condition(C.ReportWritten) is None),
+    "succeeded, its data drifted: DataDrift=True names the most drifted, a Warning Event": Row(
+        RUNNING, finished_with(DRIFTED), Phase.Succeeded,
+        conditions={C.Complete: (True, Reason.Succeeded), C.DataDrift: (True, Reason.DataDrifted)},
+        check=drift_told),
+    "succeeded, its data did not drift: DataDrift=False, no Event": Row(
+        RUNNING, finished_with(STEADY), Phase.Succeeded,
+        conditions={C.Complete: (True, Reason.Succeeded), C.DataDrift: (False, Reason.NoDataDrift)},
+        check=lambda a, acts: (
+            not a.drift.drifted and a.drift.drifted_share == 0 and a.drift.most_drifted == []
+            and a.condition(C.DataDrift).message == "the data did not drift from evaluation "
+            "weekly-1: 0 of 8 features drifted (0%)" and not any(isinstance(e, Emit) for e in acts))),
+    "succeeded without a reference: no drift, no DataDrift condition": Row(
+        RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc()), Phase.Succeeded,
+        check=lambda a, acts: (a.drift is None and a.condition(C.DataDrift) is None
+                               and not any(isinstance(e, Emit) for e in acts))),
     "failed for good (not retryable)": Row(
         RUNNING, seen(ready(), job=job("FAILED", 1), document=doc(ok=False)), Phase.Failed,
         conditions={C.Failed: (True, Reason.SchemaMismatch)},
@@ -513,6 +555,42 @@ def test_a_result_cannot_grow_the_status() -> None:
     assert after.phase == Phase.Failed and len(after.message) <= st.MESSAGE_LIMIT
     assert all(len(c.message) <= st.MESSAGE_LIMIT for c in after.conditions)
     assert after.message.endswith("[truncated]")
+
+
+def test_a_drift_of_many_long_named_features_cannot_grow_the_status() -> None:
+    """Whatever a document compared (10,000 features, names of 500 characters, a long
+    reference), status.drift and the DataDrift message stay within their bounds."""
+    wide = data_drift(("2", "5", "7")).model_dump(by_alias=True)
+    template = wide["features"][1]  # a drifted feature's measures
+    wide["features"] = [{**template, "name": f"{i:04d}" + "x" * 500, "psi": float(i)}
+                        for i in range(10_000)]
+    wide["reference"] = "s3://data/" + "r" * 2000
+    wide["driftedShare"] = 1.0
+    drift = DataDriftStatus.of(wide)
+    assert drift.drifted_features == drift.features == 10_000
+    assert [f.name[:4] for f in drift.most_drifted] == ["9999", "9998", "9997", "9996", "9995"]
+    assert all(len(f.name) == 64 and f.name.endswith("...") for f in drift.most_drifted)
+    assert len(drift.reference) == 256
+    assert drift.describe().endswith("and 9995 more")
+    after, _ = decide(EV, spec(), RUNNING, seen(ready(), job=job("SUCCEEDED", 1), document=doc(),
+                                                drift=drift), NOW, SETTINGS)
+    assert len(after.condition(C.DataDrift).message) <= st.MESSAGE_LIMIT
+    assert len(after.model_dump_json(by_alias=True)) < 4_000
+
+
+def test_the_drift_status_needs_only_each_features_name_psi_and_verdict() -> None:
+    """What the operator's read leaves of a document's drift (its other measures stay in
+    MongoDB) gives the status the whole drift gives; a feature without a finite PSI is counted
+    but not listed (JSON has no NaN)."""
+    full = DRIFTED.model_dump(by_alias=True)
+    trimmed = {**full, "features": [{key: feature[key] for key in ("name", "psi", "drifted")}
+                                    for feature in full["features"]]}
+    assert DataDriftStatus.of(trimmed) == DataDriftStatus.of(full)
+    trimmed["features"][1]["psi"] = float("nan")
+    odd = DataDriftStatus.of(trimmed)
+    assert odd.drifted_features == 3 and "2" not in [f.name for f in odd.most_drifted]
+    with pytest.raises(ValueError, match="psi"):
+        DataDriftStatus.of({**full, "features": [{"name": "1", "drifted": True}]})
 
 
 @pytest.mark.parametrize("allow_pickle", [False, True])

@@ -23,7 +23,7 @@ from .test_chart import objects, render
 CONFIGMAP = "ConfigMap/me-modeleval-grafana-dashboard"
 PANELS = {"Evaluations by phase", "Evaluation duration p50 / p95", "Reconcile duration p95",
           "Queue wait p95", "RayClusters by state", "Rows scored", "Schedule primary metric",
-          "Schedules degraded"}
+          "Schedules degraded", "Data drift share", "Data drifted"}
 
 
 def test_the_dashboard_configmap_is_off_by_default():

@@ -51,7 +51,7 @@ class FakeKube:
 
 
 class RecordingStore:
-    """Stands for MongoResultStore: records the URI each store was opened with and writes."""
+    """Stands for StatusResultStore: records the URI each store was opened with and writes."""
 
     opened: list[tuple[str, str, str]] = []
     written: list[tuple[str, str]] = []
@@ -71,7 +71,7 @@ class RecordingStore:
 @pytest.fixture()
 def recording(monkeypatch):
     RecordingStore.opened, RecordingStore.written = [], []
-    monkeypatch.setattr(results_store, "MongoResultStore", RecordingStore)
+    monkeypatch.setattr(results_store, "StatusResultStore", RecordingStore)
     return RecordingStore
 
 

@@ -170,6 +170,8 @@ def crd() -> dict[str, Any]:
             {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
             {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
             {"name": "Report", "type": "string", "jsonPath": ".status.reportURI", "priority": 1},
+            {"name": "Drift", "type": "number", "jsonPath": ".status.drift.driftedShare",
+             "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "Evaluates a stored model on a stored dataset on Ray and records the metrics.",
@@ -198,6 +200,8 @@ def schedule_crd() -> dict[str, Any]:
             {"name": "Change", "type": "number", "jsonPath": ".status.metricChange"},
             {"name": "Degraded", "type": "string",
              "jsonPath": '.status.conditions[?(@.type=="Degraded")].status'},
+            {"name": "Drifted", "type": "string",
+             "jsonPath": '.status.conditions[?(@.type=="DataDrift")].status'},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "Creates ModelEvaluations on a schedule and for new models, and tracks their primary "

@@ -144,6 +144,15 @@ class Reason(StrEnum):
                         "the message says which", "give the `modeleval-s3` Secret write access "
                         "to `spec.output.reportUri` (default: next to the predictions, else the "
                         "dataset's bucket), or run `modeleval report UID` from the stored result")
+    DataDrifted = ("DataDrifted", f"DataDrift=True, {EVENT}; schedule DataDrift=True, {EVENT}",
+                   "the data drifted from `dataQuality.reference`: at least "
+                   "`thresholds.driftShare` of the features passed a drift threshold; the "
+                   "message names the most drifted (largest PSI first), `status.drift` has the "
+                   "share", "look at the named features' data (`modeleval results show UID "
+                   "--features`); the evaluation itself succeeded")
+    NoDataDrift = ("NoDataDrift", "DataDrift=False; schedule DataDrift=False", "the data was "
+                   "compared with `dataQuality.reference` and did not drift (fewer than "
+                   "`thresholds.driftShare` of the features passed a threshold)", "-")
     # ----------------------------------------------------------------- Events only
     RayClusterCreated = ("RayClusterCreated", EVENT, "the operator created the RayCluster", "-")
     JobSubmitted = ("JobSubmitted", EVENT, "the operator submitted the attempt's Ray job", "-")

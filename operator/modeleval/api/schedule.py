@@ -163,6 +163,11 @@ class EvaluationScheduleSpec(SpecModel):
 class ScheduleConditionType(StrEnum):
     Ready = "Ready"        # the schedule is valid and making runs (False: invalid, suspended)
     Degraded = "Degraded"  # the watched metric fell by more than degradation.maxDrop
+    DataDrift = "DataDrift"  # the latest run that compared its data with a reference drifted
+
+
+# Completed runs a schedule's status.runs keeps, newest first.
+RUNS_LIMIT = 10
 
 
 class SeenModel(StatusModel):
@@ -171,10 +176,23 @@ class SeenModel(StatusModel):
     last_modified: Time | None = Field(None, description="Its Last-Modified time.")
 
 
+class RunRecord(StatusModel):
+    """One completed run (a child that succeeded), as the schedule recorded it."""
+
+    name: str = Field(description="The child ModelEvaluation.")
+    completion_time: Time | None = Field(None, description="When it finished.")
+    metric: float | None = Field(None, description="Its watched metric.")
+    drifted: bool | None = Field(None, description="Whether its data drifted from "
+                                 "dataQuality.reference (null: not compared).")
+    drifted_share: float | None = Field(None, description="Share of its features that drifted.")
+
+
 class EvaluationScheduleStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP,
-                                        description="Ready (valid and making runs) and Degraded "
-                                        "(the watched metric fell by more than maxDrop).")
+                                        description="Ready (valid and making runs), Degraded "
+                                        "(the watched metric fell by more than maxDrop) and "
+                                        "DataDrift (the latest run whose data was compared with "
+                                        "a reference drifted).")
     last_schedule_time: Time | None = Field(None, description="The cron time of the last run "
                                             "made (or skipped by concurrencyPolicy: Forbid).")
     next_schedule_time: Time | None = Field(None, description="The next cron time.")
@@ -192,6 +210,8 @@ class EvaluationScheduleStatus(StatusModel):
     metric_change: float | None = Field(None, description="lastPrimaryMetric minus the run "
                                         "before's (against: previous) or minus the champion's "
                                         "(against: champion).")
+    runs: list[RunRecord] = Field(default_factory=list, max_length=RUNS_LIMIT, description=(
+        f"The last {RUNS_LIMIT} completed runs, newest first: metric and drift."))
     seen_models: list[SeenModel] = Field(default_factory=list, description="Model objects "
                                          "already evaluated (newest first, bounded).")
     seen_before: Time | None = Field(None, description="Model objects last modified at or "

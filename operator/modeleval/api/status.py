@@ -8,6 +8,7 @@ summary, ``conditions`` as a list-map keyed by ``type`` (each with a reason from
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Literal, get_args
@@ -61,6 +62,7 @@ class ConditionType(StrEnum):
     Failed = "Failed"
     Suspended = "Suspended"
     ReportWritten = "ReportWritten"  # the HTML report is where status.reportURI says
+    DataDrift = "DataDrift"  # the data drifted from spec.dataQuality.reference (True) or not
 
 
 class StatusModel(BaseModel):
@@ -68,8 +70,8 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: str = Field(description="Provisioned, JobSubmitted, Complete, Failed, Suspended or "
-                      "ReportWritten.")
+    type: str = Field(description="Provisioned, JobSubmitted, Complete, Failed, Suspended, "
+                      "ReportWritten or DataDrift.")
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(description="A Reason (see the README's troubleshooting table).")
     message: str = Field("", description="The reason in words.")
@@ -114,6 +116,80 @@ def capped_warnings(warnings: list[str]) -> list[str]:
             for w in warnings[:WARNINGS_LIMIT]]
 
 
+DRIFT_FEATURES = 5  # entries of status.drift.mostDrifted
+FEATURE_NAME_CHARS = 64  # characters of each name there
+REFERENCE_CHARS = 256  # characters of status.drift.reference
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class DriftedFeature(StatusModel):
+    name: str = Field(max_length=FEATURE_NAME_CHARS, description="The feature (cut at "
+                      f"{FEATURE_NAME_CHARS} characters).")
+    psi: float = Field(description="Its population stability index against the reference.")
+
+
+class _FeatureDigest(StatusModel):
+    """What status reads of one feature of a result document's drift (as stored: its other
+    measures may have been left in MongoDB by the operator's read)."""
+
+    name: str
+    psi: float
+    drifted: bool
+
+
+class _DriftDigest(StatusModel):
+    reference: str
+    drifted: bool
+    drifted_share: float
+    features: list[_FeatureDigest] = Field(default_factory=list)
+
+
+class DataDriftStatus(StatusModel):
+    """A result document's drift (api.profile.DataDrift) in a few fields: a document cannot
+    grow the status, however many features it compared."""
+
+    drifted: bool = Field(description="Whether the data drifted (driftedShare reached "
+                          "spec.dataQuality.thresholds.driftShare).")
+    drifted_share: float = Field(description="Share of the features that drifted (0 to 1).")
+    drifted_features: int = Field(description="Features that drifted.")
+    features: int = Field(description="Features compared with the reference.")
+    reference: str = Field(max_length=REFERENCE_CHARS, description="What the data was compared "
+                           f"with (an evaluation, a dataset URI; cut at {REFERENCE_CHARS} "
+                           "characters).")
+    most_drifted: list[DriftedFeature] = Field(
+        default_factory=list, max_length=DRIFT_FEATURES, description=f"At most {DRIFT_FEATURES} "
+        "drifted features, largest PSI first; the result document has every feature's measures.")
+
+    @classmethod
+    def of(cls, drift: dict) -> "DataDriftStatus":
+        """From a result document's ``drift`` as stored (by alias); each feature needs only its
+        name, psi and drifted. Raises pydantic's ValidationError for one without them."""
+        digest = _DriftDigest.model_validate(drift)
+        drifted = [feature for feature in digest.features if feature.drifted]
+        # Largest PSI first, as api.profile.DataDrift.most_drifted orders them.
+        listed = [feature for feature in drifted if math.isfinite(feature.psi)]  # JSON has no NaN
+        top = sorted(listed, key=lambda feature: -feature.psi)[:DRIFT_FEATURES]
+        return cls(drifted=digest.drifted, drifted_share=digest.drifted_share,
+                   drifted_features=len(drifted), features=len(digest.features),
+                   reference=_capped(digest.reference, REFERENCE_CHARS),
+                   most_drifted=[DriftedFeature(name=_capped(f.name, FEATURE_NAME_CHARS),
+                                                psi=f.psi) for f in top])
+
+    def describe(self) -> str:
+        """The DataDrift condition's message: the reference, the share, the most drifted."""
+        verdict = "drifted" if self.drifted else "did not drift"
+        text = (f"the data {verdict} from {self.reference}: {self.drifted_features} of "
+                f"{self.features} features drifted ({self.drifted_share:.0%})")
+        if self.most_drifted:
+            named = ", ".join(f"{f.name} (PSI {f.psi:.3g})" for f in self.most_drifted)
+            more = self.drifted_features - len(self.most_drifted)
+            text += f"; most drifted: {named}" + (f" and {more} more" if more > 0 else "")
+        return text
+
+
 class ClusterFields(StatusModel):
     """The spec fields that decide whose RayCluster an evaluation runs on and whether it is
     deleted after, fixed at creation."""
@@ -127,7 +203,8 @@ class ModelEvaluationStatus(StatusModel):
                          "or Failed.")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST_MAP,
                                         description="The latest of each condition type (Provisioned, "
-                                        "JobSubmitted, Complete, Failed, Suspended, ReportWritten).")
+                                        "JobSubmitted, Complete, Failed, Suspended, ReportWritten, "
+                                        "DataDrift).")
     attempt: int = Field(0, description="The current attempt, from 1; a retry or a resume adds one.")
     start_time: Time | None = Field(None, description="When the operator accepted the evaluation.")
     completion_time: Time | None = Field(None, description="When it Succeeded or Failed.")
@@ -151,6 +228,9 @@ class ModelEvaluationStatus(StatusModel):
                                         "asks for them.")
     report_uri: str | None = Field(None, alias="reportURI", description="Where the evaluation's "
                                    "HTML report was written (see the ReportWritten condition).")
+    drift: DataDriftStatus | None = Field(None, description="The data compared with "
+                                          "spec.dataQuality.reference (see the DataDrift "
+                                          "condition), once Succeeded.")
     warnings: list[Annotated[str, Field(max_length=WARNING_CHARS)]] = Field(default_factory=list, max_length=WARNINGS_LIMIT, description=(
         f"What the result warns of (e.g. a GPU asked for but not used), at most "
         f"{WARNINGS_LIMIT} of {WARNING_CHARS} characters; the full list is in the result document."))

@@ -121,6 +121,30 @@ def evaluation_owner(meta: kopf.Meta | dict) -> str | None:
                 None)
 
 
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_telemetry")
+def modelevaluation_telemetry(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """The drift gauges of each evaluation whose status has drift, from every evaluation the
+    operator sees (the first listing after a start too, so a finished one keeps its series),
+    until it is gone."""
+    meta = body.metadata
+    drift = None if type == "DELETED" else evaluation_drift(body.get("status") or {})
+    telemetry.observe_evaluation_drift(meta.namespace, meta.name, drift)
+
+
+def evaluation_drift(status: dict) -> tuple[bool, float] | None:
+    """(drifted, driftedShare) of an evaluation's status.drift, or None without one."""
+    drift = status.get("drift") or {}
+    if "drifted" not in drift or "driftedShare" not in drift:
+        return None
+    return bool(drift["drifted"]), float(drift["driftedShare"])
+
+
+def schedule_drift(status: EvaluationScheduleStatus) -> tuple[bool, float] | None:
+    """(drifted, driftedShare) of the schedule's latest run that compared its data, if any."""
+    return next(((run.drifted, run.drifted_share) for run in status.runs
+                 if run.drifted is not None and run.drifted_share is not None), None)
+
+
 def _live(status: dict | None, **_: Any) -> bool:
     return not is_terminal((status or {}).get("phase"))
 
@@ -272,6 +296,7 @@ def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch,
     _patch_status(body, patch, after)
     telemetry.observe_schedule(sched.namespace, sched.name, after.last_primary_metric,
                                after.is_true(ScheduleConditionType.Degraded))
+    telemetry.observe_schedule_drift(sched.namespace, sched.name, schedule_drift(after))
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, SCHEDULE_PLURAL, id="evaluationschedule_delete",

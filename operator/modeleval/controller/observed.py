@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument
-from ..api.status import parse_time
+from ..api.status import DataDriftStatus, parse_time
 from .rayjobs import JobInfo
 
 
@@ -117,6 +117,9 @@ class Observed:
     jobs_error: str | None = None       # the Jobs API did not answer
     store: bool = False                 # a results store is configured
     document: ResultDocument | None = None
+    # The document's drift as status carries it (read with the document; the measures of every
+    # feature stay in MongoDB).
+    drift: DataDriftStatus | None = None
     store_error: str | None = None
     logged: ResultDocument | None = None  # the attempt's document printed to the job's log
     progress: ProgressDocument | None = None

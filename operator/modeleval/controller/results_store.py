@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
+from ..api.results import ResultDocument, document_id
 from ..api.spec import MongoTarget
+from ..api.status import DataDriftStatus
 from ..store import MongoResultStore, ResultsStoreError
 from .secrets import MONGODB_KEY, MissingCredentials, NamespaceSecrets
 from .settings import OperatorSettings
@@ -35,6 +37,37 @@ def tenant_uri_problem(uri: str) -> str | None:
     if named:
         return f"the option(s) {', '.join(named)} would use the operator's own files"
     return None
+
+
+# What the operator leaves in MongoDB when it reads a finished attempt's document: the parts
+# status never shows (the data's profile, up to 1 MB at 136 features; the curves; the slices)
+# and every drift measure but the ones status.drift is made of. One read per finished attempt,
+# never a document's full size in the operator's memory (many evaluations end together).
+STATUS_PROJECTION = {field: 0 for field in (
+    "profile", "curves", "slices", "sliceIntervals", "drift.features.jensenShannon",
+    "drift.features.ks", "drift.features.ksPValue", "drift.features.by")}
+
+
+class StatusResultStore(MongoResultStore):
+    """A namespace's result store as the operator reads it for an evaluation's status."""
+
+    def get_for_status(self, uid: str, attempt: int
+                       ) -> tuple[ResultDocument | None, DataDriftStatus | None]:
+        """The attempt's document without what status never shows (:data:`STATUS_PROJECTION`),
+        and its drift as status carries it (None without a reference)."""
+        from pymongo.errors import PyMongoError
+
+        try:
+            found = self._collection.find_one({"_id": document_id(uid, attempt)},
+                                              STATUS_PROJECTION)
+        except PyMongoError as error:
+            raise ResultsStoreError(f"MongoDB read failed: {str(error).splitlines()[0][:300]}",
+                                    public="MongoDB read failed") from None
+        if not found:
+            return None, None
+        drift = found.pop("drift", None)
+        return (ResultDocument.model_validate(found),
+                DataDriftStatus.of(drift) if drift is not None else None)
 
 
 class ResultsStores:
@@ -67,9 +100,9 @@ class ResultsStores:
                                     f"refused: {problem}")
         return uri
 
-    def open(self, namespace: str, target: MongoTarget) -> MongoResultStore | None:
+    def open(self, namespace: str, target: MongoTarget) -> StatusResultStore | None:
         """The store of an evaluation's results; None when the operator has no results store."""
         if self.settings.mongodb_uri is None:
             return None
-        return MongoResultStore(self.uri(namespace, target.database), target.database,
+        return StatusResultStore(self.uri(namespace, target.database), target.database,
                                 target.collection, timeout_ms=self.timeout_ms)

@@ -22,7 +22,7 @@ from ..api.reasons import Reason
 from ..api.results import ResultDocument, document_id, submission_id
 from ..api.spec import ModelEvaluationSpec
 from ..api.status import ModelEvaluationStatus
-from ..store import MongoResultStore, ResultsStoreError
+from ..store import ResultsStoreError
 from . import telemetry
 from .status import cap
 from .builders import RAY_AUTH_KEY, head_url
@@ -35,7 +35,7 @@ from .observed import Evaluation, Observed, RayClusterView, Slot, Wants
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
 from .rayjobs import JobInfo, JobsApiError, RayJobsClient, running_jobs
-from .results_store import ResultsStores
+from .results_store import ResultsStores, StatusResultStore
 from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
 from .slots import Slots
@@ -146,7 +146,7 @@ class Runtime:
             self._kube = self._kube_factory()
         return self._kube
 
-    def store(self, ev: Evaluation, spec: ModelEvaluationSpec) -> MongoResultStore | None:
+    def store(self, ev: Evaluation, spec: ModelEvaluationSpec) -> StatusResultStore | None:
         """The evaluation's results store, with the credentials that may serve its database
         (:mod:`.results_store`); raises :class:`ResultsStoreError` when there are none."""
         return self.stores.open(ev.namespace, spec.output.mongodb)
@@ -264,7 +264,7 @@ class Runtime:
             if job is not None and not job.finished:
                 seen["progress"] = store.get_progress(ev.uid, status.attempt)
             elif job is not None or lost:
-                seen["document"] = store.get(ev.uid, status.attempt)
+                seen["document"], seen["drift"] = store.get_for_status(ev.uid, status.attempt)
         except ResultsStoreError as error:
             seen["store_error"] = self.store_problem(ev, error)
         if job is not None and job.finished and seen.get("document") is None and jobs is not None:

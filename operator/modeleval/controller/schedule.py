@@ -36,10 +36,10 @@ from pydantic import ValidationError
 
 from ..api.cron import Cron, CronError, Zone, most_recent, next_run, zone
 from ..api.reasons import Reason
-from ..api.schedule import (SCHEDULE_KIND, SCHEDULE_LABEL, Against, ConcurrencyPolicy,
-                            EvaluationScheduleSpec, EvaluationScheduleStatus,
-                            ScheduleConditionType as SC, SeenModel, metric_drop)
-from ..api.status import Phase, is_terminal, parse_time, rfc3339
+from ..api.schedule import (RUNS_LIMIT, SCHEDULE_KIND, SCHEDULE_LABEL, Against,
+                            ConcurrencyPolicy, EvaluationScheduleSpec, EvaluationScheduleStatus,
+                            RunRecord, ScheduleConditionType as SC, SeenModel, metric_drop)
+from ..api.status import DataDriftStatus, Phase, is_terminal, parse_time, rfc3339
 from ..api.spec import API_GROUP, API_VERSION, KIND, format_validation_error
 from . import status as st
 from .actions import Emit
@@ -68,6 +68,7 @@ class Child:
     metrics: dict[str, float] = field(default_factory=dict)
     deltas: dict[str, float] = field(default_factory=dict)  # candidate - baseline (champion)
     deleting: bool = False
+    drift: DataDriftStatus | None = None  # its data against dataQuality.reference, if compared
 
     @property
     def finished(self) -> bool:
@@ -81,7 +82,9 @@ class Child:
                    completed=parse_time(status.get("completionTime")),
                    metrics=dict(status.get("metrics") or {}),
                    deltas=dict((status.get("baseline") or {}).get("deltas") or {}),
-                   deleting=bool(meta.get("deletionTimestamp")))
+                   deleting=bool(meta.get("deletionTimestamp")),
+                   drift=DataDriftStatus.model_validate(status["drift"])
+                   if status.get("drift") else None)
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,10 @@ class _ScheduleRound:
         children = sorted(self.observed.children, key=lambda child: (child.created or self.now,
                                                                       child.name))
         self.active = [c.name for c in children if not c.finished and not c.deleting]
-        self.track_metric(children)
+        fresh = self.fresh_runs(children)
+        self.track_metric(fresh)
+        self.record_runs(fresh)
+        self.track_drift(fresh)
         self.prune(children)
         over = self.too_many_schedules()
         if over:
@@ -262,16 +268,43 @@ class _ScheduleRound:
             self.condition(SC.Ready, ready[0] == Reason.Scheduled, *ready)
         self.status.active = sorted(set(self.active))
 
-    def track_metric(self, children: list[Child]) -> None:
-        spec, status = self.spec, self.status
-        metric = spec.watched_metric
+    def fresh_runs(self, children: list[Child]) -> list[Child]:
+        """The children that succeeded since the last one recorded, oldest first."""
+        status, metric = self.status, self.spec.watched_metric
         status.metric_name = metric
         done = sorted((c for c in children if c.phase == Phase.Succeeded and c.completed
                        and metric in c.metrics), key=lambda child: (child.completed, child.name))
         # Ordered by (completion, name): what comes after the last one recorded is fresh (two
         # runs finishing in the same second are both counted).
         since = (status.last_completion_time, status.last_completed_run or "")
-        fresh = [c for c in done if since[0] is None or (c.completed, c.name) > since]
+        return [c for c in done if since[0] is None or (c.completed, c.name) > since]
+
+    def record_runs(self, fresh: list[Child]) -> None:
+        """Each fresh run in the history, newest first, at most RUNS_LIMIT."""
+        metric = self.spec.watched_metric
+        records = [RunRecord(name=c.name, completion_time=c.completed,
+                             metric=round(c.metrics[metric], DIGITS),
+                             drifted=c.drift.drifted if c.drift else None,
+                             drifted_share=round(c.drift.drifted_share, DIGITS) if c.drift
+                             else None) for c in reversed(fresh)]
+        self.status.runs = (records + self.status.runs)[:RUNS_LIMIT]
+
+    def track_drift(self, fresh: list[Child]) -> None:
+        """DataDrift follows the latest fresh run that compared its data with a reference
+        (an Event when it turns true); runs that compared nothing leave it as it was."""
+        compared = [child for child in fresh if child.drift is not None]
+        if not compared:
+            return
+        latest = compared[-1]
+        text = f"{latest.name}: {latest.drift.describe()}"
+        if not latest.drift.drifted:
+            self.condition(SC.DataDrift, False, Reason.NoDataDrift, text)
+        elif self.condition(SC.DataDrift, True, Reason.DataDrifted, text):
+            self.emit(Reason.DataDrifted, text, warning=True)
+
+    def track_metric(self, fresh: list[Child]) -> None:
+        spec, status = self.spec, self.status
+        metric = spec.watched_metric
         if not fresh:
             return
         for child in fresh:

@@ -28,6 +28,19 @@ SCHEDULE_DEGRADED = Gauge("modeleval_schedule_degraded", "1 while an EvaluationS
 QUEUE_WAIT = Histogram("modeleval_queue_wait_seconds", "Time from an evaluation's creation "
                        "until its RayCluster was ready or its Ray job started", ["stage"],
                        buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+# Drift: one series per evaluation (and per schedule) that compared its data with a reference,
+# removed with the object. No per-feature labels: a dataset may have thousands of features (the
+# most drifted are named in the DataDrift condition and status.drift instead).
+DATA_DRIFT_SHARE = Gauge("modeleval_data_drift_share", "Share of an evaluation's features that "
+                         "drifted from its dataQuality.reference", ["namespace", "evaluation"])
+DATA_DRIFTED = Gauge("modeleval_data_drifted", "1 when an evaluation's data drifted from its "
+                     "dataQuality.reference, else 0", ["namespace", "evaluation"])
+SCHEDULE_DRIFT_SHARE = Gauge("modeleval_schedule_data_drift_share", "Share of the features that "
+                             "drifted in an EvaluationSchedule's latest run that compared its "
+                             "data with a reference", ["namespace", "schedule"])
+SCHEDULE_DRIFTED = Gauge("modeleval_schedule_data_drifted", "1 when an EvaluationSchedule's "
+                         "latest run that compared its data with a reference drifted, else 0",
+                         ["namespace", "schedule"])
 RAYCLUSTERS = Gauge("modeleval_rayclusters", "RayClusters the operator created that exist, by "
                     "state (provisioning, ready, suspended, failed, deleting)", ["state"])
 
@@ -90,9 +103,35 @@ def observe_schedule(namespace: str, name: str, metric: float | None, degraded: 
 
 
 def forget_schedule(namespace: str, name: str) -> None:
-    for gauge in (SCHEDULE_METRIC, SCHEDULE_DEGRADED):
+    for gauge in (SCHEDULE_METRIC, SCHEDULE_DEGRADED, SCHEDULE_DRIFT_SHARE, SCHEDULE_DRIFTED):
         with contextlib.suppress(KeyError):  # never observed
             gauge.remove(namespace, name)
+
+
+def _observe_drift(share: Gauge, drifted: Gauge, labels: tuple[str, str],
+                   drift: tuple[bool, float] | None) -> None:
+    """Sets both drift gauges of one object, or removes them when it compared nothing."""
+    if drift is None:
+        for gauge in (share, drifted):
+            with contextlib.suppress(KeyError):  # never observed
+                gauge.remove(*labels)
+        return
+    share.labels(*labels).set(drift[1])
+    drifted.labels(*labels).set(1 if drift[0] else 0)
+
+
+def observe_evaluation_drift(namespace: str, name: str, drift: tuple[bool, float] | None) -> None:
+    """An evaluation's drift, (drifted, share); None: no drift recorded (no series)."""
+    _observe_drift(DATA_DRIFT_SHARE, DATA_DRIFTED, (namespace, name), drift)
+
+
+def forget_evaluation(namespace: str, name: str) -> None:
+    observe_evaluation_drift(namespace, name, None)
+
+
+def observe_schedule_drift(namespace: str, name: str, drift: tuple[bool, float] | None) -> None:
+    """The drift of a schedule's latest run that compared its data, (drifted, share)."""
+    _observe_drift(SCHEDULE_DRIFT_SHARE, SCHEDULE_DRIFTED, (namespace, name), drift)
 
 
 def start(settings: OperatorSettings) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ..api.reasons import Reason
 from ..api.results import ResultDocument, submission_id
-from ..api.status import BaselineStatus, ConditionType, Phase, ResultsRef, capped_warnings
+from ..api.status import (BaselineStatus, ConditionType, DataDriftStatus, Phase, ResultsRef,
+                          capped_warnings)
 from . import status as st
 from .actions import (CreateCluster, Emit, QueueForClusterSlot, QueueForJobSlot, RecordFailure,
                       ReleaseJobSlot, StoreLogged, SubmitJob, TakeClusterSlot, TakeJobSlot)
@@ -303,6 +304,7 @@ def succeed(draft: DecisionDraft, document: ResultDocument) -> None:
     status.predictions_uri = document.predictions_uri
     status.warnings = capped_warnings(document.warnings)
     record_report(draft, document)
+    record_drift(draft, draft.observed.drift)
     if document.baseline is not None:
         status.baseline = BaselineStatus(deltas=draft.asked(document.baseline.deltas),
                                          gate_passed=document.gate.passed if document.gate
@@ -324,6 +326,21 @@ def record_report(draft: DecisionDraft, document: ResultDocument) -> None:
         message = f"the report was not written: {document.report_error}"
         draft.condition(ConditionType.ReportWritten, False, Reason.ReportNotWritten, message)
         draft.actions.append(Emit(Reason.ReportNotWritten, message, warning=True))
+
+
+def record_drift(draft: DecisionDraft, drift: DataDriftStatus | None) -> None:
+    """The data compared with spec.dataQuality.reference: status.drift, a DataDrift condition
+    and, when it drifted, a Warning Event. Told by the round that succeeds, the attempt's last,
+    so once per attempt. A document without drift (no reference named) sets no condition."""
+    draft.status.drift = drift
+    if drift is None:
+        return
+    message = drift.describe()
+    if drift.drifted:
+        draft.condition(ConditionType.DataDrift, True, Reason.DataDrifted, message)
+        draft.actions.append(Emit(Reason.DataDrifted, message, warning=True))
+    else:
+        draft.condition(ConditionType.DataDrift, False, Reason.NoDataDrift, message)
 
 
 def lost(draft: DecisionDraft, message: str) -> None:
