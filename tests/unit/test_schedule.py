@@ -12,10 +12,11 @@ import pytest
 
 from modeleval.api.direction import improvement
 from modeleval.api.reasons import Reason
-from modeleval.api.schedule import (SCHEDULE_LABEL, EvaluationScheduleSpec,
+from modeleval.api.schedule import (RUNS_LIMIT, SCHEDULE_LABEL, EvaluationScheduleSpec,
                                     EvaluationScheduleStatus, SeenModel)
 from modeleval.api.schedule import ScheduleConditionType as SC
 from modeleval.api.spec import format_validation_error
+from modeleval.api.status import DataDriftStatus
 from modeleval.controller.actions import Emit
 from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.policy import InvalidSpec
@@ -23,6 +24,8 @@ from modeleval.controller.schedule import (SEEN_LIMIT, Child, CreateChild, Delet
                                            ScheduleObserved, cron_child_name,
                                            decide_schedule, model_child_name, parse_schedule_spec,
                                            wants_models)
+
+from drift_documents import data_drift
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
@@ -477,3 +480,70 @@ def test_a_schedule_created_suspended_records_the_prefix_and_evaluates_what_come
     status, actions = decide(trigger_spec(), status, models=objects, bucket="models")
     assert [c.manifest["spec"]["model"]["uri"] for c in created(actions)] == [
         "s3://models/incoming/during.json"]
+
+
+# ----------------------------------------------------------------------------- runs, DataDrift
+
+
+def drift_of(planted: tuple[str, ...]) -> DataDriftStatus:
+    """A child's status.drift, from the engine's comparison of generated data."""
+    return DataDriftStatus.of(data_drift(planted).model_dump(by_alias=True))
+
+
+def test_a_childs_drift_is_read_from_its_status():
+    drift = drift_of(("2", "5", "7"))
+    obj = {"metadata": {"name": "r1"}, "status": {"phase": "Succeeded", "metrics": {"ndcg@10": 0.8},
+                                                  "drift": drift.model_dump(by_alias=True, mode="json")}}
+    assert Child.of(obj).drift == drift
+    assert Child.of({"metadata": {"name": "r2"}, "status": {"phase": "Succeeded"}}).drift is None
+
+
+def test_each_completed_run_is_recorded_newest_first_with_its_drift_and_bounded():
+    s = cron_spec()
+    runs = (child("r1", "Succeeded", completed=at(11, 1), metric=0.8),
+            child("r2", "Succeeded", completed=at(11, 2), metric=0.7, drift=drift_of(())),
+            child("r3", "Succeeded", completed=at(11, 3), metric=0.6,
+                  drift=drift_of(("2", "5", "7"))),
+            child("r4", "Failed", completed=at(11, 4)))
+    status, _ = decide(s, now=at(11, 59), children=runs)
+    assert [(r.name, r.metric, r.drifted, r.drifted_share) for r in status.runs] == [
+        ("r3", 0.6, True, 0.375), ("r2", 0.7, False, 0.0), ("r1", 0.8, None, None)]
+    again, _ = decide(s, status, now=at(11, 59), children=runs)
+    assert again.runs == status.runs  # a run is recorded once
+    many = tuple(child(f"m{i:02d}", "Succeeded", completed=at(11, 10 + i), metric=0.5)
+                 for i in range(RUNS_LIMIT + 3))
+    status, _ = decide(s, status, now=at(11, 59), children=many)
+    assert [r.name for r in status.runs] == [f"m{i:02d}" for i in range(RUNS_LIMIT + 2, 2, -1)]
+
+
+def test_data_drift_follows_the_latest_compared_run_with_one_event():
+    s = cron_spec(successfulHistoryLimit=10)
+    steady = (child("r1", "Succeeded", completed=at(11, 1), metric=0.8, drift=drift_of(())),)
+    status, actions = decide(s, now=at(11, 59), children=steady)
+    assert status.condition(SC.DataDrift).reason == Reason.NoDataDrift and actions == []
+    drifted = steady + (child("r2", "Succeeded", completed=at(11, 2), metric=0.8,
+                              drift=drift_of(("2", "5", "7"))),)
+    status, actions = decide(s, status, now=at(11, 59), children=drifted)
+    condition = status.condition(SC.DataDrift)
+    assert status.is_true(SC.DataDrift) and condition.reason == Reason.DataDrifted
+    assert condition.message.startswith("r2: the data drifted from evaluation weekly-1: 3 of 8 "
+                                        "features drifted (38%); most drifted: ")
+    assert [(a.reason, a.message, a.warning) for a in actions if isinstance(a, Emit)] == [
+        (Reason.DataDrifted, condition.message, True)]
+    status, actions = decide(s, status, now=at(11, 59), children=drifted)
+    assert actions == [] and status.is_true(SC.DataDrift)  # no second Event
+    # A run that compared nothing leaves the condition as the last comparison left it.
+    unmeasured = drifted + (child("r3", "Succeeded", completed=at(11, 3), metric=0.8),)
+    status, _ = decide(s, status, now=at(11, 59), children=unmeasured)
+    assert status.is_true(SC.DataDrift) and status.runs[0].drifted is None
+    calm = unmeasured + (child("r4", "Succeeded", completed=at(11, 4), metric=0.8,
+                               drift=drift_of(())),)
+    status, actions = decide(s, status, now=at(11, 59), children=calm)
+    assert not status.is_true(SC.DataDrift) and actions == []
+    assert status.condition(SC.DataDrift).message.startswith("r4: the data did not drift")
+
+
+def test_no_run_that_compared_its_data_no_data_drift_condition():
+    status, _ = decide(cron_spec(), now=at(11, 59),
+                       children=(child("r1", "Succeeded", completed=at(11, 1), metric=0.8),))
+    assert status.condition(SC.DataDrift) is None and status.runs[0].drifted is None

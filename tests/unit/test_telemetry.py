@@ -1,6 +1,7 @@
 """The operator's Prometheus metrics that the Grafana dashboard charts: evaluations by phase,
 queue waits (observed by the handler from the status a round wrote), RayClusters by state
-(from the RayCluster watch). Gauges are process-wide: each test reads differences."""
+(from the RayCluster watch), data drift (from each evaluation's status, and a schedule's latest
+compared run). Gauges are process-wide: each test reads differences."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from modeleval.api.reasons import Reason
-from modeleval.api.status import ConditionType as C, Phase
+from modeleval.api.schedule import EvaluationScheduleStatus, RunRecord
+from modeleval.api.status import ConditionType as C, DataDriftStatus, Phase
 from modeleval.controller import handlers, status as st, telemetry
 from modeleval.controller.decide import decide
 from modeleval.controller.observed import Evaluation, Slot
 
-from .test_decide import CLUSTER, EV, NOW, RUNNING, SETTINGS, job, ready, seen, spec, status
+from .test_decide import (CLUSTER, DRIFTED, EV, NOW, RUNNING, SETTINGS, STEADY, job, ready, seen,
+                          spec, status)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -130,3 +133,48 @@ def test_the_rayclusters_gauge_follows_the_watch_until_a_cluster_is_gone():
     handlers.raycluster_telemetry(type="DELETED", body=raycluster("rc-1", READY, deleting=True))
     handlers.raycluster_telemetry(type="DELETED", body=raycluster("rc-2"))
     assert (count("provisioning"), count("ready")) == (provisioning, ready_)
+
+
+def evaluation_body(name: str, drift: DataDriftStatus | None = None) -> kopf.Body:
+    status = {"phase": "Succeeded"}
+    if drift is not None:
+        status["drift"] = drift.model_dump(by_alias=True, mode="json")
+    return kopf.Body({"apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+                      "metadata": {"name": name, "namespace": "drift-ns", "uid": f"u-{name}"},
+                      "status": status})
+
+
+def test_the_drift_gauges_follow_each_evaluations_status_until_it_is_gone():
+    def gauges(name: str) -> tuple[float | None, float | None]:
+        labels = {"namespace": "drift-ns", "evaluation": name}
+        return (REGISTRY.get_sample_value("modeleval_data_drift_share", labels),
+                REGISTRY.get_sample_value("modeleval_data_drifted", labels))
+
+    drifted = DataDriftStatus.of(DRIFTED.model_dump(by_alias=True))
+    handlers.modelevaluation_telemetry(type=None, body=evaluation_body("a", drifted))  # listing
+    handlers.modelevaluation_telemetry(type="ADDED", body=evaluation_body("b"))
+    assert gauges("a") == (0.375, 1) and gauges("b") == (None, None)  # no drift, no series
+    steady = DataDriftStatus.of(STEADY.model_dump(by_alias=True))
+    handlers.modelevaluation_telemetry(type="MODIFIED", body=evaluation_body("b", steady))
+    assert gauges("b") == (0, 0)
+    for name in ("a", "b"):
+        handlers.modelevaluation_telemetry(type="DELETED", body=evaluation_body(name, steady))
+        assert gauges(name) == (None, None)
+
+
+def test_a_schedules_drift_gauges_read_its_latest_compared_run_and_go_with_it():
+    labels = {"namespace": "drift-ns", "schedule": "nightly"}
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (REGISTRY.get_sample_value("modeleval_schedule_data_drift_share", labels),
+                REGISTRY.get_sample_value("modeleval_schedule_data_drifted", labels))
+
+    runs = [RunRecord(name="r3", metric=0.8), RunRecord(name="r2", drifted=True, drifted_share=0.6),
+            RunRecord(name="r1", drifted=False, drifted_share=0.1)]
+    status = EvaluationScheduleStatus(runs=runs)
+    assert handlers.schedule_drift(status) == (True, 0.6)
+    telemetry.observe_schedule_drift("drift-ns", "nightly", handlers.schedule_drift(status))
+    assert gauges() == (0.6, 1)
+    telemetry.forget_schedule("drift-ns", "nightly")
+    assert gauges() == (None, None)
+    assert handlers.schedule_drift(EvaluationScheduleStatus(runs=runs[:1])) is None

@@ -1,5 +1,5 @@
 """Prometheus metrics of the operator: evaluations by phase, reconcile and job durations, queue
-waits, RayClusters by state, rows, schedules. The Grafana dashboard the chart ships
+waits, RayClusters by state, rows, schedules, data drift. The Grafana dashboard the chart ships
 (charts/modeleval/dashboards/modeleval.json) charts each of them."""
 
 from __future__ import annotations
