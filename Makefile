@@ -73,9 +73,22 @@ smoke: venv prepare ## the newcomer's path: bed, chart, examples, one evaluation
 
 ROWS ?= 240000
 RUNS ?= 3
-bench: venv prepare ## side-by-side engine benchmark (ROWS=240000 RUNS=3), then modeleval run vs a pandas script
+# Evidently, for bench/data_drift.py only: a virtualenv of its own in the cache outside the
+# checkout, keyed by its pins (hack/versions.env), with the lock's pyarrow to read the Parquet.
+pin = $(shell sed -n 's/^$(1)=//p' hack/versions.env)
+EVIDENTLY_VENV := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/modeleval/bench/evidently-$(call pin,EVIDENTLY_VERSION)-pandas-$(call pin,EVIDENTLY_PANDAS_VERSION)
+$(EVIDENTLY_VENV)/.installed: hack/versions.env requirements.lock | $(VENV)/.installed
+	@echo "[bench] installing Evidently $(call pin,EVIDENTLY_VERSION) into $(EVIDENTLY_VENV)"
+	@$(VENV)/bin/uv venv -q --clear --python $(VENV)/bin/python $(EVIDENTLY_VENV)
+	@$(VENV)/bin/uv pip install -q --python $(EVIDENTLY_VENV)/bin/python \
+	  evidently==$(call pin,EVIDENTLY_VERSION) pandas==$(call pin,EVIDENTLY_PANDAS_VERSION) \
+	  $$(grep '^pyarrow==' requirements.lock)
+	@touch $@
+
+bench: venv prepare $(EVIDENTLY_VENV)/.installed ## side-by-side engine benchmark (ROWS=240000 RUNS=3), modeleval run vs a pandas script, profile + drift vs Evidently
 	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
 	@$(VENV)/bin/python bench/inline.py --runs $(RUNS)
+	@$(VENV)/bin/python bench/data_drift.py --runs $(RUNS) --evidently $(EVIDENTLY_VENV)/bin/python
 
 COUNT ?= 100
 bench-control-plane: venv prepare ## 100 evaluations at once on the test bed (COUNT=100)
