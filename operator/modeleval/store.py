@@ -120,7 +120,7 @@ class MongoResultStore:
     def upsert(self, document: ResultDocument) -> None:
         from pymongo.errors import PyMongoError
 
-        body = document.to_mongo()
+        body = document.to_stored()
         try:
             self._collection.replace_one({"_id": document.id}, body, upsert=True)
         except PyMongoError as error:
@@ -131,7 +131,7 @@ class MongoResultStore:
         from pymongo.errors import DuplicateKeyError, PyMongoError
 
         try:
-            self._collection.insert_one(document.to_mongo())
+            self._collection.insert_one(document.to_stored())
             return True
         except DuplicateKeyError:
             return False
@@ -148,7 +148,7 @@ class MongoResultStore:
                 found = next(iter(self._collection.find({"uid": uid}).sort("attempt", -1).limit(1)), None)
         except PyMongoError as error:
             raise _error("read", error) from None
-        return ResultDocument.model_validate(found) if found else None
+        return ResultDocument.from_stored(found) if found else None
 
     def list(self, limit: int = 50) -> list[ResultDocument]:
         from pymongo.errors import PyMongoError
@@ -157,7 +157,7 @@ class MongoResultStore:
             found = list(self._collection.find({}).sort("finishedAt", -1).limit(limit))
         except PyMongoError as error:
             raise _error("read", error) from None
-        return [ResultDocument.model_validate(d) for d in found]
+        return [ResultDocument.from_stored(d) for d in found]
 
     def find_profiled(self, query: ProfiledQuery) -> ResultDocument | None:
         """The evaluation ``query`` asks for (the reference of a drift comparison)."""
@@ -168,7 +168,7 @@ class MongoResultStore:
                               .sort("finishedAt", 1 if query.oldest else -1).limit(1)), None)
         except PyMongoError as error:
             raise _error("read", error) from None
-        return ResultDocument.model_validate(found) if found else None
+        return ResultDocument.from_stored(found) if found else None
 
     def report_progress(self, progress: ProgressDocument) -> None:
         """Progress of a running attempt, read by the operator (best effort: never raises)."""

@@ -114,6 +114,36 @@ def test_second_model_on_same_data_skips_parsing(bed, bucket, ranking_assets, se
     assert second.metrics == pytest.approx(first.metrics, abs=1e-12)  # UBJSON = JSON model
 
 
+def test_ray_tasks_profile_their_shards_and_a_reference_is_found_in_mongodb(
+        bed, bucket, ranking_assets, settings):
+    """On Ray, each task profiles its shard (sparse lines' omitted features missing) and the
+    driver's merge equals numpy on the whole file; a later evaluation names the first as its
+    reference, found in MongoDB in its own namespace: the same data, so no feature drifts."""
+    _, test = ranking_assets
+    first = run_manifest(parse_manifest(manifest(bucket)),
+                         Identity(uuid.uuid4().hex, name="profiled", namespace="team-a"), settings)
+    profile = first.profile
+    assert [c.name for c in profile.features] == [str(j + 1) for j in range(136)]
+    assert profile.rows == 5000 and profile.queries == len(np.unique(test.qids))
+    assert profile.query_lengths.count == profile.queries
+    for j in (0, 7, 135):
+        column, values = profile.features[j], test.features[:, j].astype(np.float64)
+        assert column.missing == int(np.isnan(values).sum())
+        assert column.mean == pytest.approx(np.nanmean(values), rel=1e-9)
+        assert column.std == pytest.approx(np.nanstd(values), rel=1e-9)
+    assert profile.predictions["model"].count == 5000
+    again = parse_manifest(manifest(bucket, dataQuality="{reference: {evaluation: profiled}}"))
+    second = run_manifest(again, Identity(uuid.uuid4().hex, name="again", namespace="team-a"),
+                          settings)
+    assert second.cache_hit and second.drift.reference.startswith("evaluation profiled (uid ")
+    # the reference's bins are its sketch's deciles, their counts read off the sketch (within
+    # its rank error): the same data gives a PSI near 0, not 0
+    assert not second.drift.drifted and max(f.psi for f in second.drift.features) < 1e-2
+    with MongoClient(bed.mongodb_uri) as mongo:
+        doc = mongo["modeleval"]["results"].find_one({"_id": f"{second.identity.uid}:1"})
+    assert len(doc["profile"]["features"]) == 136 and doc["drift"]["driftedShare"] == 0
+
+
 def test_a_task_of_two_cpus_gives_the_metrics_of_one_cpu_tasks(bed, bucket, ranking_assets,
                                                                 settings):
     """resources.cpu 2: each task holds both of the head's CPUs and parses its range in two

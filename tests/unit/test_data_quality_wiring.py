@@ -209,3 +209,25 @@ def test_a_profile_too_large_for_the_document_is_kept_whole_beside_it(root, monk
     later = _run(root, "moved.txt", {"reference": {"evaluation": "wide"}}, name="wider",
                  results="r-wide")
     assert [f.name for f in later.drift.features if f.drifted] == ["2", "4"]
+
+
+def test_stored_documents_escape_every_key_mongodb_refuses_and_read_back_exactly(root):
+    """Quantile ranks, label values, slice buckets and column names become map keys: stored,
+    none has a "." or "$" (FerretDB refuses them), and the document reads back equal."""
+    from modeleval.api.results import ResultDocument
+
+    document = _run(root, "data.txt", results="r-keys")
+    document.slices = {"price.band": {"[0.5, 1)": {"rows": 3.0}, "$100%": {"rows": 1.0}}}
+    stored = document.to_stored()
+
+    def keys(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from keys(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from keys(item)
+
+    assert not [key for key in keys(stored) if "." in key or "$" in key]
+    assert ResultDocument.from_stored(stored) == document

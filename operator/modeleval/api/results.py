@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -51,11 +52,53 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+# MongoDB-compatible stores refuse (FerretDB) or mishandle keys with "." or a leading "$", and
+# documents key maps by user data and numbers: slice values ("[0.5, 1)"), quantile ranks
+# ("0.99"), label values ("2.5"), column names. Stored keys are percent-escaped ("%" too, so
+# every key reads back exactly); JSON files and log lines keep the keys as they are.
+_KEY_ESCAPES = {"%": "%25", ".": "%2E", "$": "%24"}
+
+
+def mongo_keys(value: Any) -> Any:
+    """``value`` with every map key escaped for storage in MongoDB."""
+    if isinstance(value, dict):
+        return {(_escaped(key) if isinstance(key, str) else key): mongo_keys(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [mongo_keys(item) for item in value]
+    return value
+
+
+def plain_keys(value: Any) -> Any:
+    """A document as MongoDB returned it, its keys as they were before :func:`mongo_keys`."""
+    if isinstance(value, dict):
+        return {(unquote(key) if isinstance(key, str) and "%" in key else key): plain_keys(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_keys(item) for item in value]
+    return value
+
+
+def _escaped(key: str) -> str:
+    if not any(mark in key for mark in _KEY_ESCAPES):
+        return key
+    return "".join(_KEY_ESCAPES.get(char, char) for char in key)
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     def to_mongo(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")
+
+    def to_stored(self) -> dict[str, Any]:
+        """The document as MongoDB stores it (map keys escaped: :func:`mongo_keys`)."""
+        return mongo_keys(self.to_mongo())
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any]) -> Any:
+        """A document read from MongoDB (its keys unescaped)."""
+        return cls.model_validate(plain_keys(raw))
 
     def to_json(self) -> str:
         return json.dumps(self.to_mongo(), indent=2)

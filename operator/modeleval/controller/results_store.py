@@ -66,7 +66,7 @@ class StatusResultStore(MongoResultStore):
         if not found:
             return None, None
         drift = found.pop("drift", None)
-        return (ResultDocument.model_validate(found),
+        return (ResultDocument.from_stored(found),
                 DataDriftStatus.of(drift) if drift is not None else None)
 
 

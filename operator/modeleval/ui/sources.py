@@ -69,9 +69,11 @@ class ResultSource(Protocol):
     def choices(self) -> Choices: ...
 
 
-def _validated(raw: Any, key: str) -> Loaded:
+def _validated(raw: Any, key: str, stored: bool = True) -> Loaded:
+    """A document read from MongoDB (``stored``: its keys escaped) or from a JSON file."""
     try:
-        return Loaded(key, ResultDocument.model_validate(raw))
+        return Loaded(key, ResultDocument.from_stored(raw) if stored
+                      else ResultDocument.model_validate(raw))
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
@@ -369,7 +371,7 @@ class DirectorySource:
             raw = json.loads(path.read_bytes())
         except (OSError, ValueError) as error:
             return Loaded(path.name, problem=f"not JSON: {error}")
-        return _validated(raw, path.name)
+        return _validated(raw, path.name, stored=False)
 
     def get(self, uid: str, attempt: int | None = None) -> Loaded | None:
         if attempt is None:
