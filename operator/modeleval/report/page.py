@@ -51,6 +51,12 @@ tr.at-threshold td { background: #ddf4ff; font-weight: 600; }
 td.best { font-weight: 700; }
 td[rowspan] { vertical-align: middle; border-right: 1px solid var(--line); }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
+table.compact th, table.compact td { padding: 2px 8px; font-size: 13px; }
+table.compact td:first-child { max-width: 320px; word-break: break-all; }
+table.sortable th { cursor: pointer; user-select: none; white-space: nowrap; }
+table.sortable th[aria-sort="ascending"]::after { content: " ▲"; }
+table.sortable th[aria-sort="descending"]::after { content: " ▼"; }
+.verdict { font-size: 15px; margin: 6px 0; }
 """
 
 # Embeds every chart whose spec sits in a <script type="application/json" data-chart=ID>,
@@ -70,6 +76,48 @@ SCRIPT = """
   });
   Promise.all(drawn).then(function () { document.body.dataset.ready = "1"; },
     function (error) { document.body.dataset.ready = "error"; console.error(error); });
+})();
+
+// A sortable table's headings sort its rows: numbers by value (largest first on the first
+// click), text in natural order ("2" before "10"); cells without a number go last.
+(function () {
+  "use strict";
+  function number(cell) {
+    var value = parseFloat(cell.textContent.replace(/,/g, ""));
+    return isNaN(value) ? null : value;
+  }
+  function compare(column, text) {
+    return function (a, b) {
+      var x = a.cells[column], y = b.cells[column];
+      if (text) { return x.textContent.localeCompare(y.textContent, undefined, {numeric: true}); }
+      var u = number(x), v = number(y);
+      if (u === null || v === null) { return (u === null) - (v === null); }
+      return u - v;
+    };
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    var headings = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(headings, function (heading, column) {
+      heading.title = "sort by " + heading.textContent;
+      heading.addEventListener("click", function () {
+        var text = heading.classList.contains("text");
+        var now = heading.getAttribute("aria-sort");
+        var order = now ? (now === "ascending" ? "descending" : "ascending")
+          : (text ? "ascending" : "descending");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows).sort(compare(column, text));
+        if (order === "descending") {
+          var blank = rows.filter(function (row) { return !text && number(row.cells[column]) === null; });
+          rows = rows.filter(function (row) { return blank.indexOf(row) < 0; }).reverse().concat(blank);
+        }
+        Array.prototype.forEach.call(headings, function (other) { other.removeAttribute("aria-sort"); });
+        heading.setAttribute("aria-sort", order);
+        var fragment = document.createDocumentFragment();
+        rows.forEach(function (row) { fragment.appendChild(row); });
+        body.appendChild(fragment);
+      });
+    });
+  });
 })();
 """
 
@@ -145,6 +193,12 @@ spec.backoffLimit allows.{% elif d.retryable is not none %}Not retryable.{% endi
 {{ div(c.interval) }} <span class="sub">{{ c.metric }}</span>
 </div>
 {% endfor %}
+{% if data and data.drift %}
+<div class="card" id="drift-card"><div class="label">data drift</div>
+<div class="big {{ 'fail' if data.drift.drifted else 'pass' }}">{{ "drifted" if data.drift.drifted else "no drift" }}</div>
+<div class="sub">{{ data.drift.drifted_features | num }} of {{ data.drift.features | num }} features ({{ data.drift.share | percent }}; the dataset drifts at {{ data.drift.threshold | percent }}) · <a href="#drift">the drift</a></div>
+</div>
+{% endif %}
 {% if worst_slice %}
 <div class="card"><div class="label">worst slice ({{ worst_slice.metric }})</div>
 <div class="big">{{ worst_slice.value | num }}</div>
@@ -223,6 +277,41 @@ turned off).</p>
 {% endfor %}
 </table></div>
 {% endfor %}
+{% endif %}
+
+{% if data and data.drift %}
+{% set drift = data.drift %}
+<h2 id="drift">Drift</h2>
+<p class="verdict" id="drift-verdict"><span class="badge {{ 'bad' if drift.drifted else 'ok' }}">{{ "drifted" if drift.drifted else "no drift" }}</span>
+{{ drift.drifted_features | num }} of {{ drift.features | num }} features drifted ({{ drift.share | percent }}); the dataset drifts when {{ drift.threshold | percent }} or more do.
+Reference: <b>{{ drift.reference }}</b>.</p>
+<div class="sub">A feature drifts when a measure passes its threshold: {{ drift.thresholds | join("; ") }}. In red: the measures that passed. Drifted features first, the largest PSI first; a heading sorts by its column.</div>
+<div class="scroll"><table id="table-drift" class="sortable compact">
+<thead><tr><th class="text">feature</th><th>PSI</th><th>Jensen-Shannon</th><th>KS</th><th>KS p-value</th><th class="text">drifted</th><th class="text">by</th></tr></thead>
+<tbody>
+{% for f in drift.rows %}<tr><td>{{ f.name }}</td><td{% if "psi" in f.by %} class="fail"{% endif %}>{{ f.psi | num }}</td><td{% if "jensenShannon" in f.by %} class="fail"{% endif %}>{{ f.jensen_shannon | num }}</td><td{% if "ks" in f.by %} class="fail"{% endif %}>{{ f.ks | num }}</td><td>{{ f.ks_p_value | num }}</td><td class="text{{ ' fail' if f.drifted }}">{{ "yes" if f.drifted else "no" }}</td><td class="text">{{ f.by | measures }}</td></tr>
+{% endfor %}
+</tbody></table></div>
+{% endif %}
+
+{% if data and data.facts %}
+<h2 id="data">Data</h2>
+<dl class="facts">{% for k, v in data.facts %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
+{% if data.charts %}<div class="charts">{% for c in data.charts %}{{ chart(c) }}{% endfor %}</div>{% endif %}
+{% if data.feature_charts %}
+<h3>{{ "The most drifted features" if data.drift else "Features, the most missing first" }}</h3>
+<div class="sub">{{ data.feature_charts_caption }}</div>
+<div class="charts">{% for c in data.feature_charts %}{{ chart(c) }}{% endfor %}</div>
+{% endif %}
+<h3>Features</h3>
+<div class="sub">Every feature, in the dataset's order; a heading sorts by its column. Missing: NaN or absent values (their share of the rows);
+min to std over the finite values; distinct: an estimate (HLL sketch); p1, median and p99 from the quantile sketch (KLL).</div>
+<div class="scroll"><table id="table-features" class="sortable compact">
+<thead><tr><th class="text">feature</th><th>rows</th><th>missing</th><th>infinities</th><th>zeros</th><th>min</th><th>max</th><th>mean</th><th>std</th><th>distinct</th><th>p1</th><th>median</th><th>p99</th></tr></thead>
+<tbody>
+{% for f in data.features %}<tr><td>{{ f.name }}</td><td>{{ f.rows | num }}</td><td>{{ f.missing_rate | share }}</td><td>{{ f.infinities | num }}</td><td>{{ f.zeros | num }}</td><td>{{ f.min | num }}</td><td>{{ f.max | num }}</td><td>{{ f.mean | num }}</td><td>{{ f.std | num }}</td><td>{{ f.distinct | round | int | num }}</td><td>{{ f.low | num }}</td><td>{{ f.median | num }}</td><td>{{ f.high | num }}</td></tr>
+{% endfor %}
+</tbody></table></div>
 {% endif %}
 
 <h2 id="dataset">Dataset</h2>

@@ -14,7 +14,8 @@ from ..api.curves import ModelCurves
 from ..api.direction import higher_is_better
 from ..api.results import ResultDocument
 from . import charts as chart_specs
-from . import content
+from . import content, data
+from . import datacharts
 from .bundle import vega_bundle
 from .page import SCRIPT, STYLE, TEMPLATE
 
@@ -43,11 +44,16 @@ def signed(value: Any) -> str:
     return f"+{text}" if isinstance(value, (int, float)) and value > 0 else text
 
 
+def share(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, (int, float)) else "–"
+
+
 def _environment() -> Environment:
     environment = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     # script_json's output is safe inside <script> by construction (every "<" escaped); the
     # HTML escaping autoescape would add is wrong there (JSON.parse does not undo "&#34;").
-    environment.filters.update(num=number, signed=signed,
+    environment.filters.update(num=number, signed=signed, share=share,
+                               measures=data.measure_names, percent=data.percent,
                                script_json=lambda value: Markup(script_json(value)))
     return environment
 
@@ -143,6 +149,31 @@ def _ordered_curves(document: ResultDocument) -> list[ModelCurves]:
     return sorted(curves, key=lambda curve: {"model": 0, "baseline": 1}.get(curve.model, 2))
 
 
+@dataclass(frozen=True)
+class DataSection:
+    """The profile's facts, charts and every feature's row; the drift's verdict and rows."""
+
+    facts: list[tuple[str, str]]
+    charts: list[chart_specs.Chart]
+    feature_charts: list[chart_specs.Chart]
+    feature_charts_caption: str
+    features: list[data.FeatureStats]
+    drift: data.DriftVerdict | None
+
+
+def _data_section(document: ResultDocument) -> DataSection | None:
+    profile = document.profile
+    drift = document.drift
+    if profile is None:
+        return DataSection([], [], [], "", [], data.drift_verdict(drift)) if drift else None
+    charts, feature_charts = datacharts.data_charts(profile, drift)
+    exact = all(column.histogram is None or column.histogram.exact for column in profile.features)
+    return DataSection(data.data_facts(document), charts, feature_charts,
+                       data.feature_charts_caption(drift, exact),
+                       [data.feature_stats(column) for column in profile.features],
+                       data.drift_verdict(drift) if drift else None)
+
+
 def render(document: ResultDocument) -> str:
     """The whole report of ``document`` as an HTML string."""
     models = content.models(document)
@@ -154,6 +185,7 @@ def render(document: ResultDocument) -> str:
         slices = _slices(document)
         forest = chart_specs.forest(models) if document.baseline else None
         task_charts = chart_specs.task_charts(task, curves)
+        data_section = _data_section(document)
     return _TEMPLATE.render(
         d=document, models=models, primary=content.primary_metric(document),
         metric_names=content.metric_names(document), best=content.best_models(models),
@@ -162,5 +194,5 @@ def render(document: ResultDocument) -> str:
         forest=forest,
         task_title=TASK_TITLES.get(task or "", "Curves"),
         task_charts=task_charts, tables=_task_tables(task, curves),
-        slices=slices, dataset=content.dataset_summary(document),
+        slices=slices, data=data_section, dataset=content.dataset_summary(document),
         run=content.run_facts(document), style=STYLE, script=SCRIPT, bundle=vega_bundle())
