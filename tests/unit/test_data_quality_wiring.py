@@ -68,8 +68,8 @@ def _run(root: Path, data: str, quality: dict | None = None, name: str = "dq",
     manifest = parse_manifest(yaml.safe_dump({
         "apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
         "metadata": {"name": name, **({"labels": labels} if labels else {})}, "spec": spec}))
-    engine = EngineSettings(_env_file=None, cache_uri=(root / "cache").as_uri(),
-                            results_dir=root / results, **settings)
+    engine = EngineSettings(_env_file=None, **{"cache_uri": (root / "cache").as_uri(), **settings},
+                            results_dir=root / results)
     identity = Identity(uuid.uuid4().hex[:12], name=name, namespace=namespace)
     return run_manifest(manifest, identity, engine).document()
 
@@ -231,3 +231,20 @@ def test_stored_documents_escape_every_key_mongodb_refuses_and_read_back_exactly
 
     assert not [key for key in keys(stored) if "." in key or "$" in key]
     assert ResultDocument.from_stored(stored) == document
+
+
+def test_shards_profiles_merge_to_the_whole_files(root, tmp_path):
+    """Read in many shards (merged on the driver as each comes in), the profile's exact
+    numbers equal the one-shard read's, its quantiles within the sketch's error."""
+    whole = _run(root, "same.txt", results="r-one").profile
+    document = _run(root, "same.txt", results="r-many", shard_bytes=16_384,
+                    cache_uri=(tmp_path / "many").as_uri())
+    many = document.profile
+    assert document.dataset["shards"] > 5 and many.rows == whole.rows == 5000
+    for ours, theirs in zip(many.features, whole.features):
+        assert (ours.count, ours.missing, ours.zeros, ours.min, ours.max) == \
+            (theirs.count, theirs.missing, theirs.zeros, theirs.min, theirs.max)
+        assert ours.mean == pytest.approx(theirs.mean, rel=1e-9, abs=1e-12)
+        assert ours.std == pytest.approx(theirs.std, rel=1e-9)
+        assert ours.quantiles["0.5"] == pytest.approx(theirs.quantiles["0.5"], abs=0.1)
+    assert many.predictions["model"].mean == pytest.approx(whole.predictions["model"].mean, rel=1e-9)

@@ -57,6 +57,9 @@ class ShardScoring:
         self.models = models
         self.progress = progress
         self.shard_bytes = shard_bytes
+        # The shards' profiles, merged as each shard comes in (a shard's is dropped from it):
+        # the driver holds one profile, not one per shard.
+        self.profile: ProfileState | None = None
 
     def expected_features(self) -> int | None:
         """The candidate model's feature count, once the driver has loaded it (its load error,
@@ -138,7 +141,7 @@ class ShardScoring:
                 written.result()
                 dataset.cache.save_manifest(dataset.key, manifest)
         self.progress(shard.rows, shard.rows, "rows")
-        return manifest, [prediction]
+        return manifest, [self.took_profile(prediction)]
 
     def parse_letor(self, dataset: DatasetEntry) -> CacheManifest:
         """Parses without a known feature count: the width is the widest part's."""
@@ -200,7 +203,7 @@ class ShardScoring:
                                   Reason.EmptyDataset)
         return shard
 
-    def profile(self, dataset: DatasetEntry, request: ProfileRequest) -> DatasetProfile:
+    def profile_dataset(self, dataset: DatasetEntry, request: ProfileRequest) -> DatasetProfile:
         """A reference dataset's data profile: a task per cached part (the dataset parsed into
         the cache first, as an evaluated one is, on a miss), merged here."""
         manifest = dataset.manifest
@@ -235,13 +238,21 @@ class ShardScoring:
 
         def collect(result: ShardPrediction) -> None:
             nonlocal done
-            shards[result.index] = result
+            shards[result.index] = self.took_profile(result)
             done += sizes[result.index]
             self.progress(done, total, unit)
 
         self.progress(0, total, unit)
         self.execute(fn, calls, collect)
         return [shards[i] for i in range(len(calls))]
+
+    def took_profile(self, result: ShardPrediction) -> ShardPrediction:
+        """The shard, its profile merged into the evaluation's and dropped from it."""
+        if result.profile is not None:
+            self.profile = (result.profile if self.profile is None
+                            else self.profile.merged(result.profile))
+            result.profile = None
+        return result
 
     # ------------------------------------------------------------------ checks
     @contextlib.contextmanager

@@ -24,9 +24,8 @@ from . import drift as drift_fns
 from . import quality
 from .cache import DatasetCache
 from .errors import EvaluationError, Reason, StorageError
-from .inference import ShardPrediction
 from .storage import Storage, join_uri
-from .profile import ProfileRequest, column_profile, merge_all, reference_cuts, to_profile
+from .profile import ProfileRequest, ProfileState, column_profile, reference_cuts, to_profile
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,10 @@ def request(models: Sequence[str], reference: Reference | None, slice_columns: S
                           slice_columns=tuple(slice_columns))
 
 
-def merged(shards: Sequence[ShardPrediction], cached: DatasetProfile | None) -> DatasetProfile:
-    """The shards' profiles as one; with ``cached``, the cache's profile of the data and the
-    shards' of the predictions."""
-    state = merge_all([s.profile for s in shards if s.profile is not None])
+def merged(state: ProfileState | None, cached: DatasetProfile | None) -> DatasetProfile:
+    """The shards' merged profile as the document keeps it; with ``cached``, the cache's
+    profile of the data and the shards' of the predictions."""
+    state = state or ProfileState()
     if cached is None:
         return to_profile(state)
     predictions = {name: column_profile(column) for name, column in sorted(state.predictions.items())}

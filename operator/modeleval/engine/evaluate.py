@@ -34,7 +34,7 @@ from ..api.profile import DataDrift, DatasetProfile
 from . import dataquality
 from .cache import CacheManifest, DatasetCache, PartStore
 from .dataquality import Checked, Reference, load_profile, save_profile
-from .profile import ProfileRequest, cuts_digest, data_only
+from .profile import ProfileRequest, ProfileState, cuts_digest, data_only
 from .datapaths import DatasetEntry, ShardScoring, slice_inputs
 from .errors import EvaluationError, Reason
 from .facts import library_versions
@@ -148,6 +148,7 @@ class _Scored:
     per_query: list[dict[str, np.ndarray]] | None
     gpu_warnings: list[str]
     expected_features: int | None
+    profile: ProfileState | None = None
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,7 @@ class Evaluator:
         if profile is None:
             scoring = ShardScoring(self.spec, plan, self.parts, prepared.models,
                                    lambda done, total, unit: None, self.settings.shard_bytes)
-            profile = scoring.profile(entry, dataquality.request((), None, (), None))
+            profile = scoring.profile_dataset(entry, dataquality.request((), None, (), None))
             save_profile(entry.cache, entry.key, cuts_digest({}), profile)
         return replace(reference, uri=None, profile=profile)
 
@@ -411,7 +412,7 @@ class Evaluator:
             warning = (["spec.dataQuality was not checked: profiling is off (MODELEVAL_PROFILE)"]
                        if self.spec.data_quality is not None else [])
             return Checked(warnings=warning)
-        profile = dataquality.merged(scored.shards, profiling.cached)
+        profile = dataquality.merged(scored.profile, profiling.cached)
         if profiling.cached is None:
             save_profile(dataset.cache, dataset.key, cuts_digest(profiling.request.cuts),
                          data_only(profile))
@@ -455,7 +456,7 @@ class Evaluator:
                                     any(s.actor is not None for s in shards))
         expected = scoring.expected_features()
         scoring.check_width(manifest.num_features, expected)
-        return _Scored(manifest, shards, per_query, warnings, expected)
+        return _Scored(manifest, shards, per_query, warnings, expected, scoring.profile)
 
     # ------------------------------------------------------------------ metrics
     def _metrics(self, names: list[str], pooled: _Pooled,
