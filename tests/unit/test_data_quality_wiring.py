@@ -248,3 +248,36 @@ def test_shards_profiles_merge_to_the_whole_files(root, tmp_path):
         assert ours.std == pytest.approx(theirs.std, rel=1e-9)
         assert ours.quantiles["0.5"] == pytest.approx(theirs.quantiles["0.5"], abs=0.1)
     assert many.predictions["model"].mean == pytest.approx(whole.predictions["model"].mean, rel=1e-9)
+
+
+def test_slice_values_the_reference_never_had_are_named(root):
+    """sliceValuesSeen compares the slice column's values with the reference's (profiled with
+    the same options, its slice columns included)."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(8)
+
+    def table(regions: list[str], path: str) -> None:
+        rows = 400
+        pq.write_table(pa.table({"label": rng.integers(0, 2, rows), "x": rng.normal(size=rows),
+                                 "region": rng.choice(regions, rows)}), root / path)
+
+    table(["north", "south"], "before.parquet")
+    table(["north", "south", "</b>east"], "after.parquet")
+    xgb.XGBClassifier(n_estimators=2, max_depth=2).fit(
+        rng.normal(size=(50, 1)), rng.integers(0, 2, 50)).save_model(root / "x.json")
+    spec = {"task": "binary", "metrics": ["auc"], "model": {"uri": f"{root.as_uri()}/x.json"},
+            "dataset": {"uri": f"{root.as_uri()}/after.parquet", "format": "parquet",
+                        "featureColumns": ["x"]},
+            "slices": [{"name": "by-region", "column": "region"}],
+            "dataQuality": {"reference": {"uri": f"{root.as_uri()}/before.parquet"},
+                            "rules": [{"sliceValuesSeen": True, "action": "warn"}]}}
+    manifest = parse_manifest(yaml.safe_dump({"apiVersion": "modeleval.dev/v1alpha1",
+                                              "kind": "ModelEvaluation",
+                                              "metadata": {"name": "s"}, "spec": spec}))
+    engine = EngineSettings(_env_file=None, cache_uri=(root / "cache").as_uri(),
+                            results_dir=root / "r-s")
+    document = run_manifest(manifest, Identity("s1", name="s"), engine).document()
+    assert document.profile.slice_values == {"region": ["</b>east", "north", "south"]}
+    assert [w for w in document.warnings if w.startswith("data quality")] == [
+        "data quality (sliceValuesSeen): slice values the reference never had: region=</b>east"]

@@ -401,7 +401,8 @@ class Evaluator:
         if profile is None:
             scoring = ShardScoring(self.spec, plan, self.parts, prepared.models,
                                    lambda done, total, unit: None, self.settings.shard_bytes)
-            profile = scoring.profile_dataset(entry, dataquality.request((), None, (), None))
+            profile = scoring.profile_dataset(
+                entry, dataquality.request((), None, slice_inputs(self.spec)[0], None))
             save_profile(entry.cache, entry.key, cuts_digest({}), profile)
         return replace(reference, uri=None, profile=profile)
 
