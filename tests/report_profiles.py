@@ -20,7 +20,7 @@ from modeleval.engine.profile import (merge_all, profile_data, profile_predictio
                                       reference_cuts, to_profile)
 from modeleval.engine.shard import ParsedShard
 
-PLANTED = ("f3", "f7", "f11")
+PLANTED = (3, 7, 11)  # the columns with drift planted
 
 
 def feature_names(features: int) -> list[str]:
@@ -63,7 +63,7 @@ def profile_of(data: ParsedShard, names: list[str], models: Sequence[str],
 
 def profiled(document: ResultDocument, features: int = 12, rows: int = 3_000,
              names: list[str] | None = None, drift: bool = True,
-             planted: Sequence[str] = PLANTED, reference: str = "evaluation weekly-1"
+             planted: Sequence[int] = PLANTED, reference: str = "evaluation weekly-1"
              ) -> ResultDocument:
     """``document`` with a profile of generated data (and, with ``drift``, its comparison with a
     reference dataset without the drift ``planted``)."""
@@ -72,8 +72,8 @@ def profiled(document: ResultDocument, features: int = 12, rows: int = 3_000,
         challenger.name for challenger in document.challengers]
     ranking = document.queries is not None
     reference_profile = profile_of(shard(rows, features, seed=1, ranking=ranking), names, models)
-    columns = [names.index(name) for name in planted] if drift else []
-    current = profile_of(shard(rows, features, seed=2, planted=columns, ranking=ranking), names,
+    current = profile_of(shard(rows, features, seed=2, planted=planted if drift else (),
+                               ranking=ranking), names,
                          models, reference_cuts(reference_profile) if drift else None)
     data_drift: DataDrift | None = None
     if drift:

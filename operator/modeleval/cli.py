@@ -40,6 +40,7 @@ from .engine.evaluate import EvaluationResult, Identity
 from .engine.storage import file_path
 from .files import atomic_write
 from .report_output import ReportNotWritten, local_report_path, render_report
+from .report.features_text import NoProfile, feature_lines, features_json
 from .runner import ManifestError, parse_manifest, result_store, run_manifest
 from .settings import EngineSettings
 from .ui.command import ui as ui_command
@@ -310,14 +311,25 @@ def results_list(limit: int) -> None:
 @results.command("show")
 @click.argument("uid", callback=_checked_uid)
 @click.option("--attempt", type=int, help="Default: the latest attempt.")
-def results_show(uid: str, attempt: int | None) -> None:
+@click.option("--features", is_flag=True, help="Print the data's profile instead: a line per "
+              "feature (its statistics, and its drift against the reference when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="With --features: the profile and drift "
+              "as JSON. (Without it the whole document is JSON already.)")
+def results_show(uid: str, attempt: int | None, features: bool, as_json: bool) -> None:
+    """Print the stored result of evaluation UID as JSON, or its data's profile (--features)."""
     try:
         doc = _store().get(uid, attempt)
     except ResultsStoreError as error:
         _fail(error.message)
     if doc is None:
         _fail(f"no result for uid {uid}" + (f" attempt {attempt}" if attempt else ""))
-    click.echo(doc.to_json())
+    if not features:
+        click.echo(doc.to_json())
+        return
+    try:
+        click.echo(features_json(doc) if as_json else "\n".join(feature_lines(doc)))
+    except NoProfile as error:
+        _fail(str(error))
 
 
 @main.command()
