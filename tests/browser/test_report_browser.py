@@ -13,6 +13,7 @@ import pytest
 
 from modeleval.report import render
 from tests.report_documents import document, failed_document
+from tests.report_profiles import PLANTED, feature_names, profiled
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "report.png"
 # Each task's charts and, for one of them, the dataset its view must hold.
@@ -21,7 +22,9 @@ CHARTS = {
     "multiclass": {"forest", "confusion", "per-class", "slice-0", "slice-1"},
     "regression": {"forest", "predicted-vs-actual", "residuals", "slice-0", "slice-1"},
     "ranking": {"forest", "ndcg-at", "precision-at", "ndcg-distribution", "ndcg-by-length",
-                "slice-0", "slice-1"},
+                "slice-0", "slice-1",
+                # its document has a profile and drift: the Data section's charts
+                "label", "predictions", "query-lengths", *(f"feature-{i}" for i in range(8))},
 }
 
 
@@ -58,6 +61,8 @@ def drawn_charts(page) -> dict[str, list[float]]:
 @pytest.mark.parametrize("task", sorted(CHARTS))
 def test_a_report_opened_from_disk_offline_draws_every_chart(task, page, screenshot, tmp_path):
     built = document(task, challengers=2, slices=2)
+    if task == "ranking":
+        built = profiled(built)
     path = tmp_path / "report.html"
     path.write_text(render(built), encoding="utf-8")
     assert open_offline(page, path) == []
@@ -72,6 +77,8 @@ def test_a_report_opened_from_disk_offline_draws_every_chart(task, page, screens
                             for m, i in built.baseline.delta_intervals.items()}
     check_task_view(page, task, built)
     screenshot(task, full_page=task == "binary")  # one full page is enough to look at
+    if task == "ranking":
+        check_drift_table(page, screenshot)
     if task == "binary":  # the README's picture: the top of the page, as a reader first sees it
         picture = screenshot("readme", full_page=False)
         assert picture.stat().st_size < 400 * 1024
@@ -99,6 +106,27 @@ def check_task_view(page, task: str, built) -> None:
         recall = page.evaluate("""window.modelevalViews["per-class"].data("per-class")
             .filter(d => d.score === "recall").map(d => d.value)""")
         assert recall == [c.recall for c in candidate.multiclass.per_class]
+
+
+def check_drift_table(page, screenshot) -> None:
+    """The drift table is on screen with the planted features first; its PSI heading sorts it
+    (smallest first on a second click), and the feature table sorts by its missing share."""
+    page.locator("#drift").scroll_into_view_if_needed()
+    assert page.is_visible("#table-drift") and page.is_visible("#drift-verdict")
+    screenshot("drift", full_page=False)
+    first = """s => Array.from(document.querySelectorAll(s + ' tbody tr'))
+        .map(r => r.cells[0].textContent)"""
+    planted = {feature_names(12)[column] for column in PLANTED}
+    assert set(page.evaluate(first, "#table-drift")[:3]) == planted
+    psi = page.locator("#table-drift th", has_text="PSI")
+    psi.click()  # largest first
+    assert set(page.evaluate(first, "#table-drift")[:3]) == planted
+    psi.click()  # smallest first
+    assert set(page.evaluate(first, "#table-drift")[-3:]) == planted
+    page.locator("#table-features th", has_text="missing").click()
+    assert page.evaluate(first, "#table-features")[0] == "f1"  # the one with missing values
+    page.locator("#data").scroll_into_view_if_needed()
+    screenshot("data", full_page=False)
 
 
 def test_a_failed_report_renders_offline(page, screenshot, tmp_path):

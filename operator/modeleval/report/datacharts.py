@@ -58,9 +58,10 @@ def column_chart(name: str, title: str, column: ColumnProfile | None, x_title: s
 def predictions_chart(predictions: dict[str, ColumnProfile]) -> Chart | None:
     """Every model's predictions as a quantile curve (value at each rank), one line a model:
     curves of different shapes, or shifted, are models that score differently."""
+    # The candidate first, then the baseline, then the challengers (as the metrics table).
+    ordered = sorted(predictions.items(), key=lambda item: {"model": 0, "baseline": 1}.get(item[0], 2))
     rows = [{"model": display_name(model), "rank": rank, "value": value}
-            for model, column in predictions.items()
-            for rank, value in data.quantile_points(column)]
+            for model, column in ordered for rank, value in data.quantile_points(column)]
     if not rows:
         return None
     models = list(dict.fromkeys(row["model"] for row in rows))
