@@ -19,7 +19,8 @@ from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress
                         run_bounded)
 from ..api.profile import DatasetProfile
 from .plan import RunPlan
-from .profile import ProfileRequest, ProfileState, data_only, merge_all, to_profile
+from .profile import (ProfileRequest, ProfileState, RunningProfile, data_only, merge_all,
+                      to_profile)
 from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo
@@ -59,7 +60,7 @@ class ShardScoring:
         self.shard_bytes = shard_bytes
         # The shards' profiles, merged as each shard comes in (a shard's is dropped from it):
         # the driver holds one profile, not one per shard.
-        self.profile: ProfileState | None = None
+        self.profile = RunningProfile()
 
     def expected_features(self) -> int | None:
         """The candidate model's feature count, once the driver has loaded it (its load error,
@@ -249,8 +250,7 @@ class ShardScoring:
     def took_profile(self, result: ShardPrediction) -> ShardPrediction:
         """The shard, its profile merged into the evaluation's and dropped from it."""
         if result.profile is not None:
-            self.profile = (result.profile if self.profile is None
-                            else self.profile.merged(result.profile))
+            self.profile.add(result.profile)
             result.profile = None
         return result
 

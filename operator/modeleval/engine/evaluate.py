@@ -457,7 +457,7 @@ class Evaluator:
                                     any(s.actor is not None for s in shards))
         expected = scoring.expected_features()
         scoring.check_width(manifest.num_features, expected)
-        return _Scored(manifest, shards, per_query, warnings, expected, scoring.profile)
+        return _Scored(manifest, shards, per_query, warnings, expected, scoring.profile.state)
 
     # ------------------------------------------------------------------ metrics
     def _metrics(self, names: list[str], pooled: _Pooled,

@@ -342,6 +342,16 @@ def _merged_optional(first: ColumnState | None, second: ColumnState | None) -> C
     return first.merged(second)
 
 
+class RunningProfile:
+    """Profiles merged as they come in (the driver's: it holds one, not one per shard)."""
+
+    def __init__(self) -> None:
+        self.state: ProfileState | None = None
+
+    def add(self, state: ProfileState) -> None:
+        self.state = state if self.state is None else self.state.merged(state)
+
+
 def merge_all(states: Sequence[ProfileState]) -> ProfileState:
     """The shards' states as one (the driver's merge; the order of shards does not matter)."""
     merged = ProfileState()
