@@ -59,7 +59,8 @@ def predictions_chart(predictions: dict[str, ColumnProfile]) -> Chart | None:
     """Every model's predictions as a quantile curve (value at each rank), one line a model:
     curves of different shapes, or shifted, are models that score differently."""
     # The candidate first, then the baseline, then the challengers (as the metrics table).
-    ordered = sorted(predictions.items(), key=lambda item: {"model": 0, "baseline": 1}.get(item[0], 2))
+    ordered = sorted(predictions.items(),
+                     key=lambda item: {"model": 0, "baseline": 1}.get(item[0], 2))
     rows = [{"model": display_name(model), "rank": rank, "value": value}
             for model, column in ordered for rank, value in data.quantile_points(column)]
     if not rows:
