@@ -152,6 +152,32 @@ def test_one_evaluation_embeds_its_report_and_lists_its_attempts(tmp_path):
     assert report.status_code == 200 and "0.7100" in report.text
 
 
+def test_an_evaluation_with_drift_shows_its_verdict_and_links_the_drift_table(tmp_path):
+    from tests.report_documents import document as report_document
+    from tests.report_profiles import feature_names, profiled
+
+    names = feature_names(12)
+    names[7] = ATTRIBUTE_CANARY  # a drifted feature: named among the most drifted
+    store = LocalResultStore(tmp_path)
+    drifted = profiled(report_document("binary", challengers=0), names=names)
+    store.upsert(drifted)
+    store.upsert(report_document("regression", challengers=0).model_copy(update={"uid": "plain"}))
+    client = TestClient(create_app(UIConfig(results_dir=tmp_path)))
+    page = client.get(f"/evaluations/{drifted.uid}").text
+    verdict = page[page.index('<p id="drift">'):]
+    verdict = " ".join(verdict[:verdict.index("</p>")].split())
+    assert "data drift against <b>evaluation weekly-1</b>" in verdict
+    assert '<span class="badge Failed">drifted</span> 3 of 12 features drifted (25%; the dataset ' \
+        "drifts at 20%)" in verdict
+    most = [f"{f.name} (PSI {f.psi:.3f})" for f in drifted.drift.most_drifted()]
+    assert ATTRIBUTE_CANARY in [f.name for f in drifted.drift.most_drifted()]
+    assert _raw_canary(page) is None and "&#34;&gt;&lt;img src=x" in verdict
+    assert ", ".join(most).replace('"', "&#34;").replace(">", "&gt;").replace("<", "&lt;") in verdict
+    assert f'href="/evaluations/{drifted.uid}/report?attempt=1#drift"' in verdict
+    assert 'id="table-drift"' in client.get(f"/evaluations/{drifted.uid}/report").text
+    assert 'id="drift"' not in client.get("/evaluations/plain").text
+
+
 def test_schedule_marks_the_runs_its_rule_calls_degraded():
     runs = [Loaded(str(i), document(f"r{i}", name=f"run-{i}", auc=auc, schedule="nightly",
                                     finished=START + timedelta(days=i), curves=False))
