@@ -299,7 +299,7 @@ Reference: <b>{{ drift.reference }}</b>.</p>
 <dl class="facts">{% for k, v in data.facts %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
 {% if data.charts %}<div class="charts">{% for c in data.charts %}{{ chart(c) }}{% endfor %}</div>{% endif %}
 {% if data.feature_charts %}
-<h3>{{ "The most drifted features" if data.drift else "Features, the most missing first" }}</h3>
+<h3>{{ "Features by drift, the largest PSI first" if data.drift else "Features, the most missing first" }}</h3>
 <div class="sub">{{ data.feature_charts_caption }}</div>
 <div class="charts">{% for c in data.feature_charts %}{{ chart(c) }}{% endfor %}</div>
 {% endif %}
