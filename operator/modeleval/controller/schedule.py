@@ -8,7 +8,10 @@ What it decides, in the order of a round:
 - children: ``active`` are those not finished; the newest succeeded child's watched metric
   becomes ``lastPrimaryMetric``, its change from the run before (or from the champion, whose
   delta the child computed as its baseline) ``metricChange``, and ``Degraded`` turns true when
-  the metric is worse by more than ``degradation.maxDrop`` (an Event when it turns true);
+  the metric is worse by more than ``degradation.maxDrop`` (an Event when it turns true); each
+  such run goes into ``runs`` (the last RUNS_LIMIT) with its drift, read from the child's
+  ``status.drift``, and ``DataDrift`` follows the latest run that compared its data with a
+  reference (an Event when it turns true);
 - history: finished children beyond the history limits are deleted, oldest first;
 - cron: the run the CronJob controller would make (api/cron.py's ``most_recent``): the latest
   cron time since ``lastScheduleTime`` (at first, the schedule's creation), once, however many
