@@ -87,12 +87,14 @@ SCRIPT = """
     return isNaN(value) ? null : value;
   }
   function compare(column, text) {
-    return function (a, b) {
-      var x = a.cells[column], y = b.cells[column];
-      if (text) { return x.textContent.localeCompare(y.textContent, undefined, {numeric: true}); }
-      var u = number(x), v = number(y);
-      if (u === null || v === null) { return (u === null) - (v === null); }
-      return u - v;
+    return function (upper, lower) {
+      var first = upper.cells[column], second = lower.cells[column];
+      if (text) {
+        return first.textContent.localeCompare(second.textContent, undefined, {numeric: true});
+      }
+      var one = number(first), other = number(second);
+      if (one === null || other === null) { return (one === null) - (other === null); }
+      return one - other;
     };
   }
   Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
