@@ -15,9 +15,10 @@ each under both of the plan's executions (inline: the job's own process; ray: ta
 local Ray). Every path runs once before the rounds (workers and imports started, caches
 filled). Prints the median wall and CPU seconds (this process and the Ray workers) of --runs
 rounds and what profiling adds against issue 31's targets (cold at most 25%, warm nothing
-measurable), then the peak memory (bench/engine.py's PeakMemory: the driver plus every Ray
-worker, above the value at the start of each evaluation) of two cold and two warm evaluations
-of --memory-rows rows each way (off, on, on, off), under the plan's own choice (target: on within 10% of off).
+measurable). Then the peak memory (the private resident memory of the driver and every Ray
+worker above the value at the start of each evaluation: PrivateMemory below) of two cold and
+two warm evaluations of --memory-rows rows each way (off, on, on, off; each on fresh Ray
+workers), under the plan's own choice (target: on within 10% of off).
 Fails if NDCG@10 differs between the paths, or profiling on records no profile.
 
   python bench/profile_cost.py [--rows 240000] [--runs 3] [--memory-rows 3000000]
@@ -206,29 +207,66 @@ def report(cases: list[Case]) -> list[str]:
     return lines
 
 
+class PrivateMemory(PeakMemory):
+    """bench/engine.py's PeakMemory less the machine's shared memory: the private resident
+    memory of the driver and every Ray worker. An evaluation's tasks return predictions only,
+    so its own use of Ray's object store is small, while the machine-wide Shmem that PeakMemory
+    adds moves with whatever else runs here (other Ray sessions' object stores)."""
+
+    @classmethod
+    def _sample(cls) -> int:
+        total = cls._size(psutil.Process())
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if cmdline and cmdline[0].startswith("ray::"):
+                total += cls._size(proc)
+        return total
+
+
+def fresh_ray() -> None:
+    """A new local Ray session whose workers (one per CPU) have started and imported what a
+    task imports, then idle: each peak below is measured from there, on workers that have held
+    no data yet."""
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, log_to_driver=False,
+             include_dashboard=False, configure_logging=False)
+
+    @ray.remote(num_cpus=1)
+    def start_worker() -> int:
+        import modeleval.engine.inference, pyarrow, xgboost  # noqa: E401, F401
+        time.sleep(1)
+        return os.getpid()
+
+    ray.get([start_worker.remote() for _ in range(os.cpu_count() or 2)])
+
+
 def memory(ctx, rows: int, seed: int) -> list[str]:
     """Peak memory of cold and warm evaluations of ``rows`` rows, twice each with profiling
-    off and on, under the plan's own choice (each cold one on a new cache; the warm ones read a
-    cache a profiling evaluation filled): the larger of each pair."""
+    off and on (off, on, on, off), each in a fresh Ray session, under the plan's own choice
+    (each cold one on a new cache; the warm ones read a cache a profiling evaluation filled):
+    the larger of each pair."""
     path = ctx.dir / "memory.txt"
     started = time.perf_counter()
     size = write_letor(path, rows, ctx.features, seed)
     lines = [f"peak memory at {rows:,} rows ({size / 1e6:,.0f} MB of LETOR text, written in "
-             f"{time.perf_counter() - started:.0f} s):",
+             f"{time.perf_counter() - started:.0f} s), each evaluation on fresh Ray workers:",
              "| path | s | peak MB above idle | ran |", "|---|---|---|---|"]
     peaks: dict[str, int] = {}
-    # Off, on, on, off: neither setting always runs on workers the other's evaluation left.
     order = [(kind, profile) for kind in ("cold", "warm") for profile in (False, True, True, False)]
     for kind, profile in order:
         cache = "memory-warm" if kind == "warm" else f"memory-{uuid.uuid4().hex[:8]}"
         if kind == "warm" and not (ctx.dir / cache).exists():
             evaluate(ctx, path.as_uri(), cache, "auto", True)  # filled, its profile with it
-        with PeakMemory() as peak:
+        fresh_ray()
+        with PrivateMemory() as peak:
             result, seconds, _ = evaluate(ctx, path.as_uri(), cache, "auto", profile)
         name = f"{kind} {'on' if profile else 'off'}"
         peaks[name] = max(peaks.get(name, 0), peak.peak)
         where = "inline" if result.resources.get("inline") else f"Ray, {result.resources.get('tasks')} tasks"
         lines.append(f"| {name} | {seconds:.2f} | {peak.peak / 1e6:.0f} | {where} |")
+        print(f"  {name}: {seconds:.2f}s, peak {peak.peak / 1e6:.0f} MB", flush=True)
         if kind == "cold":
             drop_cache(ctx, cache)
     for kind in ("cold", "warm"):
@@ -264,7 +302,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240_000)
     parser.add_argument("--features", type=int, default=136)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="rounds of the timed cases (0: "
+                        "none, the peak memory case only)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--memory-rows", type=int, default=3_000_000, help="rows of the peak "
                         "memory case (0: not measured)")
@@ -276,17 +315,18 @@ def main() -> int:
 
     ctx = setup(args)
     try:
-        ray.init(address="local", num_cpus=os.cpu_count() or 2, log_to_driver=False,
-                 include_dashboard=False, configure_logging=False)
-        cases = rounds(ctx, args.runs)
-        for line in report(cases):
-            print(line)
-        ndcg = {case.name: case.ndcg for case in cases}
-        if max(ndcg.values()) - min(ndcg.values()) > 1e-6:
-            print(f"NDCG@{K} differs between paths: {ndcg}", file=sys.stderr)
-            return 1
-        print(f"every path computed NDCG@{K} = {cases[0].ndcg:.6f}; load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        if args.runs:
+            ray.init(address="local", num_cpus=os.cpu_count() or 2, log_to_driver=False,
+                     include_dashboard=False, configure_logging=False)
+            cases = rounds(ctx, args.runs)
+            for line in report(cases):
+                print(line)
+            ndcg = {case.name: case.ndcg for case in cases}
+            if max(ndcg.values()) - min(ndcg.values()) > 1e-6:
+                print(f"NDCG@{K} differs between paths: {ndcg}", file=sys.stderr)
+                return 1
+            print(f"every path computed NDCG@{K} = {cases[0].ndcg:.6f}; load average "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
         if args.memory_rows:
             for line in memory(ctx, args.memory_rows, args.seed):
                 print(line)
