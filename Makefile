@@ -85,9 +85,10 @@ $(EVIDENTLY_VENV)/.installed: hack/versions.env requirements.lock | $(VENV)/.ins
 	  $$(grep '^pyarrow==' requirements.lock)
 	@touch $@
 
-bench: venv prepare $(EVIDENTLY_VENV)/.installed ## side-by-side engine benchmark (ROWS=240000 RUNS=3), modeleval run vs a pandas script, profile + drift vs Evidently
+bench: venv prepare $(EVIDENTLY_VENV)/.installed ## side-by-side engine benchmark (ROWS=240000 RUNS=3), modeleval run vs a pandas script, the profile's cost, profile + drift vs Evidently
 	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
 	@$(VENV)/bin/python bench/inline.py --runs $(RUNS)
+	@$(VENV)/bin/python bench/profile_cost.py --rows $(ROWS) --runs $(RUNS)
 	@$(VENV)/bin/python bench/data_drift.py --runs $(RUNS) --evidently $(EVIDENTLY_VENV)/bin/python
 
 COUNT ?= 100
