@@ -12,6 +12,10 @@ feature (a shift by half a standard deviation or a doubled spread, by turns) and
                  reference's bins, and drift.compare on the default thresholds; timed in all and
                  as the current table's part alone (the reference's profile is cached after its
                  first use)
+  (c) run        `modeleval run` of a binary evaluation of the current table (an XGBoost model
+                 of --trees trees) with spec.dataQuality.reference.uri the reference table: the
+                 whole evaluation (predictions, metrics, report, profile, drift), a fresh
+                 process with an empty cache each round (the reference profiled in it too)
 
 Prints the median seconds of --runs rounds (the two interleaved in each round), CPU seconds,
 peak memory, the ratio, and which features each flags as drifted against the planted ones.
@@ -115,11 +119,63 @@ def write_tables(directory: Path, rows: int, features: int) -> tuple[Path, Path]
         rng = np.random.default_rng(seed)
         columns = {f"f{j}": column(rng, j, rows, planted.get(f"f{j}") if drifted else None)
                    for j in range(features)}
-        columns["label"] = (rng.random(rows) < 0.3).astype(np.int8)
+        # A label that depends on two features without drift, as in both tables.
+        signal = np.nan_to_num(columns["f0"]) - np.nan_to_num(columns["f3"]) / 5
+        columns["label"] = (signal + rng.standard_normal(rows) > 0.5).astype(np.int8)
         path = directory / f"{name}.parquet"
         pq.write_table(pa.table(columns), path, row_group_size=-(-rows // SHARDS))
         paths.append(path)
     return paths[0], paths[1]
+
+
+def write_run(directory: Path, reference: Path, current: Path, trees: int) -> Path:
+    """(c)'s manifest and model: an XGBoost binary:logistic model of ``trees`` trees trained on
+    a sample of the reference; the current table evaluated against the reference table."""
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    table = pq.read_table(reference).slice(0, 50_000)
+    features = np.stack([table.column(name).to_numpy() for name in table.column_names
+                         if name != "label"], axis=1)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "nthread": 0},
+                        xgb.DMatrix(features, label=table.column("label").to_numpy()),
+                        num_boost_round=trees)
+    model = directory / "model.json"
+    booster.save_model(model)
+    manifest = directory / "evaluation.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "modeleval.dev/v1alpha1", "kind": "ModelEvaluation",
+        "metadata": {"name": "drift-bench"},
+        "spec": {"task": "binary", "model": {"uri": model.as_uri()},
+                 "dataset": {"uri": current.as_uri(), "format": "parquet", "labelColumn": "label"},
+                 "metrics": ["auc"], "dataQuality": {"reference": {"uri": reference.as_uri()}}}}))
+    return manifest
+
+
+def run_whole(directory: Path, manifest: Path) -> dict:
+    """(c): one `modeleval run --json` in a fresh process, with an empty cache and results
+    directory of its own."""
+    home = directory / "round"
+    shutil.rmtree(home, ignore_errors=True)
+    env = {**os.environ, "MODELEVAL_CACHE_URI": (home / "datasets").as_uri(),
+           "MODELEVAL_RESULTS_DIR": str(home / "results")}
+    env.pop("MODELEVAL_MONGODB_URI", None)
+    env.pop("RAY_ADDRESS", None)  # no Ray running: the plan's own choice on this machine
+    started, cpu = time.perf_counter(), _children_cpu()
+    done = subprocess.run([str(Path(sys.executable).parent / "modeleval"), "run", "--json",
+                           str(manifest)], check=True, capture_output=True, text=True, env=env)
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
+    document = json.loads(done.stdout)
+    drift = document.get("drift") or {}
+    return {"run": seconds, "cpu": cpu, "timings": document.get("timings", {}),
+            "inline": document.get("resources", {}).get("inline"),
+            "drifted": [f["name"] for f in drift.get("features", []) if f["drifted"]],
+            "compared": len(drift.get("features", []))}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def profile_row_groups(path: str, groups: list[int], cuts: dict | None):
@@ -217,6 +273,7 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--trees", type=int, default=100, help="(c)'s model")
     parser.add_argument("--evidently", help="the Python of a virtualenv with Evidently")
     args = parser.parse_args()
     python = evidently_python(args.evidently)
@@ -228,19 +285,23 @@ def main() -> int:
               f"together), drift planted in {len(planted_features(args.features))} features; "
               f"{os.cpu_count()} CPUs, {args.workers} profiling processes; load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
-        theirs, ours = [], []
+        manifest = write_run(directory, reference, current, args.trees)
+        theirs, ours, whole = [], [], []
         with ProcessPoolExecutor(args.workers, initializer=_warm_worker) as pool:
             for run in range(args.runs):
                 theirs.append(run_evidently(python, reference, current))
                 ours.append(run_modeleval(pool, reference, current))
+                whole.append(run_whole(directory, manifest))
                 print(f"  run {run + 1}: evidently {theirs[-1]['run']:.2f}s (+ {theirs[-1]['read']:.2f}s "
-                      f"read), modeleval {ours[-1]['run']:.2f}s", flush=True)
-        return report(theirs, ours, planted_features(args.features), args.features)
+                      f"read), modeleval {ours[-1]['run']:.2f}s, modeleval run "
+                      f"{whole[-1]['run']:.2f}s", flush=True)
+        return report(theirs, ours, whole, planted_features(args.features), args.features)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def report(theirs: list[dict], ours: list[dict], planted: dict[str, str], features: int) -> int:
+def report(theirs: list[dict], ours: list[dict], whole: list[dict], planted: dict[str, str],
+           features: int) -> int:
     def median(runs: list[dict], key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
@@ -253,16 +314,25 @@ def report(theirs: list[dict], ours: list[dict], planted: dict[str, str], featur
             ("evidently read_parquet", theirs, "read"),
             ("modeleval profile both + drift", ours, "run"),
             ("modeleval current only + drift", ours, "current"),
-            ("modeleval drift.compare alone", ours, "compare")]
+            ("modeleval drift.compare alone", ours, "compare"),
+            ("modeleval run (whole evaluation + drift)", whole, "run")]
     for name, runs, key in rows:
         cpu = f"{median(runs, 'cpu'):.2f}" if key == "run" else ""
-        rss = f"{max(r['maxrss'] for r in runs) / 1e6:.0f}" if key == "run" else ""
+        rss = f"{max(r['maxrss'] for r in runs) / 1e6:.0f}" if "maxrss" in runs[0] and key == "run" else ""
         print(f"| {name} | {median(runs, key):.2f} | {cpu} | {rss} | "
               f"{', '.join(f'{r[key]:.2f}' for r in runs)} |")
     ratio = median(theirs, "run") / median(ours, "run")
     print(f"Evidently / modeleval: {ratio:.1f}x wall ({median(theirs, 'run') / median(ours, 'current'):.1f}x "
           f"against the current table's part alone), {median(theirs, 'cpu') / median(ours, 'cpu'):.1f}x "
           f"CPU; modeleval's peak RSS is its largest worker's; load average {os.getloadavg()[0]:.1f}")
+    timings = ", ".join(f"{k} {v:.2f}" for k, v in whole[-1]["timings"].items() if k != "total")
+    print(f"Evidently / modeleval run: {median(theirs, 'run') / median(whole, 'run'):.1f}x wall; "
+          f"modeleval run ran {'inline' if whole[-1]['inline'] else 'on Ray'}, its last round's "
+          f"stages (s): {timings}")
+    if set(whole[-1]["drifted"]) != set(ours[-1]["drifted"]) or whole[-1]["compared"] != features:
+        print(f"modeleval run flagged {sorted(whole[-1]['drifted'])} of {whole[-1]['compared']} "
+              "features, not what the profile and drift.compare flagged", file=sys.stderr)
+        return 1
     return agreement(last, ours[-1], planted, features)
 
 
