@@ -101,8 +101,13 @@ def test_the_charts_plot_the_profiles_counts():
     assert all(title.endswith("· drifted") for title in titles[:3])
     first = profile.feature(titles[0].split(" · ")[0])
     bars = rows_of(specs["feature-0"], "feature-0")
-    assert [bar["rows"] for bar in bars] == first.histogram.counts  # exact, on the reference's bins
-    assert sum(bar["share"] for bar in bars) == pytest.approx(1.0)
+    ours = [bar["rows"] for bar in bars if bar["data"] == "this data"]
+    assert ours == first.histogram.counts  # exact, on the reference's bins
+    theirs = [bar["rows"] for bar in bars if bar["data"] == "reference"]
+    reference = built.drift.features[[f.name for f in built.drift.features].index(first.name)]
+    assert theirs == reference.reference_counts and len(theirs) == len(reference.cuts) + 1
+    for side in ("reference", "this data"):
+        assert sum(bar["share"] for bar in bars if bar["data"] == side) == pytest.approx(1.0)
     labels = rows_of(specs["label"], "label")
     assert {bar["bin"]: bar["rows"] for bar in labels} == profile.label.value_counts
     lengths = rows_of(specs["query-lengths"], "query-lengths")
@@ -127,13 +132,24 @@ def test_without_drift_the_most_missing_features_are_charted_and_no_drift_is_sho
     assert set(rows_of(page.specs["predictions"], "predictions")[0]) == {"model", "rank", "value"}
 
 
-def test_a_compacted_profile_lists_its_numbers_without_histograms():
+def test_a_compacted_profile_lists_its_numbers_and_charts_the_drifts_kept_counts():
+    """A compacted document keeps no histogram; its drift keeps the bins and counts of the
+    largest PSIs (engine.dataquality), and those are charted; a drift without counts (written
+    before they were kept) charts nothing."""
+    from modeleval.engine.dataquality import _charted_counts
+
     built = drifted()[0]
-    compacted = built.model_copy(update={"profile": built.profile.compacted("s3://cache/p.json")})
+    compacted = built.model_copy(update={"profile": built.profile.compacted("s3://cache/p.json"),
+                                         "drift": _charted_counts(built.drift)})
     html = render(compacted)
-    assert not [name for name in Page(html).specs if name.startswith("feature-")]
-    assert len(table(html, "table-features")) == 12
+    charted = [name for name in Page(html).specs if name.startswith("feature-")]
+    assert len(charted) == 8 and len(table(html, "table-features")) == 12
     assert "kept at s3://cache/p.json" in html
+    bare = compacted.drift.model_copy(update={"features": [
+        f.model_copy(update={"cuts": [], "reference_counts": [], "counts": []})
+        for f in compacted.drift.features]})
+    html = render(compacted.model_copy(update={"drift": bare}))
+    assert not [name for name in Page(html).specs if name.startswith("feature-")]
 
 
 def test_a_document_whose_profile_was_left_out_still_shows_its_drift():

@@ -26,3 +26,6 @@ def size_bound(features: int, models: int = 1, slice_columns: int = 0) -> int:
 # 5.3 MB, and their drift 0.9 MB, within MongoDB's 16 MB; the whole profile 34 MB at 300 rows,
 # up to the 70 MB bound with more rows).
 DOCUMENT_PROFILE_BYTES = 4 * 2**20
+# The features whose bins and counts a compacted document's drift keeps (the largest PSI first):
+# the report charts as many (every feature's counts would be about 0.5 MB per 1,000 features).
+CHARTED_FEATURES = 8

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ..api.profile import DataDrift, DatasetProfile
-from ..api.profile_limits import DOCUMENT_PROFILE_BYTES, size_bound
+from ..api.profile_limits import CHARTED_FEATURES, DOCUMENT_PROFILE_BYTES, size_bound
 from ..api.spec import DataQuality
 from . import drift as drift_fns
 from . import quality
@@ -144,7 +144,17 @@ def kept(checked: Checked, cache: DatasetCache, key: str, attempt_id: str) -> Ch
         return checked
     uri = join_uri(cache.entry(key), f"profiles/{attempt_id}.json")
     cache.storage.write(uri, text.encode())
-    return replace(checked, profile=profile.compacted(uri))
+    return replace(checked, profile=profile.compacted(uri),
+                   drift=checked.drift and _charted_counts(checked.drift))
+
+
+def _charted_counts(drift: DataDrift) -> DataDrift:
+    """The drift with bins and counts for the ``CHARTED_FEATURES`` largest PSIs only."""
+    kept = {f.name for f in sorted(drift.features, key=lambda f: -f.psi)[:CHARTED_FEATURES]}
+    return drift.model_copy(update={"features": [
+        f if f.name in kept else f.model_copy(update={"cuts": [], "reference_counts": [],
+                                                      "counts": []})
+        for f in drift.features]})
 
 
 def whole(reference: Reference | None, storage: Storage) -> Reference | None:

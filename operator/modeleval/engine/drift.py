@@ -114,9 +114,11 @@ def feature_drift(current: ColumnProfile, reference: ColumnProfile,
           if limit is not None and value > limit]
     if thresholds.ks is not None and statistic > thresholds.ks and p_value < thresholds.ks_p_value:
         by.append("ks")
+    cuts = reference.histogram.cuts if reference.histogram is not None else []
     return FeatureDrift(name=current.name, psi=measures["psi"],
                         jensen_shannon=measures["jensenShannon"], ks=statistic,
-                        ks_p_value=p_value, drifted=bool(by), by=by)
+                        ks_p_value=p_value, drifted=bool(by), by=by, cuts=list(cuts),
+                        reference_counts=list(reference_counts), counts=list(current_counts))
 
 
 def _binned(current: ColumnProfile, reference: ColumnProfile, current_kll: ds.kll_floats_sketch

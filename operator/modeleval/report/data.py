@@ -9,11 +9,12 @@ import math
 from dataclasses import dataclass
 
 from ..api.profile import ColumnProfile, DataDrift, DatasetProfile, FeatureDrift
+from ..api.profile_limits import CHARTED_FEATURES
 from ..api.results import ResultDocument
 
 # Histograms drawn for at most this many features (the most drifted, or the most missing): the
 # table lists every feature, the charts stay a handful whatever the width (136 or 10,000).
-MAX_FEATURE_CHARTS = 8
+MAX_FEATURE_CHARTS = CHARTED_FEATURES  # a compacted document keeps the drift counts of as many
 MEDIAN, LOW, HIGH = "0.5", "0.01", "0.99"
 # How each measure is named in the report, and how its threshold reads.
 MEASURES = {"psi": "PSI", "jensenShannon": "Jensen-Shannon", "ks": "KS"}
@@ -98,7 +99,9 @@ def charted_features(profile: DatasetProfile, drift: DataDrift | None,
     the most missing (the dataset's order among equals); only those with a histogram (a
     compacted profile keeps none)."""
     drawable = {c.name: c for c in profile.features if c.histogram is not None}
-    if drift is not None:
+    if drift is not None:  # drawn from the drift's own counts where it kept them
+        compared = {f.name for f in drift.features if drift_bars(f)}
+        drawable.update({c.name: c for c in profile.features if c.name in compared})
         ranked = [(drawable[f.name], f) for f in drift_verdict(drift).rows if f.name in drawable]
         return ranked[:count]
     ordered = sorted(drawable.values(), key=lambda column: -column.missing_rate)
@@ -139,6 +142,35 @@ def column_bars(column: ColumnProfile) -> list[Bar]:
     return bars
 
 
+@dataclass(frozen=True)
+class DriftBar:
+    """One of the reference's bins: its rows in the reference and in this data."""
+
+    label: str
+    order: int
+    reference: float
+    current: float
+
+
+def drift_bars(drift: FeatureDrift) -> list[DriftBar]:
+    """A feature's counts in the reference's bins, the reference's and this data's (empty for a
+    drift recorded before the document kept them); outer bins empty on both sides left out."""
+    cuts = drift.cuts
+    if not cuts or len(drift.reference_counts) != len(cuts) + 1 or \
+            len(drift.counts) != len(cuts) + 1:
+        return []
+    labels = [f"< {_edge(cuts[0])}"] + [f"[{_edge(low)}, {_edge(high)})"
+                                        for low, high in zip(cuts, cuts[1:])] + \
+        [f"≥ {_edge(cuts[-1])}"]
+    bars = [DriftBar(label, index, reference, current) for index, (label, reference, current)
+            in enumerate(zip(labels, drift.reference_counts, drift.counts))]
+    while bars and not bars[-1].reference and not bars[-1].current:
+        bars.pop()
+    while bars and not bars[0].reference and not bars[0].current:
+        bars.pop(0)
+    return bars
+
+
 def _as_number(text: str) -> float:
     try:
         return float(text)
@@ -158,11 +190,10 @@ def bars_caption(column: ColumnProfile) -> str:
 def feature_charts_caption(drift: DataDrift | None, exact: bool) -> str:
     """How to read the features' histograms (one sentence for them all)."""
     if drift is not None:
-        return ("The share of this data's rows in each of the reference's bins (counted exactly "
-                "on them), the drifted features in red. The document keeps the reference's "
-                "measures, not its counts: its bins were its own deciles when it was profiled "
-                "without a reference, so about a tenth of its rows each.") if exact else \
-            "The share of the rows in each bin, the drifted features in red."
+        return ("The share of the reference's rows (grey) and of this data's (blue; red where "
+                "the feature drifted) in each of the reference's bins: the bins PSI and "
+                "Jensen-Shannon were computed on. The reference's bins are its own deciles, so "
+                "about a tenth of its rows each.")
     return ("The share of the rows in each bin. The bins are the values' deciles (read off the "
             "quantile sketch), so each holds about a tenth of the rows: where the values "
             "crowd, the bins are narrow.")

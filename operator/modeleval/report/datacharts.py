@@ -32,15 +32,44 @@ def _bars(name: str, rows: list[dict[str, Any]], x_title: str, width: int = 280,
     return _spec(chart, {name: rows})
 
 
+def _compared_rows(drift: FeatureDrift) -> list[dict[str, Any]]:
+    """The reference's and this data's shares of rows in each of the reference's bins."""
+    bars = data.drift_bars(drift)
+    totals = {"reference": sum(bar.reference for bar in bars) or 1.0,
+              "this data": sum(bar.current for bar in bars) or 1.0}
+    return [{"bin": bar.label, "order": bar.order, "data": side, "rows": rows,
+             "share": rows / totals[side]}
+            for bar in bars for side, rows in (("reference", bar.reference),
+                                               ("this data", bar.current))]
+
+
+def _compared_bars(name: str, rows: list[dict[str, Any]], colour: str) -> dict[str, Any]:
+    chart = alt.Chart(_data(name), width=220, height=150).mark_bar().encode(
+        x=alt.X("bin:N", title="value", sort=alt.EncodingSortField("order", op="min"),
+                axis=alt.Axis(labelAngle=-40, labelLimit=110)),
+        xOffset=alt.XOffset("data:N", sort=["reference", "this data"]),
+        y=alt.Y("share:Q", title="share of rows", axis=alt.Axis(format="%")),
+        color=alt.Color("data:N", scale=alt.Scale(domain=["reference", "this data"],
+                                                  range=["#8c959f", colour]),
+                        legend=alt.Legend(orient="top", title=None)),
+        tooltip=[alt.Tooltip("data:N"), alt.Tooltip("bin:N", title="value"),
+                 alt.Tooltip("rows:Q", format=",.0f"), alt.Tooltip("share:Q", format=".2%")])
+    return _spec(chart, {name: rows})
+
+
 def feature_chart(index: int, column: ColumnProfile, drift: FeatureDrift | None) -> Chart | None:
-    rows = _bar_rows(column)
-    if not rows:
-        return None
+    """A feature's histogram; under drift, the reference's beside this data's on its bins."""
     name = f"feature-{index}"
     title = column.name
     if drift is not None:
         title += f" · PSI {drift.psi:.3f}" + (" · drifted" if drift.drifted else "")
     colour = "#cf222e" if drift is not None and drift.drifted else "#0969da"
+    compared = _compared_rows(drift) if drift is not None else []
+    if compared:
+        return Chart(name, title, "", _compared_bars(name, compared, colour))
+    rows = _bar_rows(column)
+    if not rows:
+        return None
     # No caption of its own: the section says once how to read these bars.
     return Chart(name, title, "", _bars(name, rows, "value", width=220, colour=colour))
 
