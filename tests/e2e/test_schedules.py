@@ -4,8 +4,9 @@ its children (kube-controller-manager's garbage collector, through owner referen
 uploaded to MinIO under a trigger prefix makes exactly one child, also after the operator
 restarts (the prefix is listed with the namespace's own S3 Secret: with keys MinIO refuses, the
 schedule reports ModelListFailed naming that Secret); a worse model turns Degraded true with an
-Event. A real Prometheus scrapes the operator all the while: at the end every query of the chart's
-Grafana dashboard returns data from it."""
+Event, and its data, replaced by drifted data, turns DataDrift true (on the run and the
+schedule, with Events and gauges). A real Prometheus scrapes the operator all the while: at the
+end every query of the chart's Grafana dashboard returns data from it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import yaml
 from kubernetes import client
 from pymongo import MongoClient
 
-from modeleval.demo import EXAMPLES_BUCKET, make_letor, publish_example_assets, train_ranker
+from modeleval.demo import (EXAMPLES_BUCKET, letor_bytes, make_letor, publish_example_assets,
+                            train_ranker)
 from modeleval.engine.storage import Storage
 
 import grafana_dashboard
@@ -115,6 +117,16 @@ def patch_schedule(api, namespace: str, name: str, spec: dict) -> None:
         *SCHEDULES[:2], namespace, SCHEDULES[2], name, {"spec": spec})
 
 
+def drifted_letor() -> bytes:
+    """The examples' test data with every feature shifted by 1: every feature drifts."""
+    data = make_letor(6000, 136, mean_group=60, seed=8)
+    return letor_bytes(dataclasses.replace(data, features=data.features + 1.0))
+
+
+def condition(obj_status: dict, type_: str) -> dict | None:
+    return next((c for c in obj_status.get("conditions") or [] if c["type"] == type_), None)
+
+
 def bad_ranker() -> bytes:
     """A ranker trained on reversed relevance: its NDCG is far below the example ranker's."""
     data = make_letor(3000, 136, seed=11)
@@ -171,15 +183,22 @@ def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operato
     prefix = f"schedules/{uuid.uuid4().hex[:8]}/"
     storage = Storage()
     give_s3_keys(bed, namespace)
+    # Its data, at a URI of its own (outside the trigger's prefix): each run compares its data
+    # with the run before's.
+    data = f"s3://{EXAMPLES_BUCKET}/schedule-data/{prefix}test.txt"
+    storage.write(data, storage.read(template()["dataset"]["uri"]))
     apply_schedule(bed, namespace, "watch", concurrencyPolicy="Forbid",
                    trigger={"newModel": {"prefix": f"s3://{EXAMPLES_BUCKET}/{prefix}"}},
-                   degradation={"maxDrop": 0.01})
+                   degradation={"maxDrop": 0.01},
+                   template=template(dataset={"uri": data, "numFeatures": 136},
+                                     dataQuality={"reference": {"schedule": "previous"}}))
     eventually(lambda: schedule_status(api, namespace, "watch").get("modelsListed"), 30,
                "the first listing of the prefix")
     storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}v1.json", storage.read(RANKER))
     first = eventually(lambda: (s := schedule_status(api, namespace, "watch"))
                        .get("lastPrimaryMetric") is not None and s, 240, "the first model's metric")
-    assert "metricChange" not in first
+    assert "metricChange" not in first and condition(first, "DataDrift") is None
+    storage.write(data, drifted_letor())
     storage.write(f"s3://{EXAMPLES_BUCKET}/{prefix}v2.json", bad_ranker())
 
     def degraded():
@@ -192,14 +211,29 @@ def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operato
         # The schedule goes with this test's namespace, and its gauges with it: the dashboard's
         # test (the module's last) needs a scrape of the 1 while it lasts, and on a loaded machine
         # a scrape of a busy operator can time out.
-        query = f'modeleval_schedule_degraded{{namespace="{namespace}",schedule="watch"}} == 1'
-        eventually(lambda: prometheus.api("query", query=query)["result"], 60,
-                   "Prometheus to scrape the schedule's Degraded gauge at 1")
+        for query in (f'modeleval_schedule_degraded{{namespace="{namespace}",schedule="watch"}}',
+                      f'modeleval_schedule_data_drifted{{namespace="{namespace}",schedule="watch"}}',
+                      f'modeleval_data_drifted{{namespace="{namespace}"}}'):
+            eventually(lambda: prometheus.api("query", query=f"{query} == 1")["result"], 60,
+                       f"Prometheus to scrape {query} at 1")
     assert status["metricChange"] < -0.01
     assert status["lastPrimaryMetric"] < first["lastPrimaryMetric"]
     assert "MetricDegraded" in events_of(api, namespace, "watch")
+    # The second run's data drifted from the first's: on the run, and on the schedule.
+    latest = status["runs"][0]
+    assert latest["name"] == status["lastCompletedRun"] and latest["drifted"] is True
+    assert latest["driftedShare"] > 0.5 and "drifted" not in status["runs"][1]  # compared nothing
+    drift = condition(status, "DataDrift")
+    assert drift["status"] == "True" and drift["reason"] == "DataDrifted"
+    assert drift["message"].startswith(f"{latest['name']}: the data drifted from ")
+    assert "DataDrifted" in events_of(api, namespace, "watch")
+    run = next(c for c in children(api, namespace, "watch")
+               if c["metadata"]["name"] == latest["name"])
+    assert run["status"]["drift"]["drifted"] and len(run["status"]["drift"]["mostDrifted"]) == 5
+    assert condition(run["status"], "DataDrift")["status"] == "True"
+    assert "DataDrifted" in events_of(api, namespace, latest["name"])
     table = kubectl(bed, "get", "evalsched", "-n", namespace)
-    assert "True" in table.splitlines()[1]
+    assert table.splitlines()[1].split()[-3:-1] == ["True", "True"]  # DEGRADED, DRIFTED
     # Each run's result names the schedule that made it.
     refs = [c["status"]["resultsRef"] for c in children(api, namespace, "watch")
             if (c.get("status") or {}).get("resultsRef")]
@@ -232,7 +266,7 @@ def test_cron_schedule_runs_records_prunes_and_owns_its_children(bed, api, every
     assert status["lastScheduleTime"].endswith(":00Z") and status["nextScheduleTime"]
     table = kubectl(bed, "get", "evalsched", "-n", namespace)
     assert table.split("\n")[0].split() == ["NAME", "SCHEDULE", "LAST", "RUN", "LAST", "METRIC",
-                                            "CHANGE", "DEGRADED", "AGE"]
+                                            "CHANGE", "DEGRADED", "DRIFTED", "AGE"]
     assert table.split("\n")[1].split()[:2] == ["every-minute", "*"]
 
     def succeeded() -> list[str]:
