@@ -205,19 +205,31 @@ class Predictor:
         was read from, which an actor on this node reads itself."""
         shard = shard.counted()  # once, for the metrics and the models' input
         result = self.prepare(index, shard)
-        slot = self.actor_slot(index)
+        with ThreadPoolExecutor(1, thread_name_prefix="profile") as pool:
+            # The data's profile beside the predictions: numpy's sorts and the model runtimes
+            # release the GIL, and a task waiting for its GPU actor profiles meanwhile.
+            profiling = (pool.submit(self.profile.data_of, shard) if self.profile is not None
+                         else None)
+            self._predict_into(result, shard, where, threads, part)
+            if profiling is not None and self.profile is not None:
+                result.profile = self.profile.with_predictions(profiling.result(),
+                                                               result.predictions)
+        if self.query_metrics:
+            result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
+                                            result.predictions, self.query_curves)
+        return result
+
+    def _predict_into(self, result: ShardPrediction, shard: ParsedShard, where: str,
+                      threads: int, part: tuple[PartStore, CachedPart] | None) -> None:
+        """Every model's predictions of the shard: on its predicting actor once that actor has
+        started, else here."""
+        slot = self.actor_slot(result.index)
         if slot is not None and (not self.starting or _started(self.starting[slot])):
             result.predictions = self._score_on_actor(slot, shard, where, part)
             result.actor = slot
         else:
             result.predictions = self.score(self.model_input(shard), where,
                                             lambda handle: _model(handle, threads))
-        if self.profile is not None:
-            result.profile = self.profile.of(shard, result.predictions)
-        if self.query_metrics:
-            result.per_query = shard_values(self.query_metrics, result.labels, result.qids,
-                                            result.predictions, self.query_curves)
-        return result
 
     def actor_slot(self, index: int) -> int | None:
         """The predicting actor of shard ``index`` (round robin), None without actors. While

@@ -414,14 +414,18 @@ class ProfileRequest:
     cuts: Mapping[str, np.ndarray] = field(default_factory=dict)
     slice_columns: tuple[str, ...] = ()
 
-    def of(self, shard: ParsedShard, predictions: Sequence[np.ndarray]) -> ProfileState:
-        """The shard's profile, its absent features still NaN (before any missingFeatures:
-        zero filling: absent values count as missing)."""
-        scored = profile_predictions(dict(zip(self.models, predictions)), self.cuts)
+    def data_of(self, shard: ParsedShard) -> ProfileState:
+        """The shard's data profile (empty when the cache has it), its absent features still
+        NaN (before any missingFeatures: zero filling: absent values count as missing)."""
         if not self.data:
-            return scored
-        state = profile_data(shard, shard.feature_names, self.cuts, self.slice_columns)
-        state.predictions = scored.predictions
+            return ProfileState()
+        return profile_data(shard, shard.feature_names, self.cuts, self.slice_columns)
+
+    def with_predictions(self, state: ProfileState,
+                         predictions: Sequence[np.ndarray]) -> ProfileState:
+        """``state`` with each model's predictions profiled."""
+        state.predictions = profile_predictions(dict(zip(self.models, predictions)),
+                                                self.cuts).predictions
         return state
 
 
