@@ -39,13 +39,20 @@ def tenant_uri_problem(uri: str) -> str | None:
     return None
 
 
-# What the operator leaves in MongoDB when it reads a finished attempt's document: the parts
-# status never shows (the data's profile, up to 1 MB at 136 features; the curves; the slices)
-# and every drift measure but the ones status.drift is made of. One read per finished attempt,
-# never a document's full size in the operator's memory (many evaluations end together).
-STATUS_PROJECTION = {field: 0 for field in (
-    "profile", "curves", "slices", "sliceIntervals", "drift.features.jensenShannon",
-    "drift.features.ks", "drift.features.ksPValue", "drift.features.by")}
+# What the operator reads of a finished attempt's document: every field but the parts status
+# never shows (the data's profile, up to 1 MB at 136 features; the curves; the slices), and of
+# its drift only what status.drift is made of (each feature's name, PSI and verdict, not its
+# other measures and bins). Named field by field (an inclusion, generated from the document's
+# model), so a part added to a feature's drift later stays in MongoDB too. One read per
+# finished attempt, never a document's full size in the operator's memory (many evaluations
+# end together).
+LEFT_IN_STORE = ("profile", "curves", "slices", "sliceIntervals", "drift")
+DRIFT_READ = ("reference", "drifted", "driftedShare", "features.name", "features.psi",
+              "features.drifted")
+STATUS_PROJECTION = {
+    **{key: 1 for key in (field.alias or name for name, field in ResultDocument.model_fields.items())
+       if key not in LEFT_IN_STORE},
+    **{f"drift.{path}": 1 for path in DRIFT_READ}}
 
 
 class StatusResultStore(MongoResultStore):
