@@ -4,7 +4,7 @@
 #
 #   hack/build-tools.sh [TOOL ...]     TOOL: packages kubernetes kubernetes-node etcd kwok helm
 #                                            kuberay minio ferretdb coredns kube-network-policies
-#                                            runc-wrapper
+#                                            runc-wrapper kafka
 #
 # Nothing prebuilt is downloaded and no third-party source is kept in the repository: modules
 # whose go.mod uses local replace directives (Kubernetes, etcd) are built through a wrapper
@@ -179,18 +179,46 @@ build_runc_wrapper() {
   echo "$sum" > "$out/.source"
 }
 
+build_kafka() {
+  # Apache Kafka's broker (KRaft) from its jars on Maven Central: a generated pom names
+  # org.apache.kafka:kafka_2.13 and Maven (Debian's) copies it and its runtime dependencies.
+  # It runs on Debian's JRE 17; only the e2e tests of event sinks start it.
+  local v=$KAFKA_VERSION out w; out=$(out_dir kafka "$v")
+  is_built kafka "$v" && { log "kafka $v: cached in $out"; return; }
+  # shellcheck disable=SC2086  # a list of package names
+  "$here/apt-install.sh" $KAFKA_PACKAGES
+  log "kafka $v: resolving org.apache.kafka:kafka_2.13 and its runtime dependencies (Maven Central)"
+  w="$cache/src/kafka-$v"
+  mkdir -p "$out" "$w"
+  cat > "$w/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>modeleval.local</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$v</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$out/libs"
+  (cd "$w" && mvn -B -q -Dmaven.repo.local="$cache/src/m2" dependency:copy-dependencies \
+     -DincludeScope=runtime -DoutputDirectory="$out/libs")
+  mark_built kafka "$v"
+}
+
 build_packages() {
   # Debian packages of the real node; installed only when missing.
   # shellcheck disable=SC2086  # a list of package names
   "$here/apt-install.sh" $NODE_PACKAGES
 }
 
-all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns kube-network-policies runc-wrapper)
+all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns kube-network-policies runc-wrapper kafka)
 [ $# -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$cache"
 for t in "$@"; do
   case $t in
-    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|kube-network-policies|runc-wrapper)
+    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|kube-network-policies|runc-wrapper|kafka)
       "build_${t//-/_}" ;;
     *) echo "make tools: unknown tool '$t' (known: ${all[*]})" >&2; exit 2 ;;
   esac

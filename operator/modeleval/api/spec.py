@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError, core_schema
 
 from .direction import higher_is_better
+from .events import EventsSpec
 from . import metrics as declared_metrics
 from .metrics import NONE, OPTIONAL, REQUIRED
 from .metadata import annotations_problem, labels_problem
@@ -719,6 +720,11 @@ class ModelEvaluationSpec(SpecModel):
     # Cluster-only fields; local mode ignores them.
     ray_cluster_name: str | None = Field(None, pattern=NAME_PATTERN, max_length=63, description=
                                          "Reuse this existing RayCluster instead of creating one.")
+    queue_name: str | None = Field(None, pattern=NAME_PATTERN, max_length=63, description=
+                                   "The Kueue LocalQueue (in this namespace) the evaluation's "
+                                   "RayCluster waits in: Kueue admits the whole cluster or none "
+                                   "of it, and the evaluation is Queued meanwhile. Default: the "
+                                   "operator's kueue.defaultQueueName.")
     ray_image: Annotated[str, matching(IMAGE_PATTERN, "must be an image reference: "
                                        "[registry[:port]/]name[:tag][@digest], name in lowercase")
                          ] | None = Field(None, max_length=512, description="Ray image for the "
@@ -742,6 +748,9 @@ class ModelEvaluationSpec(SpecModel):
                                                    "it Succeeded or Failed.")
     suspend: bool = Field(False, description="While true the Ray job is stopped and the cluster "
                           "released; set back to false, a fresh attempt runs.")
+    events: EventsSpec | None = Field(None, description="Sinks (a webhook, a Kafka topic) this "
+                                      "evaluation's CloudEvents go to, besides the platform's: "
+                                      "Started, Succeeded, Failed, GateFailed, Drifted.")
 
     rules = (
         *(_metrics_rule(task) for task in CUTOFFS_BY_TASK),
@@ -771,6 +780,10 @@ class ModelEvaluationSpec(SpecModel):
              "required for ranking on parquet/csv data",
              lambda s: s.task != TaskType.ranking.value or s.dataset.format == "letor"
              or bool(s.dataset.group_column), ".dataset.groupColumn"),
+        Rule("!has(self.queueName) || !has(self.rayClusterName)",
+             "a queue admits the RayCluster an evaluation creates; one named in "
+             "spec.rayClusterName is not queued",
+             lambda s: s.queue_name is None or s.ray_cluster_name is None, ".queueName"),
     )
 
     def named_models(self, prefix: str = "spec") -> list[tuple[str, ModelSource]]:

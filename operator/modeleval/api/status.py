@@ -9,27 +9,15 @@ summary, ``conditions`` as a list-map keyed by ``type`` (each with a reason from
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-
-def rfc3339(moment: datetime) -> str:
-    """Seconds precision, UTC, ``Z``: how Kubernetes writes times."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A time as Kubernetes writes it (RFC 3339, ``Z``), aware; None for none. The one parser
-    of metadata and status times."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json"),
-                 WithJsonSchema({"type": "string", "format": "date-time"})]
+from .events import PendingEvent
+# Kubernetes' times: one parser, one writer (times.py), imported from here by the rest.
+from .times import Time, parse_time, rfc3339  # noqa: F401
 
 
 class Phase(StrEnum):
@@ -57,12 +45,14 @@ def is_terminal(phase: str | None) -> bool:
 
 class ConditionType(StrEnum):
     Provisioned = "Provisioned"   # the RayCluster is ready
+    Queued = "Queued"  # Kueue holds the RayCluster in its LocalQueue (False: admitted)
     JobSubmitted = "JobSubmitted"  # the Ray job of the current attempt exists
     Complete = "Complete"
     Failed = "Failed"
     Suspended = "Suspended"
     ReportWritten = "ReportWritten"  # the HTML report is where status.reportURI says
     DataDrift = "DataDrift"  # the data drifted from spec.dataQuality.reference (True) or not
+    EventsDelivered = "EventsDelivered"  # every event reached its sinks (False: one is waiting)
 
 
 class StatusModel(BaseModel):
@@ -239,6 +229,10 @@ class ModelEvaluationStatus(StatusModel):
     observed_generation: int | None = Field(None, description="The metadata.generation this "
                                             "status was last decided for.")
     next_retry_time: Time | None = Field(None, description="When a failed attempt is retried.")
+    pending_events: list[PendingEvent] = Field(default_factory=list, max_length=16, description=
+                                               "Events not yet acknowledged by every sink "
+                                               "(spec.events and the platform's), oldest "
+                                               "first; each leaves once its sinks have it.")
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

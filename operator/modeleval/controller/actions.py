@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..api.events import EventSink, PendingEvent
 from ..api.reasons import Reason
 from ..api.results import ResultDocument
 from ..api.status import ModelEvaluationStatus
@@ -122,9 +123,20 @@ class ReleaseAdmission:
     """Its cluster slot is free (the cluster is going, or was never its own)."""
 
 
+@dataclass(frozen=True)
+class SendEvents:
+    """Sends events that wait in the status already written to the sinks they wait for; the
+    answers are recorded after (``events.record_deliveries``). Never fails the round."""
+
+    events: tuple[PendingEvent, ...]
+    source: str  # the object's API path: the CloudEvents source
+    sinks: tuple[tuple[str, EventSink], ...]  # by the name status uses
+
+
 Action = (CreateCluster | DeleteCluster | ForgetCluster | SubmitJob | StopJob | RecordFailure
           | StoreLogged | Emit | TakeClusterSlot | QueueForClusterSlot | TakeJobSlot
-          | QueueForJobSlot | ReleaseJobSlot | LeaveLines | ReleaseAdmission)
+          | QueueForJobSlot | ReleaseJobSlot | LeaveLines | ReleaseAdmission
+          | SendEvents)
 
 # The actions that a slot taken in the same round lets through.
 GATED_BY_SLOT = (CreateCluster, SubmitJob)

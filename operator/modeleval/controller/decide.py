@@ -27,6 +27,7 @@ from .actions import (Action, Decision, ForgetCluster, LeaveLines, ReleaseAdmiss
                       ReleaseJobSlot, StopJob)
 from .builders import head_url
 from .draft import DecisionDraft
+from .events import evaluation_outbox
 from .observed import Evaluation, Observed, Wants
 from .policy import InvalidSpec, held_to_creation
 from .settings import OperatorSettings
@@ -86,7 +87,16 @@ def plan(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: ModelE
 
 def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: ModelEvaluationStatus,
            observed: Observed, now: datetime, settings: OperatorSettings) -> Decision:
-    """The next status and what to do, from what a round observed. Pure."""
+    """The next status and what to do, from what a round observed, with the events of its
+    transition in the outbox and a send of those written before (``events.py``). Pure."""
+    return evaluation_outbox(ev, spec, status, decide_round(ev, spec, status, observed, now, settings),
+                             observed.document, now, settings)
+
+
+def decide_round(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec,
+                 status: ModelEvaluationStatus, observed: Observed, now: datetime,
+                 settings: OperatorSettings) -> Decision:
+    """The round's transition (phases, conditions, cluster and job actions)."""
     if status.phase.terminal:
         return Decision(status.model_copy(deep=True), [])
     spec = held_to_creation(spec, status)

@@ -29,6 +29,7 @@ from ..api.status import ConditionType, ModelEvaluationStatus, Phase, is_termina
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import decide, plan
+from .events import record_deliveries
 from .observed import Evaluation, ObjectIdentity, kuberay_ready
 from .policy import parse_spec
 from .kube import LIST_PAGE, RAY
@@ -149,9 +150,14 @@ def _live(status: dict | None, **_: Any) -> bool:
     return not is_terminal((status or {}).get("phase"))
 
 
+def _live_or_sending(status: dict | None, **_: Any) -> bool:
+    """Reconciled while it runs, and after it ended while events wait for their sinks."""
+    return _live(status) or bool((status or {}).get("pendingEvents"))
+
+
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, id="modelevaluation_reconcile",
             interval=SETTINGS.poll_interval, initial_delay=0, backoff=SETTINGS.error_retry,
-            when=_live)
+            when=_live_or_sending)
 def modelevaluation_reconcile(body: kopf.Body, patch: kopf.Patch, holding_clusters: kopf.Index,
                               **_: Any) -> None:
     reconcile(body, patch, lambda key: list(holding_clusters.get(key, [])))
@@ -208,6 +214,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, holders: Holders = lambda key:
         observed = RUNTIME.observe(context, plan(ev, spec, before, now))
         after, actions = decide(ev, spec, before, observed, now, SETTINGS)
         RUNTIME.act(context, body, actions)
+        failed = record_deliveries(after, context.deliveries, now, SETTINGS, ev.generation)
+        if failed:
+            kopf.warn(body, reason=Reason.EventSinkUnavailable, message=st.cap(failed))
     finally:
         telemetry.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _record(body, patch, before, after, now)

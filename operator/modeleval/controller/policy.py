@@ -104,6 +104,9 @@ def policy_violation(spec: ModelEvaluationSpec, settings: OperatorSettings) -> s
     if spec.ray_image and not _image_allowed(spec.ray_image, images):
         return (f"spec.rayImage: {spec.ray_image} is not an allowed Ray image (operator policy "
                 f"allowedRayImages: {', '.join(images)})")
+    if spec.events is not None and spec.events.sinks and not settings.allow_object_event_sinks:
+        return ("spec.events.sinks: this operator sends events only to the platform's sinks "
+                "(operator policy events.allowObjectSinks: false)")
     return _resources_violation(spec.resources, settings) or _placement_violation(spec, settings)
 
 

@@ -12,12 +12,13 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from kubernetes.client.rest import ApiException
 
+from ..api.events import cloud_event
 from ..api.reasons import Reason
 from ..api.results import ResultDocument, document_id, submission_id
 from ..api.spec import ModelEvaluationSpec
@@ -29,8 +30,10 @@ from .builders import RAY_AUTH_KEY, head_url
 from .actions import (GATED_BY_SLOT, Action, CreateCluster, DeleteCluster, Emit, ForgetCluster,
                       LeaveLines, QueueForClusterSlot, QueueForJobSlot, RecordFailure,
                       ReleaseAdmission, ReleaseJobSlot, StopJob, StoreLogged, SubmitJob,
-                      TakeClusterSlot, TakeJobSlot)
+                      SendEvents, TakeClusterSlot, TakeJobSlot)
 from .decide import decide_deletion
+from .events import Delivery
+from .sinks import EventSinks
 from .observed import Evaluation, Observed, RayClusterView, Slot, Wants
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
@@ -101,6 +104,16 @@ class RoundContext:
     cluster: RayClusterView | None = None
     cluster_read: bool = False
     refusal_seen: bool = False  # the round saw why its RayCluster was refused: told once
+    deliveries: list[Delivery] = field(default_factory=list)  # what the sinks answered
+
+
+def send_events(sinks: EventSinks, namespace: str, action: SendEvents) -> list[Delivery]:
+    """Each sink's batch of the action's events, as CloudEvents; what each sink answered."""
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for event in action.events:
+        for name in event.sinks:
+            batches.setdefault(name, []).append(cloud_event(event, action.source))
+    return sinks.send(namespace, list(action.sinks), batches)
 
 
 def job_place(ev: Evaluation) -> float:
@@ -139,6 +152,8 @@ class Runtime:
         self._kube_factory = kube or Kube.connect
         self._kube: Kube | None = None
         self.stores = ResultsStores(settings, NamespaceSecrets(lambda: self.kube))
+        self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
+                                      lambda: settings.operator_namespace)
 
     @property
     def kube(self) -> Kube:
@@ -318,6 +333,8 @@ class Runtime:
                 self._store_logged(context, body, document)
             case Emit(reason=reason, message=message, warning=warning):
                 (kopf.warn if warning else kopf.info)(body, reason=reason, message=cap(message))
+            case SendEvents():
+                context.deliveries += send_events(self.event_sinks, ev.namespace, action)
             case _:
                 return self._do_slots(context, action)
         return None

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..api.events import EventSink
+
 
 # The cloud instance metadata service (AWS, GCP, Azure; AWS's IPv6 address): whoever reaches it
 # gets the node's cloud identity.
@@ -74,6 +76,9 @@ class OperatorSettings(BaseSettings):
                                   "the whole cluster.")
     ray_image: str = Field("modeleval/ray:0.1.0", description="Default image of the Ray pods.")
     ray_version: str = Field("2.60.0", description="Ray version in the image (KubeRay's rayVersion).")
+    kueue_default_queue: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
+                                     description="The Kueue LocalQueue an evaluation's RayCluster "
+                                     "waits in when its spec names none; empty: not queued.")
     mongodb_uri: SecretStr | None = Field(None, description="Results store the operator reads.")
     mongodb_secret: str = Field("modeleval-mongodb", description="Secret (key MONGODB_URI) the Ray "
                                 "pods get the results store URI from, in each namespace.")
@@ -192,6 +197,18 @@ class OperatorSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     refuse_file_uris: bool = Field(True, description="Refuse file:// URIs: a cluster reads object "
                                    "storage only.")
+    # Events (CloudEvents to webhooks and Kafka): off until sinks are named.
+    event_sinks: list[EventSink] = Field(default_factory=list, description="The platform's "
+                                         "sinks: every evaluation's and schedule's events go "
+                                         "to them (a webhook's secretRef is a Secret in "
+                                         "operator_namespace).")
+    allow_object_event_sinks: bool = Field(False, description="Whether a spec may name its own "
+                                           "sinks (spec.events): the operator then connects "
+                                           "where a tenant says.")
+    events_backoff_base: float = Field(5.0, gt=0, description="First wait before an event a "
+                                       "sink did not acknowledge is sent again; doubles per "
+                                       "failure.")
+    events_backoff_max: float = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _policy_names_the_operator_pods(self) -> "OperatorSettings":

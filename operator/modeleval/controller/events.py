@@ -1,0 +1,180 @@
+"""The events' outbox, decided purely: which events a round's transition makes, which of them
+wait in ``status.pendingEvents`` (written before any is sent: at least once across restarts),
+which are due to be sent now, and what the sinks' answers leave in status.
+
+A round adds the events of its own transition to the outbox and sends only those that were
+already in the status it started from; the runtime performs :class:`~.actions.SendEvents`
+and :func:`record_deliveries` removes what each sink acknowledged. An operator killed between
+the status write and the send sends them on its next round; one killed after a send and before
+the removal sends them again (the event keeps its id: consumers can drop the repeat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..api.crd import PLURAL
+from ..api.events import (PENDING_LIMIT, MESSAGE_CHARS, EventData, EventSink, EventsSpec,
+                          EventType, PendingEvent, event_id, is_due, object_source)
+from ..api.reasons import Reason
+from ..api.status import ConditionType, ModelEvaluationStatus, Phase
+from . import status as st
+from .actions import SendEvents
+from .settings import OperatorSettings
+
+PLATFORM_PREFIX = "platform-"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one sink answered for one event: acknowledged (``error`` None) or why not."""
+
+    event_id: str
+    sink: str
+    error: str | None = None
+
+
+def configured_sinks(events: EventsSpec | None, settings: OperatorSettings) -> dict[str, EventSink]:
+    """Every sink an object's events go to, by the name status uses: the platform's (prefixed,
+    so a spec cannot shadow one) and the object's own when the platform allows them."""
+    sinks = {PLATFORM_PREFIX + sink.name: sink for sink in settings.event_sinks}
+    if events is not None and settings.allow_object_event_sinks:
+        sinks.update({sink.name: sink for sink in events.sinks})
+    return sinks
+
+
+def evaluation_events(before: ModelEvaluationStatus, after: ModelEvaluationStatus,
+                      gate_passed: bool | None) -> list[EventType]:
+    """What an evaluation's round did, as events: an attempt started running, it succeeded
+    (with its gate failed, its data drifted) or failed. Each once: told by the round that
+    makes the transition."""
+    found: list[EventType] = []
+    if after.phase == Phase.Running and (before.phase != Phase.Running
+                                         or before.attempt != after.attempt):
+        found.append(EventType.Started)
+    if after.phase == Phase.Succeeded and before.phase != Phase.Succeeded:
+        found.append(EventType.Succeeded)
+        if gate_passed is False:
+            found.append(EventType.GateFailed)
+        if after.drift is not None and after.drift.drifted:
+            found.append(EventType.Drifted)
+    if after.phase == Phase.Failed and before.phase != Phase.Failed:
+        found.append(EventType.Failed)
+    return found
+
+
+def evaluation_data(identity: Any, status: ModelEvaluationStatus, model: str | None,
+                    gate_passed: bool | None) -> EventData:
+    drift = status.drift
+    return EventData(kind="ModelEvaluation", name=identity.name, namespace=identity.namespace,
+                     uid=identity.uid, attempt=status.attempt, phase=str(status.phase),
+                     reason=status.reason, message=st.cap(status.message, MESSAGE_CHARS),
+                     model=model, primary_metric=status.primary_metric,
+                     metrics=dict(status.metrics), gate_passed=gate_passed,
+                     drifted_share=drift.drifted_share if drift else None,
+                     report_uri=status.report_uri)
+
+
+def pending(types: list[EventType], data: EventData, sinks: dict[str, EventSink],
+            now: datetime) -> list[PendingEvent]:
+    """The outbox entries of new events: each for the sinks that want it (none: no entry)."""
+    made = []
+    for kind in types:
+        names = [name for name, sink in sinks.items() if sink.wants(kind)]
+        if names:
+            made.append(PendingEvent(id=event_id(data.uid, data.attempt, kind), type=kind,
+                                     time=now, sinks=names, data=data))
+    return made
+
+
+def outbox(status: Any, started: list[PendingEvent], new: list[PendingEvent],
+           sinks: dict[str, EventSink], source: str, now: datetime,
+           generation: int | None) -> list[SendEvents]:
+    """Adds ``new`` to the status' outbox and chooses the send of those that waited in the
+    status the round ``started`` from and are due. A sink no longer configured is no longer
+    waited for; past the outbox's bound the oldest events go (a condition says so)."""
+    kept = []
+    for event in status.pending_events:
+        waiting = [name for name in event.sinks if name in sinks]
+        if waiting:
+            kept.append(event.model_copy(update={"sinks": waiting}))
+    known = {event.id for event in kept}
+    kept += [event for event in new if event.id not in known]
+    dropped = len(kept) - PENDING_LIMIT
+    status.pending_events = kept[max(0, dropped):]
+    if dropped > 0:
+        st.set_condition(status, ConditionType.EventsDelivered, False, Reason.EventsDropped,
+                         f"{dropped} event(s) dropped: more than {PENDING_LIMIT} waited for "
+                         "their sinks", generation, now)
+    written = {event.id for event in started}
+    due = [event for event in status.pending_events if event.id in written and is_due(event, now)]
+    if not due:
+        return []
+    names = {name for event in due for name in event.sinks}
+    return [SendEvents(tuple(due), source, tuple((n, sinks[n]) for n in sorted(names)))]
+
+
+def record_deliveries(status: Any, deliveries: list[Delivery], now: datetime,
+                      settings: OperatorSettings, generation: int | None) -> str | None:
+    """Removes from the outbox what the sinks acknowledged; an event a sink refused waits
+    with a backoff. Returns the failure's words when sending failed (for a Warning Event)."""
+    if not deliveries:
+        return None
+    acked = {(d.event_id, d.sink) for d in deliveries if d.error is None}
+    failed = {d.event_id: d for d in deliveries if d.error is not None}
+    waiting = []
+    for event in status.pending_events:
+        sinks = [name for name in event.sinks if (event.id, name) not in acked]
+        if not sinks:
+            continue
+        update: dict[str, Any] = {"sinks": sinks}
+        if event.id in failed:
+            tries = event.tries + 1
+            delay = st.backoff_delay(tries, settings.events_backoff_base,
+                                     settings.events_backoff_max)
+            update.update(tries=tries, next_try_time=now + timedelta(seconds=delay))
+        waiting.append(event.model_copy(update=update))
+    status.pending_events = waiting
+    return _delivery_condition(status, failed, now, generation)
+
+
+def _delivery_condition(status: Any, failed: dict[str, Delivery], now: datetime,
+                        generation: int | None) -> str | None:
+    if not failed:
+        if not status.pending_events:
+            st.set_condition(status, ConditionType.EventsDelivered, True, Reason.EventsDelivered,
+                             "every event reached its sinks", generation, now)
+        return None
+    first = next(iter(failed.values()))
+    retry = min(event.next_try_time for event in status.pending_events if event.next_try_time)
+    message = (f"sink {first.sink}: {first.error}; {len(status.pending_events)} event(s) "
+               f"waiting, next try at {retry.isoformat(timespec='seconds')}")
+    st.set_condition(status, ConditionType.EventsDelivered, False, Reason.EventSinkUnavailable,
+                     message, generation, now)
+    return message
+
+
+def gate_outcome(status: ModelEvaluationStatus, document: Any) -> bool | None:
+    """Whether the candidate's gate passed: status.baseline's, else its result document's."""
+    if status.baseline is not None and status.baseline.gate_passed is not None:
+        return status.baseline.gate_passed
+    gate = getattr(document, "gate", None)
+    return gate.passed if gate is not None else None
+
+
+def evaluation_outbox(ev: Any, spec: Any, before: ModelEvaluationStatus, decision: Any,
+                      document: Any, now: datetime, settings: OperatorSettings) -> Any:
+    """The round's decision with its events: the transition's added to the outbox and a send
+    of those already written. ``spec`` may be an InvalidSpec (the platform's sinks only)."""
+    after, actions = decision
+    sinks = configured_sinks(getattr(spec, "events", None), settings)
+    if not sinks and not after.pending_events:
+        return decision
+    gate = gate_outcome(after, document)
+    data = evaluation_data(ev, after, getattr(getattr(spec, "model", None), "uri", None), gate)
+    new = pending(evaluation_events(before, after, gate), data, sinks, now)
+    source = object_source(PLURAL, ev.namespace, ev.name)
+    sends = outbox(after, before.pending_events, new, sinks, source, now, ev.generation)
+    return type(decision)(after, [*actions, *sends])

@@ -1,0 +1,173 @@
+"""Where events go out of the platform: an HTTP webhook and a Kafka topic, behind one small
+interface (send a batch, get back which the sink acknowledged). What is sent is decided in
+``events.py``; a sink that is down never raises into a round: its answer is an error string
+that the outbox records, and the event is sent again with backoff.
+
+A webhook's HMAC key comes from a Secret in the object's own namespace (the platform's sinks:
+the operator's namespace), read as the tenant's other credentials are (``secrets.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..api.events import (CONTENT_TYPE, SIGNATURE_HEADER, EventSink, KafkaSink, WebhookSink,
+                          encode)
+from .events import PLATFORM_PREFIX, Delivery
+from .secrets import MissingCredentials, NamespaceSecrets
+
+log = logging.getLogger(__name__)
+KAFKA_TIMEOUT = 10.0  # seconds a batch may wait for the broker's acknowledgement
+
+
+def signature(key: bytes, body: bytes) -> str:
+    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the exact body."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _slack_text(text: str) -> str:
+    """Slack's mrkdwn treats &, < and > as markup (links, mentions): user strings are escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_message(event: dict[str, Any]) -> dict[str, Any]:
+    """A Slack-compatible incoming-webhook message of a CloudEvent: one line of text, a block
+    with the facts (the CloudEvent's id stays in the message for deduplication)."""
+    data = event.get("data") or {}
+    what = event["type"].rsplit(".", 1)[-1]
+    headline = f"{data.get('kind', 'ModelEvaluation')} {event['subject']} {what}"
+    facts = [f"*{key}*: {data[key]}" for key in ("primaryMetric", "gatePassed", "driftedShare",
+                                                 "reason", "message", "reportURI")
+             if data.get(key) is not None]
+    text = _slack_text(headline)
+    body = "\n".join(_slack_text(fact) for fact in facts)
+    return {"text": text, "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{body}".strip()}},
+        {"type": "context", "elements": [{"type": "mrkdwn",
+                                          "text": _slack_text(f"id {event['id']}")}]}]}
+
+
+def webhook_request(sink: WebhookSink, event: dict[str, Any], key: bytes | None
+                    ) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one event's POST."""
+    if sink.format == "slack":
+        body, headers = json.dumps(slack_message(event)).encode(), {"Content-Type": "application/json"}
+    else:
+        body, headers = encode(event), {"Content-Type": CONTENT_TYPE}
+    headers["ce-id"] = event["id"]  # lets a receiver drop a repeat before parsing
+    if key is not None:
+        headers[SIGNATURE_HEADER] = signature(key, body)
+    return body, headers
+
+
+class WebhookSender:
+    def __init__(self, client: httpx.Client | None = None):
+        self.client = client or httpx.Client(follow_redirects=False)
+
+    def send(self, sink: WebhookSink, events: list[dict[str, Any]], key: bytes | None
+             ) -> dict[str, str | None]:
+        """POSTs each event; a 2xx answer acknowledges it. After a failure to connect the
+        rest of the batch is not tried (each would wait out the same timeout)."""
+        answers: dict[str, str | None] = {}
+        for event in events:
+            body, headers = webhook_request(sink, event, key)
+            try:
+                reply = self.client.post(sink.url, content=body, headers=headers,
+                                         timeout=sink.timeout_seconds)
+            except httpx.HTTPError as error:
+                why = f"POST failed: {type(error).__name__}: {error}"
+                return {**answers, **{e["id"]: why for e in events if e["id"] not in answers}}
+            answers[event["id"]] = None if reply.is_success else f"HTTP {reply.status_code}"
+        return answers
+
+
+class KafkaSender:
+    """One idempotent producer (acks=all) per broker list, kept between rounds."""
+
+    def __init__(self, size: int = 16, timeout: float = KAFKA_TIMEOUT):
+        self.size, self.timeout = size, timeout
+        self._producers: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def producer(self, servers: str) -> Any:
+        from confluent_kafka import Producer  # only an operator with a Kafka sink loads it
+
+        with self._lock:
+            if servers not in self._producers:
+                self._producers[servers] = Producer({
+                    "bootstrap.servers": servers, "acks": "all", "enable.idempotence": True,
+                    "message.timeout.ms": int(self.timeout * 1000), "linger.ms": 5,
+                    "client.id": "modeleval-operator"})
+                while len(self._producers) > self.size:
+                    self._producers.popitem(last=False)[1].flush(0)
+            self._producers.move_to_end(servers)
+            return self._producers[servers]
+
+    def send(self, sink: KafkaSink, events: list[dict[str, Any]]) -> dict[str, str | None]:
+        """Produces each event keyed by its subject; acknowledged once every in-sync replica
+        has it (the delivery report), within the timeout."""
+        producer = self.producer(sink.bootstrap_servers)
+        answers: dict[str, str | None] = {}
+
+        def report(error: Any, message: Any, event_id: str) -> None:
+            answers[event_id] = None if error is None else f"Kafka: {error.str()}"
+
+        for event in events:
+            producer.produce(sink.topic, value=encode(event), key=event["subject"].encode(),
+                             headers={"content-type": CONTENT_TYPE, "ce_id": event["id"]},
+                             on_delivery=lambda e, m, i=event["id"]: report(e, m, i))
+        producer.flush(self.timeout + 1)
+        return {e["id"]: answers.get(e["id"], f"Kafka {sink.bootstrap_servers}: no "
+                                     f"acknowledgement within {self.timeout:.0f}s")
+                for e in events}
+
+
+class EventSinks:
+    """Sends a batch of CloudEvents to each sink it is for, with the credentials the sink's
+    owner gives: the object's namespace, or the operator's for the platform's sinks."""
+
+    def __init__(self, secrets: NamespaceSecrets, operator_namespace: Callable[[], str | None],
+                 webhook: WebhookSender | None = None, kafka: KafkaSender | None = None):
+        self.secrets, self.operator_namespace = secrets, operator_namespace
+        self.webhook, self.kafka = webhook or WebhookSender(), kafka or KafkaSender()
+
+    def send(self, namespace: str, sinks: list[tuple[str, EventSink]],
+             batches: dict[str, list[dict[str, Any]]]) -> list[Delivery]:
+        """``batches``: each sink's events (CloudEvents). Never raises for a sink's fault."""
+        deliveries = []
+        for name, sink in sinks:
+            events = batches.get(name) or []
+            if not events:
+                continue
+            try:
+                answers = self._send(namespace, name, sink, events)
+            except (MissingCredentials, ValueError) as error:
+                answers = {event["id"]: getattr(error, "message", str(error)) for event in events}
+            except Exception as error:  # a client library's own failure: the event waits
+                log.warning("event sink %s of %s: %s", name, namespace, error)
+                answers = {event["id"]: f"{type(error).__name__}: {error}" for event in events}
+            deliveries += [Delivery(event_id, name, why) for event_id, why in answers.items()]
+        return deliveries
+
+    def _send(self, namespace: str, name: str, sink: EventSink,
+              events: list[dict[str, Any]]) -> dict[str, str | None]:
+        if sink.kafka is not None:
+            return self.kafka.send(sink.kafka, events)
+        ref = sink.webhook.secret_ref
+        key = None
+        if ref is not None:
+            owner = self.operator_namespace() if name.startswith(PLATFORM_PREFIX) else namespace
+            if not owner:
+                raise ValueError(f"sink {name}: the platform's secretRef needs the operator's "
+                                 "namespace (MODELEVAL_OPERATOR_NAMESPACE)")
+            key = self.secrets.keys(owner, ref.name, (ref.key,))[0].encode()
+        return self.webhook.send(sink.webhook, events, key)
