@@ -4,7 +4,7 @@
 #
 #   hack/build-tools.sh [TOOL ...]     TOOL: packages kubernetes kubernetes-node etcd kwok helm
 #                                            kuberay minio ferretdb coredns kube-network-policies
-#                                            runc-wrapper kafka
+#                                            runc-wrapper kafka kueue
 #
 # Nothing prebuilt is downloaded and no third-party source is kept in the repository: modules
 # whose go.mod uses local replace directives (Kubernetes, etcd) are built through a wrapper
@@ -207,18 +207,31 @@ POM
   mark_built kafka "$v"
 }
 
+build_kueue() {
+  # Kueue's controller manager and its CRDs (config/components/crd/bases in the module), for the
+  # e2e test of queued evaluations; the bed starts it only when that test asks for it.
+  local v=$KUEUE_VERSION out; out=$(out_dir kueue "$v")
+  is_built kueue "$v" && { log "kueue $v: cached in $out"; return; }
+  go_install kueue "$v" sigs.k8s.io/kueue sigs.k8s.io/kueue/cmd/kueue
+  local src; src=$(go mod download -json "sigs.k8s.io/kueue@$v" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$out/crds"
+  cp "$src"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "$out/crds/"
+  chmod u+w "$out"/crds/*.yaml
+  mark_built kueue "$v"
+}
+
 build_packages() {
   # Debian packages of the real node; installed only when missing.
   # shellcheck disable=SC2086  # a list of package names
   "$here/apt-install.sh" $NODE_PACKAGES
 }
 
-all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns kube-network-policies runc-wrapper kafka)
+all=(packages kubernetes kubernetes-node etcd kwok helm kuberay minio ferretdb coredns kube-network-policies runc-wrapper kafka kueue)
 [ $# -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$cache"
 for t in "$@"; do
   case $t in
-    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|kube-network-policies|runc-wrapper|kafka)
+    packages|kubernetes|kubernetes-node|etcd|kwok|helm|kuberay|minio|ferretdb|coredns|kube-network-policies|runc-wrapper|kafka|kueue)
       "build_${t//-/_}" ;;
     *) echo "make tools: unknown tool '$t' (known: ${all[*]})" >&2; exit 2 ;;
   esac

@@ -259,10 +259,15 @@ CASES: list[Case] = [
                                    "tolerationSeconds": 60}]}),
     refused("toleration-value-invalid", "spec.tolerations[0].value",
             {"spec.tolerations": [{"key": "k", "operator": "Equal", "value": "a b"}]}),
+    # Kueue: a queue admits a cluster the evaluation creates, never a shared one.
+    refused("queueName-with-rayClusterName", "spec.queueName",
+            {"spec.queueName": "team-a", "spec.rayClusterName": "shared"}),
+    refused("queueName-not-a-name", "spec.queueName", {"spec.queueName": "Team_A"}),
 
     # Good variants: both sides accept each.
     accepted("good", {}),
     accepted("pending-60s", {"spec.pendingTimeoutSeconds": 60}),
+    accepted("queued-in-kueue", {"spec.queueName": "team-a"}),
     accepted("ranking-precision@5", {"spec.metrics": ["ndcg@10", "precision@5", "recall@5"],
                                      "spec.gate": [{"metric": "precision@5", "min": 0.1}]}),
     accepted("binary-untruncated", {}, BINARY),

@@ -12,7 +12,7 @@ import yaml
 
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.controller.builders import (build_job_submission, build_network_policy, job_package,
-                                           build_raycluster, cluster_name, head_url)
+                                           build_raycluster, cluster_name, head_url, queue_of)
 from modeleval.api.results import submission_id
 from modeleval.controller.settings import OperatorSettings
 
@@ -78,6 +78,35 @@ def test_owned_by_the_evaluation_and_labelled():
     assert rc["metadata"]["labels"]["modeleval.dev/evaluation"] == "ev"
     # KubeRay makes the token Secret, owned by the RayCluster: nothing of it outlives the cluster.
     assert rc["spec"]["authOptions"] == {"mode": "token"}
+
+
+def test_a_queued_evaluation_asks_kueue_for_its_whole_cluster_suspended():
+    queued = build_raycluster("ev", "ns", "uid-1", spec(queueName="team-a"), SETTINGS)
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # Created suspended: no pod exists before Kueue admits it (by unsuspending it).
+    assert queued["spec"]["suspend"] is True
+    plain = build_raycluster("ev", "ns", "uid-1", spec(), SETTINGS)
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+    assert "suspend" not in plain["spec"]
+
+
+def test_the_charts_default_queue_applies_unless_the_spec_names_one():
+    settings = SETTINGS.model_copy(update={"kueue_default_queue": "platform"})
+    labels = build_raycluster("ev", "ns", "u", spec(), settings)["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "platform"
+    labels = build_raycluster("ev", "ns", "u", spec(queueName="team-a"), settings)["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_a_shared_cluster_is_never_queued():
+    with pytest.raises(ValueError, match="a queue admits the RayCluster an evaluation creates"):
+        spec(queueName="team-a", rayClusterName="shared")
+    with pytest.raises(ValueError, match="queueName"):
+        spec(queueName="Team_A")
+    settings = SETTINGS.model_copy(update={"kueue_default_queue": "platform"})
+    assert queue_of(spec(rayClusterName="shared"), settings) is None
+    with pytest.raises(ValueError, match="kueue_default_queue"):
+        OperatorSettings(kueue_default_queue="Not A Name", _env_file=None)
 
 
 def test_node_selector_and_tolerations_pass_through():

@@ -106,6 +106,12 @@ def drift_told(after: ModelEvaluationStatus, actions: list) -> None:
     assert [(e.message, e.warning) for e in warnings] == [(condition.message, True)]
 
 
+# A RayCluster Kueue holds: labelled with its LocalQueue and still suspended (no pod).
+HELD = RayClusterView.of({"metadata": {"name": CLUSTER, "creationTimestamp": "2026-11-22T11:45:00Z",
+                                       "labels": {"kueue.x-k8s.io/queue-name": "team-a"}},
+                          "spec": {"suspend": True}})
+
+
 RUNNING = status(Phase.Running, cluster=CLUSTER, job=SID1,
                  conditions={C.Provisioned: (True, Reason.RayClusterReady, 100),
                              C.JobSubmitted: (True, Reason.JobRunning, 50)})
@@ -224,6 +230,46 @@ ROWS: dict[str, Row] = {
         status(Phase.Provisioning, cluster=CLUSTER), seen(RayClusterView(CLUSTER, "c1", created=ago(50))),
         Phase.Provisioning, spec=spec(pendingTimeoutSeconds=60),
         conditions={C.Provisioned: (False, Reason.Provisioning)}),
+    # ------------------------------------------------------------------ Kueue holds the cluster
+    "held by Kueue: Queued with its queue named, not Unschedulable, no pending timeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900),
+               conditions={C.Provisioned: (False, Reason.Creating, 900)}),
+        seen(HELD), Phase.Pending,
+        conditions={C.Queued: (True, Reason.QueuedInKueue),
+                    C.Provisioned: (False, Reason.QueuedInKueue)}, actions=(Emit,),
+        check=lambda a, acts: ("Kueue LocalQueue team-a" in a.message
+                               and acts[0].reason == Reason.QueuedInKueue and not acts[0].warning)),
+    "still held an hour on: no timeout, no second Event": Row(
+        status(Phase.Pending, cluster=CLUSTER, start_time=ago(3600),
+               conditions={C.Queued: (True, Reason.QueuedInKueue, 3600)}),
+        seen(HELD), Phase.Pending, conditions={C.Queued: (True, Reason.QueuedInKueue)},
+        check=lambda a, acts: acts == [] and a.condition(C.Queued).last_transition_time == ago(3600)),
+    "admitted by Kueue: Queued turns False and provisioning proceeds": Row(
+        status(Phase.Pending, cluster=CLUSTER, start_time=ago(900),
+               conditions={C.Queued: (True, Reason.QueuedInKueue, 800)}),
+        seen(RayClusterView(CLUSTER, "c1", created=ago(900), queue="team-a")), Phase.Provisioning,
+        conditions={C.Queued: (False, Reason.AdmittedByKueue),
+                    C.Provisioned: (False, Reason.Provisioning)}, actions=(Emit,),
+        check=lambda a, acts: (a.condition(C.Queued).last_transition_time == NOW
+                               and acts[0].reason == Reason.AdmittedByKueue)),
+    "admitted and ready in one round: its job is submitted": Row(
+        status(Phase.Pending, cluster=CLUSTER, conditions={C.Queued: (True, Reason.QueuedInKueue, 80)}),
+        seen(ready(queue="team-a"), job_slot=Slot(True)), Phase.Provisioning,
+        conditions={C.Queued: (False, Reason.AdmittedByKueue),
+                    C.Provisioned: (True, Reason.RayClusterReady)},
+        actions=(Emit, TakeJobSlot, SubmitJob)),
+    "admitted long after creation: pendingTimeout counts from the admission": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900),
+               conditions={C.Queued: (False, Reason.AdmittedByKueue, 200)}),
+        seen(RayClusterView(CLUSTER, "c1", created=ago(900), queue="team-a")), Phase.Provisioning,
+        conditions={C.Provisioned: (False, Reason.Provisioning)}),
+    "admitted, then not ready past pendingTimeout": Row(
+        status(Phase.Provisioning, cluster=CLUSTER, start_time=ago(900),
+               conditions={C.Queued: (False, Reason.AdmittedByKueue, 301)}),
+        seen(RayClusterView(CLUSTER, "c1", created=ago(900), queue="team-a")), Phase.Failed,
+        conditions={C.Failed: (True, Reason.PodsNotReady)},
+        actions=(LeaveLines, DeleteCluster, ReleaseAdmission),
+        check=lambda a, _: a.message == "RayCluster ev-ray was not ready 300s after Kueue admitted it"),
     "previous attempt's cluster still being deleted": Row(
         status(cluster=CLUSTER), seen(RayClusterView(CLUSTER, "old", deleting=True)), Phase.Pending,
         conditions={C.Provisioned: (False, Reason.Replacing)}),

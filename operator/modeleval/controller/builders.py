@@ -25,6 +25,8 @@ MANAGER = "modeleval"
 GPU = "nvidia.com/gpu"
 RAY_AUTH_KEY = "auth_token"  # the key KubeRay reads a cluster's auth token from
 DASHBOARD_PORT = 8265  # the head's dashboard: the Ray Jobs API
+# Kueue admits a workload labelled with its LocalQueue; a RayCluster is admitted whole.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def cluster_name(evaluation: str, attempt: int = 1) -> str:
@@ -127,14 +129,26 @@ def _pod_template(container: str, image: str, resources: dict[str, Any], env: li
     return {"metadata": {"labels": {}}, "spec": body}
 
 
+def queue_of(spec: ModelEvaluationSpec, settings: OperatorSettings) -> str | None:
+    """The Kueue LocalQueue the evaluation's own RayCluster waits in, if any (a shared cluster
+    named in spec.rayClusterName is never queued by us)."""
+    if spec.ray_cluster_name:
+        return None
+    return spec.queue_name or settings.kueue_default_queue or None
+
+
 def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationSpec,
                      settings: OperatorSettings, cluster: str | None = None) -> dict[str, Any]:
-    """A RayCluster owned by the evaluation, whose pods request exactly the spec's resources."""
+    """A RayCluster owned by the evaluation, whose pods request exactly the spec's resources.
+    A queued one is labelled with its LocalQueue and created suspended: Kueue admits it by
+    unsuspending it, and no pod exists before (its webhook, which would suspend it, may not
+    run in every cluster)."""
     resources = spec.resources
     image = spec.ray_image or settings.ray_image
     env = _env(namespace, settings)
     cluster = cluster or cluster_name(name)
     labels = {LABEL_EVALUATION: name, LABEL_MANAGED_BY: MANAGER}
+    queue = queue_of(spec, settings)
     head = _pod_template("ray-head", image,
                          _resources(resources.head_cpu, resources.head_memory, 0), env, spec,
                          ports=[{"containerPort": DASHBOARD_PORT, "name": "dashboard"},
@@ -146,9 +160,11 @@ def build_raycluster(name: str, namespace: str, uid: str, spec: ModelEvaluationS
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
-        "metadata": {"name": cluster, "namespace": namespace, "labels": labels,
+        "metadata": {"name": cluster, "namespace": namespace,
+                     "labels": {**labels, **({KUEUE_QUEUE_LABEL: queue} if queue else {})},
                      "ownerReferences": [owner_reference(name, uid)]},
         "spec": {
+            **({"suspend": True} if queue else {}),
             "rayVersion": settings.ray_version,
             # KubeRay makes the token Secret (named as the cluster, owned by it, so it goes with
             # it); the operator only reads it.

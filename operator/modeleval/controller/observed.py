@@ -12,6 +12,7 @@ from typing import Any
 from ..api.reasons import Reason
 from ..api.results import ProgressDocument, ResultDocument
 from ..api.status import DataDriftStatus, parse_time
+from .builders import KUEUE_QUEUE_LABEL
 from .rayjobs import JobInfo
 
 
@@ -58,13 +59,19 @@ class RayClusterView:
     # Why it is not ready, when something will not resolve by itself (read when not ready):
     # (Unschedulable or PodsNotReady, what Kubernetes says).
     problem: tuple[Reason, str] | None = None
+    # The Kueue LocalQueue it waits in (its label), and whether it is held there: suspended,
+    # its Workload not admitted (Kueue admits it by unsuspending it).
+    queue: str | None = None
+    held: bool = False
 
     @classmethod
     def of(cls, obj: dict[str, Any], pods: list[tuple[str, str, str]] = ()) -> "RayClusterView":
         """From the RayCluster and the (pod, what, message) problems of its pods."""
         meta = obj.get("metadata") or {}
         auth = (obj.get("spec") or {}).get("authOptions") or {}
+        queue = (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL)
         return cls(name=meta.get("name", ""), uid=meta.get("uid", ""), ready=kuberay_ready(obj),
+                   queue=queue, held=bool(queue) and (obj.get("spec") or {}).get("suspend") is True,
                    deleting=bool(meta.get("deletionTimestamp")),
                    created=parse_time(meta.get("creationTimestamp")),
                    token_secret=(auth.get("secretName") or meta.get("name"))

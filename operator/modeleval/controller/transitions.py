@@ -9,6 +9,8 @@ writes the draft's status and actions. :func:`.decide.decide` runs them; nothing
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ..api.reasons import Reason
 from ..api.results import ResultDocument, submission_id
 from ..api.status import (BaselineStatus, ConditionType, DataDriftStatus, Phase, ResultsRef,
@@ -122,6 +124,10 @@ def cluster_ready(draft: DecisionDraft) -> bool:
                         f"waiting for the previous RayCluster {name} to be deleted")
         return False
     status.ray_cluster = name
+    if cluster.held and not status.job_id:
+        queued_in_kueue(draft, name, cluster.queue or "")
+        return False
+    admitted_by_kueue(draft, name)
     if cluster.ready:
         draft.condition(ConditionType.Provisioned, True, Reason.RayClusterReady,
                         f"RayCluster {name} is ready")
@@ -135,22 +141,51 @@ def cluster_ready(draft: DecisionDraft) -> bool:
 
 def cluster_not_ready(draft: DecisionDraft, name: str) -> None:
     """Before its job starts, every not-ready state ends within pendingTimeout of this
-    cluster's creation (a retry's fresh cluster gets the full wait; a shared cluster counts
-    from the evaluation's start), with what Kubernetes reports."""
+    cluster's creation or of Kueue's admission of it (a retry's fresh cluster gets the full
+    wait; a shared cluster counts from the evaluation's start), with what Kubernetes reports."""
     status, cluster = draft.status, draft.observed.cluster
     if status.phase == Phase.Pending:
         status.phase = Phase.Provisioning
     reason, text = cluster.problem or (Reason.Provisioning,
                                        f"waiting for RayCluster {name} to be ready")
     draft.condition(ConditionType.Provisioned, False, reason, text)
-    since = max((moment for moment in (cluster.created, status.start_time) if moment),
+    admitted = admitted_at(draft)
+    since = max((moment for moment in (cluster.created, status.start_time, admitted) if moment),
                 default=None)
     if not status.job_id and draft.waited(since, draft.pending_timeout):
         if cluster.problem is None:
+            event = "Kueue admitted it" if admitted and admitted == since else "it was created"
             reason, text = Reason.PodsNotReady, (f"RayCluster {name} was not ready "
-                                                 f"{draft.pending_timeout:.0f}s after "
-                                                 "it was created")
+                                                 f"{draft.pending_timeout:.0f}s after {event}")
         draft.fail(reason, text)
+
+
+def queued_in_kueue(draft: DecisionDraft, name: str, queue: str) -> None:
+    """Kueue holds the RayCluster (suspended, no pod) until it admits all of it: the evaluation
+    is Queued, not Unschedulable, and no pending timeout runs (the queue may be long)."""
+    text = (f"RayCluster {name} waits in Kueue LocalQueue {queue} to be admitted whole "
+            "(`kubectl get workloads` shows why it waits)")
+    if not draft.status.is_true(ConditionType.Queued):
+        draft.actions.append(Emit(Reason.QueuedInKueue, text))
+    draft.status.phase, draft.status.message = Phase.Pending, text
+    draft.condition(ConditionType.Queued, True, Reason.QueuedInKueue, text)
+    draft.condition(ConditionType.Provisioned, False, Reason.QueuedInKueue, text)
+
+
+def admitted_by_kueue(draft: DecisionDraft, name: str) -> None:
+    """The RayCluster Kueue held is released: Queued turns False, and its transition time is
+    when the pending timeout starts counting."""
+    if draft.status.is_true(ConditionType.Queued):
+        text = f"Kueue admitted RayCluster {name}"
+        draft.status.phase = Phase.Provisioning
+        draft.actions.append(Emit(Reason.AdmittedByKueue, text))
+        draft.condition(ConditionType.Queued, False, Reason.AdmittedByKueue, text)
+
+
+def admitted_at(draft: DecisionDraft) -> datetime | None:
+    """When Kueue admitted the current RayCluster (None: it was never queued)."""
+    queued = draft.status.condition(ConditionType.Queued)
+    return queued.last_transition_time if queued is not None and not queued.true else None
 
 
 def create_cluster(draft: DecisionDraft, name: str) -> None:
