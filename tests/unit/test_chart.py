@@ -134,3 +134,22 @@ def test_the_operator_reports_setting_reaches_the_operator(reports, monkeypatch)
     assert settings_of(rendered, monkeypatch).reports is reports
     refused = render('operator.reports="no"')
     assert refused.returncode != 0 and "reports" in refused.stderr
+
+
+def test_events_are_off_by_default_and_the_chart_s_sinks_reach_the_operator(monkeypatch):
+    default = settings_of(objects(), monkeypatch)
+    assert default.event_sinks == [] and default.allow_object_event_sinks is False
+    bus = {"name": "bus", "kafka": {"bootstrapServers": "kafka-0:9092", "topic": "ml"}}
+    ops = {"name": "ops", "types": ["Failed"], "webhook": {
+        "url": "https://hooks.example.com/x", "format": "slack",
+        "secretRef": {"name": "ops-hook", "key": "key"}}}
+    configured = settings_of(objects(f"events.sinks={json.dumps([bus, ops])}",
+                                     "events.allowObjectSinks=true",
+                                     "events.backoffBaseSeconds=2"), monkeypatch)
+    assert [s.model_dump(by_alias=True, exclude_defaults=True) for s in configured.event_sinks] \
+        == [bus, ops]
+    assert configured.allow_object_event_sinks is True and configured.events_backoff_base == 2
+    both = render(f'events.sinks=[{json.dumps({**bus, "webhook": ops["webhook"]})}]')
+    assert both.returncode != 0 and "/events/sinks/0" in both.stderr
+    typo = render('events.sinks=[{"name": "b", "kafka": {"brokers": "k:9092", "topic": "t"}}]')
+    assert typo.returncode != 0 and "brokers" in typo.stderr
