@@ -210,12 +210,14 @@ def test_a_worse_model_turns_degraded_with_an_event(bed, api, namespace, operato
     if prometheus is not None:
         # The schedule goes with this test's namespace, and its gauges with it: the dashboard's
         # test (the module's last) needs a scrape of the 1 while it lasts, and on a loaded machine
-        # a scrape of a busy operator can time out.
+        # a scrape of a busy operator can time out (a failed scrape marks every series stale).
+        # So the wait is for what that test reads: a range query from the same start, whose
+        # steps fall on the same moments, with a value above zero.
         for query in (f'modeleval_schedule_degraded{{namespace="{namespace}",schedule="watch"}}',
                       f'modeleval_schedule_data_drifted{{namespace="{namespace}",schedule="watch"}}',
                       f'modeleval_data_drifted{{namespace="{namespace}"}}'):
-            eventually(lambda: prometheus.api("query", query=f"{query} == 1")["result"], 60,
-                       f"Prometheus to scrape {query} at 1")
+            eventually(lambda: positive_values(prometheus.query_range(
+                query, prometheus.started, time.time())), 60, f"Prometheus to scrape {query} at 1")
     assert status["metricChange"] < -0.01
     assert status["lastPrimaryMetric"] < first["lastPrimaryMetric"]
     assert "MetricDegraded" in events_of(api, namespace, "watch")
