@@ -50,8 +50,18 @@ class Reason(StrEnum):
                  "`policy.allowPickle` is false, more workers, GPUs or memory than the limits); "
                  "the message names the field and the limit", "ask within the limits, or ask "
                  "the platform team to raise them")
-    ModelNotFound = ("ModelNotFound", FAILURE, "no object at the model's S3 URI (or no bucket)",
-                     "check the URI and the bucket")
+    ModelNotFound = ("ModelNotFound", FAILURE, "no object at the model's S3 URI (or no "
+                     "bucket); or, for a `models:/` URI, no such registered model, version or "
+                     "alias in the MLflow registry, or a version whose artefact is not in S3",
+                     "check the URI and the bucket, or the model's name, version and alias")
+    RegistryNotConfigured = ("RegistryNotConfigured", FAILURE, "a `models:/` URI while the "
+                             "operator has no MLflow server (`mlflow.trackingUri` unset)",
+                             "use an `s3://` URI, or ask the platform team to set it")
+    RegistryAccessDenied = ("RegistryAccessDenied", FAILURE, "the MLflow server refused the "
+                            "namespace's credentials (HTTP 401/403), or the namespace has no "
+                            "`modeleval-mlflow` Secret (`mlflow.secretName`)", "create or fix "
+                            "the Secret (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+                            "or MLFLOW_TRACKING_TOKEN), then create the evaluation again")
     DatasetNotFound = ("DatasetNotFound", FAILURE, "no object at the dataset's S3 URI (or no "
                        "bucket)", "check the URI and the bucket")
     AccessDenied = ("AccessDenied", FAILURE, "S3 refused the credentials",
@@ -111,6 +121,14 @@ class Reason(StrEnum):
                           "`spec.rayClusterName` names no RayCluster in the namespace",
                           "create that RayCluster or fix the name")
     # ----------------------------------------------------------------- on the way
+    RegistryUnavailable = ("RegistryUnavailable", "ModelResolved=False", "the MLflow server "
+                           "did not answer (or answered 5xx) while the evaluation's `models:/` "
+                           "URIs were resolved; asked again after a backoff (from "
+                           "`operator.backoffBaseSeconds`, doubling up to its maximum)",
+                           "check the MLflow server and `mlflow.trackingUri`")
+    ModelResolved = ("ModelResolved", "ModelResolved=True", "every `models:/` URI was "
+                     "resolved to a version and its artefact, pinned in "
+                     "`status.resolvedModels`: every attempt scores those", "-")
     Queued = ("Queued", f"{PROVISIONED} or {JOB}=False", "waiting for one of "
               "`operator.maxActiveEvaluations` cluster slots, or for one of "
               "`operator.maxJobsPerHead` job slots on a shared RayCluster (oldest first)",

@@ -32,6 +32,7 @@ from .events import EventsSpec
 from . import metrics as declared_metrics
 from .metrics import NONE, OPTIONAL, REQUIRED
 from .metadata import annotations_problem, labels_problem
+from .registry import MODELS_URI
 from .results import PROGRESS_COLLECTION
 
 API_GROUP = "modeleval.dev"
@@ -309,6 +310,10 @@ class MetricName(BaseModel):
 _NO_DOTDOT = not_matching(r"/\.\.(/|$)", "no '..' path segments (a key is a name, not a path "
                           "to walk)")
 Uri = Annotated[str, Field(pattern=URI_PATTERN, max_length=2048), _NO_DOTDOT]
+# A model may also be named in an MLflow model registry (api/registry.py): the operator resolves
+# it to the version's artefact in S3.
+MODEL_URI_PATTERN = rf"^(s3://{BUCKET}/.+|file://.+|{MODELS_URI})$"
+ModelUri = Annotated[str, Field(pattern=MODEL_URI_PATTERN, max_length=2048), _NO_DOTDOT]
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 Cpu = Annotated[Quantity, quantity_at_least("0", "must be greater than zero", exclusive=True)]
 Memory = Annotated[Quantity, quantity_at_least("256Mi", "must be at least 256Mi (a Ray worker "
@@ -319,7 +324,11 @@ LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 
 
 class ModelSource(SpecModel):
-    uri: Uri = Field(description="Where the model file is: s3://bucket/key or file:///path.")
+    uri: ModelUri = Field(description="Where the model file is: s3://bucket/key or "
+                          "file:///path; or a registered model, models:/NAME/VERSION or "
+                          "models:/NAME@ALIAS, which the operator resolves through the "
+                          "platform's MLflow server (the chart's mlflow.trackingUri) to the "
+                          "version's artefact in S3.")
     format: ModelFormat = Field(ModelFormat.xgboost, strict=False, description="Model file "
                                 "format: xgboost (JSON or UBJSON, detected from the content), "
                                 "onnx, or pickle.")

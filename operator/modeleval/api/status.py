@@ -15,6 +15,8 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .registry import ResolvedModel
+
 from .events import PendingEvent
 # Kubernetes' times: one parser, one writer (times.py), imported from here by the rest.
 from .times import Time, parse_time, rfc3339  # noqa: F401
@@ -52,6 +54,7 @@ class ConditionType(StrEnum):
     Suspended = "Suspended"
     ReportWritten = "ReportWritten"  # the HTML report is where status.reportURI says
     DataDrift = "DataDrift"  # the data drifted from spec.dataQuality.reference (True) or not
+    ModelResolved = "ModelResolved"  # every models:/ URI was resolved (pinned in resolvedModels)
     EventsDelivered = "EventsDelivered"  # every event reached its sinks (False: one is waiting)
 
 
@@ -218,6 +221,10 @@ class ModelEvaluationStatus(StatusModel):
                                         "asks for them.")
     report_uri: str | None = Field(None, alias="reportURI", description="Where the evaluation's "
                                    "HTML report was written (see the ReportWritten condition).")
+    resolved_models: list[ResolvedModel] = Field(
+        default_factory=list, max_length=10, description="Each models:/ URI of the spec as "
+        "the operator resolved it before the first attempt (the version and its artefact): "
+        "a retry scores the same version, whatever the alias points to since.")
     drift: DataDriftStatus | None = Field(None, description="The data compared with "
                                           "spec.dataQuality.reference (see the DataDrift "
                                           "condition), once Succeeded.")

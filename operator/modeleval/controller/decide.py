@@ -31,6 +31,7 @@ from .events import evaluation_outbox
 from .observed import Evaluation, Observed, Wants
 from .policy import InvalidSpec, held_to_creation
 from .settings import OperatorSettings
+from .resolution import unresolved
 from .transitions import run_round
 
 
@@ -74,6 +75,8 @@ def plan(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: ModelE
     if _halted(spec, start, now):
         # Stopping a job needs the cluster's Jobs API client; nothing else is read.
         return Wants(cluster=bool(start.job_id and start.ray_cluster))
+    if unresolved(spec, start):  # models:/ URIs are pinned before anything is created
+        return Wants(registry=True)
     own = not spec.ray_cluster_name
     if own and not start.ray_cluster:
         return Wants(admission=True)  # the next step creates the cluster: nothing to read

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..api.reasons import Reason
+from ..api.registry import ResolvedModel
 from ..api.results import ProgressDocument, ResultDocument
 from ..api.status import DataDriftStatus, parse_time
 from .builders import KUEUE_QUEUE_LABEL
@@ -113,6 +114,16 @@ def kuberay_ready(obj: dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
+class RegistryAnswer:
+    """What the MLflow registry answered for the spec's models:/ URIs not pinned yet: every one
+    resolved, or why not (and whether asking again may help)."""
+
+    resolved: tuple[ResolvedModel, ...] = ()
+    problem: tuple[Reason, str] | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything a round saw. What was not looked at stays at its default."""
 
@@ -131,6 +142,7 @@ class Observed:
     logged: ResultDocument | None = None  # the attempt's document printed to the job's log
     progress: ProgressDocument | None = None
     refused: str | None = None  # the API server refused to create its RayCluster (why)
+    registry: RegistryAnswer | None = None  # asked while models:/ URIs are not pinned yet
 
 
 @dataclass(frozen=True)
@@ -141,3 +153,4 @@ class Wants:
     job_slot: bool = False  # before any read: a queued evaluation costs no API call
     cluster: bool = False
     job: bool = False
+    registry: bool = False  # resolve the spec's models:/ URIs (nothing else is read then)

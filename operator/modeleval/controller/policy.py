@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.reasons import Reason
+from ..api.registry import is_registry_uri
 from ..api.spec import (ModelEvaluationSpec, ModelFormat, ModelSource, Resources,
                         format_validation_error, parse_quantity)
 from ..api.status import ModelEvaluationStatus
@@ -65,6 +66,11 @@ def model_refusal(where: str, model: ModelSource,
     no file://, no pickle unless the platform allows it."""
     if settings.refuse_file_uris and model.uri.startswith("file://"):
         return Reason.InvalidSpec, _FILE_REFUSED.format(where=f"{where}.uri")
+    if is_registry_uri(model.uri) and not settings.mlflow_tracking_uri:
+        return Reason.RegistryNotConfigured, (f"{where}.uri: {model.uri} names a model in an "
+                                              "MLflow registry and this operator has none "
+                                              "(the chart's mlflow.trackingUri is not set); "
+                                              "use an s3:// URI")
     if model.format == ModelFormat.pickle and not settings.allow_pickle:
         return Reason.Forbidden, (f"{where}.format: pickle models run code when loaded and this "
                                   "operator's policy refuses them (allowPickle: false); export "

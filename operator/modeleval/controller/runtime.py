@@ -39,6 +39,8 @@ from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
 from .rayjobs import JobInfo, JobsApiError, RayJobsClient, running_jobs
 from .results_store import ResultsStores, StatusResultStore
+from .mlflow import Registries, resolve_models
+from .resolution import unresolved
 from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
 from .slots import Slots
@@ -151,7 +153,9 @@ class Runtime:
         self.refused: BoundedDict[str, str] = BoundedDict(1024)
         self._kube_factory = kube or Kube.connect
         self._kube: Kube | None = None
-        self.stores = ResultsStores(settings, NamespaceSecrets(lambda: self.kube))
+        secrets = NamespaceSecrets(lambda: self.kube)
+        self.stores = ResultsStores(settings, secrets)
+        self.registries = Registries(settings, secrets)
         self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
                                       lambda: settings.operator_namespace)
 
@@ -242,6 +246,12 @@ class Runtime:
                                  "refused": self.refused.get(context.ev.uid)}
         if found["refused"] is not None:  # it fails this round: nothing else to read
             context.refusal_seen = True
+            return Observed(**found)
+        if wants.registry:
+            spec = context.spec
+            assert isinstance(spec, ModelEvaluationSpec)
+            found["registry"] = resolve_models(self.registries, context.ev.namespace,
+                                               unresolved(spec, context.status))
             return Observed(**found)
         if wants.admission:
             found["admission"] = self._look_for_cluster_slot(context.ev, context.holders)

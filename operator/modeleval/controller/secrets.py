@@ -49,6 +49,10 @@ class NamespaceSecrets:
                 self._read.popitem(last=False)
         return data
 
+    def values(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The namespace's Secret as read (at most ``ttl`` old); None when there is none."""
+        return self._secret(namespace, name)
+
     def keys(self, namespace: str, name: str, keys: tuple[str, ...]) -> tuple[str, ...]:
         """The values of ``keys`` in the namespace's Secret; :class:`MissingCredentials` names
         what is missing."""

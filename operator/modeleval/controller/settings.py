@@ -192,6 +192,20 @@ class OperatorSettings(BaseSettings):
                                                    "pods may connect (S3, MongoDB, DNS) besides "
                                                    "each other. Empty: anywhere except the cloud "
                                                    "metadata address, unless s3_instance_role.")
+    mlflow_tracking_uri: str | None = Field(None, pattern=r"^https?://[^\s]+$", description=
+                                            "The platform's MLflow tracking server (http[s]://"
+                                            "host[:port][/path]): models:/ URIs are resolved "
+                                            "and promoted through it. Unset: they are refused.")
+    mlflow_secret: str = Field("modeleval-mlflow", description="Secret in each evaluation's "
+                               "namespace with its MLflow credentials (MLFLOW_TRACKING_USERNAME "
+                               "and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN); the "
+                               "operator has none of its own.")
+    mlflow_artifacts_destination: str | None = Field(
+        None, pattern=r"^s3://[^\s]+$", description="Where the MLflow server keeps the artefacts "
+        "it serves (its --artifacts-destination, s3://bucket/prefix): a version whose source is "
+        "mlflow-artifacts:/PATH is read from there.")
+    mlflow_timeout: float = Field(10.0, gt=0, le=120, description="Seconds an MLflow request may "
+                                  "take.")
     health_port: int = Field(8080, description="Liveness endpoint (/healthz).")
     metrics_port: int = Field(9090, description="Prometheus metrics (/metrics).")
     metrics_host: str = "0.0.0.0"

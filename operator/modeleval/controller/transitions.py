@@ -22,6 +22,7 @@ from .builders import (build_job_submission, build_network_policy, build_rayclus
                        head_url, job_package)
 from .draft import DecisionDraft
 from .rayjobs import JobInfo
+from .resolution import models_resolved, with_resolved
 
 JOB_REASONS = {"PENDING": Reason.JobPending, "RUNNING": Reason.JobRunning,
                "SUCCEEDED": Reason.JobSucceeded, "FAILED": Reason.JobFailed,
@@ -41,6 +42,8 @@ def run_round(draft: DecisionDraft) -> None:
         return None
     if observed.refused is not None:  # a 4xx other than a conflict: a retry would be refused too
         return draft.fail(Reason.CreateRefused, observed.refused)
+    if not models_resolved(draft):
+        return None
     if not admitted(draft):
         return None
     if observed.job_slot is not None and not observed.job_slot.available:
@@ -234,7 +237,8 @@ def submit(draft: DecisionDraft, sid: str) -> None:
     ev, status, observed = draft.ev, draft.status, draft.observed
     if observed.job_slot is None or not observed.job_slot.available:
         return queue_for_job_slot(draft)
-    package = job_package(ev.name, ev.namespace, ev.uid, draft.spec, ev.schedule)
+    package = job_package(ev.name, ev.namespace, ev.uid,
+                          with_resolved(draft.spec, status.resolved_models), ev.schedule)
     draft.actions.append(TakeJobSlot(job_head(draft), sid))
     draft.actions.append(SubmitJob(package, build_job_submission(
         ev.name, ev.namespace, ev.uid, status.attempt, package, draft.settings.allow_pickle,
