@@ -136,6 +136,14 @@ def test_the_operator_reports_setting_reaches_the_operator(reports, monkeypatch)
     assert refused.returncode != 0 and "reports" in refused.stderr
 
 
+def test_kueue_is_off_by_default_and_the_chart_s_queue_reaches_the_operator(monkeypatch):
+    assert settings_of(objects(), monkeypatch).kueue_default_queue == ""
+    queued = settings_of(objects('kueue.defaultQueueName="team-a"'), monkeypatch)
+    assert queued.kueue_default_queue == "team-a"
+    refused = render('kueue.defaultQueueName="Team_A"')
+    assert refused.returncode != 0 and "defaultQueueName" in refused.stderr
+
+
 def test_events_are_off_by_default_and_the_chart_s_sinks_reach_the_operator(monkeypatch):
     default = settings_of(objects(), monkeypatch)
     assert default.event_sinks == [] and default.allow_object_event_sinks is False
