@@ -251,3 +251,34 @@ def test_nothing_sent_changes_nothing():
     s = status(Phase.Succeeded, pending_events=[waiting()])
     assert record_deliveries(s, [], NOW, SETTINGS, 3) is None
     assert len(s.pending_events) == 1 and s.condition(C.EventsDelivered) is None
+
+
+# --------------------------------------------------------------------------- schedules
+def test_a_schedule_that_degrades_and_drifts_tells_its_template_s_sinks_once():
+    from modeleval.api.schedule import (EvaluationScheduleSpec, EvaluationScheduleStatus,
+                                        ScheduleConditionType as SC)
+    from modeleval.controller import status as st
+    from modeleval.controller.events import schedule_outbox
+    from modeleval.controller.observed import ObjectIdentity
+
+    sched = ObjectIdentity(name="nightly", namespace="ns", uid="s-uid", generation=2)
+    the_spec = EvaluationScheduleSpec.model_validate({"schedule": "0 3 * * *", "template": {
+        "task": "ranking", "model": {"uri": "s3://models/champion.json"},
+        "dataset": {"uri": "s3://data/t.txt"}, "metrics": ["ndcg@10"], **sinks(HOOK)}})
+    before = EvaluationScheduleStatus(last_completed_run="nightly-2", metric_name="ndcg@10",
+                                      last_primary_metric=0.61)
+    after = before.model_copy(deep=True)
+    st.set_condition(after, SC.Degraded, True, Reason.MetricDegraded, "ndcg@10 fell by 0.2", 2, NOW)
+    st.set_condition(after, SC.DataDrift, True, Reason.DataDrifted, "drifted", 2, NOW)
+    after, actions = schedule_outbox(sched, the_spec, before, (after, []), NOW, SETTINGS)
+    assert [(e.id, e.sinks) for e in after.pending_events] == [
+        ("s-uid.nightly-2.degraded", ["hook"]), ("s-uid.nightly-2.drifted", ["hook"])]
+    event = cloud_event(after.pending_events[0], "/x")
+    assert event["type"] == "dev.modeleval.schedule.degraded" and event["subject"] == "ns/nightly"
+    assert event["data"]["primaryMetric"] == "ndcg@10=0.6100"
+    assert sends(actions) == []
+    again, actions = schedule_outbox(sched, the_spec, after, (after.model_copy(deep=True), []),
+                                     NOW, SETTINGS)
+    assert len(again.pending_events) == 2  # still Degraded: no new event
+    (send,) = sends(actions)
+    assert send.source == "/apis/modeleval.dev/v1alpha1/namespaces/ns/evaluationschedules/nightly"

@@ -16,6 +16,7 @@ from .cron import ZONE_PATTERN, Cron, CronError, zone
 from .direction import improvement
 from .spec import (BUCKET, ModelEvaluationSpec, ModelFormat, ModelSource, Rule,
                    SpecModel, matching)
+from .events import PendingEvent
 from .status import _CONDITIONS_LIST_MAP, Condition, StatusModel, Time
 
 SCHEDULE_KIND = "EvaluationSchedule"
@@ -220,6 +221,10 @@ class EvaluationScheduleStatus(StatusModel):
                                 "was there then is not evaluated).")
     observed_generation: int | None = Field(None, description="The metadata.generation this "
                                             "status was last decided for.")
+    pending_events: list[PendingEvent] = Field(default_factory=list, max_length=16, description=
+                                               "Events (Degraded, Drifted) not yet acknowledged "
+                                               "by every sink (spec.template.events and the "
+                                               "platform's), oldest first.")
 
     def condition(self, type_: ScheduleConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.crd import PLURAL
+from ..api.schedule import SCHEDULE_PLURAL, ScheduleConditionType
 from ..api.events import (PENDING_LIMIT, MESSAGE_CHARS, EventData, EventSink, EventsSpec,
                           EventType, PendingEvent, event_id, is_due, object_source)
 from ..api.reasons import Reason
@@ -178,3 +179,44 @@ def evaluation_outbox(ev: Any, spec: Any, before: ModelEvaluationStatus, decisio
     source = object_source(PLURAL, ev.namespace, ev.name)
     sends = outbox(after, before.pending_events, new, sinks, source, now, ev.generation)
     return type(decision)(after, [*actions, *sends])
+
+
+def _turned_true(before: Any, after: Any, type_: ScheduleConditionType) -> bool:
+    return after.is_true(type_) and not before.is_true(type_)
+
+
+def schedule_events(before: Any, after: Any) -> list[EventType]:
+    """A schedule's: its watched metric degraded, its latest run's data drifted (each when its
+    condition turns true)."""
+    found = []
+    if _turned_true(before, after, ScheduleConditionType.Degraded):
+        found.append(EventType.Degraded)
+    if _turned_true(before, after, ScheduleConditionType.DataDrift):
+        found.append(EventType.Drifted)
+    return found
+
+
+def schedule_outbox(sched: Any, spec: Any, before: Any, decision: tuple, now: datetime,
+                    settings: OperatorSettings) -> tuple:
+    """A schedule round's decision with its events, sent to the platform's sinks and to those
+    its template names (the sinks its runs send to). The id names the run that made it: a
+    schedule degrades once per run at most."""
+    after, actions = decision
+    template = getattr(spec, "template", None)
+    sinks = configured_sinks(getattr(template, "events", None), settings)
+    if not sinks and not after.pending_events:
+        return decision
+    run = after.last_completed_run or after.last_run or "none"
+    condition = after.condition(ScheduleConditionType.Degraded)
+    data = EventData(kind="EvaluationSchedule", name=sched.name, namespace=sched.namespace,
+                     uid=sched.uid, reason=condition.reason if condition else None,
+                     message=st.cap(condition.message, MESSAGE_CHARS) if condition else None,
+                     primary_metric=f"{after.metric_name}={after.last_primary_metric:.4f}"
+                     if after.metric_name and after.last_primary_metric is not None else None,
+                     drifted_share=next((r.drifted_share for r in after.runs
+                                         if r.drifted_share is not None), None))
+    new = [event.model_copy(update={"id": f"{sched.uid}.{run}.{event.type.lower()}"})
+           for event in pending(schedule_events(before, after), data, sinks, now)]
+    source = object_source(SCHEDULE_PLURAL, sched.namespace, sched.name)
+    sends = outbox(after, before.pending_events, new, sinks, source, now, sched.generation)
+    return after, [*actions, *sends]

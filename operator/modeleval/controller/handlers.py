@@ -29,13 +29,14 @@ from ..api.status import ConditionType, ModelEvaluationStatus, Phase, is_termina
 from . import status as st, telemetry
 from .builders import LABEL_MANAGED_BY, MANAGER
 from .decide import decide, plan
-from .events import record_deliveries
+from .actions import SendEvents
+from .events import record_deliveries, schedule_outbox
 from .observed import Evaluation, ObjectIdentity, kuberay_ready
 from .policy import parse_spec
 from .kube import LIST_PAGE, RAY
 from .schedule import ScheduleLimits, decide_schedule, parse_schedule_spec, record_refusals
 from .schedule_runtime import ScheduleRuntime
-from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, RoundContext, Runtime
+from .runtime import ADMISSION_KEY, NAMESPACE_KEY, Holders, RoundContext, Runtime, send_events
 from .settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
@@ -300,8 +301,16 @@ def evaluationschedule_reconcile(body: kopf.Body, patch: kopf.Patch,
     older = older_schedules(schedules_by_namespace, sched,
                             body.metadata.get("creationTimestamp") or "")
     observed = SCHEDULES.observe(sched, spec, before, older)
-    after, actions = decide_schedule(sched, spec, before, observed, now, LIMITS)
+    after, actions = schedule_outbox(sched, spec, before, decide_schedule(
+        sched, spec, before, observed, now, LIMITS), now, SETTINGS)
+    sends = [action for action in actions if isinstance(action, SendEvents)]
+    actions = [action for action in actions if not isinstance(action, SendEvents)]
     record_refusals(after, SCHEDULES.act(body, sched, actions), sched.generation, now)
+    deliveries = [d for send in sends for d in send_events(RUNTIME.event_sinks, sched.namespace,
+                                                           send)]
+    failed = record_deliveries(after, deliveries, now, SETTINGS, sched.generation)
+    if failed:
+        kopf.warn(body, reason=Reason.EventSinkUnavailable, message=st.cap(failed))
     _patch_status(body, patch, after)
     telemetry.observe_schedule(sched.namespace, sched.name, after.last_primary_metric,
                                after.is_true(ScheduleConditionType.Degraded))

@@ -118,13 +118,15 @@ class KafkaSender:
         producer = self.producer(sink.bootstrap_servers)
         answers: dict[str, str | None] = {}
 
-        def report(error: Any, message: Any, event_id: str) -> None:
-            answers[event_id] = None if error is None else f"Kafka: {error.str()}"
+        def reporter(event_id: str) -> Callable[[Any, Any], None]:
+            def report(error: Any, message: Any) -> None:
+                answers[event_id] = None if error is None else f"Kafka: {error.str()}"
+            return report
 
         for event in events:
             producer.produce(sink.topic, value=encode(event), key=event["subject"].encode(),
                              headers={"content-type": CONTENT_TYPE, "ce_id": event["id"]},
-                             on_delivery=lambda e, m, i=event["id"]: report(e, m, i))
+                             on_delivery=reporter(event["id"]))
         producer.flush(self.timeout + 1)
         return {e["id"]: answers.get(e["id"], f"Kafka {sink.bootstrap_servers}: no "
                                      f"acknowledgement within {self.timeout:.0f}s")
