@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import shlex
 import shutil
 import signal
 import socket
@@ -69,8 +70,9 @@ class KafkaBroker:
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                 "-cp", f"{libs}/*"]
-        script = (f"{' '.join(java)} kafka.tools.StorageTool format -t {cluster} -c {config} && "
-                  f"exec {' '.join(java)} kafka.Kafka {config}")
+        command = " ".join(map(shlex.quote, java))  # the class path's * is Java's, not the shell's
+        script = (f"{command} kafka.tools.StorageTool format -t {cluster} -c {shlex.quote(str(config))}"
+                  f" && exec {command} kafka.Kafka {shlex.quote(str(config))}")
         self.process = subprocess.Popen(["sh", "-c", script], stdout=open(self.log, "ab"),
                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         return self
