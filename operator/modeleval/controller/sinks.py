@@ -106,7 +106,10 @@ class KafkaSender:
                 self._producers[servers] = Producer({
                     "bootstrap.servers": servers, "acks": "all", "enable.idempotence": True,
                     "message.timeout.ms": int(self.timeout * 1000), "linger.ms": 5,
-                    "client.id": "modeleval-operator"})
+                    "client.id": "modeleval-operator",
+                    # librdkafka's own lines go to the operator's log, not raw to stderr
+                    # (a broker down logs every reconnect).
+                    "logger": log, "log.connection.close": False})
                 while len(self._producers) > self.size:
                     self._producers.popitem(last=False)[1].flush(0)
             self._producers.move_to_end(servers)
@@ -120,7 +123,8 @@ class KafkaSender:
 
         def reporter(event_id: str) -> Callable[[Any, Any], None]:
             def report(error: Any, message: Any) -> None:
-                answers[event_id] = None if error is None else f"Kafka: {error.str()}"
+                answers[event_id] = None if error is None else \
+                    f"Kafka {sink.bootstrap_servers}: {error.str()}"
             return report
 
         for event in events:
