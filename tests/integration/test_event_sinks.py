@@ -88,3 +88,19 @@ def test_no_broker_is_an_error_within_the_timeout():
     assert time.monotonic() - started < 5
     assert [d.event_id for d in answers] == ["u0.1.failed", "u1.1.failed"]
     assert all(d.error for d in answers), answers
+
+
+def test_an_address_that_acknowledged_nothing_is_held_for_every_object_then_tried_again(receiver):
+    Answering.status = 503
+    now = [100.0]
+    sinks = EventSinks(unreadable_secrets(), lambda: None, hold=5, clock=lambda: now[0])
+    first = sinks.send("ns", [("hook", hook(receiver))], {"hook": events()})
+    assert len(Answering.bodies) == 2 and all(d.error == "HTTP 503" for d in first)
+    now[0] += 4  # another object's round, naming the same URL, within the hold: not sent
+    held = sinks.send("other", [("theirs", hook(receiver))], {"theirs": events(1)})
+    assert len(Answering.bodies) == 2
+    assert held[0].error == "HTTP 503 (not tried again for 5s after it failed)"
+    now[0] += 2
+    Answering.status = 204
+    again = sinks.send("ns", [("hook", hook(receiver))], {"hook": events()})
+    assert len(Answering.bodies) == 4 and all(d.error is None for d in again)

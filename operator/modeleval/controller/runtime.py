@@ -157,7 +157,8 @@ class Runtime:
         self.stores = ResultsStores(settings, secrets)
         self.registries = Registries(settings, secrets)
         self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
-                                      lambda: settings.operator_namespace)
+                                      lambda: settings.operator_namespace,
+                                      hold=settings.events_backoff_base)
 
     @property
     def kube(self) -> Kube:

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -137,14 +138,28 @@ class KafkaSender:
                 for e in events}
 
 
+def sink_address(sink: EventSink) -> str:
+    """Where a sink sends: its brokers, or its URL (objects naming the same share a state)."""
+    if sink.kafka is not None:
+        return f"kafka://{sink.kafka.bootstrap_servers}"
+    return sink.webhook.url
+
+
 class EventSinks:
     """Sends a batch of CloudEvents to each sink it is for, with the credentials the sink's
     owner gives: the object's namespace, or the operator's for the platform's sinks."""
 
     def __init__(self, secrets: NamespaceSecrets, operator_namespace: Callable[[], str | None],
-                 webhook: WebhookSender | None = None, kafka: KafkaSender | None = None):
+                 webhook: WebhookSender | None = None, kafka: KafkaSender | None = None,
+                 hold: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.secrets, self.operator_namespace = secrets, operator_namespace
         self.webhook, self.kafka = webhook or WebhookSender(), kafka or KafkaSender()
+        # An address that acknowledged nothing is not tried again for ``hold`` seconds, by any
+        # object: a broker down costs one producer timeout per hold, not one per object's round
+        # (each would hold one of the operator's handler threads for that long).
+        self.hold, self.clock = hold, clock
+        self._down: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
 
     def send(self, namespace: str, sinks: list[tuple[str, EventSink]],
              batches: dict[str, list[dict[str, Any]]]) -> list[Delivery]:
@@ -152,17 +167,32 @@ class EventSinks:
         deliveries = []
         for name, sink in sinks:
             events = batches.get(name) or []
-            if not events:
-                continue
-            try:
-                answers = self._send(namespace, name, sink, events)
-            except (MissingCredentials, ValueError) as error:
-                answers = {event["id"]: getattr(error, "message", str(error)) for event in events}
-            except Exception as error:  # a client library's own failure: the event waits
-                log.warning("event sink %s of %s: %s", name, namespace, error)
-                answers = {event["id"]: f"{type(error).__name__}: {error}" for event in events}
-            deliveries += [Delivery(event_id, name, why) for event_id, why in answers.items()]
+            if events:
+                answers = self._answers(namespace, name, sink, events)
+                deliveries += [Delivery(event_id, name, why) for event_id, why in answers.items()]
         return deliveries
+
+    def _answers(self, namespace: str, name: str, sink: EventSink,
+                 events: list[dict[str, Any]]) -> dict[str, str | None]:
+        address = sink_address(sink)
+        with self._lock:
+            since, why = self._down.get(address, (None, ""))
+        if since is not None and self.clock() - since < self.hold:
+            held = f"{why} (not tried again for {self.hold:.0f}s after it failed)"
+            return {event["id"]: held for event in events}
+        try:
+            answers = self._send(namespace, name, sink, events)
+        except (MissingCredentials, ValueError) as error:  # the sink's configuration, not its address
+            return {event["id"]: getattr(error, "message", str(error)) for event in events}
+        except Exception as error:  # a client library's own failure: the event waits
+            log.warning("event sink %s of %s: %s", name, namespace, error)
+            answers = {event["id"]: f"{type(error).__name__}: {error}" for event in events}
+        with self._lock:
+            if all(why is not None for why in answers.values()):
+                self._down[address] = (self.clock(), next(iter(answers.values())))
+            else:
+                self._down.pop(address, None)
+        return answers
 
     def _send(self, namespace: str, name: str, sink: EventSink,
               events: list[dict[str, Any]]) -> dict[str, str | None]:
