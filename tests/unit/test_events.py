@@ -282,3 +282,12 @@ def test_a_schedule_that_degrades_and_drifts_tells_its_template_s_sinks_once():
     assert len(again.pending_events) == 2  # still Degraded: no new event
     (send,) = sends(actions)
     assert send.source == "/apis/modeleval.dev/v1alpha1/namespaces/ns/evaluationschedules/nightly"
+
+
+def test_an_ended_evaluation_is_reconciled_while_its_events_wait_and_not_after():
+    from modeleval.controller.handlers import _live_or_sending
+
+    assert _live_or_sending({"phase": "Running"})
+    assert _live_or_sending({"phase": "Succeeded", "pendingEvents": [{"id": "u1.1.succeeded"}]})
+    assert not _live_or_sending({"phase": "Succeeded", "pendingEvents": []})
+    assert not _live_or_sending({"phase": "Failed"})
