@@ -1,8 +1,8 @@
 """Evaluations queued by a real Kueue (built from its Go module, a host process of the bed): a
-ClusterQueue of 2 CPUs and three evaluations whose RayClusters each need all of it. Kueue admits
-one whole cluster at a time; the other two are Queued (not Unschedulable, and never timed out
-though they wait longer than the operator's pending timeout), and all three succeed one after
-another."""
+ClusterQueue of 2 CPUs and three evaluations whose RayClusters each need all of it. The queue is
+held at first, so all three wait longer than the operator's pending timeout (and none fails);
+then Kueue admits one whole cluster at a time while the other two are Queued (not
+Unschedulable), and all three succeed one after another."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from modeleval.engine.storage import Storage
 from testbed import kueue as kueue_bed
 
 from .kube import eventually
-from .operator_fixture import (CRD, OperatorProcess, apply_manifest, get_evaluation, kubectl,
-                               spec_text)
+from .operator_fixture import (CRD, OperatorProcess, apply_manifest, events_of, get_evaluation,
+                               kubectl, spec_text)
 
 pytestmark = pytest.mark.e2e
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
@@ -57,6 +57,7 @@ def queue_objects(namespace: str, suffix: str) -> list[tuple[str, dict]]:
     return [
         ("resourceflavors", {"metadata": {"name": flavor}, "spec": {}}),
         ("clusterqueues", {"metadata": {"name": cluster_queue}, "spec": {
+            "stopPolicy": "Hold",  # admits nothing until the test lets it
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             "resourceGroups": [{"coveredResources": ["cpu", "memory"],
                                 "flavors": [{"name": flavor, "resources": quota}]}]}}),
@@ -112,13 +113,33 @@ def test_kueue_admits_one_whole_cluster_at_a_time(bed, api, kueue, operator, nam
         for name in names:
             apply_manifest(bed, namespace, spec_text(name, queueName="evaluations",
                                                      resources=RESOURCES))
+        held_past_the_pending_timeout(api, namespace, names)
+        client.CustomObjectsApi(api).patch_cluster_custom_object(
+            *KUEUE, "clusterqueues", f"e2e-cq-{suffix}", {"spec": {"stopPolicy": "None"}})
         watched = watch_until_done(api, namespace, names)
-        print("kueue: seen Queued for", {name: f"{last - first:.0f}s" for name, (first, last)
-                                         in watched["queued"].items()})
+        print("kueue: seen Queued after the queue was let go for",
+              {name: f"{last - first:.0f}s" for name, (first, last) in watched["queued"].items()})
         check_one_at_a_time(api, namespace, names, watched)
     finally:
         for plural, name in reversed(cluster_wide):
             client.CustomObjectsApi(api).delete_cluster_custom_object(*KUEUE, plural, name)
+
+
+def held_past_the_pending_timeout(api, namespace: str, names: list[str]) -> None:
+    """All three wait in the held queue; they stay Queued (Pending, never failed by the pending
+    timeout) for longer than it."""
+    def all_queued():
+        evaluations = [get_evaluation(api, namespace, name) for name in names]
+        return all(queued(obj) for obj in evaluations) and evaluations
+
+    eventually(all_queued, 60, "all three evaluations Queued in the held queue")
+    since = time.monotonic()
+    while time.monotonic() - since < PENDING_TIMEOUT + 2:
+        for name in names:
+            obj = get_evaluation(api, namespace, name)
+            assert queued(obj) and obj["status"]["phase"] == "Pending", obj["status"]
+        time.sleep(1)
+    assert not running_clusters(api, namespace)
 
 
 def watch_until_done(api, namespace: str, names: list[str], timeout: float = 150) -> dict:
@@ -168,12 +189,12 @@ def check_one_at_a_time(api, namespace: str, names: list[str], seen: dict) -> No
         assert evaluations[name]["status"]["phase"] == "Pending"
     admitted = [w for w in held if (condition(w, "Admitted") or {}).get("status") == "True"]
     assert len(admitted) == 1 and len(held) == 3, [w["metadata"]["name"] for w in held]
-    # Every evaluation that waited was admitted afterwards (Queued=False, AdmittedByKueue).
+    # Every evaluation that waited was admitted afterwards (Queued=False, AdmittedByKueue),
+    # each step an Event on it.
     for name in waiting:
         assert condition(final[name], "Queued")["reason"] == "AdmittedByKueue"
-    # Waiting longer than the pending timeout failed none of them.
-    longest = max(last - first for first, last in seen["queued"].values())
-    assert longest > PENDING_TIMEOUT, seen["queued"]
+        told = events_of(api, namespace, name)
+        assert told.index("QueuedInKueue") < told.index("AdmittedByKueue"), told
     # One after another: each admitted (Queued turned False) when the one before had finished.
     order = sorted(final.values(), key=lambda obj: obj["status"]["completionTime"])
     for before, after in zip(order, order[1:]):
