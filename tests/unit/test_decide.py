@@ -487,6 +487,16 @@ def test_transition(name: str) -> None:
         assert ReleaseAdmission() in actions and any(isinstance(a, LeaveLines) for a in actions)
 
 
+def test_only_a_labelled_suspended_cluster_is_held_by_kueue() -> None:
+    assert HELD.held and HELD.queue == "team-a"
+    admitted = RayClusterView.of({"metadata": {"name": CLUSTER, "labels": {
+        "kueue.x-k8s.io/queue-name": "team-a"}}, "spec": {"suspend": False}})
+    assert not admitted.held and admitted.queue == "team-a"
+    # Suspended by someone else (no queue label): not Kueue's, so no Queued condition.
+    own = RayClusterView.of({"metadata": {"name": CLUSTER}, "spec": {"suspend": True}})
+    assert not own.held and own.queue is None
+
+
 def test_decide_is_repeatable() -> None:
     """The same round decided twice gives the same answer (nothing hidden in between)."""
     for row in ROWS.values():
