@@ -153,11 +153,12 @@ def write_run(directory: Path, reference: Path, current: Path, trees: int) -> Pa
 
 
 def run_whole(directory: Path, manifest: Path) -> dict:
-    """(c): one `modeleval run --json` in a fresh process, with an empty cache and results
-    directory of its own."""
+    """(c): one `modeleval run --json` in a fresh process, with an empty cache (and node-local
+    parts) and results directory of its own."""
     home = directory / "round"
     shutil.rmtree(home, ignore_errors=True)
     env = {**os.environ, "MODELEVAL_CACHE_URI": (home / "datasets").as_uri(),
+           "MODELEVAL_NODE_CACHE_DIR": str(home / "parts"),
            "MODELEVAL_RESULTS_DIR": str(home / "results")}
     env.pop("MODELEVAL_MONGODB_URI", None)
     env.pop("RAY_ADDRESS", None)  # no Ray running: the plan's own choice on this machine
