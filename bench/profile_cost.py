@@ -17,8 +17,8 @@ filled). Prints the median wall and CPU seconds (this process and the Ray worker
 rounds and what profiling adds against issue 31's targets (cold at most 25%, warm nothing
 measurable). Then the peak memory (the private resident memory of the driver and every Ray
 worker above the value at the start of each evaluation: PrivateMemory below) of two cold and
-two warm evaluations of --memory-rows rows each way (off, on, on, off; each on fresh Ray
-workers), under the plan's own choice (target: on within 10% of off).
+two warm evaluations (--memory-runs) of --memory-rows rows each way (off, on, on, off; each on
+fresh Ray workers), under the plan's own choice (target: the median on within 10% of off).
 Fails if NDCG@10 differs between the paths, or profiling on records no profile.
 
   python bench/profile_cost.py [--rows 240000] [--runs 3] [--memory-rows 3000000]
@@ -242,19 +242,20 @@ def fresh_ray() -> None:
     ray.get([start_worker.remote() for _ in range(os.cpu_count() or 2)])
 
 
-def memory(ctx, rows: int, seed: int) -> list[str]:
-    """Peak memory of cold and warm evaluations of ``rows`` rows, twice each with profiling
-    off and on (off, on, on, off), each in a fresh Ray session, under the plan's own choice
+def memory(ctx, rows: int, seed: int, runs: int) -> list[str]:
+    """Peak memory of cold and warm evaluations of ``rows`` rows, ``runs`` each with profiling
+    off and on (off, on, on, off, ...), each in a fresh Ray session, under the plan's own choice
     (each cold one on a new cache; the warm ones read a cache a profiling evaluation filled):
-    the larger of each pair."""
+    the median and the largest of each."""
     path = ctx.dir / "memory.txt"
     started = time.perf_counter()
     size = write_letor(path, rows, ctx.features, seed)
     lines = [f"peak memory at {rows:,} rows ({size / 1e6:,.0f} MB of LETOR text, written in "
              f"{time.perf_counter() - started:.0f} s), each evaluation on fresh Ray workers:",
              "| path | s | peak MB above idle | ran |", "|---|---|---|---|"]
-    peaks: dict[str, int] = {}
-    order = [(kind, profile) for kind in ("cold", "warm") for profile in (False, True, True, False)]
+    peaks: dict[str, list[int]] = {}
+    order = [(kind, profile) for kind in ("cold", "warm") for run in range(runs)
+             for profile in ((False, True) if run % 2 == 0 else (True, False))]
     for kind, profile in order:
         cache = "memory-warm" if kind == "warm" else f"memory-{uuid.uuid4().hex[:8]}"
         if kind == "warm" and not (ctx.dir / cache).exists():
@@ -263,17 +264,19 @@ def memory(ctx, rows: int, seed: int) -> list[str]:
         with PrivateMemory() as peak:
             result, seconds, _ = evaluate(ctx, path.as_uri(), cache, "auto", profile)
         name = f"{kind} {'on' if profile else 'off'}"
-        peaks[name] = max(peaks.get(name, 0), peak.peak)
+        peaks.setdefault(name, []).append(peak.peak)
         where = "inline" if result.resources.get("inline") else f"Ray, {result.resources.get('tasks')} tasks"
         lines.append(f"| {name} | {seconds:.2f} | {peak.peak / 1e6:.0f} | {where} |")
         print(f"  {name}: {seconds:.2f}s, peak {peak.peak / 1e6:.0f} MB", flush=True)
         if kind == "cold":
             drop_cache(ctx, cache)
     for kind in ("cold", "warm"):
-        off, on = peaks[f"{kind} off"], peaks[f"{kind} on"]
-        lines.append(f"{kind}: profiling on {on / 1e6:.0f} MB against off {off / 1e6:.0f} MB, "
-                     f"{on / max(off, 1) - 1:+.0%} (target within {MEMORY_TARGET:.0%}: "
-                     f"{'met' if on <= off * (1 + MEMORY_TARGET) else 'NOT met'})")
+        off, on = statistics.median(peaks[f"{kind} off"]), statistics.median(peaks[f"{kind} on"])
+        lines.append(f"{kind}: profiling on {on / 1e6:.0f} MB against off {off / 1e6:.0f} MB "
+                     f"(medians of {runs}), {on / max(off, 1) - 1:+.0%} (target within "
+                     f"{MEMORY_TARGET:.0%}: {'met' if on <= off * (1 + MEMORY_TARGET) else 'NOT met'}); "
+                     f"largest: on {max(peaks[f'{kind} on']) / 1e6:.0f} MB, off "
+                     f"{max(peaks[f'{kind} off']) / 1e6:.0f} MB")
     path.unlink()
     drop_cache(ctx, "memory-warm")
     return lines
@@ -307,6 +310,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--memory-rows", type=int, default=3_000_000, help="rows of the peak "
                         "memory case (0: not measured)")
+    parser.add_argument("--memory-runs", type=int, default=2, help="evaluations of each "
+                        "memory case each way (off and on alternate: off, on, on, off, ...)")
     args = parser.parse_args()
     # Ray reads these once, when first imported: set them before anything imports it.
     os.environ.update({**RAY_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
@@ -328,7 +333,7 @@ def main() -> int:
             print(f"every path computed NDCG@{K} = {cases[0].ndcg:.6f}; load average "
                   f"{os.getloadavg()[0]:.1f}", flush=True)
         if args.memory_rows:
-            for line in memory(ctx, args.memory_rows, args.seed):
+            for line in memory(ctx, args.memory_rows, args.seed, args.memory_runs):
                 print(line)
         return 0
     finally:
