@@ -193,8 +193,9 @@ def report(cases: list[Case]) -> list[str]:
         for kind in ("cold", "warm"):
             off, on = f"{execution} {kind} off", f"{execution} {kind} on"
             added, added_cpu = median(on) - median(off), median(on, "cpu") - median(off, "cpu")
-            target = (f"target <= {COLD_TARGET:.0%}: {'met' if added / median(off) <= COLD_TARGET else 'NOT met'}"
-                      if kind == "cold" else "target: nothing measurable")
+            met = "met" if added / median(off) <= COLD_TARGET else "NOT met"
+            target = (f"target <= {COLD_TARGET:.0%}: {met}" if kind == "cold"
+                      else "target: nothing measurable")
             lines.append(f"{execution} {kind}: profiling adds {added:+.2f} s ({added / median(off):+.0%}) "
                          f"wall, {added_cpu:+.2f} s ({added_cpu / median(off, 'cpu'):+.0%}) CPU; "
                          f"{target}")
