@@ -68,7 +68,22 @@ def ks_from_sketches(reference: ds.kll_floats_sketch, current: ds.kll_floats_ske
     second = np.asarray(current.get_cdf(points.tolist(), inclusive=True))[:-1]
     statistic = float(np.max(np.abs(first - second)))
     effective = reference.n * current.n / (reference.n + current.n)
-    return statistic, float(stats.kstwo.sf(statistic, max(round(effective), 1)))
+    return statistic, ks_p_value(statistic, effective)
+
+
+# Past this effective sample size the p-value is read off the limiting (Kolmogorov)
+# distribution: SciPy's exact one-sample distribution takes up to ~0.1 s a call there (20 s for
+# 136 features), and the two differ by under 1% relative (4.09e-9 vs 4.12e-9 at n = 100,000,
+# D = 0.01), less than the sketched statistic's own error moves it.
+EXACT_KS_SAMPLES = 10_000
+
+
+def ks_p_value(statistic: float, effective: float) -> float:
+    """The KS statistic's p-value at the effective sample size n*m/(n+m)."""
+    samples = max(round(effective), 1)
+    if samples <= EXACT_KS_SAMPLES:
+        return float(stats.kstwo.sf(statistic, samples))
+    return float(stats.kstwobign.sf(statistic * math.sqrt(samples)))
 
 
 def ks_error(reference: ds.kll_floats_sketch, current: ds.kll_floats_sketch) -> float:
