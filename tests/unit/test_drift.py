@@ -94,8 +94,9 @@ def test_ks_is_within_the_sketches_error_of_scipys(profiles):
         feature = drift[column.name]
         assert abs(feature.ks - exact.statistic) <= error, column.name
         n, m = reference.features[j].count, current.features[j].count
-        assert feature.ks_p_value == pytest.approx(
-            stats.kstwo.sf(feature.ks, round(n * m / (n + m))), rel=1e-9)
+        effective = round(n * m / (n + m))
+        assert feature.ks_p_value == pytest.approx(  # the exact distribution's, within 1%
+            stats.kstwo.sf(feature.ks, effective), rel=0.01, abs=1e-12)
 
 
 def test_past_ten_thousand_samples_the_p_value_is_the_limit_distributions_and_fast():
