@@ -95,8 +95,8 @@ def test_ks_is_within_the_sketches_error_of_scipys(profiles):
         assert abs(feature.ks - exact.statistic) <= error, column.name
         n, m = reference.features[j].count, current.features[j].count
         effective = round(n * m / (n + m))
-        assert feature.ks_p_value == pytest.approx(  # the exact distribution's, within 1%
-            stats.kstwo.sf(feature.ks, effective), rel=0.01, abs=1e-12)
+        assert feature.ks_p_value == pytest.approx(  # the exact distribution's, within 0.001
+            stats.kstwo.sf(feature.ks, effective), rel=0, abs=1e-3)
 
 
 def test_past_ten_thousand_samples_the_p_value_is_the_limit_distributions_and_fast():
