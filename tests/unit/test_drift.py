@@ -95,8 +95,14 @@ def test_ks_is_within_the_sketches_error_of_scipys(profiles):
         assert abs(feature.ks - exact.statistic) <= error, column.name
         n, m = reference.features[j].count, current.features[j].count
         effective = round(n * m / (n + m))
-        assert feature.ks_p_value == pytest.approx(  # the exact distribution's, within 0.001
-            stats.kstwo.sf(feature.ks, effective), rel=0, abs=1e-3)
+        # the exact distribution's; past 10,000 samples the limiting one's, within 0.3 / sqrt(n)
+        # of it (measured: 0.0027 at 10,000, 0.0006 at 100,000; the sketched statistic's own
+        # error moves the p-value far more)
+        exact = stats.kstwo.sf(feature.ks, effective)
+        if effective <= 10_000:
+            assert feature.ks_p_value == pytest.approx(exact, rel=1e-9)
+        else:
+            assert abs(feature.ks_p_value - exact) <= 0.3 / np.sqrt(effective)
 
 
 def test_past_ten_thousand_samples_the_p_value_is_the_limit_distributions_and_fast():
