@@ -72,9 +72,10 @@ def ks_from_sketches(reference: ds.kll_floats_sketch, current: ds.kll_floats_ske
 
 
 # Past this effective sample size the p-value is read off the limiting (Kolmogorov)
-# distribution: SciPy's exact one-sample distribution takes up to ~0.1 s a call there (20 s for
-# 136 features), and the two differ by under 1% relative (4.09e-9 vs 4.12e-9 at n = 100,000,
-# D = 0.01), less than the sketched statistic's own error moves it.
+# distribution: SciPy's exact one-sample distribution takes 6-74 ms a call from 10,000 to
+# 100,000 samples (up to 20 s for 136 features), and the two differ by at most about
+# 0.3 / sqrt(n) (0.0027 at 10,000, 0.0006 at 100,000, measured), far less than the sketched
+# statistic's own error moves the p-value.
 EXACT_KS_SAMPLES = 10_000
 
 
