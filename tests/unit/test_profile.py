@@ -200,3 +200,37 @@ def test_the_distinct_sketch_from_register_setters_is_the_sketch_of_every_value(
     assert len(register_setters(keys, HLL_LG_K)) < 3 * 2**HLL_LG_K
     assert stored_hll(mine).serialize_compact() == every.serialize_compact()
     assert mine.get_estimate() == pytest.approx(len(keys), rel=3 * 1.04 / np.sqrt(2**HLL_LG_K))
+
+
+@pytest.mark.parametrize("shape", ["continuous", "few values", "signed zeros"])
+def test_merged_registers_make_the_sketch_of_every_value_compiled_or_not(shape, monkeypatch):
+    """Shards' registers (computed in C from the sorted column, or by numpy without the
+    compiled pass) merged and turned into a sketch give the registers, as DataSketches
+    serialises them, of one sketch fed every distinct value of the whole column."""
+    from modeleval.engine import distinct as distinct_module
+    from modeleval.engine.distinct import Registers
+
+    rng = np.random.default_rng(4)
+    values = {"continuous": rng.normal(size=40_000),
+              "few values": rng.integers(0, 300, 40_000) / 7,
+              "signed zeros": np.concatenate([np.zeros(5), -np.zeros(5), rng.normal(size=30_000)])
+              }[shape].astype(np.float32)
+    keys = np.unique((values + np.float32(0)).view(np.int32))
+    every = distinct_sketch(keys, HLL_LG_K, ds.HLL_8)
+
+    def merged() -> Registers:
+        shards = [np.sort(part) for part in np.array_split(values, 7)]
+        states = [Registers.of_sorted(part, HLL_LG_K) for part in shards]
+        total = states[0]
+        for state in states[1:]:
+            total = total.merged(state)
+        return total
+
+    compiled = merged()
+    monkeypatch.setattr(distinct_module, "_compiled_registers", None)
+    plain = merged()
+    assert np.array_equal(compiled.rho, plain.rho)
+    for state in (compiled, plain):
+        sketch = state.sketch(HLL_LG_K, ds.HLL_8)
+        assert stored_hll(sketch).serialize_compact() == stored_hll(every).serialize_compact()
+    assert (compiled.few is None) == (len(keys) > 8192)

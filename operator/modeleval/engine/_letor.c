@@ -294,8 +294,94 @@ text_done:
     return NULL;
 }
 
+/* ---- A column's distinct-count registers (the data profile's HLL, engine/distinct.py) ---- */
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t fmix64(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+/* MurmurHash3_x64_128 of an 8-byte little-endian key (all tail), as DataSketches hashes an
+ * integer update: both halves. */
+static inline void murmur3_key(int64_t key, uint64_t seed, uint64_t *first, uint64_t *second) {
+    uint64_t word = rotl64((uint64_t)key * 0x87c37b91114253d5ULL, 31) * 0x4cf5ad432745937fULL;
+    uint64_t h1 = seed ^ word ^ 8, h2 = seed ^ 8;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    h2 += h1;
+    *first = h1;
+    *second = h2;
+}
+
+PyDoc_STRVAR(registers_doc,
+"registers(values, rho, keys, seed) -> distinct\n\n"
+"For the ascending finite float32 ``values``: each distinct value's key (its float32 bits, -0.0\n"
+"read as 0.0, as an int64) hashed as DataSketches hashes an integer; into ``rho`` (uint8, 2**k\n"
+"of them) the largest leading-zero count plus one (at most 63) of the keys whose hash's low k\n"
+"bits name that register, and into ``keys`` (int64) one key that set it. Returns the number of\n"
+"distinct values.");
+
+static PyObject *registers(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *values_object, *rho_object, *keys_object;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OOOK", &values_object, &rho_object, &keys_object, &seed))
+        return NULL;
+    Py_buffer values, rho, keys;
+    if (PyObject_GetBuffer(values_object, &values, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (writable(rho_object, &rho, 1, "rho") < 0) goto values_done;
+    if (writable(keys_object, &keys, 8, "keys") < 0) goto rho_done;
+    Py_ssize_t slots = rho.len;
+    if (slots == 0 || (slots & (slots - 1)) || keys.len / 8 != slots || values.len % 4) {
+        PyErr_SetString(PyExc_ValueError, "rho and keys: the same power of two of registers");
+        goto keys_done;
+    }
+    const float *data = values.buf;
+    Py_ssize_t count = values.len / 4, distinct = 0;
+    uint8_t *registers_out = rho.buf;
+    int64_t *keys_out = keys.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (i && data[i] == data[i - 1]) continue;
+        distinct++;
+        float value = data[i] + 0.0f;
+        int32_t bits;
+        memcpy(&bits, &value, 4);
+        uint64_t first, second;
+        murmur3_key((int64_t)bits, seed, &first, &second);
+        Py_ssize_t slot = (Py_ssize_t)(first & (uint64_t)(slots - 1));
+        int zeros = second ? __builtin_clzll(second) : 64;
+        uint8_t run = (uint8_t)((zeros > 62 ? 62 : zeros) + 1);
+        if (run > registers_out[slot]) {
+            registers_out[slot] = run;
+            keys_out[slot] = (int64_t)bits;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&rho);
+    PyBuffer_Release(&values);
+    return PyLong_FromSsize_t(distinct);
+keys_done:
+    PyBuffer_Release(&keys);
+rho_done:
+    PyBuffer_Release(&rho);
+values_done:
+    PyBuffer_Release(&values);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS, parse_doc},
+    {"registers", registers, METH_VARARGS, registers_doc},
     {NULL, NULL, 0, NULL},
 };
 

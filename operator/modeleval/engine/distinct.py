@@ -20,9 +20,15 @@ modes, where every value counts: it gets them all.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import datasketches as ds
 import numpy as np
+
+try:  # the compiled distinct pass (setup.py builds it with the LETOR tokenizer); else numpy
+    from ._letor import registers as _compiled_registers
+except ImportError:
+    _compiled_registers = None
 
 DATASKETCHES_SEED = 9001  # DataSketches' default hash seed (DEFAULT_SEED)
 FILTER_ABOVE = 8192  # distinct values past which a 2**11-register sketch is surely in HLL mode
@@ -89,3 +95,73 @@ def distinct_sketch(keys: np.ndarray, lg_k: int, kind: ds.tgt_hll_type) -> ds.hl
         deque(map(sketch.update, half.tolist()), maxlen=0)
         union.update(sketch)
     return union.get_result(kind)
+
+
+@dataclass
+class Registers:
+    """A column's distinct-count state as a shard computes and the driver merges it: the HLL
+    registers (DataSketches' hash and register layout: ``rho`` the largest leading-zero count
+    plus one of the keys hashed to each, ``keys`` one key that set it) and, while there are at
+    most ``FILTER_ABOVE``, every distinct key (``few``). Merging takes each register's larger
+    value (what an HLL union does) and unites the few keys; the sketch is built once, from the
+    merged state (:meth:`sketch`): feeding it the keys that set the registers gives it the
+    registers a sketch fed every value would have (``distinct_sketch``)."""
+
+    rho: np.ndarray
+    keys: np.ndarray
+    few: np.ndarray | None
+
+    @classmethod
+    def empty(cls, lg_k: int) -> "Registers":
+        return cls(np.zeros(1 << lg_k, np.uint8), np.zeros(1 << lg_k, np.int64),
+                   np.empty(0, np.int64))
+
+    @classmethod
+    def of_sorted(cls, finite: np.ndarray, lg_k: int) -> "Registers":
+        """The registers of ascending finite values (keys: their float32 bits, -0.0 as 0.0)."""
+        state = cls.empty(lg_k)
+        if finite.dtype == np.float32 and _compiled_registers is not None:
+            distinct = _compiled_registers(np.ascontiguousarray(finite), state.rho, state.keys,
+                                           DATASKETCHES_SEED)
+            state.few = np.unique(_keys(_distinct_sorted(finite))) if distinct <= FILTER_ABOVE \
+                else None
+            return state
+        keys = np.unique(_keys(finite))
+        first, second = murmur3_int64(keys)
+        slot = (first & _U64((1 << lg_k) - 1)).astype(np.intp)
+        rho = _rho(second).astype(np.uint8)
+        np.maximum.at(state.rho, slot, rho)
+        setters = rho == state.rho[slot]
+        state.keys[slot[setters]] = keys[setters]
+        state.few = keys if len(keys) <= FILTER_ABOVE else None
+        return state
+
+    def merged(self, other: "Registers") -> "Registers":
+        larger = other.rho > self.rho
+        few = None if self.few is None or other.few is None else np.union1d(self.few, other.few)
+        return Registers(np.where(larger, other.rho, self.rho),
+                         np.where(larger, other.keys, self.keys),
+                         few if few is not None and len(few) <= FILTER_ABOVE else None)
+
+    def sketch(self, lg_k: int, kind: ds.tgt_hll_type) -> ds.hll_sketch:
+        """The DataSketches HLL sketch of every key these registers saw."""
+        if self.few is not None:
+            return distinct_sketch(self.few, lg_k, kind)
+        setters = self.keys[self.rho > 0]
+        union = ds.hll_union(lg_k)
+        for half in (setters[::2], setters[1::2]):  # the union's estimate reads the registers
+            sketch = ds.hll_sketch(lg_k, kind)
+            deque(map(sketch.update, half.tolist()), maxlen=0)
+            union.update(sketch)
+        return union.get_result(kind)
+
+
+def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _keys(finite: np.ndarray) -> np.ndarray:
+    return (finite.astype(np.float32) + np.float32(0)).view(np.int32).astype(np.int64)

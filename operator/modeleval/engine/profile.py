@@ -9,13 +9,16 @@ column is also counted exactly into them.
 
 Per shard the feature matrix is read a block of columns at a time: the block is transposed and
 sorted once, and everything else is read off each sorted column (NaN sorts last, infinities
-next to it, zeros by two binary searches, the bins' counts by a binary search per edge, the
-distinct values where neighbours differ, for the HLL sketch: ``distinct.py``); the KLL sketch
-is built from the sorted column (``sketch_sorted``: runs' stand-ins, then merges to the exact
+next to it, zeros by two binary searches, the bins' counts by a binary search per edge; the
+distinct values' HLL registers in one compiled pass over the sorted column, ``_letor.c``'s
+``registers``, merged register by register on the driver: ``distinct.py``); the KLL sketch is
+built from the sorted column (``sketch_sorted``: runs' stand-ins, then merges to the exact
 count). The block bounds the memory a profile adds to a shard (one block's copy, 64 MB).
 
-Cost (bench/profile.py, 240k x 136 MSLR-shaped, one core): about 0.8 of the cold parse's CPU
-time (sorting, the distinct values and the HLL sketch's calls are most of it).
+Cost (240k x 136 MSLR-shaped, in 10 shards, one core): 0.61 s of CPU (1.44 s with the distinct
+pass in numpy), about half of it the compiled distinct pass (MurmurHash3 of every distinct
+value, as DataSketches hashes it), a sixth the sorts; a whole cold evaluation takes about 1.5 s
+of CPU without profiling.
 
 Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
 leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
@@ -37,7 +40,7 @@ import numpy as np
 
 from ..api.profile_limits import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS,
                                   QUANTILE_RANKS)
-from .distinct import distinct_sketch
+from .distinct import Registers
 from .shard import ParsedShard
 
 if TYPE_CHECKING:  # the document's models (pydantic): imported where a document is made, on the
@@ -62,8 +65,8 @@ def _empty_kll() -> ds.kll_floats_sketch:
     return ds.kll_floats_sketch(KLL_K)
 
 
-def _empty_hll() -> ds.hll_sketch:
-    return ds.hll_sketch(HLL_LG_K, _HLL_TYPE)
+def _empty_hll() -> Registers:
+    return Registers.empty(HLL_LG_K)
 
 
 @dataclass
@@ -82,7 +85,7 @@ class ColumnState:
     mean: float = 0.0
     m2: float = 0.0  # sum of squared deviations from the mean, over the finite values
     kll: ds.kll_floats_sketch = field(default_factory=_empty_kll)
-    hll: ds.hll_sketch = field(default_factory=_empty_hll)
+    hll: Registers = field(default_factory=_empty_hll)  # the distinct-count sketch's state
     cuts: np.ndarray | None = None  # inner bin edges fixed before the pass
     counts: np.ndarray | None = None  # values per bin, len(cuts) + 1
     values: dict[float, int] | None = None  # exact counts while few distinct values
@@ -90,13 +93,12 @@ class ColumnState:
     def __getstate__(self) -> dict:
         # Ray moves states between processes by pickle; the sketches travel serialised.
         state = dict(self.__dict__)
-        state["kll"], state["hll"] = self.kll.serialize(), self.hll.serialize_compact()
+        state["kll"] = self.kll.serialize()
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         state["kll"] = ds.kll_floats_sketch.deserialize(state["kll"])
-        state["hll"] = ds.hll_sketch.deserialize(state["hll"])
         self.__dict__.update(state)
 
     def merged(self, other: "ColumnState") -> "ColumnState":
@@ -111,15 +113,12 @@ class ColumnState:
             m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
         kll = ds.kll_floats_sketch.deserialize(self.kll.serialize())
         kll.merge(other.kll)
-        union = ds.hll_union(HLL_LG_K)
-        union.update(self.hll)
-        union.update(other.hll)
         return ColumnState(
             self.name, self.rows + other.rows, count, self.missing + other.missing,
             self.negative_infinities + other.negative_infinities,
             self.positive_infinities + other.positive_infinities, self.zeros + other.zeros,
             min(self.min, other.min), max(self.max, other.max), mean, m2, kll,
-            union.get_result(_HLL_STORED), *self._merged_bins(other),
+            self.hll.merged(other.hll), *self._merged_bins(other),
             _merged_values(self.values, other.values))
 
     def _merged_bins(self, other: "ColumnState") -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -179,13 +178,11 @@ def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None
         deviations = np.subtract(finite, state.mean, dtype=np.float64)
         state.m2 = float(np.multiply(deviations, deviations, out=deviations).sum())
         state.kll = sketch_sorted(finite)
-        distinct = _distinct_sorted(finite)
         # float32 bits as integer keys (-0.0 read as 0.0): the same key for the same value in
-        # every shard, and the sketch's integer overload is its fastest.
-        keys = (distinct.astype(np.float32) + np.float32(0)).view(np.int32)
-        state.hll = distinct_sketch(keys, HLL_LG_K, _HLL_TYPE)
+        # every shard; one pass over the sorted column in C where it is built
+        state.hll = Registers.of_sorted(finite, HLL_LG_K)
         if value_counts:
-            state.values = _value_counts(finite, distinct)
+            state.values = _value_counts(finite, _distinct_sorted(finite))
     elif value_counts:
         state.values = {}
     if cuts is not None:
@@ -457,13 +454,14 @@ def column_profile(state: ColumnState) -> ColumnProfile:
     from ..api.profile import ColumnProfile
 
     finite = state.count > 0
+    sketch = state.hll.sketch(HLL_LG_K, _HLL_TYPE)
     return ColumnProfile(
         name=state.name, rows=state.rows, count=state.count, missing=state.missing,
         infinities=state.negative_infinities + state.positive_infinities, zeros=state.zeros,
         min=state.min if finite else None, max=state.max if finite else None,
         mean=state.mean if finite else None,
         std=float(np.sqrt(state.m2 / state.count)) if finite else None,
-        distinct=float(state.hll.get_estimate()) if finite else 0.0,
+        distinct=float(sketch.get_estimate()) if finite else 0.0,
         quantiles=({str(rank): float(value) for rank, value in
                     zip(QUANTILE_RANKS, state.kll.get_quantiles(list(QUANTILE_RANKS)))}
                    if finite else {}),
@@ -471,7 +469,7 @@ def column_profile(state: ColumnState) -> ColumnProfile:
         value_counts=None if state.values is None else
         {format(value, ".9g"): count for value, count in sorted(state.values.items())},
         sketch=encoded(state.kll.serialize()) if finite else "",
-        distinct_sketch=encoded(stored_hll(state.hll).serialize_compact()) if finite else "")
+        distinct_sketch=encoded(stored_hll(sketch).serialize_compact()) if finite else "")
 
 
 def stored_hll(sketch: ds.hll_sketch) -> ds.hll_sketch:
