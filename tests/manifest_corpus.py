@@ -156,6 +156,13 @@ CASES: list[Case] = [
     refused("gate-metric-not-listed", "spec.gate", {"spec.gate[0].metric": "map@10"}, GATED),
     refused("gate-maxRegression-no-baseline", "spec.gate",
             {"spec.gate": [{"metric": "ndcg@10", "maxRegression": 0.01}]}),
+    # Promotion: a registered candidate and a gate.
+    refused("promote-s3-model", "spec.promote", {"spec.promote": {"alias": "champion"}}, GATED),
+    refused("promote-no-gate", "spec.promote", {"spec.model.uri": "models:/ranker@candidate",
+                                                "spec.promote": {"alias": "champion"}}),
+    accepted("promote-registered-gated", {"spec.model.uri": "models:/ranker@candidate",
+                                          "spec.promote": {"alias": "champion"}}, GATED),
+    refused("models-uri-no-version", "spec.model.uri", {"spec.model.uri": "models:/ranker"}),
     # MLflow-style gate rules, intervals and challengers.
     refused("gate-minAbsoluteChange-no-baseline", "spec.gate",
             {"spec.gate": [{"metric": "ndcg@10", "minAbsoluteChange": 0.01}]}),

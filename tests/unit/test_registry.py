@@ -14,15 +14,17 @@ import yaml
 from pydantic import ValidationError
 
 from modeleval.api.reasons import Reason
-from modeleval.api.registry import RegistryRef, ResolvedModel
+from modeleval.api.registry import PromotionStatus, RegistryRef, ResolvedModel
+from modeleval.api.results import GateResult, ResultDocument, document_id, submission_id
 from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.api.status import ConditionType as C, ModelEvaluationStatus, Phase
-from modeleval.controller.actions import Emit, SubmitJob
+from modeleval.controller.actions import Emit, PromoteModel, SubmitJob
 from modeleval.controller.decide import decide, plan
 from modeleval.controller.mlflow import RegistryError, _refusal, artifact_uri
 from modeleval.controller.observed import (Evaluation, Observed, RayClusterView, RegistryAnswer,
                                            Slot, Wants)
 from modeleval.controller.policy import InvalidSpec, parse_spec
+from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.resolution import unresolved, with_resolved
 from modeleval.controller.settings import OperatorSettings
 
@@ -165,3 +167,69 @@ def test_with_resolved_replaces_only_the_pinned_fields():
     replaced = with_resolved(both, [pinned])
     assert replaced.model.uri == "s3://models/plain.json"
     assert replaced.baseline.model.uri == "s3://models/ranker/v3.json"
+
+
+# ----------------------------------------------------------------------------- promotion
+PROMOTE = {"promote": {"alias": "champion"}, "gate": [{"metric": "ndcg@10", "min": 0.5}]}
+
+
+def finished(passed: bool | None, promotion: PromotionStatus | None = None,
+             outcome: tuple[bool, str] | None = None, **extra: Any):
+    """A round that sees the job succeeded with a gate that passed (or not)."""
+    ready = RayClusterView(name="ev-ray", uid="c1", ready=True, created=NOW, token_secret="t")
+    before = ModelEvaluationStatus(attempt=1, start_time=NOW, ray_cluster="ev-ray",
+                                   job_id=submission_id("u1", 1), phase=Phase.Running,
+                                   resolved_models=[PINNED], promotion=promotion)
+    document = ResultDocument(_id=document_id("u1", 1), uid="u1", attempt=1, name="ev",
+                              status="Succeeded", rows=10, metrics={"ndcg@10": 0.8},
+                              gate=GateResult(passed=passed) if passed is not None else None)
+    observed = Observed(store=True, cluster_read=True, cluster=ready, document=document,
+                        job=JobInfo(submission_id("u1", 1), "SUCCEEDED", "done"),
+                        promotion=outcome)
+    return round_(before, observed, spec(**{**PROMOTE, **extra}))
+
+
+def test_promote_needs_a_models_uri_and_gate_rules():
+    with pytest.raises(ValidationError, match="promote needs spec.model.uri"):
+        spec("s3://models/r.json", **PROMOTE)
+    with pytest.raises(ValidationError, match="promote needs gate rules"):
+        spec(promote={"alias": "champion"})
+
+
+def test_a_passing_gate_asks_for_the_alias_on_the_pinned_version_before_succeeding():
+    after, actions = finished(passed=True)
+    assert PromoteModel("ranker", "champion", "3") in actions
+    assert after.phase == Phase.Running  # not Succeeded until the promotion's outcome is known
+    assert after.promotion == PromotionStatus(alias="champion", name="ranker", version="3")
+    assert after.condition(C.Promoted).reason == Reason.Promoting
+
+
+def test_the_outcome_is_recorded_and_the_evaluation_succeeds_either_way():
+    asked = PromotionStatus(alias="champion", name="ranker", version="3")
+    done, actions = finished(True, asked, outcome=(True, ""))
+    assert done.phase == Phase.Succeeded and done.promotion.promoted
+    assert done.condition(C.Promoted).true
+    assert not any(isinstance(a, PromoteModel) for a in actions)
+    refused, actions = finished(True, asked, outcome=(False, "RegistryAccessDenied: refused"))
+    assert refused.phase == Phase.Succeeded and not refused.promotion.promoted
+    assert refused.condition(C.Promoted).reason == Reason.PromotionFailed
+    assert any(isinstance(a, Emit) and a.warning and a.reason == Reason.PromotionFailed
+               for a in actions)
+
+
+def test_an_outcome_lost_to_a_restart_is_asked_for_again_and_a_done_one_never():
+    asked = PromotionStatus(alias="champion", name="ranker", version="3")
+    _, actions = finished(True, asked, outcome=None)
+    assert PromoteModel("ranker", "champion", "3") in actions
+    done = asked.model_copy(update={"promoted": True})
+    after, actions = finished(True, done, outcome=None)
+    assert after.phase == Phase.Succeeded
+    assert not any(isinstance(a, PromoteModel) for a in actions)
+
+
+@pytest.mark.parametrize("passed", [False, None])
+def test_a_failed_or_missing_gate_never_promotes(passed):
+    after, actions = finished(passed)
+    assert after.phase == Phase.Succeeded and after.promotion is None
+    assert not any(isinstance(a, PromoteModel) for a in actions)
+    assert after.condition(C.Promoted).reason == Reason.NotPromoted

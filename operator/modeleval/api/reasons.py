@@ -126,6 +126,18 @@ class Reason(StrEnum):
                            "URIs were resolved; asked again after a backoff (from "
                            "`operator.backoffBaseSeconds`, doubling up to its maximum)",
                            "check the MLflow server and `mlflow.trackingUri`")
+    Promoting = ("Promoting", "Promoted=False", "the candidate's gate passed: the alias of "
+                 "`spec.promote` is being set on its registered version", "wait")
+    Promoted = ("Promoted", f"Promoted=True, {EVENT}", "the candidate's gate passed and its "
+                "registered version got the alias of `spec.promote` (`status.promotion`); a "
+                "retried round never sets it again", "-")
+    PromotionFailed = ("PromotionFailed", f"Promoted=False, {EVENT}", "the gate passed but the "
+                       "MLflow server did not set the alias (did not answer, refused the "
+                       "namespace's credentials, no such version); the evaluation succeeded "
+                       "all the same", "set the alias by hand, or fix what the message names "
+                       "and evaluate again")
+    NotPromoted = ("NotPromoted", "Promoted=False", "the candidate's gate did not pass: the "
+                   "alias of `spec.promote` was left where it was", "-")
     ModelResolved = ("ModelResolved", "ModelResolved=True", "every `models:/` URI was "
                      "resolved to a version and its artefact, pinned in "
                      "`status.resolvedModels`: every attempt scores those", "-")

@@ -49,6 +49,19 @@ def is_registry_uri(uri: str) -> bool:
     return uri.startswith("models:/")
 
 
+class PromotionStatus(BaseModel):
+    """spec.promote as the operator carried it out: which version got the alias, and whether
+    it is done (a promoted evaluation never sets it again, whatever happens after)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    alias: str = Field(description="The alias set (spec.promote.alias).")
+    name: str = Field(description="The registered model.")
+    version: str = Field(description="The candidate's version (status.resolvedModels).")
+    promoted: bool = Field(False, description="Whether the registry took it (see the Promoted "
+                           "condition).")
+
+
 class ResolvedModel(BaseModel):
     """One ``models:/`` URI of the spec as the operator resolved it, before the first attempt."""
 

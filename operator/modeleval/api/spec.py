@@ -32,7 +32,7 @@ from .events import EventsSpec
 from . import metrics as declared_metrics
 from .metrics import NONE, OPTIONAL, REQUIRED
 from .metadata import annotations_problem, labels_problem
-from .registry import MODELS_URI
+from .registry import ALIAS_PATTERN, MODELS_URI
 from .results import PROGRESS_COLLECTION
 
 API_GROUP = "modeleval.dev"
@@ -623,6 +623,12 @@ class MongoTarget(SpecModel):
         description="MongoDB collection: dot-separated names of letters, digits, '_' and '-'.")
 
 
+class Promotion(SpecModel):
+    alias: str = Field(pattern=ALIAS_PATTERN, max_length=255, description="The alias the "
+                       "candidate's registered version gets when its gate passed (e.g. "
+                       "champion), set with the namespace's MLflow credentials.")
+
+
 class Output(SpecModel):
     mongodb: MongoTarget = Field(default_factory=MongoTarget, description="Where the result "
                                  "document goes (the URI comes from settings, never the spec).")
@@ -724,6 +730,10 @@ class ModelEvaluationSpec(SpecModel):
                                  "size: workers and each one's CPU, memory and GPU, the head's "
                                  "CPU and memory (locally: parallel tasks).")
     batch_size: int = Field(65536, ge=1, le=10_000_000, description="Rows per inference batch.")
+    promote: Promotion | None = Field(None, description="Promotion: when the candidate's gate "
+                                      "passed, its registered version (spec.model.uri a "
+                                      "models:/ URI) gets this alias in the MLflow registry; "
+                                      "never on a failed gate or a failed evaluation.")
     output: Output = Field(default_factory=Output, description="Where the result document, the "
                            "predictions and the HTML report go.")
     # Cluster-only fields; local mode ignores them.
@@ -779,6 +789,13 @@ class ModelEvaluationSpec(SpecModel):
              "requireSignificant needs spec.confidence (the delta's interval)",
              lambda s: s.confidence is not None or not any(g.require_significant for g in s.gate),
              ".gate", lambda s: _first(s.gate, lambda g: g.require_significant)),
+        Rule("!has(self.promote) || self.model.uri.startsWith('models:/')",
+             "promote needs spec.model.uri to be a models:/ URI (the registered version it "
+             "sets the alias on)",
+             lambda s: s.promote is None or s.model.uri.startswith("models:/"), ".promote"),
+        Rule("!has(self.promote) || (has(self.gate) && self.gate.size() > 0)",
+             "promote needs gate rules: a model is promoted only when its gate passed",
+             lambda s: s.promote is None or bool(s.gate), ".promote"),
         Rule("!has(self.gate) || self.gate.all(g, g.metric in self.metrics)",
              "a gate's metric must be listed in spec.metrics",
              lambda s: all(g.metric in s.metrics for g in s.gate),

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .registry import ResolvedModel
+from .registry import PromotionStatus, ResolvedModel
 
 from .events import PendingEvent
 # Kubernetes' times: one parser, one writer (times.py), imported from here by the rest.
@@ -55,6 +55,7 @@ class ConditionType(StrEnum):
     ReportWritten = "ReportWritten"  # the HTML report is where status.reportURI says
     DataDrift = "DataDrift"  # the data drifted from spec.dataQuality.reference (True) or not
     ModelResolved = "ModelResolved"  # every models:/ URI was resolved (pinned in resolvedModels)
+    Promoted = "Promoted"  # spec.promote's alias was set on the candidate's version
     EventsDelivered = "EventsDelivered"  # every event reached its sinks (False: one is waiting)
 
 
@@ -225,6 +226,9 @@ class ModelEvaluationStatus(StatusModel):
         default_factory=list, max_length=10, description="Each models:/ URI of the spec as "
         "the operator resolved it before the first attempt (the version and its artefact): "
         "a retry scores the same version, whatever the alias points to since.")
+    promotion: PromotionStatus | None = Field(None, description="spec.promote as carried "
+                                              "out: the alias, the version it was set on, "
+                                              "whether it is done (see the Promoted condition).")
     drift: DataDriftStatus | None = Field(None, description="The data compared with "
                                           "spec.dataQuality.reference (see the DataDrift "
                                           "condition), once Succeeded.")

@@ -68,6 +68,16 @@ class StoreLogged:
 
 
 @dataclass(frozen=True)
+class PromoteModel:
+    """Sets the alias on the registered version (spec.promote), with the namespace's MLflow
+    credentials; the next round reads how it went."""
+
+    name: str
+    alias: str
+    version: str
+
+
+@dataclass(frozen=True)
 class Emit:
     reason: Reason
     message: str
@@ -136,7 +146,7 @@ class SendEvents:
 Action = (CreateCluster | DeleteCluster | ForgetCluster | SubmitJob | StopJob | RecordFailure
           | StoreLogged | Emit | TakeClusterSlot | QueueForClusterSlot | TakeJobSlot
           | QueueForJobSlot | ReleaseJobSlot | LeaveLines | ReleaseAdmission
-          | SendEvents)
+          | SendEvents | PromoteModel)
 
 # The actions that a slot taken in the same round lets through.
 GATED_BY_SLOT = (CreateCluster, SubmitJob)

@@ -28,9 +28,9 @@ from . import telemetry
 from .status import cap
 from .builders import RAY_AUTH_KEY, head_url
 from .actions import (GATED_BY_SLOT, Action, CreateCluster, DeleteCluster, Emit, ForgetCluster,
-                      LeaveLines, QueueForClusterSlot, QueueForJobSlot, RecordFailure,
-                      ReleaseAdmission, ReleaseJobSlot, StopJob, StoreLogged, SubmitJob,
-                      SendEvents, TakeClusterSlot, TakeJobSlot)
+                      LeaveLines, PromoteModel, QueueForClusterSlot, QueueForJobSlot,
+                      RecordFailure, ReleaseAdmission, ReleaseJobSlot, StopJob, StoreLogged,
+                      SubmitJob, SendEvents, TakeClusterSlot, TakeJobSlot)
 from .decide import decide_deletion
 from .events import Delivery
 from .sinks import EventSinks
@@ -39,7 +39,7 @@ from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
 from .rayjobs import JobInfo, JobsApiError, RayJobsClient, running_jobs
 from .results_store import ResultsStores, StatusResultStore
-from .mlflow import Registries, resolve_models
+from .mlflow import Registries, RegistryError, resolve_models
 from .resolution import unresolved
 from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
@@ -156,6 +156,8 @@ class Runtime:
         secrets = NamespaceSecrets(lambda: self.kube)
         self.stores = ResultsStores(settings, secrets)
         self.registries = Registries(settings, secrets)
+        # How each evaluation's PromoteModel went (uid -> done, why not), read by its next round.
+        self.promotions: BoundedDict[str, tuple[bool, str]] = BoundedDict(1024)
         self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
                                       lambda: settings.operator_namespace,
                                       hold=settings.events_backoff_base)
@@ -244,7 +246,8 @@ class Runtime:
         """What the round needs to see (``wants``), read and nothing else done: no slot is
         taken, no line joined."""
         found: dict[str, Any] = {"store": self.settings.mongodb_uri is not None,
-                                 "refused": self.refused.get(context.ev.uid)}
+                                 "refused": self.refused.get(context.ev.uid),
+                                 "promotion": self.promotions.pop(context.ev.uid, None)}
         if found["refused"] is not None:  # it fails this round: nothing else to read
             context.refusal_seen = True
             return Observed(**found)
@@ -344,6 +347,8 @@ class Runtime:
                 self._store_logged(context, body, document)
             case Emit(reason=reason, message=message, warning=warning):
                 (kopf.warn if warning else kopf.info)(body, reason=reason, message=cap(message))
+            case PromoteModel():
+                self._promote(context, action)
             case SendEvents():
                 context.deliveries += send_events(self.event_sinks, ev.namespace, action)
             case _:
@@ -369,6 +374,20 @@ class Runtime:
             case ReleaseAdmission():
                 self._release_admission(ev)
         return None
+
+    def _promote(self, context: RoundContext, action: PromoteModel) -> None:
+        """Sets the alias with the namespace's credentials; the next round records how it went."""
+        ev = context.ev
+        try:
+            registry = self.registries.open(ev.namespace)
+            try:
+                registry.set_alias(action.name, action.alias, action.version)
+            finally:
+                registry.close()
+            self.promotions[ev.uid] = (True, "")
+        except RegistryError as error:
+            log.warning("promotion of %s/%s: %s", ev.namespace, ev.name, error.message)
+            self.promotions[ev.uid] = (False, f"{error.reason}: {error.message}")
 
     def _take_cluster_slot(self, ev: Evaluation, holders: Holders) -> bool:
         own = NAMESPACE_KEY.format(ev.namespace)

@@ -22,6 +22,7 @@ from .builders import (build_job_submission, build_network_policy, build_rayclus
                        head_url, job_package)
 from .draft import DecisionDraft
 from .rayjobs import JobInfo
+from .promotion import promotion_settled
 from .resolution import models_resolved, with_resolved
 
 JOB_REASONS = {"PENDING": Reason.JobPending, "RUNNING": Reason.JobRunning,
@@ -332,6 +333,8 @@ def attempt_failed(draft: DecisionDraft, job: JobInfo, document: ResultDocument 
 
 def succeed(draft: DecisionDraft, document: ResultDocument) -> None:
     spec, status = draft.spec, draft.status
+    if not promotion_settled(draft, document):  # spec.promote: the alias first, then done
+        return None
     target = spec.output.mongodb
     status.metrics = draft.asked(document.metrics)
     primary = spec.primary_metric
