@@ -41,7 +41,8 @@ def bed() -> Endpoints:
     if endpoints is None:
         # A short path: Ray's unix sockets live under it and must stay below 108 characters.
         directory = Path(tempfile.mkdtemp(prefix="mebed-", dir="/tmp"))
-        owned = TestBed(directory, ray_auth_token=os.environ["RAY_AUTH_TOKEN"])
+        owned = TestBed(directory, ray_auth_token=os.environ["RAY_AUTH_TOKEN"],
+                        mlflow=_WANTS_MLFLOW[0])
         endpoints = owned.up()
     saved = dict(os.environ)
     os.environ.update(endpoints.env())
@@ -60,6 +61,18 @@ def bed() -> Endpoints:
 
 
 _BED_LOGS: list[dict[str, str]] = []
+# Whether a collected test uses the MLflow server: the bed then starts one with the rest.
+_WANTS_MLFLOW = [False]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(bed) -> Endpoints:
+    """The bed, with its MLflow tracking server (bed.mlflow_uri; the admin's credentials in
+    MLFLOW_TRACKING_USERNAME/PASSWORD of the environment)."""
+    if not bed.mlflow_uri:
+        pytest.fail("the test bed has no MLflow server: a bed reused through MODELEVAL_BED_DIR "
+                    "must be started with one (python -m testbed up --mlflow)")
+    return bed
 
 # Runs before anything starts the session's bed: a machine holds one real node at a time, and
 # this module starts (and stops) a bed of its own.
@@ -68,6 +81,7 @@ _FIRST = "test_testbed_lifecycle.py"
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: 0 if item.path.name == _FIRST else 1)
+    _WANTS_MLFLOW[0] = any("mlflow_server" in getattr(item, "fixturenames", ()) for item in items)
 
 
 @pytest.hookimpl(hookwrapper=True)

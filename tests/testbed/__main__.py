@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "images", "watch"])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/modeleval-bed"))
     parser.add_argument("--ray-cpus", type=int, default=2)
+    parser.add_argument("--mlflow", action="store_true", help="up: with an MLflow tracking "
+                        "server (the tests of the registry and tracking integration need it)")
     parser.add_argument("--owner", type=int, help="watch: the pid whose exit stops the bed")
     args = parser.parse_args(argv)
     directory = args.dir.resolve()
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        endpoints = TestBed(directory, ray_cpus=args.ray_cpus).up(die_with_caller=False)
+        endpoints = TestBed(directory, ray_cpus=args.ray_cpus, mlflow=args.mlflow).up(die_with_caller=False)
     except (BedError, NodeError, ToolMissing) as error:
         print(f"cluster-up failed: {error}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import node, watchdog
+from . import mlflow_server, node, watchdog
 from .certs import Pki, make_pki
 from .tools import REPO_ROOT, Tools
 
@@ -73,6 +73,10 @@ class Endpoints:
     # The address pods reach the host's services at, and the real node's name.
     host_ip: str = node.HOST_IP
     real_node: str = node.NODE_NAME
+    # The MLflow tracking server (basic auth; its admin's credentials), when the bed was asked
+    # for one (TestBed(mlflow=True)); empty otherwise.
+    mlflow_uri: str = ""
+    mlflow_admin_password: str = ""
     logs: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -91,6 +95,9 @@ class Endpoints:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.ray_auth_token,
             **RAY_LOOPBACK_ENV,
+            **({"MLFLOW_TRACKING_URI": self.mlflow_uri,
+                "MLFLOW_TRACKING_USERNAME": mlflow_server.ADMIN_USER,
+                "MLFLOW_TRACKING_PASSWORD": self.mlflow_admin_password} if self.mlflow_uri else {}),
         }
 
 
@@ -100,13 +107,16 @@ class TestBed:
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, directory: Path, tools: Tools | None = None, ray_cpus: int = 2,
-                 ray_auth_token: str | None = None):
+                 ray_auth_token: str | None = None, mlflow: bool = False):
         self.dir = directory.resolve()
         # Ray reads its token once per process: a caller that imports ray before the bed starts
         # passes the token it already exported.
         self.ray_auth_token = ray_auth_token or secrets.token_hex(32)
         self.tools = tools or Tools.locate()
         self.ray_cpus = ray_cpus
+        # An MLflow tracking server only for the sessions whose tests use it (installed into
+        # the tools cache on first use).
+        self.mlflow = mlflow_server.ensure_installed(self.tools.versions) if mlflow else None
         self.logs = self.dir / "logs"
         self.state_file = self.dir / "state.json"
         self._pids: dict[str, int] = {}
@@ -153,7 +163,7 @@ class TestBed:
             "kuberay-health", "minio", "minio-console", "ferretdb", "ray-gcs", "ray-dashboard",
             "ray-client", "ray-dashboard-agent", "ray-metrics-export", "kubelet", "kubelet-healthz",
             "kube-proxy-healthz", "kube-proxy-metrics", "coredns-ready",
-            "kube-network-policies-metrics",
+            "kube-network-policies-metrics", "mlflow",
         )}
         host = node.HOST_IP
         apiserver = f"https://{host}:{ports['apiserver']}"
@@ -178,6 +188,7 @@ class TestBed:
         # Independent of Kubernetes: start them first so they come up while the control plane does.
         self._start_minio(ports)
         self._start_ferretdb(ports)
+        self._start_mlflow(ports)
         self._start_ray(ports)
         self._start_etcd(ports)
         self._start_apiserver(ports, pki)
@@ -356,6 +367,21 @@ class TestBed:
             f"--listen-addr={node.HOST_IP}:{ports['ferretdb']}",
         ])
 
+    def _start_mlflow(self, ports: dict[str, int]) -> None:
+        if self.mlflow is None:
+            return
+        ep = self.endpoints
+        assert ep is not None
+        ep.mlflow_uri = f"http://{node.HOST_IP}:{ports['mlflow']}"
+        ep.mlflow_admin_password = secrets.token_hex(16)
+        data = self.dir / "mlflow"
+        data.mkdir()
+        self._spawn("mlflow", mlflow_server.server_argv(self.mlflow, data, node.HOST_IP,
+                                                        ports["mlflow"]),
+                    env=mlflow_server.server_env(data, ep.s3_endpoint, ep.s3_access_key,
+                                                 ep.s3_secret_key, ep.mlflow_admin_password,
+                                                 secrets.token_hex(16)), cwd=data)
+
     def _start_ray(self, ports: dict[str, int]) -> None:
         assert self.endpoints is not None
         ray = Path(sys.executable).with_name("ray")
@@ -388,6 +414,10 @@ class TestBed:
         self._wait_http("kuberay-operator", f"{ep.kuberay_health}/readyz", timeout=90)
         self._wait_http("ray-head", f"{ep.ray_dashboard}/api/version", timeout=120,
                         headers={"Authorization": f"Bearer {ep.ray_auth_token}"})
+        if ep.mlflow_uri:
+            mlflow_server.create_artifacts_bucket(ep.s3_endpoint, ep.s3_access_key,
+                                                  ep.s3_secret_key)
+            self._wait_http("mlflow", f"{ep.mlflow_uri}/health", timeout=180)
 
     # ---------------------------------------------------------------- helpers
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
