@@ -76,10 +76,11 @@ def server_env(data: Path, s3_endpoint: str, access_key: str, secret_key: str,
 
 
 def _auth_config(data: Path) -> Path:
-    """basic-auth's settings: its user database beside the backend store; users it creates
-    may read what others registered (MLflow's default), and manage only their own."""
+    """basic-auth's settings: its user database beside the backend store; every user may
+    manage the registered models (the tests' tenants set aliases on what the admin registered);
+    a request without valid credentials is refused."""
     path = data / "basic_auth.ini"
-    path.write_text("[mlflow]\ndefault_permission = READ\n"
+    path.write_text("[mlflow]\ndefault_permission = MANAGE\n"
                     f"database_uri = sqlite:///{data / 'basic_auth.db'}\n"
                     f"admin_username = {ADMIN_USER}\nauthorization_function = "
                     "mlflow.server.auth:authenticate_request_basic_auth\n")
