@@ -233,3 +233,8 @@ def test_a_failed_or_missing_gate_never_promotes(passed):
     assert after.phase == Phase.Succeeded and after.promotion is None
     assert not any(isinstance(a, PromoteModel) for a in actions)
     assert after.condition(C.Promoted).reason == Reason.NotPromoted
+
+
+def test_the_jobs_spec_of_a_promoting_evaluation_validates_and_leaves_promotion_to_the_operator():
+    replaced = with_resolved(spec(**PROMOTE), [PINNED])
+    assert replaced.model.uri == "s3://models/ranker/v3.json" and replaced.promote is None

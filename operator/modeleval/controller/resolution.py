@@ -69,6 +69,8 @@ def with_resolved(spec: ModelEvaluationSpec, resolved: list[ResolvedModel]) -> M
     if not resolved:
         return spec
     raw = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    # The operator promotes, never the runner; and promote's rule wants a models:/ candidate.
+    raw.pop("promote", None)
     for model in resolved:
         source = _model_source(raw, model.field)
         if source is not None and source.get("uri") == model.uri:
