@@ -119,12 +119,12 @@ def test_an_alias_is_resolved_pinned_and_scored_and_unknown_or_refused_ones_fail
     assert "ModelResolved" in events_of(api, namespace, "by-alias")
     assert done["status"]["promotion"] == {"alias": "production", "name": model,
                                            "version": version, "promoted": True}
-    aliased = tenant.call("GET", "/registered-models/alias",
+    aliased = mlflow_admin.call("GET", "/registered-models/alias",
                           params={"name": model, "alias": "production"})
     assert aliased["model_version"]["version"] == version
     gated = wait_phase(api, namespace, "gate-fails", ("Succeeded", "Failed"), timeout=180)
     assert gated["status"]["phase"] == "Succeeded" and "promotion" not in gated["status"]
-    assert tenant.http.get(f"{API}/registered-models/alias".removeprefix(API),
+    assert mlflow_admin.http.get("/registered-models/alias",
                            params={"name": model, "alias": "rejected"}).status_code >= 400
     for name in (namespace, other):
         client.CoreV1Api(api).delete_namespace(name)
