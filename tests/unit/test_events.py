@@ -291,3 +291,20 @@ def test_an_ended_evaluation_is_reconciled_while_its_events_wait_and_not_after()
     assert _live_or_sending({"phase": "Succeeded", "pendingEvents": [{"id": "u1.1.succeeded"}]})
     assert not _live_or_sending({"phase": "Succeeded", "pendingEvents": []})
     assert not _live_or_sending({"phase": "Failed"})
+
+
+def test_an_attempt_that_ran_and_finished_between_two_rounds_still_tells_it_started():
+    """A fast job can go from Provisioning to Succeeded between two rounds: the round that sees
+    it Succeeded also writes Started (once: a Running status before it wrote it already)."""
+    from modeleval.controller.events import evaluation_events
+    from modeleval.api.status import ModelEvaluationStatus
+
+    provisioning = ModelEvaluationStatus(phase=Phase.Provisioning, attempt=1)
+    running = ModelEvaluationStatus(phase=Phase.Running, attempt=1)
+    succeeded = ModelEvaluationStatus(phase=Phase.Succeeded, attempt=1)
+    assert evaluation_events(provisioning, succeeded, None) == [EventType.Started,
+                                                                 EventType.Succeeded]
+    assert evaluation_events(running, succeeded, None) == [EventType.Succeeded]
+    assert evaluation_events(succeeded, succeeded, None) == []
+    retried = ModelEvaluationStatus(phase=Phase.Succeeded, attempt=2)
+    assert evaluation_events(running, retried, None) == [EventType.Started, EventType.Succeeded]

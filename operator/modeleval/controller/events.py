@@ -52,10 +52,12 @@ def evaluation_events(before: ModelEvaluationStatus, after: ModelEvaluationStatu
     (with its gate failed, its data drifted) or failed. Each once: told by the round that
     makes the transition."""
     found: list[EventType] = []
-    if after.phase == Phase.Running and (before.phase != Phase.Running
-                                         or before.attempt != after.attempt):
+    newly_running = before.phase != Phase.Running or before.attempt != after.attempt
+    if after.phase == Phase.Running and newly_running:
         found.append(EventType.Started)
     if after.phase == Phase.Succeeded and before.phase != Phase.Succeeded:
+        if newly_running:  # it ran and finished between two rounds: never seen Running
+            found.append(EventType.Started)
         found.append(EventType.Succeeded)
         if gate_passed is False:
             found.append(EventType.GateFailed)
