@@ -9,14 +9,16 @@ import uuid
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from modeleval.demo import EXAMPLES_BUCKET, publish_example_assets
 from modeleval.engine.storage import Storage
 
-from .kube import api_client
+from .kube import api_client, eventually
 from .operator_fixture import (CRD, OperatorProcess, apply_manifest, events_of, kubectl,
                                new_namespace, spec_text, wait_phase)
+from .test_schedules import SCHEDULE_CRD, children, schedule_status
 
 pytestmark = pytest.mark.e2e
 
@@ -62,12 +64,15 @@ def mlflow_admin(mlflow_server) -> MlflowUser:
 def mlflow_operator(mlflow_server, tmp_path_factory):
     """The operator with the chart's mlflow.trackingUri set (its own process: the module's
     operator fixture has no MLflow)."""
-    kubectl(mlflow_server, "apply", "--server-side", "-f", str(CRD))
+    for path in (CRD, SCHEDULE_CRD):
+        kubectl(mlflow_server, "apply", "--server-side", "--force-conflicts", "-f", str(path))
     kubectl(mlflow_server, "wait", "--for=condition=Established",
-            "crd/modelevaluations.modeleval.dev")
+            "crd/modelevaluations.modeleval.dev", "crd/evaluationschedules.modeleval.dev")
     publish_example_assets(Storage(), EXAMPLES_BUCKET)
     process = OperatorProcess(mlflow_server, tmp_path_factory.mktemp("operator") / "operator.log",
-                              MODELEVAL_MLFLOW_TRACKING_URI=mlflow_server.mlflow_uri).start()
+                              MODELEVAL_MLFLOW_TRACKING_URI=mlflow_server.mlflow_uri,
+                              MODELEVAL_SCHEDULE_POLL_INTERVAL="2",
+                              MODELEVAL_TRIGGER_LIST_INTERVAL="4").start()
     yield process
     process.stop()
 
@@ -128,3 +133,45 @@ def test_an_alias_is_resolved_pinned_and_scored_and_unknown_or_refused_ones_fail
                            params={"name": model, "alias": "rejected"}).status_code >= 400
     for name in (namespace, other):
         client.CoreV1Api(api).delete_namespace(name)
+
+
+def test_each_new_registered_version_is_evaluated_once_and_promoted_when_its_gate_passes(
+        mlflow_server, mlflow_admin, mlflow_operator):
+    """trigger.newModel.registeredModel: the version there before the schedule is not
+    evaluated; the one registered after it gets one child, which resolves models:/NAME/2,
+    succeeds and, its gate passing, becomes the champion."""
+    bed = mlflow_server
+    api = api_client(bed.kubeconfig)
+    model = f"ranker-{uuid.uuid4().hex[:6]}"
+    mlflow_admin.call("POST", "/registered-models/create", json={"name": model})
+    first = mlflow_admin.register(model, RANKER)
+    mlflow_admin.set_alias(model, "champion", first)
+    namespace = tenant_namespace(bed, api, mlflow_admin.new_user())
+    kubectl(bed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "modeleval.dev/v1alpha1", "kind": "EvaluationSchedule",
+        "metadata": {"name": "versions"},
+        "spec": {"trigger": {"newModel": {"registeredModel": model}},
+                 "template": yaml.safe_load(spec_text(
+                     "t", model={"uri": f"models:/{model}@champion"},
+                     gate=[{"metric": "ndcg@10", "min": 0.0}],
+                     promote={"alias": "champion"}))["spec"]}}))
+    eventually(lambda: schedule_status(api, namespace, "versions").get("modelsListed"), 60,
+               "the schedule's first listing")
+    assert children(api, namespace, "versions") == []  # version 1 was there before it
+    second = mlflow_admin.register(model, RANKER)
+    made = eventually(lambda: children(api, namespace, "versions"), 60, "a child for version 2")
+    (child,) = made
+    assert child["spec"]["model"]["uri"] == f"models:/{model}/{second}"
+    name = child["metadata"]["name"]
+    done = wait_phase(api, namespace, name, ("Succeeded", "Failed"), timeout=180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert [m["version"] for m in done["status"]["resolvedModels"]] == [second]
+    assert done["status"]["promotion"]["promoted"] is True
+    aliased = mlflow_admin.call("GET", "/registered-models/alias",
+                                params={"name": model, "alias": "champion"})
+    assert aliased["model_version"]["version"] == second
+    # Listed again and again since: still the one child.
+    eventually(lambda: schedule_status(api, namespace, "versions").get("lastCompletedRun"), 30,
+               "the schedule to record its run")
+    assert [c["metadata"]["name"] for c in children(api, namespace, "versions")] == [name]
+    client.CoreV1Api(api).delete_namespace(namespace)

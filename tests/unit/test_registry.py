@@ -24,6 +24,7 @@ from modeleval.controller.mlflow import RegistryError, _refusal, artifact_uri
 from modeleval.controller.observed import (Evaluation, Observed, RayClusterView, RegistryAnswer,
                                            Slot, Wants)
 from modeleval.controller.policy import InvalidSpec, parse_spec
+from modeleval.controller.promotion import PROMOTION_TRIES
 from modeleval.controller.rayjobs import JobInfo
 from modeleval.controller.resolution import unresolved, with_resolved
 from modeleval.controller.settings import OperatorSettings
@@ -174,7 +175,7 @@ PROMOTE = {"promote": {"alias": "champion"}, "gate": [{"metric": "ndcg@10", "min
 
 
 def finished(passed: bool | None, promotion: PromotionStatus | None = None,
-             outcome: tuple[bool, str] | None = None, **extra: Any):
+             outcome: tuple[bool, str, bool] | None = None, **extra: Any):
     """A round that sees the job succeeded with a gate that passed (or not)."""
     ready = RayClusterView(name="ev-ray", uid="c1", ready=True, created=NOW, token_secret="t")
     before = ModelEvaluationStatus(attempt=1, start_time=NOW, ray_cluster="ev-ray",
@@ -206,15 +207,37 @@ def test_a_passing_gate_asks_for_the_alias_on_the_pinned_version_before_succeedi
 
 def test_the_outcome_is_recorded_and_the_evaluation_succeeds_either_way():
     asked = PromotionStatus(alias="champion", name="ranker", version="3")
-    done, actions = finished(True, asked, outcome=(True, ""))
+    done, actions = finished(True, asked, outcome=(True, "", False))
     assert done.phase == Phase.Succeeded and done.promotion.promoted
     assert done.condition(C.Promoted).true
     assert not any(isinstance(a, PromoteModel) for a in actions)
-    refused, actions = finished(True, asked, outcome=(False, "RegistryAccessDenied: refused"))
+    refused, actions = finished(True, asked, outcome=(False, "RegistryAccessDenied: refused",
+                                                           False))
     assert refused.phase == Phase.Succeeded and not refused.promotion.promoted
     assert refused.condition(C.Promoted).reason == Reason.PromotionFailed
     assert any(isinstance(a, Emit) and a.warning and a.reason == Reason.PromotionFailed
                for a in actions)
+
+
+def test_a_registry_that_does_not_answer_is_asked_again_after_a_backoff_a_few_times():
+    asked = PromotionStatus(alias="champion", name="ranker", version="3")
+    down = (False, "RegistryUnavailable: the MLflow server did not answer", True)
+    waiting, actions = finished(True, asked, outcome=down)
+    assert waiting.phase == Phase.Running and waiting.promotion.tries == 1
+    assert waiting.next_retry_time == NOW + timedelta(seconds=OperatorSettings(
+        _env_file=None).backoff_base)
+    promoted = waiting.condition(C.Promoted)
+    assert (promoted.status, promoted.reason) == ("False", Reason.Promoting)
+    assert "asked again in" in promoted.message and "try 2 of 5" in promoted.message
+    assert not any(isinstance(a, PromoteModel) for a in actions)  # not before the backoff
+    # The round after the wait asks again.
+    _, actions = finished(True, waiting.promotion, outcome=None)
+    assert PromoteModel("ranker", "champion", "3") in actions
+    # The last try that finds the server down: failed, and the evaluation succeeds.
+    last = asked.model_copy(update={"tries": PROMOTION_TRIES - 1})
+    after, _ = finished(True, last, outcome=down)
+    assert after.phase == Phase.Succeeded
+    assert after.condition(C.Promoted).reason == Reason.PromotionFailed
 
 
 def test_an_outcome_lost_to_a_restart_is_asked_for_again_and_a_done_one_never():

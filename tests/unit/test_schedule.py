@@ -331,6 +331,57 @@ def test_allow_evaluates_each_new_model_and_replace_the_newest():
     assert emitted(actions).count(Reason.RunSkipped) == 2 and len(status.seen_models) == 3
 
 
+def registry_spec(**extra: Any) -> EvaluationScheduleSpec:
+    return spec(trigger={"newModel": {"registeredModel": "ranker"}}, **extra)
+
+
+def version(number: int, minute: int, created_ms: int | None = None) -> ModelObject:
+    when = at(11, minute)
+    return ModelObject(key=f"models:/ranker/{number}",
+                       etag=str(created_ms or int(when.timestamp() * 1000)), last_modified=when)
+
+
+@pytest.mark.parametrize("trigger", [{}, {"prefix": PREFIX, "registeredModel": "ranker"}])
+def test_a_trigger_watches_a_prefix_or_a_registered_model_never_both(trigger):
+    with pytest.raises(Exception) as refused:
+        spec(trigger={"newModel": trigger})
+    assert "set exactly one of prefix and registeredModel" in str(refused.value)
+
+
+def test_a_new_registered_version_is_evaluated_once_as_its_models_uri():
+    first = (version(1, 0), version(2, 10))
+    status, actions = decide(registry_spec(), models=first)
+    assert created(actions) == [] and status.models_listed  # what was there: only recorded
+    assert status.models_source == "models:/ranker"
+    status, actions = decide(registry_spec(), status, models=(*first, version(3, 40)))
+    (create,) = created(actions)
+    assert create.manifest["spec"]["model"]["uri"] == "models:/ranker/3"
+    assert "the new version models:/ranker/3" in create.message
+    assert create.manifest["metadata"]["annotations"]["modeleval.dev/model-key"] == \
+        "models:/ranker/3"
+    # A restarted operator (the same status) makes no second child for version 3.
+    _, actions = decide(registry_spec(concurrencyPolicy="Allow"), status,
+                        models=(*first, version(3, 40)),
+                        children=(child(status.last_run, "Succeeded", completed=at(12)),))
+    assert created(actions) == []
+    # The model deleted and registered again: version 1 anew, made later, is a new model.
+    _, actions = decide(registry_spec(), status, models=(version(1, 55),),
+                        children=(child(status.last_run, "Succeeded", completed=at(12)),))
+    assert [c.manifest["spec"]["model"]["uri"] for c in created(actions)] == ["models:/ranker/1"]
+
+
+def test_a_schedule_edited_to_watch_another_source_lists_it_afresh():
+    status, _ = decide(trigger_spec(), models=(model("a.json"),), bucket="models")
+    assert status.models_source == PREFIX
+    status, actions = decide(registry_spec(), status, models=(version(1, 0), version(2, 5)))
+    assert created(actions) == [] and status.models_source == "models:/ranker"
+    assert [m.key for m in status.seen_models] == ["models:/ranker/2", "models:/ranker/1"]
+    # A status written before modelsSource existed listed the same source.
+    old = EvaluationScheduleStatus(models_listed=True)
+    _, actions = decide(registry_spec(), old, models=(version(4, 50),))
+    assert [c.manifest["spec"]["model"]["uri"] for c in created(actions)] == ["models:/ranker/4"]
+
+
 def test_the_seen_list_is_bounded_and_nothing_falls_out_of_it_unseen():
     old = [SeenModel(key=f"incoming/k{i}", etag="e", last_modified=at(10) + timedelta(seconds=i))
            for i in range(SEEN_LIMIT)]

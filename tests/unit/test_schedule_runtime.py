@@ -6,9 +6,11 @@ same for a missing bucket and a refused one) rather than an exception."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
 
 import boto3
+import httpx
 from botocore.stub import Stubber
 
 from modeleval.api.schedule import SCHEDULE_LABEL, EvaluationScheduleSpec, EvaluationScheduleStatus
@@ -16,7 +18,9 @@ from modeleval.api.reasons import Reason
 from modeleval.api.schedule import ScheduleConditionType
 from modeleval.controller.observed import ObjectIdentity
 from modeleval.controller.schedule import decide_schedule
+from modeleval.controller.mlflow import Registries
 from modeleval.controller.schedule_runtime import PrefixListings, ScheduleRuntime, split_prefix
+from modeleval.controller.secrets import NamespaceSecrets
 from modeleval.controller.settings import OperatorSettings
 
 SCHED = ObjectIdentity(name="s", namespace="ns", uid="u-1")
@@ -210,3 +214,83 @@ def test_listings_are_jittered_and_bounded():
     clock.now += 2 * 60 + 1  # neither asked for in two intervals: both forgotten but the asker
     listings.get(("", "bucket", "z", "creds"), lambda: ((), None))
     assert list(listings._entries) == [("", "bucket", "z", "creds")]
+
+
+# ----------------------------------------------------------------------------- registered models
+REGISTRY_SPEC = SPEC.model_copy(update={"trigger": SPEC.trigger.model_copy(update={
+    "new_model": SPEC.trigger.new_model.model_copy(update={"prefix": None,
+                                                           "registered_model": "ranker"})})})
+TENANT_MLFLOW = {"MLFLOW_TRACKING_USERNAME": "tenant", "MLFLOW_TRACKING_PASSWORD": "pw"}
+
+
+class FakeRegistryServer:
+    """MLflow's REST answers for a registered model's versions, two pages of them (one still
+    registering), and who asked."""
+
+    def __init__(self, exists: bool = True):
+        self.exists, self.requests = exists, []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.url.path, dict(request.url.params),
+                              request.headers.get("authorization")))
+        if request.url.path.endswith("/registered-models/get"):
+            if not self.exists:
+                return httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST",
+                                                 "message": "Registered Model with name=ranker "
+                                                            "not found"})
+            return httpx.Response(200, json={"registered_model": {"name": "ranker"}})
+        assert request.url.params["filter"] == "name='ranker'"
+        if "page_token" not in request.url.params:
+            return httpx.Response(200, json={"next_page_token": "p2", "model_versions": [
+                {"name": "ranker", "version": "3", "creation_timestamp": 1764331200000,
+                 "status": "PENDING_REGISTRATION"},
+                {"name": "ranker", "version": "2", "creation_timestamp": 1764327600500,
+                 "status": "READY"}]})
+        return httpx.Response(200, json={"model_versions": [
+            {"name": "ranker", "version": "1", "creation_timestamp": 1764324000000,
+             "status": "READY"}]})
+
+
+def registry_runtime(server, secrets=None, clock=None):
+    kube = FakeKube([], {("ns", "modeleval-mlflow"): TENANT_MLFLOW} if secrets is None
+                    else secrets)
+    settings = OperatorSettings(_env_file=None, mlflow_tracking_uri="http://mlflow:5000")
+    registries = Registries(settings, NamespaceSecrets(lambda: kube),
+                            transport=lambda: httpx.MockTransport(server))
+    listings = PrefixListings(clock=clock or Clock(), rng=lambda: 1.0)
+    return ScheduleRuntime(settings, lambda: kube, s3_client=FakeS3(), listings=listings,
+                           registries=registries)
+
+
+def test_a_registered_models_versions_are_listed_with_the_namespaces_mlflow_user():
+    server = FakeRegistryServer()
+    clock = Clock()
+    rt = registry_runtime(server, clock=clock)
+    observed = rt.observe(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert observed.models_error is None
+    assert [(m.key, m.etag) for m in observed.models] == [
+        ("models:/ranker/2", "1764327600500"), ("models:/ranker/1", "1764324000000")]
+    assert observed.models[0].last_modified == datetime(2025, 11, 28, 11, 0, tzinfo=timezone.utc)
+    assert {auth for _, _, auth in server.requests} == {
+        "Basic " + base64.b64encode(b"tenant:pw").decode()}
+    # Listed once a minute for every schedule with the same credentials.
+    rt.observe(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert len(server.requests) == 3
+    clock.now += 100
+    rt.observe(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert len(server.requests) == 6
+
+
+def test_a_registered_model_that_is_not_there_or_no_credentials_is_a_clear_list_failure():
+    observed = registry_runtime(FakeRegistryServer(exists=False)).observe(
+        SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert observed.models is None
+    assert observed.models_error.startswith("cannot list the versions of models:/ranker: "
+                                            "registered model ranker:")
+    assert "not found" in observed.models_error
+    observed = registry_runtime(FakeRegistryServer(), secrets={}).observe(
+        SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert observed.models is None and "no MLflow credentials" in observed.models_error
+    status, _ = decide_schedule(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus(), observed,
+                                datetime(2026, 11, 22, tzinfo=timezone.utc))
+    assert status.condition(ScheduleConditionType.Ready).reason == Reason.ModelListFailed

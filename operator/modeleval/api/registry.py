@@ -60,6 +60,8 @@ class PromotionStatus(BaseModel):
     version: str = Field(description="The candidate's version (status.resolvedModels).")
     promoted: bool = Field(False, description="Whether the registry took it (see the Promoted "
                            "condition).")
+    tries: int = Field(0, description="Tries the registry did not answer (each asked again "
+                       "after a backoff, at most PROMOTION_TRIES in all).")
 
 
 class ResolvedModel(BaseModel):

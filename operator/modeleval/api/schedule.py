@@ -1,5 +1,6 @@
-"""The EvaluationSchedule resource: a schedule (cron) and/or a new-model trigger (an S3 prefix)
-that create child ModelEvaluations from a template, as a CronJob creates Jobs.
+"""The EvaluationSchedule resource: a schedule (cron) and/or a new-model trigger (an S3 prefix or
+a registered model in MLflow) that create child ModelEvaluations from a template, as a CronJob
+creates Jobs.
 
 The spec models generate the second CRD (api/crd.py) and validate the spec in the operator,
 the same way as api/spec.py's; the status model is what the operator writes.
@@ -17,6 +18,7 @@ from .direction import improvement
 from .spec import (BUCKET, ModelEvaluationSpec, ModelFormat, ModelSource, Rule,
                    SpecModel, matching)
 from .events import PendingEvent
+from .registry import MODEL_NAME_PATTERN
 from .status import _CONDITIONS_LIST_MAP, Condition, StatusModel, Time
 
 SCHEDULE_KIND = "EvaluationSchedule"
@@ -61,17 +63,35 @@ class Against(StrEnum):
 
 class NewModelTrigger(SpecModel):
     prefix: Annotated[str, matching(PREFIX_PATTERN, "must be s3://bucket/ or s3://bucket/prefix/ "
-                                    "(ending in /)")] = Field(
-        max_length=1024, description="Every new object (key and ETag) under this prefix is "
-        "evaluated once: the template's model.uri is replaced by the object's URI. Objects "
-        "already there when the schedule is created are not evaluated.")
+                                    "(ending in /)")] | None = Field(
+        None, max_length=1024, description="Every new object (key and ETag) under this prefix "
+        "is evaluated once: the template's model.uri is replaced by the object's URI. Objects "
+        "already there when the schedule is created are not evaluated. Set this or "
+        "registeredModel.")
+    registered_model: str | None = Field(
+        None, pattern=MODEL_NAME_PATTERN, max_length=256, description="A registered model of the "
+        "platform's MLflow server (the chart's mlflow.trackingUri), read with the namespace's "
+        "own MLflow credentials: every new version is evaluated once, the template's model.uri "
+        "replaced by models:/NAME/VERSION (resolved and pinned as any models:/ URI). Versions "
+        "already there when the schedule is created are not evaluated. Set this or prefix.")
     format: ModelFormat | None = Field(None, strict=False, description="The new models' format "
                                        "(default: the template's model.format).")
+
+    rules = (
+        Rule("has(self.prefix) != has(self.registeredModel)",
+             "set exactly one of prefix and registeredModel",
+             lambda t: (t.prefix is None) != (t.registered_model is None)),
+    )
+
+    @property
+    def source(self) -> str:
+        """What the trigger watches, as its runs' messages name it."""
+        return self.prefix if self.prefix is not None else f"models:/{self.registered_model}"
 
 
 class Trigger(SpecModel):
     new_model: NewModelTrigger = Field(description="Evaluate each model uploaded under an S3 "
-                                       "prefix.")
+                                       "prefix, or each new version of a registered model.")
 
 
 class Degradation(SpecModel):
@@ -115,7 +135,8 @@ class EvaluationScheduleSpec(SpecModel):
         None, ge=1, description="A run missed (operator down, suspended) by more than this is "
         "skipped; unset: the latest missed run is made once, however late.")
     trigger: Trigger | None = Field(None, description="Runs on events besides (or instead of) "
-                                    "the cron schedule: a new model object under an S3 prefix.")
+                                    "the cron schedule: a new model object under an S3 prefix, "
+                                    "or a new version of a registered model.")
     concurrency_policy: ConcurrencyPolicy = Field(ConcurrencyPolicy.Forbid, strict=False,
                                                   description="Allow, Forbid or Replace (as a "
                                                   "CronJob's).")
@@ -172,9 +193,11 @@ RUNS_LIMIT = 10
 
 
 class SeenModel(StatusModel):
-    key: str = Field(description="The model object's S3 key.")
-    etag: str = Field(description="Its ETag (the same key with another ETag is a new model).")
-    last_modified: Time | None = Field(None, description="Its Last-Modified time.")
+    key: str = Field(description="The model object's S3 key, or models:/NAME/VERSION.")
+    etag: str = Field(description="Its ETag, or the version's creation time in milliseconds (the "
+                      "same key with another one is a new model: an object written again, a "
+                      "registered model deleted and made again).")
+    last_modified: Time | None = Field(None, description="Its Last-Modified (creation) time.")
 
 
 class RunRecord(StatusModel):
@@ -217,8 +240,11 @@ class EvaluationScheduleStatus(StatusModel):
                                          "already evaluated (newest first, bounded).")
     seen_before: Time | None = Field(None, description="Model objects last modified at or "
                                      "before this count as seen.")
-    models_listed: bool = Field(False, description="The trigger's prefix was listed once (what "
+    models_listed: bool = Field(False, description="The trigger's source was listed once (what "
                                 "was there then is not evaluated).")
+    models_source: str | None = Field(None, description="The source (prefix or models:/NAME) "
+                                      "listed then: a schedule edited to watch another lists it "
+                                      "afresh, and what is there already is not evaluated.")
     observed_generation: int | None = Field(None, description="The metadata.generation this "
                                             "status was last decided for.")
     pending_events: list[PendingEvent] = Field(default_factory=list, max_length=16, description=

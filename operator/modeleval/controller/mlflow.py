@@ -9,6 +9,7 @@ MLflow client: three calls do not justify the client's dependencies in the opera
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ USERNAME, PASSWORD, TOKEN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWO
                              "MLFLOW_TRACKING_TOKEN")
 SERVED_ARTIFACTS = "mlflow-artifacts:/"
 MESSAGE_CHARS = 300  # of the server's own words in a condition
+VERSIONS_PAGE = 1000  # versions asked for per search request
+READY = "READY"  # a version whose registration finished (not PENDING_ or FAILED_REGISTRATION)
 
 
 class RegistryError(Exception):
@@ -49,6 +52,11 @@ class Credentials:
 
     def auth(self) -> httpx.BasicAuth | None:
         return httpx.BasicAuth(self.username, self.password) if self.username else None
+
+    def digest(self) -> str:
+        """Tells one user's credentials from another's without keeping them (a cache key)."""
+        return hashlib.sha256("\0".join((self.username or "", self.password or "",
+                                          self.token or "")).encode()).hexdigest()
 
 
 def namespace_credentials(secrets: NamespaceSecrets, namespace: str, name: str) -> Credentials:
@@ -98,6 +106,28 @@ class MlflowRegistry:
             found = self._call("GET", "/model-versions/get", str(ref),
                                params={"name": ref.name, "version": ref.version})
         return found.get("model_version") or {}
+
+    def model_versions(self, name: str, limit: int) -> list[dict]:
+        """The registered model's versions whose registration finished (READY), at most
+        ``limit``, newest first. A model that does not exist is a ModelNotFound error, not an
+        empty list (a typo would otherwise wait for versions that never come)."""
+        self._call("GET", "/registered-models/get", f"registered model {name}",
+                   params={"name": name})
+        found: list[dict] = []
+        token = None
+        while len(found) < limit:
+            params = {"filter": f"name='{name}'", "order_by": "creation_timestamp DESC",
+                      "max_results": min(VERSIONS_PAGE, limit - len(found))}
+            if token:
+                params["page_token"] = token
+            page = self._call("GET", "/model-versions/search", f"versions of {name}",
+                              params=params)
+            found += [version for version in page.get("model_versions") or []
+                      if version.get("status", READY) == READY]
+            token = page.get("next_page_token")
+            if not token:
+                break
+        return found[:limit]
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call("POST", "/registered-models/alias", f"alias {alias} of {name}",

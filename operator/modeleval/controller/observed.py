@@ -143,8 +143,9 @@ class Observed:
     progress: ProgressDocument | None = None
     refused: str | None = None  # the API server refused to create its RayCluster (why)
     registry: RegistryAnswer | None = None  # asked while models:/ URIs are not pinned yet
-    # How the round before's PromoteModel went (done, why not), when this operator knows it.
-    promotion: tuple[bool, str] | None = None
+    # How the round before's PromoteModel went (done, why not, whether asking again may help:
+    # the server did not answer), when this operator knows it.
+    promotion: tuple[bool, str, bool] | None = None
 
 
 @dataclass(frozen=True)

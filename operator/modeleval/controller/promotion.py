@@ -2,18 +2,26 @@
 its gate passed, once. Pure: the round that sees a passing gate asks for :class:`PromoteModel`
 and stays live; the next round reads how it went (``Observed.promotion``) and records it. A
 promotion that failed is a condition (Promoted=False, PromotionFailed), never a failed
-evaluation. An outcome lost to an operator restart is asked for again: setting an alias to the
+evaluation; a registry that did not answer is asked again after a backoff, a few times. An outcome lost to an operator restart is asked for again: setting an alias to the
 version it already points to changes nothing.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ..api.reasons import Reason
 from ..api.registry import PromotionStatus
 from ..api.results import ResultDocument
 from ..api.status import ConditionType
+from . import status as st
 from .actions import Emit, PromoteModel
 from .draft import DecisionDraft
+
+# Asks of a registry that does not answer before the promotion counts as failed; the waits
+# between them double from the operator's backoffBaseSeconds (the evaluation waits for them:
+# its Ray cluster is released once the promotion's outcome is known).
+PROMOTION_TRIES = 5
 
 
 def promotion_settled(draft: DecisionDraft, document: ResultDocument) -> bool:
@@ -39,13 +47,24 @@ def promotion_settled(draft: DecisionDraft, document: ResultDocument) -> bool:
                         f"{promote.alias} of {candidate.name} to version {candidate.version}")
         draft.actions.append(PromoteModel(candidate.name, promote.alias, candidate.version))
         return False
-    record_promotion(draft, *outcome)
-    return True
+    return record_promotion(draft, *outcome)
 
 
-def record_promotion(draft: DecisionDraft, done: bool, message: str) -> None:
+def record_promotion(draft: DecisionDraft, done: bool, message: str,
+                     retryable: bool = False) -> bool:
+    """Records how the promotion went; False when it is asked again after a backoff (the
+    server did not answer, fewer than :data:`PROMOTION_TRIES` times so far)."""
     record = draft.status.promotion
     assert record is not None
+    if not done and retryable and record.tries + 1 < PROMOTION_TRIES:
+        record.tries += 1
+        settings = draft.settings
+        delay = st.backoff_delay(record.tries, settings.backoff_base, settings.backoff_max)
+        draft.status.next_retry_time = draft.now + timedelta(seconds=delay)
+        draft.condition(ConditionType.Promoted, False, Reason.Promoting, f"alias "
+                        f"{record.alias} of {record.name} not set yet: {message}; asked again "
+                        f"in {delay:.0f}s (try {record.tries + 1} of {PROMOTION_TRIES})")
+        return False
     if done:
         record.promoted = True
         text = f"alias {record.alias} of {record.name} is version {record.version}"
@@ -55,3 +74,4 @@ def record_promotion(draft: DecisionDraft, done: bool, message: str) -> None:
         text = f"alias {record.alias} of {record.name} was not set: {message}"
         draft.condition(ConditionType.Promoted, False, Reason.PromotionFailed, text)
         draft.actions.append(Emit(Reason.PromotionFailed, text, warning=True))
+    return True

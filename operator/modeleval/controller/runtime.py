@@ -156,8 +156,9 @@ class Runtime:
         secrets = NamespaceSecrets(lambda: self.kube)
         self.stores = ResultsStores(settings, secrets)
         self.registries = Registries(settings, secrets)
-        # How each evaluation's PromoteModel went (uid -> done, why not), read by its next round.
-        self.promotions: BoundedDict[str, tuple[bool, str]] = BoundedDict(1024)
+        # How each evaluation's PromoteModel went (uid -> done, why not, whether asking again
+        # may help), read by its next round.
+        self.promotions: BoundedDict[str, tuple[bool, str, bool]] = BoundedDict(1024)
         self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
                                       lambda: settings.operator_namespace,
                                       hold=settings.events_backoff_base)
@@ -384,10 +385,11 @@ class Runtime:
                 registry.set_alias(action.name, action.alias, action.version)
             finally:
                 registry.close()
-            self.promotions[ev.uid] = (True, "")
+            self.promotions[ev.uid] = (True, "", False)
         except RegistryError as error:
             log.warning("promotion of %s/%s: %s", ev.namespace, ev.name, error.message)
-            self.promotions[ev.uid] = (False, f"{error.reason}: {error.message}")
+            self.promotions[ev.uid] = (False, f"{error.reason}: {error.message}",
+                                       error.retryable)
 
     def _take_cluster_slot(self, ev: Evaluation, holders: Holders) -> bool:
         own = NAMESPACE_KEY.format(ev.namespace)

@@ -1,7 +1,7 @@
 """The EvaluationSchedule's judgement, as pure functions: no I/O, no clock, no globals.
 
 Like decide.py for evaluations: the runtime (schedule_runtime.py) lists the schedule's children
-and, when :func:`wants_models` says so, the trigger's S3 prefix; :func:`decide_schedule` turns
+and, when :func:`wants_models` says so, the trigger's S3 prefix or registered model; :func:`decide_schedule` turns
 the spec, the status and that observation into the next status and a list of actions.
 
 What it decides, in the order of a round:
@@ -18,9 +18,10 @@ What it decides, in the order of a round:
   were missed while the operator was down or the schedule suspended; with
   ``startingDeadlineSeconds`` only times that recent count (an older one is skipped, said once);
   a schedule that never fires (30 February) is Ready=False;
-- new models: the prefix's objects are compared with the seen ones (key and ETag, in status, so
-  a restarted operator evaluates none twice); what was there at the first listing is only
-  recorded. With Forbid a new model waits while a child is active (it is never lost); with
+- new models: the prefix's objects (or the registered model's versions, keyed
+  ``models:/NAME/VERSION`` with their creation time as the ETag) are compared with the seen ones
+  (key and ETag, in status, so a restarted operator evaluates none twice); what was there at
+  the first listing of a source is only recorded. With Forbid a new model waits while a child is active (it is never lost); with
   Replace the newest new model replaces the active children and older new ones are skipped;
   with Allow each gets its child (at most :data:`MAX_NEW_PER_ROUND` a round);
 - child names are deterministic (``<schedule>-<unix minutes>`` for a cron time,
@@ -39,6 +40,7 @@ from pydantic import ValidationError
 
 from ..api.cron import Cron, CronError, Zone, most_recent, next_run, zone
 from ..api.reasons import Reason
+from ..api.registry import is_registry_uri
 from ..api.schedule import (RUNS_LIMIT, SCHEDULE_KIND, SCHEDULE_LABEL, Against,
                             ConcurrencyPolicy, EvaluationScheduleSpec, EvaluationScheduleStatus,
                             RunRecord, ScheduleConditionType as SC, SeenModel, metric_drop)
@@ -92,12 +94,20 @@ class Child:
 
 @dataclass(frozen=True)
 class ModelObject:
-    """One object under the trigger's prefix; ``last_modified`` to the second, as status keeps
-    times."""
+    """One object under the trigger's prefix (its key, ETag and Last-Modified), or one version
+    of its registered model (``models:/NAME/VERSION``, its creation time in milliseconds and
+    that time); ``last_modified`` to the second, as status keeps times."""
 
     key: str
     etag: str
     last_modified: datetime
+
+    @property
+    def identity(self) -> str:
+        """What tells this object from another under the same key, in words."""
+        if is_registry_uri(self.key):
+            return f"created {rfc3339(self.last_modified)}"
+        return f"ETag {self.etag}"
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,14 @@ def wants_models(spec: EvaluationScheduleSpec | InvalidSpec,
     suspended one only once, to record what is there before it (what comes while it is
     suspended is evaluated when it resumes)."""
     return isinstance(spec, EvaluationScheduleSpec) and spec.trigger is not None \
-        and (not spec.suspend or not status.models_listed)
+        and (not spec.suspend or not listed(spec, status))
+
+
+def listed(spec: EvaluationScheduleSpec, status: EvaluationScheduleStatus) -> bool:
+    """Whether the trigger's source, as the spec names it now, was listed once (a status from
+    before ``modelsSource`` was kept names none: its listing was of the same source)."""
+    source = spec.trigger.new_model.source if spec.trigger else None
+    return status.models_listed and status.models_source in (None, source)
 
 
 def owner_reference(sched: ObjectIdentity) -> dict[str, Any]:
@@ -260,7 +277,7 @@ class _ScheduleRound:
         elif self.spec.suspend:
             self.condition(SC.Ready, False, Reason.ScheduleSuspended, "spec.suspend is true: "
                            "no new runs")
-            if self.observed.models is not None and not self.status.models_listed:
+            if self.observed.models is not None and not listed(self.spec, self.status):
                 self.first_listing(self.observed.models)
         else:
             ready = (Reason.Scheduled, "making runs")
@@ -428,7 +445,7 @@ class _ScheduleRound:
             return Reason.ModelListFailed, observed.models_error
         if observed.models is None:
             return None
-        if not status.models_listed:
+        if not listed(spec, status):
             self.first_listing(observed.models)
             return None
         seen = {(model.key, model.etag) for model in status.seen_models}
@@ -450,19 +467,26 @@ class _ScheduleRound:
         else:
             chosen, skipped = new[:min(MAX_NEW_PER_ROUND, self.room)], []
         for model in skipped:
-            self.emit(Reason.RunSkipped, f"new model {model.key} (ETag {model.etag}) is skipped: "
+            self.emit(Reason.RunSkipped, f"new model {model.key} ({model.identity}) is skipped: "
                       "a newer one replaces it (concurrencyPolicy: Replace)")
         for model in chosen:
             name = model_child_name(self.sched.name, model.key, model.etag)
-            uri = f"s3://{observed.bucket}/{model.key}"
-            self.create(name, f"created {name} for the new model {uri} (ETag {model.etag})",
+            if is_registry_uri(model.key):  # a registered version: its URI is its key
+                uri, what = model.key, "the new version"
+            else:
+                uri, what = f"s3://{observed.bucket}/{model.key}", "the new model"
+            self.create(name, f"created {name} for {what} {uri} ({model.identity})",
                         {MODEL_KEY_ANNOTATION: model.key, MODEL_ETAG_ANNOTATION: model.etag}, uri)
         self.remember([*chosen, *skipped])
         return None
 
     def first_listing(self, models: tuple[ModelObject, ...]) -> None:
         """What was there before the schedule is not "new": only recorded."""
-        self.status.models_listed = True
+        status = self.status
+        source = self.spec.trigger.new_model.source
+        if status.models_source not in (None, source):  # another source: its own listing
+            status.seen_models, status.seen_before = [], None
+        status.models_listed, status.models_source = True, source
         self.remember(list(models))
 
     def remember(self, models: list[ModelObject]) -> None:

@@ -1,12 +1,13 @@
 """The EvaluationSchedule's hands and eyes: lists its children (by label) and the trigger's S3
-prefix, creates and deletes children, posts Events. Nothing here chooses anything
-(:mod:`.schedule` does).
+prefix or registered model's versions, creates and deletes children, posts Events. Nothing here
+chooses anything (:mod:`.schedule` does).
 
 S3 is listed with the schedule namespace's own Secret (``s3_secret``, the one its evaluations'
 Ray pods get) at the operator's ``s3_endpoint``, never with the operator's credentials: a
 tenant's trigger sees exactly what the tenant's evaluations could read. Every refusal reads the
-same, so a tenant learns nothing about buckets it may not list. A prefix is listed at most once
-a minute (``trigger_list_interval``, jittered) for every schedule naming it with the same
+same, so a tenant learns nothing about buckets it may not list. A registered model's versions
+are listed the same way, with the namespace's own MLflow credentials (``mlflow_secret``). A
+prefix or model is listed at most once a minute (``trigger_list_interval``, jittered) for every schedule naming it with the same
 credentials.
 """
 
@@ -20,12 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
-import boto3
 import kopf
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..api.reasons import Reason
@@ -34,8 +33,10 @@ from .actions import Emit
 from .observed import ObjectIdentity
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
+from .mlflow import Registries, RegistryError, namespace_credentials
 from .schedule import (Child, CreateChild, DeleteChild, ModelObject, ScheduleAction,
                        ScheduleObserved, wants_models)
+from .s3 import s3_client as _s3_client
 from .secrets import S3_KEYS, MissingCredentials, NamespaceSecrets
 from .settings import OperatorSettings
 from .status import cap
@@ -103,23 +104,25 @@ class PrefixListings:
             return entry.listing
 
 
-def _s3_client(endpoint: str | None, key_id: str, secret: str) -> Any:
-    # A session per client: boto3's default session is not safe to share between threads.
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint or None, aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+def version_object(name: str, version: dict) -> ModelObject:
+    """A registered version as the trigger compares it: keyed by its URI, told from a version
+    of the same number in a model deleted and registered again by its creation time."""
+    created = int(version.get("creation_timestamp") or 0)
+    return ModelObject(key=f"models:/{name}/{version['version']}", etag=str(created),
+                       last_modified=datetime.fromtimestamp(created // 1000, timezone.utc))
 
 
 class ScheduleRuntime:
     def __init__(self, settings: OperatorSettings, kube: Callable[[], Kube],
                  s3_client: Callable[[str | None, str, str], Any] = _s3_client,
-                 listings: PrefixListings | None = None, secrets: NamespaceSecrets | None = None):
+                 listings: PrefixListings | None = None, secrets: NamespaceSecrets | None = None,
+                 registries: Registries | None = None):
         self.settings = settings
         self._kube = kube
         self._make_s3 = s3_client
         self.listings = listings or PrefixListings(settings.trigger_list_interval)
         self.secrets = secrets or NamespaceSecrets(kube)
+        self.registries = registries or Registries(settings, self.secrets)
         self._clients: OrderedDict[str, Any] = OrderedDict()
         self._clients_lock = threading.Lock()
 
@@ -144,9 +147,14 @@ class ScheduleRuntime:
         children = self.children(sched)
         if not wants_models(spec, status):
             return ScheduleObserved(children=children, older_schedules=older_schedules)
-        uri = spec.trigger.new_model.prefix
-        models, error = self.models(sched.namespace, uri)
-        return ScheduleObserved(children=children, models=models, bucket=split_prefix(uri)[0],
+        trigger = spec.trigger.new_model
+        if trigger.registered_model is not None:
+            models, error = self.versions(sched.namespace, trigger.registered_model)
+            bucket = None
+        else:
+            models, error = self.models(sched.namespace, trigger.prefix)
+            bucket = split_prefix(trigger.prefix)[0]
+        return ScheduleObserved(children=children, models=models, bucket=bucket,
                                 models_error=None if error is None else cap(error, 512),
                                 older_schedules=older_schedules)
 
@@ -170,6 +178,34 @@ class ScheduleRuntime:
         credentials = hashlib.sha256(f"{key_id}\0{secret}".encode()).hexdigest()
         key = (self.settings.s3_endpoint or "", bucket, prefix, credentials)
         return self.listings.get(key, lambda: self._list(uri, f"{namespace}/{name}", key_id, secret))
+
+    def versions(self, namespace: str, name: str) -> Listing:
+        """The registered model's versions as the namespace's own MLflow credentials see them,
+        listed at most once per interval for every schedule naming it with those credentials."""
+        uri = f"models:/{name}"
+        try:
+            credentials = namespace_credentials(self.secrets, namespace,
+                                                self.settings.mlflow_secret)
+        except RegistryError as error:
+            return None, f"cannot list the versions of {uri}: {error.message}"
+        key = (self.settings.mlflow_tracking_uri or "", uri, "", credentials.digest())
+        return self.listings.get(key, lambda: self._list_versions(namespace, name))
+
+    def _list_versions(self, namespace: str, name: str) -> Listing:
+        uri = f"models:/{name}"
+        try:
+            registry = self.registries.open(namespace)
+        except RegistryError as error:
+            return None, f"cannot list the versions of {uri}: {error.message}"
+        try:
+            found = registry.model_versions(name, MAX_LISTED)
+        except RegistryError as error:
+            log.info("listing the versions of %s for %s: %s", uri, namespace, error.message)
+            return None, f"cannot list the versions of {uri}: {error.message}"
+        finally:
+            registry.close()
+        return tuple(version_object(name, version) for version in found
+                     if version.get("version")), None
 
     def _list(self, uri: str, secret_name: str, key_id: str, secret: str) -> Listing:
         bucket, prefix = split_prefix(uri)
