@@ -426,13 +426,16 @@ def test_head_pod_deleted_mid_job_retries_on_a_fresh_cluster(bed, installed, tmp
     ns, name = installed.namespace, "head-lost"
     text, cluster = apply_big(bed, installed, name)
 
-    def job_running():
+    def job_on_head():
+        """Attempt 1's job, as soon as the operator found it on the head (PENDING or RUNNING):
+        the earliest moment it is mid-job. (Waiting for RUNNING alone lost the race on a loaded
+        machine: the job could end between the operator's look and the deletion.)"""
         s = installed.evaluation(name).get("status") or {}
-        running = any(c["type"] == "JobSubmitted" and c["reason"] == "JobRunning"
-                      for c in s.get("conditions") or [])
-        return s if running and s.get("attempt") == 1 else None
+        found = any(c["type"] == "JobSubmitted" and c["reason"] in ("JobPending", "JobRunning")
+                    for c in s.get("conditions") or [])
+        return s if found and s.get("attempt") == 1 else None
 
-    eventually(job_running, 600, "attempt 1's Ray job to run", interval=0.5)
+    eventually(job_on_head, 600, "attempt 1's Ray job to be on its head", interval=0.2)
     first_uid = client.CustomObjectsApi(installed.api).get_namespaced_custom_object(
         "ray.io", "v1", ns, "rayclusters", cluster)["metadata"]["uid"]
     head = running_cluster_pods(installed, cluster, "head")[0]
