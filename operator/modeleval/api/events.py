@@ -1,5 +1,6 @@
 """Events that leave the platform: what a ModelEvaluation or an EvaluationSchedule tells its
-sinks (a webhook, a Kafka topic) when it starts, ends, fails its gate, degrades or drifts.
+sinks (a webhook, a Kafka topic; an evaluation's MLflow run, ``spec.output.mlflow``) when it
+starts, ends, fails its gate, degrades or drifts.
 
 The contract, in one place: the sinks a spec (``spec.events``) or the platform names, the
 event waiting in ``status.pendingEvents`` until each sink acknowledged it, and the
@@ -13,6 +14,7 @@ packages for its HTTP binary mode and format plug-ins, which nothing here uses).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -30,6 +32,7 @@ SIGNATURE_HEADER = "X-Modeleval-Signature"
 PENDING_LIMIT = 16
 MESSAGE_CHARS = 512
 SINK_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MLFLOW_SINK = "output.mlflow"  # no spec sink's name (SINK_NAME has no dots)
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 BOOTSTRAP = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}(,[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5})*$"
 
@@ -103,6 +106,18 @@ class EventSink(_SinkModel):
         return not self.types or str(event) in {str(kind) for kind in self.types}
 
 
+@dataclass(frozen=True)
+class MlflowRunSink:
+    """spec.output.mlflow as one of the outbox's sinks: the evaluation's end, logged as one
+    MLflow run (not a spec sink: its name is reserved, :data:`MLFLOW_SINK`)."""
+
+    experiment: str
+    run_name: str | None = None
+
+    def wants(self, event: EventType | str) -> bool:
+        return str(event) in (EventType.Succeeded, EventType.Failed)
+
+
 class EventsSpec(_SinkModel):
     sinks: list[EventSink] = Field(default_factory=list, max_length=8, description="Where this "
                                    "object's events go, besides the platform's sinks.")
@@ -133,9 +148,16 @@ class EventData(_StatusModel):
     reason: str | None = Field(None, description="The reason of a failure.")
     message: str | None = Field(None, max_length=MESSAGE_CHARS, description="In words.")
     model: str | None = Field(None, description="The candidate's URI.")
+    model_version: str | None = Field(None, description="The registered version a models:/ "
+                                      "candidate resolved to (status.resolvedModels).")
+    dataset: str | None = Field(None, description="The dataset's URI.")
+    started: Time | None = Field(None, description="When the operator accepted the evaluation.")
     primary_metric: str | None = Field(None, description="e.g. ndcg@10=0.8562.")
     metrics: dict[str, float] = Field(default_factory=dict, description="The metrics status "
                                       "holds.")
+    intervals: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=dict, description="Each metric's bootstrap interval, [lower, upper], "
+        "when the evaluation drew them (spec.confidence).")
     gate_passed: bool | None = Field(None, description="Whether the candidate's gate passed.")
     drifted_share: float | None = Field(None, description="Share of the features that drifted.")
     report_uri: str | None = Field(None, alias="reportURI", description="The HTML report.")

@@ -629,6 +629,19 @@ class Promotion(SpecModel):
                        "champion), set with the namespace's MLflow credentials.")
 
 
+# An MLflow experiment's or run's name: letters, digits and _ ./:@- (a path such as /Shared/x),
+# no leading or trailing space.
+MLFLOW_NAME_PATTERN = r"^[A-Za-z0-9_/]([A-Za-z0-9_ ./:@-]*[A-Za-z0-9_./:@-])?$"
+
+
+class MlflowOutput(SpecModel):
+    experiment: str = Field(pattern=MLFLOW_NAME_PATTERN, max_length=256, description="The "
+                            "MLflow experiment the run is logged in, by name (created when "
+                            "missing).")
+    run_name: str | None = Field(None, pattern=MLFLOW_NAME_PATTERN, max_length=250,
+                                 description="The run's name; default: the evaluation's name.")
+
+
 class Output(SpecModel):
     mongodb: MongoTarget = Field(default_factory=MongoTarget, description="Where the result "
                                  "document goes (the URI comes from settings, never the spec).")
@@ -638,6 +651,16 @@ class Output(SpecModel):
                                    "one file per attempt, NAME-UID-ATTEMPT.html). Default: next "
                                    "to the predictions, else modeleval-reports/NAMESPACE/ in the "
                                    "dataset's bucket; locally, beside the result.")
+    mlflow: MlflowOutput | None = Field(None, description="Logs the evaluation as one MLflow "
+                                        "run when it ends (Succeeded or Failed): its metrics "
+                                        "with their intervals, parameters, tags naming it and "
+                                        "the report as an artefact. The operator logs it with "
+                                        "the namespace's MLflow credentials (the Secret the "
+                                        "chart's mlflow.secretName names) on the chart's "
+                                        "mlflow.trackingUri, once per evaluation; a server that "
+                                        "does not answer is tried again with backoff and never "
+                                        "holds or fails the evaluation (see the EventsDelivered "
+                                        "condition).")
 
 
 class Toleration(SpecModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..api.events import EventSink, PendingEvent
+from ..api.events import EventSink, MlflowRunSink, PendingEvent
 from ..api.reasons import Reason
 from ..api.results import ResultDocument
 from ..api.status import ModelEvaluationStatus
@@ -140,7 +140,7 @@ class SendEvents:
 
     events: tuple[PendingEvent, ...]
     source: str  # the object's API path: the CloudEvents source
-    sinks: tuple[tuple[str, EventSink], ...]  # by the name status uses
+    sinks: tuple[tuple[str, EventSink | MlflowRunSink], ...]  # by the name status uses
 
 
 Action = (CreateCluster | DeleteCluster | ForgetCluster | SubmitJob | StopJob | RecordFailure

@@ -92,8 +92,9 @@ def decide(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec, status: Mode
            observed: Observed, now: datetime, settings: OperatorSettings) -> Decision:
     """The next status and what to do, from what a round observed, with the events of its
     transition in the outbox and a send of those written before (``events.py``). Pure."""
+    # The document the round read; else the one the job logged when the store was down.
     return evaluation_outbox(ev, spec, status, decide_round(ev, spec, status, observed, now, settings),
-                             observed.document, now, settings)
+                             observed.document or observed.logged, now, settings)
 
 
 def decide_round(ev: Evaluation, spec: ModelEvaluationSpec | InvalidSpec,

@@ -17,15 +17,18 @@ from typing import Any
 
 from ..api.crd import PLURAL
 from ..api.schedule import SCHEDULE_PLURAL, ScheduleConditionType
-from ..api.events import (PENDING_LIMIT, MESSAGE_CHARS, EventData, EventSink, EventsSpec,
-                          EventType, PendingEvent, event_id, is_due, object_source)
+from ..api.events import (MLFLOW_SINK, PENDING_LIMIT, MESSAGE_CHARS, EventData, EventSink,
+                          EventsSpec, EventType, MlflowRunSink, PendingEvent, event_id, is_due,
+                          object_source)
 from ..api.reasons import Reason
+from ..api.spec import MlflowOutput
 from ..api.status import ConditionType, ModelEvaluationStatus, Phase
 from . import status as st
 from .actions import SendEvents
 from .settings import OperatorSettings
 
 PLATFORM_PREFIX = "platform-"
+Sink = EventSink | MlflowRunSink
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,16 @@ class Delivery:
     error: str | None = None
 
 
-def configured_sinks(events: EventsSpec | None, settings: OperatorSettings) -> dict[str, EventSink]:
+def configured_sinks(events: EventsSpec | None, settings: OperatorSettings,
+                     mlflow: MlflowOutput | None = None) -> dict[str, Sink]:
     """Every sink an object's events go to, by the name status uses: the platform's (prefixed,
-    so a spec cannot shadow one) and the object's own when the platform allows them."""
-    sinks = {PLATFORM_PREFIX + sink.name: sink for sink in settings.event_sinks}
+    so a spec cannot shadow one), the object's own when the platform allows them, and its
+    MLflow run (``mlflow``: spec.output.mlflow, under a name no spec sink can take)."""
+    sinks: dict[str, Sink] = {PLATFORM_PREFIX + sink.name: sink for sink in settings.event_sinks}
     if events is not None and settings.allow_object_event_sinks:
         sinks.update({sink.name: sink for sink in events.sinks})
+    if mlflow is not None:
+        sinks[MLFLOW_SINK] = MlflowRunSink(mlflow.experiment, mlflow.run_name)
     return sinks
 
 
@@ -68,19 +75,28 @@ def evaluation_events(before: ModelEvaluationStatus, after: ModelEvaluationStatu
     return found
 
 
-def evaluation_data(identity: Any, status: ModelEvaluationStatus, model: str | None,
-                    gate_passed: bool | None) -> EventData:
+def evaluation_data(identity: Any, status: ModelEvaluationStatus, spec: Any,
+                    gate_passed: bool | None, document: Any = None) -> EventData:
+    """What the events of an evaluation's round carry; the intervals of the metrics status
+    holds come from the round's result document (the Succeeded round has it)."""
     drift = status.drift
+    version = next((m.version for m in status.resolved_models if m.field == "spec.model"), None)
+    found = getattr(document, "intervals", None) or {}
+    intervals = {name: [found[name].lower, found[name].upper] for name in status.metrics
+                 if name in found}
     return EventData(kind="ModelEvaluation", name=identity.name, namespace=identity.namespace,
                      uid=identity.uid, attempt=status.attempt, phase=str(status.phase),
                      reason=status.reason, message=st.cap(status.message, MESSAGE_CHARS),
-                     model=model, primary_metric=status.primary_metric,
-                     metrics=dict(status.metrics), gate_passed=gate_passed,
+                     model=getattr(getattr(spec, "model", None), "uri", None),
+                     model_version=version,
+                     dataset=getattr(getattr(spec, "dataset", None), "uri", None),
+                     started=status.start_time, primary_metric=status.primary_metric,
+                     metrics=dict(status.metrics), intervals=intervals, gate_passed=gate_passed,
                      drifted_share=drift.drifted_share if drift else None,
                      report_uri=status.report_uri)
 
 
-def pending(types: list[EventType], data: EventData, sinks: dict[str, EventSink],
+def pending(types: list[EventType], data: EventData, sinks: dict[str, Sink],
             now: datetime) -> list[PendingEvent]:
     """The outbox entries of new events: each for the sinks that want it (none: no entry)."""
     made = []
@@ -93,7 +109,7 @@ def pending(types: list[EventType], data: EventData, sinks: dict[str, EventSink]
 
 
 def outbox(status: Any, started: list[PendingEvent], new: list[PendingEvent],
-           sinks: dict[str, EventSink], source: str, now: datetime,
+           sinks: dict[str, Sink], source: str, now: datetime,
            generation: int | None) -> list[SendEvents]:
     """Adds ``new`` to the status' outbox and chooses the send of those that waited in the
     status the round ``started`` from and are due. A sink no longer configured is no longer
@@ -172,11 +188,13 @@ def evaluation_outbox(ev: Any, spec: Any, before: ModelEvaluationStatus, decisio
     """The round's decision with its events: the transition's added to the outbox and a send
     of those already written. ``spec`` may be an InvalidSpec (the platform's sinks only)."""
     after, actions = decision
-    sinks = configured_sinks(getattr(spec, "events", None), settings)
+    output = getattr(spec, "output", None)
+    sinks = configured_sinks(getattr(spec, "events", None), settings,
+                             getattr(output, "mlflow", None))
     if not sinks and not after.pending_events:
         return decision
     gate = gate_outcome(after, document)
-    data = evaluation_data(ev, after, getattr(getattr(spec, "model", None), "uri", None), gate)
+    data = evaluation_data(ev, after, spec, gate, document)
     new = pending(evaluation_events(before, after, gate), data, sinks, now)
     source = object_source(PLURAL, ev.namespace, ev.name)
     sends = outbox(after, before.pending_events, new, sinks, source, now, ev.generation)

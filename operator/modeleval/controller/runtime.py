@@ -44,6 +44,7 @@ from .resolution import unresolved
 from .secrets import NamespaceSecrets
 from .settings import OperatorSettings
 from .slots import Slots
+from .tracking import RunTracker
 
 log = logging.getLogger("modeleval.operator")
 
@@ -161,7 +162,8 @@ class Runtime:
         self.promotions: BoundedDict[str, tuple[bool, str, bool]] = BoundedDict(1024)
         self.event_sinks = EventSinks(NamespaceSecrets(lambda: self.kube),
                                       lambda: settings.operator_namespace,
-                                      hold=settings.events_backoff_base)
+                                      hold=settings.events_backoff_base,
+                                      tracker=RunTracker(settings, secrets))
 
     @property
     def kube(self) -> Kube:

@@ -1,7 +1,8 @@
-"""Where events go out of the platform: an HTTP webhook and a Kafka topic, behind one small
-interface (send a batch, get back which the sink acknowledged). What is sent is decided in
-``events.py``; a sink that is down never raises into a round: its answer is an error string
-that the outbox records, and the event is sent again with backoff.
+"""Where events go out of the platform: an HTTP webhook, a Kafka topic and an evaluation's
+MLflow run (:mod:`.tracking`), behind one small interface (send a batch, get back which the
+sink acknowledged). What is sent is decided in ``events.py``; a sink that is down never raises
+into a round: its answer is an error string that the outbox records, and the event is sent
+again with backoff.
 
 A webhook's HMAC key comes from a Secret in the object's own namespace (the platform's sinks:
 the operator's namespace), read as the tenant's other credentials are (``secrets.py``).
@@ -21,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from ..api.events import (CONTENT_TYPE, SIGNATURE_HEADER, EventSink, KafkaSink, WebhookSink,
-                          encode)
-from .events import PLATFORM_PREFIX, Delivery
+from ..api.events import (CONTENT_TYPE, SIGNATURE_HEADER, KafkaSink, MlflowRunSink,
+                          WebhookSink, encode)
+from .events import PLATFORM_PREFIX, Delivery, Sink
 from .secrets import MissingCredentials, NamespaceSecrets
+from .tracking import RunTracker
 
 log = logging.getLogger(__name__)
 KAFKA_TIMEOUT = 10.0  # seconds a batch may wait for the broker's acknowledgement
@@ -138,8 +140,11 @@ class KafkaSender:
                 for e in events}
 
 
-def sink_address(sink: EventSink) -> str:
-    """Where a sink sends: its brokers, or its URL (objects naming the same share a state)."""
+def sink_address(sink: Sink, namespace: str) -> str:
+    """Where a sink sends: its brokers, or its URL (objects naming the same share a state);
+    an MLflow run, the namespace's credentials (one tenant's refusal holds no other's)."""
+    if isinstance(sink, MlflowRunSink):
+        return f"mlflow:{namespace}"
     if sink.kafka is not None:
         return f"kafka://{sink.kafka.bootstrap_servers}"
     return sink.webhook.url
@@ -151,9 +156,11 @@ class EventSinks:
 
     def __init__(self, secrets: NamespaceSecrets, operator_namespace: Callable[[], str | None],
                  webhook: WebhookSender | None = None, kafka: KafkaSender | None = None,
-                 hold: float = 5.0, clock: Callable[[], float] = time.monotonic):
+                 hold: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 tracker: RunTracker | None = None):
         self.secrets, self.operator_namespace = secrets, operator_namespace
         self.webhook, self.kafka = webhook or WebhookSender(), kafka or KafkaSender()
+        self.tracker = tracker
         # An address that acknowledged nothing is not tried again for ``hold`` seconds, by any
         # object: a broker down costs one producer timeout per hold, not one per object's round
         # (each would hold one of the operator's handler threads for that long).
@@ -161,7 +168,7 @@ class EventSinks:
         self._down: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def send(self, namespace: str, sinks: list[tuple[str, EventSink]],
+    def send(self, namespace: str, sinks: list[tuple[str, Sink]],
              batches: dict[str, list[dict[str, Any]]]) -> list[Delivery]:
         """``batches``: each sink's events (CloudEvents). Never raises for a sink's fault."""
         deliveries = []
@@ -172,9 +179,9 @@ class EventSinks:
                 deliveries += [Delivery(event_id, name, why) for event_id, why in answers.items()]
         return deliveries
 
-    def _answers(self, namespace: str, name: str, sink: EventSink,
+    def _answers(self, namespace: str, name: str, sink: Sink,
                  events: list[dict[str, Any]]) -> dict[str, str | None]:
-        address = sink_address(sink)
+        address = sink_address(sink, namespace)
         with self._lock:
             since, why = self._down.get(address, (None, ""))
         if since is not None and self.clock() - since < self.hold:
@@ -194,8 +201,12 @@ class EventSinks:
                 self._down.pop(address, None)
         return answers
 
-    def _send(self, namespace: str, name: str, sink: EventSink,
+    def _send(self, namespace: str, name: str, sink: Sink,
               events: list[dict[str, Any]]) -> dict[str, str | None]:
+        if isinstance(sink, MlflowRunSink):
+            if self.tracker is None:
+                raise ValueError(f"sink {name}: this operator logs no MLflow runs")
+            return self.tracker.send(namespace, sink, events)
         if sink.kafka is not None:
             return self.kafka.send(sink.kafka, events)
         ref = sink.webhook.secret_ref
