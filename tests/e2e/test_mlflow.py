@@ -18,7 +18,7 @@ from modeleval.engine.storage import Storage
 from .kube import api_client, eventually
 from .operator_fixture import (CRD, OperatorProcess, apply_manifest, events_of, kubectl,
                                new_namespace, spec_text, wait_phase)
-from .test_schedules import SCHEDULE_CRD, children, schedule_status
+from .test_schedules import SCHEDULE_CRD, children, give_s3_keys, schedule_status
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +175,94 @@ def test_each_new_registered_version_is_evaluated_once_and_promoted_when_its_gat
                "the schedule to record its run")
     assert [c["metadata"]["name"] for c in children(api, namespace, "versions")] == [name]
     client.CoreV1Api(api).delete_namespace(namespace)
+
+
+def test_an_evaluation_is_logged_as_one_mlflow_run_with_its_report_once_and_late_when_it_must(
+        mlflow_server, mlflow_admin, mlflow_operator):
+    """spec.output.mlflow: the run has the metrics with their intervals, the parameters, the
+    CR's tags and the report (read from S3 with the namespace's keys, uploaded through the
+    server); an operator restart logs nothing twice. A namespace without its MLflow Secret
+    still succeeds, says why the run is missing, and logs it once the Secret is there."""
+    bed = mlflow_server
+    api = api_client(bed.kubeconfig)
+    experiment = f"e2e-{uuid.uuid4().hex[:6]}"
+    tenant = mlflow_admin.new_user()
+    logged = tenant_namespace(bed, api, tenant)
+    late = new_namespace(bed, api)  # no modeleval-mlflow Secret yet
+    for namespace in (logged, late):
+        give_s3_keys(bed, namespace)
+        apply_manifest(bed, namespace, spec_text(
+            "tracked", confidence={"resamples": 200},
+            output={"mlflow": {"experiment": experiment}}))
+
+    done = wait_phase(api, logged, "tracked", ("Succeeded", "Failed"), timeout=180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    uid = done["metadata"]["uid"]
+
+    def delivered(namespace: str):
+        status = wait_phase(api, namespace, "tracked", ("Succeeded",))["status"]
+        condition = next((c for c in status.get("conditions") or []
+                          if c["type"] == "EventsDelivered"), None)
+        return status if condition and condition["status"] == "True" \
+            and not status.get("pendingEvents") else None
+
+    eventually(lambda: delivered(logged), 60, "the run to be logged")
+    run = one_run(mlflow_admin, experiment, uid)
+    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "tracked"
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert (tags["modeleval.namespace"], tags["modeleval.name"], tags["modeleval.uid"],
+            tags["modeleval.phase"], tags["modeleval.report"]) == (
+        logged, "tracked", uid, "Succeeded", "report.html")
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    value = done["status"]["metrics"]["ndcg@10"]
+    assert metrics["ndcg_at_10"] == pytest.approx(value, abs=1e-9)
+    assert metrics["ndcg_at_10.ci_low"] <= value <= metrics["ndcg_at_10.ci_high"]
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["dataset"] == f"s3://{EXAMPLES_BUCKET}/mslr/test.txt"
+    assert params["attempt"] == "1" and "ndcg@10" in params["metrics"]
+    listed = mlflow_admin.call("GET", "/artifacts/list", params={"run_id": run["info"]["run_id"]})
+    assert [f["path"] for f in listed.get("files") or []] == ["report.html"]
+    report = mlflow_admin.http.get(
+        str(mlflow_admin.http.base_url).removesuffix(API) + "/api/2.0/mlflow-artifacts/artifacts/"
+        + run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/") + "/report.html")
+    assert report.status_code == 200, report.text[:300]
+    assert report.text.lstrip().lower().startswith("<!doctype html") and "tracked" in report.text
+
+    # Without its Secret: Succeeded all the same, the run waits and says why.
+    def waiting():
+        status = wait_phase(api, late, "tracked", ("Succeeded",))["status"]
+        condition = next((c for c in status.get("conditions") or []
+                          if c["type"] == "EventsDelivered"), None)
+        return condition if condition and condition["status"] == "False" else None
+
+    condition = eventually(waiting, 180, "the missing Secret to be reported")
+    assert condition["message"].startswith("sink output.mlflow: no MLflow credentials"), condition
+    assert f"Secret {late}/modeleval-mlflow" in condition["message"]
+    # An operator restart, then the Secret: the waiting run is logged, the logged one not again.
+    mlflow_operator.stop()
+    mlflow_operator.start()
+    client.CoreV1Api(api).create_namespaced_secret(late, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="modeleval-mlflow"),
+        string_data={"MLFLOW_TRACKING_USERNAME": tenant.username,
+                     "MLFLOW_TRACKING_PASSWORD": tenant.password}))
+    status = eventually(lambda: delivered(late), 120, "the late run to be logged")
+    late_uid = get_uid(api, late)
+    assert one_run(mlflow_admin, experiment, late_uid)["info"]["status"] == "FINISHED"
+    assert one_run(mlflow_admin, experiment, uid)["info"]["run_id"] == run["info"]["run_id"]
+    assert status["phase"] == "Succeeded"
+    for namespace in (logged, late):
+        client.CoreV1Api(api).delete_namespace(namespace)
+
+
+def one_run(user: MlflowUser, experiment: str, uid: str) -> dict:
+    """The experiment's one run of the evaluation ``uid`` (fails on none or two)."""
+    found = user.call("GET", "/experiments/get-by-name", params={"experiment_name": experiment})
+    runs = user.call("POST", "/runs/search", json={
+        "experiment_ids": [found["experiment"]["experiment_id"]],
+        "filter": f"tags.\"modeleval.uid\" = '{uid}'"}).get("runs") or []
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def get_uid(api, namespace: str) -> str:
+    return wait_phase(api, namespace, "tracked", ("Succeeded",))["metadata"]["uid"]
