@@ -95,6 +95,12 @@ def test_listed_endpoints_narrow_the_operator_and_reach_the_ray_pods_policies(mo
     assert egress_allows(policy, "10.96.0.10", 53, "UDP") and egress_allows(policy, "169.254.3.4", 27017)
     assert not egress_allows(policy, "10.0.5.9", 80) and not egress_allows(policy, "52.95.110.1", 443)
     assert not egress_allows(policy, "169.254.169.254", 27017)  # inside a listed range, kept out
+    # Where MLflow, Kafka and the webhooks are: closed until listed, for the operator only.
+    assert not egress_allows(policy, "10.0.30.7", 9092)
+    opened = objects(*endpoints, 'networkPolicy.egress.integrations=[{"cidr": "10.0.30.0/24", '
+                     '"ports": [5000, 9092]}]')["NetworkPolicy/me-modeleval"]
+    assert egress_allows(opened, "10.0.30.7", 9092) and egress_allows(opened, "10.0.30.7", 5000)
+    assert not egress_allows(opened, "10.0.30.7", 443)
     # The operator reads the same endpoints (not the API server's) for the Ray pods' policies,
     # and admits to their Jobs API exactly the pods the Deployment makes.
     ray = build_network_policy("ev-ray", "ev", "tenant", "u", settings_of(rendered, monkeypatch))
