@@ -123,7 +123,7 @@ def test_an_alias_is_resolved_pinned_and_scored_and_unknown_or_refused_ones_fail
         "version": version, "artifactURI": RANKER}]
     assert "ModelResolved" in events_of(api, namespace, "by-alias")
     assert done["status"]["promotion"] == {"alias": "production", "name": model,
-                                           "version": version, "promoted": True}
+                                           "version": version, "promoted": True, "tries": 0}
     aliased = mlflow_admin.call("GET", "/registered-models/alias",
                           params={"name": model, "alias": "production"})
     assert aliased["model_version"]["version"] == version
@@ -222,9 +222,9 @@ def test_an_evaluation_is_logged_as_one_mlflow_run_with_its_report_once_and_late
     assert params["attempt"] == "1" and "ndcg@10" in params["metrics"]
     listed = mlflow_admin.call("GET", "/artifacts/list", params={"run_id": run["info"]["run_id"]})
     assert [f["path"] for f in listed.get("files") or []] == ["report.html"]
-    report = mlflow_admin.http.get(
-        str(mlflow_admin.http.base_url).removesuffix(API) + "/api/2.0/mlflow-artifacts/artifacts/"
-        + run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/") + "/report.html")
+    report = httpx.get(bed.mlflow_uri + "/api/2.0/mlflow-artifacts/artifacts/"
+                       + run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+                       + "/report.html", auth=(tenant.username, tenant.password), timeout=30)
     assert report.status_code == 200, report.text[:300]
     assert report.text.lstrip().lower().startswith("<!doctype html") and "tracked" in report.text
 
