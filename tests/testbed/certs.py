@@ -55,12 +55,26 @@ CLIENTS = {
 }
 
 
-def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+def _make_ca(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-days", "30",
              "-subj", "/CN=modeleval-testbed-ca", "-out", str(ca_cert), cwd=directory)
-    ca = (ca_cert, ca_key)
+    return ca_cert, ca_key
+
+
+def make_serving(directory: Path, name: str, alt_names: str) -> tuple[Path, Path, Path]:
+    """A CA of its own and a server certificate it signed for ``alt_names`` (a
+    subjectAltName value): the CA's certificate, the server's certificate and its key."""
+    ca = _make_ca(directory)
+    cert, key = _signed(directory, name, f"/CN={name}", ca,
+                        f"subjectAltName={alt_names}\nextendedKeyUsage=serverAuth\n")
+    return ca[0], cert, key
+
+
+def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    ca = _make_ca(directory)
+    ca_cert, ca_key = ca
     serving_cert, serving_key = _signed(
         directory, "apiserver", "/CN=kube-apiserver", ca,
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"

@@ -167,3 +167,11 @@ def test_events_are_off_by_default_and_the_chart_s_sinks_reach_the_operator(monk
     assert both.returncode != 0 and "/events/sinks/0" in both.stderr
     typo = render('events.sinks=[{"name": "b", "kafka": {"brokers": "k:9092", "topic": "t"}}]')
     assert typo.returncode != 0 and "brokers" in typo.stderr
+    secure = {"name": "bus", "kafka": {"bootstrapServers": "b-1:9096", "topic": "ml",
+                                       "securityProtocol": "SASL_SSL",
+                                       "sasl": {"mechanism": "SCRAM-SHA-512",
+                                                "secretName": "kafka-user"},
+                                       "caRef": {"name": "kafka-ca", "key": "ca.crt"}}}
+    configured = settings_of(objects(f"events.sinks={json.dumps([secure])}"), monkeypatch)
+    assert [s.model_dump(by_alias=True, exclude_defaults=True) for s in configured.event_sinks] \
+        == [secure]

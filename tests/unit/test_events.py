@@ -308,3 +308,32 @@ def test_an_attempt_that_ran_and_finished_between_two_rounds_still_tells_it_star
     assert evaluation_events(succeeded, succeeded, None) == []
     retried = ModelEvaluationStatus(phase=Phase.Succeeded, attempt=2)
     assert evaluation_events(running, retried, None) == [EventType.Started, EventType.Succeeded]
+
+
+def test_a_kafka_sinks_security_comes_from_its_owners_secrets_and_keys_its_state():
+    from modeleval.controller.sinks import kafka_security, sink_address
+
+    secure = EventSink.model_validate({"name": "bus", "kafka": {
+        "bootstrapServers": "b-1:9096", "topic": "t", "securityProtocol": "SASL_SSL",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "secretName": "kafka-user"},
+        "caRef": {"name": "kafka-ca", "key": "ca.crt"}}})
+    read = []
+
+    def secret(name, keys):
+        read.append((name, keys))
+        return {"kafka-user": ["u", "p"], "kafka-ca": ["PEM"]}[name]
+
+    assert kafka_security(secure.kafka, secret) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "u", "sasl.password": "p",
+        "ssl.endpoint.identification.algorithm": "https", "ssl.ca.pem": "PEM"}
+    assert read == [("kafka-user", ("username", "password")), ("kafka-ca", ("ca.crt",))]
+    plain = EventSink.model_validate({"name": "bus", "kafka": {"bootstrapServers": "b-1:9092",
+                                                                "topic": "t"}})
+    assert kafka_security(plain.kafka, secret) == {"security.protocol": "PLAINTEXT"}
+    # One tenant's refused credentials hold no other tenant's sends to the same brokers.
+    assert sink_address(secure, "team-a") != sink_address(secure, "team-b")
+    assert sink_address(plain, "team-a") == sink_address(plain, "team-b")
+    with pytest.raises(ValueError, match="needs sasl"):
+        EventSink.model_validate({"name": "bus", "kafka": {
+            "bootstrapServers": "b:1", "topic": "t", "securityProtocol": "SASL_PLAINTEXT"}})

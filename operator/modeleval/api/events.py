@@ -79,11 +79,41 @@ class WebhookSink(_SinkModel):
     timeout_seconds: float = Field(5.0, gt=0, le=30, strict=False, description="Per request.")
 
 
+class KafkaSasl(_SinkModel):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        description="The SASL mechanism the brokers' listener takes.")
+    secret_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", description=
+                             "A Secret with the keys username and password (the type "
+                             "kubernetes.io/basic-auth has them), in the object's own namespace "
+                             "(the platform's sinks: the operator's).")
+
+
 class KafkaSink(_SinkModel):
     bootstrap_servers: str = Field(pattern=BOOTSTRAP, max_length=1024, description="host:port "
                                    "of the brokers, comma-separated.")
     topic: str = Field(pattern=TOPIC, description="The topic; each event is keyed by "
                        "namespace/name (one object's events stay in order on one partition).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="As the brokers' listener speaks: SSL and SASL_SSL verify the "
+        "brokers' certificates (against caRef, else the system's CAs) and their host names.")
+    sasl: KafkaSasl | None = Field(None, description="The credentials for SASL_PLAINTEXT and "
+                                   "SASL_SSL (required by them, refused otherwise).")
+    ca_ref: SecretKeyRef | None = Field(None, description="The CA bundle (PEM) the brokers' "
+                                        "certificates are checked against, for SSL and "
+                                        "SASL_SSL; default: the system's CAs.")
+
+    @model_validator(mode="after")
+    def _security(self) -> "KafkaSink":
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_") and self.sasl is None:
+            raise ValueError(f"securityProtocol {protocol} needs sasl (its mechanism and "
+                             "Secret)")
+        if not protocol.startswith("SASL_") and self.sasl is not None:
+            raise ValueError(f"sasl is used only with SASL_PLAINTEXT or SASL_SSL, not "
+                             f"{protocol}")
+        if not protocol.endswith("SSL") and self.ca_ref is not None:
+            raise ValueError(f"caRef is used only with SSL or SASL_SSL, not {protocol}")
+        return self
 
 
 class EventSink(_SinkModel):

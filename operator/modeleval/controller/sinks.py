@@ -29,6 +29,7 @@ from .secrets import MissingCredentials, NamespaceSecrets
 from .tracking import RunTracker
 
 log = logging.getLogger(__name__)
+KAFKA_SASL_KEYS = ("username", "password")  # a kubernetes.io/basic-auth Secret's keys
 KAFKA_TIMEOUT = 10.0  # seconds a batch may wait for the broker's acknowledgement
 
 
@@ -99,35 +100,56 @@ class KafkaSender:
     def __init__(self, size: int = 16, timeout: float = KAFKA_TIMEOUT):
         self.size, self.timeout = size, timeout
         self._producers: OrderedDict[str, Any] = OrderedDict()
+        # The last error librdkafka reported for each producer outside a delivery (refused
+        # credentials, a certificate that does not verify): what a timed-out event was up against.
+        self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def producer(self, servers: str) -> Any:
+    @staticmethod
+    def _key(servers: str, security: dict[str, str]) -> str:
+        return servers + "\0" + hashlib.sha256(json.dumps(security, sort_keys=True)
+                                                .encode()).hexdigest()
+
+    def producer(self, servers: str, security: dict[str, str] | None = None) -> Any:
+        """The producer for these brokers and this security (protocol, SASL credentials, CA):
+        one per distinct pair, so one tenant's credentials never send another's events."""
         from confluent_kafka import Producer  # only an operator with a Kafka sink loads it
 
+        security = security or {}
+        key = self._key(servers, security)
+
+        def remember(error: Any) -> None:
+            self._errors[key] = error.str()
+
         with self._lock:
-            if servers not in self._producers:
-                self._producers[servers] = Producer({
+            if key not in self._producers:
+                self._producers[key] = Producer({
                     "bootstrap.servers": servers, "acks": "all", "enable.idempotence": True,
                     "message.timeout.ms": int(self.timeout * 1000), "linger.ms": 5,
                     "client.id": "modeleval-operator",
                     # librdkafka's own lines go to the operator's log, not raw to stderr
                     # (a broker down logs every reconnect).
-                    "logger": log, "log.connection.close": False})
+                    "logger": log, "log.connection.close": False, "error_cb": remember,
+                    **security})
                 while len(self._producers) > self.size:
-                    self._producers.popitem(last=False)[1].flush(0)
-            self._producers.move_to_end(servers)
-            return self._producers[servers]
+                    dropped, producer = self._producers.popitem(last=False)
+                    producer.flush(0)
+                    self._errors.pop(dropped, None)
+            self._producers.move_to_end(key)
+            return self._producers[key]
 
-    def send(self, sink: KafkaSink, events: list[dict[str, Any]]) -> dict[str, str | None]:
+    def send(self, sink: KafkaSink, events: list[dict[str, Any]],
+             security: dict[str, str] | None = None) -> dict[str, str | None]:
         """Produces each event keyed by its subject; acknowledged once every in-sync replica
         has it (the delivery report), within the timeout."""
-        producer = self.producer(sink.bootstrap_servers)
+        producer = self.producer(sink.bootstrap_servers, security)
+        key = self._key(sink.bootstrap_servers, security or {})
+        self._errors.pop(key, None)
         answers: dict[str, str | None] = {}
 
         def reporter(event_id: str) -> Callable[[Any, Any], None]:
             def report(error: Any, message: Any) -> None:
-                answers[event_id] = None if error is None else \
-                    f"Kafka {sink.bootstrap_servers}: {error.str()}"
+                answers[event_id] = None if error is None else error.str()
             return report
 
         for event in events:
@@ -135,18 +157,43 @@ class KafkaSender:
                              headers={"content-type": CONTENT_TYPE, "ce_id": event["id"]},
                              on_delivery=reporter(event["id"]))
         producer.flush(self.timeout + 1)
-        return {e["id"]: answers.get(e["id"], f"Kafka {sink.bootstrap_servers}: no "
-                                     f"acknowledgement within {self.timeout:.0f}s")
-                for e in events}
+        last = self._errors.get(key)
+        found = {}
+        for event in events:
+            why = answers.get(event["id"], f"no acknowledgement within {self.timeout:.0f}s")
+            if why is not None and last and last not in why:
+                why = f"{why} (last error: {last})"
+            found[event["id"]] = None if why is None else f"Kafka {sink.bootstrap_servers}: {why}"
+        return found
+
+
+def kafka_security(sink: KafkaSink, secret: Callable[[str, tuple[str, ...]], list[str]]
+                   ) -> dict[str, str]:
+    """librdkafka's settings for the sink's protocol, with its SASL credentials and CA bundle
+    as ``secret(name, keys)`` reads them from the owner's namespace. The brokers' host names
+    are verified (librdkafka's default, stated so that no default can change it)."""
+    security = {"security.protocol": sink.security_protocol}
+    if sink.sasl is not None:
+        username, password = secret(sink.sasl.secret_name, KAFKA_SASL_KEYS)
+        security.update({"sasl.mechanism": sink.sasl.mechanism, "sasl.username": username,
+                         "sasl.password": password})
+    if sink.security_protocol.endswith("SSL"):
+        security["ssl.endpoint.identification.algorithm"] = "https"
+        if sink.ca_ref is not None:
+            security["ssl.ca.pem"] = secret(sink.ca_ref.name, (sink.ca_ref.key,))[0]
+    return security
 
 
 def sink_address(sink: Sink, namespace: str) -> str:
     """Where a sink sends: its brokers, or its URL (objects naming the same share a state);
-    an MLflow run, the namespace's credentials (one tenant's refusal holds no other's)."""
+    an MLflow run or a Kafka sink with SASL credentials, with whose credentials too (one
+    tenant's refusal holds no other's)."""
     if isinstance(sink, MlflowRunSink):
         return f"mlflow:{namespace}"
     if sink.kafka is not None:
-        return f"kafka://{sink.kafka.bootstrap_servers}"
+        sasl = sink.kafka.sasl
+        owner = f"#{namespace}/{sasl.secret_name}" if sasl is not None else ""
+        return f"kafka://{sink.kafka.bootstrap_servers}{owner}"
     return sink.webhook.url
 
 
@@ -208,13 +255,23 @@ class EventSinks:
                 raise ValueError(f"sink {name}: this operator logs no MLflow runs")
             return self.tracker.send(namespace, sink, events)
         if sink.kafka is not None:
-            return self.kafka.send(sink.kafka, events)
+            security = kafka_security(sink.kafka, lambda secret, keys: self.secrets.keys(
+                self._owner(name, namespace), secret, keys))
+            return self.kafka.send(sink.kafka, events, security)
         ref = sink.webhook.secret_ref
         key = None
         if ref is not None:
-            owner = self.operator_namespace() if name.startswith(PLATFORM_PREFIX) else namespace
-            if not owner:
-                raise ValueError(f"sink {name}: the platform's secretRef needs the operator's "
-                                 "namespace (MODELEVAL_OPERATOR_NAMESPACE)")
-            key = self.secrets.keys(owner, ref.name, (ref.key,))[0].encode()
+            key = self.secrets.keys(self._owner(name, namespace), ref.name,
+                                    (ref.key,))[0].encode()
         return self.webhook.send(sink.webhook, events, key)
+
+    def _owner(self, name: str, namespace: str) -> str:
+        """The namespace a sink's Secrets are read from: the operator's for the platform's
+        sinks, the object's own for its own."""
+        if not name.startswith(PLATFORM_PREFIX):
+            return namespace
+        owner = self.operator_namespace()
+        if not owner:
+            raise ValueError(f"sink {name}: the platform's Secrets need the operator's "
+                             "namespace (MODELEVAL_OPERATOR_NAMESPACE)")
+        return owner
