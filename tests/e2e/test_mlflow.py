@@ -72,7 +72,11 @@ def mlflow_operator(mlflow_server, tmp_path_factory):
     process = OperatorProcess(mlflow_server, tmp_path_factory.mktemp("operator") / "operator.log",
                               MODELEVAL_MLFLOW_TRACKING_URI=mlflow_server.mlflow_uri,
                               MODELEVAL_SCHEDULE_POLL_INTERVAL="2",
-                              MODELEVAL_TRIGGER_LIST_INTERVAL="4").start()
+                              MODELEVAL_TRIGGER_LIST_INTERVAL="4",
+                              # A run waiting for its namespace's Secret is tried every few
+                              # seconds, not after the default's minutes of doubling.
+                              MODELEVAL_EVENTS_BACKOFF_BASE="1",
+                              MODELEVAL_EVENTS_BACKOFF_MAX="4").start()
     yield process
     process.stop()
 
