@@ -52,7 +52,7 @@ class Receiver(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args) -> None:
-        pass
+        """No line per request on stderr (http.server's default)."""
 
 
 def events(count: int) -> list[dict]:

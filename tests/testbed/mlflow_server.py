@@ -9,6 +9,7 @@ and basic authentication on, so a tenant's credentials are what a request is ser
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -93,7 +94,5 @@ def create_artifacts_bucket(s3_endpoint: str, access_key: str, secret_key: str) 
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=access_key,
                       aws_secret_access_key=secret_key, region_name="us-east-1")
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # a bed before this one's
         s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass

@@ -4,6 +4,7 @@ registry, what the registry's answers mean, and the rounds that resolve, pin and
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +21,7 @@ from modeleval.api.spec import ModelEvaluationSpec
 from modeleval.api.status import ConditionType as C, ModelEvaluationStatus, Phase
 from modeleval.controller.actions import Emit, PromoteModel, SubmitJob
 from modeleval.controller.decide import decide, plan
-from modeleval.controller.mlflow import RegistryError, _refusal, artifact_uri
+from modeleval.controller.mlflow import RegistryError, artifact_uri, refusal
 from modeleval.controller.observed import (Evaluation, Observed, RayClusterView, RegistryAnswer,
                                            Slot, Wants)
 from modeleval.controller.policy import InvalidSpec, parse_spec
@@ -104,9 +105,10 @@ def test_a_versions_artefact_is_its_s3_source_or_a_served_artefact_under_the_des
     (503, "upstream down", Reason.RegistryUnavailable, True),
 ])
 def test_what_each_registry_answer_means(code, body, reason, retryable):
-    refusal = _refusal(httpx.Response(code, text=body), "models:/ranker@nope")
-    assert (refusal.reason, refusal.retryable) == (reason, retryable)
-    assert "models:/ranker@nope" in refusal.message
+    refused = refusal(httpx.Response(code, text=body), "models:/ranker@nope")
+    assert (refused.reason, refused.retryable) == (reason, retryable)
+    assert "models:/ranker@nope" in refused.message
+    assert refused.code == (json.loads(body).get("error_code") if body.startswith("{") else None)
 
 
 # ----------------------------------------------------------------------------- the rounds

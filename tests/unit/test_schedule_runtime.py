@@ -291,6 +291,12 @@ def test_a_registered_model_that_is_not_there_or_no_credentials_is_a_clear_list_
     observed = registry_runtime(FakeRegistryServer(), secrets={}).observe(
         SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
     assert observed.models is None and "no MLflow credentials" in observed.models_error
+    server = FakeRegistryServer()
+    unset = registry_runtime(server)
+    unset.settings = unset.settings.model_copy(update={"mlflow_tracking_uri": None})
+    observed = unset.observe(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus())
+    assert observed.models is None and observed.models_error.endswith(
+        "the chart's mlflow.trackingUri is not set)") and server.requests == []
     status, _ = decide_schedule(SCHED, REGISTRY_SPEC, EvaluationScheduleStatus(), observed,
                                 datetime(2026, 11, 22, tzinfo=timezone.utc))
     assert status.condition(ScheduleConditionType.Ready).reason == Reason.ModelListFailed

@@ -29,7 +29,8 @@ from modeleval.controller.runtime import send_events
 from modeleval.controller.secrets import NamespaceSecrets
 from modeleval.controller.settings import OperatorSettings
 from modeleval.controller.sinks import EventSinks
-from modeleval.controller.tracking import NO_SERVER, RunTracker, metric_key
+from modeleval.controller.mlflow import NO_SERVER
+from modeleval.controller.tracking import RunTracker, metric_key
 
 from .test_decide import EV, NOW, RUNNING, doc, job, ready, seen, spec, status
 

@@ -127,12 +127,13 @@ class Reason(StrEnum):
                            "`operator.backoffBaseSeconds`, doubling up to its maximum)",
                            "check the MLflow server and `mlflow.trackingUri`")
     Promoting = ("Promoting", "Promoted=False", "the candidate's gate passed: the alias of "
-                 "`spec.promote` is being set on its registered version", "wait")
+                 "`spec.promote` is being set on its registered version (a server that did "
+                 "not answer is asked again after a doubling backoff, 5 tries in all)", "wait")
     Promoted = ("Promoted", f"Promoted=True, {EVENT}", "the candidate's gate passed and its "
                 "registered version got the alias of `spec.promote` (`status.promotion`); a "
                 "retried round never sets it again", "-")
     PromotionFailed = ("PromotionFailed", f"Promoted=False, {EVENT}", "the gate passed but the "
-                       "MLflow server did not set the alias (did not answer, refused the "
+                       "MLflow server did not set the alias (did not answer 5 tries, refused the "
                        "namespace's credentials, no such version); the evaluation succeeded "
                        "all the same", "set the alias by hand, or fix what the message names "
                        "and evaluate again")

@@ -1,10 +1,13 @@
-"""The platform's MLflow model registry, through its REST API: resolve a ``models:/`` URI to the
-version's artefact in S3, and set an alias on a version (promotion).
+"""The platform's MLflow server, through its REST API: the client every use shares, and the model
+registry's calls: resolve a ``models:/`` URI to the version's artefact in S3, list a model's
+versions (a schedule's trigger), set an alias on a version (promotion). Runs are
+``tracking.py``'s.
 
 Every request carries the evaluation namespace's own credentials (a Secret in that namespace,
 ``mlflow_secret``): the operator has none of its own, so a tenant reaches only what its own
 MLflow user may. The REST API over httpx (which the operator already uses) rather than the
-MLflow client: three calls do not justify the client's dependencies in the operator's image.
+MLflow client: a handful of calls do not justify the client's dependencies in the operator's
+image.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 
@@ -26,17 +30,20 @@ USERNAME, PASSWORD, TOKEN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWO
                              "MLFLOW_TRACKING_TOKEN")
 SERVED_ARTIFACTS = "mlflow-artifacts:/"
 MESSAGE_CHARS = 300  # of the server's own words in a condition
+NO_SERVER = "this operator has no MLflow server (the chart's mlflow.trackingUri is not set)"
 VERSIONS_PAGE = 1000  # versions asked for per search request
 READY = "READY"  # a version whose registration finished (not PENDING_ or FAILED_REGISTRATION)
 
 
 class RegistryError(Exception):
-    """A request the registry did not serve: the reason, and whether asking again may help
-    (the server did not answer, or answered 5xx)."""
+    """A request the MLflow server did not serve: the reason, whether asking again may help
+    (the server did not answer, or answered 5xx) and MLflow's own ``error_code`` when it said
+    one (RESOURCE_DOES_NOT_EXIST, ...)."""
 
-    def __init__(self, reason: Reason, message: str, retryable: bool = False):
+    def __init__(self, reason: Reason, message: str, retryable: bool = False,
+                 code: str | None = None):
         super().__init__(message)
-        self.reason, self.message, self.retryable = reason, message, retryable
+        self.reason, self.message, self.retryable, self.code = reason, message, retryable, code
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,13 @@ def namespace_credentials(secrets: NamespaceSecrets, namespace: str, name: str) 
                             f"{error.message} (or {TOKEN})") from None
 
 
-class MlflowRegistry:
-    """One namespace's view of the registry at ``base_url``."""
+class MlflowClient:
+    """One namespace's client of the MLflow server at ``base_url`` (its REST API and its
+    artefact proxy), with that namespace's credentials; paths from the server's root."""
 
     def __init__(self, base_url: str, credentials: Credentials, timeout: float,
                  transport: httpx.BaseTransport | None = None):
-        self._http = httpx.Client(base_url=base_url.rstrip("/") + API, auth=credentials.auth(),
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), auth=credentials.auth(),
                                   headers=credentials.headers(), timeout=timeout,
                                   transport=transport)
 
@@ -94,16 +102,20 @@ class MlflowRegistry:
             raise RegistryError(Reason.RegistryUnavailable, f"the MLflow server did not answer "
                                 f"({what}): {type(error).__name__}: {error}", True) from None
         if response.is_success:
-            return response.json()
-        raise _refusal(response, what)
+            return response.json() if response.content else {}
+        raise refusal(response, what)
+
+
+class MlflowRegistry(MlflowClient):
+    """One namespace's view of the model registry."""
 
     def model_version(self, ref: RegistryRef) -> dict:
         """The version a reference names (an alias: the version it points to now)."""
         if ref.alias is not None:
-            found = self._call("GET", "/registered-models/alias", str(ref),
+            found = self._call("GET", f"{API}/registered-models/alias", str(ref),
                                params={"name": ref.name, "alias": ref.alias})
         else:
-            found = self._call("GET", "/model-versions/get", str(ref),
+            found = self._call("GET", f"{API}/model-versions/get", str(ref),
                                params={"name": ref.name, "version": ref.version})
         return found.get("model_version") or {}
 
@@ -111,7 +123,7 @@ class MlflowRegistry:
         """The registered model's versions whose registration finished (READY), at most
         ``limit``, newest first. A model that does not exist is a ModelNotFound error, not an
         empty list (a typo would otherwise wait for versions that never come)."""
-        self._call("GET", "/registered-models/get", f"registered model {name}",
+        self._call("GET", f"{API}/registered-models/get", f"registered model {name}",
                    params={"name": name})
         found: list[dict] = []
         token = None
@@ -120,7 +132,7 @@ class MlflowRegistry:
                       "max_results": min(VERSIONS_PAGE, limit - len(found))}
             if token:
                 params["page_token"] = token
-            page = self._call("GET", "/model-versions/search", f"versions of {name}",
+            page = self._call("GET", f"{API}/model-versions/search", f"versions of {name}",
                               params=params)
             found += [version for version in page.get("model_versions") or []
                       if version.get("status", READY) == READY]
@@ -130,26 +142,28 @@ class MlflowRegistry:
         return found[:limit]
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        self._call("POST", "/registered-models/alias", f"alias {alias} of {name}",
+        self._call("POST", f"{API}/registered-models/alias", f"alias {alias} of {name}",
                    json={"name": name, "alias": alias, "version": version})
 
 
-def _refusal(response: httpx.Response, what: str) -> RegistryError:
+def refusal(response: httpx.Response, what: str) -> RegistryError:
     """What a non-2xx answer means for the evaluation."""
     try:
-        said = str(response.json().get("message") or response.text)
-    except ValueError:
-        said = response.text
+        found = response.json()
+        said, error_code = str(found.get("message") or response.text), found.get("error_code")
+    except (ValueError, AttributeError):
+        said, error_code = response.text, None
     said = said.strip()[:MESSAGE_CHARS]
     code = response.status_code
     if code in (401, 403):
         return RegistryError(Reason.RegistryAccessDenied, f"the MLflow server refused the "
-                             f"namespace's credentials ({what}: HTTP {code})")
+                             f"namespace's credentials ({what}: HTTP {code})", code=error_code)
     if code >= 500 or code == 429:
         return RegistryError(Reason.RegistryUnavailable, f"the MLflow server answered HTTP "
-                             f"{code} ({what}): {said}", True)
+                             f"{code} ({what}): {said}", True, error_code)
     # MLflow answers 404 for an unknown model or version, 400 for an unknown alias.
-    return RegistryError(Reason.ModelNotFound, f"{what}: {said or f'HTTP {code}'}")
+    return RegistryError(Reason.ModelNotFound, f"{what}: {said or f'HTTP {code}'}",
+                         code=error_code)
 
 
 def artifact_uri(version: dict, destination: str | None) -> str:
@@ -183,20 +197,23 @@ def resolve(registry: MlflowRegistry, field: str, uri: str,
                          artifact_uri=artifact_uri(version, destination))
 
 
+Client = TypeVar("Client", bound=MlflowClient)
+
+
 class Registries:
-    """Opens a namespace's registry client with that namespace's credentials."""
+    """Opens a namespace's client of the platform's MLflow server (the registry's, or another
+    kind) with that namespace's credentials."""
 
     def __init__(self, settings: OperatorSettings, secrets: NamespaceSecrets,
                  transport: Callable[[], httpx.BaseTransport | None] = lambda: None):
         self.settings, self.secrets, self._transport = settings, secrets, transport
 
-    def open(self, namespace: str) -> MlflowRegistry:
+    def open(self, namespace: str, kind: type[Client] = MlflowRegistry) -> Client:
         if not self.settings.mlflow_tracking_uri:
-            raise RegistryError(Reason.RegistryNotConfigured, "this operator has no MLflow "
-                                "server (the chart's mlflow.trackingUri is not set)")
+            raise RegistryError(Reason.RegistryNotConfigured, NO_SERVER)
         credentials = namespace_credentials(self.secrets, namespace, self.settings.mlflow_secret)
-        return MlflowRegistry(self.settings.mlflow_tracking_uri, credentials,
-                              self.settings.mlflow_timeout, self._transport())
+        return kind(self.settings.mlflow_tracking_uri, credentials, self.settings.mlflow_timeout,
+                    self._transport())
 
 
 def resolve_models(registries: Registries, namespace: str,

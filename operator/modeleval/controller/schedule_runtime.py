@@ -33,7 +33,7 @@ from .actions import Emit
 from .observed import ObjectIdentity
 from .policy import InvalidSpec
 from .kube import CreateRefused, Kube
-from .mlflow import Registries, RegistryError, namespace_credentials
+from .mlflow import NO_SERVER, Registries, RegistryError, namespace_credentials
 from .schedule import (Child, CreateChild, DeleteChild, ModelObject, ScheduleAction,
                        ScheduleObserved, wants_models)
 from .s3 import s3_client as _s3_client
@@ -183,6 +183,8 @@ class ScheduleRuntime:
         """The registered model's versions as the namespace's own MLflow credentials see them,
         listed at most once per interval for every schedule naming it with those credentials."""
         uri = f"models:/{name}"
+        if not self.settings.mlflow_tracking_uri:
+            return None, f"cannot list the versions of {uri}: {NO_SERVER}"
         try:
             credentials = namespace_credentials(self.secrets, namespace,
                                                 self.settings.mlflow_secret)

@@ -22,8 +22,9 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..api.events import EventData, EventType, MlflowRunSink
+from ..api.reasons import Reason
 from ..api.times import parse_time
-from .mlflow import API, SERVED_ARTIFACTS, RegistryError, _refusal, namespace_credentials
+from .mlflow import API, SERVED_ARTIFACTS, MlflowClient, Registries, RegistryError
 from .s3 import s3_client, split_uri
 from .secrets import S3_KEYS, MissingCredentials, NamespaceSecrets
 from .settings import OperatorSettings
@@ -34,16 +35,11 @@ REPORT_FILE = "report.html"
 REPORT_BYTES = 64 * 2**20  # a larger report is not copied (a tag says so)
 ENDED = {"FINISHED", "FAILED", "KILLED"}  # an MLflow run's statuses that end it
 PARAM_CHARS = 6000  # MLflow's longest parameter value
-NO_SERVER = "this operator has no MLflow server (the chart's mlflow.trackingUri is not set)"
 
 
-class TrackingError(Exception):
-    """A request the tracking server did not serve: ``code``, MLflow's error_code if it said
-    one; ``retryable``, whether it did not answer (or answered 5xx)."""
-
-    def __init__(self, message: str, code: str | None = None, retryable: bool = False):
-        super().__init__(message)
-        self.message, self.code, self.retryable = message, code, retryable
+def failure(message: str, retryable: bool = False) -> RegistryError:
+    """A run that could not be logged for a reason of its own (not the server's answer)."""
+    return RegistryError(Reason.EventSinkUnavailable, message, retryable)
 
 
 # ---------------------------------------------------------------------------- what a run holds
@@ -94,32 +90,8 @@ def millis(text: Any) -> int | None:
 
 
 # ---------------------------------------------------------------------------- the REST API
-class MlflowRuns:
+class MlflowRuns(MlflowClient):
     """One namespace's view of the tracking server's experiments and runs."""
-
-    def __init__(self, base_url: str, credentials: Any, timeout: float,
-                 transport: httpx.BaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(auth=credentials.auth(), headers=credentials.headers(),
-                                  timeout=timeout, transport=transport)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict:
-        try:
-            response = self._http.request(method, self.base_url + path, **kwargs)
-        except httpx.HTTPError as error:
-            raise TrackingError(f"the MLflow server did not answer ({what}): "
-                                f"{type(error).__name__}: {error}", retryable=True) from None
-        if response.is_success:
-            return response.json() if response.content else {}
-        try:
-            code = response.json().get("error_code")
-        except ValueError:
-            code = None
-        refusal = _refusal(response, what)
-        raise TrackingError(refusal.message, code, refusal.retryable)
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, made when there is none (by this call or a concurrent one)."""
@@ -128,20 +100,20 @@ class MlflowRuns:
             try:
                 found = self._call("GET", f"{API}/experiments/get-by-name", what,
                                    params={"experiment_name": name})["experiment"]
-            except TrackingError as error:
+            except RegistryError as error:
                 if error.code != "RESOURCE_DOES_NOT_EXIST":
                     raise
             else:
                 if found.get("lifecycle_stage") == "deleted":
-                    raise TrackingError(f"{what} is deleted: restore it or name another")
+                    raise failure(f"{what} is deleted: restore it or name another")
                 return str(found["experiment_id"])
             try:
                 return str(self._call("POST", f"{API}/experiments/create", what,
                                       json={"name": name})["experiment_id"])
-            except TrackingError as error:
+            except RegistryError as error:
                 if error.code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        raise TrackingError(f"{what}: neither found nor created")
+        raise failure(f"{what}: neither found nor created")
 
     def find_run(self, experiment_id: str, uid: str) -> dict | None:
         """The active run tagged with this evaluation's uid, if one was made."""
@@ -179,27 +151,16 @@ class RunTracker:
     def __init__(self, settings: OperatorSettings, secrets: NamespaceSecrets,
                  transport: Callable[[], httpx.BaseTransport | None] = lambda: None,
                  s3: Callable[[str | None, str, str], Any] = s3_client):
-        self.settings, self.secrets = settings, secrets
-        self._transport, self._s3 = transport, s3
-
-    def open(self, namespace: str) -> MlflowRuns:
-        if not self.settings.mlflow_tracking_uri:
-            raise TrackingError(NO_SERVER)
-        try:
-            credentials = namespace_credentials(self.secrets, namespace,
-                                                self.settings.mlflow_secret)
-        except RegistryError as error:
-            raise TrackingError(error.message) from None
-        return MlflowRuns(self.settings.mlflow_tracking_uri, credentials,
-                          self.settings.mlflow_timeout, self._transport())
+        self.settings, self.secrets, self._s3 = settings, secrets, s3
+        self.servers = Registries(settings, secrets, transport)
 
     def send(self, namespace: str, sink: MlflowRunSink,
              events: list[dict[str, Any]]) -> dict[str, str | None]:
         """Each event (a CloudEvent) logged as its evaluation's run: None when a run holds
         it, else why not (the outbox sends it again)."""
         try:
-            runs = self.open(namespace)
-        except TrackingError as error:
+            runs = self.servers.open(namespace, MlflowRuns)
+        except RegistryError as error:
             return {event["id"]: error.message for event in events}
         answers: dict[str, str | None] = {}
         try:
@@ -207,7 +168,7 @@ class RunTracker:
                 try:
                     self.log(runs, namespace, sink, event)
                     answers[event["id"]] = None
-                except TrackingError as error:
+                except RegistryError as error:
                     answers[event["id"]] = error.message
         finally:
             runs.close()
@@ -261,7 +222,7 @@ class RunTracker:
         path = urlparse(artifacts).path.lstrip("/") + "/" + REPORT_FILE
         try:
             runs.upload(path, body)
-        except TrackingError as error:
+        except RegistryError as error:
             if error.retryable:
                 raise
             return f"not copied: {error.message}"
@@ -289,11 +250,11 @@ class RunTracker:
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400)
             if status >= 500:
-                raise TrackingError(f"S3 answered HTTP {status} writing the report to "
+                raise failure(f"S3 answered HTTP {status} writing the report to "
                                     f"{artifacts}", retryable=True) from None
             return (f"not copied: the namespace's S3 credentials may not write {artifacts} "
                     f"({error.response.get('Error', {}).get('Code', status)})")
         except BotoCoreError as error:
-            raise TrackingError(f"S3 did not answer writing the report to {artifacts}: "
+            raise failure(f"S3 did not answer writing the report to {artifacts}: "
                                 f"{type(error).__name__}", retryable=True) from None
         return REPORT_FILE
