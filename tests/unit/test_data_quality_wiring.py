@@ -233,14 +233,27 @@ def test_stored_documents_escape_every_key_mongodb_refuses_and_read_back_exactly
     assert ResultDocument.from_stored(stored) == document
 
 
-def test_shards_profiles_merge_to_the_whole_files(root, tmp_path):
-    """Read in many shards (merged on the driver as each comes in), the profile's exact
-    numbers equal the one-shard read's, its quantiles within the sketch's error."""
+def test_shards_profiles_merge_to_the_whole_files(root, tmp_path, monkeypatch):
+    """Read in many shards (inline: each profiled on a thread beside the next shards, at most
+    PROFILES_ASIDE of them waiting; merged on the driver as each comes in), the profile's
+    exact numbers equal the one-shard read's, its quantiles within the sketch's error."""
+    from modeleval.engine import datapaths
+
+    waiting: list[int] = []
+    took = datapaths.ShardScoring.took_profile
+
+    def counted(self, result):
+        taken = took(self, result)
+        waiting.append(len(self.aside))
+        return taken
+
+    monkeypatch.setattr(datapaths.ShardScoring, "took_profile", counted)
     whole = _run(root, "same.txt", results="r-one").profile
     document = _run(root, "same.txt", results="r-many", shard_bytes=16_384,
                     cache_uri=(tmp_path / "many").as_uri())
     many = document.profile
     assert document.dataset["shards"] > 5 and many.rows == whole.rows == 5000
+    assert max(waiting) == datapaths.PROFILES_ASIDE  # computed aside, and no more held
     for ours, theirs in zip(many.features, whole.features):
         assert (ours.count, ours.missing, ours.zeros, ours.min, ours.max) == \
             (theirs.count, theirs.missing, theirs.zeros, theirs.min, theirs.max)

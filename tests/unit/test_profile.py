@@ -234,3 +234,83 @@ def test_merged_registers_make_the_sketch_of_every_value_compiled_or_not(shape, 
         sketch = state.sketch(HLL_LG_K, ds.HLL_8)
         assert stored_hll(sketch).serialize_compact() == stored_hll(every).serialize_compact()
     assert (compiled.few is None) == (len(keys) > 8192)
+
+
+def _awkward_columns(rows: int, seed: int) -> np.ndarray:
+    """float32 columns the compiled pass must read as numpy does: NaN of both signs and other
+    payloads, +-inf, signed zeros, subnormals, the extremes, repeats, constants, all missing."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((rows, 9), np.float32)
+    x[:, 0] = rng.normal(size=rows)
+    x[:, 1] = np.round(rng.normal(size=rows) * 3)  # few values, zeros of both signs
+    x[rng.random(rows) < 0.3, 1] *= -1
+    x[:, 2] = 5.0
+    x[:, 3] = np.nan
+    x[:, 4] = rng.choice(np.array([np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4028235e38,
+                                   -3.4028235e38, 1.2e-38], np.float32), rows)
+    x[:, 5] = rng.gamma(2.0, 1.0, rows)
+    x[:, 6] = -rng.gamma(2.0, 1.0, rows)
+    x[:, 7] = rng.integers(-2**20, 2**20, rows)
+    x[:, 8] = rng.normal(size=rows)
+    bits = x.view(np.uint32)
+    for column, payload in ((0, 0xFFC00000), (5, 0x7F800001), (6, 0xFFFFFFFF), (8, 0x7FC00123)):
+        bits[rng.random(rows) < 0.05, column] = payload  # NaN: negative, signalling, payloads
+    return x
+
+
+def _same_state(compiled, plain) -> None:
+    assert (compiled.name, compiled.rows, compiled.count, compiled.missing) == \
+        (plain.name, plain.rows, plain.count, plain.missing)
+    assert (compiled.negative_infinities, compiled.positive_infinities, compiled.zeros) == \
+        (plain.negative_infinities, plain.positive_infinities, plain.zeros)
+    assert (compiled.min, compiled.max) == (plain.min, plain.max)
+    assert compiled.mean == pytest.approx(plain.mean, rel=1e-12, abs=1e-300)
+    assert compiled.m2 == pytest.approx(plain.m2, rel=1e-12, abs=1e-300)
+    assert np.array_equal(compiled.hll.rho, plain.hll.rho)
+    assert np.array_equal(compiled.hll.keys, plain.hll.keys)
+    assert (compiled.hll.few is None) == (plain.hll.few is None)
+    if plain.hll.few is not None:
+        assert np.array_equal(compiled.hll.few, plain.hll.few)
+    if plain.count:  # the sketches are randomised: the same values' ranks within their error
+        assert compiled.kll.n == plain.kll.n
+        assert (compiled.kll.get_min_value(), compiled.kll.get_max_value()) == \
+            (plain.kll.get_min_value(), plain.kll.get_max_value())
+        for value in plain.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99]):
+            assert abs(compiled.kll.get_rank(value) - plain.kll.get_rank(value)) <= \
+                2 * rank_error(plain.kll)
+    assert (compiled.counts is None) == (plain.counts is None)
+    if plain.counts is not None:
+        assert np.array_equal(compiled.counts, plain.counts)
+    assert compiled.values == plain.values
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 7, 5_000, 40_000])
+def test_the_compiled_pass_reads_every_column_as_numpys_sort_does(rows, monkeypatch):
+    """The compiled pass (a radix sort and one read of each sorted column in C) gives the
+    states numpy's sort and reads give: counts, extremes, moments, registers, the sketch's
+    quantiles and the bins' counts; blocks of columns split anywhere."""
+    from modeleval.engine import profile as profile_module
+    from modeleval.engine.profile import feature_states
+
+    x = _awkward_columns(rows, seed=rows)
+    names = [f"f{j}" for j in range(x.shape[1])]
+    cuts = {"f0": np.array([-1.0, 0.0, 0.5]), "f4": np.array([-np.inf, -1e-45, 0.0, 1e-45]),
+            "f7": np.array([-1000.5, 3.0, 1e6])}
+    monkeypatch.setattr(profile_module, "BLOCK_BYTES", max(1, rows * 4 * 2))  # two a block
+    monkeypatch.setattr(profile_module, "COMPILED_BLOCK_BYTES", max(1, rows * 4 * 3))
+    compiled = feature_states(x, names, cuts)
+    monkeypatch.setattr(profile_module, "_profile_block", None)
+    plain = feature_states(x, names, cuts)
+    assert len(compiled) == len(plain) == x.shape[1]
+    for mine, theirs in zip(compiled, plain):
+        _same_state(mine, theirs)
+
+
+def test_the_compiled_pass_profiles_labels_and_predictions_as_numpy_does(monkeypatch):
+    from modeleval.engine import profile as profile_module
+
+    x = _awkward_columns(3_000, seed=9)
+    compiled = [column_state(str(j), x[:, j].copy(), value_counts=True) for j in range(9)]
+    monkeypatch.setattr(profile_module, "_profile_block", None)
+    for j, mine in enumerate(compiled):
+        _same_state(mine, column_state(str(j), x[:, j].copy(), value_counts=True))

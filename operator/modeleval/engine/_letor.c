@@ -379,9 +379,312 @@ values_done:
     return NULL;
 }
 
+/* ---- A block of columns' profile: sorted by radix, read off in one pass (engine/profile.py) ---- */
+
+#define HASH_CHUNK 256
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && \
+    !defined(__clang__)
+/* a copy of a loop for CPUs with AVX-512 (eight 64-bit products or doubles at once), chosen
+ * when the module is loaded */
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+#define NAN_KEY 0xFFFFFFFFu
+#define TILE_ROWS 16
+
+/* A float32's bits as an unsigned key in the order numpy sorts (every NaN last, as one key;
+ * -0.0 read as 0.0, so the two are one value), and back. */
+static inline uint32_t order_key(uint32_t bits) {
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return NAN_KEY;
+    if (bits == 0x80000000u) bits = 0;
+    return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+}
+
+static inline uint32_t key_bits(uint32_t key) {
+    return (key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key;
+}
+
+/* Sorts the n keys at *data (scratch: room for n more; n < 2**32) by LSD radix, RADIX_PASSES
+ * digits of RADIX_BITS from the lowest, a pass skipped where every key has the same digit;
+ * returns where the sorted keys are. */
+#ifndef RADIX_BITS
+#define RADIX_BITS 11
+#endif
+#define RADIX_PASSES ((32 + RADIX_BITS - 1) / RADIX_BITS)
+static uint32_t *radix_sort(uint32_t *data, uint32_t *scratch, Py_ssize_t n) {
+    const uint32_t digits = (1u << RADIX_BITS) - 1;
+    if (n < 2) return data;
+    uint32_t counts[RADIX_PASSES][1 << RADIX_BITS];
+    memset(counts, 0, sizeof counts);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t key = data[i];
+        for (int pass = 0; pass < RADIX_PASSES; pass++)
+            counts[pass][(key >> (pass * RADIX_BITS)) & digits]++;
+    }
+    uint32_t *src = data, *dst = scratch;
+    for (int pass = 0; pass < RADIX_PASSES; pass++) {
+        uint32_t *count = counts[pass];
+        const int by = pass * RADIX_BITS;
+        if (count[(src[0] >> by) & digits] == (uint32_t)n) continue; /* one digit: in order */
+        uint32_t total = 0;
+        for (uint32_t digit = 0; digit <= digits; digit++) {
+            uint32_t here = count[digit];
+            count[digit] = total;
+            total += here;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t key = src[i];
+            dst[count[(key >> by) & digits]++] = key;
+        }
+        uint32_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    return src;
+}
+
+enum { ST_MISSING, ST_NEG_INF, ST_POS_INF, ST_ZEROS, ST_COUNT, ST_MIN, ST_MAX, ST_MEAN, ST_M2,
+       ST_DISTINCT, ST_FIELDS };
+
+/* The sum of x[i] (squares: of (x[i] - shift)^2) over n floats, in float64: LANES partial
+ * sums side by side (vectors where the compiler has them), then added up. */
+#define LANES 8
+#if defined(__GNUC__)
+typedef float float_lanes __attribute__((vector_size(LANES * sizeof(float))));
+typedef double double_lanes __attribute__((vector_size(LANES * sizeof(double))));
+
+VECTOR_CLONES static double float_sum(const float *x, Py_ssize_t n, double shift, int squares) {
+    double_lanes part = {0}, by = part + shift;
+    Py_ssize_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        float_lanes some;
+        memcpy(&some, x + i, sizeof some);
+        double_lanes value = __builtin_convertvector(some, double_lanes) - by;
+        part += squares ? value * value : value;
+    }
+    double total = 0.0;
+    for (int lane = 0; lane < LANES; lane++) total += part[lane];
+    for (; i < n; i++) {
+        double value = (double)x[i] - shift;
+        total += squares ? value * value : value;
+    }
+    return total;
+}
+#else
+static double float_sum(const float *x, Py_ssize_t n, double shift, int squares) {
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double value = (double)x[i] - shift;
+        total += squares ? value * value : value;
+    }
+    return total;
+}
+#endif
+
+/* Each of the ascending float32 bits[0 .. n-1] (as a signed integer key) hashed as
+ * ``registers`` hashes it: its register (the first half's bits under mask) and its run
+ * (leading zeros of the second half plus one, at most 63), 0 where it repeats the value before
+ * it (bits[-1] is read: the caller's value before them); returns how many do not. A loop
+ * without branches, so the compiler can vectorise it. */
+VECTOR_CLONES static Py_ssize_t hash_chunk(const uint32_t *bits, Py_ssize_t n, uint64_t seed,
+                                           uint32_t mask, uint32_t *slot, uint8_t *run) {
+    Py_ssize_t fresh = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t first, second;
+        murmur3_key((int64_t)(int32_t)bits[i], seed, &first, &second);
+        slot[i] = (uint32_t)first & mask;
+        int lead = (int)__builtin_clzll(second | 1); /* 63 for 0 and 1: the cap */
+        int repeat = bits[i] == bits[i - 1];
+        run[i] = (uint8_t)(repeat ? 0 : (lead > 62 ? 62 : lead) + 1);
+        fresh += !repeat;
+    }
+    return fresh;
+}
+
+/* One column's sorted keys (n) into its ascending float32 values at out, its statistics and
+ * its distinct values' HLL registers (as ``registers`` computes them). */
+static void read_sorted(const uint32_t *sorted, float *out, Py_ssize_t n,
+                        uint8_t *rho, int64_t *keys, Py_ssize_t slots, uint64_t seed,
+                        double *stats) {
+    const uint32_t neg_inf = order_key(0xFF800000u), pos_inf = order_key(0x7F800000u);
+    Py_ssize_t missing = 0, low = 0, high = 0, zeros = 0;
+    uint32_t *bits = (uint32_t *)out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t key = sorted[i];
+        missing += key == NAN_KEY;
+        low += key == neg_inf;
+        high += key == pos_inf;
+        zeros += key == 0x80000000u;
+        bits[i] = key_bits(key);
+    }
+    Py_ssize_t first = low, last = n - missing - high, count = last - first, distinct = 0;
+    double mean = count ? float_sum(out + first, count, 0.0, 0) / (double)count : 0.0;
+    double m2 = float_sum(out + first, count, mean, 1);
+    /* every finite value hashed (a repeat with run 0: the first value's is never), the
+     * registers raised without a branch */
+    uint32_t slot[HASH_CHUNK];
+    uint8_t run[HASH_CHUNK];
+    for (Py_ssize_t done = first; done < last; done += HASH_CHUNK) {
+        Py_ssize_t chunk = last - done < HASH_CHUNK ? last - done : HASH_CHUNK, skip = done == first;
+        distinct += skip + hash_chunk(bits + done + skip, chunk - skip, seed,
+                                      (uint32_t)(slots - 1), slot + skip, run + skip);
+        if (skip) {
+            uint64_t hash_first, hash_second;
+            murmur3_key((int64_t)(int32_t)bits[done], seed, &hash_first, &hash_second);
+            int lead = (int)__builtin_clzll(hash_second | 1);
+            slot[0] = (uint32_t)hash_first & (uint32_t)(slots - 1);
+            run[0] = (uint8_t)((lead > 62 ? 62 : lead) + 1);
+        }
+        for (Py_ssize_t i = 0; i < chunk; i++) {
+            uint8_t held = rho[slot[i]];
+            int raise = run[i] > held;
+            rho[slot[i]] = raise ? run[i] : held;
+            keys[slot[i]] = raise ? (int64_t)(int32_t)bits[done + i] : keys[slot[i]];
+        }
+    }
+    stats[ST_MISSING] = (double)missing;
+    stats[ST_NEG_INF] = (double)low;
+    stats[ST_POS_INF] = (double)high;
+    stats[ST_ZEROS] = (double)zeros;
+    stats[ST_COUNT] = (double)count;
+    stats[ST_MIN] = count ? out[first] : INFINITY;
+    stats[ST_MAX] = count ? out[last - 1] : -INFINITY;
+    stats[ST_MEAN] = mean;
+    stats[ST_M2] = m2;
+    stats[ST_DISTINCT] = (double)distinct;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* order_key of four bits at once */
+static inline __m128i order_keys4(__m128i bits) {
+    __m128i nan = _mm_cmpgt_epi32(_mm_and_si128(bits, _mm_set1_epi32(0x7FFFFFFF)),
+                                  _mm_set1_epi32(0x7F800000));
+    bits = _mm_andnot_si128(_mm_cmpeq_epi32(bits, _mm_set1_epi32((int)0x80000000u)), bits);
+    __m128i flip = _mm_or_si128(_mm_srai_epi32(bits, 31), _mm_set1_epi32((int)0x80000000u));
+    return _mm_or_si128(_mm_xor_si128(bits, flip), nan);
+}
+#endif
+
+/* The columns start .. start + width - 1 of the rows x columns matrix as keys (order_key),
+ * column after column into out (width x rows): a tile of rows at a time (they stay in the
+ * cache while they are spread over the columns), where SSE2 is, four rows by four columns
+ * transposed in registers. */
+static void transposed_keys(const uint32_t *matrix, Py_ssize_t columns, Py_ssize_t start,
+                            Py_ssize_t width, Py_ssize_t rows, uint32_t *out) {
+    for (Py_ssize_t top = 0; top < rows; top += TILE_ROWS) {
+        Py_ssize_t bottom = top + TILE_ROWS < rows ? top + TILE_ROWS : rows, c = 0;
+#if defined(__SSE2__)
+        Py_ssize_t square = top + (bottom - top) / 4 * 4;
+        for (; c + 4 <= width; c += 4) {
+            for (Py_ssize_t r = top; r < square; r += 4) {
+                const uint32_t *cell = matrix + r * columns + start + c;
+                __m128i a = order_keys4(_mm_loadu_si128((const __m128i *)cell));
+                __m128i b = order_keys4(_mm_loadu_si128((const __m128i *)(cell + columns)));
+                __m128i d = order_keys4(_mm_loadu_si128((const __m128i *)(cell + 2 * columns)));
+                __m128i e = order_keys4(_mm_loadu_si128((const __m128i *)(cell + 3 * columns)));
+                __m128i ab_low = _mm_unpacklo_epi32(a, b), ab_high = _mm_unpackhi_epi32(a, b);
+                __m128i de_low = _mm_unpacklo_epi32(d, e), de_high = _mm_unpackhi_epi32(d, e);
+                uint32_t *column = out + c * rows + r;
+                _mm_storeu_si128((__m128i *)column, _mm_unpacklo_epi64(ab_low, de_low));
+                _mm_storeu_si128((__m128i *)(column + rows), _mm_unpackhi_epi64(ab_low, de_low));
+                _mm_storeu_si128((__m128i *)(column + 2 * rows),
+                                 _mm_unpacklo_epi64(ab_high, de_high));
+                _mm_storeu_si128((__m128i *)(column + 3 * rows),
+                                 _mm_unpackhi_epi64(ab_high, de_high));
+            }
+            for (Py_ssize_t k = c; k < c + 4; k++)
+                for (Py_ssize_t r = square; r < bottom; r++)
+                    out[k * rows + r] = order_key(matrix[r * columns + start + k]);
+        }
+#endif
+        for (; c < width; c++) {
+            uint32_t *column = out + c * rows;
+            const uint32_t *cell = matrix + top * columns + start + c;
+            for (Py_ssize_t r = top; r < bottom; r++, cell += columns)
+                column[r] = order_key(*cell);
+        }
+    }
+}
+
+PyDoc_STRVAR(profile_block_doc,
+"profile_block(features, start, out, scratch, rho, keys, stats, seed) -> None\n\n"
+"For the columns start .. start + w - 1 of ``features`` (float32, rows x columns, C order),\n"
+"where ``out`` (float32) holds w x rows: each column's values in ascending order (numpy's:\n"
+"NaN last; -0.0 as 0.0) into its row of ``out``; its statistics into its row of ``stats``\n"
+"(float64, w x 10: missing, -inf, +inf, zeros, finite count, min, max, mean and the sum of\n"
+"squared deviations from it (over the finite values, in float64), distinct finite values);\n"
+"its distinct values' HLL registers into its row of ``rho`` and ``keys`` (w x 2**k, as\n"
+"``registers`` sets them from zero). ``scratch``: uint32, rows of them.");
+
+static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *features_object, *out_object, *scratch_object, *rho_object, *keys_object,
+        *stats_object;
+    Py_ssize_t start, columns;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OnnOOOOOK", &features_object, &columns, &start, &out_object,
+                          &scratch_object, &rho_object, &keys_object, &stats_object, &seed))
+        return NULL;
+    Py_buffer features, out, scratch, rho, keys, stats;
+    if (PyObject_GetBuffer(features_object, &features, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (writable(out_object, &out, 4, "out") < 0) goto features_done;
+    if (writable(scratch_object, &scratch, 4, "scratch") < 0) goto out_done;
+    if (writable(rho_object, &rho, 1, "rho") < 0) goto scratch_done;
+    if (writable(keys_object, &keys, 8, "keys") < 0) goto rho_done;
+    if (writable(stats_object, &stats, 8, "stats") < 0) goto keys_done;
+    Py_ssize_t rows = scratch.len / 4, width = stats.len / 8 / ST_FIELDS;
+    Py_ssize_t slots = width ? rho.len / width : 0;
+    if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features.len % 4 || features.len / 4 != rows * columns || start < 0 ||
+        start + width > columns || out.len / 4 != rows * width ||
+        stats.len != width * ST_FIELDS * 8 || keys.len != rho.len * 8 ||
+        (width && (slots == 0 || (slots & (slots - 1)) || rho.len != slots * width))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "profile_block: features rows x columns, and out, scratch, rho, keys and "
+                        "stats sized for the block");
+        goto stats_done;
+    }
+    const uint32_t *matrix = features.buf;
+    uint32_t *sorted_keys = out.buf, *spare = scratch.buf;
+    Py_BEGIN_ALLOW_THREADS
+    memset(rho.buf, 0, (size_t)rho.len);
+    memset(keys.buf, 0, (size_t)keys.len);
+    transposed_keys(matrix, columns, start, width, rows, sorted_keys);
+    for (Py_ssize_t c = 0; c < width; c++) {
+        uint32_t *column = sorted_keys + c * rows;
+        uint32_t *sorted = radix_sort(column, spare, rows);
+        read_sorted(sorted, (float *)column, rows, (uint8_t *)rho.buf + c * slots,
+                    (int64_t *)keys.buf + c * slots, slots, seed,
+                    (double *)stats.buf + c * ST_FIELDS);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&stats);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&rho);
+    PyBuffer_Release(&scratch);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&features);
+    Py_RETURN_NONE;
+stats_done:
+    PyBuffer_Release(&stats);
+keys_done:
+    PyBuffer_Release(&keys);
+rho_done:
+    PyBuffer_Release(&rho);
+scratch_done:
+    PyBuffer_Release(&scratch);
+out_done:
+    PyBuffer_Release(&out);
+features_done:
+    PyBuffer_Release(&features);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS, parse_doc},
     {"registers", registers, METH_VARARGS, registers_doc},
+    {"profile_block", profile_block, METH_VARARGS, profile_block_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,6 +6,7 @@ predicting from it), inline or on Ray as the evaluation's plan says.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from .cache import CacheManifest, DatasetCache, PartStore
 from .errors import EvaluationError, Reason
 from .inference import (CachedPart, LetorRange, ParsedRange, Predictor, Progress, ShardPrediction,
                         parse_and_predict, parse_letor_range, predict_part, profile_part,
-                        run_bounded)
+                        profiled_aside, run_bounded)
 from ..api.profile import DatasetProfile
 from .plan import RunPlan
 from .profile import (ProfileRequest, ProfileState, RunningProfile, data_only, merge_all,
@@ -25,6 +26,11 @@ from .shard import ParsedShard
 from .sharding import group_aligned_splits, letor_ranges
 from .storage import ObjectInfo
 from .tables import read_table, table_to_shard
+
+
+# Inline, the shards whose profiles may still be computing beside the next shard's parse (each
+# holds its shard's matrix): two keep the profiling thread busy without holding more.
+PROFILES_ASIDE = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class ShardScoring:
         # The shards' profiles, merged as each shard comes in (a shard's is dropped from it):
         # the driver holds one profile, not one per shard.
         self.profile = RunningProfile()
+        self.aside: deque[Future] = deque()  # inline: shards' profiles still being computed
 
     def expected_features(self) -> int | None:
         """The candidate model's feature count, once the driver has loaded it (its load error,
@@ -226,8 +233,10 @@ class ShardScoring:
     def execute(self, fn: Callable, calls: list[tuple], on_result: Callable[[Any], None]) -> None:
         """Each call as a Ray task, or in this process when the evaluation runs inline."""
         if self.plan.inline:
-            for args in calls:
-                on_result(fn(*args))
+            with profiled_aside():
+                for args in calls:
+                    on_result(fn(*args))
+                self.take_aside(0)
         else:
             run_bounded(fn, calls, self.plan.task, self.plan.max_inflight, on_result)
 
@@ -248,11 +257,22 @@ class ShardScoring:
         return [shards[i] for i in range(len(calls))]
 
     def took_profile(self, result: ShardPrediction) -> ShardPrediction:
-        """The shard, its profile merged into the evaluation's and dropped from it."""
+        """The shard, its profile merged into the evaluation's and dropped from it (one still
+        being computed aside is taken once more than ``PROFILES_ASIDE`` are: each holds its
+        shard's matrix)."""
         if result.profile is not None:
             self.profile.add(result.profile)
             result.profile = None
+        if result.profile_aside is not None:
+            self.aside.append(result.profile_aside)
+            result.profile_aside = None
+            self.take_aside(PROFILES_ASIDE)
         return result
+
+    def take_aside(self, keep: int) -> None:
+        """The profiles computed aside merged in, the oldest first, until ``keep`` remain."""
+        while len(self.aside) > keep:
+            self.profile.add(self.aside.popleft().result())
 
     # ------------------------------------------------------------------ checks
     @contextlib.contextmanager

@@ -123,8 +123,7 @@ class Registers:
         if finite.dtype == np.float32 and _compiled_registers is not None:
             distinct = _compiled_registers(np.ascontiguousarray(finite), state.rho, state.keys,
                                            DATASKETCHES_SEED)
-            state.few = np.unique(_keys(_distinct_sorted(finite))) if distinct <= FILTER_ABOVE \
-                else None
+            state.few = cls.few_of_sorted(finite) if distinct <= FILTER_ABOVE else None
             return state
         keys = np.unique(_keys(finite))
         first, second = murmur3_int64(keys)
@@ -135,6 +134,11 @@ class Registers:
         state.keys[slot[setters]] = keys[setters]
         state.few = keys if len(keys) <= FILTER_ABOVE else None
         return state
+
+    @staticmethod
+    def few_of_sorted(finite: np.ndarray) -> np.ndarray:
+        """The distinct keys of ascending finite values, in the keys' order."""
+        return np.unique(_keys(_distinct_sorted(finite)))
 
     def merged(self, other: "Registers") -> "Registers":
         larger = other.rho > self.rho

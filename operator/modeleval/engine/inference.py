@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -100,10 +101,31 @@ class ShardPrediction:
     per_query: QueryValues | None = None  # a ranking evaluation's, when the shard computes alone
     actor: int | None = None  # the predicting actor (its slot) that predicted it; None: the task
     profile: ProfileState | None = None  # the shard's data and predictions profile
+    # inline (profiled_aside): that profile, still being computed beside the next shards
+    profile_aside: Future | None = None
 
     @property
     def rows(self) -> int:
         return len(self.labels)
+
+
+# Inline, the process runs one shard after another, the parser on one CPU and the models with
+# threads that leave CPU idle: each shard's profile then runs on a thread of its own while the
+# next shards are parsed and predicted (the driver takes it later: ShardScoring.took_profile), not
+# beside the shard's own predictions, which it outlasts. A Ray task's process has no CPU to
+# spare, so there the task profiles its shard itself.
+_PROFILER: ContextVar[ThreadPoolExecutor | None] = ContextVar("modeleval_profiler", default=None)
+
+
+@contextlib.contextmanager
+def profiled_aside() -> Iterator[None]:
+    """Within it, shards predicted in this thread are profiled on one thread beside it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="profile") as pool:
+        token = _PROFILER.set(pool)
+        try:
+            yield
+        finally:
+            _PROFILER.reset(token)
 
 
 MMAP_THRESHOLD = 8 * 2**20  # glibc: blocks at least this large are mapped, and unmapped on free
@@ -205,13 +227,22 @@ class Predictor:
         was read from, which an actor on this node reads itself."""
         shard = shard.counted()  # once, for the metrics and the models' input
         result = self.prepare(index, shard)
-        with ThreadPoolExecutor(1, thread_name_prefix="profile") as pool:
-            # The data's profile beside the predictions: numpy's sorts and the model runtimes
-            # release the GIL, and a task waiting for its GPU actor profiles meanwhile.
-            profiling = (pool.submit(self.profile.data_of, shard) if self.profile is not None
-                         else None)
+        aside = _PROFILER.get()
+        if self.profile is None:
             self._predict_into(result, shard, where, threads, part)
-            if profiling is not None and self.profile is not None:
+        elif aside is not None:
+            data = aside.submit(self.profile.data_of, shard)
+            self._predict_into(result, shard, where, threads, part)
+            request, predictions = self.profile, result.predictions
+            # after the data's profile on the same thread: the predictions' joins it there
+            result.profile_aside = aside.submit(
+                lambda: request.with_predictions(data.result(), predictions))
+        else:
+            with ThreadPoolExecutor(1, thread_name_prefix="profile") as pool:
+                # The data's profile beside the predictions: the sorts and the model runtimes
+                # release the GIL, and a task waiting for its GPU actor profiles meanwhile.
+                profiling = pool.submit(self.profile.data_of, shard)
+                self._predict_into(result, shard, where, threads, part)
                 result.profile = self.profile.with_predictions(profiling.result(),
                                                                result.predictions)
         if self.query_metrics:

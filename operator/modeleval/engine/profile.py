@@ -40,7 +40,12 @@ import numpy as np
 
 from ..api.profile_limits import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS,
                                   QUANTILE_RANKS)
-from .distinct import Registers
+from .distinct import DATASKETCHES_SEED, FILTER_ABOVE, Registers
+
+try:  # the compiled pass (setup.py builds it with the LETOR tokenizer); else numpy's sort
+    from ._letor import profile_block as _profile_block
+except ImportError:
+    _profile_block = None
 from .shard import ParsedShard
 
 if TYPE_CHECKING:  # the document's models (pydantic): imported where a document is made, on the
@@ -50,6 +55,9 @@ if TYPE_CHECKING:  # the document's models (pydantic): imported where a document
 # The bytes of columns transposed and sorted at a time (at least one column): a bound on what a
 # profile adds to a shard's memory, against a copy of its whole matrix.
 BLOCK_BYTES = 64 * 2**20
+# The compiled pass's columns at a time: they and their sorted copies stay in the CPU's cache
+# (one buffer, used again for each group of columns: no new pages to fault in).
+COMPILED_BLOCK_BYTES = 2**20
 # The share of the KLL sketch's rank error that feeding it runs' stand-ins may add (sketch_sorted).
 SAMPLED_ERROR_SHARE = 1 / 64
 _KLL_ERROR = ds.kll_floats_sketch.get_normalized_rank_error(KLL_K, False)
@@ -153,6 +161,10 @@ def column_state(name: str, values: np.ndarray, cuts: np.ndarray | None = None, 
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
+    if not is_sorted and values.dtype == np.float32 and values.ndim == 1 and \
+            _profile_block is not None:
+        return _compiled_states(values.reshape(-1, 1), [name], {name: cuts} if cuts is not None
+                                else {}, value_counts)[0]
     ordered = values if is_sorted else np.sort(values)
     return _sorted_column_state(name, ordered, cuts, value_counts)
 
@@ -177,20 +189,68 @@ def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None
         # (CPU the shard's other work needs) for no better result.
         deviations = np.subtract(finite, state.mean, dtype=np.float64)
         state.m2 = float(np.multiply(deviations, deviations, out=deviations).sum())
-        state.kll = sketch_sorted(finite)
         # float32 bits as integer keys (-0.0 read as 0.0): the same key for the same value in
-        # every shard; one pass over the sorted column in C where it is built
+        # every shard
         state.hll = Registers.of_sorted(finite, HLL_LG_K)
-        if value_counts:
-            state.values = _value_counts(finite, _distinct_sorted(finite))
-    elif value_counts:
-        state.values = {}
+    _sketched(state, ordered, present, finite, cuts, value_counts)
+    return state
+
+
+def _sketched(state: ColumnState, ordered: np.ndarray, present: int, finite: np.ndarray,
+              cuts: np.ndarray | None, value_counts: bool) -> None:
+    """What ``state`` reads off its column in ascending order besides the statistics: the KLL
+    sketch, the exact value counts (``value_counts``) and the counts in the bins of ``cuts``."""
+    if len(finite):
+        state.kll = sketch_sorted(finite)
+    if value_counts:
+        state.values = _value_counts(finite, _distinct_sorted(finite)) if len(finite) else {}
     if cuts is not None:
         state.cuts = np.asarray(cuts, dtype=np.float64)
         edges = np.searchsorted(ordered[:present], _at_least(state.cuts, ordered.dtype),
                                 side="left")
         state.counts = np.diff(np.concatenate([[0], edges, [present]])).astype(np.int64)
-    return state
+
+
+# The columns of the compiled pass's statistics (_letor.c's profile_block).
+(_MISSING, _NEGATIVE_INFINITIES, _POSITIVE_INFINITIES, _ZEROS, _COUNT, _MIN, _MAX, _MEAN, _M2,
+ _DISTINCT) = range(10)
+
+
+def _compiled_states(features: np.ndarray, names: Sequence[str],
+                     cuts: Mapping[str, np.ndarray], value_counts: bool = False
+                     ) -> list[ColumnState]:
+    """The profile of every column of a float32 matrix in C order, a block of columns at a
+    time, by the compiled pass: each column radix-sorted and its statistics and distinct-count
+    registers read off in C; the KLL sketch and the bins' counts then read off the sorted column
+    here."""
+    rows, width = features.shape
+    states = []
+    group = max(1, min(width, COMPILED_BLOCK_BYTES // max(1, rows * 4)))
+    out, scratch = np.empty((group, rows), np.float32), np.empty(rows, np.uint32)
+    rho, keys = np.empty((group, 1 << HLL_LG_K), np.uint8), np.empty((group, 1 << HLL_LG_K), np.int64)
+    stats = np.empty((group, 10), np.float64)
+    for start in range(0, width, group):
+        block = min(group, width - start)
+        _profile_block(features, width, start, out[:block], scratch, rho[:block], keys[:block],
+                       stats[:block], DATASKETCHES_SEED)
+        for offset in range(block):
+            ordered, numbers = out[offset], stats[offset].tolist()
+            low, count = int(numbers[_NEGATIVE_INFINITIES]), int(numbers[_COUNT])
+            present = rows - int(numbers[_MISSING])
+            finite = ordered[low:low + count]
+            state = ColumnState(
+                names[start + offset], rows=rows, count=count, missing=rows - present,
+                negative_infinities=low, positive_infinities=present - low - count,
+                zeros=int(numbers[_ZEROS]))
+            if count:
+                state.min, state.max = numbers[_MIN], numbers[_MAX]
+                state.mean, state.m2 = numbers[_MEAN], numbers[_M2]
+                few = Registers.few_of_sorted(finite) \
+                    if numbers[_DISTINCT] <= FILTER_ABOVE else None
+                state.hll = Registers(rho[offset].copy(), keys[offset].copy(), few)
+            _sketched(state, ordered, present, finite, cuts.get(state.name), value_counts)
+            states.append(state)
+    return states
 
 
 def sketch_sorted(ordered: np.ndarray) -> ds.kll_floats_sketch:
@@ -256,6 +316,9 @@ def feature_states(features: np.ndarray, names: Sequence[str],
     if features.shape[1] != len(names):
         raise ValueError(f"{features.shape[1]} feature columns but {len(names)} names")
     cuts = cuts or {}
+    if features.dtype == np.float32 and features.flags.c_contiguous and \
+            _profile_block is not None:
+        return _compiled_states(features, names, cuts)
     states = []
     width = max(1, BLOCK_BYTES // max(1, features.shape[0] * features.itemsize))
     for start in range(0, features.shape[1], width):
