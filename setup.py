@@ -1,5 +1,6 @@
-"""The compiled LETOR tokenizer (everything else about the package is in pyproject.toml). It is
-optional: without a C compiler the package installs, and LETOR goes through Arrow's CSV reader."""
+"""The compiled LETOR tokenizer and data profile pass (everything else about the package is in
+pyproject.toml). It is optional: without a C compiler the package installs, LETOR goes through
+Arrow's CSV reader and the profile through numpy's sort."""
 
 import sys
 

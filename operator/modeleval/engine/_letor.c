@@ -7,6 +7,9 @@
  * block and return None; the Python side then parses the text the general way, which reads
  * what it can and names what is wrong. Values are rounded to float32 exactly once (the nearest
  * float32 to the decimal), as Arrow's float32 conversion does.
+ *
+ * Beside it, the data profile's pass over a parsed matrix (profile_block, engine/profile.py):
+ * columns radix-sorted and read once for their counts, moments and distinct-count registers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <patchlevel.h>
@@ -294,7 +297,7 @@ text_done:
     return NULL;
 }
 
-/* ---- A column's distinct-count registers (the data profile's HLL, engine/distinct.py) ---- */
+/* ---- MurmurHash3 as DataSketches hashes an integer (the data profile's HLL registers) ---- */
 
 static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
@@ -322,68 +325,11 @@ static inline void murmur3_key(int64_t key, uint64_t seed, uint64_t *first, uint
     *second = h2;
 }
 
-PyDoc_STRVAR(registers_doc,
-"registers(values, rho, keys, seed) -> distinct\n\n"
-"For the ascending finite float32 ``values``: each distinct value's key (its float32 bits, -0.0\n"
-"read as 0.0, as an int64) hashed as DataSketches hashes an integer; into ``rho`` (uint8, 2**k\n"
-"of them) the largest leading-zero count plus one (at most 63) of the keys whose hash's low k\n"
-"bits name that register, and into ``keys`` (int64) one key that set it. Returns the number of\n"
-"distinct values.");
-
-static PyObject *registers(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *values_object, *rho_object, *keys_object;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "OOOK", &values_object, &rho_object, &keys_object, &seed))
-        return NULL;
-    Py_buffer values, rho, keys;
-    if (PyObject_GetBuffer(values_object, &values, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (writable(rho_object, &rho, 1, "rho") < 0) goto values_done;
-    if (writable(keys_object, &keys, 8, "keys") < 0) goto rho_done;
-    Py_ssize_t slots = rho.len;
-    if (slots == 0 || (slots & (slots - 1)) || keys.len / 8 != slots || values.len % 4) {
-        PyErr_SetString(PyExc_ValueError, "rho and keys: the same power of two of registers");
-        goto keys_done;
-    }
-    const float *data = values.buf;
-    Py_ssize_t count = values.len / 4, distinct = 0;
-    uint8_t *registers_out = rho.buf;
-    int64_t *keys_out = keys.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (i && data[i] == data[i - 1]) continue;
-        distinct++;
-        float value = data[i] + 0.0f;
-        int32_t bits;
-        memcpy(&bits, &value, 4);
-        uint64_t first, second;
-        murmur3_key((int64_t)bits, seed, &first, &second);
-        Py_ssize_t slot = (Py_ssize_t)(first & (uint64_t)(slots - 1));
-        int zeros = second ? __builtin_clzll(second) : 64;
-        uint8_t run = (uint8_t)((zeros > 62 ? 62 : zeros) + 1);
-        if (run > registers_out[slot]) {
-            registers_out[slot] = run;
-            keys_out[slot] = (int64_t)bits;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&rho);
-    PyBuffer_Release(&values);
-    return PyLong_FromSsize_t(distinct);
-keys_done:
-    PyBuffer_Release(&keys);
-rho_done:
-    PyBuffer_Release(&rho);
-values_done:
-    PyBuffer_Release(&values);
-    return NULL;
-}
-
 /* ---- A block of columns' profile: sorted by radix, read off in one pass (engine/profile.py) ---- */
 
 #define HASH_CHUNK 256
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && \
-    !defined(__clang__)
+#if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__) && defined(__GLIBC__)
 /* a copy of a loop for CPUs with AVX-512 (eight 64-bit products or doubles at once), chosen
  * when the module is loaded */
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
@@ -484,7 +430,7 @@ static double float_sum(const float *x, Py_ssize_t n, double shift, int squares)
 #endif
 
 /* Each of the ascending float32 bits[0 .. n-1] (as a signed integer key) hashed as
- * ``registers`` hashes it: its register (the first half's bits under mask) and its run
+ * DataSketches hashes an integer: its register (the first half's bits under mask) and its run
  * (leading zeros of the second half plus one, at most 63), 0 where it repeats the value before
  * it (bits[-1] is read: the caller's value before them); returns how many do not. A loop
  * without branches, so the compiler can vectorise it. */
@@ -503,11 +449,52 @@ VECTOR_CLONES static Py_ssize_t hash_chunk(const uint32_t *bits, Py_ssize_t n, u
     return fresh;
 }
 
+/* The HLL registers raised by the n ascending finite float32 bits (each a signed integer key):
+ * every value hashed (a repeat with run 0: the first value's is never), the registers raised
+ * without a branch. Returns the number of distinct values. */
+static Py_ssize_t raise_registers(const uint32_t *bits, Py_ssize_t n, uint8_t *rho,
+                                  Py_ssize_t slots, uint64_t seed) {
+    uint32_t slot[HASH_CHUNK];
+    uint8_t run[HASH_CHUNK];
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t done = 0; done < n; done += HASH_CHUNK) {
+        Py_ssize_t chunk = n - done < HASH_CHUNK ? n - done : HASH_CHUNK, skip = done == 0;
+        distinct += skip + hash_chunk(bits + done + skip, chunk - skip, seed,
+                                      (uint32_t)(slots - 1), slot + skip, run + skip);
+        if (skip) {
+            uint64_t hash_first, hash_second;
+            murmur3_key((int64_t)(int32_t)bits[0], seed, &hash_first, &hash_second);
+            int lead = (int)__builtin_clzll(hash_second | 1);
+            slot[0] = (uint32_t)hash_first & (uint32_t)(slots - 1);
+            run[0] = (uint8_t)((lead > 62 ? 62 : lead) + 1);
+        }
+        for (Py_ssize_t i = 0; i < chunk; i++) {
+            uint8_t held = rho[slot[i]];
+            rho[slot[i]] = run[i] > held ? run[i] : held;
+        }
+    }
+    return distinct;
+}
+
+static void put_stats(double *stats, Py_ssize_t missing, Py_ssize_t low, Py_ssize_t high,
+                      Py_ssize_t zeros, Py_ssize_t count, double min, double max, double mean,
+                      double m2, Py_ssize_t distinct) {
+    stats[ST_MISSING] = (double)missing;
+    stats[ST_NEG_INF] = (double)low;
+    stats[ST_POS_INF] = (double)high;
+    stats[ST_ZEROS] = (double)zeros;
+    stats[ST_COUNT] = (double)count;
+    stats[ST_MIN] = count ? min : INFINITY;
+    stats[ST_MAX] = count ? max : -INFINITY;
+    stats[ST_MEAN] = mean;
+    stats[ST_M2] = m2;
+    stats[ST_DISTINCT] = (double)distinct;
+}
+
 /* One column's sorted keys (n) into its ascending float32 values at out, its statistics and
- * its distinct values' HLL registers (as ``registers`` computes them). */
+ * its finite values' HLL registers (profile_block's doc). */
 static void read_sorted(const uint32_t *sorted, float *out, Py_ssize_t n,
-                        uint8_t *rho, int64_t *keys, Py_ssize_t slots, uint64_t seed,
-                        double *stats) {
+                        uint8_t *rho, Py_ssize_t slots, uint64_t seed, double *stats) {
     const uint32_t neg_inf = order_key(0xFF800000u), pos_inf = order_key(0x7F800000u);
     Py_ssize_t missing = 0, low = 0, high = 0, zeros = 0;
     uint32_t *bits = (uint32_t *)out;
@@ -519,41 +506,92 @@ static void read_sorted(const uint32_t *sorted, float *out, Py_ssize_t n,
         zeros += key == 0x80000000u;
         bits[i] = key_bits(key);
     }
-    Py_ssize_t first = low, last = n - missing - high, count = last - first, distinct = 0;
+    Py_ssize_t first = low, last = n - missing - high, count = last - first;
     double mean = count ? float_sum(out + first, count, 0.0, 0) / (double)count : 0.0;
     double m2 = float_sum(out + first, count, mean, 1);
-    /* every finite value hashed (a repeat with run 0: the first value's is never), the
-     * registers raised without a branch */
-    uint32_t slot[HASH_CHUNK];
-    uint8_t run[HASH_CHUNK];
-    for (Py_ssize_t done = first; done < last; done += HASH_CHUNK) {
-        Py_ssize_t chunk = last - done < HASH_CHUNK ? last - done : HASH_CHUNK, skip = done == first;
-        distinct += skip + hash_chunk(bits + done + skip, chunk - skip, seed,
-                                      (uint32_t)(slots - 1), slot + skip, run + skip);
-        if (skip) {
-            uint64_t hash_first, hash_second;
-            murmur3_key((int64_t)(int32_t)bits[done], seed, &hash_first, &hash_second);
-            int lead = (int)__builtin_clzll(hash_second | 1);
-            slot[0] = (uint32_t)hash_first & (uint32_t)(slots - 1);
-            run[0] = (uint8_t)((lead > 62 ? 62 : lead) + 1);
+    Py_ssize_t distinct = raise_registers(bits + first, count, rho, slots, seed);
+    put_stats(stats, missing, low, high, zeros, count, count ? out[first] : 0.0,
+              count ? out[last - 1] : 0.0, mean, m2, distinct);
+}
+
+/* The sum of x[i] (squares: of (x[i] - shift)^2) over n doubles, LANES partial sums. */
+VECTOR_CLONES static double double_sum(const double *x, Py_ssize_t n, double shift, int squares) {
+    double part[LANES] = {0};
+    Py_ssize_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int lane = 0; lane < LANES; lane++) {
+            double value = x[i + lane] - shift;
+            part[lane] += squares ? value * value : value;
         }
-        for (Py_ssize_t i = 0; i < chunk; i++) {
-            uint8_t held = rho[slot[i]];
-            int raise = run[i] > held;
-            rho[slot[i]] = raise ? run[i] : held;
-            keys[slot[i]] = raise ? (int64_t)(int32_t)bits[done + i] : keys[slot[i]];
-        }
+    double total = 0.0;
+    for (int lane = 0; lane < LANES; lane++) total += part[lane];
+    for (; i < n; i++) {
+        double value = x[i] - shift;
+        total += squares ? value * value : value;
     }
-    stats[ST_MISSING] = (double)missing;
-    stats[ST_NEG_INF] = (double)low;
-    stats[ST_POS_INF] = (double)high;
-    stats[ST_ZEROS] = (double)zeros;
-    stats[ST_COUNT] = (double)count;
-    stats[ST_MIN] = count ? out[first] : INFINITY;
-    stats[ST_MAX] = count ? out[last - 1] : -INFINITY;
-    stats[ST_MEAN] = mean;
-    stats[ST_M2] = m2;
-    stats[ST_DISTINCT] = (double)distinct;
+    return total;
+}
+
+PyDoc_STRVAR(profile_sorted_doc,
+"profile_sorted(values, scratch, rho, stats, seed) -> None\n\n"
+"profile_block's statistics and registers of one float64 column already in ascending order\n"
+"(numpy's: NaN last): the moments over its float64 values, the registers and the distinct\n"
+"count over their float32 roundings (-0.0 as 0.0), as the profile keys every column.\n"
+"``scratch``: uint32, as many as the values; ``rho``: 2**k; ``stats``: 10.");
+
+static PyObject *profile_sorted(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *values_object, *scratch_object, *rho_object, *stats_object;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OOOOK", &values_object, &scratch_object, &rho_object,
+                          &stats_object, &seed))
+        return NULL;
+    Py_buffer values, scratch, rho, stats;
+    if (PyObject_GetBuffer(values_object, &values, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (writable(scratch_object, &scratch, 4, "scratch") < 0) goto values_done;
+    if (writable(rho_object, &rho, 1, "rho") < 0) goto scratch_done;
+    if (writable(stats_object, &stats, 8, "stats") < 0) goto rho_done;
+    Py_ssize_t n = values.len / 8, slots = rho.len;
+    if (values.len % 8 || scratch.len / 4 != n || stats.len != ST_FIELDS * 8 || slots == 0 ||
+        (slots & (slots - 1))) {
+        PyErr_SetString(PyExc_ValueError, "profile_sorted: float64 values, scratch as many, "
+                                          "rho a power of two, stats 10");
+        goto stats_done;
+    }
+    const double *x = values.buf;
+    uint32_t *bits = scratch.buf;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t last = n, low = 0, high = 0, zeros = 0;
+    while (last > 0 && isnan(x[last - 1])) last--;
+    Py_ssize_t missing = n - last;
+    while (low < last && x[low] == -INFINITY) low++;
+    while (last > low && x[last - 1] == INFINITY) last--, high++;
+    Py_ssize_t count = last - low;
+    double mean = count ? double_sum(x + low, count, 0.0, 0) / (double)count : 0.0;
+    double m2 = double_sum(x + low, count, mean, 1);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        float rounded = (float)x[low + i] + 0.0f;
+        memcpy(bits + i, &rounded, 4);
+        zeros += x[low + i] == 0.0;
+    }
+    memset(rho.buf, 0, (size_t)slots);
+    Py_ssize_t distinct = raise_registers(bits, count, rho.buf, slots, seed);
+    put_stats(stats.buf, missing, low, high, zeros, count, count ? x[low] : 0.0,
+              count ? x[last - 1] : 0.0, mean, m2, distinct);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&stats);
+    PyBuffer_Release(&rho);
+    PyBuffer_Release(&scratch);
+    PyBuffer_Release(&values);
+    Py_RETURN_NONE;
+stats_done:
+    PyBuffer_Release(&stats);
+rho_done:
+    PyBuffer_Release(&rho);
+scratch_done:
+    PyBuffer_Release(&scratch);
+values_done:
+    PyBuffer_Release(&values);
+    return NULL;
 }
 
 #if defined(__SSE2__)
@@ -610,57 +648,55 @@ static void transposed_keys(const uint32_t *matrix, Py_ssize_t columns, Py_ssize
 }
 
 PyDoc_STRVAR(profile_block_doc,
-"profile_block(features, start, out, scratch, rho, keys, stats, seed) -> None\n\n"
-"For the columns start .. start + w - 1 of ``features`` (float32, rows x columns, C order),\n"
-"where ``out`` (float32) holds w x rows: each column's values in ascending order (numpy's:\n"
-"NaN last; -0.0 as 0.0) into its row of ``out``; its statistics into its row of ``stats``\n"
-"(float64, w x 10: missing, -inf, +inf, zeros, finite count, min, max, mean and the sum of\n"
-"squared deviations from it (over the finite values, in float64), distinct finite values);\n"
-"its distinct values' HLL registers into its row of ``rho`` and ``keys`` (w x 2**k, as\n"
-"``registers`` sets them from zero). ``scratch``: uint32, rows of them.");
+"profile_block(features, columns, start, out, scratch, rho, stats, seed) -> None\n\n"
+"For the columns start .. start + w - 1 of ``features`` (float32, rows x ``columns``, C\n"
+"order), where ``out`` (float32) holds w x rows: each column's values in ascending order\n"
+"(numpy's: NaN last; -0.0 as 0.0) into its row of ``out``; its statistics into its row of\n"
+"``stats`` (float64, w x 10: missing, -inf, +inf, zeros, finite count, min, max, mean and the\n"
+"sum of squared deviations from it (over the finite values, in float64), distinct finite\n"
+"values); its finite values' HLL registers into its row of ``rho`` (uint8, w x 2**k: the\n"
+"largest leading-zero count plus one, at most 63, of the second half of the MurmurHash3 of\n"
+"the keys whose first half's low k bits name the register, each key a value's float32 bits\n"
+"as an int64, hashed as DataSketches hashes an integer with ``seed``). ``scratch``: uint32,\n"
+"rows of them.");
 
 static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *features_object, *out_object, *scratch_object, *rho_object, *keys_object,
-        *stats_object;
+    PyObject *features_object, *out_object, *scratch_object, *rho_object, *stats_object;
     Py_ssize_t start, columns;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "OnnOOOOOK", &features_object, &columns, &start, &out_object,
-                          &scratch_object, &rho_object, &keys_object, &stats_object, &seed))
+    if (!PyArg_ParseTuple(args, "OnnOOOOK", &features_object, &columns, &start, &out_object,
+                          &scratch_object, &rho_object, &stats_object, &seed))
         return NULL;
-    Py_buffer features, out, scratch, rho, keys, stats;
+    Py_buffer features, out, scratch, rho, stats;
     if (PyObject_GetBuffer(features_object, &features, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (writable(out_object, &out, 4, "out") < 0) goto features_done;
     if (writable(scratch_object, &scratch, 4, "scratch") < 0) goto out_done;
     if (writable(rho_object, &rho, 1, "rho") < 0) goto scratch_done;
-    if (writable(keys_object, &keys, 8, "keys") < 0) goto rho_done;
-    if (writable(stats_object, &stats, 8, "stats") < 0) goto keys_done;
+    if (writable(stats_object, &stats, 8, "stats") < 0) goto rho_done;
     Py_ssize_t rows = scratch.len / 4, width = stats.len / 8 / ST_FIELDS;
     Py_ssize_t slots = width ? rho.len / width : 0;
-    if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features.len % 4 || features.len / 4 != rows * columns || start < 0 ||
-        start + width > columns || out.len / 4 != rows * width ||
-        stats.len != width * ST_FIELDS * 8 || keys.len != rho.len * 8 ||
+    if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features.len % 4 ||
+        features.len / 4 != rows * columns || start < 0 || start + width > columns ||
+        out.len / 4 != rows * width || stats.len != width * ST_FIELDS * 8 ||
         (width && (slots == 0 || (slots & (slots - 1)) || rho.len != slots * width))) {
         PyErr_SetString(PyExc_ValueError,
-                        "profile_block: features rows x columns, and out, scratch, rho, keys and "
-                        "stats sized for the block");
+                        "profile_block: features rows x columns, and out, scratch, rho and stats "
+                        "sized for the block");
         goto stats_done;
     }
     const uint32_t *matrix = features.buf;
     uint32_t *sorted_keys = out.buf, *spare = scratch.buf;
     Py_BEGIN_ALLOW_THREADS
     memset(rho.buf, 0, (size_t)rho.len);
-    memset(keys.buf, 0, (size_t)keys.len);
     transposed_keys(matrix, columns, start, width, rows, sorted_keys);
     for (Py_ssize_t c = 0; c < width; c++) {
         uint32_t *column = sorted_keys + c * rows;
-        uint32_t *sorted = radix_sort(column, spare, rows);
-        read_sorted(sorted, (float *)column, rows, (uint8_t *)rho.buf + c * slots,
-                    (int64_t *)keys.buf + c * slots, slots, seed,
+        read_sorted(radix_sort(column, spare, rows), (float *)column, rows,
+                    (uint8_t *)rho.buf + c * slots, slots, seed,
                     (double *)stats.buf + c * ST_FIELDS);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&stats);
-    PyBuffer_Release(&keys);
     PyBuffer_Release(&rho);
     PyBuffer_Release(&scratch);
     PyBuffer_Release(&out);
@@ -668,8 +704,6 @@ static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 stats_done:
     PyBuffer_Release(&stats);
-keys_done:
-    PyBuffer_Release(&keys);
 rho_done:
     PyBuffer_Release(&rho);
 scratch_done:
@@ -683,13 +717,15 @@ features_done:
 
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS, parse_doc},
-    {"registers", registers, METH_VARARGS, registers_doc},
     {"profile_block", profile_block, METH_VARARGS, profile_block_doc},
+    {"profile_sorted", profile_sorted, METH_VARARGS, profile_sorted_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_letor", "A LETOR/SVMlight tokenizer (see parse).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_letor",
+    "A LETOR/SVMlight tokenizer (see parse) and the data profile's pass (see profile_block).", -1,
+    methods,
     NULL, NULL, NULL, NULL,
 };
 

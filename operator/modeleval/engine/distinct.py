@@ -1,17 +1,14 @@
-"""A column's distinct-count sketch (Apache DataSketches' HLL) from its distinct values, with one
-call into the sketch per register that a value raises rather than one per value.
+"""A column's distinct-count sketch (Apache DataSketches' HLL), built from its registers.
 
 The sketch takes one value per call, which at tens of thousands of distinct values per column
 is most of a profile's time. In HLL mode a sketch is its registers: register ``slot`` holds
 the largest ``rho`` of the values hashed to it (``slot`` is the low bits of the first half of
-the value's 128-bit MurmurHash3, ``rho`` the leading zeros of the second half, plus one). Those
-are computed here for every value at once with numpy, the hash exactly as DataSketches computes
-it (test_profile checks the bytes against a sketch fed every value), and only the values that
-set some register's maximum are given to the sketch: about 1.5 x 2**lg_k values, whatever the
-column's distinct count. The registers come out the same. The sketch's in-order (HIP)
-estimate would not, as it counts every update; so the kept values go into two sketches and
-their union, whose estimate reads the registers alone (DataSketches' out-of-order estimate,
-what any merge of shards gives anyway).
+the value's 128-bit MurmurHash3, ``rho`` the leading zeros of the second half, plus one). A
+shard computes them for every value at once (in C, ``_letor.c``'s ``profile_block``, or with
+numpy here; the hash exactly as DataSketches computes it: test_profile checks the bytes
+against a sketch fed every value); the driver merges shards register by register and writes
+the sketch in DataSketches' own serialised form (HLL_8, out of order: its estimate reads the
+registers alone, as the union of shards' sketches would), which DataSketches reads back.
 
 Below ``FILTER_ABOVE`` distinct values the sketch may still hold its values in its list or set
 modes, where every value counts: it gets them all.
@@ -19,16 +16,12 @@ modes, where every value counts: it gets them all.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 
 import datasketches as ds
 import numpy as np
-
-try:  # the compiled distinct pass (setup.py builds it with the LETOR tokenizer); else numpy
-    from ._letor import registers as _compiled_registers
-except ImportError:
-    _compiled_registers = None
 
 DATASKETCHES_SEED = 9001  # DataSketches' default hash seed (DEFAULT_SEED)
 FILTER_ABOVE = 8192  # distinct values past which a 2**11-register sketch is surely in HLL mode
@@ -72,68 +65,55 @@ def _rho(second: np.ndarray) -> np.ndarray:
     return np.minimum(64 - length, 62) + 1
 
 
-def register_setters(keys: np.ndarray, lg_k: int) -> np.ndarray:
-    """The keys that hold some register's largest value (ties kept)."""
+def registers_of(keys: np.ndarray, lg_k: int) -> np.ndarray:
+    """The HLL registers of integer keys."""
     first, second = murmur3_int64(keys)
     slot = (first & _U64((1 << lg_k) - 1)).astype(np.intp)
-    rho = _rho(second)
-    registers = np.zeros(1 << lg_k, rho.dtype)
-    np.maximum.at(registers, slot, rho)
-    return keys[rho == registers[slot]]
+    registers = np.zeros(1 << lg_k, np.uint8)
+    np.maximum.at(registers, slot, _rho(second).astype(np.uint8))
+    return registers
 
 
 def distinct_sketch(keys: np.ndarray, lg_k: int, kind: ds.tgt_hll_type) -> ds.hll_sketch:
-    """The HLL sketch of integer keys (each distinct value once)."""
+    """The HLL sketch of integer keys (each distinct value once): fed them while they are few
+    (its list and set modes count every one), else made from their registers (HLL_8)."""
     if len(keys) <= FILTER_ABOVE:
         sketch = ds.hll_sketch(lg_k, kind)
         deque(map(sketch.update, keys.tolist()), maxlen=0)
         return sketch
-    setters = register_setters(keys, lg_k)
-    union = ds.hll_union(lg_k)
-    for half in (setters[::2], setters[1::2]):
-        sketch = ds.hll_sketch(lg_k, kind)
-        deque(map(sketch.update, half.tolist()), maxlen=0)
-        union.update(sketch)
-    return union.get_result(kind)
+    return ds.hll_sketch.deserialize(registers_image(registers_of(keys, lg_k), lg_k))
+
+
+# DataSketches' HLL serialised form (compact, HLL mode, HLL_8): the preamble's ints, serial
+# version, family, then lg k, the list size (unused), flags, the current minimum and the mode;
+# HIP's accumulator (unused out of order), the sums of 2**-register below and from 32, the
+# registers at the minimum and the auxiliary entries (none for HLL_8); then a byte a register.
+_HLL_PREAMBLE = struct.Struct("<BBBBBBBBdddii")
+_PREAMBLE_INTS, _SERIAL_VERSION, _HLL_FAMILY = 10, 1, 7
+_COMPACT, _OUT_OF_ORDER = 8, 16
+_HLL_MODE_HLL_8 = 2 | 2 << 2  # the mode (HLL) and the target type (HLL_8)
 
 
 @dataclass
 class Registers:
     """A column's distinct-count state as a shard computes and the driver merges it: the HLL
     registers (DataSketches' hash and register layout: ``rho`` the largest leading-zero count
-    plus one of the keys hashed to each, ``keys`` one key that set it) and, while there are at
-    most ``FILTER_ABOVE``, every distinct key (``few``). Merging takes each register's larger
-    value (what an HLL union does) and unites the few keys; the sketch is built once, from the
-    merged state (:meth:`sketch`): feeding it the keys that set the registers gives it the
-    registers a sketch fed every value would have (``distinct_sketch``)."""
+    plus one of the keys hashed to each) and, while there are at most ``FILTER_ABOVE``, every
+    distinct key (``few``). Merging takes each register's larger value (what an HLL union does)
+    and unites the few keys; the sketch is made once, from the merged state (:meth:`sketch`)."""
 
     rho: np.ndarray
-    keys: np.ndarray
     few: np.ndarray | None
 
     @classmethod
     def empty(cls, lg_k: int) -> "Registers":
-        return cls(np.zeros(1 << lg_k, np.uint8), np.zeros(1 << lg_k, np.int64),
-                   np.empty(0, np.int64))
+        return cls(np.zeros(1 << lg_k, np.uint8), np.empty(0, np.int64))
 
     @classmethod
     def of_sorted(cls, finite: np.ndarray, lg_k: int) -> "Registers":
         """The registers of ascending finite values (keys: their float32 bits, -0.0 as 0.0)."""
-        state = cls.empty(lg_k)
-        if finite.dtype == np.float32 and _compiled_registers is not None:
-            distinct = _compiled_registers(np.ascontiguousarray(finite), state.rho, state.keys,
-                                           DATASKETCHES_SEED)
-            state.few = cls.few_of_sorted(finite) if distinct <= FILTER_ABOVE else None
-            return state
         keys = np.unique(_keys(finite))
-        first, second = murmur3_int64(keys)
-        slot = (first & _U64((1 << lg_k) - 1)).astype(np.intp)
-        rho = _rho(second).astype(np.uint8)
-        np.maximum.at(state.rho, slot, rho)
-        setters = rho == state.rho[slot]
-        state.keys[slot[setters]] = keys[setters]
-        state.few = keys if len(keys) <= FILTER_ABOVE else None
-        return state
+        return cls(registers_of(keys, lg_k), keys if len(keys) <= FILTER_ABOVE else None)
 
     @staticmethod
     def few_of_sorted(finite: np.ndarray) -> np.ndarray:
@@ -141,23 +121,30 @@ class Registers:
         return np.unique(_keys(_distinct_sorted(finite)))
 
     def merged(self, other: "Registers") -> "Registers":
-        larger = other.rho > self.rho
         few = None if self.few is None or other.few is None else np.union1d(self.few, other.few)
-        return Registers(np.where(larger, other.rho, self.rho),
-                         np.where(larger, other.keys, self.keys),
+        return Registers(np.maximum(self.rho, other.rho),
                          few if few is not None and len(few) <= FILTER_ABOVE else None)
 
     def sketch(self, lg_k: int, kind: ds.tgt_hll_type) -> ds.hll_sketch:
-        """The DataSketches HLL sketch of every key these registers saw."""
+        """The DataSketches HLL sketch of every key these registers saw (``kind``: the few
+        keys' sketch's type; one from the registers is HLL_8)."""
         if self.few is not None:
             return distinct_sketch(self.few, lg_k, kind)
-        setters = self.keys[self.rho > 0]
-        union = ds.hll_union(lg_k)
-        for half in (setters[::2], setters[1::2]):  # the union's estimate reads the registers
-            sketch = ds.hll_sketch(lg_k, kind)
-            deque(map(sketch.update, half.tolist()), maxlen=0)
-            union.update(sketch)
-        return union.get_result(kind)
+        return ds.hll_sketch.deserialize(registers_image(self.rho, lg_k))
+
+
+def registers_image(rho: np.ndarray, lg_k: int) -> bytes:
+    """HLL_8 registers as DataSketches serialises a sketch in HLL mode that merged them out of
+    order (as a union's result: no HIP estimate)."""
+    if rho.shape != (1 << lg_k,) or rho.dtype != np.uint8:
+        raise ValueError(f"registers: {1 << lg_k} bytes expected")
+    powers = np.ldexp(1.0, -rho.astype(np.int64))
+    low = rho < 32
+    preamble = _HLL_PREAMBLE.pack(
+        _PREAMBLE_INTS, _SERIAL_VERSION, _HLL_FAMILY, lg_k, 0, _COMPACT | _OUT_OF_ORDER, 0,
+        _HLL_MODE_HLL_8, 0.0, float(powers[low].sum()), float(powers[~low].sum()),
+        int(np.count_nonzero(rho == 0)), 0)
+    return preamble + rho.tobytes()
 
 
 def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:

@@ -7,18 +7,21 @@ sketch (``kll_floats_sketch``: the features are float32, so its items lose nothi
 distinct-count sketch. Where the bins are known before the pass (a reference profile's), each
 column is also counted exactly into them.
 
-Per shard the feature matrix is read a block of columns at a time: the block is transposed and
-sorted once, and everything else is read off each sorted column (NaN sorts last, infinities
-next to it, zeros by two binary searches, the bins' counts by a binary search per edge; the
-distinct values' HLL registers in one compiled pass over the sorted column, ``_letor.c``'s
-``registers``, merged register by register on the driver: ``distinct.py``); the KLL sketch is
-built from the sorted column (``sketch_sorted``: runs' stand-ins, then merges to the exact
-count). The block bounds the memory a profile adds to a shard (one block's copy, 64 MB).
+Per shard the feature matrix is read a group of columns at a time by one compiled pass
+(``_letor.c``'s ``profile_block``): the columns are transposed into order-preserving integer
+keys, each column radix-sorted (three passes of 11, 11 and 10 bits, a pass skipped where every
+key shares its digit) and read once: the counts (NaN sorts last, infinities next to it), the
+extremes, the mean and the squared deviations in float64, and the HLL registers of its values
+(MurmurHash3 as DataSketches hashes them; merged register by register on the driver:
+``distinct.py``). The KLL sketch and the bins' counts are then read off the sorted column here
+(``sketch_sorted``: runs' stand-ins, then merges to the exact count; a binary search per edge).
+The group (about 1 MiB of columns, one buffer for all of them) bounds what a profile adds to a
+shard's memory. Without the compiled module (or for a matrix that is not float32 in C order),
+numpy sorts a block of columns (``BLOCK_BYTES``) and the same is read off with numpy.
 
-Cost (240k x 136 MSLR-shaped, in 10 shards, one core): 0.61 s of CPU (1.44 s with the distinct
-pass in numpy), about half of it the compiled distinct pass (MurmurHash3 of every distinct
-value, as DataSketches hashes it), a sixth the sorts; a whole cold evaluation takes about 1.5 s
-of CPU without profiling.
+Cost (240k x 136 MSLR-shaped, in 10 shards, one core): the compiled pass about 9 ns a value
+(0.3 s), the KLL sketches and the rest 0.06 s; a whole cold evaluation takes about 1.1 s of CPU
+without profiling (bench/RESULTS.md, "The data profile and drift").
 
 Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
 leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
@@ -43,9 +46,9 @@ from ..api.profile_limits import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_C
 from .distinct import DATASKETCHES_SEED, FILTER_ABOVE, Registers
 
 try:  # the compiled pass (setup.py builds it with the LETOR tokenizer); else numpy's sort
-    from ._letor import profile_block as _profile_block
+    from ._letor import profile_block as _profile_block, profile_sorted as _profile_sorted
 except ImportError:
-    _profile_block = None
+    _profile_block = _profile_sorted = None
 from .shard import ParsedShard
 
 if TYPE_CHECKING:  # the document's models (pydantic): imported where a document is made, on the
@@ -161,10 +164,13 @@ def column_state(name: str, values: np.ndarray, cuts: np.ndarray | None = None, 
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
-    if not is_sorted and values.dtype == np.float32 and values.ndim == 1 and \
-            _profile_block is not None:
-        return _compiled_states(values.reshape(-1, 1), [name], {name: cuts} if cuts is not None
-                                else {}, value_counts)[0]
+    if _profile_block is not None and values.ndim == 1:
+        if values.dtype == np.float32 and not is_sorted:
+            return _compiled_states(values.reshape(-1, 1), [name],
+                                    {name: cuts} if cuts is not None else {}, value_counts)[0]
+        if values.dtype == np.float64:
+            return _sorted64_state(name, values if is_sorted else np.sort(values), cuts,
+                                   value_counts)
     ordered = values if is_sorted else np.sort(values)
     return _sorted_column_state(name, ordered, cuts, value_counts)
 
@@ -227,30 +233,45 @@ def _compiled_states(features: np.ndarray, names: Sequence[str],
     states = []
     group = max(1, min(width, COMPILED_BLOCK_BYTES // max(1, rows * 4)))
     out, scratch = np.empty((group, rows), np.float32), np.empty(rows, np.uint32)
-    rho, keys = np.empty((group, 1 << HLL_LG_K), np.uint8), np.empty((group, 1 << HLL_LG_K), np.int64)
-    stats = np.empty((group, 10), np.float64)
+    rho, stats = np.empty((group, 1 << HLL_LG_K), np.uint8), np.empty((group, 10), np.float64)
     for start in range(0, width, group):
         block = min(group, width - start)
-        _profile_block(features, width, start, out[:block], scratch, rho[:block], keys[:block],
-                       stats[:block], DATASKETCHES_SEED)
+        _profile_block(features, width, start, out[:block], scratch, rho[:block], stats[:block],
+                       DATASKETCHES_SEED)
         for offset in range(block):
-            ordered, numbers = out[offset], stats[offset].tolist()
-            low, count = int(numbers[_NEGATIVE_INFINITIES]), int(numbers[_COUNT])
-            present = rows - int(numbers[_MISSING])
-            finite = ordered[low:low + count]
-            state = ColumnState(
-                names[start + offset], rows=rows, count=count, missing=rows - present,
-                negative_infinities=low, positive_infinities=present - low - count,
-                zeros=int(numbers[_ZEROS]))
-            if count:
-                state.min, state.max = numbers[_MIN], numbers[_MAX]
-                state.mean, state.m2 = numbers[_MEAN], numbers[_M2]
-                few = Registers.few_of_sorted(finite) \
-                    if numbers[_DISTINCT] <= FILTER_ABOVE else None
-                state.hll = Registers(rho[offset].copy(), keys[offset].copy(), few)
-            _sketched(state, ordered, present, finite, cuts.get(state.name), value_counts)
-            states.append(state)
+            states.append(_passed_state(names[start + offset], out[offset],
+                                        stats[offset].tolist(), rho[offset].copy(),
+                                        cuts.get(names[start + offset]), value_counts))
     return states
+
+
+def _sorted64_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None,
+                    value_counts: bool) -> ColumnState:
+    """The profile of a float64 column in ascending order (a model's predictions: numpy's sort
+    of doubles is fast) by the compiled read of it."""
+    ordered = np.ascontiguousarray(ordered)
+    stats, rho = np.empty(10, np.float64), np.empty(1 << HLL_LG_K, np.uint8)
+    _profile_sorted(ordered, np.empty(len(ordered), np.uint32), rho, stats, DATASKETCHES_SEED)
+    return _passed_state(name, ordered, stats.tolist(), rho, cuts, value_counts)
+
+
+def _passed_state(name: str, ordered: np.ndarray, numbers: list[float], rho: np.ndarray,
+                  cuts: np.ndarray | None, value_counts: bool) -> ColumnState:
+    """A column's state from its ascending values and what the compiled pass read off them."""
+    rows = len(ordered)
+    low, count = int(numbers[_NEGATIVE_INFINITIES]), int(numbers[_COUNT])
+    present = rows - int(numbers[_MISSING])
+    finite = ordered[low:low + count]
+    state = ColumnState(name, rows=rows, count=count, missing=rows - present,
+                        negative_infinities=low, positive_infinities=present - low - count,
+                        zeros=int(numbers[_ZEROS]))
+    if count:
+        state.min, state.max = numbers[_MIN], numbers[_MAX]
+        state.mean, state.m2 = numbers[_MEAN], numbers[_M2]
+        few = Registers.few_of_sorted(finite) if numbers[_DISTINCT] <= FILTER_ABOVE else None
+        state.hll = Registers(rho, few)
+    _sketched(state, ordered, present, finite, cuts, value_counts)
+    return state
 
 
 def sketch_sorted(ordered: np.ndarray) -> ds.kll_floats_sketch:
