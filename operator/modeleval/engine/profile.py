@@ -270,7 +270,9 @@ def _passed_state(name: str, ordered: np.ndarray, numbers: list[float], rho: np.
         state.mean, state.m2 = numbers[_MEAN], numbers[_M2]
         few = Registers.few_of_sorted(finite) if numbers[_DISTINCT] <= FILTER_ABOVE else None
         state.hll = Registers(rho, few)
-    _sketched(state, ordered, present, finite, cuts, value_counts)
+    # more distinct float32 values than the counts keep: more distinct values too
+    _sketched(state, ordered, present, finite, cuts,
+              value_counts and numbers[_DISTINCT] <= MAX_VALUE_COUNTS)
     return state
 
 
