@@ -237,14 +237,29 @@ static int parse_lines(const char *p, const char *end, Output *o) {
     return 0;
 }
 
-static int writable(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, const char *name) {
-    if (PyObject_GetBuffer(object, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes expected", name, itemsize);
-        PyBuffer_Release(view);
-        return -1;
+/* Views of count objects, each C-contiguous: the first to read, the others to write, of
+ * itemsize[i] bytes an item (0: any). Returns 0, or -1 with an exception set and nothing held. */
+static int acquire(PyObject *const *objects, Py_buffer *views, int count,
+                   const Py_ssize_t *itemsize, const char *const *names) {
+    for (int i = 0; i < count; i++) {
+        int flags = PyBUF_C_CONTIGUOUS | (i ? PyBUF_WRITABLE : 0);
+        int failed = PyObject_GetBuffer(objects[i], &views[i], flags) < 0;
+        if (!failed && itemsize[i] && views[i].itemsize != itemsize[i]) {
+            PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes expected", names[i],
+                         itemsize[i]);
+            PyBuffer_Release(&views[i]);
+            failed = 1;
+        }
+        if (failed) {
+            while (i--) PyBuffer_Release(&views[i]);
+            return -1;
+        }
     }
     return 0;
+}
+
+static void release(Py_buffer *views, int count) {
+    while (count--) PyBuffer_Release(&views[count]);
 }
 
 PyDoc_STRVAR(parse_doc,
@@ -268,33 +283,22 @@ static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "width < 0");
         return NULL;
     }
-    Py_buffer text, labels, qids, features;
-    if (PyObject_GetBuffer(text_object, &text, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (writable(labels_object, &labels, 4, "labels") < 0) goto text_done;
-    if (writable(qids_object, &qids, 8, "qids") < 0) goto labels_done;
-    if (writable(features_object, &features, 4, "features") < 0) goto qids_done;
-    Output o = {labels.buf, qids.buf, features.buf, labels.len / 4, width, has_qid, 0, 0, 0};
-    if (qids.len / 8 < o.capacity) o.capacity = qids.len / 8;
-    if (width && features.len / 4 / width < o.capacity) o.capacity = features.len / 4 / width;
+    PyObject *objects[] = {text_object, labels_object, qids_object, features_object};
+    static const Py_ssize_t itemsize[] = {0, 4, 8, 4};
+    static const char *const names[] = {"text", "labels", "qids", "features"};
+    Py_buffer views[4];
+    if (acquire(objects, views, 4, itemsize, names) < 0) return NULL;
+    Py_buffer *text = &views[0], *labels = &views[1], *qids = &views[2], *features = &views[3];
+    Output o = {labels->buf, qids->buf, features->buf, labels->len / 4, width, has_qid, 0, 0, 0};
+    if (qids->len / 8 < o.capacity) o.capacity = qids->len / 8;
+    if (width && features->len / 4 / width < o.capacity) o.capacity = features->len / 4 / width;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = parse_lines(text.buf, (const char *)text.buf + text.len, &o);
+    status = parse_lines(text->buf, (const char *)text->buf + text->len, &o);
     Py_END_ALLOW_THREADS
-    PyObject *result = status ? Py_NewRef(Py_None)
-                              : Py_BuildValue("(niLn)", o.rows, o.has_qid, (long long)o.max_index,
-                                              o.used);
-    PyBuffer_Release(&features);
-    PyBuffer_Release(&qids);
-    PyBuffer_Release(&labels);
-    PyBuffer_Release(&text);
-    return result;
-qids_done:
-    PyBuffer_Release(&qids);
-labels_done:
-    PyBuffer_Release(&labels);
-text_done:
-    PyBuffer_Release(&text);
-    return NULL;
+    release(views, 4);
+    if (status) Py_RETURN_NONE;
+    return Py_BuildValue("(niLn)", o.rows, o.has_qid, (long long)o.max_index, o.used);
 }
 
 /* ---- MurmurHash3 as DataSketches hashes an integer (the data profile's HLL registers) ---- */
@@ -545,20 +549,22 @@ static PyObject *profile_sorted(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOK", &values_object, &scratch_object, &rho_object,
                           &stats_object, &seed))
         return NULL;
-    Py_buffer values, scratch, rho, stats;
-    if (PyObject_GetBuffer(values_object, &values, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (writable(scratch_object, &scratch, 4, "scratch") < 0) goto values_done;
-    if (writable(rho_object, &rho, 1, "rho") < 0) goto scratch_done;
-    if (writable(stats_object, &stats, 8, "stats") < 0) goto rho_done;
-    Py_ssize_t n = values.len / 8, slots = rho.len;
-    if (values.len % 8 || scratch.len / 4 != n || stats.len != ST_FIELDS * 8 || slots == 0 ||
+    PyObject *objects[] = {values_object, scratch_object, rho_object, stats_object};
+    static const Py_ssize_t itemsize[] = {8, 4, 1, 8};
+    static const char *const names[] = {"values", "scratch", "rho", "stats"};
+    Py_buffer views[4];
+    if (acquire(objects, views, 4, itemsize, names) < 0) return NULL;
+    Py_ssize_t n = views[0].len / 8, slots = views[2].len;
+    if (views[1].len / 4 != n || views[3].len != ST_FIELDS * 8 || slots == 0 ||
         (slots & (slots - 1))) {
         PyErr_SetString(PyExc_ValueError, "profile_sorted: float64 values, scratch as many, "
                                           "rho a power of two, stats 10");
-        goto stats_done;
+        release(views, 4);
+        return NULL;
     }
-    const double *x = values.buf;
-    uint32_t *bits = scratch.buf;
+    const double *x = views[0].buf;
+    uint32_t *bits = views[1].buf;
+    uint8_t *rho = views[2].buf;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t last = n, low = 0, high = 0, zeros = 0;
     while (last > 0 && isnan(x[last - 1])) last--;
@@ -573,25 +579,13 @@ static PyObject *profile_sorted(PyObject *Py_UNUSED(self), PyObject *args) {
         memcpy(bits + i, &rounded, 4);
         zeros += x[low + i] == 0.0;
     }
-    memset(rho.buf, 0, (size_t)slots);
-    Py_ssize_t distinct = raise_registers(bits, count, rho.buf, slots, seed);
-    put_stats(stats.buf, missing, low, high, zeros, count, count ? x[low] : 0.0,
+    memset(rho, 0, (size_t)slots);
+    Py_ssize_t distinct = raise_registers(bits, count, rho, slots, seed);
+    put_stats(views[3].buf, missing, low, high, zeros, count, count ? x[low] : 0.0,
               count ? x[last - 1] : 0.0, mean, m2, distinct);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&stats);
-    PyBuffer_Release(&rho);
-    PyBuffer_Release(&scratch);
-    PyBuffer_Release(&values);
+    release(views, 4);
     Py_RETURN_NONE;
-stats_done:
-    PyBuffer_Release(&stats);
-rho_done:
-    PyBuffer_Release(&rho);
-scratch_done:
-    PyBuffer_Release(&scratch);
-values_done:
-    PyBuffer_Release(&values);
-    return NULL;
 }
 
 #if defined(__SSE2__)
@@ -667,52 +661,39 @@ static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OnnOOOOK", &features_object, &columns, &start, &out_object,
                           &scratch_object, &rho_object, &stats_object, &seed))
         return NULL;
-    Py_buffer features, out, scratch, rho, stats;
-    if (PyObject_GetBuffer(features_object, &features, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (writable(out_object, &out, 4, "out") < 0) goto features_done;
-    if (writable(scratch_object, &scratch, 4, "scratch") < 0) goto out_done;
-    if (writable(rho_object, &rho, 1, "rho") < 0) goto scratch_done;
-    if (writable(stats_object, &stats, 8, "stats") < 0) goto rho_done;
-    Py_ssize_t rows = scratch.len / 4, width = stats.len / 8 / ST_FIELDS;
-    Py_ssize_t slots = width ? rho.len / width : 0;
-    if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features.len % 4 ||
-        features.len / 4 != rows * columns || start < 0 || start + width > columns ||
-        out.len / 4 != rows * width || stats.len != width * ST_FIELDS * 8 ||
-        (width && (slots == 0 || (slots & (slots - 1)) || rho.len != slots * width))) {
+    PyObject *objects[] = {features_object, out_object, scratch_object, rho_object,
+                           stats_object};
+    static const Py_ssize_t itemsize[] = {4, 4, 4, 1, 8};
+    static const char *const names[] = {"features", "out", "scratch", "rho", "stats"};
+    Py_buffer views[5];
+    if (acquire(objects, views, 5, itemsize, names) < 0) return NULL;
+    Py_buffer *features = &views[0], *out = &views[1], *rho = &views[3], *stats = &views[4];
+    Py_ssize_t rows = views[2].len / 4, width = stats->len / 8 / ST_FIELDS;
+    Py_ssize_t slots = width ? rho->len / width : 0;
+    if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features->len / 4 != rows * columns ||
+        start < 0 || start + width > columns || out->len / 4 != rows * width ||
+        stats->len != width * ST_FIELDS * 8 ||
+        (width && (slots == 0 || (slots & (slots - 1)) || rho->len != slots * width))) {
         PyErr_SetString(PyExc_ValueError,
                         "profile_block: features rows x columns, and out, scratch, rho and stats "
                         "sized for the block");
-        goto stats_done;
+        release(views, 5);
+        return NULL;
     }
-    const uint32_t *matrix = features.buf;
-    uint32_t *sorted_keys = out.buf, *spare = scratch.buf;
+    const uint32_t *matrix = features->buf;
+    uint32_t *sorted_keys = out->buf, *spare = views[2].buf;
     Py_BEGIN_ALLOW_THREADS
-    memset(rho.buf, 0, (size_t)rho.len);
+    memset(rho->buf, 0, (size_t)rho->len);
     transposed_keys(matrix, columns, start, width, rows, sorted_keys);
     for (Py_ssize_t c = 0; c < width; c++) {
         uint32_t *column = sorted_keys + c * rows;
         read_sorted(radix_sort(column, spare, rows), (float *)column, rows,
-                    (uint8_t *)rho.buf + c * slots, slots, seed,
-                    (double *)stats.buf + c * ST_FIELDS);
+                    (uint8_t *)rho->buf + c * slots, slots, seed,
+                    (double *)stats->buf + c * ST_FIELDS);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&stats);
-    PyBuffer_Release(&rho);
-    PyBuffer_Release(&scratch);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&features);
+    release(views, 5);
     Py_RETURN_NONE;
-stats_done:
-    PyBuffer_Release(&stats);
-rho_done:
-    PyBuffer_Release(&rho);
-scratch_done:
-    PyBuffer_Release(&scratch);
-out_done:
-    PyBuffer_Release(&out);
-features_done:
-    PyBuffer_Release(&features);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {
