@@ -250,11 +250,11 @@ class RunTracker:
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400)
             if status >= 500:
-                raise failure(f"S3 answered HTTP {status} writing the report to "
-                                    f"{artifacts}", retryable=True) from None
+                raise failure(f"S3 answered HTTP {status} writing the report to {artifacts}",
+                              retryable=True) from None
             return (f"not copied: the namespace's S3 credentials may not write {artifacts} "
                     f"({error.response.get('Error', {}).get('Code', status)})")
         except BotoCoreError as error:
             raise failure(f"S3 did not answer writing the report to {artifacts}: "
-                                f"{type(error).__name__}", retryable=True) from None
+                          f"{type(error).__name__}", retryable=True) from None
         return REPORT_FILE

@@ -44,12 +44,12 @@ import numpy as np
 from ..api.profile_limits import (HLL_LG_K, KLL_K, MAX_SLICE_VALUES, MAX_VALUE_COUNTS,
                                   QUANTILE_RANKS)
 from .distinct import DATASKETCHES_SEED, FILTER_ABOVE, Registers
+from .shard import ParsedShard
 
 try:  # the compiled pass (setup.py builds it with the LETOR tokenizer); else numpy's sort
     from ._letor import profile_block as _profile_block, profile_sorted as _profile_sorted
 except ImportError:
     _profile_block = _profile_sorted = None
-from .shard import ParsedShard
 
 if TYPE_CHECKING:  # the document's models (pydantic): imported where a document is made, on the
     # driver; a task process makes states only
@@ -159,20 +159,18 @@ def _merged_values(first: dict[float, int] | None,
 
 
 def column_state(name: str, values: np.ndarray, cuts: np.ndarray | None = None, *,
-                 value_counts: bool = False, is_sorted: bool = False) -> ColumnState:
+                 value_counts: bool = False) -> ColumnState:
     """The profile of one column's values (any float or integer dtype)."""
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
     if _profile_block is not None and values.ndim == 1:
-        if values.dtype == np.float32 and not is_sorted:
+        if values.dtype == np.float32:
             return _compiled_states(values.reshape(-1, 1), [name],
                                     {name: cuts} if cuts is not None else {}, value_counts)[0]
         if values.dtype == np.float64:
-            return _sorted64_state(name, values if is_sorted else np.sort(values), cuts,
-                                   value_counts)
-    ordered = values if is_sorted else np.sort(values)
-    return _sorted_column_state(name, ordered, cuts, value_counts)
+            return _sorted64_state(name, np.sort(values), cuts, value_counts)
+    return _sorted_column_state(name, np.sort(values), cuts, value_counts)
 
 
 def _sorted_column_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None,
