@@ -250,9 +250,11 @@ def test_merged_registers_make_the_sketch_of_every_value_compiled_or_not(shape, 
 
 def _awkward_columns(rows: int, seed: int) -> np.ndarray:
     """float32 columns the compiled pass must read as numpy does: NaN of both signs and other
-    payloads, +-inf, signed zeros, subnormals, the extremes, repeats, constants, all missing."""
+    payloads, +-inf, signed zeros, subnormals, the extremes, repeats, constants, all missing;
+    and keys that differ in one digit of the radix sort only (powers of two of one sign: the
+    sort's one-pass path) or in two (small integers)."""
     rng = np.random.default_rng(seed)
-    x = np.empty((rows, 9), np.float32)
+    x = np.empty((rows, 11), np.float32)
     x[:, 0] = rng.normal(size=rows)
     x[:, 1] = np.round(rng.normal(size=rows) * 3)  # few values, zeros of both signs
     x[rng.random(rows) < 0.3, 1] *= -1
@@ -264,8 +266,11 @@ def _awkward_columns(rows: int, seed: int) -> np.ndarray:
     x[:, 6] = -rng.gamma(2.0, 1.0, rows)
     x[:, 7] = rng.integers(-2**20, 2**20, rows)
     x[:, 8] = rng.normal(size=rows)
+    x[:, 9] = rng.choice(np.array([0.5, 1.0, 4.0, 2.0**40, np.inf], np.float32), rows)
+    x[:, 10] = -rng.choice(np.array([0.25, 1.0, 8.0, 2.0**-30], np.float32), rows)
     bits = x.view(np.uint32)
-    for column, payload in ((0, 0xFFC00000), (5, 0x7F800001), (6, 0xFFFFFFFF), (8, 0x7FC00123)):
+    for column, payload in ((0, 0xFFC00000), (5, 0x7F800001), (6, 0xFFFFFFFF), (8, 0x7FC00123),
+                            (10, 0x7FC00000)):
         bits[rng.random(rows) < 0.05, column] = payload  # NaN: negative, signalling, payloads
     return x
 

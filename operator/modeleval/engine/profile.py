@@ -9,9 +9,11 @@ column is also counted exactly into them.
 
 Per shard the feature matrix is read a group of columns at a time by one compiled pass
 (``_letor.c``'s ``profile_block``): the columns are transposed into order-preserving integer
-keys, each column radix-sorted (three passes of 11, 11 and 10 bits, a pass skipped where every
-key shares its digit) and read once: the counts (NaN sorts last, infinities next to it), the
-extremes, the mean and the squared deviations in float64, and the HLL registers of its values
+keys (the rows ahead fetched early: a whole row's stride is more than the CPU guesses), each
+column radix-sorted (three passes of 11, 11 and 10 bits, a pass skipped where every key shares
+its digit; the last writes the values back) and read once: the counts (missing and infinities
+read off the top digit's counts, zeros by a binary search), the extremes, the mean and the
+squared deviations in float64, and the HLL registers of its values
 (MurmurHash3 as DataSketches hashes them; merged register by register on the driver:
 ``distinct.py``). The KLL sketch and the bins' counts are then read off the sorted column here
 (``sketch_sorted``: runs' stand-ins, then merges to the exact count; a binary search per edge).
@@ -230,7 +232,7 @@ def _compiled_states(features: np.ndarray, names: Sequence[str],
     rows, width = features.shape
     states = []
     group = max(1, min(width, COMPILED_BLOCK_BYTES // max(1, rows * 4)))
-    out, scratch = np.empty((group, rows), np.float32), np.empty(rows, np.uint32)
+    out, scratch = np.empty((group, rows), np.float32), np.empty(2 * rows, np.uint32)
     rho, stats = np.empty((group, 1 << HLL_LG_K), np.uint8), np.empty((group, 10), np.float64)
     for start in range(0, width, group):
         block = min(group, width - start)
