@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,7 @@ class Case:
     cpu: list[float] = field(default_factory=list)
     ndcg: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    shards: int = 0
 
     @property
     def name(self) -> str:
@@ -157,6 +159,7 @@ def run_case(ctx, case: Case) -> None:
     case.seconds.append(seconds)
     case.cpu.append(cpu)
     case.ndcg, case.timings = result.metrics[f"ndcg@{K}"], dict(result.timings)
+    case.shards = int(result.resources.get("shards") or 0)
 
 
 def rounds(ctx, runs: int) -> list[Case]:
@@ -195,7 +198,7 @@ def report(cases: list[Case]) -> list[str]:
             added, added_cpu = median(on) - median(off), median(on, "cpu") - median(off, "cpu")
             met = "met" if added / median(off) <= COLD_TARGET else "NOT met"
             target = (f"target <= {COLD_TARGET:.0%}: {met}" if kind == "cold"
-                      else "target: nothing measurable")
+                      else f"target: nothing measurable: {measurable(by_name[on], by_name[off])}")
             lines.append(f"{execution} {kind}: profiling adds {added:+.2f} s ({added / median(off):+.0%}) "
                          f"wall, {added_cpu:+.2f} s ({added_cpu / median(off, 'cpu'):+.0%}) CPU; "
                          f"{target}")
@@ -206,6 +209,32 @@ def report(cases: list[Case]) -> list[str]:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in case.timings.items() if k != "total")
         lines.append(f"  {case.name} (last round's stages, s): {parts}")
     return lines
+
+
+def measurable(on: Case, off: Case) -> str:
+    """Whether profiling made ``on`` measurably slower than ``off``: a one-sided Mann-Whitney U
+    test of their wall seconds (scipy), slower when p < 0.05."""
+    from scipy.stats import mannwhitneyu
+
+    p = mannwhitneyu(on.seconds, off.seconds, alternative="greater").pvalue
+    return f"{'slower' if p < 0.05 else 'not slower'} (Mann-Whitney U, p = {p:.2f}, " \
+           f"{len(on.seconds)} runs each)"
+
+
+def predictions_profile_cpu(rows: int, shards: int, repeats: int = 5) -> float:
+    """The CPU seconds (median of ``repeats``) of what a warm evaluation profiles: one model's
+    predictions (float64, as every adapter returns them), ``rows`` in ``shards`` shards."""
+    from modeleval.engine.profile import profile_predictions
+
+    rng = np.random.default_rng(7)
+    pieces = [rng.normal(size=len(part)) for part in np.array_split(np.arange(rows), shards)]
+    seconds = []
+    for _ in range(repeats):
+        started = time.process_time()
+        for piece in pieces:
+            profile_predictions({"model": piece})
+        seconds.append(time.process_time() - started)
+    return statistics.median(seconds)
 
 
 class PrivateMemory(PeakMemory):
@@ -327,6 +356,11 @@ def main() -> int:
             cases = rounds(ctx, args.runs)
             for line in report(cases):
                 print(line)
+            warm = next(c for c in cases if c.name == "ray warm off")
+            alone = predictions_profile_cpu(args.rows, warm.shards)
+            print(f"what a warm evaluation profiles (the predictions, {warm.shards} shards), "
+                  f"alone: {alone * 1e3:.0f} ms of CPU, {alone / statistics.median(warm.cpu):.1%} "
+                  f"of ray warm off's CPU")
             ndcg = {case.name: case.ndcg for case in cases}
             if max(ndcg.values()) - min(ndcg.values()) > 1e-6:
                 print(f"NDCG@{K} differs between paths: {ndcg}", file=sys.stderr)

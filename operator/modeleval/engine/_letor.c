@@ -366,8 +366,8 @@ static inline float bits_float(uint32_t bits) {
 
 /* A column's n keys (order_key) sorted into its ascending float32 bits, in place, by LSD radix:
  * RADIX_PASSES digits of RADIX_BITS from the lowest, a pass skipped where every key has the
- * same digit, the last pass writing each key's bits (key_bits); the passes go from keys to
- * scratch (room for 2n: two buffers) and back, so that the last lands in keys (n < 2**32).
+ * same digit, the last pass writing each key's bits (key_bits); scratch: room for n more
+ * (n < 2**32).
  * tally: the keys that are NaN, -inf and +inf, read off the top digit's counts: where the top
  * digit has at least 10 bits, each of the three keys is alone in its digit (every other key
  * near it is a NaN's, and every NaN has NAN_KEY). */
@@ -394,15 +394,10 @@ static void sort_keys(uint32_t *keys, uint32_t *scratch, Py_ssize_t n, Py_ssize_
         for (Py_ssize_t i = 0; i < n; i++) keys[i] = key_bits(keys[i]);
         return;
     }
-    /* from keys through the scratch buffers (alternating) back to keys; one pass: copied first */
-    uint32_t *src = keys;
-    if (passes == 1) {
-        memcpy(scratch, keys, (size_t)n * sizeof *keys);
-        src = scratch;
-    }
+    /* from keys to scratch and back, the last pass's result copied into keys if it is not */
+    uint32_t *src = keys, *dst = scratch;
     for (int step = 0; step < passes; step++) {
         uint32_t *count = counts[runs[step]], total = 0;
-        uint32_t *dst = step == passes - 1 ? keys : scratch + (src == scratch ? n : 0);
         const int by = runs[step] * RADIX_BITS;
         for (uint32_t digit = 0; digit <= digits; digit++) {
             uint32_t here = count[digit];
@@ -419,8 +414,11 @@ static void sort_keys(uint32_t *keys, uint32_t *scratch, Py_ssize_t n, Py_ssize_
                 uint32_t key = src[i];
                 dst[count[(key >> by) & digits]++] = key;
             }
+        uint32_t *swap = src;
         src = dst;
+        dst = swap;
     }
+    if (src != keys) memcpy(keys, src, (size_t)n * sizeof *keys);
 }
 
 enum { ST_MISSING, ST_NEG_INF, ST_POS_INF, ST_ZEROS, ST_COUNT, ST_MIN, ST_MAX, ST_MEAN, ST_M2,
@@ -694,7 +692,7 @@ PyDoc_STRVAR(profile_block_doc,
 "largest leading-zero count plus one, at most 63, of the second half of the MurmurHash3 of\n"
 "the keys whose first half's low k bits name the register, each key a value's float32 bits\n"
 "as an int64, hashed as DataSketches hashes an integer with ``seed``). ``scratch``: uint32,\n"
-"2 x rows of them.");
+"rows of them.");
 
 static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *features_object, *out_object, *scratch_object, *rho_object, *stats_object;
@@ -710,7 +708,7 @@ static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer views[5];
     if (acquire(objects, views, 5, itemsize, names) < 0) return NULL;
     Py_buffer *features = &views[0], *out = &views[1], *rho = &views[3], *stats = &views[4];
-    Py_ssize_t rows = views[2].len / 8, width = stats->len / 8 / ST_FIELDS;
+    Py_ssize_t rows = views[2].len / 4, width = stats->len / 8 / ST_FIELDS;
     Py_ssize_t slots = width ? rho->len / width : 0;
     if (columns <= 0 || rows > (Py_ssize_t)UINT32_MAX || features->len / 4 != rows * columns ||
         start < 0 || start + width > columns || out->len / 4 != rows * width ||

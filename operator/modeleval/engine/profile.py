@@ -232,7 +232,7 @@ def _compiled_states(features: np.ndarray, names: Sequence[str],
     rows, width = features.shape
     states = []
     group = max(1, min(width, COMPILED_BLOCK_BYTES // max(1, rows * 4)))
-    out, scratch = np.empty((group, rows), np.float32), np.empty(2 * rows, np.uint32)
+    out, scratch = np.empty((group, rows), np.float32), np.empty(rows, np.uint32)
     rho, stats = np.empty((group, 1 << HLL_LG_K), np.uint8), np.empty((group, 10), np.float64)
     for start in range(0, width, group):
         block = min(group, width - start)
