@@ -21,9 +21,10 @@ The group (about 1 MiB of columns, one buffer for all of them) bounds what a pro
 shard's memory. Without the compiled module (or for a matrix that is not float32 in C order),
 numpy sorts a block of columns (``BLOCK_BYTES``) and the same is read off with numpy.
 
-Cost (240k x 136 MSLR-shaped, in 10 shards, one core): the compiled pass about 7 ns a value
-(0.22 s), the KLL sketches and the rest 0.06 s; a whole cold evaluation takes about 1.1-1.2 s
-of CPU without profiling (bench/RESULTS.md, "The compiled profile pass").
+Cost (240k x 136 MSLR-shaped, in 10 shards): the compiled pass about 7 ns a value on one idle
+core, about 11 inside Ray tasks on both (0.33-0.35 s), the KLL sketches and their merges 0.08 s;
+a whole cold evaluation takes about 1.5 s of CPU without profiling, its parse 0.55 s of it
+(bench/RESULTS.md, "The sort writes the values back").
 
 Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
 leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
