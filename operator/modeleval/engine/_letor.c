@@ -369,11 +369,12 @@ static inline float bits_float(uint32_t bits) {
  * same digit, the last pass writing each key's bits (key_bits); scratch: room for n more
  * (n < 2**32).
  * tally: the keys that are NaN, -inf and +inf, read off the top digit's counts: where the top
- * digit has at least 10 bits, each of the three keys is alone in its digit (every other key
- * near it is a NaN's, and every NaN has NAN_KEY). */
+ * digit has at least 10 bits, each of the three keys is alone in its digit (the other keys
+ * of those digits would be NaNs', and every NaN has NAN_KEY). */
 #define RADIX_BITS 11
 #define RADIX_PASSES 3
 #define TOP_SHIFT (RADIX_BITS * (RADIX_PASSES - 1))
+_Static_assert(32 - TOP_SHIFT >= 10 && RADIX_BITS * RADIX_PASSES >= 32, "radix digits");
 static void sort_keys(uint32_t *keys, uint32_t *scratch, Py_ssize_t n, Py_ssize_t tally[3]) {
     const uint32_t digits = (1u << RADIX_BITS) - 1;
     uint32_t counts[RADIX_PASSES][1 << RADIX_BITS];
