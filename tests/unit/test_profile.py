@@ -322,6 +322,30 @@ def test_the_compiled_pass_reads_every_column_as_numpys_sort_does(rows, monkeypa
         _same_state(mine, theirs)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_compiled_pass_reads_random_bit_patterns_as_numpy_does(seed, monkeypatch):
+    """Columns of random float32 bit patterns (every NaN payload, infinities, subnormals,
+    signed zeros, few values): the compiled pass's counts, read off the radix sort's top digit,
+    and everything else equal numpy's."""
+    from modeleval.engine import profile as profile_module
+    from modeleval.engine.profile import feature_states
+
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, 4_000))
+    bits = rng.integers(0, 2**32, size=(rows, 5), dtype=np.uint64).astype(np.uint32)
+    bits[:, 1] = (bits[:, 1] & 0x807FFFFF) | 0x7F800000  # infinities and NaNs only
+    bits[:, 2] = (bits[:, 2] & 0x8000000F) | 0x3F800000  # a few values near -1 and 1
+    bits[:, 3] = np.where(rng.random(rows) < 0.5, 0x80000000, 0)  # zeros of both signs
+    bits[:, 4] &= 0x80FFFFFF  # subnormals and the smallest normals
+    x = bits.view(np.float32)
+    names = [f"c{j}" for j in range(x.shape[1])]
+    cuts = {"c0": np.array([-1e30, 0.0, 1e-30, 1e30]), "c4": np.array([-1e-40, 0.0, 1e-40])}
+    compiled = feature_states(x, names, cuts)
+    monkeypatch.setattr(profile_module, "_profile_block", None)
+    for mine, theirs in zip(compiled, feature_states(x, names, cuts)):
+        _same_state(mine, theirs)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_compiled_pass_profiles_labels_and_predictions_as_numpy_does(dtype, monkeypatch):
     """One column (labels; a model's predictions, in float64 and sorted by numpy) read by the
