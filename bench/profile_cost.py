@@ -21,12 +21,13 @@ two warm evaluations (--memory-runs) of --memory-rows rows each way (off, on, on
 fresh Ray workers), under the plan's own choice (target: the median on within 10% of off).
 Fails if NDCG@10 differs between the paths, or profiling on records no profile.
 
-  python bench/profile_cost.py [--rows 240000] [--runs 3] [--memory-rows 3000000]
+  python bench/profile_cost.py [--rows 240000] [--runs 5] [--memory-rows 3000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import secrets
 import shutil
@@ -50,6 +51,7 @@ from testbed import RAY_LOOPBACK_ENV  # noqa: E402
 
 K = 10
 COLD_TARGET, MEMORY_TARGET = 0.25, 0.10
+SLOWER_P = 0.05  # a warm evaluation is measurably slower below this p (measurable())
 CHUNK_ROWS = 250_000  # the LETOR file is written in pieces of this many rows
 
 
@@ -213,12 +215,16 @@ def report(cases: list[Case]) -> list[str]:
 
 def measurable(on: Case, off: Case) -> str:
     """Whether profiling made ``on`` measurably slower than ``off``: a one-sided Mann-Whitney U
-    test of their wall seconds (scipy), slower when p < 0.05."""
+    test of their wall seconds (scipy), slower when p < ``SLOWER_P``. With too few runs even
+    every on run slower than every off run would not reach it: then it says so."""
     from scipy.stats import mannwhitneyu
 
+    runs = len(on.seconds), len(off.seconds)
+    if 1 / math.comb(sum(runs), runs[0]) >= SLOWER_P:
+        return f"too few runs to tell ({runs[0]} and {runs[1]}; a Mann-Whitney U test needs 4 each)"
     p = mannwhitneyu(on.seconds, off.seconds, alternative="greater").pvalue
-    return f"{'slower' if p < 0.05 else 'not slower'} (Mann-Whitney U, p = {p:.2f}, " \
-           f"{len(on.seconds)} runs each)"
+    return f"{'slower' if p < SLOWER_P else 'not slower'} (Mann-Whitney U, p = {p:.2f}, " \
+           f"{runs[0]} runs each)"
 
 
 def predictions_profile_cpu(rows: int, shards: int, repeats: int = 5) -> float:
@@ -335,7 +341,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240_000)
     parser.add_argument("--features", type=int, default=136)
-    parser.add_argument("--runs", type=int, default=3, help="rounds of the timed cases (0: "
+    parser.add_argument("--runs", type=int, default=5, help="rounds of the timed cases (0: "
                         "none, the peak memory case only)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--memory-rows", type=int, default=3_000_000, help="rows of the peak "
