@@ -405,16 +405,11 @@ static void sort_keys(uint32_t *keys, uint32_t *scratch, Py_ssize_t n, Py_ssize_
             count[digit] = total;
             total += here;
         }
-        if (step == passes - 1)
-            for (Py_ssize_t i = 0; i < n; i++) {
-                uint32_t key = src[i];
-                dst[count[(key >> by) & digits]++] = key_bits(key);
-            }
-        else
-            for (Py_ssize_t i = 0; i < n; i++) {
-                uint32_t key = src[i];
-                dst[count[(key >> by) & digits]++] = key;
-            }
+        const int last = step == passes - 1; /* the compiler makes a loop of each case */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t key = src[i];
+            dst[count[(key >> by) & digits]++] = last ? key_bits(key) : key;
+        }
         uint32_t *swap = src;
         src = dst;
         dst = swap;
