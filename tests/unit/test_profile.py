@@ -4,18 +4,20 @@ error, exact histograms on given bins, and shards merged equal to the whole."""
 from __future__ import annotations
 
 import pickle
+import struct
 
 import datasketches as ds
 import numpy as np
 import pytest
 
-from modeleval.api.profile import (COLUMN_BYTES, HLL_LG_K, QUANTILE_RANKS, ColumnProfile,
-                                   size_bound)
+from modeleval.api.profile import (COLUMN_BYTES, HLL_LG_K, KLL_K, QUANTILE_RANKS,
+                                   ColumnProfile, size_bound)
 from modeleval.engine.distinct import distinct_sketch
 from modeleval.engine.letor import parse_letor
-from modeleval.engine.profile import (stored_hll, column_profile, column_state, decoded_kll, merge_all,
-                                      profile_data, profile_predictions, rank_error,
-                                      reference_cuts, sketch_sorted, to_profile)
+from modeleval.engine.profile import (_level_capacity, _weighted_image, column_profile,
+                                      column_state, decoded_kll, merge_all, profile_data,
+                                      profile_predictions, rank_error, reference_cuts,
+                                      sketch_sorted, stored_hll, to_profile)
 from modeleval.engine.shard import ParsedShard
 
 RELATIVE = 1e-9
@@ -175,11 +177,35 @@ def test_a_long_column_is_sketched_from_runs_with_its_exact_count_and_error():
     sketch = sketch_sorted(values)
     assert sketch.n == len(values)
     assert sketch.num_retained < 2_000  # a sketch, not the values
+    assert (sketch.get_min_value(), sketch.get_max_value()) == (values[0], values[-1])
+    assert sketch.k == KLL_K and sketch.normalized_rank_error(False) == \
+        ds.kll_floats_sketch(KLL_K).normalized_rank_error(False)
     for rank in (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999):
         value = sketch.get_quantile(rank)
         low = np.searchsorted(values, value, "left") / len(values)
         high = np.searchsorted(values, value, "right") / len(values)
         assert low - rank_error(sketch) <= rank <= high + rank_error(sketch)
+
+
+@pytest.mark.parametrize("k", [KLL_K, 1_000, 4_811])
+def test_stand_ins_enter_a_sketch_laid_out_as_the_library_lays_out_its_own(k):
+    # The library's own sketches of k: the offset of their first level plus what they retain
+    # is their total capacity; the weighted image lays its levels out in the same capacity.
+    for n in (3 * k, 40 * k, 2_000 * k):
+        own = ds.kll_floats_sketch(k)
+        own.update(np.arange(n, dtype=np.float32))
+        image = own.serialize()
+        levels = image[18]
+        first = struct.unpack_from("<I", image, 20)[0]
+        assert first + own.num_retained == sum(
+            _level_capacity(k, depth) for depth in range(levels))
+    standins = np.arange(k, dtype=np.float32)
+    rebuilt = ds.kll_floats_sketch.deserialize(
+        _weighted_image(standins, 4, np.array([k + 1.0], np.float32), 16 * k + 1, -1.0, k + 1))
+    assert (rebuilt.n, rebuilt.num_retained, rebuilt.k) == (16 * k + 1, k + 1, k)
+    assert rebuilt.get_rank(k // 2) == pytest.approx(k // 2 * 16 / (16 * k + 1))  # below it
+    with pytest.raises(ValueError, match="not a KLL sketch of"):
+        _weighted_image(standins, 4, standins[:0], 16 * k + 1, 0.0, 1.0)
 
 
 def _fed_every_key(keys: np.ndarray) -> ds.hll_sketch:
