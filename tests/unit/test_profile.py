@@ -374,9 +374,9 @@ def test_the_compiled_pass_reads_random_bit_patterns_as_numpy_does(seed, monkeyp
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_compiled_pass_profiles_labels_and_predictions_as_numpy_does(dtype, monkeypatch):
-    """One column (labels; a model's predictions, in float64 and sorted by numpy) read by the
-    compiled pass gives numpy's state: moments over the float64 values, registers over their
-    float32 roundings."""
+    """One column (labels; a model's predictions, in float64 and sorted by the compiled radix
+    sort) read by the compiled pass gives numpy's state: moments over the float64 values,
+    registers over their float32 roundings."""
     from modeleval.engine import profile as profile_module
 
     with np.errstate(invalid="ignore"):  # signalling NaN payloads widened
@@ -386,9 +386,36 @@ def test_the_compiled_pass_profiles_labels_and_predictions_as_numpy_does(dtype, 
         rng = np.random.default_rng(10)
         columns.append(rng.normal(size=3_000) * 1e3)
         columns.append(1.0 + np.arange(3_000) * 1e-12)
+    kept = [column.copy() for column in columns]
     compiled = [column_state(str(j), column, np.array([-1.0, 0.0, 2.5]), value_counts=True)
                 for j, column in enumerate(columns)]
+    for column, before in zip(columns, kept):  # the caller's values are not sorted in place
+        assert np.array_equal(column.view(np.uint8), before.view(np.uint8))
     monkeypatch.setattr(profile_module, "_profile_block", None)
     for j, mine in enumerate(compiled):
         _same_state(mine, column_state(str(j), columns[j], np.array([-1.0, 0.0, 2.5]),
                                        value_counts=True))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_compiled_sort_of_doubles_is_numpys(seed):
+    """Random float64 bit patterns (every NaN payload, infinities, subnormals, signed zeros),
+    columns of a few values and of one: the radix sort's order is numpy's (NaN last)."""
+    from modeleval.engine._letor import sort_float64
+
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(2, 5_000))
+    columns = [
+        rng.integers(0, 2**64, rows, dtype=np.uint64).view(np.float64),
+        rng.choice(np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 5e-324, -5e-324,
+                             1.5, -2.0]), rows),
+        rng.normal(size=rows) * 1e3, np.full(rows, -3.25), np.empty(0), np.array([np.nan])]
+    for column in columns:
+        mine = column.copy()
+        sort_float64(mine, np.empty(len(mine), np.uint64))
+        assert np.array_equal(mine, np.sort(column), equal_nan=True)
+        assert np.count_nonzero(np.isnan(mine)) == np.count_nonzero(np.isnan(column))
+    with pytest.raises(ValueError, match="scratch as many"):
+        sort_float64(np.zeros(3), np.empty(2, np.uint64))
+    with pytest.raises(TypeError, match="items of 8 bytes"):
+        sort_float64(np.zeros(3, np.float32), np.empty(3, np.uint64))

@@ -237,12 +237,13 @@ static int parse_lines(const char *p, const char *end, Output *o) {
     return 0;
 }
 
-/* Views of count objects, each C-contiguous: the first to read, the others to write, of
- * itemsize[i] bytes an item (0: any). Returns 0, or -1 with an exception set and nothing held. */
-static int acquire(PyObject *const *objects, Py_buffer *views, int count,
+/* Views of count objects, each C-contiguous: the first `reading` to read, the others to write,
+ * of itemsize[i] bytes an item (0: any). Returns 0, or -1 with an exception set and nothing
+ * held. */
+static int acquire(PyObject *const *objects, Py_buffer *views, int count, int reading,
                    const Py_ssize_t *itemsize, const char *const *names) {
     for (int i = 0; i < count; i++) {
-        int flags = PyBUF_C_CONTIGUOUS | (i ? PyBUF_WRITABLE : 0);
+        int flags = PyBUF_C_CONTIGUOUS | (i >= reading ? PyBUF_WRITABLE : 0);
         int failed = PyObject_GetBuffer(objects[i], &views[i], flags) < 0;
         if (!failed && itemsize[i] && views[i].itemsize != itemsize[i]) {
             PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes expected", names[i],
@@ -287,7 +288,7 @@ static PyObject *parse(PyObject *Py_UNUSED(self), PyObject *args) {
     static const Py_ssize_t itemsize[] = {0, 4, 8, 4};
     static const char *const names[] = {"text", "labels", "qids", "features"};
     Py_buffer views[4];
-    if (acquire(objects, views, 4, itemsize, names) < 0) return NULL;
+    if (acquire(objects, views, 4, 1, itemsize, names) < 0) return NULL;
     Py_buffer *text = &views[0], *labels = &views[1], *qids = &views[2], *features = &views[3];
     Output o = {labels->buf, qids->buf, features->buf, labels->len / 4, width, has_qid, 0, 0, 0};
     if (qids->len / 8 < o.capacity) o.capacity = qids->len / 8;
@@ -583,7 +584,7 @@ static PyObject *profile_sorted(PyObject *Py_UNUSED(self), PyObject *args) {
     static const Py_ssize_t itemsize[] = {8, 4, 1, 8};
     static const char *const names[] = {"values", "scratch", "rho", "stats"};
     Py_buffer views[4];
-    if (acquire(objects, views, 4, itemsize, names) < 0) return NULL;
+    if (acquire(objects, views, 4, 1, itemsize, names) < 0) return NULL;
     Py_ssize_t n = views[0].len / 8, slots = views[2].len;
     if (views[1].len / 4 != n || views[3].len != ST_FIELDS * 8 || slots == 0 ||
         (slots & (slots - 1))) {
@@ -615,6 +616,92 @@ static PyObject *profile_sorted(PyObject *Py_UNUSED(self), PyObject *args) {
               count ? x[last - 1] : 0.0, mean, m2, distinct);
     Py_END_ALLOW_THREADS
     release(views, 4);
+    Py_RETURN_NONE;
+}
+
+/* float64 bits as an unsigned key in the order numpy sorts (every NaN last, as one key; -0.0
+ * just before 0.0: they are equal), and back (a NaN as the quiet NaN). */
+#define NAN_KEY64 UINT64_MAX
+#define SIGN64 (1ull << 63)
+static inline uint64_t order_key64(uint64_t bits) {
+    if ((bits & ~SIGN64) > 0x7FF0000000000000ull) return NAN_KEY64;
+    return (bits & SIGN64) ? ~bits : bits | SIGN64;
+}
+
+static inline uint64_t key_bits64(uint64_t key) {
+    if (key == NAN_KEY64) return 0x7FF8000000000000ull;
+    return (key & SIGN64) ? key & ~SIGN64 : ~key;
+}
+
+/* The n float64 values whose bits are at values sorted ascending in place, by LSD radix as
+ * sort_keys sorts (RADIX_BITS a digit from the lowest, a digit every key shares skipped, the
+ * last pass writing the values back); scratch: room for n more. -1 where there is no memory
+ * for the digits' counts (nothing is changed), else 0. */
+#define RADIX_PASSES64 ((64 + RADIX_BITS - 1) / RADIX_BITS)
+static int sort_doubles(uint64_t *values, uint64_t *scratch, Py_ssize_t n) {
+    const uint64_t digits = (1u << RADIX_BITS) - 1;
+    uint32_t (*counts)[1 << RADIX_BITS] = calloc(RADIX_PASSES64, sizeof *counts);
+    if (!counts) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t key = values[i] = order_key64(values[i]);
+        for (int pass = 0; pass < RADIX_PASSES64; pass++)
+            counts[pass][(key >> (pass * RADIX_BITS)) & digits]++;
+    }
+    int runs[RADIX_PASSES64], passes = 0; /* the passes whose digit the keys do not all share */
+    for (int pass = 0; n && pass < RADIX_PASSES64; pass++)
+        if (counts[pass][(values[0] >> (pass * RADIX_BITS)) & digits] != (uint32_t)n)
+            runs[passes++] = pass;
+    uint64_t *src = values, *dst = scratch;
+    for (int step = 0; step < passes; step++) {
+        uint32_t *count = counts[runs[step]], total = 0;
+        const int by = runs[step] * RADIX_BITS;
+        for (uint32_t digit = 0; digit <= digits; digit++) {
+            uint32_t here = count[digit];
+            count[digit] = total;
+            total += here;
+        }
+        const int last = step == passes - 1; /* the compiler makes a loop of each case */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t key = src[i];
+            dst[count[(key >> by) & digits]++] = last ? key_bits64(key) : key;
+        }
+        uint64_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    if (!passes) /* every key the same */
+        for (Py_ssize_t i = 0; i < n; i++) values[i] = key_bits64(values[i]);
+    else if (src != values)
+        memcpy(values, src, (size_t)n * sizeof *values);
+    free(counts);
+    return 0;
+}
+
+PyDoc_STRVAR(sort_float64_doc,
+"sort_float64(values, scratch) -> None\n\n"
+"Sorts ``values`` (float64, C order) in place as numpy sorts them (NaN last, each as the quiet\n"
+"NaN), by radix; ``scratch``: 8-byte items, at least as many.");
+
+static PyObject *sort_float64(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *values_object, *scratch_object;
+    if (!PyArg_ParseTuple(args, "OO", &values_object, &scratch_object)) return NULL;
+    PyObject *objects[] = {values_object, scratch_object};
+    static const Py_ssize_t itemsize[] = {8, 8};
+    static const char *const names[] = {"values", "scratch"};
+    Py_buffer views[2];
+    if (acquire(objects, views, 2, 0, itemsize, names) < 0) return NULL;
+    Py_ssize_t n = views[0].len / 8;
+    if (views[1].len / 8 < n || n > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sort_float64: scratch as many as the values (< 2**32)");
+        release(views, 2);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = sort_doubles(views[0].buf, views[1].buf, n);
+    Py_END_ALLOW_THREADS
+    release(views, 2);
+    if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -702,7 +789,7 @@ static PyObject *profile_block(PyObject *Py_UNUSED(self), PyObject *args) {
     static const Py_ssize_t itemsize[] = {4, 4, 4, 1, 8};
     static const char *const names[] = {"features", "out", "scratch", "rho", "stats"};
     Py_buffer views[5];
-    if (acquire(objects, views, 5, itemsize, names) < 0) return NULL;
+    if (acquire(objects, views, 5, 1, itemsize, names) < 0) return NULL;
     Py_buffer *features = &views[0], *out = &views[1], *rho = &views[3], *stats = &views[4];
     Py_ssize_t rows = views[2].len / 4, width = stats->len / 8 / ST_FIELDS;
     Py_ssize_t slots = width ? rho->len / width : 0;
@@ -735,6 +822,7 @@ static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS, parse_doc},
     {"profile_block", profile_block, METH_VARARGS, profile_block_doc},
     {"profile_sorted", profile_sorted, METH_VARARGS, profile_sorted_doc},
+    {"sort_float64", sort_float64, METH_VARARGS, sort_float64_doc},
     {NULL, NULL, 0, NULL},
 };
 
