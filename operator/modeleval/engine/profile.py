@@ -35,6 +35,7 @@ count, mean, std, min, max, the sketches and the quantiles are over the finite v
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import struct
@@ -322,6 +323,12 @@ def _level_capacity(k: int, depth: int) -> int:
     return max(_KLL_M, (((2 * k) << depth) // 3 ** depth + 1) >> 1)
 
 
+@functools.lru_cache(maxsize=256)
+def _total_capacity(k: int, levels: int) -> int:
+    """The items a KLL sketch of ``levels`` levels holds (every shard of a size asks the same)."""
+    return sum(_level_capacity(k, depth) for depth in range(levels))
+
+
 def _weighted_image(standins: np.ndarray, height: int, rest: np.ndarray, n: int,
                     low: float, high: float) -> bytes:
     """A KLL sketch of n values, serialised, whose items are ``standins`` at level ``height``
@@ -333,8 +340,7 @@ def _weighted_image(standins: np.ndarray, height: int, rest: np.ndarray, n: int,
         raise ValueError(f"{len(standins)} stand-ins of 2**{height} and {len(rest)} values are "
                          f"not a KLL sketch of {n}")
     levels = height + 1
-    capacity = sum(_level_capacity(k, depth) for depth in range(levels))
-    start = capacity - len(standins) - len(rest)
+    start = _total_capacity(k, levels) - len(standins) - len(rest)
     offsets = [start] + [start + len(rest)] * height
     return b"".join((
         _KLL_PREAMBLE.pack(_KLL_FULL_PREAMBLE_INTS, _KLL_SERIAL_VERSION, _KLL_FAMILY,
