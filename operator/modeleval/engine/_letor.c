@@ -9,7 +9,9 @@
  * float32 to the decimal), as Arrow's float32 conversion does.
  *
  * Beside it, the data profile's pass over a parsed matrix (profile_block, engine/profile.py):
- * columns radix-sorted and read once for their counts, moments and distinct-count registers.
+ * columns radix-sorted and read once for their counts, moments and distinct-count registers;
+ * and the radix sort of a float64 column (sort_float64: a model's predictions) read by
+ * profile_sorted.
  */
 #define PY_SSIZE_T_CLEAN
 #include <patchlevel.h>
@@ -828,7 +830,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_letor",
-    "A LETOR/SVMlight tokenizer (see parse) and the data profile's pass (see profile_block).", -1,
+    "A LETOR/SVMlight tokenizer (see parse) and the data profile's pass (see profile_block, "
+    "sort_float64 and profile_sorted).", -1,
     methods,
     NULL, NULL, NULL, NULL,
 };

@@ -92,6 +92,7 @@ _HLL_PREAMBLE = struct.Struct("<BBBBBBBBdddii")
 _PREAMBLE_INTS, _SERIAL_VERSION, _HLL_FAMILY = 10, 1, 7
 _COMPACT, _OUT_OF_ORDER = 8, 16
 _HLL_MODE_HLL_8 = 2 | 2 << 2  # the mode (HLL) and the target type (HLL_8)
+_INVERSE_POWERS = np.ldexp(1.0, -np.arange(64))  # 2**-value for each register value
 
 
 @dataclass
@@ -138,12 +139,11 @@ def registers_image(rho: np.ndarray, lg_k: int) -> bytes:
     order (as a union's result: no HIP estimate)."""
     if rho.shape != (1 << lg_k,) or rho.dtype != np.uint8:
         raise ValueError(f"registers: {1 << lg_k} bytes expected")
-    powers = np.ldexp(1.0, -rho.astype(np.int64))
-    low = rho < 32
+    registers = np.bincount(rho, minlength=64)  # registers of each value (at most 63)
     preamble = _HLL_PREAMBLE.pack(
         _PREAMBLE_INTS, _SERIAL_VERSION, _HLL_FAMILY, lg_k, 0, _COMPACT | _OUT_OF_ORDER, 0,
-        _HLL_MODE_HLL_8, 0.0, float(powers[low].sum()), float(powers[~low].sum()),
-        int(np.count_nonzero(rho == 0)), 0)
+        _HLL_MODE_HLL_8, 0.0, float(registers[:32] @ _INVERSE_POWERS[:32]),
+        float(registers[32:] @ _INVERSE_POWERS[32:]), int(registers[0]), 0)
     return preamble + rho.tobytes()
 
 

@@ -16,15 +16,17 @@ read off the top digit's counts, zeros by a binary search), the extremes, the me
 squared deviations in float64, and the HLL registers of its values
 (MurmurHash3 as DataSketches hashes them; merged register by register on the driver:
 ``distinct.py``). The KLL sketch and the bins' counts are then read off the sorted column here
-(``sketch_sorted``: runs' stand-ins, then merges to the exact count; a binary search per edge).
-The group (about 1 MiB of columns, one buffer for all of them) bounds what a profile adds to a
+(``sketch_sorted``: runs' stand-ins entered at their weight; a binary search per edge). The
+group (about 1 MiB of columns, one buffer for all of them) bounds what a profile adds to a
 shard's memory. Without the compiled module (or for a matrix that is not float32 in C order),
-numpy sorts a block of columns (``BLOCK_BYTES``) and the same is read off with numpy.
+numpy sorts a block of columns (``BLOCK_BYTES``) and the same is read off with numpy. A model's
+predictions (float64) are sorted by the compiled radix sort of doubles and read the same way.
 
-Cost (240k x 136 MSLR-shaped, in 10 shards): the compiled pass about 7 ns a value on one idle
-core, about 11 inside Ray tasks on both (0.33-0.35 s), the KLL sketches and their merges 0.08 s;
-a whole cold evaluation takes about 1.5 s of CPU without profiling, its parse 0.55 s of it
-(bench/RESULTS.md, "The sort writes the values back").
+Cost (240k x 136 MSLR-shaped, in 10 shards of 24k rows): about 24 ms of CPU a shard, 21 of them
+the compiled pass (about 6.6 ns a value), 2 the KLL sketches (14 us a column); a model's
+predictions 0.6 ms a shard; a whole cold evaluation takes about 1.2-1.5 s of CPU without
+profiling, its parse about 0.55 s of it (bench/RESULTS.md, "The stand-ins enter the sketch at
+their weight").
 
 Missing values: every reader gives a shard NaN where a value is absent (a LETOR line that
 leaves a feature out, a Parquet or CSV null) or NaN in the data; both are ``missing``.
