@@ -367,6 +367,35 @@ static inline float bits_float(uint32_t bits) {
     return value;
 }
 
+#define RADIX_BITS 11 /* a radix digit's bits */
+
+/* The scatter passes of an LSD radix sort of the n keys (of type) at src: for each of the
+ * passes digits named by runs (RADIX_BITS each, from the lowest), its counts turned into where
+ * its keys start, the keys moved between src and scratch, the last pass writing back(key);
+ * src is left at the result (the keys' buffer or scratch). */
+#define RADIX_SCATTER(type, src, scratch, n, counts, runs, passes, back)                        \
+    do {                                                                                        \
+        type *dst_ = (scratch);                                                                 \
+        for (int step_ = 0; step_ < (passes); step_++) {                                        \
+            uint32_t *count_ = (counts)[(runs)[step_]], total_ = 0;                             \
+            const int by_ = (runs)[step_] * RADIX_BITS, last_ = step_ == (passes) - 1;          \
+            for (uint32_t digit_ = 0; digit_ < (1u << RADIX_BITS); digit_++) {                  \
+                uint32_t here_ = count_[digit_];                                                \
+                count_[digit_] = total_;                                                        \
+                total_ += here_;                                                                \
+            }                                                                                   \
+            /* the compiler makes a loop of each case of last_ */                               \
+            for (Py_ssize_t i_ = 0; i_ < (n); i_++) {                                           \
+                type key_ = (src)[i_];                                                          \
+                dst_[count_[(key_ >> by_) & ((1u << RADIX_BITS) - 1)]++] =                      \
+                    last_ ? back(key_) : key_;                                                  \
+            }                                                                                   \
+            type *swap_ = (src);                                                                \
+            (src) = dst_;                                                                       \
+            dst_ = swap_;                                                                       \
+        }                                                                                       \
+    } while (0)
+
 /* A column's n keys (order_key) sorted into its ascending float32 bits, in place, by LSD radix:
  * RADIX_PASSES digits of RADIX_BITS from the lowest, a pass skipped where every key has the
  * same digit, the last pass writing each key's bits (key_bits); scratch: room for n more
@@ -374,7 +403,6 @@ static inline float bits_float(uint32_t bits) {
  * tally: the keys that are NaN, -inf and +inf, read off the top digit's counts: where the top
  * digit has at least 10 bits, each of the three keys is alone in its digit (the other keys
  * of those digits would be NaNs', and every NaN has NAN_KEY). */
-#define RADIX_BITS 11
 #define RADIX_PASSES 3
 #define TOP_SHIFT (RADIX_BITS * (RADIX_PASSES - 1))
 _Static_assert(32 - TOP_SHIFT >= 10 && RADIX_BITS * RADIX_PASSES >= 32, "radix digits");
@@ -399,24 +427,8 @@ static void sort_keys(uint32_t *keys, uint32_t *scratch, Py_ssize_t n, Py_ssize_
         return;
     }
     /* from keys to scratch and back, the last pass's result copied into keys if it is not */
-    uint32_t *src = keys, *dst = scratch;
-    for (int step = 0; step < passes; step++) {
-        uint32_t *count = counts[runs[step]], total = 0;
-        const int by = runs[step] * RADIX_BITS;
-        for (uint32_t digit = 0; digit <= digits; digit++) {
-            uint32_t here = count[digit];
-            count[digit] = total;
-            total += here;
-        }
-        const int last = step == passes - 1; /* the compiler makes a loop of each case */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint32_t key = src[i];
-            dst[count[(key >> by) & digits]++] = last ? key_bits(key) : key;
-        }
-        uint32_t *swap = src;
-        src = dst;
-        dst = swap;
-    }
+    uint32_t *src = keys;
+    RADIX_SCATTER(uint32_t, src, scratch, n, counts, runs, passes, key_bits);
     if (src != keys) memcpy(keys, src, (size_t)n * sizeof *keys);
 }
 
@@ -653,24 +665,8 @@ static int sort_doubles(uint64_t *values, uint64_t *scratch, Py_ssize_t n) {
     for (int pass = 0; n && pass < RADIX_PASSES64; pass++)
         if (counts[pass][(values[0] >> (pass * RADIX_BITS)) & digits] != (uint32_t)n)
             runs[passes++] = pass;
-    uint64_t *src = values, *dst = scratch;
-    for (int step = 0; step < passes; step++) {
-        uint32_t *count = counts[runs[step]], total = 0;
-        const int by = runs[step] * RADIX_BITS;
-        for (uint32_t digit = 0; digit <= digits; digit++) {
-            uint32_t here = count[digit];
-            count[digit] = total;
-            total += here;
-        }
-        const int last = step == passes - 1; /* the compiler makes a loop of each case */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t key = src[i];
-            dst[count[(key >> by) & digits]++] = last ? key_bits64(key) : key;
-        }
-        uint64_t *swap = src;
-        src = dst;
-        dst = swap;
-    }
+    uint64_t *src = values;
+    RADIX_SCATTER(uint64_t, src, scratch, n, counts, runs, passes, key_bits64);
     if (!passes) /* every key the same */
         for (Py_ssize_t i = 0; i < n; i++) values[i] = key_bits64(values[i]);
     else if (src != values)
