@@ -73,8 +73,9 @@ smoke: venv prepare ## the newcomer's path: bed, chart, examples, one evaluation
 
 ROWS ?= 240000
 RUNS ?= 3
-# profile_cost.py's rounds: its warm verdict (a Mann-Whitney U test) needs at least 4 each way
-PROFILE_RUNS ?= 5
+# profile_cost.py's rounds: its warm verdict (a Mann-Whitney U test) needs at least 4 each way;
+# 7 rounds hold its medians steadier against the machine's minute-to-minute speed
+PROFILE_RUNS ?= 7
 # Evidently, for bench/data_drift.py only: a virtualenv of its own in the cache outside the
 # checkout, keyed by its pins (hack/versions.env), with the lock's pyarrow to read the Parquet.
 pin = $(shell sed -n 's/^$(1)=//p' hack/versions.env)
@@ -87,7 +88,7 @@ $(EVIDENTLY_VENV)/.installed: hack/versions.env requirements.lock | $(VENV)/.ins
 	  $$(grep '^pyarrow==' requirements.lock)
 	@touch $@
 
-bench: venv prepare $(EVIDENTLY_VENV)/.installed ## side-by-side engine benchmark (ROWS=240000 RUNS=3 PROFILE_RUNS=5), modeleval run vs a pandas script, the profile's cost, profile + drift vs Evidently
+bench: venv prepare $(EVIDENTLY_VENV)/.installed ## side-by-side engine benchmark (ROWS=240000 RUNS=3 PROFILE_RUNS=7), modeleval run vs a pandas script, the profile's cost, profile + drift vs Evidently
 	@$(VENV)/bin/python bench/engine.py --rows $(ROWS) --runs $(RUNS)
 	@$(VENV)/bin/python bench/inline.py --runs $(RUNS)
 	@$(VENV)/bin/python bench/profile_cost.py --rows $(ROWS) --runs $(PROFILE_RUNS)

@@ -21,7 +21,7 @@ two warm evaluations (--memory-runs) of --memory-rows rows each way (off, on, on
 fresh Ray workers), under the plan's own choice (target: the median on within 10% of off).
 Fails if NDCG@10 differs between the paths, or profiling on records no profile.
 
-  python bench/profile_cost.py [--rows 240000] [--runs 5] [--memory-rows 3000000]
+  python bench/profile_cost.py [--rows 240000] [--runs 7] [--memory-rows 3000000]
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240_000)
     parser.add_argument("--features", type=int, default=136)
-    parser.add_argument("--runs", type=int, default=5, help="rounds of the timed cases (0: "
+    parser.add_argument("--runs", type=int, default=7, help="rounds of the timed cases (0: "
                         "none, the peak memory case only)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--memory-rows", type=int, default=3_000_000, help="rows of the peak "
