@@ -256,7 +256,7 @@ def _compiled_states(features: np.ndarray, names: Sequence[str],
 def _sorted64_state(name: str, ordered: np.ndarray, cuts: np.ndarray | None,
                     value_counts: bool) -> ColumnState:
     """The profile of a float64 column in ascending order (a model's predictions, sorted by the
-    compiled radix sort: about 7 ns a value against numpy's 40 here) by the compiled read of
+    compiled radix sort: about 16 ns a value against numpy's 40 here) by the compiled read of
     it."""
     ordered = np.ascontiguousarray(ordered)
     stats, rho = np.empty(10, np.float64), np.empty(1 << HLL_LG_K, np.uint8)
@@ -290,7 +290,7 @@ def sketch_sorted(ordered: np.ndarray) -> ds.kll_floats_sketch:
     ``stride`` values (a power of two, 2**h) counts as its middle value: the runs' stand-ins
     enter the sketch as the items of its level h (each weighs 2**h there, as a compaction's
     survivors do), the rest of the values at level 0, and the sketch compacts them to its size:
-    a sketch of exactly the same count, its minimum and maximum the column's, in about a fifth
+    a sketch of exactly the same count, its minimum and maximum the column's, in about a third
     of the time of feeding the stand-ins one by one (bench/RESULTS.md, "The stand-ins enter the
     sketch at their weight"). A value's rank in the runs' stand-ins is within stride / 2 of its
     rank in the column, and stride is chosen at most ``SAMPLED_ERROR_SHARE`` x 2 x n x the
