@@ -14,7 +14,7 @@ from modeleval.api.profile import (COLUMN_BYTES, HLL_LG_K, KLL_K, QUANTILE_RANKS
                                    ColumnProfile, size_bound)
 from modeleval.engine.distinct import distinct_sketch
 from modeleval.engine.letor import parse_letor
-from modeleval.engine.profile import (_level_capacity, _weighted_image, column_profile,
+from modeleval.engine.profile import (_total_capacity, _weighted_image, column_profile,
                                       column_state, decoded_kll, merge_all, profile_data,
                                       profile_predictions, rank_error, reference_cuts,
                                       sketch_sorted, stored_hll, to_profile)
@@ -197,8 +197,7 @@ def test_stand_ins_enter_a_sketch_laid_out_as_the_library_lays_out_its_own(k):
         image = own.serialize()
         levels = image[18]
         first = struct.unpack_from("<I", image, 20)[0]
-        assert first + own.num_retained == sum(
-            _level_capacity(k, depth) for depth in range(levels))
+        assert first + own.num_retained == _total_capacity(k, levels)
     standins = np.arange(k, dtype=np.float32)
     rebuilt = ds.kll_floats_sketch.deserialize(
         _weighted_image(standins, 4, np.array([k + 1.0], np.float32), 16 * k + 1, -1.0, k + 1))

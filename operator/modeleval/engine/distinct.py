@@ -139,7 +139,7 @@ def registers_image(rho: np.ndarray, lg_k: int) -> bytes:
     order (as a union's result: no HIP estimate)."""
     if rho.shape != (1 << lg_k,) or rho.dtype != np.uint8:
         raise ValueError(f"registers: {1 << lg_k} bytes expected")
-    registers = np.bincount(rho, minlength=64)  # registers of each value (at most 63)
+    registers = np.bincount(rho, minlength=64)  # how many registers hold each value (0-63)
     preamble = _HLL_PREAMBLE.pack(
         _PREAMBLE_INTS, _SERIAL_VERSION, _HLL_FAMILY, lg_k, 0, _COMPACT | _OUT_OF_ORDER, 0,
         _HLL_MODE_HLL_8, 0.0, float(registers[:32] @ _INVERSE_POWERS[:32]),

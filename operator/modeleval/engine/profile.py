@@ -297,9 +297,9 @@ def sketch_sorted(ordered: np.ndarray) -> ds.kll_floats_sketch:
     sketch's rank error, so the quantiles stay within :func:`rank_error` (the sketch's
     documented error and that share of it)."""
     values = ordered if ordered.dtype == np.float32 else ordered.astype(np.float32)
+    sketch = _empty_kll()
     budget = len(values) * SAMPLED_ERROR_SHARE * 2 * _KLL_ERROR
     stride = 1 << int(math.log2(budget)) if budget >= 2 else 1
-    sketch = _empty_kll()
     if stride == 1:
         sketch.update(values)
         return sketch
@@ -348,8 +348,7 @@ def _weighted_image(standins: np.ndarray, height: int, rest: np.ndarray, n: int,
         _KLL_PREAMBLE.pack(_KLL_FULL_PREAMBLE_INTS, _KLL_SERIAL_VERSION, _KLL_FAMILY,
                            _KLL_LEVEL_ZERO_SORTED, k, _KLL_M, 0, n, k, levels, 0),
         struct.pack(f"<{levels}I", *offsets), struct.pack("<ff", low, high),
-        np.ascontiguousarray(rest, np.float32).tobytes(),
-        np.ascontiguousarray(standins, np.float32).tobytes()))
+        np.asarray(rest, np.float32).tobytes(), np.asarray(standins, np.float32).tobytes()))
 
 
 def rank_error(sketch: ds.kll_floats_sketch) -> float:
